@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Installs every Debian package RPTQ Workbench needs to build, test and benchmark.
+# Usage: scripts/install-deps.sh [--bench]   (--bench adds PyTorch for the side-by-side benchmarks)
+set -euo pipefail
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+PKGS=(
+  build-essential cmake ninja-build pkg-config
+  libopenblas-dev nlohmann-json3-dev libpcre2-dev
+  libhdf5-dev qt6-base-dev qt6-charts-dev
+  libgtest-dev libgmock-dev
+  python3
+)
+if [ "${1:-}" = "--bench" ]; then PKGS+=(python3-torch python3-numpy); fi
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -qq
+$SUDO apt-get install -y -qq --no-install-recommends "${PKGS[@]}"

@@ -1,0 +1,41 @@
+#pragma once
+// Paths of the shared reference data and helpers common to the tests.
+#include <gtest/gtest.h>
+
+#include <cstdint>
+#include <filesystem>
+#include <fstream>
+#include <string>
+#include <vector>
+
+namespace rptq::test {
+
+inline std::filesystem::path shared_dir() { return RPTQ_SHARED_DIR; }
+inline std::filesystem::path resources_dir() { return RPTQ_RESOURCES_DIR; }
+
+// A fresh empty directory for one test's files.
+inline std::filesystem::path temp_dir(const std::string& name) {
+  auto p = std::filesystem::path(RPTQ_TEST_TMP) / name;
+  std::filesystem::remove_all(p);
+  std::filesystem::create_directories(p);
+  return p;
+}
+
+inline std::string read_file(const std::filesystem::path& p) {
+  std::ifstream f(p, std::ios::binary);
+  return {std::istreambuf_iterator<char>(f), std::istreambuf_iterator<char>()};
+}
+
+inline void write_file(const std::filesystem::path& p, const std::string& bytes) {
+  std::ofstream f(p, std::ios::binary | std::ios::trunc);
+  f.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
+}
+
+}  // namespace rptq::test
+
+// Skips the test (with the reason) when ../shared is not beside the checkout.
+#define RPTQ_REQUIRE_SHARED()                                                               \
+  do {                                                                                      \
+    if (!std::filesystem::exists(rptq::test::shared_dir() / "reference"))                   \
+      GTEST_SKIP() << "shared reference data not found at " << rptq::test::shared_dir();    \
+  } while (0)
