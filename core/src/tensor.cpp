@@ -43,6 +43,12 @@ Tensor::Tensor(std::vector<std::int64_t> shape) : shape_(std::move(shape)) {
   if (numel_) std::memset(data_.get(), 0, static_cast<std::size_t>(numel_) * sizeof(float));
 }
 
+Tensor Tensor::uninitialized(std::vector<std::int64_t> shape) {
+  Tensor t;
+  t.resize(std::move(shape));
+  return t;
+}
+
 Tensor::Tensor(const Tensor& other) : shape_(other.shape_), numel_(other.numel_), capacity_(other.numel_) {
   data_.reset(allocate(numel_));
   if (numel_) std::memcpy(data_.get(), other.data_.get(), static_cast<std::size_t>(numel_) * sizeof(float));

@@ -15,6 +15,8 @@ class Tensor {
   Tensor() = default;
   explicit Tensor(std::vector<std::int64_t> shape);  // zero-initialized
   Tensor(std::initializer_list<std::int64_t> shape) : Tensor(std::vector<std::int64_t>(shape)) {}
+  // Without zero-filling, for buffers that are written before they are read.
+  static Tensor uninitialized(std::vector<std::int64_t> shape);
 
   Tensor(const Tensor& other);
   Tensor& operator=(const Tensor& other);

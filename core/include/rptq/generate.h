@@ -1,0 +1,49 @@
+#pragma once
+// Autoregressive generation with a KV cache: greedy when temperature is 0, otherwise seeded sampling from the
+// temperature-scaled distribution restricted to the top-k tokens.
+#include <cstdint>
+#include <functional>
+#include <span>
+#include <vector>
+
+namespace rptq {
+
+class Model;
+class ActivationHook;
+
+struct GenerateOptions {
+  std::int64_t max_new_tokens = 64;
+  float temperature = 0.0f;  // 0 = greedy
+  std::int64_t top_k = 0;    // 0 = no restriction
+  std::uint64_t seed = 0;
+  bool stop_at_eos = true;
+  std::int32_t eos_id = -1;  // stop token (-1: none)
+};
+
+struct GenerateResult {
+  std::vector<std::int32_t> tokens;  // the generated tokens (prompt excluded)
+  std::int64_t prompt_tokens = 0;
+  double prefill_seconds = 0.0;
+  double decode_seconds = 0.0;
+  std::size_t kv_cache_bytes = 0;  // bytes of the KV cache allocation
+  bool stopped_at_eos = false;
+};
+
+// on_token is called with each new token as soon as it is chosen; returning false stops generation.
+GenerateResult generate(const Model& model, std::span<const std::int32_t> prompt, const GenerateOptions& opts,
+                        const std::function<bool(std::int32_t)>& on_token = {}, ActivationHook* hook = nullptr);
+
+// Picks the next token from one row of logits.
+class Sampler {
+ public:
+  Sampler(float temperature, std::int64_t top_k, std::uint64_t seed);
+  std::int32_t pick(const float* logits, std::int64_t vocab);
+
+ private:
+  float temperature_;
+  std::int64_t top_k_;
+  std::uint64_t state_;
+  double uniform();  // [0, 1)
+};
+
+}  // namespace rptq

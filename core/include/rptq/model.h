@@ -1,0 +1,146 @@
+#pragma once
+// A decoder-only language model (OPT or LLaMA family) on the CPU: float32 weights, OpenBLAS GEMMs, OpenMP for
+// the rest. Every activation RPTQ quantizes passes through an ActivationHook, so calibration, reordering and
+// quantization observe and transform them without a copy of the layer code.
+#include <cstdint>
+#include <filesystem>
+#include <functional>
+#include <memory>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "rptq/model_config.h"
+#include "rptq/tensor.h"
+
+namespace rptq {
+
+class Checkpoint;
+
+// The quantizable activations ("taps") of one decoder layer, named by their role. Each is a [tokens, channels]
+// matrix, given to the hook after it is computed and before anything consumes it.
+enum class Tap : int {
+  AttnInput = 0,  // R1: input of q/k/v (output of the attention LayerNorm/RMSNorm in pre-norm models)
+  Q,              // input of QK^T: OPT q_proj output times head_dim^-0.5; LLaMA q_proj output after rotary
+  K,              // input of QK^T and what the KV cache stores (LLaMA: after rotary)
+  V,              // v_proj output, what the KV cache stores
+  AttnOutput,     // R3: attention output, input of out_proj / o_proj
+  FfnInput,       // R4: input of fc1 / gate_proj and up_proj
+  FfnHidden,      // R5: input of fc2 / down_proj (after ReLU / SiLU(gate) * up)
+};
+constexpr int kTapCount = 7;
+const char* tap_name(Tap t);  // "attn_input", "q", ...
+
+// A row-major [rows, cols] view of an activation with rows `ld` floats apart.
+struct ActivationView {
+  float* data = nullptr;
+  std::int64_t rows = 0, cols = 0, ld = 0;
+  float* row(std::int64_t r) const { return data + r * ld; }
+};
+
+// Observes (and may change, in place) every tap of every layer. Called from the forward-pass thread.
+class ActivationHook {
+ public:
+  virtual ~ActivationHook() = default;
+  virtual void on_activation(int layer, Tap tap, const ActivationView& act) = 0;
+};
+
+struct LinearWeights {
+  Tensor weight;  // [out, in], as Hugging Face's nn.Linear stores it
+  Tensor bias;    // [out] or empty
+  std::int64_t in() const { return weight.dim(1); }
+  std::int64_t out() const { return weight.dim(0); }
+  const float* bias_data() const { return bias.empty() ? nullptr : bias.data(); }
+};
+
+struct NormWeights {
+  Tensor gamma;  // empty when the norm has no affine weight
+  Tensor beta;   // empty for RMSNorm or no bias
+  std::vector<std::int32_t> gather;  // when non-empty, the norm writes channel gather[k] to position k (R1/R4)
+};
+
+struct DecoderLayerWeights {
+  NormWeights attn_norm;  // OPT self_attn_layer_norm / LLaMA input_layernorm
+  NormWeights ffn_norm;   // OPT final_layer_norm / LLaMA post_attention_layernorm
+  LinearWeights q, k, v, o;
+  LinearWeights fc1, fc2;          // OPT
+  LinearWeights gate, up, down;    // LLaMA
+};
+
+// The keys and values of the tokens seen so far, per layer, for incremental generation.
+class KvCache {
+ public:
+  KvCache(const ModelConfig& cfg, std::int64_t batch, std::int64_t capacity);
+  std::int64_t length() const { return length_; }      // tokens cached per sequence
+  std::int64_t capacity() const { return capacity_; }
+  std::int64_t batch() const { return batch_; }
+  std::size_t bytes() const;  // bytes of the allocation holding K and V
+  void clear() { length_ = 0; }
+
+  // Layer l's K or V: [batch, capacity, kv_dim].
+  float* keys(int layer) { return k_[layer].data(); }
+  float* values(int layer) { return v_[layer].data(); }
+  std::int64_t kv_dim() const { return kv_dim_; }
+
+ private:
+  friend class Model;
+  std::int64_t batch_, capacity_, kv_dim_, length_ = 0;
+  std::vector<Tensor> k_, v_;
+};
+
+struct LoadOptions {
+  // Called with (fraction done, what) while weights load; returning false cancels (throws Cancelled).
+  std::function<bool(double, const std::string&)> progress;
+};
+
+class Model {
+ public:
+  // Loads config.json and the weights of a Hugging Face model folder into float32.
+  // Throws InputError naming the file and the problem (missing tensor, wrong shape, unsupported architecture).
+  static std::unique_ptr<Model> load(const std::filesystem::path& model_dir, const LoadOptions& opts = {});
+  static std::unique_ptr<Model> from_checkpoint(const ModelConfig& cfg, const Checkpoint& ckpt,
+                                                const LoadOptions& opts = {});
+
+  const ModelConfig& config() const { return cfg_; }
+  std::int64_t parameter_count() const;  // counted as Hugging Face does (tied head counted once)
+
+  // Full forward pass over tokens [batch, seq] (row-major, equal lengths). With a cache, the tokens continue the
+  // cached sequences and their K/V are appended. Returns logits [batch * seq, vocab] (or, when last_only, only
+  // each sequence's last position: [batch, vocab]).
+  Tensor forward(std::span<const std::int32_t> tokens, std::int64_t batch, KvCache* cache = nullptr,
+                 ActivationHook* hook = nullptr, bool last_only = false) const;
+
+  // The pieces of forward(), for layer-by-layer work (calibration). `hidden` is [batch * seq, hidden].
+  Tensor embed(std::span<const std::int32_t> tokens, std::int64_t batch, std::int64_t past = 0) const;
+  void layer_forward(int layer, Tensor& hidden, std::int64_t batch, KvCache* cache = nullptr,
+                     ActivationHook* hook = nullptr) const;
+  // Final norm (+ project_out) then the output head; `rows` selects which rows of hidden to project (empty: all).
+  Tensor head(const Tensor& hidden) const;
+
+  DecoderLayerWeights& layer(int i) { return layers_.at(static_cast<std::size_t>(i)); }
+  const DecoderLayerWeights& layer(int i) const { return layers_.at(static_cast<std::size_t>(i)); }
+
+  // Weight bytes held in memory (float32).
+  std::size_t weight_bytes() const;
+
+ private:
+  Model() = default;
+  void attention_block(int layer, const float* x, float* out, std::int64_t batch, std::int64_t seq,
+                       std::int64_t past, KvCache* cache, ActivationHook* hook) const;
+  void ffn_block(int layer, const float* x, float* out, std::int64_t rows, ActivationHook* hook) const;
+  void norm(const NormWeights& n, const float* x, float* y, std::int64_t rows, std::int64_t cols) const;
+
+  ModelConfig cfg_;
+  Tensor embed_tokens_;     // [vocab, embed_dim]
+  Tensor embed_positions_;  // OPT: [max_positions + 2, hidden]
+  LinearWeights project_in_, project_out_;  // OPT when word_embed_proj_dim != hidden (no bias)
+  NormWeights final_norm_;
+  Tensor lm_head_;          // [vocab, embed_dim]; empty when tied to embed_tokens_
+  std::vector<DecoderLayerWeights> layers_;
+};
+
+// Sets the threads used by OpenMP loops and OpenBLAS (0 = all cores).
+void set_num_threads(int n);
+int num_threads();
+
+}  // namespace rptq

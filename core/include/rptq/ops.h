@@ -1,0 +1,53 @@
+#pragma once
+// CPU operators of the forward pass, on row-major float32 matrices [rows, cols]. Each validates nothing beyond
+// what its caller guarantees (the model checks shapes once at load time); all are parallel over rows with OpenMP.
+#include <cstdint>
+
+namespace rptq::ops {
+
+// y[r, k] = ((x[r, g] - mean_r) / sqrt(var_r + eps)) * gamma[g] + beta[g] with g = gather[k] (or k when gather is
+// null): a LayerNorm that writes its output already reordered (RPTQ's R1/R4 fusion). gamma/beta may be null.
+void layer_norm(const float* x, float* y, std::int64_t rows, std::int64_t cols, const float* gamma,
+                const float* beta, float eps, const std::int32_t* gather = nullptr);
+
+// y[r, k] = x[r, g] / sqrt(mean_r(x^2) + eps) * gamma[g] with g = gather[k] (or k). gamma may be null.
+void rms_norm(const float* x, float* y, std::int64_t rows, std::int64_t cols, const float* gamma, float eps,
+              const std::int32_t* gather = nullptr);
+
+// y[rows, out] = x[rows, in] * w[out, in]^T (+ bias[out]) (+ y when accumulate). x has leading dimension ldx.
+void linear(const float* x, std::int64_t ldx, std::int64_t rows, std::int64_t in, const float* w,
+            const float* bias, std::int64_t out, float* y, bool accumulate = false);
+
+// In place: x = act(x + bias) per row (bias may be null).
+void bias_relu(float* x, std::int64_t rows, std::int64_t cols, const float* bias);
+void bias_gelu(float* x, std::int64_t rows, std::int64_t cols, const float* bias);  // exact erf GELU
+// h[r, c] = silu(gate[r, c]) * up[r, c], in place into gate.
+void silu_mul(float* gate, const float* up, std::int64_t rows, std::int64_t cols);
+// x[r, c] += bias[c]
+void add_bias(float* x, std::int64_t rows, std::int64_t cols, const float* bias);
+// x += y elementwise
+void add(float* x, const float* y, std::int64_t n);
+
+// Rotary embedding in Hugging Face's rotate-half layout, in place on x[rows, heads * head_dim]: channel i and
+// i + head_dim/2 of each head rotate together by angle position * theta^(-2i/head_dim).
+// positions[r] is the absolute position of row r.
+void rotary(float* x, std::int64_t rows, std::int64_t heads, std::int64_t head_dim, const std::int64_t* positions,
+            float theta);
+
+// Causal multi-head attention with grouped-query heads.
+// q: [batch * tq, heads * hd] (row b*tq + i is query i of sequence b, at absolute position past + i);
+// k, v: per sequence b, rows [0, past + tq) at k + b * kv_batch_stride with row stride kv_ld (kv_heads * hd wide).
+// out: [batch * tq, heads * hd]. Query i sees keys j <= past + i (and past + i - j < window when window > 0).
+// Scores are scaled by `scale` before the softmax.
+struct AttentionShape {
+  std::int64_t batch = 1, tq = 0, past = 0, heads = 0, kv_heads = 0, head_dim = 0;
+  std::int64_t kv_batch_stride = 0, kv_ld = 0;
+  std::int64_t window = 0;
+  float scale = 1.0f;
+};
+void attention(const float* q, const float* k, const float* v, float* out, const AttentionShape& s);
+
+// Row-wise log-softmax support: returns log(sum(exp(x))) of one row (numerically stable).
+float log_sum_exp(const float* x, std::int64_t n);
+
+}  // namespace rptq::ops

@@ -1,0 +1,236 @@
+#include <cblas.h>
+#include <omp.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <vector>
+
+#include "rptq/ops.h"
+
+namespace rptq::ops {
+
+namespace {
+// Parallelise row loops only when there is enough work to pay for waking the thread pool.
+constexpr std::int64_t kParallelElements = 1 << 14;
+}  // namespace
+
+void layer_norm(const float* x, float* y, std::int64_t rows, std::int64_t cols, const float* gamma,
+                const float* beta, float eps, const std::int32_t* gather) {
+#pragma omp parallel for schedule(static) if (rows * cols > kParallelElements)
+  for (std::int64_t r = 0; r < rows; ++r) {
+    const float* xr = x + r * cols;
+    float* yr = y + r * cols;
+    // Two-pass mean/variance in double: the same statistic as PyTorch's LayerNorm to float rounding.
+    double sum = 0.0;
+    for (std::int64_t c = 0; c < cols; ++c) sum += xr[c];
+    const double mean = sum / static_cast<double>(cols);
+    double sq = 0.0;
+    for (std::int64_t c = 0; c < cols; ++c) {
+      const double d = xr[c] - mean;
+      sq += d * d;
+    }
+    const float rstd = static_cast<float>(1.0 / std::sqrt(sq / static_cast<double>(cols) + eps));
+    const float m = static_cast<float>(mean);
+    if (gather) {
+      for (std::int64_t k = 0; k < cols; ++k) {
+        const std::int32_t g = gather[k];
+        float v = (xr[g] - m) * rstd;
+        if (gamma) v *= gamma[g];
+        if (beta) v += beta[g];
+        yr[k] = v;
+      }
+    } else {
+      for (std::int64_t c = 0; c < cols; ++c) {
+        float v = (xr[c] - m) * rstd;
+        if (gamma) v *= gamma[c];
+        if (beta) v += beta[c];
+        yr[c] = v;
+      }
+    }
+  }
+}
+
+void rms_norm(const float* x, float* y, std::int64_t rows, std::int64_t cols, const float* gamma, float eps,
+              const std::int32_t* gather) {
+#pragma omp parallel for schedule(static) if (rows * cols > kParallelElements)
+  for (std::int64_t r = 0; r < rows; ++r) {
+    const float* xr = x + r * cols;
+    float* yr = y + r * cols;
+    double sq = 0.0;
+    for (std::int64_t c = 0; c < cols; ++c) sq += static_cast<double>(xr[c]) * xr[c];
+    const float rstd = static_cast<float>(1.0 / std::sqrt(sq / static_cast<double>(cols) + eps));
+    for (std::int64_t k = 0; k < cols; ++k) {
+      const std::int64_t g = gather ? gather[k] : k;
+      float v = xr[g] * rstd;
+      if (gamma) v *= gamma[g];
+      yr[k] = v;
+    }
+  }
+}
+
+void linear(const float* x, std::int64_t ldx, std::int64_t rows, std::int64_t in, const float* w,
+            const float* bias, std::int64_t out, float* y, bool accumulate) {
+  if (rows == 0 || out == 0) return;
+  float beta = accumulate ? 1.0f : 0.0f;
+  if (bias && !accumulate) {
+    // Start from the bias so the GEMM adds onto it: one pass over y instead of two.
+#pragma omp parallel for schedule(static) if (rows * out > kParallelElements)
+    for (std::int64_t r = 0; r < rows; ++r) std::memcpy(y + r * out, bias, static_cast<std::size_t>(out) * 4);
+    beta = 1.0f;
+  }
+  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<blasint>(rows), static_cast<blasint>(out),
+              static_cast<blasint>(in), 1.0f, x, static_cast<blasint>(ldx), w, static_cast<blasint>(in), beta, y,
+              static_cast<blasint>(out));
+  if (bias && accumulate) add_bias(y, rows, out, bias);
+}
+
+void add_bias(float* x, std::int64_t rows, std::int64_t cols, const float* bias) {
+#pragma omp parallel for schedule(static) if (rows * cols > kParallelElements)
+  for (std::int64_t r = 0; r < rows; ++r) {
+    float* xr = x + r * cols;
+    for (std::int64_t c = 0; c < cols; ++c) xr[c] += bias[c];
+  }
+}
+
+void bias_relu(float* x, std::int64_t rows, std::int64_t cols, const float* bias) {
+#pragma omp parallel for schedule(static) if (rows * cols > kParallelElements)
+  for (std::int64_t r = 0; r < rows; ++r) {
+    float* xr = x + r * cols;
+    if (bias) {
+      for (std::int64_t c = 0; c < cols; ++c) xr[c] = std::max(xr[c] + bias[c], 0.0f);
+    } else {
+      for (std::int64_t c = 0; c < cols; ++c) xr[c] = std::max(xr[c], 0.0f);
+    }
+  }
+}
+
+void bias_gelu(float* x, std::int64_t rows, std::int64_t cols, const float* bias) {
+#pragma omp parallel for schedule(static) if (rows * cols > kParallelElements)
+  for (std::int64_t r = 0; r < rows; ++r) {
+    float* xr = x + r * cols;
+    for (std::int64_t c = 0; c < cols; ++c) {
+      const float v = xr[c] + (bias ? bias[c] : 0.0f);
+      xr[c] = 0.5f * v * (1.0f + std::erf(v * 0.70710678118654752f));
+    }
+  }
+}
+
+void silu_mul(float* gate, const float* up, std::int64_t rows, std::int64_t cols) {
+  const std::int64_t n = rows * cols;
+#pragma omp parallel for schedule(static) if (n > kParallelElements)
+  for (std::int64_t i = 0; i < n; ++i) {
+    const float g = gate[i];
+    gate[i] = g / (1.0f + std::exp(-g)) * up[i];
+  }
+}
+
+void add(float* x, const float* y, std::int64_t n) {
+#pragma omp parallel for schedule(static) if (n > kParallelElements)
+  for (std::int64_t i = 0; i < n; ++i) x[i] += y[i];
+}
+
+void rotary(float* x, std::int64_t rows, std::int64_t heads, std::int64_t head_dim, const std::int64_t* positions,
+            float theta) {
+  const std::int64_t half = head_dim / 2;
+  // Same inverse frequencies as Hugging Face (float32 of theta^(-2i/d)); angles in double, then cos/sin rounded.
+  std::vector<float> inv_freq(static_cast<std::size_t>(half));
+  for (std::int64_t i = 0; i < half; ++i)
+    inv_freq[i] = static_cast<float>(1.0 / std::pow(static_cast<double>(theta), (2.0 * i) / head_dim));
+#pragma omp parallel for schedule(static) if (rows * heads * head_dim > kParallelElements)
+  for (std::int64_t r = 0; r < rows; ++r) {
+    float cs[512], sn[512];
+    std::vector<float> big_cs, big_sn;
+    float* c = cs;
+    float* s = sn;
+    if (half > 512) {
+      big_cs.resize(half);
+      big_sn.resize(half);
+      c = big_cs.data();
+      s = big_sn.data();
+    }
+    const float pos = static_cast<float>(positions[r]);
+    for (std::int64_t i = 0; i < half; ++i) {
+      const float angle = pos * inv_freq[i];  // float32 product, as HF computes freqs
+      c[i] = std::cos(angle);
+      s[i] = std::sin(angle);
+    }
+    float* xr = x + r * heads * head_dim;
+    for (std::int64_t h = 0; h < heads; ++h) {
+      float* xh = xr + h * head_dim;
+      for (std::int64_t i = 0; i < half; ++i) {
+        const float a = xh[i], b = xh[i + half];
+        xh[i] = a * c[i] - b * s[i];
+        xh[i + half] = b * c[i] + a * s[i];
+      }
+    }
+  }
+}
+
+float log_sum_exp(const float* x, std::int64_t n) {
+  float m = -INFINITY;
+  for (std::int64_t i = 0; i < n; ++i) m = std::max(m, x[i]);
+  double s = 0.0;
+  for (std::int64_t i = 0; i < n; ++i) s += std::exp(static_cast<double>(x[i] - m));
+  return m + static_cast<float>(std::log(s));
+}
+
+void attention(const float* q, const float* k, const float* v, float* out, const AttentionShape& s) {
+  // Tiled over blocks of queries so the score matrix of one (sequence, head, block) stays in cache and no
+  // tq x (past + tq) matrix is ever materialised; each tile's two products are small single-threaded GEMMs.
+  constexpr std::int64_t kBlock = 64;
+  const std::int64_t hd = s.head_dim;
+  const std::int64_t q_ld = s.heads * hd;
+  const std::int64_t group = s.heads / s.kv_heads;
+  const std::int64_t blocks = (s.tq + kBlock - 1) / kBlock;
+  const std::int64_t tasks = s.batch * s.heads * blocks;
+
+#pragma omp parallel
+  {
+    std::vector<float> scores;
+#pragma omp for schedule(dynamic, 1)
+    for (std::int64_t task = 0; task < tasks; ++task) {
+      // Largest blocks (the last, which see the most keys) first for better load balance.
+      const std::int64_t blk = blocks - 1 - task % blocks;
+      const std::int64_t h = (task / blocks) % s.heads;
+      const std::int64_t b = task / (blocks * s.heads);
+      const std::int64_t i0 = blk * kBlock, i1 = std::min(s.tq, i0 + kBlock), m = i1 - i0;
+      const std::int64_t kv_h = h / group;
+      const std::int64_t key_end = s.past + i1;  // exclusive
+      const std::int64_t key_begin = s.window > 0 ? std::max<std::int64_t>(0, s.past + i0 - s.window + 1) : 0;
+      const std::int64_t nk = key_end - key_begin;
+      scores.resize(static_cast<std::size_t>(m * nk));
+
+      const float* qb = q + (b * s.tq + i0) * q_ld + h * hd;
+      const float* kb = k + b * s.kv_batch_stride + key_begin * s.kv_ld + kv_h * hd;
+      const float* vb = v + b * s.kv_batch_stride + key_begin * s.kv_ld + kv_h * hd;
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<blasint>(m), static_cast<blasint>(nk),
+                  static_cast<blasint>(hd), s.scale, qb, static_cast<blasint>(q_ld), kb,
+                  static_cast<blasint>(s.kv_ld), 0.0f, scores.data(), static_cast<blasint>(nk));
+      for (std::int64_t r = 0; r < m; ++r) {
+        float* row = scores.data() + r * nk;
+        const std::int64_t pos = s.past + i0 + r;  // absolute position of this query
+        const std::int64_t lo = (s.window > 0 ? std::max<std::int64_t>(0, pos - s.window + 1) : 0) - key_begin;
+        const std::int64_t hi = pos - key_begin;  // inclusive
+        float mx = -INFINITY;
+        for (std::int64_t j = lo; j <= hi; ++j) mx = std::max(mx, row[j]);
+        float sum = 0.0f;
+        for (std::int64_t j = lo; j <= hi; ++j) {
+          const float e = std::exp(row[j] - mx);
+          row[j] = e;
+          sum += e;
+        }
+        const float inv = 1.0f / sum;
+        for (std::int64_t j = 0; j < lo; ++j) row[j] = 0.0f;
+        for (std::int64_t j = lo; j <= hi; ++j) row[j] *= inv;
+        for (std::int64_t j = hi + 1; j < nk; ++j) row[j] = 0.0f;
+      }
+      float* ob = out + (b * s.tq + i0) * q_ld + h * hd;
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, static_cast<blasint>(m), static_cast<blasint>(hd),
+                  static_cast<blasint>(nk), 1.0f, scores.data(), static_cast<blasint>(nk), vb,
+                  static_cast<blasint>(s.kv_ld), 0.0f, ob, static_cast<blasint>(q_ld));
+    }
+  }
+}
+
+}  // namespace rptq::ops
