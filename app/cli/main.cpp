@@ -1,1 +1,54 @@
-int main() { return 0; }
+// rptq: the command-line face of RPTQ Workbench. Exit status: 0 success, 2 bad input or usage, 1 internal failure.
+// Errors are one line on stderr.
+#include <CLI/CLI.hpp>
+
+#include <cstdio>
+#include <exception>
+#include <iostream>
+
+#include "cli.h"
+#include "rptq/error.h"
+#include "rptq/version_info.h"
+
+int main(int argc, char** argv) {
+  CLI::App app{"rptq: reorder-based post-training quantization (RPTQ) of large language models"};
+  app.require_subcommand(1);
+  app.set_version_flag("--version", std::string("rptq ") + RPTQ_VERSION_STRING + " (git " + RPTQ_GIT_REVISION +
+#ifdef RPTQ_WITH_CUDA
+                                        ", CUDA kernels compiled in"
+#else
+                                        ", CPU only"
+#endif
+                                        ")");
+  rptq::cli::add_inspect(app);
+  rptq::cli::add_tokenize(app);
+  rptq::cli::add_eval(app);
+  rptq::cli::add_generate(app);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::CallForHelp& e) {
+    return app.exit(e);
+  } catch (const CLI::CallForAllHelp& e) {
+    return app.exit(e);
+  } catch (const CLI::CallForVersion& e) {
+    return app.exit(e);
+  } catch (const CLI::ParseError& e) {
+    std::cerr << "rptq: " << e.what() << " (see rptq --help)\n";
+    return 2;
+  } catch (const rptq::InputError& e) {
+    std::cout.flush();
+    std::cerr << "rptq: error: " << e.what() << "\n";
+    return 2;
+  } catch (const rptq::Cancelled&) {
+    std::cerr << "rptq: cancelled\n";
+    return 1;
+  } catch (const std::bad_alloc&) {
+    std::cerr << "rptq: internal error: out of memory\n";
+    return 1;
+  } catch (const std::exception& e) {
+    std::cout.flush();
+    std::cerr << "rptq: internal error: " << e.what() << "\n";
+    return 1;
+  }
+  return 0;
+}

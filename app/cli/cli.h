@@ -1,0 +1,35 @@
+#pragma once
+// Shared pieces of the `rptq` subcommands.
+#include <CLI/CLI.hpp>
+
+#include <chrono>
+#include <cstdint>
+#include <string>
+
+namespace rptq::cli {
+
+// Registers each subcommand on the app; the callback it sets runs the command.
+void add_inspect(CLI::App& app);
+void add_tokenize(CLI::App& app);
+void add_eval(CLI::App& app);
+void add_generate(CLI::App& app);
+
+// A one-line progress bar on stderr, drawn only when stderr is a terminal.
+class Progress {
+ public:
+  explicit Progress(std::string label);
+  ~Progress();
+  void update(double done, double total, const std::string& unit = "");
+  void finish();
+
+ private:
+  std::string label_;
+  bool enabled_;
+  bool drawn_ = false;
+  std::chrono::steady_clock::time_point start_;
+  std::chrono::steady_clock::time_point last_;
+};
+
+std::string human_bytes(std::uint64_t bytes);  // "31.0 MiB"
+
+}  // namespace rptq::cli

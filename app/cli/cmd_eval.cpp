@@ -1,0 +1,95 @@
+#include <chrono>
+#include <cstdio>
+#include <iostream>
+#include <nlohmann/json.hpp>
+
+#include "cli.h"
+#include "rptq/error.h"
+#include "rptq/model.h"
+#include "rptq/model_info.h"
+#include "rptq/perplexity.h"
+#include "rptq/tokenizer.h"
+
+namespace rptq::cli {
+
+namespace {
+struct EvalArgs {
+  std::string model, data;
+  std::int64_t seqlen = 0, max_windows = 0, batch = 1;
+  int threads = 0;
+  bool json = false;
+};
+
+void run_eval(const EvalArgs& a) {
+  set_num_threads(a.threads);
+  const std::string text = read_text_file(a.data);
+  auto tok = Tokenizer::load(a.model);
+  const auto t0 = std::chrono::steady_clock::now();
+  const auto ids = tok->encode(text, true);
+  const double tokenize_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+
+  std::unique_ptr<Model> model;
+  {
+    Progress p("loading");
+    LoadOptions lo;
+    lo.progress = [&](double f, const std::string&) {
+      p.update(f * 100.0, 100.0, "%");
+      return true;
+    };
+    model = Model::load(a.model, lo);
+  }
+  PerplexityOptions po;
+  // Reference convention: 2048-token windows, shortened to what the model's positions allow.
+  po.seqlen = a.seqlen > 0 ? a.seqlen : std::min<std::int64_t>(2048, model->config().max_positions);
+  if (model->config().arch == Architecture::OPT && po.seqlen > model->config().max_positions)
+    throw InputError("--seqlen " + std::to_string(po.seqlen) + " is longer than the model's " +
+                     std::to_string(model->config().max_positions) + " positions");
+  po.max_windows = a.max_windows;
+  po.batch = a.batch;
+  Progress p("evaluating");
+  po.progress = [&](std::int64_t done, std::int64_t total) {
+    p.update(static_cast<double>(done), static_cast<double>(total), " windows");
+    return true;
+  };
+  const PerplexityResult r = perplexity(*model, ids, po);
+  p.finish();
+  if (a.json) {
+    nlohmann::json j;
+    j["model"] = a.model;
+    j["data"] = a.data;
+    j["ppl"] = r.ppl;
+    j["windows"] = r.windows;
+    j["seqlen"] = r.seqlen;
+    j["max_windows"] = a.max_windows > 0 ? nlohmann::json(a.max_windows) : nlohmann::json(nullptr);
+    j["tokens"] = r.tokens;
+    j["tokens_in_file"] = r.tokens_in_text;
+    j["seconds"] = r.seconds;
+    j["tokens_per_s"] = r.tokens_per_s;
+    j["tokenize_seconds"] = tokenize_s;
+    j["threads"] = num_threads();
+    j["batch"] = a.batch;
+    std::cout << j.dump(2) << "\n";
+    return;
+  }
+  std::printf("perplexity %.6f over %lld windows of %lld tokens (%lld of the file's %lld tokens)\n", r.ppl,
+              (long long)r.windows, (long long)r.seqlen, (long long)r.tokens, (long long)r.tokens_in_text);
+  std::printf("%.2f s, %.1f tokens/s on %d threads\n", r.seconds, r.tokens_per_s, num_threads());
+}
+}  // namespace
+
+void add_eval(CLI::App& app) {
+  auto a = std::make_shared<EvalArgs>();
+  auto* cmd = app.add_subcommand("eval", "Measure perplexity on a text file (GPTQ/RPTQ convention)");
+  cmd->add_option("MODEL", a->model, "Hugging Face model folder")->required();
+  cmd->add_option("--data", a->data, "Text file, tokenized whole with one BOS")->required();
+  cmd->add_option("--seqlen", a->seqlen, "Window length in tokens (default 2048, or the model's positions)")
+      ->check(CLI::Range(2, 1 << 20));
+  cmd->add_option("--max-windows", a->max_windows, "Evaluate at most this many windows (default: all)")
+      ->check(CLI::Range(1, 1 << 30));
+  cmd->add_option("--batch", a->batch, "Windows per forward pass (default 1)")->check(CLI::Range(1, 1024));
+  cmd->add_option("--threads", a->threads, "CPU threads (default: all cores)")->check(CLI::Range(0, 4096));
+  cmd->add_flag("--json", a->json, "Print JSON (ppl, windows, seqlen, tokens, seconds, tokens_per_s, ...)");
+  cmd->callback([a] { run_eval(*a); });
+}
+
+}  // namespace rptq::cli

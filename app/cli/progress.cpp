@@ -1,0 +1,53 @@
+#include <unistd.h>
+
+#include <cmath>
+#include <cstdio>
+
+#include "cli.h"
+
+namespace rptq::cli {
+
+Progress::Progress(std::string label)
+    : label_(std::move(label)), enabled_(isatty(STDERR_FILENO) != 0), start_(std::chrono::steady_clock::now()) {}
+
+Progress::~Progress() { finish(); }
+
+void Progress::update(double done, double total, const std::string& unit) {
+  if (!enabled_) return;
+  const auto now = std::chrono::steady_clock::now();
+  if (drawn_ && done < total && now - last_ < std::chrono::milliseconds(100)) return;
+  last_ = now;
+  const double frac = total > 0 ? std::min(1.0, done / total) : 0.0;
+  const int width = 30;
+  const int fill = static_cast<int>(std::lround(frac * width));
+  const double elapsed = std::chrono::duration<double>(now - start_).count();
+  std::string eta = "";
+  if (frac > 0 && frac < 1) eta = " ETA " + std::to_string(static_cast<int>(elapsed / frac - elapsed)) + "s";
+  std::fprintf(stderr, "\r%s [%s%s] %.0f/%.0f%s%s\033[K", label_.c_str(), std::string(fill, '#').c_str(),
+               std::string(width - fill, ' ').c_str(), done, total, unit.c_str(), eta.c_str());
+  std::fflush(stderr);
+  drawn_ = true;
+}
+
+void Progress::finish() {
+  if (enabled_ && drawn_) {
+    std::fprintf(stderr, "\r\033[K");
+    std::fflush(stderr);
+    drawn_ = false;
+  }
+}
+
+std::string human_bytes(std::uint64_t bytes) {
+  const char* units[] = {"B", "KiB", "MiB", "GiB", "TiB"};
+  double v = static_cast<double>(bytes);
+  int u = 0;
+  while (v >= 1024.0 && u < 4) {
+    v /= 1024.0;
+    ++u;
+  }
+  char buf[32];
+  std::snprintf(buf, sizeof buf, u == 0 ? "%.0f %s" : "%.1f %s", v, units[u]);
+  return buf;
+}
+
+}  // namespace rptq::cli
