@@ -42,7 +42,9 @@ class Tokenizer {
 // character are held until the token that completes it arrives.
 class StreamDecoder {
  public:
-  explicit StreamDecoder(const Tokenizer& tok) : tok_(tok) {}
+  // at_text_start: the first token begins a text (SentencePiece then drops its leading space); false when the
+  // tokens continue text already shown, such as a prompt.
+  explicit StreamDecoder(const Tokenizer& tok, bool at_text_start = true) : tok_(tok), first_(at_text_start) {}
   std::string push(std::int32_t id);  // the complete text that became available with this token
   std::string finish();               // whatever is left (invalid bytes as U+FFFD)
 
