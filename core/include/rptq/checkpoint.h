@@ -2,6 +2,9 @@
 // A Hugging Face model folder's weights: model.safetensors, sharded safetensors (model.safetensors.index.json),
 // pytorch_model.bin, or sharded .bin (pytorch_model.bin.index.json). Safetensors files are memory-mapped;
 // .bin files are PyTorch zip archives read through a restricted unpickler that never executes anything.
+// When several are present the first of this list wins: model.safetensors.index.json, model.safetensors,
+// pytorch_model.bin.index.json, pytorch_model.bin. Tensor names are kept exactly as stored. Each RawTensor views the
+// memory-mapped file and keeps the mapping alive through its owner, so tensors may outlive the Checkpoint.
 #include <cstdint>
 #include <filesystem>
 #include <map>
@@ -34,6 +37,7 @@ class Checkpoint {
   std::string format_;
   std::vector<std::filesystem::path> files_;
   std::map<std::string, RawTensor> tensors_;
+  std::uint64_t file_bytes_ = 0;
 };
 
 }  // namespace rptq
