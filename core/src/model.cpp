@@ -1,12 +1,12 @@
 #include "rptq/model.h"
 
-#include <cblas.h>
 #include <omp.h>
 
 #include <algorithm>
 #include <cmath>
 #include <cstring>
 
+#include "rptq/blas.h"
 #include "rptq/checkpoint.h"
 #include "rptq/error.h"
 #include "rptq/ops.h"
@@ -29,7 +29,7 @@ const char* tap_name(Tap t) {
 void set_num_threads(int n) {
   if (n <= 0) n = omp_get_num_procs();
   omp_set_num_threads(n);
-  openblas_set_num_threads(n);
+  blas::set_num_threads(n);
 }
 
 int num_threads() { return omp_get_max_threads(); }

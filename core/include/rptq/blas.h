@@ -1,0 +1,30 @@
+#pragma once
+// The BLAS the CPU path uses: OpenBLAS, loaded at first use rather than linked, so that RPTQ can choose its CPU
+// kernels before it initialises. OpenBLAS picks its kernels once, when the library loads, from the CPU model; a
+// CPU model newer than the OpenBLAS build (Debian 12 ships 0.3.21, which predates Emerald Rapids, Granite Rapids,
+// Zen 5, ...) gets the generic "Prescott" SSE3 kernels, 4-8x slower than the AVX2/AVX-512 ones the CPU supports.
+// Unless the user set OPENBLAS_CORETYPE, we set it from the instruction sets the CPU and OS actually support.
+// Everything in RPTQ calls BLAS through here; nothing links OpenBLAS directly.
+#include <cstdint>
+#include <string>
+
+namespace rptq::blas {
+
+// Row-major C[m, n] = alpha * op(A)[m, k] * op(B)[k, n] + beta * C.
+void sgemm(bool trans_a, bool trans_b, std::int64_t m, std::int64_t n, std::int64_t k, float alpha, const float* a,
+           std::int64_t lda, const float* b, std::int64_t ldb, float beta, float* c, std::int64_t ldc);
+
+void set_num_threads(int n);
+
+struct Info {
+  std::string library;   // the file loaded
+  std::string config;    // openblas_get_config()
+  std::string corename;  // the kernels in use, e.g. "SkylakeX"
+  std::string coretype_source;  // "set by RPTQ from CPUID (avx512f ...)", "OPENBLAS_CORETYPE from the environment", ...
+};
+Info info();
+
+// The OPENBLAS_CORETYPE RPTQ would choose for this CPU ("" when it leaves the choice to OpenBLAS).
+std::string suggested_coretype();
+
+}  // namespace rptq::blas

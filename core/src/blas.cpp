@@ -1,0 +1,97 @@
+#include "rptq/blas.h"
+
+#include <dlfcn.h>
+
+#include <cstdlib>
+#include <mutex>
+#include <stdexcept>
+
+namespace rptq::blas {
+
+namespace {
+
+// CBLAS constants (cblas.h): row-major 101, no-transpose 111, transpose 112.
+constexpr int kRowMajor = 101, kNoTrans = 111, kTrans = 112;
+
+using SgemmFn = void (*)(int, int, int, int, int, int, float, const float*, int, const float*, int, float, float*, int);
+using SetThreadsFn = void (*)(int);
+using StringFn = char* (*)();
+
+struct Library {
+  SgemmFn sgemm = nullptr;
+  SetThreadsFn set_threads = nullptr;
+  StringFn config = nullptr;
+  StringFn corename = nullptr;
+  Info info;
+};
+
+bool cpu_is(const char* feature);
+
+Library load() {
+  Library lib;
+  if (const char* user = std::getenv("OPENBLAS_CORETYPE"); user && *user) {
+    lib.info.coretype_source = std::string("OPENBLAS_CORETYPE=") + user + " from the environment";
+  } else if (const std::string core = suggested_coretype(); !core.empty()) {
+    setenv("OPENBLAS_CORETYPE", core.c_str(), 1);
+    lib.info.coretype_source = "OPENBLAS_CORETYPE=" + core + " set by RPTQ from the CPU's instruction sets";
+  } else {
+    lib.info.coretype_source = "chosen by OpenBLAS";
+  }
+  std::string tried;
+  void* h = nullptr;
+  const char* env_lib = std::getenv("RPTQ_BLAS_LIBRARY");
+  for (const char* path : {env_lib, RPTQ_OPENBLAS_LIBRARY, "libopenblas.so.0"}) {
+    if (!path || !*path) continue;
+    h = dlopen(path, RTLD_NOW | RTLD_LOCAL);
+    if (h) {
+      lib.info.library = path;
+      break;
+    }
+    tried += std::string(tried.empty() ? "" : "; ") + dlerror();
+  }
+  if (!h) throw std::runtime_error("cannot load OpenBLAS (" + tried + "); install libopenblas0-openmp");
+  lib.sgemm = reinterpret_cast<SgemmFn>(dlsym(h, "cblas_sgemm"));
+  lib.set_threads = reinterpret_cast<SetThreadsFn>(dlsym(h, "openblas_set_num_threads"));
+  lib.config = reinterpret_cast<StringFn>(dlsym(h, "openblas_get_config"));
+  lib.corename = reinterpret_cast<StringFn>(dlsym(h, "openblas_get_corename"));
+  if (!lib.sgemm || !lib.set_threads)
+    throw std::runtime_error(lib.info.library + " has no cblas_sgemm/openblas_set_num_threads: not OpenBLAS?");
+  if (lib.config) lib.info.config = lib.config();
+  if (lib.corename) lib.info.corename = lib.corename();
+  return lib;
+}
+
+Library& library() {
+  static Library lib = load();
+  return lib;
+}
+
+}  // namespace
+
+std::string suggested_coretype() {
+#if defined(__x86_64__) || defined(__i386__)
+  // __builtin_cpu_supports also checks that the OS saves the wider registers (XGETBV), as OpenBLAS does.
+  __builtin_cpu_init();
+  if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl") &&
+      __builtin_cpu_supports("avx512dq"))
+    return "SkylakeX";
+  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
+    return __builtin_cpu_is("amd") ? "Zen" : "Haswell";
+  return "";
+#else
+  return "";
+#endif
+}
+
+void sgemm(bool trans_a, bool trans_b, std::int64_t m, std::int64_t n, std::int64_t k, float alpha, const float* a,
+           std::int64_t lda, const float* b, std::int64_t ldb, float beta, float* c, std::int64_t ldc) {
+  library().sgemm(kRowMajor, trans_a ? kTrans : kNoTrans, trans_b ? kTrans : kNoTrans, static_cast<int>(m),
+                  static_cast<int>(n), static_cast<int>(k), alpha, a, static_cast<int>(lda), b, static_cast<int>(ldb),
+                  beta, c, static_cast<int>(ldc));
+}
+
+void set_num_threads(int n) { library().set_threads(n); }
+
+Info info() { return library().info; }
+
+}  // namespace rptq::blas
