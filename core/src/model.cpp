@@ -370,21 +370,26 @@ void Model::layer_forward(int layer, Tensor& h, std::int64_t batch, KvCache* cac
 }
 
 Tensor Model::head(const Tensor& hidden) const {
-  const std::int64_t rows = hidden.dim(0), d = cfg_.hidden, e = cfg_.embed_dim;
+  Tensor logits;
+  head(hidden.data(), hidden.dim(0), logits);
+  return logits;
+}
+
+void Model::head(const float* hidden, std::int64_t rows, Tensor& logits) const {
+  const std::int64_t d = cfg_.hidden, e = cfg_.embed_dim;
   Tensor x = Tensor::uninitialized({rows, d});
   if (cfg_.arch != Architecture::OPT || cfg_.final_layer_norm)
-    norm(final_norm_, hidden.data(), x.data(), rows, d);
+    norm(final_norm_, hidden, x.data(), rows, d);
   else
-    std::memcpy(x.data(), hidden.data(), static_cast<std::size_t>(rows * d) * 4);
+    std::memcpy(x.data(), hidden, static_cast<std::size_t>(rows * d) * 4);
   if (e != d) {
     Tensor y = Tensor::uninitialized({rows, e});
     ops::linear(x.data(), d, rows, d, project_out_.weight.data(), nullptr, e, y.data());
     x = std::move(y);
   }
   const Tensor& w = lm_head_.empty() ? embed_tokens_ : lm_head_;
-  Tensor logits = Tensor::uninitialized({rows, cfg_.vocab});
+  logits.resize({rows, cfg_.vocab});
   ops::linear(x.data(), e, rows, e, w.data(), nullptr, cfg_.vocab, logits.data());
-  return logits;
 }
 
 Tensor Model::forward(std::span<const std::int32_t> tokens, std::int64_t batch, KvCache* cache,

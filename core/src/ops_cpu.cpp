@@ -1,6 +1,7 @@
 #include <omp.h>
 
 #include <algorithm>
+#include <bit>
 #include <cmath>
 #include <cstring>
 #include <vector>
@@ -14,14 +15,22 @@ namespace {
 // Parallelise row loops only when there is enough work to pay for waking the thread pool.
 constexpr std::int64_t kParallelElements = 1 << 14;
 
+// Hot row kernels are compiled for baseline x86-64 and for AVX2 / AVX-512, chosen at load time (ifunc), so a
+// portable binary still uses the vector width of the machine it runs on.
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#define RPTQ_VECTOR_CLONES __attribute__((target_clones("default", "arch=x86-64-v3", "arch=x86-64-v4")))
+#else
+#define RPTQ_VECTOR_CLONES
+#endif
+
 // exp(x) for x <= 0 (softmax and log-sum-exp arguments after subtracting the maximum), written so GCC vectorises
 // it: exp(x) = 2^k * exp(r), r = x - k ln2 in [-ln2/2, ln2/2], exp(r) by a degree-6 Taylor polynomial. Relative
 // error below 2e-7 (about 2 ulp); results below 2^-126 flush to zero, as they vanish in any softmax sum.
 inline float exp_approx(float x) {
-  x = std::max(x, -87.0f);
+  x = x < -87.0f ? -87.0f : x;
   // Round to nearest by adding and subtracting 1.5 * 2^23 (vectorises, unlike nearbyint).
   const float k = (x * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
-  const float r = (x - k * 0.693145751953125f) - k * 1.42860682030941723e-6f;  // ln2 split for exact k * ln2_hi
+  const float r = (x - k * 0.693145751953125f) - k * 1.42860682030941723e-6f;  // ln2 split: k * ln2_hi is exact
   float p = 1.0f / 720.0f;
   p = p * r + 1.0f / 120.0f;
   p = p * r + 1.0f / 24.0f;
@@ -29,10 +38,25 @@ inline float exp_approx(float x) {
   p = p * r + 0.5f;
   p = p * r + 1.0f;
   p = p * r + 1.0f;
-  const std::int32_t bits = (static_cast<std::int32_t>(k) + 127) << 23;
-  float scale;
-  std::memcpy(&scale, &bits, 4);
-  return p * scale;
+  return p * std::bit_cast<float>((static_cast<std::int32_t>(k) + 127) << 23);
+}
+
+// Softmax of row[lo..hi] in place; the rest of row[0..n) becomes 0 (masked keys).
+RPTQ_VECTOR_CLONES void softmax_row(float* row, std::int64_t lo, std::int64_t hi, std::int64_t n) {
+  float mx = -INFINITY;
+  for (std::int64_t j = lo; j <= hi; ++j) mx = row[j] > mx ? row[j] : mx;
+  float sum = 0.0f;
+#pragma omp simd reduction(+ : sum)
+  for (std::int64_t j = lo; j <= hi; ++j) {
+    const float e = exp_approx(row[j] - mx);
+    row[j] = e;
+    sum += e;
+  }
+  const float inv = 1.0f / sum;
+  for (std::int64_t j = 0; j < lo; ++j) row[j] = 0.0f;
+#pragma omp simd
+  for (std::int64_t j = lo; j <= hi; ++j) row[j] *= inv;
+  for (std::int64_t j = hi + 1; j < n; ++j) row[j] = 0.0f;
 }
 }  // namespace
 
@@ -186,16 +210,22 @@ void rotary(float* x, std::int64_t rows, std::int64_t heads, std::int64_t head_d
   }
 }
 
-float log_sum_exp(const float* x, std::int64_t n) {
+RPTQ_VECTOR_CLONES float log_sum_exp(const float* x, std::int64_t n) {
   float m = -INFINITY;
 #pragma omp simd reduction(max : m)
-  for (std::int64_t i = 0; i < n; ++i) m = std::max(m, x[i]);
-  // Terms in float (vectorised exp), summed in double: a float running sum over a 50k-entry vocabulary rounds
-  // its small terms away with a bias that shows in perplexity at 1e-4.
-  double s = 0.0;
+  for (std::int64_t i = 0; i < n; ++i) m = x[i] > m ? x[i] : m;
+  // Float sums over blocks of 256 terms (vectorised), added in double: one float running sum over a 50k-entry
+  // vocabulary rounds its small terms away with a bias that shows in perplexity at 1e-4.
+  constexpr std::int64_t kBlock = 256;
+  double total = 0.0;
+  for (std::int64_t i0 = 0; i0 < n; i0 += kBlock) {
+    const std::int64_t i1 = std::min(n, i0 + kBlock);
+    float s = 0.0f;
 #pragma omp simd reduction(+ : s)
-  for (std::int64_t i = 0; i < n; ++i) s += static_cast<double>(exp_approx(x[i] - m));
-  return m + static_cast<float>(std::log(s));
+    for (std::int64_t i = i0; i < i1; ++i) s += exp_approx(x[i] - m);
+    total += s;
+  }
+  return m + static_cast<float>(std::log(total));
 }
 
 void attention(const float* q, const float* k, const float* v, float* out, const AttentionShape& s) {
@@ -233,19 +263,7 @@ void attention(const float* q, const float* k, const float* v, float* out, const
         const std::int64_t pos = s.past + i0 + r;  // absolute position of this query
         const std::int64_t lo = (s.window > 0 ? std::max<std::int64_t>(0, pos - s.window + 1) : 0) - key_begin;
         const std::int64_t hi = pos - key_begin;  // inclusive
-        float mx = -INFINITY;
-        for (std::int64_t j = lo; j <= hi; ++j) mx = std::max(mx, row[j]);
-        float sum = 0.0f;
-#pragma omp simd reduction(+ : sum)
-        for (std::int64_t j = lo; j <= hi; ++j) {
-          const float e = exp_approx(row[j] - mx);
-          row[j] = e;
-          sum += e;
-        }
-        const float inv = 1.0f / sum;
-        for (std::int64_t j = 0; j < lo; ++j) row[j] = 0.0f;
-        for (std::int64_t j = lo; j <= hi; ++j) row[j] *= inv;
-        for (std::int64_t j = hi + 1; j < nk; ++j) row[j] = 0.0f;
+        softmax_row(row, lo, hi, nk);
       }
       float* ob = out + (b * s.tq + i0) * q_ld + h * hd;
       blas::sgemm(false, false, m, hd, nk, 1.0f, scores.data(), nk, vb, s.kv_ld, 0.0f, ob, q_ld);

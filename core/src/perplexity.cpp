@@ -42,6 +42,7 @@ PerplexityResult perplexity(const Model& model, std::span<const std::int32_t> id
   // The output head runs in chunks of rows so a window's [seqlen, vocab] logits never all exist at once
   // for long windows and large vocabularies.
   const std::int64_t chunk_rows = 512;
+  Tensor logits;  // reused: a fresh 100 MB buffer per chunk would be page-faulted in every time
   for (std::int64_t w0 = 0; w0 < windows; w0 += opts.batch) {
     const std::int64_t nb = std::min(opts.batch, windows - w0);
     auto batch_ids = ids.subspan(static_cast<std::size_t>(w0 * opts.seqlen), static_cast<std::size_t>(nb * opts.seqlen));
@@ -53,9 +54,7 @@ PerplexityResult perplexity(const Model& model, std::span<const std::int32_t> id
       for (std::int64_t r0 = 0; r0 < opts.seqlen - 1; r0 += chunk_rows) {
         // Rows r0..r1-1 predict tokens r0+1..r1.
         const std::int64_t r1 = std::min(opts.seqlen - 1, r0 + chunk_rows);
-        Tensor part = Tensor::uninitialized({r1 - r0, d});
-        std::memcpy(part.data(), h.data() + (b * opts.seqlen + r0) * d, static_cast<std::size_t>((r1 - r0) * d) * 4);
-        Tensor logits = model.head(part);
+        model.head(h.data() + (b * opts.seqlen + r0) * d, r1 - r0, logits);
         auto win = batch_ids.subspan(static_cast<std::size_t>(b * opts.seqlen + r0), static_cast<std::size_t>(r1 - r0 + 1));
         sum += window_mean_nll(logits.data(), vocab, win) * static_cast<double>(r1 - r0);
       }

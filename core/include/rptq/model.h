@@ -114,8 +114,10 @@ class Model {
   Tensor embed(std::span<const std::int32_t> tokens, std::int64_t batch, std::int64_t past = 0) const;
   void layer_forward(int layer, Tensor& hidden, std::int64_t batch, KvCache* cache = nullptr,
                      ActivationHook* hook = nullptr) const;
-  // Final norm (+ project_out) then the output head; `rows` selects which rows of hidden to project (empty: all).
+  // Final norm (+ project_out) then the output head: logits [rows, vocab] for hidden [rows, hidden].
   Tensor head(const Tensor& hidden) const;
+  // The same into `logits`, reusing its allocation (evaluation loops call this once per chunk of rows).
+  void head(const float* hidden, std::int64_t rows, Tensor& logits) const;
 
   DecoderLayerWeights& layer(int i) { return layers_.at(static_cast<std::size_t>(i)); }
   const DecoderLayerWeights& layer(int i) const { return layers_.at(static_cast<std::size_t>(i)); }
