@@ -1,6 +1,7 @@
 #pragma once
 // Paths of the shared reference data and helpers common to the tests.
 #include <gtest/gtest.h>
+#include <unistd.h>
 
 #include <cstdint>
 #include <filesystem>
@@ -13,9 +14,10 @@ namespace rptq::test {
 inline std::filesystem::path shared_dir() { return RPTQ_SHARED_DIR; }
 inline std::filesystem::path resources_dir() { return RPTQ_RESOURCES_DIR; }
 
-// A fresh empty directory for one test's files.
+// A fresh empty directory for one test's files. ctest runs each test in its own process, several at once, so the
+// process id keeps equal names of concurrent tests apart.
 inline std::filesystem::path temp_dir(const std::string& name) {
-  auto p = std::filesystem::path(RPTQ_TEST_TMP) / name;
+  auto p = std::filesystem::path(RPTQ_TEST_TMP) / (name + "-" + std::to_string(::getpid()));
   std::filesystem::remove_all(p);
   std::filesystem::create_directories(p);
   return p;
