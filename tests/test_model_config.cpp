@@ -1,0 +1,106 @@
+// config.json parsing: the fields that decide how a model computes, and clear errors for what is unsupported.
+#include "rptq/error.h"
+#include "rptq/model_config.h"
+#include "test_support.h"
+
+namespace {
+
+using rptq::ModelConfig;
+
+ModelConfig parse(const std::string& json) { return ModelConfig::parse(json, "config.json"); }
+
+std::string error_of(const std::string& json) {
+  try {
+    parse(json);
+  } catch (const rptq::InputError& e) {
+    return e.what();
+  }
+  return "";
+}
+
+const char* kLlama = R"({"model_type": "llama", "hidden_size": 64, "intermediate_size": 172, "num_hidden_layers": 2,
+  "num_attention_heads": 8, "num_key_value_heads": 4, "vocab_size": 512, "max_position_embeddings": 512,
+  "rms_norm_eps": 1e-5, "tie_word_embeddings": true, "eos_token_id": [2, 3]})";
+
+TEST(ModelConfig, LlamaFields) {
+  const auto c = parse(kLlama);
+  EXPECT_EQ(c.arch, rptq::Architecture::Llama);
+  EXPECT_EQ(c.head_dim, 8);
+  EXPECT_EQ(c.kv_dim(), 32);
+  EXPECT_FLOAT_EQ(c.norm_eps, 1e-5f);
+  EXPECT_FLOAT_EQ(c.rope_theta, 10000.0f);
+  EXPECT_TRUE(c.tie_embeddings);
+  EXPECT_FALSE(c.qkv_bias);
+  EXPECT_EQ(c.eos_token, 2);  // the first of a list
+  EXPECT_EQ(c.sliding_window, 0);
+}
+
+TEST(ModelConfig, FamilyDifferencesAreConfig) {
+  auto q = parse(R"({"model_type": "qwen2", "hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 1,
+    "num_attention_heads": 4, "num_key_value_heads": 2, "vocab_size": 100, "sliding_window": 32,
+    "use_sliding_window": false, "tie_word_embeddings": false})");
+  EXPECT_TRUE(q.qkv_bias);
+  EXPECT_FALSE(q.o_bias);
+  EXPECT_EQ(q.sliding_window, 0);  // use_sliding_window false
+  EXPECT_FALSE(q.tie_embeddings);
+  auto m = parse(R"({"model_type": "mistral", "hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 1,
+    "num_attention_heads": 4, "num_key_value_heads": 1, "vocab_size": 100, "sliding_window": 4096,
+    "rope_theta": 1000000.0})");
+  EXPECT_EQ(m.sliding_window, 4096);
+  EXPECT_FLOAT_EQ(m.rope_theta, 1e6f);
+  auto l = parse(R"({"model_type": "llama", "hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 1,
+    "num_attention_heads": 4, "vocab_size": 100, "attention_bias": true, "head_dim": 32,
+    "rope_scaling": {"rope_type": "default"}})");
+  EXPECT_TRUE(l.qkv_bias && l.o_bias);
+  EXPECT_EQ(l.head_dim, 32);  // explicit head_dim wins over hidden / heads
+  EXPECT_EQ(l.q_dim(), 128);
+}
+
+TEST(ModelConfig, OptVariants) {
+  auto c = parse(R"({"model_type": "opt", "hidden_size": 1024, "ffn_dim": 4096, "num_hidden_layers": 24,
+    "num_attention_heads": 16, "vocab_size": 50272, "max_position_embeddings": 2048, "do_layer_norm_before": false,
+    "word_embed_proj_dim": 512, "activation_function": "relu"})");
+  EXPECT_EQ(c.arch, rptq::Architecture::OPT);
+  EXPECT_FALSE(c.pre_layer_norm);
+  EXPECT_FALSE(c.final_layer_norm);
+  EXPECT_EQ(c.embed_dim, 512);
+  EXPECT_EQ(c.head_dim, 64);
+  EXPECT_EQ(c.arch_name(), "OPT (post-LayerNorm)");
+}
+
+TEST(ModelConfig, ClearErrors) {
+  EXPECT_NE(error_of(R"({"model_type": "gpt_neox"})").find("gpt_neox"), std::string::npos);
+  EXPECT_NE(error_of(R"({"hidden_size": 3})").find("model_type"), std::string::npos);
+  EXPECT_NE(error_of("{not json").find("not valid JSON"), std::string::npos);
+  EXPECT_NE(error_of("[1, 2]").find("JSON object"), std::string::npos);
+  std::string bad = kLlama;
+  bad.replace(bad.find("\"num_key_value_heads\": 4"), 24, "\"num_key_value_heads\": 3");
+  EXPECT_NE(error_of(bad).find("num_key_value_heads"), std::string::npos);
+  bad = kLlama;
+  bad.replace(bad.find("\"hidden_size\": 64"), 17, "\"hidden_size\": \"64\"");
+  EXPECT_NE(error_of(bad).find("hidden_size"), std::string::npos);
+  bad = kLlama;
+  bad.replace(bad.find("\"vocab_size\": 512"), 17, "\"vocab_size\": -5");
+  EXPECT_NE(error_of(bad).find("vocab_size"), std::string::npos);
+  bad = kLlama;
+  bad.insert(1, R"("rope_scaling": {"rope_type": "yarn", "factor": 4.0}, )");
+  const std::string e = error_of(bad);
+  EXPECT_NE(e.find("rope_scaling"), std::string::npos) << e;
+  EXPECT_NE(e.find("yarn"), std::string::npos) << e;
+  bad = kLlama;
+  bad.insert(1, R"("hidden_act": "gelu", )");
+  EXPECT_NE(error_of(bad).find("hidden_act"), std::string::npos);
+  // Every error names the file.
+  EXPECT_EQ(error_of(R"({"model_type": "bert"})").rfind("config.json", 0), 0u);
+}
+
+TEST(ModelConfig, MissingFolderNamesThePath) {
+  try {
+    ModelConfig::load("/nonexistent/model");
+    FAIL();
+  } catch (const rptq::InputError& e) {
+    EXPECT_NE(std::string(e.what()).find("/nonexistent/model"), std::string::npos);
+  }
+}
+
+}  // namespace
