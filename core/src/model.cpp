@@ -321,6 +321,8 @@ void Model::ffn_block(int layer, const float* x, float* out, std::int64_t rows, 
     ops::linear(x, d, rows, d, w.fc1.weight.data(), nullptr, f, hidden.data());
     if (cfg_.activation == "relu")
       ops::bias_relu(hidden.data(), rows, f, w.fc1.bias_data());
+    else if (cfg_.activation == "gelu_new")
+      ops::bias_gelu_tanh(hidden.data(), rows, f, w.fc1.bias_data());
     else
       ops::bias_gelu(hidden.data(), rows, f, w.fc1.bias_data());
     down = &w.fc2;

@@ -103,7 +103,7 @@ ModelConfig ModelConfig::parse(const std::string& text, const std::string& src) 
     c.tie_embeddings = r.boolean("tie_word_embeddings", true);
     c.norm_eps = 1e-5f;
     if (c.activation != "relu" && c.activation != "gelu" && c.activation != "gelu_new")
-      throw InputError(src + ": activation_function \"" + c.activation + "\" is not supported (relu, gelu)");
+      throw InputError(src + ": activation_function \"" + c.activation + "\" is not supported (relu, gelu, gelu_new)");
   } else if (c.model_type == "llama" || c.model_type == "mistral" || c.model_type == "qwen2") {
     c.arch = Architecture::Llama;
     c.hidden = r.integer("hidden_size");
@@ -121,7 +121,10 @@ ModelConfig ModelConfig::parse(const std::string& text, const std::string& src) 
       throw InputError(src + ": hidden_act \"" + c.activation + "\" is not supported (silu)");
     if (c.model_type == "qwen2") {
       c.qkv_bias = true;
-      if (r.boolean("use_sliding_window", false)) c.sliding_window = r.integer("sliding_window", 0);
+      // Qwen2's sliding window applies to some layers only (max_window_layers) and differs between
+      // implementations; no released Qwen2 enables it, so refuse rather than guess.
+      if (r.boolean("use_sliding_window", false))
+        throw InputError(src + ": use_sliding_window = true is not supported for qwen2");
     } else {
       c.qkv_bias = c.o_bias = r.boolean("attention_bias", false);
       c.mlp_bias = r.boolean("mlp_bias", false);

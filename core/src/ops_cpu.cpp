@@ -159,6 +159,18 @@ void bias_gelu(float* x, std::int64_t rows, std::int64_t cols, const float* bias
   }
 }
 
+void bias_gelu_tanh(float* x, std::int64_t rows, std::int64_t cols, const float* bias) {
+  // Hugging Face's "gelu_new": 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))).
+#pragma omp parallel for schedule(static) if (rows * cols > kParallelElements)
+  for (std::int64_t r = 0; r < rows; ++r) {
+    float* xr = x + r * cols;
+    for (std::int64_t c = 0; c < cols; ++c) {
+      const float v = xr[c] + (bias ? bias[c] : 0.0f);
+      xr[c] = 0.5f * v * (1.0f + std::tanh(0.7978845608028654f * (v + 0.044715f * v * v * v)));
+    }
+  }
+}
+
 void silu_mul(float* gate, const float* up, std::int64_t rows, std::int64_t cols) {
   const std::int64_t n = rows * cols;
 #pragma omp parallel for schedule(static) if (n > kParallelElements)

@@ -20,7 +20,8 @@ void linear(const float* x, std::int64_t ldx, std::int64_t rows, std::int64_t in
 
 // In place: x = act(x + bias) per row (bias may be null).
 void bias_relu(float* x, std::int64_t rows, std::int64_t cols, const float* bias);
-void bias_gelu(float* x, std::int64_t rows, std::int64_t cols, const float* bias);  // exact erf GELU
+void bias_gelu(float* x, std::int64_t rows, std::int64_t cols, const float* bias);       // exact erf GELU
+void bias_gelu_tanh(float* x, std::int64_t rows, std::int64_t cols, const float* bias);  // tanh approximation
 // h[r, c] = silu(gate[r, c]) * up[r, c], in place into gate.
 void silu_mul(float* gate, const float* up, std::int64_t rows, std::int64_t cols);
 // x[r, c] += bias[c]
