@@ -54,6 +54,41 @@ std::size_t KvCache::bytes() const {
 }
 
 // ---------------------------------------------------------------------------------------------------------------
+// Scratch buffers of one layer's forward pass, kept per thread and reused: a fresh multi-megabyte buffer per op is
+// page-faulted in every time, which costs more than some of the GEMMs. A forward pass started from inside a hook
+// on the same thread (nested) gets its own buffers.
+
+struct Model::Scratch {
+  Tensor x, q, k, v, attn, hidden, up;
+};
+
+namespace {
+thread_local Model::Scratch* t_scratch = nullptr;
+thread_local int t_scratch_depth = 0;
+}  // namespace
+
+class ScratchLease {
+ public:
+  ScratchLease() : nested_(t_scratch_depth++ > 0) {
+    if (!nested_ && !t_scratch) t_scratch = new Model::Scratch();  // lives as long as the thread
+  }
+  ~ScratchLease() { --t_scratch_depth; }
+  Model::Scratch& get() { return nested_ ? own_ : *t_scratch; }
+
+ private:
+  bool nested_;
+  Model::Scratch own_;
+};
+
+namespace {
+
+Tensor& sized(Tensor& t, std::int64_t rows, std::int64_t cols) {
+  t.resize({rows, cols});
+  return t;
+}
+}  // namespace
+
+// ---------------------------------------------------------------------------------------------------------------
 // Loading
 
 namespace {
@@ -250,12 +285,12 @@ void Model::norm(const NormWeights& n, const float* x, float* y, std::int64_t ro
 }
 
 void Model::attention_block(int layer, const float* x, float* out, std::int64_t batch, std::int64_t seq,
-                            std::int64_t past, KvCache* cache, ActivationHook* hook) const {
+                            std::int64_t past, KvCache* cache, ActivationHook* hook, Scratch& ws) const {
   const DecoderLayerWeights& w = layers_[static_cast<std::size_t>(layer)];
   const std::int64_t rows = batch * seq, d = cfg_.hidden, qd = cfg_.q_dim(), kvd = cfg_.kv_dim();
-  Tensor q = Tensor::uninitialized({rows, qd});
-  Tensor k = Tensor::uninitialized({rows, kvd});
-  Tensor v = Tensor::uninitialized({rows, kvd});
+  Tensor& q = sized(ws.q, rows, qd);
+  Tensor& k = sized(ws.k, rows, kvd);
+  Tensor& v = sized(ws.v, rows, kvd);
   ops::linear(x, d, rows, d, w.q.weight.data(), w.q.bias_data(), qd, q.data());
   ops::linear(x, d, rows, d, w.k.weight.data(), w.k.bias_data(), kvd, k.data());
   ops::linear(x, d, rows, d, w.v.weight.data(), w.v.bias_data(), kvd, v.data());
@@ -306,16 +341,17 @@ void Model::attention_block(int layer, const float* x, float* out, std::int64_t 
     s.kv_batch_stride = seq * kvd;
   }
   s.kv_ld = kvd;
-  Tensor attn = Tensor::uninitialized({rows, qd});
+  Tensor& attn = sized(ws.attn, rows, qd);
   ops::attention(q.data(), kp, vp, attn.data(), s);
   if (hook) hook->on_activation(layer, Tap::AttnOutput, {attn.data(), rows, qd, qd});
   ops::linear(attn.data(), qd, rows, qd, w.o.weight.data(), w.o.bias_data(), d, out, /*accumulate=*/true);
 }
 
-void Model::ffn_block(int layer, const float* x, float* out, std::int64_t rows, ActivationHook* hook) const {
+void Model::ffn_block(int layer, const float* x, float* out, std::int64_t rows, ActivationHook* hook,
+                      Scratch& ws) const {
   const DecoderLayerWeights& w = layers_[static_cast<std::size_t>(layer)];
   const std::int64_t d = cfg_.hidden, f = cfg_.intermediate;
-  Tensor hidden = Tensor::uninitialized({rows, f});
+  Tensor& hidden = sized(ws.hidden, rows, f);
   const LinearWeights* down;
   if (cfg_.arch == Architecture::OPT) {
     ops::linear(x, d, rows, d, w.fc1.weight.data(), nullptr, f, hidden.data());
@@ -327,7 +363,7 @@ void Model::ffn_block(int layer, const float* x, float* out, std::int64_t rows, 
       ops::bias_gelu(hidden.data(), rows, f, w.fc1.bias_data());
     down = &w.fc2;
   } else {
-    Tensor up = Tensor::uninitialized({rows, f});
+    Tensor& up = sized(ws.up, rows, f);
     ops::linear(x, d, rows, d, w.gate.weight.data(), w.gate.bias_data(), f, hidden.data());
     ops::linear(x, d, rows, d, w.up.weight.data(), w.up.bias_data(), f, up.data());
     ops::silu_mul(hidden.data(), up.data(), rows, f);
@@ -347,25 +383,27 @@ void Model::layer_forward(int layer, Tensor& h, std::int64_t batch, KvCache* cac
     throw InputError("KV cache holds " + std::to_string(cache->batch()) + " x " + std::to_string(cache->capacity()) +
                      " tokens; " + std::to_string(batch) + " x " + std::to_string(past + seq) + " needed");
   const DecoderLayerWeights& w = layers_[static_cast<std::size_t>(layer)];
-  Tensor x = Tensor::uninitialized({rows, d});
+  ScratchLease lease;
+  Scratch& ws = lease.get();
+  Tensor& x = sized(ws.x, rows, d);
 
   if (cfg_.pre_layer_norm) {
     // x = norm(h); h += attn(x); x = norm(h); h += ffn(x). The residual stream h keeps the original order.
     norm(w.attn_norm, h.data(), x.data(), rows, d);
     if (hook) hook->on_activation(layer, Tap::AttnInput, {x.data(), rows, d, d});
-    attention_block(layer, x.data(), h.data(), batch, seq, past, cache, hook);
+    attention_block(layer, x.data(), h.data(), batch, seq, past, cache, hook, ws);
     norm(w.ffn_norm, h.data(), x.data(), rows, d);
     if (hook) hook->on_activation(layer, Tap::FfnInput, {x.data(), rows, d, d});
-    ffn_block(layer, x.data(), h.data(), rows, hook);
+    ffn_block(layer, x.data(), h.data(), rows, hook, ws);
   } else {
     // Post-LN OPT (350m): h = LN(h + attn(h)); h = LN(h + ffn(h)).
     std::memcpy(x.data(), h.data(), static_cast<std::size_t>(rows * d) * 4);
     if (hook) hook->on_activation(layer, Tap::AttnInput, {x.data(), rows, d, d});
-    attention_block(layer, x.data(), h.data(), batch, seq, past, cache, hook);
+    attention_block(layer, x.data(), h.data(), batch, seq, past, cache, hook, ws);
     norm(w.attn_norm, h.data(), x.data(), rows, d);
     std::memcpy(h.data(), x.data(), static_cast<std::size_t>(rows * d) * 4);
     if (hook) hook->on_activation(layer, Tap::FfnInput, {x.data(), rows, d, d});
-    ffn_block(layer, x.data(), h.data(), rows, hook);
+    ffn_block(layer, x.data(), h.data(), rows, hook, ws);
     norm(w.ffn_norm, h.data(), x.data(), rows, d);
     std::memcpy(h.data(), x.data(), static_cast<std::size_t>(rows * d) * 4);
   }

@@ -125,11 +125,13 @@ class Model {
   // Weight bytes held in memory (float32).
   std::size_t weight_bytes() const;
 
+  struct Scratch;  // implementation detail: per-thread buffers of one layer's pass (model.cpp)
+
  private:
   Model() = default;
   void attention_block(int layer, const float* x, float* out, std::int64_t batch, std::int64_t seq,
-                       std::int64_t past, KvCache* cache, ActivationHook* hook) const;
-  void ffn_block(int layer, const float* x, float* out, std::int64_t rows, ActivationHook* hook) const;
+                       std::int64_t past, KvCache* cache, ActivationHook* hook, Scratch& ws) const;
+  void ffn_block(int layer, const float* x, float* out, std::int64_t rows, ActivationHook* hook, Scratch& ws) const;
   void norm(const NormWeights& n, const float* x, float* y, std::int64_t rows, std::int64_t cols) const;
 
   ModelConfig cfg_;
