@@ -9,18 +9,13 @@
 #include <vector>
 
 #include "rptq/device.h"
+#include "test_support.h"
 #include "rptq/error.h"
 
 #ifdef RPTQ_WITH_CUDA
 #include "cuda_check.cuh"
 #include "device.cuh"
 #endif
-
-#define RPTQ_REQUIRE_CUDA_DEVICE()                                                \
-  do {                                                                            \
-    const rptq::DeviceInfo info_ = rptq::device_info();                           \
-    if (info_.cuda_devices == 0) GTEST_SKIP() << "no CUDA device: " << info_.unavailable_reason; \
-  } while (0)
 
 TEST(DeviceInfo, IsConsistent) {
   const rptq::DeviceInfo info = rptq::device_info();

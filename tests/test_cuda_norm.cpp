@@ -23,18 +23,13 @@
 #include <vector>
 
 #include "rptq/device.h"
+#include "test_support.h"
 #include "rptq/ops.h"
 
 #ifdef RPTQ_WITH_CUDA
 #include "device.cuh"
 #include "norm.cuh"
 #endif
-
-#define RPTQ_REQUIRE_CUDA_DEVICE()                                                               \
-  do {                                                                                           \
-    const rptq::DeviceInfo info_ = rptq::device_info();                                          \
-    if (info_.cuda_devices == 0) GTEST_SKIP() << "no CUDA device: " << info_.unavailable_reason; \
-  } while (0)
 
 #ifdef RPTQ_WITH_CUDA
 

@@ -9,6 +9,8 @@
 #include <string>
 #include <vector>
 
+#include "rptq/device.h"
+
 namespace rptq::test {
 
 inline std::filesystem::path shared_dir() { return RPTQ_SHARED_DIR; }
@@ -40,4 +42,11 @@ inline void write_file(const std::filesystem::path& p, const std::string& bytes)
   do {                                                                                      \
     if (!std::filesystem::exists(rptq::test::shared_dir() / "reference"))                   \
       GTEST_SKIP() << "shared reference data not found at " << rptq::test::shared_dir();    \
+  } while (0)
+
+// Skips the test (with the reason) when no usable CUDA device is present.
+#define RPTQ_REQUIRE_CUDA_DEVICE()                                                               \
+  do {                                                                                           \
+    const rptq::DeviceInfo info_ = rptq::device_info();                                          \
+    if (info_.cuda_devices == 0) GTEST_SKIP() << "no CUDA device: " << info_.unavailable_reason; \
   } while (0)
