@@ -434,6 +434,13 @@ void Model::head(const float* hidden, std::int64_t rows, Tensor& logits) const {
 
 Tensor Model::forward(std::span<const std::int32_t> tokens, std::int64_t batch, KvCache* cache,
                       ActivationHook* hook, bool last_only) const {
+  Tensor logits;
+  forward(tokens, batch, logits, cache, hook, last_only);
+  return logits;
+}
+
+void Model::forward(std::span<const std::int32_t> tokens, std::int64_t batch, Tensor& logits, KvCache* cache,
+                    ActivationHook* hook, bool last_only) const {
   const std::int64_t past = cache ? cache->length() : 0;
   Tensor h = embed(tokens, batch, past);
   const std::int64_t seq = h.dim(0) / batch;
@@ -444,9 +451,10 @@ Tensor Model::forward(std::span<const std::int32_t> tokens, std::int64_t batch, 
     Tensor last = Tensor::uninitialized({batch, d});
     for (std::int64_t b = 0; b < batch; ++b)
       std::memcpy(last.data() + b * d, h.data() + ((b + 1) * seq - 1) * d, static_cast<std::size_t>(d) * 4);
-    return head(last);
+    head(last.data(), batch, logits);
+    return;
   }
-  return head(h);
+  head(h.data(), h.dim(0), logits);
 }
 
 }  // namespace rptq

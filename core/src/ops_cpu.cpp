@@ -41,9 +41,11 @@ inline float exp_approx(float x) {
   return p * std::bit_cast<float>((static_cast<std::int32_t>(k) + 127) << 23);
 }
 
-// Softmax of row[lo..hi] in place; the rest of row[0..n) becomes 0 (masked keys).
-RPTQ_VECTOR_CLONES void softmax_row(float* row, std::int64_t lo, std::int64_t hi, std::int64_t n) {
+// Softmax numerators of row[lo..hi] in place, exp(x - max); the rest of row[0..n) becomes 0 (masked keys).
+// Returns 1 / sum: the caller normalises the (narrower) product with V instead of the probabilities.
+RPTQ_VECTOR_CLONES float softmax_numerators(float* row, std::int64_t lo, std::int64_t hi, std::int64_t n) {
   float mx = -INFINITY;
+#pragma omp simd reduction(max : mx)
   for (std::int64_t j = lo; j <= hi; ++j) mx = row[j] > mx ? row[j] : mx;
   float sum = 0.0f;
 #pragma omp simd reduction(+ : sum)
@@ -52,11 +54,9 @@ RPTQ_VECTOR_CLONES void softmax_row(float* row, std::int64_t lo, std::int64_t hi
     row[j] = e;
     sum += e;
   }
-  const float inv = 1.0f / sum;
   for (std::int64_t j = 0; j < lo; ++j) row[j] = 0.0f;
-#pragma omp simd
-  for (std::int64_t j = lo; j <= hi; ++j) row[j] *= inv;
   for (std::int64_t j = hi + 1; j < n; ++j) row[j] = 0.0f;
+  return 1.0f / sum;
 }
 }  // namespace
 
@@ -243,6 +243,8 @@ RPTQ_VECTOR_CLONES float log_sum_exp(const float* x, std::int64_t n) {
 void attention(const float* q, const float* k, const float* v, float* out, const AttentionShape& s) {
   // Tiled over blocks of queries so the score matrix of one (sequence, head, block) stays in cache and no
   // tq x (past + tq) matrix is ever materialised; each tile's two products are small single-threaded GEMMs.
+  // The softmax leaves unnormalised numerators and the [block, head_dim] output is scaled by 1 / sum afterwards:
+  // one pass over head_dim columns instead of one over all keys.
   constexpr std::int64_t kBlock = 64;
   const std::int64_t hd = s.head_dim;
   const std::int64_t q_ld = s.heads * hd;
@@ -250,9 +252,10 @@ void attention(const float* q, const float* k, const float* v, float* out, const
   const std::int64_t blocks = (s.tq + kBlock - 1) / kBlock;
   const std::int64_t tasks = s.batch * s.heads * blocks;
 
-#pragma omp parallel
+#pragma omp parallel if (tasks > 1)
   {
     std::vector<float> scores;
+    float inv_sum[kBlock];
 #pragma omp for schedule(dynamic, 1)
     for (std::int64_t task = 0; task < tasks; ++task) {
       // Largest blocks (the last, which see the most keys) first for better load balance.
@@ -275,10 +278,16 @@ void attention(const float* q, const float* k, const float* v, float* out, const
         const std::int64_t pos = s.past + i0 + r;  // absolute position of this query
         const std::int64_t lo = (s.window > 0 ? std::max<std::int64_t>(0, pos - s.window + 1) : 0) - key_begin;
         const std::int64_t hi = pos - key_begin;  // inclusive
-        softmax_row(row, lo, hi, nk);
+        inv_sum[r] = softmax_numerators(row, lo, hi, nk);
       }
       float* ob = out + (b * s.tq + i0) * q_ld + h * hd;
       blas::sgemm(false, false, m, hd, nk, 1.0f, scores.data(), nk, vb, s.kv_ld, 0.0f, ob, q_ld);
+      for (std::int64_t r = 0; r < m; ++r) {
+        float* orow = ob + r * q_ld;
+        const float f = inv_sum[r];
+#pragma omp simd
+        for (std::int64_t c = 0; c < hd; ++c) orow[c] *= f;
+      }
     }
   }
 }

@@ -109,6 +109,10 @@ class Model {
   // each sequence's last position: [batch, vocab]).
   Tensor forward(std::span<const std::int32_t> tokens, std::int64_t batch, KvCache* cache = nullptr,
                  ActivationHook* hook = nullptr, bool last_only = false) const;
+  // The same into `logits`, reusing its allocation: a loop that keeps the buffer does not page-fault a fresh
+  // [rows, vocab] matrix in on every call.
+  void forward(std::span<const std::int32_t> tokens, std::int64_t batch, Tensor& logits, KvCache* cache = nullptr,
+               ActivationHook* hook = nullptr, bool last_only = false) const;
 
   // The pieces of forward(), for layer-by-layer work (calibration). `hidden` is [batch * seq, hidden].
   Tensor embed(std::span<const std::int32_t> tokens, std::int64_t batch, std::int64_t past = 0) const;
