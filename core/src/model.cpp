@@ -13,19 +13,6 @@
 
 namespace rptq {
 
-const char* tap_name(Tap t) {
-  switch (t) {
-    case Tap::AttnInput: return "attn_input";
-    case Tap::Q: return "q";
-    case Tap::K: return "k";
-    case Tap::V: return "v";
-    case Tap::AttnOutput: return "attn_output";
-    case Tap::FfnInput: return "ffn_input";
-    case Tap::FfnHidden: return "ffn_hidden";
-  }
-  return "?";
-}
-
 void set_num_threads(int n) {
   if (n <= 0) n = omp_get_num_procs();
   omp_set_num_threads(n);

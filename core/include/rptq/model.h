@@ -11,25 +11,13 @@
 #include <vector>
 
 #include "rptq/model_config.h"
+#include "rptq/tap.h"
 #include "rptq/tensor.h"
 
 namespace rptq {
 
 class Checkpoint;
 
-// The quantizable activations ("taps") of one decoder layer, named by their role. Each is a [tokens, channels]
-// matrix, given to the hook after it is computed and before anything consumes it.
-enum class Tap : int {
-  AttnInput = 0,  // R1: input of q/k/v (output of the attention LayerNorm/RMSNorm in pre-norm models)
-  Q,              // input of QK^T: OPT q_proj output times head_dim^-0.5; LLaMA q_proj output after rotary
-  K,              // input of QK^T and what the KV cache stores (LLaMA: after rotary)
-  V,              // v_proj output, what the KV cache stores
-  AttnOutput,     // R3: attention output, input of out_proj / o_proj
-  FfnInput,       // R4: input of fc1 / gate_proj and up_proj
-  FfnHidden,      // R5: input of fc2 / down_proj (after ReLU / SiLU(gate) * up)
-};
-constexpr int kTapCount = 7;
-const char* tap_name(Tap t);  // "attn_input", "q", ...
 
 // A row-major [rows, cols] view of an activation with rows `ld` floats apart.
 struct ActivationView {

@@ -1,0 +1,82 @@
+#pragma once
+// What an RPTQ quantization does: bit widths of weights, of each activation tap and of the softmax probabilities,
+// the cluster count of each reorder index, and the quantizer conventions. The presets are the settings of the
+// paper and the reference code (W4A8, W4A4KV, ...), with exactly their meaning (docs: rptq-method.md).
+#include <array>
+#include <string>
+#include <vector>
+
+#include "rptq/tap.h"
+
+namespace rptq {
+
+// The integer grid of an asymmetric uniform quantizer with n bits on [min, max].
+enum class QuantGrid {
+  Exact,      // scale = (max - min) / (2^n - 1): min and max are both on the grid (the default)
+  Reference,  // scale = (max - min) / 2^n, as the RPTQ reference code: the top of the range saturates one step low
+};
+
+// How static activation ranges are formed from calibration.
+enum class RangeStat {
+  Ema,     // per calibration sample min/max, v = 0.99 v + 0.01 new (the reference's default)
+  MinMax,  // plain running min/max over all samples
+};
+
+enum class WeightMethod { RTN, GPTQ };
+
+// Where activation ranges come from.
+enum class RangeMode {
+  Static,   // from calibration (the default)
+  Dynamic,  // each forward computes the ranges of its own activations, per cluster
+};
+
+constexpr int kFullPrecisionBits = 16;  // a bit width of 16 means "not quantized" (kept in float)
+constexpr int kReorderIndices = 5;      // R1..R5
+
+struct QuantConfig {
+  std::string name = "custom";  // preset name, or "custom"
+  int wbits = kFullPrecisionBits;
+  WeightMethod weight_method = WeightMethod::GPTQ;
+  int weight_group = 0;            // 0: groups are (output row) x (input cluster); else a fixed group size
+  double gptq_damp = 0.01;         // fraction of the mean Hessian diagonal added to the diagonal
+  int gptq_block = 128;            // columns per lazy-update block
+  std::array<int, kTapCount> abits{kFullPrecisionBits, kFullPrecisionBits, kFullPrecisionBits, kFullPrecisionBits,
+                                   kFullPrecisionBits, kFullPrecisionBits, kFullPrecisionBits};  // indexed by Tap
+  int softmax_bits = kFullPrecisionBits;  // 8 when the attention probabilities are quantized (fixed [0, 1] grid)
+  std::array<int, kReorderIndices> clusters{32, 4, 4, 32, 32};  // R1..R5; R2 and R3 count per head
+  QuantGrid grid = QuantGrid::Exact;
+  RangeMode range_mode = RangeMode::Static;
+  bool reorder = true;  // reorder channels by cluster (false: clusters are still used, without fusion)
+
+  int bits(Tap t) const { return abits[static_cast<int>(t)]; }
+  bool quantizes(Tap t) const { return bits(t) < kFullPrecisionBits; }
+  bool quantizes_weights() const { return wbits < kFullPrecisionBits; }
+  bool quantizes_activations() const;  // any tap or the softmax
+  int kv_bits() const;                 // bits of the KV cache: min of K and V bits (16 when neither is quantized)
+  int clusters_of(int reorder_index) const { return clusters.at(static_cast<std::size_t>(reorder_index - 1)); }
+
+  // Throws InputError naming the bad value (bits outside 2..8 or 16, clusters < 1, ...).
+  void validate() const;
+  // One line, e.g. "W4A4 (weights 4-bit GPTQ; attn_output, ffn_hidden, q, k, v 4-bit; ...)".
+  std::string describe() const;
+
+  // W16A16, W4A16, W4A8, W4A4, W4A4KV, W4A3KV, W3A3KV (case-insensitive). Throws InputError listing the names.
+  static QuantConfig preset(const std::string& name);
+  static const std::vector<std::string>& preset_names();
+  // Custom bits: weights W; every tap but K and V at A; K and V (the KV cache) at B; the softmax probabilities at
+  // 8 bits when any activation is quantized.
+  static QuantConfig custom(int wbits, int abits, int kvbits);
+};
+
+// "R1=32,R2=4,R3=4,R4=32,R5=32" (any subset; the rest keep their values) or "N" (every index N).
+// Throws InputError naming the bad part.
+void parse_clusters(const std::string& spec, QuantConfig& cfg);
+
+const char* grid_name(QuantGrid g);          // "exact", "reference"
+QuantGrid parse_grid(const std::string& s);  // throws InputError
+const char* range_stat_name(RangeStat s);    // "ema", "minmax"
+RangeStat parse_range_stat(const std::string& s);
+const char* weight_method_name(WeightMethod m);  // "rtn", "gptq"
+WeightMethod parse_weight_method(const std::string& s);
+
+}  // namespace rptq

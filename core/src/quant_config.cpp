@@ -1,0 +1,183 @@
+#include "rptq/quant_config.h"
+
+#include <algorithm>
+#include <cctype>
+#include <sstream>
+
+#include "rptq/error.h"
+
+namespace rptq {
+
+namespace {
+std::string lower(std::string s) {
+  for (char& c : s) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  return s;
+}
+std::string upper(std::string s) {
+  for (char& c : s) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+  return s;
+}
+void set_taps(QuantConfig& c, std::initializer_list<Tap> taps, int bits) {
+  for (Tap t : taps) c.abits[static_cast<int>(t)] = bits;
+}
+constexpr Tap kAllTaps[] = {Tap::AttnInput, Tap::Q,        Tap::K,        Tap::V,
+                            Tap::AttnOutput, Tap::FfnInput, Tap::FfnHidden};
+}  // namespace
+
+bool QuantConfig::quantizes_activations() const {
+  if (softmax_bits < kFullPrecisionBits) return true;
+  return std::any_of(abits.begin(), abits.end(), [](int b) { return b < kFullPrecisionBits; });
+}
+
+int QuantConfig::kv_bits() const { return std::min(bits(Tap::K), bits(Tap::V)); }
+
+void QuantConfig::validate() const {
+  auto check_bits = [](int b, const std::string& what) {
+    if (b != kFullPrecisionBits && (b < 2 || b > 8))
+      throw InputError(what + " bits must be 2..8, or 16 for full precision; got " + std::to_string(b));
+  };
+  check_bits(wbits, "weight");
+  for (Tap t : kAllTaps) check_bits(bits(t), std::string("activation (") + tap_name(t) + ")");
+  if (softmax_bits != kFullPrecisionBits && softmax_bits != 8)
+    throw InputError("softmax probabilities are quantized on the fixed 8-bit grid or not at all; got " +
+                     std::to_string(softmax_bits) + " bits");
+  for (int i = 0; i < kReorderIndices; ++i)
+    if (clusters[static_cast<std::size_t>(i)] < 1)
+      throw InputError("R" + std::to_string(i + 1) + " needs at least 1 cluster; got " +
+                       std::to_string(clusters[static_cast<std::size_t>(i)]));
+  if (weight_group < 0) throw InputError("weight group size must be 0 (per input cluster) or positive");
+  if (gptq_block < 1) throw InputError("GPTQ block size must be positive");
+  if (!(gptq_damp > 0.0 && gptq_damp < 1.0)) throw InputError("GPTQ dampening must be in (0, 1)");
+}
+
+std::string QuantConfig::describe() const {
+  std::ostringstream o;
+  o << name << " (weights ";
+  if (quantizes_weights())
+    o << wbits << "-bit " << weight_method_name(weight_method)
+      << (weight_group ? " group " + std::to_string(weight_group) : std::string(" per input cluster"));
+  else
+    o << "FP";
+  // Group the taps by bit width.
+  std::vector<int> widths;
+  for (int b : abits)
+    if (b < kFullPrecisionBits && std::find(widths.begin(), widths.end(), b) == widths.end()) widths.push_back(b);
+  std::sort(widths.begin(), widths.end());
+  if (widths.empty()) o << "; activations FP";
+  for (int w : widths) {
+    o << ";";
+    for (Tap t : kAllTaps)
+      if (bits(t) == w) o << " " << tap_name(t);
+    o << " " << w << "-bit";
+  }
+  if (softmax_bits < kFullPrecisionBits) o << "; softmax 8-bit";
+  if (quantizes_activations()) {
+    o << "; clusters";
+    for (int i = 0; i < kReorderIndices; ++i) o << (i ? "," : " ") << "R" << i + 1 << "=" << clusters[i];
+    o << "; " << grid_name(grid) << " grid; " << (range_mode == RangeMode::Static ? "static" : "dynamic")
+      << " ranges";
+  }
+  o << ")";
+  return o.str();
+}
+
+const std::vector<std::string>& QuantConfig::preset_names() {
+  static const std::vector<std::string> names = {"W16A16", "W4A16", "W4A8", "W4A4", "W4A4KV", "W4A3KV", "W3A3KV"};
+  return names;
+}
+
+QuantConfig QuantConfig::preset(const std::string& name_in) {
+  const std::string n = upper(name_in);
+  QuantConfig c;
+  c.name = n;
+  if (n == "W16A16") return c;
+  if (n == "W4A16") {
+    c.wbits = 4;
+  } else if (n == "W4A8") {
+    c.wbits = 4;
+    for (Tap t : kAllTaps) c.abits[static_cast<int>(t)] = 8;
+    c.softmax_bits = 8;
+  } else if (n == "W4A4") {
+    // out_proj input, fc2 input, Q, K, V at 4 bits; the two norm outputs stay at 8 (the reference's W4A4).
+    c.wbits = 4;
+    set_taps(c, {Tap::AttnOutput, Tap::FfnHidden, Tap::Q, Tap::K, Tap::V}, 4);
+    set_taps(c, {Tap::AttnInput, Tap::FfnInput}, 8);
+    c.softmax_bits = 8;
+  } else if (n == "W4A4KV" || n == "W4A3KV" || n == "W3A3KV") {
+    c.wbits = n[1] - '0';
+    set_taps(c, {Tap::K, Tap::V}, n[3] - '0');
+  } else {
+    std::string all;
+    for (const auto& p : preset_names()) {
+      if (!all.empty()) all += ", ";
+      all += p;
+    }
+    throw InputError("unknown preset \"" + name_in + "\" (known: " + all + ")");
+  }
+  return c;
+}
+
+QuantConfig QuantConfig::custom(int wbits, int abits, int kvbits) {
+  QuantConfig c;
+  c.name = std::string("W").append(std::to_string(wbits)).append("A").append(std::to_string(abits));
+  c.name.append("KV").append(std::to_string(kvbits));
+  c.wbits = wbits;
+  for (Tap t : kAllTaps) c.abits[static_cast<int>(t)] = abits;
+  set_taps(c, {Tap::K, Tap::V}, kvbits);
+  if (c.quantizes_activations()) c.softmax_bits = 8;
+  c.validate();
+  return c;
+}
+
+void parse_clusters(const std::string& spec, QuantConfig& cfg) {
+  auto to_int = [&](const std::string& s) {
+    std::size_t used = 0;
+    int v = 0;
+    try {
+      v = std::stoi(s, &used);
+    } catch (const std::exception&) {
+      used = 0;
+    }
+    if (used == 0 || used != s.size() || v < 1)
+      throw InputError("--clusters: \"" + s + "\" is not a positive cluster count (in \"" + spec + "\")");
+    return v;
+  };
+  if (spec.find('=') == std::string::npos) {
+    const int n = to_int(spec);
+    cfg.clusters.fill(n);
+    return;
+  }
+  std::stringstream ss(spec);
+  std::string part;
+  while (std::getline(ss, part, ',')) {
+    const auto eq = part.find('=');
+    const std::string key = eq == std::string::npos ? part : upper(part.substr(0, eq));
+    if (eq == std::string::npos || key.size() != 2 || key[0] != 'R' || key[1] < '1' || key[1] > '5')
+      throw InputError("--clusters: \"" + part + "\" is not of the form R1..R5=N (in \"" + spec + "\")");
+    cfg.clusters[static_cast<std::size_t>(key[1] - '1')] = to_int(part.substr(eq + 1));
+  }
+}
+
+const char* grid_name(QuantGrid g) { return g == QuantGrid::Exact ? "exact" : "reference"; }
+QuantGrid parse_grid(const std::string& s) {
+  const std::string l = lower(s);
+  if (l == "exact") return QuantGrid::Exact;
+  if (l == "reference") return QuantGrid::Reference;
+  throw InputError("unknown quantization grid \"" + s + "\" (exact or reference)");
+}
+const char* range_stat_name(RangeStat s) { return s == RangeStat::Ema ? "ema" : "minmax"; }
+RangeStat parse_range_stat(const std::string& s) {
+  const std::string l = lower(s);
+  if (l == "ema") return RangeStat::Ema;
+  if (l == "minmax") return RangeStat::MinMax;
+  throw InputError("unknown range statistic \"" + s + "\" (ema or minmax)");
+}
+const char* weight_method_name(WeightMethod m) { return m == WeightMethod::RTN ? "rtn" : "gptq"; }
+WeightMethod parse_weight_method(const std::string& s) {
+  const std::string l = lower(s);
+  if (l == "rtn") return WeightMethod::RTN;
+  if (l == "gptq") return WeightMethod::GPTQ;
+  throw InputError("unknown weight quantization method \"" + s + "\" (rtn or gptq)");
+}
+
+}  // namespace rptq
