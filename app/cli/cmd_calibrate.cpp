@@ -1,0 +1,96 @@
+#include <cstdio>
+#include <iostream>
+#include <nlohmann/json.hpp>
+
+#include "cli.h"
+#include "rptq/calibration.h"
+#include "rptq/error.h"
+#include "rptq/model.h"
+#include "rptq/model_info.h"
+#include "rptq/stats_file.h"
+#include "rptq/tokenizer.h"
+
+namespace rptq::cli {
+
+namespace {
+struct CalibrateArgs {
+  std::string model, data, out, stat = "ema";
+  std::int64_t samples = 128, seqlen = 0;
+  std::uint64_t seed = 2;
+  int threads = 0;
+  bool force = false, json = false;
+};
+
+void run_calibrate(const CalibrateArgs& a) {
+  set_num_threads(a.threads);
+  CalibrationSettings cs;
+  cs.samples = a.samples;
+  cs.seed = a.seed;
+  cs.stat = parse_range_stat(a.stat);
+  if (!a.force && std::filesystem::exists(a.out))
+    throw InputError(a.out + ": exists (use --force to overwrite)");
+  const std::string text = read_text_file(a.data);
+  auto tok = Tokenizer::load(a.model);
+  const auto ids = tok->encode(text, true);
+  std::unique_ptr<Model> model;
+  {
+    Progress p("loading");
+    LoadOptions lo;
+    lo.progress = [&](double f, const std::string&) {
+      p.update(f * 100.0, 100.0, "%");
+      return true;
+    };
+    model = Model::load(a.model, lo);
+  }
+  // Reference: 2048-token windows, shortened to what the model's positions allow.
+  cs.seqlen = a.seqlen > 0 ? a.seqlen : std::min<std::int64_t>(2048, model->config().max_positions);
+  Progress p("calibrating");
+  const ChannelStats st = calibrate(*model, a.model, ids, a.data, sha256_file(a.data), cs,
+                                    [&](const LayerwiseProgress& lp) {
+                                      p.update(static_cast<double>(lp.done), static_cast<double>(lp.total),
+                                               " layer-samples");
+                                      return true;
+                                    });
+  p.finish();
+  save_stats(a.out, st, a.force);
+  if (a.json) {
+    nlohmann::json j;
+    j["stats"] = a.out;
+    j["model"] = a.model;
+    j["data"] = a.data;
+    j["data_sha256"] = st.data_sha256;
+    j["samples"] = cs.samples;
+    j["seqlen"] = cs.seqlen;
+    j["seed"] = cs.seed;
+    j["stat"] = range_stat_name(cs.stat);
+    j["layers"] = st.layers;
+    j["seconds"] = st.seconds;
+    j["file_bytes"] = std::filesystem::file_size(a.out);
+    std::cout << j.dump(2) << "\n";
+    return;
+  }
+  std::printf("calibrated %lld layers on %lld windows of %lld tokens (seed %llu) in %.2f s\n", (long long)st.layers,
+              (long long)cs.samples, (long long)cs.seqlen, (unsigned long long)cs.seed, st.seconds);
+  std::printf("wrote %s (%s)\n", a.out.c_str(), human_bytes(std::filesystem::file_size(a.out)).c_str());
+}
+}  // namespace
+
+void add_calibrate(CLI::App& app) {
+  auto a = std::make_shared<CalibrateArgs>();
+  auto* cmd = app.add_subcommand("calibrate", "Record per-channel activation ranges into a statistics file (HDF5)");
+  cmd->add_option("MODEL", a->model, "Hugging Face model folder")->required();
+  cmd->add_option("--data", a->data, "Calibration text file (tokenized whole; windows drawn at random)")->required();
+  cmd->add_option("--out", a->out, "Statistics file to write (.h5)")->required();
+  cmd->add_option("--samples", a->samples, "Calibration windows (default 128)")->check(CLI::Range(1, 1 << 20));
+  cmd->add_option("--seqlen", a->seqlen, "Tokens per window (default 2048, or the model's positions)")
+      ->check(CLI::Range(2, 1 << 20));
+  cmd->add_option("--seed", a->seed, "Seed of the window offsets (default 2, the reference's)");
+  cmd->add_option("--stat", a->stat, "Range statistic quantization uses by default: ema (reference) or minmax")
+      ->check(CLI::IsMember({"ema", "minmax"}));
+  cmd->add_option("--threads", a->threads, "CPU threads (default: all cores)")->check(CLI::Range(0, 4096));
+  cmd->add_flag("--force", a->force, "Overwrite an existing statistics file");
+  cmd->add_flag("--json", a->json, "Print a JSON summary");
+  cmd->callback([a] { run_calibrate(*a); });
+}
+
+}  // namespace rptq::cli

@@ -1,0 +1,139 @@
+#pragma once
+// Calibration: run calibration windows through the model one decoder layer at a time and record, for every tap of
+// every layer, each channel's max and min (the reference's EMA(0.99) over samples and the plain running min/max),
+// plus the range of the attention scores (the softmax input) per head.
+#include <array>
+#include <cstdint>
+#include <functional>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "rptq/model.h"
+#include "rptq/quant_config.h"
+#include "rptq/tap.h"
+
+namespace rptq {
+
+// Per-channel ranges of one tap, in the model's original channel order.
+struct TapRanges {
+  std::vector<float> ema_max, ema_min;  // v = 0.99 v + 0.01 (this sample's max/min); the first sample initialises
+  std::vector<float> max, min;          // over every token of every sample
+  std::int64_t samples = 0;             // samples folded in
+
+  std::int64_t channels() const { return static_cast<std::int64_t>(max.size()); }
+  const std::vector<float>& hi(RangeStat s) const { return s == RangeStat::Ema ? ema_max : max; }
+  const std::vector<float>& lo(RangeStat s) const { return s == RangeStat::Ema ? ema_min : min; }
+  // Folds in one sample's per-channel max/min.
+  void add_sample(std::span<const float> sample_max, std::span<const float> sample_min);
+};
+
+struct LayerRanges {
+  std::array<TapRanges, kTapCount> taps;  // indexed by Tap
+  TapRanges scores;  // softmax input (scaled QK^T over the causal entries), one "channel" per attention head
+  TapRanges& tap(Tap t) { return taps[static_cast<std::size_t>(t)]; }
+  const TapRanges& tap(Tap t) const { return taps[static_cast<std::size_t>(t)]; }
+};
+
+// `samples` windows of `seqlen` tokens, each a slice of the tokenized text starting at a seeded random offset
+// (splitmix64; the same seed gives the same windows everywhere). Throws InputError when the text is shorter than
+// seqlen + 1 tokens.
+std::vector<std::int32_t> calibration_windows(std::span<const std::int32_t> ids, std::int64_t samples,
+                                              std::int64_t seqlen, std::uint64_t seed);
+
+// Progress of a layer-by-layer pass: `done` of `total` (layer, sample) steps.
+struct LayerwiseProgress {
+  int layer = 0, layers = 0;
+  std::int64_t sample = 0, samples = 0;
+  std::int64_t done = 0, total = 0;
+  double fraction() const { return total ? static_cast<double>(done) / static_cast<double>(total) : 1.0; }
+};
+// Returning false cancels: the pass throws Cancelled at the next window.
+using LayerwiseCallback = std::function<bool(const LayerwiseProgress&)>;
+
+// The hidden states of every calibration window, advanced through the model one decoder layer at a time, as the
+// reference does: the inputs of layer i are the outputs of layers 0..i-1 as they are when layer i runs (already
+// quantized, when a quantization pipeline changed them in between). Windows run one at a time (batch 1), so a hook
+// sees exactly one sample per call.
+class LayerwiseRunner {
+ public:
+  // tokens: [samples, seqlen]. Embeds every window.
+  LayerwiseRunner(const Model& model, std::span<const std::int32_t> tokens, std::int64_t samples,
+                  std::int64_t seqlen);
+  std::int64_t samples() const { return samples_; }
+  std::int64_t seqlen() const { return seqlen_; }
+  int next_layer() const { return next_layer_; }
+
+  // Runs layer `layer` (== next_layer()) over every window with `hook`, keeping the hidden states unchanged.
+  void observe(ActivationHook* hook, const LayerwiseCallback& progress = {});
+  // Runs layer `next_layer()` over every window with `hook` and replaces the hidden states by its outputs.
+  void advance(ActivationHook* hook, const LayerwiseCallback& progress = {});
+  // Window i's hidden state [seqlen, hidden] (the input of next_layer()).
+  const Tensor& hidden(std::int64_t i) const { return hidden_.at(static_cast<std::size_t>(i)); }
+
+  // The step counter used for progress over a whole pass of `passes_per_layer` passes per layer.
+  void set_progress_plan(int passes_per_layer) { passes_per_layer_ = passes_per_layer; }
+
+ private:
+  void run(bool keep, ActivationHook* hook, const LayerwiseCallback& progress);
+  const Model& model_;
+  std::int64_t samples_, seqlen_;
+  int next_layer_ = 0;
+  int passes_per_layer_ = 1;
+  std::int64_t steps_done_ = 0;
+  std::vector<Tensor> hidden_;
+};
+
+// A hook that records the ranges of every tap of every layer into `ranges` (one sample per on_activation call), and
+// the attention score range per head at the K tap (from the Q it saw just before).
+class RangeRecorder : public ActivationHook {
+ public:
+  RangeRecorder(const ModelConfig& cfg, std::vector<LayerRanges>& ranges);
+  void on_activation(int layer, Tap tap, const ActivationView& act) override;
+
+ private:
+  const ModelConfig& cfg_;
+  std::vector<LayerRanges>& ranges_;
+  ActivationView last_q_;
+  int last_q_layer_ = -1;
+  std::vector<float> scores_;
+};
+
+// Per-channel max/min of a [rows, cols] activation over its rows.
+void channel_max_min(const ActivationView& act, std::vector<float>& mx, std::vector<float>& mn);
+
+struct CalibrationSettings {
+  std::int64_t samples = 128;
+  std::int64_t seqlen = 2048;
+  std::uint64_t seed = 2;
+  RangeStat stat = RangeStat::Ema;  // the statistic quantization uses by default (both are always recorded)
+};
+
+// What calibration measured, with where it came from: the content of a channel statistics file.
+struct ChannelStats {
+  // The model's identity.
+  std::string model_path, model_type, architecture;
+  std::string config_sha256;  // of the model's config.json bytes
+  std::int64_t layers = 0, hidden = 0, heads = 0, kv_heads = 0, head_dim = 0, intermediate = 0;
+  // How it was calibrated.
+  std::string data_path, data_sha256;  // the calibration text and the SHA-256 of its bytes
+  CalibrationSettings settings;
+  std::string tool_version, created;  // created: ISO 8601 UTC
+  double seconds = 0;
+  std::vector<std::int32_t> tokens;  // [samples, seqlen]: the windows, so quantization reuses the same inputs
+  std::vector<LayerRanges> ranges;   // per layer
+
+  const TapRanges& tap(int layer, Tap t) const;  // throws InputError for a layer out of range
+};
+
+// Calibrates the (unquantized) model on windows of the tokenized text, layer by layer. model_dir and data_path are
+// recorded (config.json is hashed from model_dir when it exists). progress may cancel (throws Cancelled).
+ChannelStats calibrate(const Model& model, const std::string& model_dir, std::span<const std::int32_t> text_ids,
+                       const std::string& data_path, const std::string& data_sha256,
+                       const CalibrationSettings& settings, const LayerwiseCallback& progress = {});
+
+// SHA-256 of bytes / of a file's bytes, lowercase hex (OpenSSL).
+std::string sha256_hex(std::string_view bytes);
+std::string sha256_file(const std::string& path);  // throws InputError when unreadable
+
+}  // namespace rptq

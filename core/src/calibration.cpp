@@ -1,0 +1,276 @@
+#include "rptq/calibration.h"
+
+#include <openssl/evp.h>
+#include <omp.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <ctime>
+#include <filesystem>
+#include <fstream>
+
+#include "rptq/blas.h"
+#include "rptq/error.h"
+#include "rptq/model_info.h"
+#include "rptq/version_info.h"
+
+namespace rptq {
+
+namespace {
+constexpr float kEmaMomentum = 0.99f;  // the reference's act_scales EMA: v = 0.99 v + 0.01 new
+constexpr float kEmaNew = 0.01f;
+
+std::uint64_t splitmix64(std::uint64_t& state) {
+  std::uint64_t z = (state += 0x9E3779B97F4A7C15ull);
+  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+  return z ^ (z >> 31);
+}
+
+std::string utc_now_iso8601() {
+  const std::time_t t = std::time(nullptr);
+  std::tm tm{};
+  gmtime_r(&t, &tm);
+  char buf[32];
+  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
+  return buf;
+}
+}  // namespace
+
+void TapRanges::add_sample(std::span<const float> smax, std::span<const float> smin) {
+  const std::size_t n = smax.size();
+  if (samples == 0) {
+    ema_max.assign(smax.begin(), smax.end());
+    ema_min.assign(smin.begin(), smin.end());
+    max = ema_max;
+    min = ema_min;
+  } else {
+    if (n != max.size()) throw std::logic_error("TapRanges: channel count changed between samples");
+    for (std::size_t c = 0; c < n; ++c) {
+      ema_max[c] = kEmaMomentum * ema_max[c] + kEmaNew * smax[c];
+      ema_min[c] = kEmaMomentum * ema_min[c] + kEmaNew * smin[c];
+      max[c] = std::max(max[c], smax[c]);
+      min[c] = std::min(min[c], smin[c]);
+    }
+  }
+  ++samples;
+}
+
+std::vector<std::int32_t> calibration_windows(std::span<const std::int32_t> ids, std::int64_t samples,
+                                              std::int64_t seqlen, std::uint64_t seed) {
+  if (samples < 1 || seqlen < 2) throw InputError("calibration needs at least 1 sample of at least 2 tokens");
+  const std::int64_t n = static_cast<std::int64_t>(ids.size());
+  if (n < seqlen + 1)
+    throw InputError("the calibration text has " + std::to_string(n) + " tokens, fewer than one window of " +
+                     std::to_string(seqlen) + " + 1");
+  // Start offsets uniform in [0, n - seqlen - 1], as the GPTQ/RPTQ data loaders draw them (their generator is
+  // Python's; ours is splitmix64, so the windows differ from theirs but are reproducible here).
+  const std::uint64_t span = static_cast<std::uint64_t>(n - seqlen);
+  std::uint64_t state = seed;
+  std::vector<std::int32_t> out(static_cast<std::size_t>(samples * seqlen));
+  for (std::int64_t s = 0; s < samples; ++s) {
+    const std::int64_t start = static_cast<std::int64_t>(splitmix64(state) % span);
+    std::copy_n(ids.begin() + start, seqlen, out.begin() + s * seqlen);
+  }
+  return out;
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+
+LayerwiseRunner::LayerwiseRunner(const Model& model, std::span<const std::int32_t> tokens, std::int64_t samples,
+                                 std::int64_t seqlen)
+    : model_(model), samples_(samples), seqlen_(seqlen) {
+  if (samples < 1 || seqlen < 1 || static_cast<std::int64_t>(tokens.size()) != samples * seqlen)
+    throw InputError("calibration tokens: " + std::to_string(tokens.size()) + " ids cannot be " +
+                     std::to_string(samples) + " windows of " + std::to_string(seqlen));
+  hidden_.reserve(static_cast<std::size_t>(samples));
+  for (std::int64_t i = 0; i < samples; ++i)
+    hidden_.push_back(model.embed(tokens.subspan(static_cast<std::size_t>(i * seqlen), seqlen), 1));
+}
+
+void LayerwiseRunner::run(bool keep, ActivationHook* hook, const LayerwiseCallback& progress) {
+  const int layers = static_cast<int>(model_.config().layers);
+  if (next_layer_ >= layers) throw std::logic_error("LayerwiseRunner: every layer has run");
+  LayerwiseProgress p;
+  p.layer = next_layer_;
+  p.layers = layers;
+  p.samples = samples_;
+  p.total = static_cast<std::int64_t>(layers) * passes_per_layer_ * samples_;
+  Tensor scratch;
+  for (std::int64_t i = 0; i < samples_; ++i) {
+    Tensor& h = hidden_[static_cast<std::size_t>(i)];
+    if (keep) {
+      model_.layer_forward(next_layer_, h, 1, nullptr, hook);
+    } else {
+      scratch = h;
+      model_.layer_forward(next_layer_, scratch, 1, nullptr, hook);
+    }
+    p.sample = i + 1;
+    p.done = ++steps_done_;
+    if (progress && !progress(p)) throw Cancelled();
+  }
+  if (keep) ++next_layer_;
+}
+
+void LayerwiseRunner::observe(ActivationHook* hook, const LayerwiseCallback& progress) { run(false, hook, progress); }
+void LayerwiseRunner::advance(ActivationHook* hook, const LayerwiseCallback& progress) { run(true, hook, progress); }
+
+// ---------------------------------------------------------------------------------------------------------------
+
+void channel_max_min(const ActivationView& act, std::vector<float>& mx, std::vector<float>& mn) {
+  const std::int64_t cols = act.cols;
+  mx.assign(static_cast<std::size_t>(cols), -INFINITY);
+  mn.assign(static_cast<std::size_t>(cols), INFINITY);
+  // Column blocks in parallel; rows streamed inside a block so the inner loop vectorises.
+  constexpr std::int64_t kCols = 256;
+  const std::int64_t blocks = (cols + kCols - 1) / kCols;
+#pragma omp parallel for schedule(static) if (act.rows * cols > (1 << 16))
+  for (std::int64_t b = 0; b < blocks; ++b) {
+    const std::int64_t c0 = b * kCols, c1 = std::min(cols, c0 + kCols);
+    float* hi = mx.data();
+    float* lo = mn.data();
+    for (std::int64_t r = 0; r < act.rows; ++r) {
+      const float* x = act.row(r);
+#pragma omp simd
+      for (std::int64_t c = c0; c < c1; ++c) {
+        hi[c] = x[c] > hi[c] ? x[c] : hi[c];
+        lo[c] = x[c] < lo[c] ? x[c] : lo[c];
+      }
+    }
+  }
+}
+
+RangeRecorder::RangeRecorder(const ModelConfig& cfg, std::vector<LayerRanges>& ranges) : cfg_(cfg), ranges_(ranges) {
+  if (ranges_.size() < static_cast<std::size_t>(cfg.layers)) ranges_.resize(static_cast<std::size_t>(cfg.layers));
+}
+
+void RangeRecorder::on_activation(int layer, Tap tap, const ActivationView& act) {
+  LayerRanges& lr = ranges_.at(static_cast<std::size_t>(layer));
+  std::vector<float> mx, mn;
+  channel_max_min(act, mx, mn);
+  lr.tap(tap).add_sample(mx, mn);
+
+  if (tap == Tap::Q) {
+    last_q_ = act;
+    last_q_layer_ = layer;
+  } else if (tap == Tap::K && last_q_layer_ == layer) {
+    // The softmax input of each head: scaled q k^T over the causal (and windowed) entries of this one sequence.
+    const std::int64_t T = act.rows, hd = cfg_.head_dim, heads = cfg_.heads;
+    const std::int64_t group = cfg_.heads / cfg_.kv_heads;
+    // OPT's Q tap is already scaled by head_dim^-0.5; LLaMA's attention scales the product.
+    const float scale = cfg_.arch == Architecture::OPT ? 1.0f : 1.0f / std::sqrt(static_cast<float>(hd));
+    scores_.resize(static_cast<std::size_t>(T * T));
+    std::vector<float> hmax(static_cast<std::size_t>(heads)), hmin(static_cast<std::size_t>(heads));
+    for (std::int64_t h = 0; h < heads; ++h) {
+      const float* q = last_q_.data + h * hd;
+      const float* k = act.data + (h / group) * hd;
+      blas::sgemm(false, true, T, T, hd, scale, q, last_q_.ld, k, act.ld, 0.0f, scores_.data(), T);
+      float hi = -INFINITY, lo = INFINITY;
+#pragma omp parallel for reduction(max : hi) reduction(min : lo) schedule(static) if (T * T > (1 << 16))
+      for (std::int64_t i = 0; i < T; ++i) {
+        const float* row = scores_.data() + i * T;
+        const std::int64_t j0 = cfg_.sliding_window > 0 ? std::max<std::int64_t>(0, i - cfg_.sliding_window + 1) : 0;
+        for (std::int64_t j = j0; j <= i; ++j) {
+          hi = row[j] > hi ? row[j] : hi;
+          lo = row[j] < lo ? row[j] : lo;
+        }
+      }
+      hmax[static_cast<std::size_t>(h)] = hi;
+      hmin[static_cast<std::size_t>(h)] = lo;
+    }
+    lr.scores.add_sample(hmax, hmin);
+    last_q_layer_ = -1;
+  }
+}
+
+const TapRanges& ChannelStats::tap(int layer, Tap t) const {
+  if (layer < 0 || layer >= static_cast<int>(ranges.size()))
+    throw InputError("layer " + std::to_string(layer) + " is out of range: the statistics have " +
+                     std::to_string(ranges.size()) + " layers (0.." + std::to_string(ranges.size() - 1) + ")");
+  return ranges[static_cast<std::size_t>(layer)].tap(t);
+}
+
+ChannelStats calibrate(const Model& model, const std::string& model_dir, std::span<const std::int32_t> text_ids,
+                       const std::string& data_path, const std::string& data_sha256,
+                       const CalibrationSettings& settings, const LayerwiseCallback& progress) {
+  const auto t0 = std::chrono::steady_clock::now();
+  const ModelConfig& cfg = model.config();
+  if (cfg.arch == Architecture::OPT && settings.seqlen > cfg.max_positions)
+    throw InputError("calibration windows of " + std::to_string(settings.seqlen) + " tokens are longer than the " +
+                     "model's " + std::to_string(cfg.max_positions) + " positions");
+  ChannelStats st;
+  st.model_path = model_dir;
+  st.model_type = cfg.model_type;
+  st.architecture = cfg.arch_name();
+  const std::filesystem::path config_json = std::filesystem::path(model_dir) / "config.json";
+  if (!model_dir.empty() && std::filesystem::exists(config_json)) st.config_sha256 = sha256_file(config_json);
+  st.layers = cfg.layers;
+  st.hidden = cfg.hidden;
+  st.heads = cfg.heads;
+  st.kv_heads = cfg.kv_heads;
+  st.head_dim = cfg.head_dim;
+  st.intermediate = cfg.intermediate;
+  st.data_path = data_path;
+  st.data_sha256 = data_sha256;
+  st.settings = settings;
+  st.tool_version = RPTQ_VERSION_STRING;
+  st.created = utc_now_iso8601();
+  st.tokens = calibration_windows(text_ids, settings.samples, settings.seqlen, settings.seed);
+  st.ranges.resize(static_cast<std::size_t>(cfg.layers));
+
+  LayerwiseRunner runner(model, st.tokens, settings.samples, settings.seqlen);
+  RangeRecorder rec(cfg, st.ranges);
+  for (int l = 0; l < cfg.layers; ++l) runner.advance(&rec, progress);
+  st.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  return st;
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+
+std::string sha256_hex(std::string_view bytes) {
+  unsigned char md[EVP_MAX_MD_SIZE];
+  unsigned int len = 0;
+  if (!EVP_Digest(bytes.data(), bytes.size(), md, &len, EVP_sha256(), nullptr))
+    throw std::runtime_error("SHA-256 failed (OpenSSL)");
+  static const char* hex = "0123456789abcdef";
+  std::string out;
+  for (unsigned int i = 0; i < len; ++i) {
+    out += hex[md[i] >> 4];
+    out += hex[md[i] & 15];
+  }
+  return out;
+}
+
+std::string sha256_file(const std::string& path) {
+  std::ifstream f(path, std::ios::binary);
+  if (!f) throw InputError(path + ": cannot be read");
+  EVP_MD_CTX* ctx = EVP_MD_CTX_new();
+  if (!ctx || !EVP_DigestInit_ex(ctx, EVP_sha256(), nullptr)) {
+    EVP_MD_CTX_free(ctx);
+    throw std::runtime_error("SHA-256 failed (OpenSSL)");
+  }
+  std::vector<char> buf(1 << 20);
+  while (f) {
+    f.read(buf.data(), static_cast<std::streamsize>(buf.size()));
+    if (f.gcount() > 0) EVP_DigestUpdate(ctx, buf.data(), static_cast<std::size_t>(f.gcount()));
+  }
+  if (f.bad()) {
+    EVP_MD_CTX_free(ctx);
+    throw InputError(path + ": read error");
+  }
+  unsigned char md[EVP_MAX_MD_SIZE];
+  unsigned int len = 0;
+  EVP_DigestFinal_ex(ctx, md, &len);
+  EVP_MD_CTX_free(ctx);
+  static const char* hex = "0123456789abcdef";
+  std::string out;
+  for (unsigned int i = 0; i < len; ++i) {
+    out += hex[md[i] >> 4];
+    out += hex[md[i] & 15];
+  }
+  return out;
+}
+
+}  // namespace rptq

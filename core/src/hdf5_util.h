@@ -1,0 +1,113 @@
+#pragma once
+// A thin RAII layer over the HDF5 C API for RPTQ's files (channel statistics, quantized checkpoints): handles that
+// close themselves, typed attribute and dataset helpers, and errors as exceptions that name the file and the object.
+// HDF5's own error printing is switched off; every failure becomes an InputError (reading) or runtime_error
+// (writing).
+#include <hdf5.h>
+
+#include <cstdint>
+#include <filesystem>
+#include <string>
+#include <vector>
+
+namespace rptq::h5 {
+
+class Handle {
+ public:
+  Handle() = default;
+  Handle(hid_t id, herr_t (*close)(hid_t)) : id_(id), close_(close) {}
+  Handle(const Handle&) = delete;
+  Handle& operator=(const Handle&) = delete;
+  Handle(Handle&& o) noexcept : id_(o.id_), close_(o.close_) { o.id_ = -1; }
+  Handle& operator=(Handle&& o) noexcept {
+    if (this != &o) {
+      reset();
+      id_ = o.id_;
+      close_ = o.close_;
+      o.id_ = -1;
+    }
+    return *this;
+  }
+  ~Handle() { reset(); }
+  void reset() {
+    if (id_ >= 0 && close_) close_(id_);
+    id_ = -1;
+  }
+  hid_t id() const { return id_; }
+  bool valid() const { return id_ >= 0; }
+
+ private:
+  hid_t id_ = -1;
+  herr_t (*close_)(hid_t) = nullptr;
+};
+
+// Switches off HDF5's automatic error printing (once per process).
+void quiet();
+
+// A file opened for reading: every read names `path` and the object in its errors.
+class Reader {
+ public:
+  // Throws InputError when the file is missing, not HDF5, or truncated.
+  explicit Reader(const std::filesystem::path& path);
+  const std::string& path() const { return path_; }
+  hid_t root() const { return file_.id(); }
+
+  bool exists(const std::string& object) const;
+  bool has_attr(const std::string& object, const std::string& name) const;
+  std::string attr_string(const std::string& object, const std::string& name) const;
+  std::int64_t attr_int(const std::string& object, const std::string& name) const;
+  double attr_double(const std::string& object, const std::string& name) const;
+  // Dataset shape; throws InputError when missing.
+  std::vector<std::int64_t> shape(const std::string& dataset) const;
+  // Reads a whole dataset converted to the element type; `expect` (if non-empty) must equal its shape.
+  std::vector<float> read_f32(const std::string& dataset, const std::vector<std::int64_t>& expect = {}) const;
+  std::vector<std::int32_t> read_i32(const std::string& dataset, const std::vector<std::int64_t>& expect = {}) const;
+  std::vector<std::uint8_t> read_u8(const std::string& dataset, const std::vector<std::int64_t>& expect = {}) const;
+  [[noreturn]] void fail(const std::string& what) const;
+
+ private:
+  template <typename T>
+  std::vector<T> read(const std::string& dataset, hid_t mem_type, const std::vector<std::int64_t>& expect) const;
+  std::string path_;
+  Handle file_;
+};
+
+// A file written to a temporary name beside the target and renamed into place by commit() after it is flushed to
+// disk; destroyed without commit(), it removes the temporary file, so nothing half-written is left at the target.
+class Writer {
+ public:
+  // overwrite: replace an existing target (else an existing target is an InputError before anything is written).
+  Writer(const std::filesystem::path& target, bool overwrite);
+  ~Writer();
+  Writer(const Writer&) = delete;
+  Writer& operator=(const Writer&) = delete;
+
+  hid_t root() const { return file_.id(); }
+  const std::filesystem::path& temp_path() const { return temp_; }
+
+  void group(const std::string& path);  // creates a group (and missing parents)
+  void attr(const std::string& object, const std::string& name, const std::string& value);
+  void attr(const std::string& object, const std::string& name, std::int64_t value);
+  void attr(const std::string& object, const std::string& name, double value);
+  // Datasets; compress: deflate (with shuffle) in chunks, for data where it pays.
+  void write_f32(const std::string& path, const std::vector<std::int64_t>& shape, const float* data,
+                 bool compress = false);
+  void write_i32(const std::string& path, const std::vector<std::int64_t>& shape, const std::int32_t* data,
+                 bool compress = false);
+  void write_u8(const std::string& path, const std::vector<std::int64_t>& shape, const std::uint8_t* data,
+                bool compress = false);
+  void write_f16(const std::string& path, const std::vector<std::int64_t>& shape, const std::uint16_t* data,
+                 bool compress = false);
+  // Flushes, closes, fsyncs, and renames the file into place.
+  void commit();
+
+ private:
+  void write(const std::string& path, const std::vector<std::int64_t>& shape, hid_t file_type, hid_t mem_type,
+             const void* data, std::size_t elem_size, bool compress);
+  [[noreturn]] void fail(const std::string& what) const;
+  std::filesystem::path target_, temp_;
+  Handle file_;
+  bool committed_ = false;
+};
+
+}  // namespace rptq::h5
