@@ -16,12 +16,16 @@ constexpr int kRowMajor = 101, kNoTrans = 111, kTrans = 112;
 using SgemmFn = void (*)(int, int, int, int, int, int, float, const float*, int, const float*, int, float, float*, int);
 using SetThreadsFn = void (*)(int);
 using StringFn = char* (*)();
+// Fortran LAPACK: arguments by pointer, then the hidden length of the character argument (gfortran: size_t).
+using PotrfFn = void (*)(const char*, const int*, double*, const int*, int*, std::size_t);
 
 struct Library {
   SgemmFn sgemm = nullptr;
   SetThreadsFn set_threads = nullptr;
   StringFn config = nullptr;
   StringFn corename = nullptr;
+  PotrfFn dpotrf = nullptr;  // LAPACK; null when the library has none
+  PotrfFn dpotri = nullptr;
   Info info;
 };
 
@@ -54,6 +58,8 @@ Library load() {
   lib.set_threads = reinterpret_cast<SetThreadsFn>(dlsym(h, "openblas_set_num_threads"));
   lib.config = reinterpret_cast<StringFn>(dlsym(h, "openblas_get_config"));
   lib.corename = reinterpret_cast<StringFn>(dlsym(h, "openblas_get_corename"));
+  lib.dpotrf = reinterpret_cast<PotrfFn>(dlsym(h, "dpotrf_"));
+  lib.dpotri = reinterpret_cast<PotrfFn>(dlsym(h, "dpotri_"));
   if (!lib.sgemm || !lib.set_threads)
     throw std::runtime_error(lib.info.library + " has no cblas_sgemm/openblas_set_num_threads: not OpenBLAS?");
   if (lib.config) lib.info.config = lib.config();
@@ -88,6 +94,25 @@ void sgemm(bool trans_a, bool trans_b, std::int64_t m, std::int64_t n, std::int6
   library().sgemm(kRowMajor, trans_a ? kTrans : kNoTrans, trans_b ? kTrans : kNoTrans, static_cast<int>(m),
                   static_cast<int>(n), static_cast<int>(k), alpha, a, static_cast<int>(lda), b, static_cast<int>(ldb),
                   beta, c, static_cast<int>(ldc));
+}
+
+namespace {
+int call_lapack(PotrfFn fn, const char* name, char uplo, std::int64_t n, double* a, std::int64_t lda) {
+  if (!fn)
+    throw std::runtime_error(library().info.library + " has no LAPACK " + name + "_: install libopenblas0-openmp");
+  const int in = static_cast<int>(n), ilda = static_cast<int>(lda);
+  int info = 0;
+  fn(&uplo, &in, a, &ilda, &info, 1);
+  return info;
+}
+}  // namespace
+
+int dpotrf(char uplo, std::int64_t n, double* a, std::int64_t lda) {
+  return call_lapack(library().dpotrf, "dpotrf", uplo, n, a, lda);
+}
+
+int dpotri(char uplo, std::int64_t n, double* a, std::int64_t lda) {
+  return call_lapack(library().dpotri, "dpotri", uplo, n, a, lda);
 }
 
 void set_num_threads(int n) { library().set_threads(n); }

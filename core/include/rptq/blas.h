@@ -16,6 +16,15 @@ void sgemm(bool trans_a, bool trans_b, std::int64_t m, std::int64_t n, std::int6
 
 void set_num_threads(int n);
 
+// LAPACK from the same library, on column-major matrices as LAPACK has them (a row-major symmetric matrix is the
+// same buffer; its row-major upper triangle is the column-major lower one). uplo is 'L' or 'U'. They return
+// LAPACK's info: 0 on success, k > 0 when the leading minor of order k is not positive definite (dpotrf) or the
+// factor is singular (dpotri). Throw std::runtime_error when the library has no LAPACK.
+// Cholesky factorisation a = L L^T ('L') or U^T U ('U'), in place in that triangle.
+int dpotrf(char uplo, std::int64_t n, double* a, std::int64_t lda);
+// The inverse of a from its Cholesky factor (as dpotrf left it), in place in the same triangle.
+int dpotri(char uplo, std::int64_t n, double* a, std::int64_t lda);
+
 struct Info {
   std::string library;   // the file loaded
   std::string config;    // openblas_get_config()

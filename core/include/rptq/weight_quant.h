@@ -1,0 +1,70 @@
+#pragma once
+// Weight quantization: round-to-nearest and GPTQ (Frantar et al. 2022, as in the reference gptq.py, without
+// act-order), per group = (output row) x (input column group). The column groups are the input clusters of the
+// reorder index on the weight's input (after reordering, contiguous ranges), or a fixed group size.
+//
+// A group's quantizer comes from the min and max of its weights with the grid of quantizer.h (Exact or
+// Reference). Unlike activations (clamped to [1e-4, 1e4], the reference's activation convention) the weight scale
+// is only floored, at kMinWeightScale, so an all-zero group does not divide by zero. min <= 0 <= max is not forced.
+#include <cstdint>
+#include <vector>
+
+#include "rptq/quant_config.h"
+#include "rptq/quantizer.h"
+
+namespace rptq {
+
+constexpr float kMinWeightScale = 1e-8f;
+
+// The quantizer of one weight group with range [min, max] (quant_params with the weight scale floor).
+QuantParams weight_quant_params(float min, float max, int bits, QuantGrid grid);
+
+// Boundaries of fixed-size column groups: 0, size, 2 size, ..., in (the last group may be shorter).
+// Throws InputError when in < 1 or group_size < 1.
+std::vector<std::int64_t> fixed_group_boundaries(std::int64_t in, std::int64_t group_size);
+
+struct QuantizedWeight {
+  std::int64_t out = 0, in = 0;
+  int bits = 0;
+  std::vector<std::int64_t> group_boundaries;  // g + 1 column offsets
+  std::vector<float> scales, zero_points;      // [out, g]: the quantizer of (row, column group)
+  std::vector<std::int8_t> codes;              // [out, in] signed codes (pack them with bitpack for storage)
+
+  std::int64_t groups() const { return static_cast<std::int64_t>(group_boundaries.size()) - 1; }
+  QuantParams params(std::int64_t row, std::int64_t group) const;
+  // w[r, c] = (codes[r, c] - zero_points[r, g]) * scales[r, g], g the group of column c. w is [out, in].
+  void dequantize(float* w) const;
+};
+
+// Round to nearest: every weight by its group's quantizer. w is [out, in] row-major (nn.Linear's layout).
+// Throws InputError on bad sizes, bits outside 2..8, bad boundaries or a non-finite weight.
+QuantizedWeight quantize_rtn(const float* w, std::int64_t out, std::int64_t in, int bits, QuantGrid grid,
+                             const std::vector<std::int64_t>& group_boundaries);
+
+// The Hessian of a layer's reconstruction loss in its input: H = 2/N sum x x^T over the N input rows seen,
+// accumulated batch by batch as GPTQ does (H *= N / (N + rows); N += rows; H += 2/N X^T X). Held in double.
+class HessianAccumulator {
+ public:
+  explicit HessianAccumulator(std::int64_t in);  // throws InputError when in < 1
+  // Adds rows input vectors x[rows, in] with row stride ld >= in.
+  void add(const float* x, std::int64_t rows, std::int64_t ld);
+  std::int64_t in() const { return in_; }
+  std::int64_t samples() const { return samples_; }  // N, the rows added so far
+  const std::vector<double>& hessian() const { return h_; }  // [in, in] row-major, symmetric
+
+ private:
+  std::int64_t in_ = 0, samples_ = 0;
+  std::vector<double> h_;
+};
+
+// GPTQ: columns are quantized left to right, each with its group's quantizer, and each column's rounding error is
+// spread over the columns not yet quantized through the upper Cholesky factor of H^-1 (lazy batch updates over
+// blocks of block_size columns). The group quantizers come from the original weight, before any GPTQ update (as
+// the reference). Dead inputs (H_ii == 0) get H_ii = 1 and their weight columns are quantized as 0; then
+// damp * mean(diag H) is added to the diagonal. Throws InputError on bad arguments, an accumulator with no samples
+// or of another width, or when H is not positive definite even after dampening.
+QuantizedWeight quantize_gptq(const float* w, std::int64_t out, std::int64_t in, int bits, QuantGrid grid,
+                              const std::vector<std::int64_t>& group_boundaries, const HessianAccumulator& h,
+                              int block_size = 128, double damp = 0.01);
+
+}  // namespace rptq

@@ -1,0 +1,283 @@
+#include "rptq/weight_quant.h"
+
+#include <omp.h>
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <string>
+
+#include "rptq/blas.h"
+#include "rptq/error.h"
+
+namespace rptq {
+
+namespace {
+constexpr std::int64_t kParallelElements = 1 << 14;
+// GPTQ's per-column work is independent between output rows, so a block is processed by chunks of rows, each by
+// one thread, with the block's columns of the chunk (block x chunk floats) kept in cache.
+constexpr std::int64_t kRowChunk = 256;
+// Hessian accumulation: rows of H computed per sgemm call (bounds the float scratch to kHessianRows x in).
+constexpr std::int64_t kHessianRows = 256;
+
+void check_weight_args(const float* w, std::int64_t out, std::int64_t in, int bits,
+                       const std::vector<std::int64_t>& boundaries, const char* what) {
+  if (out < 1 || in < 1)
+    throw InputError(std::string(what) + ": weight shape must be positive; got [" + std::to_string(out) + ", " +
+                     std::to_string(in) + "]");
+  if (!w) throw InputError(std::string(what) + ": null weight");
+  if (bits < 2 || bits > 8)
+    throw InputError(std::string(what) + ": weight bits must be 2..8; got " + std::to_string(bits));
+  check_boundaries(boundaries, in, what);
+}
+
+// The codes, scales and zero points of (row, group) from the weight's own min/max; codes left empty.
+QuantizedWeight group_quantizers(const float* w, std::int64_t out, std::int64_t in, int bits, QuantGrid grid,
+                                 const std::vector<std::int64_t>& boundaries, const char* what) {
+  check_weight_args(w, out, in, bits, boundaries, what);
+  QuantizedWeight q;
+  q.out = out;
+  q.in = in;
+  q.bits = bits;
+  q.group_boundaries = boundaries;
+  const std::int64_t g = q.groups();
+  q.scales.resize(static_cast<std::size_t>(out * g));
+  q.zero_points.resize(static_cast<std::size_t>(out * g));
+  std::int64_t bad = -1;  // a flat index of a non-finite weight (exceptions must not leave the parallel region)
+#pragma omp parallel for schedule(static) if (out * in > kParallelElements)
+  for (std::int64_t r = 0; r < out; ++r) {
+    const float* wr = w + r * in;
+    for (std::int64_t k = 0; k < g; ++k) {
+      float mn = 0.0f, mx = 0.0f;  // an empty group: [0, 0]
+      bool finite = true;
+      if (boundaries[k] < boundaries[k + 1]) {
+        mn = std::numeric_limits<float>::infinity();
+        mx = -mn;
+        for (std::int64_t c = boundaries[k]; c < boundaries[k + 1]; ++c) {
+          finite = finite && std::isfinite(wr[c]);
+          mn = std::min(mn, wr[c]);
+          mx = std::max(mx, wr[c]);
+        }
+      }
+      if (!finite) {
+#pragma omp critical
+        bad = r * in + boundaries[k];
+        mn = mx = 0.0f;
+      }
+      const QuantParams p = weight_quant_params(mn, mx, bits, grid);
+      q.scales[static_cast<std::size_t>(r * g + k)] = p.scale;
+      q.zero_points[static_cast<std::size_t>(r * g + k)] = p.zero_point;
+    }
+  }
+  if (bad >= 0)
+    throw InputError(std::string(what) + ": the weight holds NaN or infinity (row " + std::to_string(bad / in) +
+                     ", in the group from column " + std::to_string(bad % in) + ")");
+  return q;
+}
+
+// The group of each column.
+std::vector<std::int32_t> column_groups(const std::vector<std::int64_t>& boundaries, std::int64_t in) {
+  std::vector<std::int32_t> gc(static_cast<std::size_t>(in));
+  for (std::size_t k = 0; k + 1 < boundaries.size(); ++k)
+    for (std::int64_t c = boundaries[k]; c < boundaries[k + 1]; ++c)
+      gc[static_cast<std::size_t>(c)] = static_cast<std::int32_t>(k);
+  return gc;
+}
+}  // namespace
+
+QuantParams weight_quant_params(float min, float max, int bits, QuantGrid grid) {
+  return quant_params_clamped(min, max, bits, grid, kMinWeightScale, std::numeric_limits<float>::max());
+}
+
+std::vector<std::int64_t> fixed_group_boundaries(std::int64_t in, std::int64_t group_size) {
+  if (in < 1) throw InputError("group boundaries: the input width must be positive; got " + std::to_string(in));
+  if (group_size < 1) throw InputError("weight group size must be positive; got " + std::to_string(group_size));
+  std::vector<std::int64_t> b;
+  for (std::int64_t c = 0; c < in; c += group_size) b.push_back(c);
+  b.push_back(in);
+  return b;
+}
+
+QuantParams QuantizedWeight::params(std::int64_t row, std::int64_t group) const {
+  const auto i = static_cast<std::size_t>(row * groups() + group);
+  return {scales.at(i), zero_points.at(i), bits};
+}
+
+void QuantizedWeight::dequantize(float* w) const {
+  const std::int64_t g = groups();
+#pragma omp parallel for schedule(static) if (out * in > kParallelElements)
+  for (std::int64_t r = 0; r < out; ++r)
+    for (std::int64_t k = 0; k < g; ++k) {
+      const auto i = static_cast<std::size_t>(r * g + k);
+      const float s = scales[i], z = zero_points[i];
+      for (std::int64_t c = group_boundaries[k]; c < group_boundaries[k + 1]; ++c)
+        w[r * in + c] = (static_cast<float>(codes[static_cast<std::size_t>(r * in + c)]) - z) * s;
+    }
+}
+
+QuantizedWeight quantize_rtn(const float* w, std::int64_t out, std::int64_t in, int bits, QuantGrid grid,
+                             const std::vector<std::int64_t>& group_boundaries) {
+  QuantizedWeight q = group_quantizers(w, out, in, bits, grid, group_boundaries, "quantize_rtn");
+  q.codes.resize(static_cast<std::size_t>(out * in));
+  const std::int64_t g = q.groups();
+#pragma omp parallel for schedule(static) if (out * in > kParallelElements)
+  for (std::int64_t r = 0; r < out; ++r)
+    for (std::int64_t k = 0; k < g; ++k) {
+      const QuantParams p = q.params(r, k);
+      for (std::int64_t c = group_boundaries[k]; c < group_boundaries[k + 1]; ++c)
+        q.codes[static_cast<std::size_t>(r * in + c)] = static_cast<std::int8_t>(quantize(w[r * in + c], p));
+    }
+  return q;
+}
+
+HessianAccumulator::HessianAccumulator(std::int64_t in) : in_(in) {
+  if (in < 1) throw InputError("Hessian: the input width must be positive; got " + std::to_string(in));
+  h_.assign(static_cast<std::size_t>(in * in), 0.0);
+}
+
+void HessianAccumulator::add(const float* x, std::int64_t rows, std::int64_t ld) {
+  if (rows < 0 || ld < in_)
+    throw InputError("Hessian: bad input batch (rows " + std::to_string(rows) + ", ld " + std::to_string(ld) +
+                     ", width " + std::to_string(in_) + ")");
+  if (rows == 0) return;
+  if (!x) throw InputError("Hessian: null input batch");
+  // GPTQ's running form: H = N/(N + rows) H + 2/(N + rows) X^T X, so H stays 2/N sum x x^T after every batch.
+  const double keep = static_cast<double>(samples_) / static_cast<double>(samples_ + rows);
+  samples_ += rows;
+  const double a = 2.0 / static_cast<double>(samples_);
+  const std::int64_t n = in_;
+  std::vector<float> s(static_cast<std::size_t>(std::min(kHessianRows, n) * n));
+  for (std::int64_t i0 = 0; i0 < n; i0 += kHessianRows) {
+    // Rows i0..i1 of X^T X from column i0 on: the upper triangle (and the diagonal block whole), in float.
+    const std::int64_t i1 = std::min(n, i0 + kHessianRows), w = n - i0;
+    blas::sgemm(true, false, i1 - i0, w, rows, 1.0f, x + i0, ld, x + i0, ld, 0.0f, s.data(), w);
+    // Only j >= i is taken and mirrored, so H stays exactly symmetric.
+#pragma omp parallel for schedule(dynamic, 16) if ((i1 - i0) * w > kParallelElements)
+    for (std::int64_t i = i0; i < i1; ++i) {
+      const float* si = s.data() + (i - i0) * w - i0;
+      double* hi = h_.data() + i * n;
+      for (std::int64_t j = i; j < n; ++j) {
+        const double v = keep * hi[j] + a * static_cast<double>(si[j]);
+        hi[j] = v;
+        h_[static_cast<std::size_t>(j * n + i)] = v;
+      }
+    }
+  }
+}
+
+QuantizedWeight quantize_gptq(const float* w, std::int64_t out, std::int64_t in, int bits, QuantGrid grid,
+                              const std::vector<std::int64_t>& group_boundaries, const HessianAccumulator& h,
+                              int block_size, double damp) {
+  // Group quantizers from the original weight, before any update.
+  QuantizedWeight q = group_quantizers(w, out, in, bits, grid, group_boundaries, "quantize_gptq");
+  if (h.in() != in)
+    throw InputError("quantize_gptq: the Hessian is " + std::to_string(h.in()) + " wide but the weight has " +
+                     std::to_string(in) + " input columns");
+  if (h.samples() == 0) throw InputError("quantize_gptq: the Hessian has no calibration samples");
+  if (block_size < 1)
+    throw InputError("quantize_gptq: block size must be positive; got " + std::to_string(block_size));
+  if (!(damp >= 0.0) || !std::isfinite(damp))
+    throw InputError("quantize_gptq: dampening must be a finite value >= 0; got " + std::to_string(damp));
+  const std::int64_t n = in;
+  const auto nn = static_cast<std::size_t>(n);
+
+  // H with dead inputs set to 1 and the dampening added, in double.
+  std::vector<double> H = h.hessian();
+  for (double v : H)
+    if (!std::isfinite(v))
+      throw InputError("quantize_gptq: the Hessian holds NaN or infinity (non-finite calibration inputs?)");
+  std::vector<char> dead(nn, 0);
+  double mean_diag = 0.0;
+  for (std::int64_t i = 0; i < n; ++i) {
+    double& d = H[static_cast<std::size_t>(i * n + i)];
+    if (d == 0.0) {
+      d = 1.0;
+      dead[static_cast<std::size_t>(i)] = 1;
+    }
+    mean_diag += d;
+  }
+  mean_diag /= static_cast<double>(n);
+  for (std::int64_t i = 0; i < n; ++i) H[static_cast<std::size_t>(i * n + i)] += damp * mean_diag;
+
+  // Hinv = U with H^-1 = U^T U (U upper, row-major). On the row-major buffer LAPACK sees the transpose, so the
+  // column-major 'L' routines work on our upper triangle: H = L L^T, H^-1 from it, then H^-1 = L2 L2^T = U^T U.
+  const char* why = nullptr;
+  int info = blas::dpotrf('L', n, H.data(), n);
+  if (info == 0 && (info = blas::dpotri('L', n, H.data(), n)) != 0) why = "inverting";
+  if (info == 0 && (info = blas::dpotrf('L', n, H.data(), n)) != 0) why = "factoring the inverse of";
+  if (info != 0)
+    throw InputError(std::string("quantize_gptq: ") + (why ? why : "factoring") + " the Hessian failed at column " +
+                     std::to_string(info) + " of " + std::to_string(n) +
+                     ": it is not positive definite even after dampening " + std::to_string(damp) +
+                     " (degenerate calibration inputs?)");
+  std::vector<float> U(nn * nn, 0.0f);
+#pragma omp parallel for schedule(static) if (n * n > kParallelElements)
+  for (std::int64_t i = 0; i < n; ++i)
+    for (std::int64_t j = i; j < n; ++j)
+      U[static_cast<std::size_t>(i * n + j)] = static_cast<float>(H[static_cast<std::size_t>(i * n + j)]);
+  H = {};
+
+  // The working weight: dead input columns are zero (their inputs are).
+  std::vector<float> W(w, w + out * n);
+  for (std::int64_t c = 0; c < n; ++c)
+    if (dead[static_cast<std::size_t>(c)])
+      for (std::int64_t r = 0; r < out; ++r) W[static_cast<std::size_t>(r * n + c)] = 0.0f;
+
+  // Group quantizers transposed to [g, out], so one column's quantizers are contiguous over the rows.
+  const std::int64_t g = q.groups();
+  std::vector<float> sT(static_cast<std::size_t>(g * out)), zT(static_cast<std::size_t>(g * out));
+  for (std::int64_t r = 0; r < out; ++r)
+    for (std::int64_t k = 0; k < g; ++k) {
+      sT[static_cast<std::size_t>(k * out + r)] = q.scales[static_cast<std::size_t>(r * g + k)];
+      zT[static_cast<std::size_t>(k * out + r)] = q.zero_points[static_cast<std::size_t>(r * g + k)];
+    }
+  const std::vector<std::int32_t> group_of = column_groups(group_boundaries, n);
+  const float lo = static_cast<float>(code_min(bits)), hi = static_cast<float>(code_max(bits));
+  q.codes.assign(static_cast<std::size_t>(out * n), 0);
+
+  const std::int64_t B = std::min<std::int64_t>(block_size, n);
+  std::vector<float> W1(static_cast<std::size_t>(B * out)), E1(static_cast<std::size_t>(B * out));  // [B, out]
+  for (std::int64_t i1 = 0; i1 < n; i1 += B) {
+    const std::int64_t i2 = std::min(n, i1 + B), count = i2 - i1;
+    const std::int64_t chunks = (out + kRowChunk - 1) / kRowChunk;
+#pragma omp parallel for schedule(dynamic, 1) if (out * count > kParallelElements)
+    for (std::int64_t ch = 0; ch < chunks; ++ch) {
+      const std::int64_t r0 = ch * kRowChunk, r1 = std::min(out, r0 + kRowChunk), m = r1 - r0;
+      // The block's columns of these rows, transposed so the loops below run over contiguous rows.
+      for (std::int64_t r = r0; r < r1; ++r)
+        for (std::int64_t i = 0; i < count; ++i)
+          W1[static_cast<std::size_t>(i * out + r)] = W[static_cast<std::size_t>(r * n + i1 + i)];
+      for (std::int64_t i = 0; i < count; ++i) {
+        const std::int64_t c = i1 + i;
+        const float* urow = U.data() + c * n;
+        const float d = urow[c];
+        const float* s = sT.data() + group_of[static_cast<std::size_t>(c)] * out + r0;
+        const float* z = zT.data() + group_of[static_cast<std::size_t>(c)] * out + r0;
+        float* wi = W1.data() + i * out + r0;
+        float* ei = E1.data() + i * out + r0;
+        std::int8_t* codes = q.codes.data() + c;
+        for (std::int64_t r = 0; r < m; ++r) {
+          float code = round_half_even(wi[r] / s[r]) + z[r];
+          code = code < lo ? lo : code;
+          code = code > hi ? hi : code;
+          codes[(r0 + r) * n] = static_cast<std::int8_t>(code);
+          ei[r] = (wi[r] - (code - z[r]) * s[r]) / d;
+        }
+        // Spread this column's error over the block's later columns (GPTQ's W1[:, i:] -= err1 Hinv1[i, i:]).
+        for (std::int64_t j = i + 1; j < count; ++j) {
+          const float u = urow[i1 + j];
+          float* wj = W1.data() + j * out + r0;
+#pragma omp simd
+          for (std::int64_t r = 0; r < m; ++r) wj[r] -= ei[r] * u;
+        }
+      }
+    }
+    // The lazy batch update of all later columns: W[:, i2:] -= Err1 Hinv[i1:i2, i2:].
+    if (i2 < n)
+      blas::sgemm(true, false, out, n - i2, count, -1.0f, E1.data(), out, U.data() + i1 * n + i2, n, 1.0f,
+                  W.data() + i2, n);
+  }
+  return q;
+}
+
+}  // namespace rptq

@@ -1,0 +1,385 @@
+// Weight quantization: RTN against a scalar reimplementation, the Hessian accumulation, and GPTQ against RTN (it
+// must lower the layer's output error on correlated inputs) and against a plain double-precision GPTQ.
+#include "rptq/weight_quant.h"
+
+#include <cmath>
+#include <random>
+#include <vector>
+
+#include "rptq/error.h"
+#include "test_support.h"
+
+namespace {
+
+using rptq::QuantGrid;
+
+std::vector<float> gaussian(std::size_t n, std::uint32_t seed, float sd = 1.0f) {
+  std::mt19937 rng(seed);
+  std::normal_distribution<float> d(0.0f, sd);
+  std::vector<float> v(n);
+  for (float& x : v) x = d(rng);
+  return v;
+}
+
+// Inputs with strongly correlated channels (rank-8 signal plus noise) and uneven channel scales, like LLM
+// activations: x = z B + 0.1 noise, channel c scaled by 1 + (c % 7).
+std::vector<float> correlated_inputs(std::int64_t rows, std::int64_t in, std::uint32_t seed) {
+  const std::int64_t rank = 8;
+  const std::vector<float> z = gaussian(static_cast<std::size_t>(rows * rank), seed);
+  const std::vector<float> b = gaussian(static_cast<std::size_t>(rank * in), seed + 1);
+  const std::vector<float> noise = gaussian(static_cast<std::size_t>(rows * in), seed + 2, 0.1f);
+  std::vector<float> x(static_cast<std::size_t>(rows * in));
+  for (std::int64_t r = 0; r < rows; ++r)
+    for (std::int64_t c = 0; c < in; ++c) {
+      float v = noise[static_cast<std::size_t>(r * in + c)];
+      for (std::int64_t k = 0; k < rank; ++k)
+        v += z[static_cast<std::size_t>(r * rank + k)] * b[static_cast<std::size_t>(k * in + c)];
+      x[static_cast<std::size_t>(r * in + c)] = v * static_cast<float>(1 + c % 7);
+    }
+  return x;
+}
+
+std::vector<float> dequantized(const rptq::QuantizedWeight& q) {
+  std::vector<float> w(static_cast<std::size_t>(q.out * q.in));
+  q.dequantize(w.data());
+  return w;
+}
+
+// ||X W^T - X Q^T||_F in double.
+double output_error(const std::vector<float>& x, std::int64_t rows, const std::vector<float>& w,
+                    const std::vector<float>& q, std::int64_t out, std::int64_t in) {
+  double sum = 0.0;
+  for (std::int64_t r = 0; r < rows; ++r)
+    for (std::int64_t o = 0; o < out; ++o) {
+      double d = 0.0;
+      for (std::int64_t c = 0; c < in; ++c)
+        d += static_cast<double>(x[static_cast<std::size_t>(r * in + c)]) *
+             (static_cast<double>(w[static_cast<std::size_t>(o * in + c)]) - q[static_cast<std::size_t>(o * in + c)]);
+      sum += d * d;
+    }
+  return std::sqrt(sum);
+}
+
+// The formulas written out once more, independently of quantizer.cpp.
+struct ScalarQuantizer {
+  float scale, zp, lo, hi;
+  ScalarQuantizer(float mn, float mx, int bits, QuantGrid grid) {
+    const float levels = std::ldexp(1.0f, bits);
+    scale = std::max((mx - mn) / (grid == QuantGrid::Exact ? levels - 1.0f : levels), 1e-8f);
+    zp = grid == QuantGrid::Exact ? std::nearbyint(-levels / 2.0f - mn / scale)
+                                  : std::nearbyint(-(mx + mn) / (2.0f * scale));
+    lo = -levels / 2.0f;
+    hi = levels / 2.0f - 1.0f;
+  }
+  float code(float x) const { return std::clamp(std::nearbyint(x / scale) + zp, lo, hi); }
+};
+
+TEST(WeightQuant, FixedGroupBoundaries) {
+  EXPECT_EQ(rptq::fixed_group_boundaries(10, 4), (std::vector<std::int64_t>{0, 4, 8, 10}));
+  EXPECT_EQ(rptq::fixed_group_boundaries(8, 8), (std::vector<std::int64_t>{0, 8}));
+  EXPECT_EQ(rptq::fixed_group_boundaries(5, 100), (std::vector<std::int64_t>{0, 5}));
+  EXPECT_EQ(rptq::fixed_group_boundaries(6, 2), (std::vector<std::int64_t>{0, 2, 4, 6}));
+  EXPECT_THROW(rptq::fixed_group_boundaries(0, 4), rptq::InputError);
+  EXPECT_THROW(rptq::fixed_group_boundaries(8, 0), rptq::InputError);
+}
+
+TEST(WeightQuant, ZeroGroupDoesNotBlowUp) {
+  for (QuantGrid grid : {QuantGrid::Exact, QuantGrid::Reference}) {
+    const rptq::QuantParams p = rptq::weight_quant_params(0.0f, 0.0f, 4, grid);
+    EXPECT_EQ(p.scale, rptq::kMinWeightScale);
+    EXPECT_EQ(rptq::fake_quant(0.0f, p), 0.0f);
+  }
+  // No upper clamp for weights (activations stop at 1e4).
+  EXPECT_EQ(rptq::weight_quant_params(-1e7f, 1e7f, 8, QuantGrid::Reference).scale, 2e7f / 256.0f);
+}
+
+TEST(WeightQuant, RtnMatchesScalarReimplementation) {
+  const std::int64_t out = 13, in = 40;
+  std::vector<float> w = gaussian(static_cast<std::size_t>(out * in), 21, 0.05f);
+  for (std::int64_t c = 0; c < in; ++c) {
+    w[static_cast<std::size_t>(2 * in + c)] = 0.0f;   // an all-zero row
+    w[static_cast<std::size_t>(5 * in + c)] = 0.3f;   // a constant row
+    w[static_cast<std::size_t>(7 * in + c)] += 1.0f;  // an all-positive row
+  }
+  const std::vector<std::int64_t> b = {0, 5, 17, 17, 40};  // one empty group
+  for (QuantGrid grid : {QuantGrid::Exact, QuantGrid::Reference})
+    for (int bits = 2; bits <= 8; ++bits) {
+      const rptq::QuantizedWeight q = rptq::quantize_rtn(w.data(), out, in, bits, grid, b);
+      ASSERT_EQ(q.out, out);
+      ASSERT_EQ(q.in, in);
+      ASSERT_EQ(q.bits, bits);
+      ASSERT_EQ(q.group_boundaries, b);
+      ASSERT_EQ(q.scales.size(), static_cast<std::size_t>(out * 4));
+      ASSERT_EQ(q.codes.size(), static_cast<std::size_t>(out * in));
+      const std::vector<float> deq = dequantized(q);
+      for (std::int64_t r = 0; r < out; ++r)
+        for (std::size_t k = 0; k + 1 < b.size(); ++k) {
+          float mn = 0.0f, mx = 0.0f;
+          if (b[k] < b[k + 1]) {
+            mn = mx = w[static_cast<std::size_t>(r * in + b[k])];
+            for (std::int64_t c = b[k]; c < b[k + 1]; ++c) {
+              mn = std::min(mn, w[static_cast<std::size_t>(r * in + c)]);
+              mx = std::max(mx, w[static_cast<std::size_t>(r * in + c)]);
+            }
+          }
+          const ScalarQuantizer s(mn, mx, bits, grid);
+          ASSERT_EQ(q.scales[static_cast<std::size_t>(r) * 4 + k], s.scale);
+          ASSERT_EQ(q.zero_points[static_cast<std::size_t>(r) * 4 + k], s.zp);
+          for (std::int64_t c = b[k]; c < b[k + 1]; ++c) {
+            const auto i = static_cast<std::size_t>(r * in + c);
+            const float code = s.code(w[i]);
+            ASSERT_EQ(q.codes[i], static_cast<std::int8_t>(code)) << "row " << r << " col " << c;
+            ASSERT_EQ(deq[i], (code - s.zp) * s.scale);
+            if (grid == QuantGrid::Exact) {
+              ASSERT_LE(std::fabs(deq[i] - w[i]), 0.5f * s.scale * 1.0001f + 1e-7f);
+            }
+          }
+        }
+      // The zero row comes back exactly.
+      for (std::int64_t c = 0; c < in; ++c) ASSERT_EQ(deq[static_cast<std::size_t>(2 * in + c)], 0.0f);
+    }
+}
+
+TEST(WeightQuant, HessianAccumulatesAsGptq) {
+  const std::int64_t in = 300, ld = 305;  // wider than one accumulation block of 256 rows of H
+  const std::vector<std::int64_t> batches = {100, 1, 57};
+  rptq::HessianAccumulator h(in);
+  std::vector<double> want(static_cast<std::size_t>(in * in), 0.0);
+  std::int64_t n = 0;
+  std::uint32_t seed = 40;
+  for (std::int64_t rows : batches) {
+    const std::vector<float> x = gaussian(static_cast<std::size_t>(rows * ld), seed++);
+    h.add(x.data(), rows, ld);
+    n += rows;
+    for (std::int64_t r = 0; r < rows; ++r)
+      for (std::int64_t i = 0; i < in; ++i)
+        for (std::int64_t j = 0; j < in; ++j)
+          want[static_cast<std::size_t>(i * in + j)] += static_cast<double>(x[static_cast<std::size_t>(r * ld + i)]) *
+                                                        x[static_cast<std::size_t>(r * ld + j)];
+  }
+  EXPECT_EQ(h.samples(), 158);
+  EXPECT_EQ(h.in(), in);
+  const std::vector<double>& H = h.hessian();
+  ASSERT_EQ(H.size(), static_cast<std::size_t>(in * in));
+  for (std::int64_t i = 0; i < in; ++i)
+    for (std::int64_t j = 0; j < in; ++j) {
+      const double expect = 2.0 / static_cast<double>(n) * want[static_cast<std::size_t>(i * in + j)];
+      ASSERT_NEAR(H[static_cast<std::size_t>(i * in + j)], expect, 1e-5 * (1.0 + std::fabs(expect))) << i << "," << j;
+      ASSERT_EQ(H[static_cast<std::size_t>(i * in + j)], H[static_cast<std::size_t>(j * in + i)]);  // symmetric
+    }
+  h.add(nullptr, 0, in);  // an empty batch changes nothing
+  EXPECT_EQ(h.samples(), 158);
+}
+
+// GPTQ as the paper writes it, column by column in double, with its own Cholesky: the reference for the blocked,
+// BLAS-based implementation.
+std::vector<float> gptq_plain(const std::vector<float>& w, std::int64_t out, std::int64_t n,
+                              const rptq::QuantizedWeight& params, const std::vector<double>& hess, double damp) {
+  std::vector<double> H = hess;
+  std::vector<double> W(w.begin(), w.end());
+  double mean = 0.0;
+  for (std::int64_t i = 0; i < n; ++i) {
+    if (H[static_cast<std::size_t>(i * n + i)] == 0.0) {
+      H[static_cast<std::size_t>(i * n + i)] = 1.0;
+      for (std::int64_t r = 0; r < out; ++r) W[static_cast<std::size_t>(r * n + i)] = 0.0;
+    }
+    mean += H[static_cast<std::size_t>(i * n + i)] / static_cast<double>(n);
+  }
+  for (std::int64_t i = 0; i < n; ++i) H[static_cast<std::size_t>(i * n + i)] += damp * mean;
+  auto at = [n](std::vector<double>& a, std::int64_t i, std::int64_t j) -> double& {
+    return a[static_cast<std::size_t>(i * n + j)];
+  };
+  auto cholesky_lower = [&](std::vector<double> a) {
+    std::vector<double> l(a.size(), 0.0);
+    for (std::int64_t j = 0; j < n; ++j) {
+      double d = at(a, j, j);
+      for (std::int64_t k = 0; k < j; ++k) d -= at(l, j, k) * at(l, j, k);
+      at(l, j, j) = std::sqrt(d);
+      for (std::int64_t i = j + 1; i < n; ++i) {
+        double s = at(a, i, j);
+        for (std::int64_t k = 0; k < j; ++k) s -= at(l, i, k) * at(l, j, k);
+        at(l, i, j) = s / at(l, j, j);
+      }
+    }
+    return l;
+  };
+  // H^-1 = L^-T L^-1; then U = (chol_lower(H^-1))^T.
+  std::vector<double> L = cholesky_lower(H), Li(H.size(), 0.0), Hi(H.size(), 0.0);
+  for (std::int64_t j = 0; j < n; ++j)
+    for (std::int64_t i = j; i < n; ++i) {
+      double s = i == j ? 1.0 : 0.0;
+      for (std::int64_t k = j; k < i; ++k) s -= at(L, i, k) * at(Li, k, j);
+      at(Li, i, j) = s / at(L, i, i);
+    }
+  for (std::int64_t i = 0; i < n; ++i)
+    for (std::int64_t j = 0; j < n; ++j) {
+      double s = 0.0;
+      for (std::int64_t k = std::max(i, j); k < n; ++k) s += at(Li, k, i) * at(Li, k, j);
+      at(Hi, i, j) = s;
+    }
+  std::vector<double> L2 = cholesky_lower(Hi);
+  std::vector<float> q(w.size());
+  for (std::int64_t c = 0; c < n; ++c) {
+    std::int64_t g = 0;
+    while (c >= params.group_boundaries[static_cast<std::size_t>(g + 1)]) ++g;
+    const double d = at(L2, c, c);
+    for (std::int64_t r = 0; r < out; ++r) {
+      const auto i = static_cast<std::size_t>(r * n + c);
+      const float qv = rptq::fake_quant(static_cast<float>(W[i]), params.params(r, g));
+      q[i] = qv;
+      const double err = (W[i] - qv) / d;
+      for (std::int64_t j = c + 1; j < n; ++j) W[static_cast<std::size_t>(r * n + j)] -= err * at(L2, j, c);
+    }
+  }
+  return q;
+}
+
+struct Layer {
+  std::int64_t out = 48, in = 96, rows = 512;
+  std::vector<float> w, x;
+  Layer(std::uint32_t seed) {
+    w = gaussian(static_cast<std::size_t>(out * in), seed, 0.02f);
+    x = correlated_inputs(rows, in, seed + 10);
+  }
+  rptq::HessianAccumulator hessian() const {
+    rptq::HessianAccumulator h(in);
+    h.add(x.data(), 200, in);  // two batches, as calibration adds them
+    h.add(x.data() + 200 * in, rows - 200, in);
+    return h;
+  }
+};
+
+TEST(WeightQuant, GptqLowersOutputErrorVersusRtn) {
+  const Layer layer(3);
+  const rptq::HessianAccumulator h = layer.hessian();
+  const std::vector<std::vector<std::int64_t>> groupings = {
+      {0, 10, 40, 41, 96},                             // input clusters, one of a single channel
+      rptq::fixed_group_boundaries(layer.in, 32),      // fixed groups
+      {0, layer.in}};                                  // per row
+  for (QuantGrid grid : {QuantGrid::Exact, QuantGrid::Reference})
+    for (int bits : {2, 3, 4, 8})
+      for (const auto& b : groupings) {
+        const auto rtn = rptq::quantize_rtn(layer.w.data(), layer.out, layer.in, bits, grid, b);
+        const auto gptq = rptq::quantize_gptq(layer.w.data(), layer.out, layer.in, bits, grid, b, h, 32);
+        // Group quantizers are those of the unmodified weight: the same as RTN's.
+        EXPECT_EQ(gptq.scales, rtn.scales);
+        EXPECT_EQ(gptq.zero_points, rtn.zero_points);
+        const double e_rtn = output_error(layer.x, layer.rows, layer.w, dequantized(rtn), layer.out, layer.in);
+        const double e_gptq = output_error(layer.x, layer.rows, layer.w, dequantized(gptq), layer.out, layer.in);
+        EXPECT_LT(e_gptq, 0.6 * e_rtn) << rptq::grid_name(grid) << " bits " << bits << " groups " << b.size() - 1;
+      }
+}
+
+TEST(WeightQuant, GptqMatchesPlainDoubleImplementation) {
+  const Layer layer(8);
+  const rptq::HessianAccumulator h = layer.hessian();
+  const std::vector<std::int64_t> b = {0, 20, 50, 96};
+  for (int bits : {3, 4})
+    for (int block : {1, 7, 32, 128}) {  // one column per block, uneven blocks, several blocks, one block
+      const auto gptq = rptq::quantize_gptq(layer.w.data(), layer.out, layer.in, bits, QuantGrid::Exact, b, h, block);
+      const std::vector<float> got = dequantized(gptq);
+      const std::vector<float> want = gptq_plain(layer.w, layer.out, layer.in, gptq, h.hessian(), 0.01);
+      std::size_t same = 0;
+      for (std::size_t i = 0; i < got.size(); ++i) same += got[i] == want[i];
+      // Float against double: a rare weight may round the other way near a decision boundary.
+      EXPECT_GE(static_cast<double>(same), 0.99 * static_cast<double>(got.size())) << "bits " << bits << " block "
+                                                                                    << block;
+      const double e_got = output_error(layer.x, layer.rows, layer.w, got, layer.out, layer.in);
+      const double e_want = output_error(layer.x, layer.rows, layer.w, want, layer.out, layer.in);
+      EXPECT_NEAR(e_got, e_want, 0.005 * e_want) << "bits " << bits << " block " << block;
+    }
+}
+
+TEST(WeightQuant, GptqOnIdentityLikeInputEqualsRtn) {
+  // Inputs that are scaled unit vectors give a diagonal Hessian: no error is propagated, so GPTQ is RTN.
+  const std::int64_t out = 20, in = 50;
+  const std::vector<float> w = gaussian(static_cast<std::size_t>(out * in), 9, 0.1f);
+  std::vector<float> x(static_cast<std::size_t>(in * in), 0.0f);
+  for (std::int64_t i = 0; i < in; ++i) x[static_cast<std::size_t>(i * in + i)] = 1.0f + static_cast<float>(i % 4);
+  rptq::HessianAccumulator h(in);
+  h.add(x.data(), in, in);
+  const auto b = rptq::fixed_group_boundaries(in, 16);
+  for (QuantGrid grid : {QuantGrid::Exact, QuantGrid::Reference})
+    for (int bits : {2, 4, 8}) {
+      const auto rtn = rptq::quantize_rtn(w.data(), out, in, bits, grid, b);
+      const auto gptq = rptq::quantize_gptq(w.data(), out, in, bits, grid, b, h);
+      EXPECT_EQ(gptq.codes, rtn.codes) << bits;
+      EXPECT_EQ(dequantized(gptq), dequantized(rtn)) << bits;
+    }
+}
+
+TEST(WeightQuant, GptqDeadInputs) {
+  Layer layer(5);
+  const std::int64_t dead[] = {0, 3, 50, 95};
+  for (std::int64_t r = 0; r < layer.rows; ++r)
+    for (std::int64_t c : dead) layer.x[static_cast<std::size_t>(r * layer.in + c)] = 0.0f;
+  const rptq::HessianAccumulator h = layer.hessian();
+  for (std::int64_t c : dead) ASSERT_EQ(h.hessian()[static_cast<std::size_t>(c * layer.in + c)], 0.0);
+  const std::vector<std::int64_t> b = {0, 48, 96};
+  const auto rtn = rptq::quantize_rtn(layer.w.data(), layer.out, layer.in, 4, QuantGrid::Exact, b);
+  const auto gptq = rptq::quantize_gptq(layer.w.data(), layer.out, layer.in, 4, QuantGrid::Exact, b, h);
+  const std::vector<float> q = dequantized(gptq);
+  for (float v : q) ASSERT_TRUE(std::isfinite(v));
+  // A dead input's weights are quantized as 0, with their group's quantizer.
+  for (std::int64_t r = 0; r < layer.out; ++r)
+    for (std::int64_t c : dead)
+      EXPECT_EQ(q[static_cast<std::size_t>(r * layer.in + c)], rptq::fake_quant(0.0f, gptq.params(r, c / 48)));
+  const double e_rtn = output_error(layer.x, layer.rows, layer.w, dequantized(rtn), layer.out, layer.in);
+  const double e_gptq = output_error(layer.x, layer.rows, layer.w, q, layer.out, layer.in);
+  EXPECT_LT(e_gptq, 0.6 * e_rtn);
+  const std::vector<float> want = gptq_plain(layer.w, layer.out, layer.in, gptq, h.hessian(), 0.01);
+  EXPECT_NEAR(e_gptq, output_error(layer.x, layer.rows, layer.w, want, layer.out, layer.in), 0.01 * e_gptq);
+}
+
+TEST(WeightQuant, BadInputsThrow) {
+  const std::vector<float> w(24, 0.5f);
+  const std::vector<std::int64_t> b = {0, 6};
+  EXPECT_THROW(rptq::quantize_rtn(w.data(), 4, 6, 1, QuantGrid::Exact, b), rptq::InputError);
+  EXPECT_THROW(rptq::quantize_rtn(w.data(), 4, 6, 9, QuantGrid::Exact, b), rptq::InputError);
+  EXPECT_THROW(rptq::quantize_rtn(w.data(), 0, 6, 4, QuantGrid::Exact, b), rptq::InputError);
+  EXPECT_THROW(rptq::quantize_rtn(nullptr, 4, 6, 4, QuantGrid::Exact, b), rptq::InputError);
+  EXPECT_THROW(rptq::quantize_rtn(w.data(), 4, 6, 4, QuantGrid::Exact, {0, 5}), rptq::InputError);
+  EXPECT_THROW(rptq::quantize_rtn(w.data(), 4, 6, 4, QuantGrid::Exact, {0, 4, 3, 6}), rptq::InputError);
+  std::vector<float> nan_w = w;
+  nan_w[13] = NAN;
+  try {
+    rptq::quantize_rtn(nan_w.data(), 4, 6, 4, QuantGrid::Exact, b);
+    FAIL();
+  } catch (const rptq::InputError& e) {
+    EXPECT_NE(std::string(e.what()).find("row 2"), std::string::npos) << e.what();
+  }
+
+  EXPECT_THROW(rptq::HessianAccumulator(0), rptq::InputError);
+  rptq::HessianAccumulator h(6);
+  EXPECT_THROW(h.add(w.data(), 4, 5), rptq::InputError);  // ld < in
+  EXPECT_THROW(h.add(w.data(), -1, 6), rptq::InputError);
+  EXPECT_THROW(rptq::quantize_gptq(w.data(), 4, 6, 4, QuantGrid::Exact, b, h), rptq::InputError);  // no samples
+  // Two rows, one all 2, one all 0: H = 4 ones(6), exactly singular (exact small integers all the way), no dead
+  // input.
+  std::vector<float> x(2 * 6, 0.0f);
+  std::fill(x.begin(), x.begin() + 6, 2.0f);
+  h.add(x.data(), 2, 6);
+  EXPECT_EQ(h.hessian()[7], 4.0);
+  rptq::HessianAccumulator other(5);
+  other.add(x.data(), 2, 5);
+  EXPECT_THROW(rptq::quantize_gptq(w.data(), 4, 6, 4, QuantGrid::Exact, b, other), rptq::InputError);  // width
+  EXPECT_THROW(rptq::quantize_gptq(w.data(), 4, 6, 4, QuantGrid::Exact, b, h, 0), rptq::InputError);
+  EXPECT_THROW(rptq::quantize_gptq(w.data(), 4, 6, 4, QuantGrid::Exact, b, h, 128, -0.1), rptq::InputError);
+  EXPECT_THROW(rptq::quantize_gptq(w.data(), 4, 6, 4, QuantGrid::Exact, b, h, 128, NAN), rptq::InputError);
+  // Without dampening the rank-deficient Hessian has no Cholesky factor: a clear error, not garbage.
+  try {
+    rptq::quantize_gptq(w.data(), 4, 6, 4, QuantGrid::Exact, b, h, 128, 0.0);
+    FAIL();
+  } catch (const rptq::InputError& e) {
+    EXPECT_NE(std::string(e.what()).find("positive definite"), std::string::npos) << e.what();
+  }
+  // With it, the same Hessian works.
+  EXPECT_NO_THROW(rptq::quantize_gptq(w.data(), 4, 6, 4, QuantGrid::Exact, b, h));
+  std::vector<float> inf_x = x;
+  inf_x[0] = INFINITY;
+  rptq::HessianAccumulator bad(6);
+  bad.add(inf_x.data(), 2, 6);
+  EXPECT_THROW(rptq::quantize_gptq(w.data(), 4, 6, 4, QuantGrid::Exact, b, bad), rptq::InputError);
+}
+
+}  // namespace
