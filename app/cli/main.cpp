@@ -24,6 +24,8 @@ int main(int argc, char** argv) {
   rptq::cli::add_tokenize(app);
   rptq::cli::add_eval(app);
   rptq::cli::add_generate(app);
+  rptq::cli::add_calibrate(app);
+  rptq::cli::add_memory(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {
