@@ -293,8 +293,10 @@ void Model::attention_block(int layer, const float* x, float* out, std::int64_t 
   } else {
     std::vector<std::int64_t> pos(static_cast<std::size_t>(rows));
     for (std::int64_t r = 0; r < rows; ++r) pos[r] = past + r % seq;
-    ops::rotary(q.data(), rows, cfg_.heads, cfg_.head_dim, pos.data(), cfg_.rope_theta);
-    ops::rotary(k.data(), rows, cfg_.kv_heads, cfg_.head_dim, pos.data(), cfg_.rope_theta);
+    const std::int32_t* fi = w.rope_index.empty() ? nullptr : w.rope_index.data();
+    ops::rotary(q.data(), rows, cfg_.heads, cfg_.head_dim, pos.data(), cfg_.rope_theta, fi,
+                cfg_.heads / cfg_.kv_heads);
+    ops::rotary(k.data(), rows, cfg_.kv_heads, cfg_.head_dim, pos.data(), cfg_.rope_theta, fi, 1);
   }
   if (hook) {
     hook->on_activation(layer, Tap::Q, {q.data(), rows, qd, qd});
@@ -311,6 +313,7 @@ void Model::attention_block(int layer, const float* x, float* out, std::int64_t 
   s.head_dim = cfg_.head_dim;
   s.window = cfg_.sliding_window;
   s.scale = scale;
+  s.quantize_probs = w.quantize_softmax;
   const float* kp = k.data();
   const float* vp = v.data();
   if (cache) {

@@ -186,7 +186,7 @@ void add(float* x, const float* y, std::int64_t n) {
 }
 
 void rotary(float* x, std::int64_t rows, std::int64_t heads, std::int64_t head_dim, const std::int64_t* positions,
-            float theta) {
+            float theta, const std::int32_t* freq_index, std::int64_t group) {
   const std::int64_t half = head_dim / 2;
   // Same inverse frequencies as Hugging Face (float32 of theta^(-2i/d)); angles in double, then cos/sin rounded.
   std::vector<float> inv_freq(static_cast<std::size_t>(half));
@@ -213,6 +213,15 @@ void rotary(float* x, std::int64_t rows, std::int64_t heads, std::int64_t head_d
     float* xr = x + r * heads * head_dim;
     for (std::int64_t h = 0; h < heads; ++h) {
       float* xh = xr + h * head_dim;
+      if (freq_index) {
+        const std::int32_t* fi = freq_index + (h / group) * half;
+        for (std::int64_t i = 0; i < half; ++i) {
+          const float a = xh[i], b = xh[i + half];
+          xh[i] = a * c[fi[i]] - b * s[fi[i]];
+          xh[i + half] = b * c[fi[i]] + a * s[fi[i]];
+        }
+        continue;
+      }
       for (std::int64_t i = 0; i < half; ++i) {
         const float a = xh[i], b = xh[i + half];
         xh[i] = a * c[i] - b * s[i];
@@ -279,6 +288,13 @@ void attention(const float* q, const float* k, const float* v, float* out, const
         const std::int64_t lo = (s.window > 0 ? std::max<std::int64_t>(0, pos - s.window + 1) : 0) - key_begin;
         const std::int64_t hi = pos - key_begin;  // inclusive
         inv_sum[r] = softmax_numerators(row, lo, hi, nk);
+        if (s.quantize_probs) {
+          // The quantized probabilities themselves feed PV, so normalise before rounding.
+          const float inv = inv_sum[r];
+#pragma omp simd
+          for (std::int64_t j = lo; j <= hi; ++j) row[j] = std::nearbyint(row[j] * inv * 255.0f) / 255.0f;
+          inv_sum[r] = 1.0f;
+        }
       }
       float* ob = out + (b * s.tq + i0) * q_ld + h * hd;
       blas::sgemm(false, false, m, hd, nk, 1.0f, scores.data(), nk, vb, s.kv_ld, 0.0f, ob, q_ld);

@@ -53,6 +53,11 @@ struct DecoderLayerWeights {
   LinearWeights q, k, v, o;
   LinearWeights fc1, fc2;          // OPT
   LinearWeights gate, up, down;    // LLaMA
+  // LLaMA after an R2 reorder: [kv_heads, head_dim / 2], the original rotary pair each reordered pair is (empty:
+  // the identity). See ops::rotary.
+  std::vector<std::int32_t> rope_index;
+  // RPTQ: quantize the attention probabilities on the fixed 8-bit grid round(p * 255) / 255.
+  bool quantize_softmax = false;
 };
 
 // The keys and values of the tokens seen so far, per layer, for incremental generation.

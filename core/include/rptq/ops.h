@@ -32,8 +32,10 @@ void add(float* x, const float* y, std::int64_t n);
 // Rotary embedding in Hugging Face's rotate-half layout, in place on x[rows, heads * head_dim]: channel i and
 // i + head_dim/2 of each head rotate together by angle position * theta^(-2i/head_dim).
 // positions[r] is the absolute position of row r.
+// freq_index (RPTQ's R2 reorder moves channel pairs): when non-null, [heads / group, head_dim / 2]: in head h the
+// pair at (i, i + head_dim/2) rotates with the frequency of original pair freq_index[(h / group) * head_dim/2 + i].
 void rotary(float* x, std::int64_t rows, std::int64_t heads, std::int64_t head_dim, const std::int64_t* positions,
-            float theta);
+            float theta, const std::int32_t* freq_index = nullptr, std::int64_t group = 1);
 
 // Causal multi-head attention with grouped-query heads.
 // q: [batch * tq, heads * hd] (row b*tq + i is query i of sequence b, at absolute position past + i);
@@ -45,6 +47,7 @@ struct AttentionShape {
   std::int64_t kv_batch_stride = 0, kv_ld = 0;
   std::int64_t window = 0;
   float scale = 1.0f;
+  bool quantize_probs = false;  // RPTQ: probabilities rounded to the fixed 8-bit grid round(p * 255) / 255
 };
 void attention(const float* q, const float* k, const float* v, float* out, const AttentionShape& s);
 

@@ -46,7 +46,6 @@ struct QuantConfig {
   std::array<int, kReorderIndices> clusters{32, 4, 4, 32, 32};  // R1..R5; R2 and R3 count per head
   QuantGrid grid = QuantGrid::Exact;
   RangeMode range_mode = RangeMode::Static;
-  bool reorder = true;  // reorder channels by cluster (false: clusters are still used, without fusion)
 
   int bits(Tap t) const { return abits[static_cast<int>(t)]; }
   bool quantizes(Tap t) const { return bits(t) < kFullPrecisionBits; }

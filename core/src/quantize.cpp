@@ -1,0 +1,190 @@
+#include "rptq/quantize.h"
+
+#include <chrono>
+#include <map>
+
+#include "rptq/error.h"
+
+namespace rptq {
+
+namespace {
+
+constexpr Tap kAllTaps[] = {Tap::AttnInput, Tap::Q,        Tap::K,        Tap::V,
+                            Tap::AttnOutput, Tap::FfnInput, Tap::FfnHidden};
+
+std::int64_t tap_width(const ModelConfig& m, Tap t) {
+  switch (t) {
+    case Tap::AttnInput:
+    case Tap::FfnInput: return m.hidden;
+    case Tap::Q:
+    case Tap::AttnOutput: return m.q_dim();
+    case Tap::K:
+    case Tap::V: return m.kv_dim();
+    case Tap::FfnHidden: return m.intermediate;
+  }
+  return 0;
+}
+
+// One linear of a layer, the tap that is its input, and its weights.
+struct LinearRef {
+  const char* name;
+  Tap input;
+  LinearWeights* w;
+};
+
+std::vector<LinearRef> linears(const ModelConfig& m, DecoderLayerWeights& w) {
+  std::vector<LinearRef> v = {{"q", Tap::AttnInput, &w.q}, {"k", Tap::AttnInput, &w.k}, {"v", Tap::AttnInput, &w.v},
+                              {"o", Tap::AttnOutput, &w.o}};
+  if (m.arch == Architecture::OPT) {
+    v.push_back({"fc1", Tap::FfnInput, &w.fc1});
+    v.push_back({"fc2", Tap::FfnHidden, &w.fc2});
+  } else {
+    v.push_back({"gate", Tap::FfnInput, &w.gate});
+    v.push_back({"up", Tap::FfnInput, &w.up});
+    v.push_back({"down", Tap::FfnHidden, &w.down});
+  }
+  return v;
+}
+
+// Accumulates the Hessian of each linear input of one layer (after that layer's activation quantizers: what the
+// linear sees when the model runs quantized).
+class HessianCollector : public ActivationHook {
+ public:
+  HessianCollector(ActivationHook& quant, int layer, const ModelConfig& m) : quant_(quant), layer_(layer) {
+    for (Tap t : {Tap::AttnInput, Tap::AttnOutput, Tap::FfnInput, Tap::FfnHidden})
+      h_.emplace(static_cast<int>(t), HessianAccumulator(tap_width(m, t)));
+  }
+  void on_activation(int layer, Tap tap, const ActivationView& act) override {
+    quant_.on_activation(layer, tap, act);
+    if (layer != layer_) return;
+    auto it = h_.find(static_cast<int>(tap));
+    if (it != h_.end()) it->second.add(act.data, act.rows, act.ld);
+  }
+  const HessianAccumulator& hessian(Tap t) const { return h_.at(static_cast<int>(t)); }
+
+ private:
+  ActivationHook& quant_;
+  int layer_;
+  std::map<int, HessianAccumulator> h_;
+};
+
+}  // namespace
+
+void QuantizedModel::Hook::on_activation(int layer, Tap tap, const ActivationView& act) {
+  if (layer >= enabled_layers || layer >= static_cast<int>(q_.layers_.size())) return;
+  const TapQuantizer& tq = q_.layers_[static_cast<std::size_t>(layer)].taps[static_cast<std::size_t>(tap)];
+  if (!tq.active()) return;
+  if (tq.dynamic)
+    fake_quant_clusters_dynamic(act.data, act.rows, act.cols, act.ld, tq.boundaries, tq.bits, tq.grid);
+  else
+    fake_quant_clusters(act.data, act.rows, act.cols, act.ld, tq.boundaries, tq.params);
+}
+
+void check_stats_match(const ChannelStats& s, const ModelConfig& m, const std::string& path) {
+  auto diff = [&](const char* what, std::int64_t a, std::int64_t b) {
+    if (a != b)
+      throw InputError(path + ": statistics were measured on a model with " + what + " " + std::to_string(a) +
+                       ", this model has " + std::to_string(b) + " (calibrate this model first)");
+  };
+  diff("layers", s.layers, m.layers);
+  diff("hidden size", s.hidden, m.hidden);
+  diff("heads", s.heads, m.heads);
+  diff("KV heads", s.kv_heads, m.kv_heads);
+  diff("head size", s.head_dim, m.head_dim);
+  diff("intermediate size", s.intermediate, m.intermediate);
+  if (static_cast<std::int64_t>(s.ranges.size()) != m.layers) throw InputError(path + ": ranges missing for layers");
+}
+
+std::unique_ptr<QuantizedModel> quantize(std::unique_ptr<Model> model, const ChannelStats& stats,
+                                         const QuantConfig& cfg, const QuantizeOptions& opts) {
+  const auto t0 = std::chrono::steady_clock::now();
+  cfg.validate();
+  const ModelConfig& m = model->config();
+  check_stats_match(stats, m, stats.model_path);
+  std::unique_ptr<QuantizedModel> q(new QuantizedModel());
+  q->model_ = std::move(model);
+  q->cfg_ = cfg;
+  q->layers_.resize(static_cast<std::size_t>(m.layers));
+  Model& mod = *q->model_;
+  const int L = static_cast<int>(m.layers);
+
+  if (opts.reorder_only) {
+    for (int l = 0; l < L; ++l) {
+      auto& lq = q->layers_[static_cast<std::size_t>(l)];
+      lq.reorder = plan_layer_reorder(m, stats.ranges[static_cast<std::size_t>(l)], cfg, opts.stat,
+                                      opts.seed + static_cast<std::uint64_t>(l));
+      apply_reorder(mod, l, lq.reorder);
+    }
+    q->seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    return q;
+  }
+
+  const bool gptq = cfg.quantizes_weights() && cfg.weight_method == WeightMethod::GPTQ;
+  const bool passes = opts.sequential || gptq;
+  std::unique_ptr<LayerwiseRunner> runner;
+  if (passes) {
+    runner = std::make_unique<LayerwiseRunner>(mod, stats.tokens, stats.settings.samples, stats.settings.seqlen);
+    runner->set_progress_plan((opts.sequential ? 1 : 0) + (gptq ? 1 : 0) + 1);
+  }
+  QuantizedModel::Hook& hook = q->hook_;
+  for (int l = 0; l < L; ++l) {
+    LayerQuantization& lq = q->layers_[static_cast<std::size_t>(l)];
+    // 1. This layer's ranges, measured on its actual (quantized-prefix) inputs, its own quantizers off.
+    hook.enabled_layers = l;
+    std::vector<LayerRanges> measured;
+    const LayerRanges* ranges = &stats.ranges[static_cast<std::size_t>(l)];
+    if (opts.sequential) {
+      measured.resize(static_cast<std::size_t>(L));
+      RangeRecorder rec(m, measured);
+      runner->observe(&rec, opts.progress);
+      ranges = &measured[static_cast<std::size_t>(l)];
+    }
+    // 2. Cluster and fold the reorder.
+    lq.reorder = plan_layer_reorder(m, *ranges, cfg, opts.stat, opts.seed + static_cast<std::uint64_t>(l));
+    apply_reorder(mod, l, lq.reorder);
+    // 3. Activation quantizers per cluster, in the reordered layout.
+    for (Tap t : kAllTaps) {
+      TapQuantizer& tq = lq.taps[static_cast<std::size_t>(t)];
+      tq.bits = cfg.bits(t);
+      tq.grid = cfg.grid;
+      tq.boundaries = tap_boundaries(m, lq.reorder, t);
+      tq.dynamic = cfg.range_mode == RangeMode::Dynamic;
+      if (!tq.active() || tq.dynamic) continue;
+      const std::vector<std::int32_t> order = tap_order(m, lq.reorder, t);
+      const TapRanges& tr = ranges->tap(t);
+      std::vector<float> lo(order.size()), hi(order.size());
+      for (std::size_t k = 0; k < order.size(); ++k) {
+        lo[k] = tr.lo(opts.stat)[static_cast<std::size_t>(order[k])];
+        hi[k] = tr.hi(opts.stat)[static_cast<std::size_t>(order[k])];
+      }
+      tq.params = cluster_params(lo, hi, tq.boundaries, tq.bits, tq.grid);
+    }
+    mod.layer(l).quantize_softmax = cfg.softmax_bits < kFullPrecisionBits;
+    hook.enabled_layers = l + 1;
+    // 4. Weights, grouped by (output row) x (input cluster).
+    if (cfg.quantizes_weights()) {
+      std::unique_ptr<HessianCollector> hc;
+      if (gptq) {
+        hc = std::make_unique<HessianCollector>(hook, l, m);
+        runner->observe(hc.get(), opts.progress);
+      }
+      for (const LinearRef& lr : linears(m, mod.layer(l))) {
+        const std::int64_t out = lr.w->out(), in = lr.w->in();
+        const std::vector<std::int64_t> groups =
+            cfg.weight_group > 0 ? fixed_group_boundaries(in, cfg.weight_group) : tap_boundaries(m, lq.reorder, lr.input);
+        QuantizedWeight qw = gptq ? quantize_gptq(lr.w->weight.data(), out, in, cfg.wbits, cfg.grid, groups,
+                                                  hc->hessian(lr.input), cfg.gptq_block, cfg.gptq_damp)
+                                  : quantize_rtn(lr.w->weight.data(), out, in, cfg.wbits, cfg.grid, groups);
+        qw.dequantize(lr.w->weight.data());
+        lq.weights.emplace_back(lr.name, std::move(qw));
+      }
+    }
+    // 5. The quantized layer's outputs become the next layer's inputs.
+    if (runner && l + 1 < L) runner->advance(&hook, opts.progress);
+  }
+  hook.enabled_layers = 1 << 30;
+  q->seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  return q;
+}
+
+}  // namespace rptq
