@@ -4,36 +4,15 @@
 
 #include <cstdlib>
 
+#include "cli_support.h"
 #include "test_support.h"
 
 namespace {
 
 using rptq::test::shared_dir;
 
-struct CliRun {
-  int code = -1;
-  std::string out, err;
-};
-
-std::string quote(const std::string& s) {
-  std::string q = "'";
-  for (char c : s) q += c == '\'' ? std::string("'\\''") : std::string(1, c);
-  return q + "'";
-}
-
-CliRun rptq_cli(const std::vector<std::string>& args) {
-  static int n = 0;
-  const auto dir = rptq::test::temp_dir("cli-" + std::to_string(n++));
-  std::string cmd = quote(RPTQ_CLI_PATH);
-  for (const auto& a : args) cmd += " " + quote(a);
-  cmd += " >" + quote((dir / "out").string()) + " 2>" + quote((dir / "err").string()) + " </dev/null";
-  const int status = std::system(cmd.c_str());
-  CliRun r;
-  r.code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-  r.out = rptq::test::read_file(dir / "out");
-  r.err = rptq::test::read_file(dir / "err");
-  return r;
-}
+using rptq::test::CliRun;
+using rptq::test::rptq_cli;
 
 std::string model(const char* name) { return (rptq::test::resources_dir() / "models" / name).string(); }
 

@@ -5,38 +5,15 @@
 #include <cstdlib>
 
 #include "rptq/memory_model.h"
+#include "cli_support.h"
 #include "test_support.h"
 
 namespace {
 
 using rptq::QuantConfig;
 
-struct CliRun {
-  int code = -1;
-  std::string out, err;
-};
-
-std::string quote(const std::string& s) {
-  std::string q = "'";
-  for (char c : s) q += c == '\'' ? std::string("'\\''") : std::string(1, c);
-  return q + "'";
-}
-
-CliRun rptq_cli(const std::vector<std::string>& args) {
-  static int n = 0;
-  const auto dir = rptq::test::temp_dir("cli-memory-" + std::to_string(n++));
-  std::string cmd = quote(RPTQ_CLI_PATH);
-  // Appended piece by piece: GCC 12 warns falsely (-Wrestrict) about " " + std::string temporaries.
-  for (const auto& a : args) cmd.append(" ").append(quote(a));
-  cmd.append(" >").append(quote((dir / "out").string()));
-  cmd.append(" 2>").append(quote((dir / "err").string())).append(" </dev/null");
-  const int status = std::system(cmd.c_str());
-  CliRun r;
-  r.code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-  r.out = rptq::test::read_file(dir / "out");
-  r.err = rptq::test::read_file(dir / "err");
-  return r;
-}
+using rptq::test::CliRun;
+using rptq::test::rptq_cli;
 
 void expect_one_line_error(const CliRun& r, const std::string& mentions) {
   EXPECT_EQ(r.code, 2) << r.err;

@@ -14,6 +14,8 @@ void add_tokenize(CLI::App& app);
 void add_eval(CLI::App& app);
 void add_generate(CLI::App& app);
 void add_calibrate(CLI::App& app);
+void add_clusters(CLI::App& app);
+void add_compare(CLI::App& app);
 void add_memory(CLI::App& app);
 
 // A one-line progress bar on stderr, drawn only when stderr is a terminal.

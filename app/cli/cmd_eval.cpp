@@ -4,6 +4,7 @@
 #include <nlohmann/json.hpp>
 
 #include "cli.h"
+#include "quant_args.h"
 #include "rptq/error.h"
 #include "rptq/model.h"
 #include "rptq/model_info.h"
@@ -18,6 +19,7 @@ struct EvalArgs {
   std::int64_t seqlen = 0, max_windows = 0, batch = 1;
   int threads = 0;
   bool json = false;
+  QuantArgs quant;
 };
 
 void run_eval(const EvalArgs& a) {
@@ -29,7 +31,12 @@ void run_eval(const EvalArgs& a) {
   const double tokenize_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 
   std::unique_ptr<Model> model;
-  {
+  std::unique_ptr<QuantizedModel> quantized;
+  ActivationHook* hook = nullptr;
+  if (!a.quant.stats.empty()) {
+    quantized = load_and_quantize(a.model, a.quant);
+    hook = quantized->hook();
+  } else {
     Progress p("loading");
     LoadOptions lo;
     lo.progress = [&](double f, const std::string&) {
@@ -38,12 +45,13 @@ void run_eval(const EvalArgs& a) {
     };
     model = Model::load(a.model, lo);
   }
+  const Model& m = quantized ? quantized->model() : *model;
   PerplexityOptions po;
   // Reference convention: 2048-token windows, shortened to what the model's positions allow.
-  po.seqlen = a.seqlen > 0 ? a.seqlen : std::min<std::int64_t>(2048, model->config().max_positions);
-  if (model->config().arch == Architecture::OPT && po.seqlen > model->config().max_positions)
+  po.seqlen = a.seqlen > 0 ? a.seqlen : std::min<std::int64_t>(2048, m.config().max_positions);
+  if (m.config().arch == Architecture::OPT && po.seqlen > m.config().max_positions)
     throw InputError("--seqlen " + std::to_string(po.seqlen) + " is longer than the model's " +
-                     std::to_string(model->config().max_positions) + " positions");
+                     std::to_string(m.config().max_positions) + " positions");
   po.max_windows = a.max_windows;
   po.batch = a.batch;
   Progress p("evaluating");
@@ -51,7 +59,7 @@ void run_eval(const EvalArgs& a) {
     p.update(static_cast<double>(done), static_cast<double>(total), " windows");
     return true;
   };
-  const PerplexityResult r = perplexity(*model, ids, po);
+  const PerplexityResult r = perplexity(m, ids, po, hook);
   p.finish();
   if (a.json) {
     nlohmann::json j;
@@ -68,9 +76,14 @@ void run_eval(const EvalArgs& a) {
     j["tokenize_seconds"] = tokenize_s;
     j["threads"] = num_threads();
     j["batch"] = a.batch;
+    if (quantized) {
+      j["quantization"] = quant_settings_json(quantized->config(), a.quant);
+      j["quantize_seconds"] = quantized->seconds;
+    }
     std::cout << j.dump(2) << "\n";
     return;
   }
+  if (quantized) std::printf("%s\n", quantized->config().describe().c_str());
   std::printf("perplexity %.6f over %lld windows of %lld tokens (%lld of the file's %lld tokens)\n", r.ppl,
               (long long)r.windows, (long long)r.seqlen, (long long)r.tokens, (long long)r.tokens_in_text);
   std::printf("%.2f s, %.1f tokens/s on %d threads\n", r.seconds, r.tokens_per_s, num_threads());
@@ -89,6 +102,7 @@ void add_eval(CLI::App& app) {
   cmd->add_option("--batch", a->batch, "Windows per forward pass (default 1)")->check(CLI::Range(1, 1024));
   cmd->add_option("--threads", a->threads, "CPU threads (default: all cores)")->check(CLI::Range(0, 4096));
   cmd->add_flag("--json", a->json, "Print JSON (ppl, windows, seqlen, tokens, seconds, tokens_per_s, ...)");
+  add_quant_options(cmd, a->quant, /*stats_required=*/false);
   cmd->callback([a] { run_eval(*a); });
 }
 

@@ -25,6 +25,8 @@ int main(int argc, char** argv) {
   rptq::cli::add_eval(app);
   rptq::cli::add_generate(app);
   rptq::cli::add_calibrate(app);
+  rptq::cli::add_clusters(app);
+  rptq::cli::add_compare(app);
   rptq::cli::add_memory(app);
   try {
     app.parse(argc, argv);

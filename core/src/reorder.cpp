@@ -74,15 +74,25 @@ void append_local(ReorderIndex& whole, const ReorderIndex& local, std::int64_t b
 // Per KV head, clusters of the head's channels from features built by `feature(head, channel, out)`; with pairs,
 // channel i and i + head_dim/2 form one point and move together.
 template <typename Feature>
-ReorderIndex cluster_per_head(std::int64_t kv_heads, std::int64_t hd, bool pairs, int k, int dims,
-                              std::uint64_t seed, int restarts, Feature feature) {
-  ReorderIndex whole;
+TapClusters cluster_per_head(std::int64_t kv_heads, std::int64_t hd, bool pairs, int k, int dims,
+                             std::uint64_t seed, int restarts, Feature feature) {
+  TapClusters out;
+  ReorderIndex& whole = out.index;
   whole.boundaries = {0};
+  out.labels.assign(static_cast<std::size_t>(kv_heads * hd), 0);
+  int label_base = 0;
   const std::int64_t points = pairs ? hd / 2 : hd;
   std::vector<float> x(static_cast<std::size_t>(points * dims));
   for (std::int64_t g = 0; g < kv_heads; ++g) {
     for (std::int64_t p = 0; p < points; ++p) feature(g, p, x.data() + p * dims);
     const KMeansResult km = kmeans(x, dims, km_options(k, seed + static_cast<std::uint64_t>(g), restarts));
+    out.inertia += km.inertia;
+    for (std::int64_t p = 0; p < points; ++p) {
+      out.labels[static_cast<std::size_t>(g * hd + p)] = label_base + km.labels[static_cast<std::size_t>(p)];
+      if (pairs) out.labels[static_cast<std::size_t>(g * hd + p + points)] = label_base + km.labels[static_cast<std::size_t>(p)];
+    }
+    label_base += km.k;
+    out.clusters += km.k;
     ReorderIndex local = from_kmeans(km);
     if (pairs) {
       // Point p stands for channels p and p + hd/2: the pair order repeats in the second half, and a cluster of
@@ -97,7 +107,7 @@ ReorderIndex cluster_per_head(std::int64_t kv_heads, std::int64_t hd, bool pairs
     }
     append_local(whole, local, g * hd);
   }
-  return whole;
+  return out;
 }
 
 // Combines the query heads of KV group g: channel c of the group's query heads -> (max of hi, min of lo).
@@ -179,63 +189,89 @@ std::vector<std::int64_t> expand_boundaries(const std::vector<std::int64_t>& kv,
 
 }  // namespace
 
-ReorderIndex cluster_ranges(std::span<const float> hi, std::span<const float> lo, int k, std::uint64_t seed,
-                            int restarts) {
+namespace {
+TapClusters cluster_2d(std::span<const float> hi, std::span<const float> lo, int k, std::uint64_t seed,
+                       int restarts) {
   if (hi.size() != lo.size() || hi.empty()) throw std::logic_error("cluster_ranges: bad ranges");
   std::vector<float> x(hi.size() * 2);
   for (std::size_t c = 0; c < hi.size(); ++c) {
     x[2 * c] = hi[c];
     x[2 * c + 1] = lo[c];
   }
-  return from_kmeans(kmeans(x, 2, km_options(k, seed, restarts)));
+  const KMeansResult km = kmeans(x, 2, km_options(k, seed, restarts));
+  TapClusters t;
+  t.index = from_kmeans(km);
+  t.labels = km.labels;
+  t.inertia = km.inertia;
+  t.clusters = km.k;
+  return t;
+}
+}  // namespace
+
+ReorderIndex cluster_ranges(std::span<const float> hi, std::span<const float> lo, int k, std::uint64_t seed,
+                            int restarts) {
+  return cluster_2d(hi, lo, k, seed, restarts).index;
+}
+
+TapClusters cluster_reorder_index(int r, const ModelConfig& m, const LayerRanges& lr, int k, RangeStat stat,
+                                  std::uint64_t seed) {
+  const std::int64_t hd = m.head_dim, group = m.heads / m.kv_heads;
+  const bool llama = m.arch != Architecture::OPT;
+  auto two_d = [&](Tap t) { return cluster_2d(lr.tap(t).hi(stat), lr.tap(t).lo(stat), k, seed, 8); };
+  switch (r) {
+    case 1: return two_d(Tap::AttnInput);
+    case 4: return two_d(Tap::FfnInput);
+    case 5: return two_d(Tap::FfnHidden);
+    case 2: {
+      // q and k jointly, per KV head, feature (q max, k max, q min, k min); LLaMA pairs (i, i + hd/2).
+      const TapRanges& q = lr.tap(Tap::Q);
+      const TapRanges& kr = lr.tap(Tap::K);
+      return cluster_per_head(m.kv_heads, hd, llama, k, 4, seed, 8, [&](std::int64_t g, std::int64_t p, float* f) {
+        float qh, ql, qh2, ql2;
+        group_range(q, stat, g, group, hd, p, qh, ql);
+        float kh = kr.hi(stat)[static_cast<std::size_t>(g * hd + p)];
+        float kl = kr.lo(stat)[static_cast<std::size_t>(g * hd + p)];
+        if (llama) {
+          const std::int64_t p2 = p + hd / 2;
+          group_range(q, stat, g, group, hd, p2, qh2, ql2);
+          qh = std::max(qh, qh2);
+          ql = std::min(ql, ql2);
+          kh = std::max(kh, kr.hi(stat)[static_cast<std::size_t>(g * hd + p2)]);
+          kl = std::min(kl, kr.lo(stat)[static_cast<std::size_t>(g * hd + p2)]);
+        }
+        f[0] = qh;
+        f[1] = kh;
+        f[2] = ql;
+        f[3] = kl;
+      });
+    }
+    case 3: {
+      // Per KV head, feature (max, min) of the attention output over the group's query heads.
+      const TapRanges& ao = lr.tap(Tap::AttnOutput);
+      return cluster_per_head(m.kv_heads, hd, false, k, 2, seed, 8, [&](std::int64_t g, std::int64_t c, float* f) {
+        group_range(ao, stat, g, group, hd, c, f[0], f[1]);
+      });
+    }
+  }
+  throw std::out_of_range("reorder index R" + std::to_string(r));
 }
 
 LayerReorder plan_layer_reorder(const ModelConfig& m, const LayerRanges& lr, const QuantConfig& cfg, RangeStat stat,
                                 std::uint64_t seed) {
   LayerReorder r;
-  const std::int64_t hd = m.head_dim, group = m.heads / m.kv_heads;
-  const bool llama = m.arch != Architecture::OPT;
-  auto two_d = [&](Tap t, int k, std::uint64_t s) {
-    const TapRanges& tr = lr.tap(t);
-    return cluster_ranges(tr.hi(stat), tr.lo(stat), k, s);
-  };
+  auto plan = [&](int i) { return cluster_reorder_index(i, m, lr, cfg.clusters_of(i), stat, seed * 5 + i).index; };
   // Post-LN OPT normalises after the residual add: the attention and FFN inputs are the residual stream itself,
   // so R1/R4 have no norm to fold into. They keep the original order and one cluster.
   if (m.pre_layer_norm) {
-    r.r1 = two_d(Tap::AttnInput, cfg.clusters_of(1), seed * 5 + 1);
-    r.r4 = two_d(Tap::FfnInput, cfg.clusters_of(4), seed * 5 + 4);
+    r.r1 = plan(1);
+    r.r4 = plan(4);
   } else {
     r.r1 = ReorderIndex::identity(m.hidden);
     r.r4 = ReorderIndex::identity(m.hidden);
   }
-  r.r5 = two_d(Tap::FfnHidden, cfg.clusters_of(5), seed * 5 + 5);
-
-  // R2: q and k jointly, per KV head, feature (q max, k max, q min, k min); LLaMA pairs (i, i + hd/2).
-  const TapRanges& q = lr.tap(Tap::Q);
-  const TapRanges& k = lr.tap(Tap::K);
-  r.r2 = cluster_per_head(m.kv_heads, hd, llama, cfg.clusters_of(2), 4, seed * 5 + 2, 8,
-                          [&](std::int64_t g, std::int64_t p, float* f) {
-                            float qh, ql, qh2, ql2;
-                            group_range(q, stat, g, group, hd, p, qh, ql);
-                            float kh = k.hi(stat)[static_cast<std::size_t>(g * hd + p)];
-                            float kl = k.lo(stat)[static_cast<std::size_t>(g * hd + p)];
-                            if (llama) {
-                              const std::int64_t p2 = p + hd / 2;
-                              group_range(q, stat, g, group, hd, p2, qh2, ql2);
-                              qh = std::max(qh, qh2);
-                              ql = std::min(ql, ql2);
-                              kh = std::max(kh, k.hi(stat)[static_cast<std::size_t>(g * hd + p2)]);
-                              kl = std::min(kl, k.lo(stat)[static_cast<std::size_t>(g * hd + p2)]);
-                            }
-                            f[0] = qh;
-                            f[1] = kh;
-                            f[2] = ql;
-                            f[3] = kl;
-                          });
-  // R3: per KV head, feature (max, min) of the attention output over the group's query heads.
-  const TapRanges& ao = lr.tap(Tap::AttnOutput);
-  r.r3 = cluster_per_head(m.kv_heads, hd, false, cfg.clusters_of(3), 2, seed * 5 + 3, 8,
-                          [&](std::int64_t g, std::int64_t c, float* f) { group_range(ao, stat, g, group, hd, c, f[0], f[1]); });
+  r.r2 = plan(2);
+  r.r3 = plan(3);
+  r.r5 = plan(5);
   r.r1.check("R1");
   r.r2.check("R2");
   r.r3.check("R3");

@@ -48,6 +48,18 @@ struct LayerReorder {
 ReorderIndex cluster_ranges(std::span<const float> hi, std::span<const float> lo, int k, std::uint64_t seed,
                             int restarts = 8);
 
+// The clusters of one reorder index (1..5) of a layer: R1/R4/R5 k-means of (max, min) per channel; R2 per KV head
+// of (q max, k max, q min, k min) (rotary models: per channel pair); R3 per KV head of the attention output's
+// (max, min). k counts per head for R2/R3.
+struct TapClusters {
+  ReorderIndex index;                 // the reorder (head-local for R2/R3)
+  std::vector<std::int32_t> labels;   // per channel in the original order: its cluster (R2/R3: head * k + local)
+  double inertia = 0;                 // k-means inertia (summed over heads)
+  int clusters = 0;                   // clusters in all (R2/R3: over all heads)
+};
+TapClusters cluster_reorder_index(int r, const ModelConfig& model, const LayerRanges& ranges, int k, RangeStat stat,
+                                  std::uint64_t seed);
+
 // The whole reorder of one layer from its calibration ranges. clusters: R1..R5 counts (R2/R3 per head) from cfg;
 // with cfg.reorder == false or a post-LayerNorm model, R1/R4 stay in the original order (clusters are still formed
 // but contiguous index ranges cannot hold them, so R1/R4 get one cluster; see plan notes in reorder.cpp).

@@ -1,0 +1,86 @@
+#include <cstdio>
+#include <iostream>
+#include <nlohmann/json.hpp>
+
+#include "cli.h"
+#include "quant_args.h"
+#include "rptq/compare.h"
+#include "rptq/error.h"
+#include "rptq/model_info.h"
+#include "rptq/tokenizer.h"
+
+namespace rptq::cli {
+
+namespace {
+struct CompareArgs {
+  std::string model, data;
+  std::int64_t seqlen = 0, max_windows = 0;
+  int threads = 0;
+  bool json = false;
+  QuantArgs quant;
+};
+
+void run_compare(const CompareArgs& a) {
+  set_num_threads(a.threads);
+  const std::string text = read_text_file(a.data);
+  auto tok = Tokenizer::load(a.model);
+  const auto ids = tok->encode(text, true);
+  auto fp = Model::load(a.model);
+  auto q = load_and_quantize(a.model, a.quant);
+  PerplexityOptions po;
+  po.seqlen = a.seqlen > 0 ? a.seqlen : std::min<std::int64_t>(2048, fp->config().max_positions);
+  if (fp->config().arch == Architecture::OPT && po.seqlen > fp->config().max_positions)
+    throw InputError("--seqlen " + std::to_string(po.seqlen) + " is longer than the model's " +
+                     std::to_string(fp->config().max_positions) + " positions");
+  po.max_windows = a.max_windows;
+  Progress p("comparing");
+  po.progress = [&](std::int64_t done, std::int64_t total) {
+    p.update(static_cast<double>(done), static_cast<double>(total), " windows");
+    return true;
+  };
+  const CompareResult r = compare_models(*fp, nullptr, q->model(), q->hook(), ids, po);
+  p.finish();
+  if (a.json) {
+    nlohmann::json j = quant_settings_json(q->config(), a.quant);
+    j["model"] = a.model;
+    j["data"] = a.data;
+    j["ppl_fp"] = r.fp.ppl;
+    j["ppl_q"] = r.q.ppl;
+    j["kl"] = r.kl;
+    j["top1_agreement"] = r.top1_agreement;
+    j["windows"] = r.fp.windows;
+    j["seqlen"] = r.fp.seqlen;
+    j["positions"] = r.positions;
+    j["tokens_per_s_fp"] = r.fp.tokens_per_s;
+    j["tokens_per_s_q"] = r.q.tokens_per_s;
+    j["quantize_seconds"] = q->seconds;
+    j["seconds"] = r.seconds;
+    std::cout << j.dump(2) << "\n";
+    return;
+  }
+  std::printf("%s\n", q->config().describe().c_str());
+  std::printf("%lld windows of %lld tokens (%lld predicted positions)\n", (long long)r.fp.windows,
+              (long long)r.fp.seqlen, (long long)r.positions);
+  std::printf("  perplexity FP         %.4f\n", r.fp.ppl);
+  std::printf("  perplexity quantized  %.4f  (%+.2f%%)\n", r.q.ppl, 100.0 * (r.q.ppl / r.fp.ppl - 1.0));
+  std::printf("  KL(FP || quantized)   %.5f nats per token\n", r.kl);
+  std::printf("  top-1 agreement       %.2f%%\n", 100.0 * r.top1_agreement);
+}
+}  // namespace
+
+void add_compare(CLI::App& app) {
+  auto a = std::make_shared<CompareArgs>();
+  auto* cmd = app.add_subcommand("compare", "FP and quantized model side by side: perplexity, KL, top-1 agreement");
+  cmd->add_option("MODEL", a->model, "Hugging Face model folder")->required();
+  cmd->add_option("--data", a->data, "Evaluation text file, tokenized whole with one BOS")->required();
+  cmd->add_option("--seqlen", a->seqlen, "Window length in tokens (default 2048, or the model's positions)")
+      ->check(CLI::Range(2, 1 << 20));
+  cmd->add_option("--max-windows", a->max_windows, "Evaluate at most this many windows (default: all)")
+      ->check(CLI::Range(1, 1 << 30));
+  cmd->add_option("--threads", a->threads, "CPU threads (default: all cores)")->check(CLI::Range(0, 4096));
+  cmd->add_flag("--json", a->json, "Print JSON (ppl_fp, ppl_q, kl, top1_agreement and the settings)");
+  add_quant_options(cmd, a->quant, /*stats_required=*/true);
+  cmd->callback([a] { run_compare(*a); });
+}
+
+}  // namespace rptq::cli

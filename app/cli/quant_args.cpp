@@ -1,0 +1,105 @@
+#include "quant_args.h"
+
+#include "cli.h"
+#include "rptq/error.h"
+#include "rptq/stats_file.h"
+
+namespace rptq::cli {
+
+void add_quant_options(CLI::App* cmd, QuantArgs& a, bool stats_required) {
+  auto* s = cmd->add_option("--stats", a.stats, "Channel statistics file from `rptq calibrate` (enables quantization)");
+  if (stats_required) s->required();
+  cmd->add_option("--preset", a.preset, "W16A16, W4A16, W4A8, W4A4, W4A4KV, W4A3KV or W3A3KV (the paper's settings)");
+  cmd->add_option("--wbits", a.wbits, "Custom: weight bits (2-8, 16 = FP)");
+  cmd->add_option("--abits", a.abits, "Custom: activation bits of every tap but K/V (2-8, 16 = FP)");
+  cmd->add_option("--kvbits", a.kvbits, "Custom: K and V (KV cache) bits (2-8, 16 = FP; default: --abits)");
+  cmd->add_option("--clusters", a.clusters, "Clusters per reorder index: R1=32,R2=4,R3=4,R4=32,R5=32 or one number");
+  cmd->add_option("--weights", a.weights, "Weight quantization: gptq (default) or rtn")
+      ->check(CLI::IsMember({"gptq", "rtn"}));
+  cmd->add_option("--weight-group", a.weight_group, "Fixed weight group size (default: the input clusters)")
+      ->check(CLI::Range(1, 1 << 20));
+  cmd->add_option("--grid", a.grid, "Integer grid: exact (2^n - 1 steps, default) or reference (2^n, as RPTQ's code)")
+      ->check(CLI::IsMember({"exact", "reference"}));
+  cmd->add_option("--stat", a.stat, "Range statistic: ema or minmax (default: the statistics file's)")
+      ->check(CLI::IsMember({"ema", "minmax"}));
+  cmd->add_flag("--dynamic", a.dynamic, "Activation ranges per forward pass instead of static calibration ranges");
+  cmd->add_flag("--no-sequential", a.no_sequential,
+                "Use the statistics file's FP ranges for every layer instead of re-measuring each layer on the "
+                "outputs of the already-quantized layers (faster)");
+  cmd->add_flag("--reorder-only", a.reorder_only, "Fold the reorder into the weights and quantize nothing");
+  cmd->add_option("--seed", a.seed, "k-means seed (default 0)");
+}
+
+QuantConfig build_quant_config(const QuantArgs& a) {
+  const bool custom = a.wbits || a.abits || a.kvbits;
+  if (!a.preset.empty() && custom) throw InputError("give --preset or --wbits/--abits/--kvbits, not both");
+  if (a.preset.empty() && !custom && !a.reorder_only)
+    throw InputError("--stats needs --preset NAME or --wbits W --abits A [--kvbits B] (or --reorder-only)");
+  QuantConfig c;
+  if (!a.preset.empty()) {
+    c = QuantConfig::preset(a.preset);
+  } else if (custom) {
+    if (!a.wbits || !a.abits) throw InputError("custom bits need both --wbits and --abits");
+    c = QuantConfig::custom(a.wbits, a.abits, a.kvbits ? a.kvbits : a.abits);
+  } else {
+    c.name = "reorder-only";
+  }
+  if (!a.clusters.empty()) parse_clusters(a.clusters, c);
+  c.weight_method = parse_weight_method(a.weights);
+  c.weight_group = a.weight_group;
+  c.grid = parse_grid(a.grid);
+  c.range_mode = a.dynamic ? RangeMode::Dynamic : RangeMode::Static;
+  c.validate();
+  return c;
+}
+
+QuantizeOptions build_quantize_options(const QuantArgs& a, const ChannelStats& stats) {
+  QuantizeOptions o;
+  o.stat = a.stat.empty() ? stats.settings.stat : parse_range_stat(a.stat);
+  o.sequential = !a.no_sequential;
+  o.reorder_only = a.reorder_only;
+  o.seed = a.seed;
+  return o;
+}
+
+std::unique_ptr<QuantizedModel> load_and_quantize(const std::string& model_dir, const QuantArgs& a,
+                                                  ChannelStats* stats_out) {
+  const QuantConfig cfg = build_quant_config(a);
+  ChannelStats stats = load_stats(a.stats);
+  auto model = Model::load(model_dir);
+  check_stats_match(stats, model->config(), a.stats);
+  QuantizeOptions o = build_quantize_options(a, stats);
+  Progress p("quantizing");
+  o.progress = [&](const LayerwiseProgress& lp) {
+    p.update(static_cast<double>(lp.done), static_cast<double>(lp.total), " steps");
+    return true;
+  };
+  auto q = quantize(std::move(model), stats, cfg, o);
+  p.finish();
+  if (stats_out) *stats_out = std::move(stats);
+  return q;
+}
+
+nlohmann::json quant_settings_json(const QuantConfig& c, const QuantArgs& a) {
+  nlohmann::json j;
+  j["stats"] = a.stats;
+  j["preset"] = c.name;
+  j["description"] = c.describe();
+  j["wbits"] = c.wbits;
+  j["kvbits"] = c.kv_bits();
+  nlohmann::json bits;
+  for (int t = 0; t < kTapCount; ++t) bits[tap_name(static_cast<Tap>(t))] = c.abits[static_cast<std::size_t>(t)];
+  bits["softmax"] = c.softmax_bits;
+  j["abits"] = bits;
+  j["clusters"] = {{"R1", c.clusters[0]}, {"R2", c.clusters[1]}, {"R3", c.clusters[2]}, {"R4", c.clusters[3]},
+                   {"R5", c.clusters[4]}};
+  j["weights"] = weight_method_name(c.weight_method);
+  j["weight_group"] = c.weight_group;
+  j["grid"] = grid_name(c.grid);
+  j["ranges"] = c.range_mode == RangeMode::Static ? "static" : "dynamic";
+  j["sequential"] = !a.no_sequential;
+  j["reorder_only"] = a.reorder_only;
+  return j;
+}
+
+}  // namespace rptq::cli

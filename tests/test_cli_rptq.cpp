@@ -1,0 +1,112 @@
+// The RPTQ commands of `rptq`: calibrate, clusters, eval --stats, compare. Exit codes, JSON keys, values that
+// agree with the library.
+#include <nlohmann/json.hpp>
+
+#include "cli_support.h"
+#include "rptq/stats_file.h"
+#include "test_support.h"
+
+namespace {
+
+using rptq::test::CliRun;
+using rptq::test::rptq_cli;
+using rptq::test::shared_dir;
+
+std::string model(const char* name) { return (rptq::test::resources_dir() / "models" / name).string(); }
+std::string stories() { return (rptq::test::resources_dir() / "data" / "stories.txt").string(); }
+
+// One statistics file for the tests below, made by the CLI itself.
+const std::string& stats_file() {
+  static const std::string path = [] {
+    const auto dir = rptq::test::temp_dir("cli-rptq-stats");
+    const std::string p = (dir / "stories.h5").string();
+    const CliRun r = rptq_cli({"calibrate", model("stories260k"), "--data", stories(), "--samples", "3", "--seqlen",
+                               "64", "--out", p, "--json"});
+    EXPECT_EQ(r.code, 0) << r.err;
+    return p;
+  }();
+  return path;
+}
+
+TEST(CliRptq, CalibrateWritesAReadableStatsFile) {
+  const rptq::ChannelStats s = rptq::load_stats(stats_file());
+  EXPECT_EQ(s.settings.samples, 3);
+  EXPECT_EQ(s.settings.seqlen, 64);
+  EXPECT_EQ(s.settings.seed, 2u);  // the reference's default
+  EXPECT_EQ(s.layers, 5);
+  EXPECT_EQ(s.data_sha256.size(), 64u);
+  // Refuses to overwrite without --force, with exit code 2 and one line.
+  const CliRun again = rptq_cli({"calibrate", model("stories260k"), "--data", stories(), "--out", stats_file()});
+  EXPECT_EQ(again.code, 2);
+  EXPECT_NE(again.err.find("--force"), std::string::npos) << again.err;
+  EXPECT_EQ(std::count(again.err.begin(), again.err.end(), '\n'), 1);
+}
+
+TEST(CliRptq, ClustersJson) {
+  const CliRun r = rptq_cli({"clusters", stats_file(), "--layer", "1", "--tap", "R5", "--k", "4", "--json"});
+  ASSERT_EQ(r.code, 0) << r.err;
+  const auto j = nlohmann::json::parse(r.out);
+  for (const char* key : {"max", "min", "labels", "order", "inertia", "k"}) EXPECT_TRUE(j.contains(key)) << key;
+  EXPECT_EQ(j["k"], 4);
+  const auto labels = j["labels"].get<std::vector<int>>();
+  const auto order = j["order"].get<std::vector<int>>();
+  ASSERT_EQ(labels.size(), order.size());
+  EXPECT_EQ(j["max"].size(), labels.size());
+  // The order lists channels cluster by cluster.
+  for (std::size_t i = 1; i < order.size(); ++i) EXPECT_LE(labels[order[i - 1]], labels[order[i]]);
+  EXPECT_EQ(*std::max_element(labels.begin(), labels.end()), 3);
+  EXPECT_GT(j["inertia"].get<double>(), 0.0);
+  // Bad layer / tap: exit 2.
+  EXPECT_EQ(rptq_cli({"clusters", stats_file(), "--layer", "9", "--tap", "R5", "--k", "4"}).code, 2);
+  EXPECT_EQ(rptq_cli({"clusters", stats_file(), "--layer", "0", "--tap", "R7", "--k", "4"}).code, 2);
+  EXPECT_EQ(rptq_cli({"clusters", stories(), "--layer", "0", "--tap", "R1", "--k", "4"}).code, 2);
+}
+
+TEST(CliRptq, EvalWithStatsAndCompare) {
+  const CliRun fp = rptq_cli({"eval", model("stories260k"), "--data", stories(), "--seqlen", "128", "--json"});
+  ASSERT_EQ(fp.code, 0) << fp.err;
+  const double ppl_fp = nlohmann::json::parse(fp.out)["ppl"];
+  // Reorder only: the FP perplexity.
+  const CliRun ro = rptq_cli({"eval", model("stories260k"), "--data", stories(), "--seqlen", "128", "--stats",
+                              stats_file(), "--reorder-only", "--json"});
+  ASSERT_EQ(ro.code, 0) << ro.err;
+  EXPECT_NEAR(nlohmann::json::parse(ro.out)["ppl"].get<double>(), ppl_fp, 1e-4 * ppl_fp);
+  // W4A8 through eval and through compare agree.
+  const CliRun q = rptq_cli({"eval", model("stories260k"), "--data", stories(), "--seqlen", "128", "--stats",
+                             stats_file(), "--preset", "W4A8", "--weights", "rtn", "--json"});
+  ASSERT_EQ(q.code, 0) << q.err;
+  const auto jq = nlohmann::json::parse(q.out);
+  EXPECT_EQ(jq["quantization"]["preset"], "W4A8");
+  const CliRun c = rptq_cli({"compare", model("stories260k"), "--data", stories(), "--seqlen", "128", "--stats",
+                             stats_file(), "--preset", "W4A8", "--weights", "rtn", "--json"});
+  ASSERT_EQ(c.code, 0) << c.err;
+  const auto jc = nlohmann::json::parse(c.out);
+  for (const char* key : {"ppl_fp", "ppl_q", "kl", "top1_agreement", "preset", "wbits", "abits", "clusters"})
+    EXPECT_TRUE(jc.contains(key)) << key;
+  EXPECT_NEAR(jc["ppl_fp"].get<double>(), ppl_fp, 1e-4 * ppl_fp);
+  EXPECT_NEAR(jc["ppl_q"].get<double>(), jq["ppl"].get<double>(), 1e-4 * jq["ppl"].get<double>());
+  EXPECT_GT(jc["kl"].get<double>(), 0.0);
+  EXPECT_LE(jc["top1_agreement"].get<double>(), 1.0);
+  // Usage errors: exit 2, one line.
+  for (std::vector<std::string> bad :
+       {std::vector<std::string>{"compare", model("stories260k"), "--data", stories(), "--preset", "W4A8"},
+        {"eval", model("stories260k"), "--data", stories(), "--stats", stats_file()},
+        {"eval", model("stories260k"), "--data", stories(), "--stats", stats_file(), "--preset", "W9A9"},
+        {"eval", model("stories260k"), "--data", stories(), "--stats", stats_file(), "--preset", "W4A8", "--wbits",
+         "4"},
+        {"eval", model("tiny-opt-16m"), "--data", stories(), "--stats", stats_file(), "--preset", "W4A8"}}) {
+    const CliRun r = rptq_cli(bad);
+    EXPECT_EQ(r.code, 2) << bad[0] << " " << r.err;
+    EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.err;
+  }
+}
+
+TEST(CliRptq, HelpForEveryRptqCommand) {
+  for (const char* c : {"calibrate", "clusters", "compare", "memory"}) {
+    const CliRun r = rptq_cli({c, "--help"});
+    EXPECT_EQ(r.code, 0) << c;
+    EXPECT_NE(r.out.find("Usage"), std::string::npos) << r.out;
+  }
+}
+
+}  // namespace
