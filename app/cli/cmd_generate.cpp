@@ -3,6 +3,7 @@
 #include <nlohmann/json.hpp>
 
 #include "cli.h"
+#include "quant_args.h"
 #include "rptq/generate.h"
 #include "rptq/model.h"
 #include "rptq/tokenizer.h"
@@ -17,12 +18,20 @@ struct GenerateArgs {
   std::uint64_t seed = 0;
   int threads = 0;
   bool json = false, no_stop = false;
+  QuantArgs quant;
 };
 
 void run_generate(const GenerateArgs& a) {
   set_num_threads(a.threads);
   auto tok = Tokenizer::load(a.model);
-  auto model = Model::load(a.model);
+  std::unique_ptr<Model> fp_model;
+  std::unique_ptr<QuantizedModel> quantized;
+  if (a.quant.stats.empty())
+    fp_model = Model::load(a.model);
+  else
+    quantized = load_and_quantize(a.model, a.quant);
+  const Model* model = quantized ? &quantized->model() : fp_model.get();
+  ActivationHook* hook = quantized ? quantized->hook() : nullptr;
   const auto prompt = tok->encode(a.prompt, true);
   GenerateOptions go;
   go.max_new_tokens = a.max_new_tokens;
@@ -30,6 +39,7 @@ void run_generate(const GenerateArgs& a) {
   go.top_k = a.top_k;
   go.seed = a.seed;
   go.stop_at_eos = !a.no_stop;
+  if (quantized) go.kv_quant = quantized->kv_quantization();
   go.eos_id = tok->eos_id() >= 0 ? tok->eos_id() : model->config().eos_token;
 
   // Stream: the prompt as given, then each new token's text as soon as it forms whole UTF-8 characters.
@@ -49,11 +59,10 @@ void run_generate(const GenerateArgs& a) {
       std::fflush(stdout);
     }
     return true;
-  });
+  }, hook);
   const std::string rest = stream.finish();
   text += rest;
   const double decode_tps = r.decode_seconds > 0 ? (r.tokens.size() > 1 ? (r.tokens.size() - 1) / r.decode_seconds : 0) : 0;
-  const double fp16_kv = static_cast<double>(r.kv_cache_bytes) / 2.0;  // the cache is float32
   if (a.json) {
     nlohmann::json j;
     j["prompt"] = a.prompt;
@@ -66,17 +75,20 @@ void run_generate(const GenerateArgs& a) {
     j["decode_seconds"] = r.decode_seconds;
     j["decode_tokens_per_s"] = decode_tps;
     j["kv_cache_bytes"] = r.kv_cache_bytes;
-    j["kv_cache_fp16_bytes"] = static_cast<std::uint64_t>(fp16_kv);
+    j["kv_cache_fp16_bytes"] = r.kv_cache_fp16_bytes;
+    j["kv_cache_bits"] = r.kv_bits;
+    if (quantized) j["quantization"] = quant_settings_json(quantized->config(), a.quant);
     std::cout << j.dump(2) << "\n";
     return;
   }
   std::fputs(rest.c_str(), stdout);
   std::fputs("\n", stdout);
   std::fflush(stdout);
+  const std::string kv = r.kv_bits < 32 ? std::to_string(r.kv_bits) + "-bit packed" : std::string("float32");
   std::fprintf(stderr, "[%zu new tokens after a %lld-token prompt; prefill %.3f s, %.1f tokens/s decoding; "
-               "KV cache %s (float32)]\n",
+               "KV cache %s (%s; FP16 would be %s)]\n",
                r.tokens.size(), (long long)r.prompt_tokens, r.prefill_seconds, decode_tps,
-               human_bytes(r.kv_cache_bytes).c_str());
+               human_bytes(r.kv_cache_bytes).c_str(), kv.c_str(), human_bytes(r.kv_cache_fp16_bytes).c_str());
 }
 }  // namespace
 
@@ -95,6 +107,7 @@ void add_generate(CLI::App& app) {
   cmd->add_option("--threads", a->threads, "CPU threads (default: all cores)")->check(CLI::Range(0, 4096));
   cmd->add_flag("--no-stop", a->no_stop, "Do not stop at the end-of-sequence token");
   cmd->add_flag("--json", a->json, "Print JSON at the end instead of streaming");
+  add_quant_options(cmd, a->quant, /*stats_required=*/false);
   cmd->callback([a] { run_generate(*a); });
 }
 

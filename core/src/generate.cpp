@@ -61,8 +61,10 @@ GenerateResult generate(const Model& model, std::span<const std::int32_t> prompt
 
   GenerateResult res;
   res.prompt_tokens = static_cast<std::int64_t>(prompt.size());
-  KvCache cache(cfg, 1, capacity);
+  KvCache cache(cfg, 1, capacity, opts.kv_quant);
   res.kv_cache_bytes = cache.bytes();
+  res.kv_cache_fp16_bytes = cache.fp16_bytes();
+  res.kv_bits = opts.kv_quant ? opts.kv_quant->k.front().bits : 32;
   Sampler sampler(opts.temperature, opts.top_k, opts.seed);
 
   auto t0 = std::chrono::steady_clock::now();

@@ -22,31 +22,13 @@ void set_num_threads(int n) {
 int num_threads() { return omp_get_max_threads(); }
 
 // ---------------------------------------------------------------------------------------------------------------
-// KV cache
-
-KvCache::KvCache(const ModelConfig& cfg, std::int64_t batch, std::int64_t capacity)
-    : batch_(batch), capacity_(capacity), kv_dim_(cfg.kv_dim()) {
-  if (batch <= 0 || capacity <= 0) throw InputError("KV cache needs a positive batch and capacity");
-  for (std::int64_t l = 0; l < cfg.layers; ++l) {
-    k_.push_back(Tensor::uninitialized({batch, capacity, kv_dim_}));
-    v_.push_back(Tensor::uninitialized({batch, capacity, kv_dim_}));
-  }
-}
-
-std::size_t KvCache::bytes() const {
-  std::size_t n = 0;
-  for (const auto& t : k_) n += static_cast<std::size_t>(t.numel()) * sizeof(float);
-  for (const auto& t : v_) n += static_cast<std::size_t>(t.numel()) * sizeof(float);
-  return n;
-}
-
-// ---------------------------------------------------------------------------------------------------------------
 // Scratch buffers of one layer's forward pass, kept per thread and reused: a fresh multi-megabyte buffer per op is
 // page-faulted in every time, which costs more than some of the GEMMs. A forward pass started from inside a hook
 // on the same thread (nested) gets its own buffers.
 
 struct Model::Scratch {
   Tensor x, q, k, v, attn, hidden, up;
+  Tensor kc, vc;  // a packed KV cache's layer, dequantized
 };
 
 namespace {
@@ -316,7 +298,15 @@ void Model::attention_block(int layer, const float* x, float* out, std::int64_t 
   s.quantize_probs = w.quantize_softmax;
   const float* kp = k.data();
   const float* vp = v.data();
-  if (cache) {
+  if (cache && cache->packed()) {
+    cache->store(layer, k.data(), v.data(), seq, past);
+    Tensor& kc = sized(ws.kc, batch * (past + seq), kvd);
+    Tensor& vc = sized(ws.vc, batch * (past + seq), kvd);
+    cache->load(layer, past + seq, kc.data(), vc.data());
+    kp = kc.data();
+    vp = vc.data();
+    s.kv_batch_stride = (past + seq) * kvd;
+  } else if (cache) {
     float* ck = cache->keys(layer);
     float* cv = cache->values(layer);
     const std::int64_t cap = cache->capacity();

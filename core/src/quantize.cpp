@@ -80,6 +80,27 @@ void QuantizedModel::Hook::on_activation(int layer, Tap tap, const ActivationVie
     fake_quant_clusters(act.data, act.rows, act.cols, act.ld, tq.boundaries, tq.params);
 }
 
+std::shared_ptr<const KvQuantization> QuantizedModel::kv_quantization() const {
+  if (!cfg_.quantizes(Tap::K) || !cfg_.quantizes(Tap::V)) return nullptr;
+  if (cfg_.range_mode == RangeMode::Dynamic)
+    throw InputError("a packed KV cache needs static K/V ranges from calibration (not --dynamic)");
+  auto q = std::make_shared<KvQuantization>();
+  for (const LayerQuantization& l : layers_) {
+    for (Tap t : {Tap::K, Tap::V}) {
+      const TapQuantizer& tq = l.taps[static_cast<std::size_t>(t)];
+      KvSideQuantization side;
+      side.bits = tq.bits;
+      side.boundaries = tq.boundaries;
+      for (const QuantParams& p : tq.params) {
+        side.scale.push_back(p.scale);
+        side.zero_point.push_back(p.zero_point);
+      }
+      (t == Tap::K ? q->k : q->v).push_back(std::move(side));
+    }
+  }
+  return q;
+}
+
 void check_stats_match(const ChannelStats& s, const ModelConfig& m, const std::string& path) {
   auto diff = [&](const char* what, std::int64_t a, std::int64_t b) {
     if (a != b)

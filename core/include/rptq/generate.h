@@ -3,6 +3,7 @@
 // temperature-scaled distribution restricted to the top-k tokens.
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <span>
 #include <vector>
 
@@ -10,6 +11,7 @@ namespace rptq {
 
 class Model;
 class ActivationHook;
+struct KvQuantization;
 
 struct GenerateOptions {
   std::int64_t max_new_tokens = 64;
@@ -18,6 +20,7 @@ struct GenerateOptions {
   std::uint64_t seed = 0;
   bool stop_at_eos = true;
   std::int32_t eos_id = -1;  // stop token (-1: none)
+  std::shared_ptr<const KvQuantization> kv_quant;  // packed KV cache (RPTQ); null: float32 cache
 };
 
 struct GenerateResult {
@@ -25,7 +28,9 @@ struct GenerateResult {
   std::int64_t prompt_tokens = 0;
   double prefill_seconds = 0.0;
   double decode_seconds = 0.0;
-  std::size_t kv_cache_bytes = 0;  // bytes of the KV cache allocation
+  std::size_t kv_cache_bytes = 0;       // bytes of the KV cache allocation (codes and parameters when packed)
+  std::size_t kv_cache_fp16_bytes = 0;  // the same cache in FP16
+  int kv_bits = 32;                     // bits per cached value (32: float32 cache)
   bool stopped_at_eos = false;
 };
 

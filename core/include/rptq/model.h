@@ -60,25 +60,50 @@ struct DecoderLayerWeights {
   bool quantize_softmax = false;
 };
 
-// The keys and values of the tokens seen so far, per layer, for incremental generation.
+// RPTQ's quantized KV cache: per layer, K and V stored as integer codes of their bit width, packed densely
+// (bitpack.h), with static per-cluster parameters over the (reordered) channels, shared by all tokens.
+struct KvSideQuantization {
+  int bits = 0;                          // 2..8
+  std::vector<std::int64_t> boundaries;  // clusters over kv_dim channels
+  std::vector<float> scale, zero_point;  // per cluster: value = (code - zero_point) * scale
+};
+struct KvQuantization {
+  std::vector<KvSideQuantization> k, v;  // per layer
+};
+
+// The keys and values of the tokens seen so far, per layer, for incremental generation. Float32, or packed
+// codes when made with a KvQuantization (then attention reads each layer's K/V dequantized into a scratch buffer).
 class KvCache {
  public:
-  KvCache(const ModelConfig& cfg, std::int64_t batch, std::int64_t capacity);
+  KvCache(const ModelConfig& cfg, std::int64_t batch, std::int64_t capacity,
+          std::shared_ptr<const KvQuantization> quant = nullptr);
   std::int64_t length() const { return length_; }      // tokens cached per sequence
   std::int64_t capacity() const { return capacity_; }
   std::int64_t batch() const { return batch_; }
-  std::size_t bytes() const;  // bytes of the allocation holding K and V
+  std::size_t bytes() const;  // bytes of the allocations holding K and V (codes and cluster parameters)
+  // What the same cache takes in FP16: 2 (K, V) x layers x batch x capacity x kv_dim x 2 bytes.
+  std::size_t fp16_bytes() const;
+  bool packed() const { return quant_ != nullptr; }
   void clear() { length_ = 0; }
 
-  // Layer l's K or V: [batch, capacity, kv_dim].
+  // Float cache: layer l's K or V, [batch, capacity, kv_dim].
   float* keys(int layer) { return k_[layer].data(); }
   float* values(int layer) { return v_[layer].data(); }
   std::int64_t kv_dim() const { return kv_dim_; }
+
+  // Packed cache: stores rows [batch, seq, kv_dim] of K and V at positions past .. past + seq - 1 (the values must
+  // already be on the cluster grids, as RPTQ's K/V quantizers leave them; each is rounded to its code), and reads
+  // positions 0 .. len - 1 back as float [batch, len, kv_dim].
+  void store(int layer, const float* k, const float* v, std::int64_t seq, std::int64_t past);
+  void load(int layer, std::int64_t len, float* k, float* v) const;
 
  private:
   friend class Model;
   std::int64_t batch_, capacity_, kv_dim_, length_ = 0;
   std::vector<Tensor> k_, v_;
+  std::shared_ptr<const KvQuantization> quant_;
+  std::size_t k_row_bytes_ = 0, v_row_bytes_ = 0;
+  std::vector<std::vector<std::uint8_t>> kq_, vq_;  // per layer: [batch, capacity, row bytes]
 };
 
 struct LoadOptions {

@@ -53,6 +53,10 @@ class QuantizedModel {
   int layers() const { return static_cast<int>(layers_.size()); }
   // The hook that applies the activation quantizers; pass it to forward(), perplexity(), generate().
   ActivationHook* hook() { return &hook_; }
+  // The packed KV cache layout when K and V are quantized with static ranges (the presets' KV settings); null when
+  // they are not quantized. Throws InputError for dynamic K/V ranges (a shared static grid is what makes packing
+  // possible).
+  std::shared_ptr<const KvQuantization> kv_quantization() const;
   double seconds = 0;  // the quantization pipeline's wall time
 
  private:
