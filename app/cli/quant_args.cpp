@@ -13,6 +13,9 @@ void add_quant_options(CLI::App* cmd, QuantArgs& a, bool stats_required) {
   cmd->add_option("--wbits", a.wbits, "Custom: weight bits (2-8, 16 = FP)");
   cmd->add_option("--abits", a.abits, "Custom: activation bits of every tap but K/V (2-8, 16 = FP)");
   cmd->add_option("--kvbits", a.kvbits, "Custom: K and V (KV cache) bits (2-8, 16 = FP; default: --abits)");
+  cmd->add_option("--softmax-bits", a.softmax_bits, "Attention probabilities: 8 (fixed grid) or 16 (FP); default: the "
+                                                     "preset's")
+      ->check(CLI::IsMember({8, 16}));
   cmd->add_option("--clusters", a.clusters, "Clusters per reorder index: R1=32,R2=4,R3=4,R4=32,R5=32 or one number");
   cmd->add_option("--weights", a.weights, "Weight quantization: gptq (default) or rtn")
       ->check(CLI::IsMember({"gptq", "rtn"}));
@@ -45,6 +48,7 @@ QuantConfig build_quant_config(const QuantArgs& a) {
     c.name = "reorder-only";
   }
   if (!a.clusters.empty()) parse_clusters(a.clusters, c);
+  if (a.softmax_bits) c.softmax_bits = a.softmax_bits;
   c.weight_method = parse_weight_method(a.weights);
   c.weight_group = a.weight_group;
   c.grid = parse_grid(a.grid);
