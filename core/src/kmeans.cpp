@@ -12,12 +12,6 @@
 #include <unordered_set>
 
 #include "rptq/error.h"
-#include <ctime>
-#include <cstdio>
-#include <cstdlib>
-static bool g_trace = std::getenv("KM_TRACE");
-static long g_scans = 0, g_tight = 0;
-static double now_ms(){timespec t; clock_gettime(CLOCK_THREAD_CPUTIME_ID,&t); return t.tv_sec*1e3+t.tv_nsec*1e-6;}
 
 namespace rptq {
 
@@ -26,6 +20,8 @@ namespace {
 // Points per reduction chunk. Sums are formed per chunk and the chunks added in index order, so every sum is the
 // same whether the chunks run on one thread or many.
 constexpr std::int64_t kChunk = 2048;
+// A Hartigan pass that lowers the inertia by less than this fraction of it is the last one.
+constexpr double kHartiganTolerance = 1e-5;
 // Below this many point-centroid pairs per restart, waking the thread pool costs more than it saves.
 constexpr std::int64_t kParallelWork = 1 << 16;
 constexpr float kInf = std::numeric_limits<float>::infinity();
@@ -108,6 +104,106 @@ std::int64_t count_distinct(const float* pts, std::int64_t n, int dims, std::int
 #endif
 #define RPTQ_INLINE [[gnu::always_inline]] inline
 
+// Scans are batched: the points to examine are gathered into a structure-of-arrays block (xs[d * stride + t]) and
+// each centroid is compared with all of them in a loop over the points, which vectorises with no horizontal
+// reductions. Every point sees the same operations in the same order whichever batch it is in.
+constexpr int kBlock = 256;
+
+// Squared distance from centroid c to each point of a block into v[0..nb).
+template <int D>
+RPTQ_INLINE void block_distances(const float* __restrict xs, std::int64_t stride, int nb, int dims,
+                                 const float* __restrict c, float* __restrict v) {
+  if constexpr (D > 0) {
+    float cc[D];
+    for (int d = 0; d < D; ++d) cc[d] = c[d];
+    for (int t = 0; t < nb; ++t) {
+      float s = 0.0f;
+      for (int d = 0; d < D; ++d) {
+        const float e = xs[d * stride + t] - cc[d];
+        s += e * e;
+      }
+      v[t] = s;
+    }
+  } else {
+    for (int t = 0; t < nb; ++t) v[t] = 0.0f;
+    for (int d = 0; d < dims; ++d) {
+      const float cd = c[d];
+      const float* __restrict x = xs + d * stride;
+      for (int t = 0; t < nb; ++t) {
+        const float e = x[t] - cd;
+        v[t] += e * e;
+      }
+    }
+  }
+}
+
+// Nearest centroid (lowest index on ties) and the nearest and second-nearest squared distances of m points.
+template <int D>
+RPTQ_INLINE void nearest_batch(const float* xs, std::int64_t stride, std::int64_t m, int dims, const float* cf, int k,
+                               std::int32_t* __restrict label, float* __restrict best, float* __restrict second) {
+  float v[kBlock];
+  for (std::int64_t t0 = 0; t0 < m; t0 += kBlock) {
+    const int nb = static_cast<int>(std::min<std::int64_t>(kBlock, m - t0));
+    std::int32_t* __restrict ix = label + t0;
+    float* __restrict b = best + t0;
+    float* __restrict s = second + t0;
+    for (int t = 0; t < nb; ++t) {
+      ix[t] = 0;
+      b[t] = kInf;
+      s[t] = kInf;
+    }
+    for (int j = 0; j < k; ++j) {
+      block_distances<D>(xs + t0, stride, nb, dims, cf + static_cast<std::size_t>(j) * dims, v);
+      for (int t = 0; t < nb; ++t) {
+        const float bo = b[t];
+        const float hi = v[t] < bo ? bo : v[t];
+        s[t] = hi < s[t] ? hi : s[t];
+        ix[t] = v[t] < bo ? j : ix[t];
+        b[t] = v[t] < bo ? v[t] : bo;
+      }
+    }
+  }
+}
+
+// For Hartigan: each point's squared distance to its own centroid (own[t], label a[t]) and the smallest
+// weight[j] * squared distance over the other centroids.
+template <int D>
+RPTQ_INLINE void weighted_batch(const float* xs, std::int64_t stride, std::int64_t m, int dims, const float* cf, int k,
+                                const float* weight, const std::int32_t* __restrict a, float* __restrict own,
+                                float* __restrict best) {
+  float v[kBlock];
+  for (std::int64_t t0 = 0; t0 < m; t0 += kBlock) {
+    const int nb = static_cast<int>(std::min<std::int64_t>(kBlock, m - t0));
+    const std::int32_t* __restrict at = a + t0;
+    float* __restrict o = own + t0;
+    float* __restrict b = best + t0;
+    for (int t = 0; t < nb; ++t) {
+      o[t] = 0.0f;
+      b[t] = kInf;
+    }
+    for (int j = 0; j < k; ++j) {
+      block_distances<D>(xs + t0, stride, nb, dims, cf + static_cast<std::size_t>(j) * dims, v);
+      const float w = weight[j];
+      for (int t = 0; t < nb; ++t) {
+        const bool mine = at[t] == j;
+        o[t] = mine ? v[t] : o[t];
+        const float sc = mine ? kInf : w * v[t];
+        b[t] = sc < b[t] ? sc : b[t];
+      }
+    }
+  }
+}
+
+// Per-thread buffers of the batched scans: the gathered points and the results, one chunk's worth.
+struct Scratch {
+  std::vector<float> xs, f1, f2;
+  std::vector<std::int32_t> i1;
+  std::vector<std::int64_t> idx;
+  explicit Scratch(int dims) : xs(static_cast<std::size_t>(dims) * kChunk), f1(kChunk), f2(kChunk), i1(kChunk) {
+    idx.reserve(kChunk);
+  }
+};
+
 struct Run {
   std::vector<std::int32_t> labels;
   std::vector<double> centroids;  // [k, dims], means of the labelled points
@@ -137,8 +233,14 @@ struct Moves {
 template <int D>
 class Restart {
  public:
-  Restart(const float* pts, std::int64_t n, int dims, int k, bool parallel)
-      : pts_(pts), n_(n), dims_(D > 0 ? D : dims), k_(k), parallel_(parallel), chunks_((n + kChunk - 1) / kChunk) {}
+  Restart(const float* pts, const float* soa, std::int64_t n, int dims, int k, bool parallel)
+      : pts_(pts),
+        soa_(soa),
+        n_(n),
+        dims_(D > 0 ? D : dims),
+        k_(k),
+        parallel_(parallel),
+        chunks_((n + kChunk - 1) / kChunk) {}
 
   Run run(std::uint64_t seed, int max_iterations);
 
@@ -151,40 +253,44 @@ class Restart {
 
   RPTQ_INLINE float sq_distance(const float* x, const float* c) const;
   RPTQ_INLINE double sq_distance(const float* x, const double* c) const;
-  RPTQ_INLINE void distances_to_all(const float* x, float* dist) const;
+  void gather(const std::int64_t* idx, std::int64_t m, float* xs) const;
   void set_centroid(int j, const double* c);
   void set_centroid_views();
 
   void seed_plus_plus(std::uint64_t seed);
   RPTQ_VECTOR_CLONES double seed_chunk(std::int64_t ch, const float* c, float* d2) const;
+  RPTQ_VECTOR_CLONES void seed_potentials_chunk(std::int64_t ch, const float* cands, int m, const float* d2,
+                                                double* out) const;
   std::int64_t assign(bool full, const Moves& mv);
-  RPTQ_VECTOR_CLONES std::int64_t assign_full_chunk(std::int64_t ch, float* dist);
-  RPTQ_VECTOR_CLONES std::int64_t assign_bounded_chunk(std::int64_t ch, const Moves& mv, float* dist);
+  RPTQ_VECTOR_CLONES std::int64_t assign_full_chunk(std::int64_t ch, Scratch& sc);
+  RPTQ_VECTOR_CLONES std::int64_t assign_bounded_chunk(std::int64_t ch, const Moves& mv, Scratch& sc);
   void reseed_empty();
-  void hartigan(int max_passes, bool bounds_valid, bool converged, const Moves& mv);
+  void hartigan(int max_passes);
   RPTQ_VECTOR_CLONES void hartigan_chunk(std::int64_t ch, const std::vector<int>& moved,
                                          const std::vector<char>& is_moved, std::vector<std::int64_t>& candidates,
-                                         float* dist, float* score);
+                                         Scratch& sc);
   void exact_means();
   double inertia() const;
 
-  const float* pts_;
+  const float* pts_;  // [n, dims]
+  const float* soa_;  // the same points as [dims, n]
   std::int64_t n_;
   int dims_, k_;
   bool parallel_;
   std::int64_t chunks_;
 
-  std::vector<double> cent_;             // [k, dims] current centroids
-  std::vector<float> cf_, ct_;           // float copies: [k, dims] and transposed [dims, k] (for scans)
-  std::vector<float> half_gap_;          // per centroid: half the distance to its nearest other centroid
+  std::vector<double> cent_;     // [k, dims] current centroids
+  std::vector<float> cf_;        // float copy [k, dims], for the scans
+  std::vector<float> half_gap_;  // Lloyd, per centroid: half the distance to its nearest other centroid
   std::vector<std::int32_t> labels_;
-  std::vector<float> upper_, lower_;     // Lloyd: >= distance to own centroid, <= distance to any other
-  std::vector<double> sums_;             // [k, dims] sums of each cluster's points
-  std::vector<std::int64_t> counts_;     // [k]
-  std::vector<double> chunk_sums_;       // [chunks, k, dims] per-chunk sums (or changes of sums)
+  std::vector<float> upper_, lower_;        // Lloyd, per point: >= distance to own centroid, <= to any other
+  std::vector<double> sums_;                // [k, dims] sums of each cluster's points
+  std::vector<std::int64_t> counts_;        // [k]
+  std::vector<double> chunk_sums_;          // [chunks, k, dims] per-chunk sums (or changes of sums)
   std::vector<std::int64_t> chunk_counts_;  // [chunks, k]
-  std::vector<float> weight_, grow_;     // Hartigan, per cluster: n / (n + 1) and n / (n - 1) (0 when n == 1)
-  std::vector<float> own_d2_, other_lb_;  // Hartigan, per point: bounds on its own and other clusters' costs
+  // Hartigan (see hartigan()): per cluster, weight n / (n + 1), grow n / (n - 1) (0 for n == 1)
+  // and gap_test; per point, own_d2_ >= squared distance to its own centroid, other_lb_ (0: unknown).
+  std::vector<float> weight_, grow_, gap_test_, own_d2_, other_lb_;
 };
 
 template <int D>
@@ -207,26 +313,11 @@ double Restart<D>::sq_distance(const float* x, const double* c) const {
   return s;
 }
 
-// Squared distance of a point to every centroid into dist[0..k), vectorised over the centroids (transposed copy).
+// Points idx[0..m) into structure-of-arrays xs[d * m + t].
 template <int D>
-void Restart<D>::distances_to_all(const float* x, float* dist) const {
-  const int k = k_;
-  const float* ct = ct_.data();
-  const float x0 = x[0];
-#pragma omp simd
-  for (int j = 0; j < k; ++j) {
-    const float e = x0 - ct[j];
-    dist[j] = e * e;
-  }
-  for (int d = 1; d < dims(); ++d) {
-    const float xd = x[d];
-    const float* c = ct + static_cast<std::int64_t>(d) * k;
-#pragma omp simd
-    for (int j = 0; j < k; ++j) {
-      const float e = xd - c[j];
-      dist[j] += e * e;
-    }
-  }
+void Restart<D>::gather(const std::int64_t* idx, std::int64_t m, float* xs) const {
+  for (std::int64_t t = 0; t < m; ++t)
+    for (int d = 0; d < dims(); ++d) xs[d * m + t] = point(idx[t])[d];
 }
 
 template <int D>
@@ -234,7 +325,6 @@ void Restart<D>::set_centroid(int j, const double* c) {
   for (int d = 0; d < dims(); ++d) {
     cent_[static_cast<std::size_t>(j) * dims() + d] = c[d];
     cf_[static_cast<std::size_t>(j) * dims() + d] = static_cast<float>(c[d]);
-    ct_[static_cast<std::size_t>(d) * k_ + j] = static_cast<float>(c[d]);
   }
 }
 
@@ -253,26 +343,50 @@ void Restart<D>::set_centroid_views() {
 
 // d2 = min(d2, |x - c|^2) over one chunk; returns the chunk's sum of d2.
 template <int D>
-double Restart<D>::seed_chunk(std::int64_t ch, const float* c, float* d2) const {
-  float cc[D > 0 ? D : 1];
-  if constexpr (D > 0)
-    for (int d = 0; d < D; ++d) cc[d] = c[d];
-  const float* cp = D > 0 ? cc : c;
+double Restart<D>::seed_chunk(std::int64_t ch, const float* c, float* __restrict d2) const {
   const std::int64_t lo = ch * kChunk, hi = chunk_end(ch);
-  if constexpr (D > 0) {
-#pragma omp simd
-    for (std::int64_t i = lo; i < hi; ++i) d2[i] = std::min(d2[i], sq_distance(point(i), cp));
-  } else {
-    for (std::int64_t i = lo; i < hi; ++i) d2[i] = std::min(d2[i], sq_distance(point(i), cp));
-  }
+  float v[kBlock];
   double t = 0.0;
-#pragma omp simd reduction(+ : t)
-  for (std::int64_t i = lo; i < hi; ++i) t += d2[i];
+  for (std::int64_t b0 = lo; b0 < hi; b0 += kBlock) {
+    const int nb = static_cast<int>(std::min<std::int64_t>(kBlock, hi - b0));
+    block_distances<D>(soa_ + b0, n_, nb, dims(), c, v);
+    float* __restrict db = d2 + b0;
+    float tb = 0.0f;
+#pragma omp simd reduction(+ : tb)
+    for (int t = 0; t < nb; ++t) {
+      db[t] = v[t] < db[t] ? v[t] : db[t];
+      tb += db[t];
+    }
+    t += tb;
+  }
   return t;
 }
 
-// k-means++: the first centre uniformly, each next one with probability proportional to the squared distance to
-// the nearest centre chosen so far (D^2 sampling).
+// For m candidate centres cands[m, dims]: the sum over one chunk of min(d2, |x - c|^2), the total D^2 if that
+// candidate were added, into out[0..m). Blocks of points stay in L1 while all candidates visit them.
+template <int D>
+void Restart<D>::seed_potentials_chunk(std::int64_t ch, const float* cands, int m, const float* __restrict d2,
+                                       double* out) const {
+  const std::int64_t lo = ch * kChunk, hi = chunk_end(ch);
+  for (int c = 0; c < m; ++c) out[c] = 0.0;
+  float v[kBlock];
+  for (std::int64_t b0 = lo; b0 < hi; b0 += kBlock) {
+    const int nb = static_cast<int>(std::min<std::int64_t>(kBlock, hi - b0));
+    const float* __restrict db = d2 + b0;
+    for (int c = 0; c < m; ++c) {
+      block_distances<D>(soa_ + b0, n_, nb, dims(), cands + static_cast<std::size_t>(c) * dims(), v);
+      float tb = 0.0f;
+#pragma omp simd reduction(+ : tb)
+      for (int t = 0; t < nb; ++t) tb += v[t] < db[t] ? v[t] : db[t];
+      out[c] += tb;
+    }
+  }
+}
+
+// Greedy k-means++ (as scikit-learn's): the first centre uniformly; for each next one, 2 + floor(ln k) points
+// drawn with probability proportional to the squared distance to the nearest centre chosen so far (D^2 sampling),
+// of which the one leaving the smallest total squared distance is taken (the first drawn on ties). On
+// outlier-heavy channel ranges plain D^2 sampling gives much worse and more scattered restarts (bench/README.md).
 template <int D>
 void Restart<D>::seed_plus_plus(std::uint64_t seed) {
   Xoshiro256 rng(seed);
@@ -289,13 +403,10 @@ void Restart<D>::seed_plus_plus(std::uint64_t seed) {
     for (std::int64_t ch = 0; ch < chunks_; ++ch) chunk_total[ch] = seed_chunk(ch, c.data(), d2.data());
   };
 
-  take(0, std::min<std::int64_t>(n_ - 1, static_cast<std::int64_t>(rng.uniform() * static_cast<double>(n_))));
-  for (int j = 1; j < k_; ++j) {
-    double total = 0.0;
-    for (std::int64_t ch = 0; ch < chunks_; ++ch) total += chunk_total[ch];
+  // One D^2 draw: the first point whose cumulative weight exceeds u * total (a point of weight 0 is never drawn).
+  auto draw = [&](double total) -> std::int64_t {
     std::int64_t pick = -1;
     if (total > 0.0) {
-      // The first point whose cumulative weight exceeds u * total (a point of weight 0 is never picked).
       const double target = rng.uniform() * total;
       double acc = 0.0;
       std::int64_t ch = 0;
@@ -313,92 +424,105 @@ void Restart<D>::seed_plus_plus(std::uint64_t seed) {
         if (d2[i] > 0.0f) pick = i;
       if (pick < 0) pick = 0;  // duplicate centre; Lloyd re-seeds the cluster that stays empty
     }
+    return pick;
+  };
+  const int trials = 2 + static_cast<int>(std::log(static_cast<double>(k_)));
+  std::vector<double> part(chunks_ * trials);
+  std::vector<std::int64_t> cand(trials);
+  std::vector<float> cand_xy(static_cast<std::size_t>(trials) * dims());
+  take(0, std::min<std::int64_t>(n_ - 1, static_cast<std::int64_t>(rng.uniform() * static_cast<double>(n_))));
+  for (int j = 1; j < k_; ++j) {
+    double total = 0.0;
+    for (std::int64_t ch = 0; ch < chunks_; ++ch) total += chunk_total[ch];
+    for (int t = 0; t < trials; ++t) {
+      cand[t] = draw(total);
+      for (int d = 0; d < dims(); ++d) cand_xy[static_cast<std::size_t>(t) * dims() + d] = point(cand[t])[d];
+    }
+#pragma omp parallel for schedule(static) if (parallel_)
+    for (std::int64_t ch = 0; ch < chunks_; ++ch)
+      seed_potentials_chunk(ch, cand_xy.data(), trials, d2.data(), &part[ch * trials]);
+    std::int64_t pick = cand[0];
+    double best = std::numeric_limits<double>::infinity();
+    for (int t = 0; t < trials; ++t) {
+      double pot = 0.0;
+      for (std::int64_t ch = 0; ch < chunks_; ++ch) pot += part[ch * trials + t];
+      if (pot < best) best = pot, pick = cand[t];
+    }
     take(j, pick);
   }
 }
 
-// The closest and second-closest centroid of a point from its squared distances (lowest index on ties).
-struct Nearest {
-  int best;
-  float best_d2, second_d2;
-};
-
-RPTQ_INLINE Nearest nearest_two(const float* dist, int k) {
-  float best = kInf;
-#pragma omp simd reduction(min : best)
-  for (int j = 0; j < k; ++j) best = std::min(best, dist[j]);
-  int bj = k;
-#pragma omp simd reduction(min : bj)
-  for (int j = 0; j < k; ++j) bj = std::min(bj, dist[j] == best ? j : k);
-  float second = kInf;
-#pragma omp simd reduction(min : second)
-  for (int j = 0; j < k; ++j) second = std::min(second, j == bj ? kInf : dist[j]);
-  return {bj, best, second};
-}
-
 // Full scan of one chunk: labels, tight bounds, and the chunk's cluster sums from scratch.
 template <int D>
-std::int64_t Restart<D>::assign_full_chunk(std::int64_t ch, float* dist) {
+std::int64_t Restart<D>::assign_full_chunk(std::int64_t ch, Scratch& sc) {
   const std::size_t kd = static_cast<std::size_t>(k_) * dims();
   double* sums = &chunk_sums_[ch * kd];
   std::int64_t* counts = &chunk_counts_[ch * k_];
   std::fill(sums, sums + kd, 0.0);
   std::fill(counts, counts + k_, 0);
+  const std::int64_t lo = ch * kChunk, m = chunk_end(ch) - lo;
+  nearest_batch<D>(soa_ + lo, n_, m, dims(), cf_.data(), k_, sc.i1.data(), sc.f1.data(), sc.f2.data());
   std::int64_t changed = 0;
-  for (std::int64_t i = ch * kChunk; i < chunk_end(ch); ++i) {
-    const float* x = point(i);
-    distances_to_all(x, dist);
-    const Nearest nb = nearest_two(dist, k_);
-    changed += nb.best != labels_[i];
-    labels_[i] = nb.best;
-    upper_[i] = std::sqrt(nb.best_d2);
-    lower_[i] = std::sqrt(nb.second_d2);
-    for (int d = 0; d < dims(); ++d) sums[static_cast<std::size_t>(nb.best) * dims() + d] += x[d];
-    ++counts[nb.best];
+  for (std::int64_t t = 0; t < m; ++t) {
+    const std::int64_t i = lo + t;
+    const int a = sc.i1[t];
+    changed += a != labels_[i];
+    labels_[i] = a;
+    upper_[i] = std::sqrt(sc.f1[t]);
+    lower_[i] = std::sqrt(sc.f2[t]);
+    for (int d = 0; d < dims(); ++d) sums[static_cast<std::size_t>(a) * dims() + d] += point(i)[d];
+    ++counts[a];
   }
   return changed;
 }
 
 // Hamerly's step for one chunk: the bounds are first loosened by how far the centroids moved, and a point is
-// re-examined only when they no longer prove its label. Records the changes of the chunk's cluster sums.
+// scanned only when they no longer prove its label. Records the changes of the chunk's cluster sums.
 template <int D>
-std::int64_t Restart<D>::assign_bounded_chunk(std::int64_t ch, const Moves& mv, float* dist) {
+std::int64_t Restart<D>::assign_bounded_chunk(std::int64_t ch, const Moves& mv, Scratch& sc) {
+  std::int32_t* __restrict labels = labels_.data();
+  float* __restrict upper = upper_.data();
+  float* __restrict lower = lower_.data();
+  const float* __restrict move = mv.by.data();
+  const float* __restrict half_gap = half_gap_.data();
+  sc.idx.clear();
+  for (std::int64_t i = ch * kChunk; i < chunk_end(ch); ++i) {
+    const int a = labels[i];
+    float u = upper[i] + move[a];
+    const float l = lower[i] - mv.others(a);
+    lower[i] = l;
+    const float m = std::max(half_gap[a], l);
+    if (u > m) {
+      u = std::sqrt(sq_distance(point(i), centroid_f(a)));  // tighten the upper bound first
+      if (u > m) sc.idx.push_back(i);
+    }
+    upper[i] = u;
+  }
+  const auto m = static_cast<std::int64_t>(sc.idx.size());
+  if (m == 0) return 0;
+  gather(sc.idx.data(), m, sc.xs.data());
+  nearest_batch<D>(sc.xs.data(), m, m, dims(), cf_.data(), k_, sc.i1.data(), sc.f1.data(), sc.f2.data());
   const std::size_t kd = static_cast<std::size_t>(k_) * dims();
   double* dsum = &chunk_sums_[ch * kd];
   std::int64_t* dcount = &chunk_counts_[ch * k_];
   std::int64_t changed = 0;
-  for (std::int64_t i = ch * kChunk; i < chunk_end(ch); ++i) {
-    const int a = labels_[i];
-    float u = upper_[i] + mv.by[a];
-    const float l = lower_[i] - mv.others(a);
-    lower_[i] = l;
-    const float m = std::max(half_gap_[a], l);
-    if (u > m) {
-      const float* x = point(i);
-      u = std::sqrt(sq_distance(x, centroid_f(a)));  // tighten the upper bound first
-      ++g_tight;
-      if (u > m) {
-        ++g_scans;
-        distances_to_all(x, dist);
-        const Nearest nb = nearest_two(dist, k_);
-        u = std::sqrt(nb.best_d2);
-        lower_[i] = std::sqrt(nb.second_d2);
-        if (nb.best != a) {
-          if (changed++ == 0) {  // first change in this chunk: start its change sums
-            std::fill(dsum, dsum + kd, 0.0);
-            std::fill(dcount, dcount + k_, 0);
-          }
-          labels_[i] = nb.best;
-          for (int d = 0; d < dims(); ++d) {
-            dsum[static_cast<std::size_t>(a) * dims() + d] -= x[d];
-            dsum[static_cast<std::size_t>(nb.best) * dims() + d] += x[d];
-          }
-          --dcount[a];
-          ++dcount[nb.best];
-        }
-      }
+  for (std::int64_t t = 0; t < m; ++t) {
+    const std::int64_t i = sc.idx[t];
+    const int a = labels[i], b = sc.i1[t];
+    upper[i] = std::sqrt(sc.f1[t]);
+    lower[i] = std::sqrt(sc.f2[t]);
+    if (b == a) continue;
+    if (changed++ == 0) {  // first change in this chunk: start its change sums
+      std::fill(dsum, dsum + kd, 0.0);
+      std::fill(dcount, dcount + k_, 0);
     }
-    upper_[i] = u;
+    labels[i] = b;
+    for (int d = 0; d < dims(); ++d) {
+      dsum[static_cast<std::size_t>(a) * dims() + d] -= point(i)[d];
+      dsum[static_cast<std::size_t>(b) * dims() + d] += point(i)[d];
+    }
+    --dcount[a];
+    ++dcount[b];
   }
   return changed;
 }
@@ -410,10 +534,10 @@ std::int64_t Restart<D>::assign(bool full, const Moves& mv) {
   std::vector<std::int64_t> changed(chunks_, 0);
 #pragma omp parallel if (parallel_)
   {
-    std::vector<float> dist(k_);
+    Scratch sc(dims());
 #pragma omp for schedule(static)
     for (std::int64_t ch = 0; ch < chunks_; ++ch)
-      changed[ch] = full ? assign_full_chunk(ch, dist.data()) : assign_bounded_chunk(ch, mv, dist.data());
+      changed[ch] = full ? assign_full_chunk(ch, sc) : assign_bounded_chunk(ch, mv, sc);
   }
   if (full) {
     sums_.assign(kd, 0.0);
@@ -471,111 +595,112 @@ void Restart<D>::reseed_empty() {
   }
 }
 
-// One chunk of a Hartigan pass's first step: finds the points whose move might lower the inertia (see hartigan()).
-// `moved`: the clusters whose centroid or size changed since the points' bounds were set.
+// One chunk of a Hartigan pass's first step: the points whose move might lower the inertia (see hartigan()).
 template <int D>
 void Restart<D>::hartigan_chunk(std::int64_t ch, const std::vector<int>& moved, const std::vector<char>& is_moved,
-                                std::vector<std::int64_t>& candidates, float* dist, float* score) {
+                                std::vector<std::int64_t>& candidates, Scratch& sc) {
+  constexpr std::size_t kFewMoved = 4;  // up to this many changed clusters, check a point against those alone
   candidates.clear();
-  const std::int64_t lo = ch * kChunk, hi = chunk_end(ch);
-  // Weighted squared distance to the nearest changed cluster other than the own one (vectorised over points).
-  std::fill(score, score + (hi - lo), kInf);
-  for (int j : moved) {
-    float c[D > 0 ? D : 1];
-    if constexpr (D > 0)
-      for (int d = 0; d < D; ++d) c[d] = centroid_f(j)[d];
-    const float* cp = D > 0 ? c : centroid_f(j);
-    const float w = weight_[j];
-#pragma omp simd
-    for (std::int64_t i = lo; i < hi; ++i) {
-      const float s = labels_[i] == j ? kInf : w * sq_distance(point(i), cp);
-      score[i - lo] = std::min(score[i - lo], s);
-    }
-  }
-  for (std::int64_t i = lo; i < hi; ++i) {
+  sc.idx.clear();
+  const bool few = moved.size() <= kFewMoved;
+  for (std::int64_t i = ch * kChunk; i < chunk_end(ch); ++i) {
     const int a = labels_[i];
     const float grow = grow_[a];
-    if (grow == 0.0f) continue;  // a point alone is at its mean: moving it cannot help
-    const float* x = point(i);
-    if (is_moved[a]) own_d2_[i] = sq_distance(x, centroid_f(a));
-    const float lb = std::min(other_lb_[i], score[i - lo]);
-    if (lb >= grow * own_d2_[i] * (1.0f + 1e-5f)) {
-      other_lb_[i] = lb;
+    if (grow == 0.0f) {  // a point alone is at its mean: moving it cannot help
+      other_lb_[i] = 0.0f;
       continue;
     }
-    distances_to_all(x, dist);
-    float best = kInf;
-#pragma omp simd reduction(min : best)
-    for (int j = 0; j < k_; ++j) best = std::min(best, j == a ? kInf : weight_[j] * dist[j]);
-    own_d2_[i] = dist[a];
-    other_lb_[i] = best;
-    if (best < grow * dist[a] * (1.0f + 1e-5f)) candidates.push_back(i);  // decided exactly in hartigan()
+    const float* x = point(i);
+    if (is_moved[a]) own_d2_[i] = sq_distance(x, centroid_f(a));
+    const float own = own_d2_[i];
+    if (own <= gap_test_[a]) {  // far inside its cluster
+      other_lb_[i] = 0.0f;      // not kept up to date while this holds
+      continue;
+    }
+    if (few && other_lb_[i] > 0.0f) {
+      float lb = other_lb_[i];
+      for (int j : moved)
+        if (j != a) lb = std::min(lb, weight_[j] * sq_distance(x, centroid_f(j)));
+      if (lb >= grow * own * (1.0f + 1e-5f)) {  // a move pays only if some w_j d_j^2 is below g_a d_a^2
+        other_lb_[i] = lb;
+        continue;
+      }
+    }
+    sc.idx.push_back(i);
+  }
+  const auto m = static_cast<std::int64_t>(sc.idx.size());
+  if (m == 0) return;
+  gather(sc.idx.data(), m, sc.xs.data());
+  for (std::int64_t t = 0; t < m; ++t) sc.i1[t] = labels_[sc.idx[t]];
+  weighted_batch<D>(sc.xs.data(), m, m, dims(), cf_.data(), k_, weight_.data(), sc.i1.data(), sc.f1.data(),
+                    sc.f2.data());
+  for (std::int64_t t = 0; t < m; ++t) {
+    const std::int64_t i = sc.idx[t];
+    own_d2_[i] = sc.f1[t];
+    other_lb_[i] = sc.f2[t];
+    if (sc.f2[t] < grow_[sc.i1[t]] * sc.f1[t] * (1.0f + 1e-5f)) candidates.push_back(i);  // decided in hartigan()
   }
 }
 
-// Hartigan's refinement of a Lloyd result. Moving x from its cluster a to cluster j changes the inertia by
-// n_j / (n_j + 1) |x - c_j|^2 - n_a / (n_a - 1) |x - c_a|^2 (the means updated at once); Lloyd stops at
-// partitions where a point is nearer its own mean yet moving it would still pay, which is common when clusters
-// are small (outlier channels), and this step removes them. Its fixed points are Lloyd fixed points too.
+// Hartigan's refinement of the Lloyd result. Moving x from its cluster a to cluster j changes the inertia by
+// w_j |x - c_j|^2 - g_a |x - c_a|^2 with w_j = n_j / (n_j + 1), g_a = n_a / (n_a - 1) (the means updated at once);
+// Lloyd stops at partitions where a point is nearer its own mean yet moving it would still pay, common when
+// clusters are small (outlier channels), and this step removes them. Its fixed points are Lloyd fixed points too.
 //
 // Each pass first finds, with the centroids fixed (in parallel), the points whose move might pay; then moves them
 // one by one in index order, each decision made in double against the centroids as updated by the moves before
-// it. A pass that moves nothing proves the partition stable. Per point, own_d2_ >= |x - c_a|^2 and other_lb_ <=
-// n_j / (n_j + 1) |x - c_j|^2 for every cluster j != a not in the pass's `moved` list, whose clusters are
-// measured exactly; after a pass, `moved` is the clusters that the moves changed. The first pass starts from
-// Lloyd's bounds (loosened by the centroids' last movement unless Lloyd converged) with the small clusters, whose
-// weights are far below 1, as `moved`.
+// it. A pass that moves nothing proves the partition stable. Most points are cleared without a scan:
+// - gap test: with G_a = min over j != a of sqrt(w_j) |c_a - c_j|, the triangle inequality gives
+//   sqrt(w_j) |x - c_j| >= G_a - |x - c_a|, so no move pays while |x - c_a| (1 + sqrt(g_a)) <= G_a;
+// - otherwise other_lb_ (a lower bound on w_j |x - c_j|^2 over the clusters j that did not change since it was
+//   computed) combined with the few clusters the last pass changed.
+// own_d2_ starts from Lloyd's upper bounds, loosened by the centroids' last movement unless Lloyd converged.
 template <int D>
-void Restart<D>::hartigan(int max_passes, bool bounds_valid, bool converged, const Moves& mv) {
+void Restart<D>::hartigan(int max_passes) {
   set_centroid_views();
   weight_.resize(k_);
   grow_.resize(k_);
+  gap_test_.resize(k_);
   own_d2_.resize(n_);
-  other_lb_.resize(n_);
+  other_lb_.assign(n_, 0.0f);
+  for (std::int64_t i = 0; i < n_; ++i) own_d2_[i] = upper_[i] * upper_[i];
   std::vector<int> moved;
   std::vector<char> is_moved(k_, 0);
-  constexpr std::int64_t kSmall = 16;  // larger clusters have weights >= 16 / 17
-  for (int j = 0; j < k_; ++j)
-    if (counts_[j] <= kSmall) {
-      moved.push_back(j);
-      is_moved[j] = 1;
-    }
-  for (std::int64_t i = 0; i < n_; ++i) {
-    const int a = labels_[i];
-    const float u = bounds_valid ? upper_[i] + (converged ? 0.0f : mv.by[a]) : kInf;
-    const float l = bounds_valid ? std::max(0.0f, lower_[i] - (converged ? 0.0f : mv.others(a))) : 0.0f;
-    own_d2_[i] = u * u;
-    other_lb_[i] = static_cast<float>(kSmall) / static_cast<float>(kSmall + 1) * l * l;
-  }
   std::vector<std::vector<std::int64_t>> candidates(chunks_);
-  std::vector<float> dist(k_);
   std::vector<double> new_a(dims()), new_j(dims());
+  double sse = inertia();
   for (int pass = 0; pass < max_passes; ++pass) {
-    double tp = now_ms();
     for (int j = 0; j < k_; ++j) {
       const auto nj = static_cast<float>(counts_[j]);
       weight_[j] = nj / (nj + 1.0f);
       grow_[j] = counts_[j] > 1 ? nj / (nj - 1.0f) : 0.0f;
     }
+    for (int a = 0; a < k_; ++a) {
+      float g = kInf;
+      for (int j = 0; j < k_; ++j)
+        if (j != a) g = std::min(g, weight_[j] * sq_distance(centroid_f(a), centroid_f(j)));  // G_a^2
+      const float f = 1.0f + std::sqrt(grow_[a]);
+      gap_test_[a] = g / (f * f) * (1.0f - 1e-5f);
+    }
 #pragma omp parallel if (parallel_)
     {
-      std::vector<float> dist_t(k_), score(kChunk);
+      Scratch sc(dims());
 #pragma omp for schedule(static)
-      for (std::int64_t ch = 0; ch < chunks_; ++ch)
-        hartigan_chunk(ch, moved, is_moved, candidates[ch], dist_t.data(), score.data());
+      for (std::int64_t ch = 0; ch < chunks_; ++ch) hartigan_chunk(ch, moved, is_moved, candidates[ch], sc);
     }
     std::fill(is_moved.begin(), is_moved.end(), 0);
     std::int64_t moves = 0;
+    double gain = 0.0;
     for (std::int64_t ch = 0; ch < chunks_; ++ch)
       for (std::int64_t i : candidates[ch]) {
         const int a = labels_[i];
         if (counts_[a] == 1) continue;
         const float* x = point(i);
-        distances_to_all(x, dist.data());
         int cand = -1;
         float best = kInf;
         for (int j = 0; j < k_; ++j) {
-          const float s = static_cast<float>(counts_[j]) / static_cast<float>(counts_[j] + 1) * dist[j];
+          const float s =
+              static_cast<float>(counts_[j]) / static_cast<float>(counts_[j] + 1) * sq_distance(x, centroid_f(j));
           if (j != a && s < best) best = s, cand = j;
         }
         if (cand < 0) continue;
@@ -583,7 +708,9 @@ void Restart<D>::hartigan(int max_passes, bool bounds_valid, bool converged, con
         const double* ca = centroid(a);
         const double* cj = centroid(cand);
         // The move must lower the inertia by more than rounding.
-        if (!(nj / (nj + 1.0) * sq_distance(x, cj) < na / (na - 1.0) * sq_distance(x, ca) * (1.0 - 1e-12))) continue;
+        const double add = nj / (nj + 1.0) * sq_distance(x, cj), remove = na / (na - 1.0) * sq_distance(x, ca);
+        if (!(add < remove * (1.0 - 1e-12))) continue;
+        gain += remove - add;
         for (int d = 0; d < dims(); ++d) {
           new_a[d] = ca[d] + (ca[d] - x[d]) / (na - 1.0);
           new_j[d] = cj[d] + (x[d] - cj[d]) / (nj + 1.0);
@@ -593,12 +720,14 @@ void Restart<D>::hartigan(int max_passes, bool bounds_valid, bool converged, con
         --counts_[a];
         ++counts_[cand];
         labels_[i] = cand;
-        other_lb_[i] = 0.0f;  // its new cluster's bounds are unknown: examine it fully next pass
+        other_lb_[i] = 0.0f;  // unknown for its new cluster
         is_moved[a] = is_moved[cand] = 1;
         ++moves;
       }
-    if (g_trace) { std::int64_t nc=0; for (auto& c: candidates) nc += c.size(); std::fprintf(stderr, "  hartigan pass %d nmoved %zu cand %lld moves %lld  %.3f ms\n", pass, moved.size(), (long long)nc, (long long)moves, now_ms()-tp);}
     if (moves == 0) break;
+    // Slow sliding of many boundaries by tiny steps (dense regions) is not worth more passes.
+    sse -= gain;
+    if (gain < kHartiganTolerance * sse) break;
     moved.clear();
     for (int j = 0; j < k_; ++j)
       if (is_moved[j]) moved.push_back(j);
@@ -642,16 +771,13 @@ template <int D>
 Run Restart<D>::run(std::uint64_t seed, int max_iterations) {
   const std::size_t kd = static_cast<std::size_t>(k_) * dims();
   cf_.resize(kd);
-  ct_.resize(kd);
   chunk_sums_.assign(chunks_ * kd, 0.0);
   chunk_counts_.assign(chunks_ * k_, 0);
   labels_.assign(n_, -1);
   upper_.assign(n_, 0.0f);
   lower_.assign(n_, 0.0f);
-  double t0 = now_ms();
   seed_plus_plus(seed);
-  if (g_trace) std::fprintf(stderr, "seed %.3f ms\n", now_ms() - t0);
-  double t1 = now_ms();
+
   Moves mv;
   mv.by.assign(k_, 0.0f);
   bool full = true, converged = false;
@@ -659,10 +785,7 @@ Run Restart<D>::run(std::uint64_t seed, int max_iterations) {
   while (it < max_iterations) {
     set_centroid_views();
     ++it;
-    double ta = now_ms();
-    const std::int64_t ch_ = assign(full, mv);
-    if (g_trace && (it < 4 || it % 10 == 0)) std::fprintf(stderr, "  it %d changed %lld  %.3f ms tight %ld scans %ld  maxmove %g second %g\n", it, (long long)ch_, now_ms() - ta, g_tight, g_scans, mv.max, mv.second); g_tight = g_scans = 0;
-    if (ch_ == 0) {  // converged: the centroids are already the means of these labels
+    if (assign(full, mv) == 0) {  // converged: the centroids are already the means of these labels
       converged = true;
       break;
     }
@@ -681,9 +804,11 @@ Run Restart<D>::run(std::uint64_t seed, int max_iterations) {
       mv.by[j] = static_cast<float>(std::sqrt(sq_distance(centroid_f(j), centroid(j))) * (1.0 + 1e-5) + 1e-30);
     mv.set(k_);
   }
-  double t2 = now_ms();
-  hartigan(max_iterations, converged || !full, converged, mv);
-  if (g_trace) std::fprintf(stderr, "lloyd %.3f ms (%d it) hartigan %.3f ms total %.3f\n", t2 - t1, it, now_ms() - t2, now_ms() - t0);
+  // Hartigan starts from Lloyd's upper bounds: loosened by the last centroid update unless Lloyd converged, or
+  // unknown (+inf) when that update re-seeded a cluster.
+  if (!converged)
+    for (std::int64_t i = 0; i < n_; ++i) upper_[i] = full ? kInf : upper_[i] + mv.by[labels_[i]];
+  hartigan(max_iterations);
   Run r;
   r.iterations = it;
   r.inertia = inertia();
@@ -693,9 +818,9 @@ Run Restart<D>::run(std::uint64_t seed, int max_iterations) {
 }
 
 template <int D>
-Run run_restart(const float* pts, std::int64_t n, int dims, int k, bool parallel, std::uint64_t seed,
+Run run_restart(const float* pts, const float* soa, std::int64_t n, int dims, int k, bool parallel, std::uint64_t seed,
                 int max_iterations) {
-  return Restart<D>(pts, n, dims, k, parallel).run(seed, max_iterations);
+  return Restart<D>(pts, soa, n, dims, k, parallel).run(seed, max_iterations);
 }
 
 }  // namespace
@@ -720,7 +845,7 @@ KMeansResult kmeans(std::span<const float> points, int dims, const KMeansOptions
 
   const float* pts = points.data();
   const int k = static_cast<int>(count_distinct(pts, n, dims, opts.k));
-  auto* run_one = dims == 1 ? run_restart<1>
+  auto* run_one = dims == 1   ? run_restart<1>
                   : dims == 2 ? run_restart<2>
                   : dims == 3 ? run_restart<3>
                   : dims == 4 ? run_restart<4>
@@ -731,12 +856,15 @@ KMeansResult kmeans(std::span<const float> points, int dims, const KMeansOptions
   const bool big = n * k >= kParallelWork && omp_get_max_threads() > 1;
   const bool outer = big && opts.restarts > 1;
   const bool inner = big && !outer;
+  std::vector<float> soa(points.size());  // [dims, n]: the batched scans read coordinates this way
+  for (std::int64_t i = 0; i < n; ++i)
+    for (int d = 0; d < dims; ++d) soa[static_cast<std::size_t>(d) * n + i] = pts[i * dims + d];
   std::vector<Run> runs(opts.restarts);
   std::vector<std::exception_ptr> errors(opts.restarts);
 #pragma omp parallel for schedule(dynamic, 1) if (outer)
   for (int r = 0; r < opts.restarts; ++r) {
     try {
-      runs[r] = run_one(pts, n, dims, k, inner, restart_seed(opts.seed, r), opts.max_iterations);
+      runs[r] = run_one(pts, soa.data(), n, dims, k, inner, restart_seed(opts.seed, r), opts.max_iterations);
     } catch (...) {
       errors[r] = std::current_exception();
     }
