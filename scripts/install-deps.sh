@@ -6,7 +6,7 @@ SUDO=""
 if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
 PKGS=(
   build-essential cmake ninja-build pkg-config
-  libopenblas-dev libopenblas-openmp-dev nlohmann-json3-dev libpcre2-dev libcli11-dev
+  libopenblas-dev libopenblas-openmp-dev libdnnl-dev nlohmann-json3-dev libpcre2-dev libcli11-dev
   libhdf5-dev libssl-dev qt6-base-dev qt6-charts-dev
   libgtest-dev libgmock-dev
   python3

@@ -2,6 +2,7 @@
 #include <cmath>
 #include <random>
 
+#include "rptq/blas.h"
 #include "rptq/ops.h"
 #include "test_support.h"
 
@@ -169,3 +170,31 @@ TEST(LogSumExp, StableForLargeValues) {
 }
 
 }  // namespace
+
+// Both GEMM backends compute the same product as a plain double loop, for the transposes and leading dimensions
+// the engine uses (x * W^T with strided x; attention's NN/NT tiles).
+TEST(Blas, BackendsAgreeWithReference) {
+  std::vector<rptq::blas::GemmBackend> backends = {rptq::blas::GemmBackend::OpenBLAS};
+  if (rptq::blas::have_onednn()) backends.push_back(rptq::blas::GemmBackend::OneDNN);
+  const rptq::blas::GemmBackend saved = rptq::blas::gemm_backend();
+  const std::int64_t m = 37, n = 29, k = 53, lda = 60, ldb = 61, ldc = 33;
+  std::vector<float> a(static_cast<std::size_t>(m * lda)), b(static_cast<std::size_t>(61 * 61));
+  for (std::size_t i = 0; i < a.size(); ++i) a[i] = static_cast<float>((i * 7919) % 101) / 50.0f - 1.0f;
+  for (std::size_t i = 0; i < b.size(); ++i) b[i] = static_cast<float>((i * 104729) % 97) / 48.0f - 1.0f;
+  for (auto be : backends) {
+    rptq::blas::set_gemm_backend(be);
+    EXPECT_EQ(rptq::blas::gemm_backend(), be);
+    for (bool tb : {false, true}) {
+      std::vector<float> c(static_cast<std::size_t>(m * ldc), 1.0f);
+      rptq::blas::sgemm(false, tb, m, n, k, 0.5f, a.data(), lda, b.data(), ldb, 2.0f, c.data(), ldc);
+      for (std::int64_t i = 0; i < m; ++i)
+        for (std::int64_t j = 0; j < n; ++j) {
+          double ref = 2.0;
+          for (std::int64_t p = 0; p < k; ++p)
+            ref += 0.5 * a[i * lda + p] * (tb ? b[j * ldb + p] : b[p * ldb + j]);
+          ASSERT_NEAR(c[i * ldc + j], ref, 1e-4) << rptq::blas::gemm_backend_name(be) << " tb=" << tb;
+        }
+    }
+  }
+  rptq::blas::set_gemm_backend(saved);
+}

@@ -2,8 +2,14 @@
 
 #include <dlfcn.h>
 
+#include <atomic>
 #include <cstdlib>
+#include <cstring>
 #include <mutex>
+
+#ifdef RPTQ_HAVE_ONEDNN
+#include <dnnl.h>
+#endif
 #include <stdexcept>
 
 namespace rptq::blas {
@@ -89,8 +95,54 @@ std::string suggested_coretype() {
 #endif
 }
 
+bool have_onednn() {
+#ifdef RPTQ_HAVE_ONEDNN
+  return true;
+#else
+  return false;
+#endif
+}
+
+const char* gemm_backend_name(GemmBackend b) { return b == GemmBackend::OneDNN ? "onednn" : "openblas"; }
+
+namespace {
+GemmBackend default_backend() {
+  const char* env = std::getenv("RPTQ_GEMM");
+  if (env && std::strcmp(env, "openblas") == 0) return GemmBackend::OpenBLAS;
+  if (env && std::strcmp(env, "onednn") == 0 && !have_onednn())
+    throw std::runtime_error("RPTQ_GEMM=onednn, but this build of RPTQ has no oneDNN");
+  return have_onednn() ? GemmBackend::OneDNN : GemmBackend::OpenBLAS;
+}
+std::atomic<GemmBackend>& backend() {
+  static std::atomic<GemmBackend> b{default_backend()};
+  return b;
+}
+}  // namespace
+
+GemmBackend gemm_backend() { return backend().load(std::memory_order_relaxed); }
+
+void set_gemm_backend(GemmBackend b) {
+  if (b == GemmBackend::OneDNN && !have_onednn()) throw std::runtime_error("this build of RPTQ has no oneDNN");
+  backend().store(b, std::memory_order_relaxed);
+}
+
 void sgemm(bool trans_a, bool trans_b, std::int64_t m, std::int64_t n, std::int64_t k, float alpha, const float* a,
            std::int64_t lda, const float* b, std::int64_t ldb, float beta, float* c, std::int64_t ldc) {
+#ifdef RPTQ_HAVE_ONEDNN
+  if (gemm_backend() == GemmBackend::OneDNN) {
+    // dnnl_sgemm is row-major with the same argument order as cblas_sgemm(RowMajor, ...).
+    const dnnl_status_t st = dnnl_sgemm(trans_a ? 'T' : 'N', trans_b ? 'T' : 'N', m, n, k, alpha, a, lda, b, ldb,
+                                        beta, c, ldc);
+    if (st != dnnl_success) throw std::runtime_error("oneDNN sgemm failed (status " + std::to_string(st) + ")");
+    return;
+  }
+#endif
+  sgemm_openblas(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+}
+
+void sgemm_openblas(bool trans_a, bool trans_b, std::int64_t m, std::int64_t n, std::int64_t k, float alpha,
+                    const float* a, std::int64_t lda, const float* b, std::int64_t ldb, float beta, float* c,
+                    std::int64_t ldc) {
   library().sgemm(kRowMajor, trans_a ? kTrans : kNoTrans, trans_b ? kTrans : kNoTrans, static_cast<int>(m),
                   static_cast<int>(n), static_cast<int>(k), alpha, a, static_cast<int>(lda), b, static_cast<int>(ldb),
                   beta, c, static_cast<int>(ldc));

@@ -10,9 +10,23 @@
 
 namespace rptq::blas {
 
-// Row-major C[m, n] = alpha * op(A)[m, k] * op(B)[k, n] + beta * C.
+// The library behind sgemm(): oneDNN when RPTQ was built with it (Debian's libdnnl: JIT kernels chosen from the
+// CPU's instruction sets, 5-15% faster than OpenBLAS 0.3.21 on the forward pass's shapes, bench/README.md), else
+// OpenBLAS. RPTQ_GEMM=openblas|onednn in the environment overrides the default. LAPACK always comes from OpenBLAS.
+enum class GemmBackend { OpenBLAS, OneDNN };
+GemmBackend gemm_backend();
+void set_gemm_backend(GemmBackend b);  // throws std::runtime_error for oneDNN when it is not compiled in
+bool have_onednn();
+const char* gemm_backend_name(GemmBackend b);  // "openblas", "onednn"
+
+// Row-major C[m, n] = alpha * op(A)[m, k] * op(B)[k, n] + beta * C, on the active backend.
 void sgemm(bool trans_a, bool trans_b, std::int64_t m, std::int64_t n, std::int64_t k, float alpha, const float* a,
            std::int64_t lda, const float* b, std::int64_t ldb, float beta, float* c, std::int64_t ldc);
+
+// The same, always through OpenBLAS (the benchmarks' sgemm ceiling).
+void sgemm_openblas(bool trans_a, bool trans_b, std::int64_t m, std::int64_t n, std::int64_t k, float alpha,
+                    const float* a, std::int64_t lda, const float* b, std::int64_t ldb, float beta, float* c,
+                    std::int64_t ldc);
 
 void set_num_threads(int n);
 
