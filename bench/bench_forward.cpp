@@ -107,6 +107,12 @@ Args parse_args(int argc, char** argv) {
 
 // The OpenBLAS rptq::blas loads (with the kernels it chooses): the sgemm ceiling is always measured with it; the
 // forward pass's GEMMs run on the active backend (oneDNN when built with it, or RPTQ_GEMM=openblas), named here too.
+// "rptq" on the default GEMM backend; "rptq/openblas" (or "rptq/onednn") when RPTQ_GEMM chose one.
+std::string engine_name() {
+  return std::getenv("RPTQ_GEMM") ? std::string("rptq/") + rptq::blas::gemm_backend_name(rptq::blas::gemm_backend())
+                                  : std::string("rptq");
+}
+
 json openblas_info() {
   const rptq::blas::Info i = rptq::blas::info();
   return {{"library", i.library},
@@ -481,7 +487,7 @@ int main(int argc, char** argv) {
     const double med = median(times), best = min_of(times);
     json fwd = common;
     fwd.update({{"kind", "forward"},
-                {"engine", "rptq"},
+                {"engine", engine_name()},
                 {"load_s", load_s},
                 {"warmup", a.warmup},
                 {"repeats", a.repeats},
@@ -583,6 +589,7 @@ int main(int argc, char** argv) {
     const double gf_med = fl.total() / med * 1e-9;
     json sum = common;
     sum.update({{"kind", "summary"},
+                {"engine", engine_name()},
                 {"tokens_per_s_median", ntok / med},
                 {"forward_gflops_median", gf_med},
                 {"forward_gflops_best", fl.total() / best * 1e-9},

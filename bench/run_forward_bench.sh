@@ -66,6 +66,7 @@ else:
     print("none | no OpenBLAS loaded by torch |")
 '
 rptq_core=$(env -u OPENBLAS_CORETYPE "$BENCH" --print-config | sed -n 's/.*"corename":"\([^"]*\)".*/\1/p')
+rptq_backend=$("$BENCH" --print-config | sed -n 's/.*"forward_gemm_backend":"\([^"]*\)".*/\1/p')
 torch_core=$(env -u OPENBLAS_CORETYPE "$PYTHON" -c "$torch_openblas_py" | cut -d' ' -f1)
 if [[ -z ${RPTQ_BENCH_CORETYPES:-} ]]; then
   RPTQ_BENCH_CORETYPES=default
@@ -163,6 +164,13 @@ for core in $RPTQ_BENCH_CORETYPES; do
       with_core "$core" "$BENCH" "$model" --seqlen $SEQLEN --batch $BATCH --threads "$t" --repeats "$REPEATS" \
         --warmup "$WARMUP" --profile --label "$label"
       after
+      if [[ $rptq_backend != openblas ]]; then
+        # The same binary with its GEMMs on OpenBLAS, for comparison.
+        marker "\"coretype\":\"$core\",\"model\":\"$label\",\"threads\":$t,\"engine\":\"rptq/openblas\""
+        with_core "$core" env RPTQ_GEMM=openblas "$BENCH" "$model" --seqlen $SEQLEN --batch $BATCH --threads "$t" \
+          --repeats "$REPEATS" --warmup "$WARMUP" --no-ceiling --label "$label"
+        after
+      fi
       marker "\"coretype\":\"$core\",\"model\":\"$label\",\"threads\":$t,\"engine\":\"torch\""
       with_core "$core" env -u OMP_WAIT_POLICY "$PYTHON" "$REPO/bench/torch_forward.py" "$model" --seqlen $SEQLEN \
         --batch $BATCH --threads "$t" --repeats "$REPEATS" --warmup "$WARMUP" --label "$label"

@@ -53,7 +53,7 @@ def parse(path):
                 "waited": run.get("waited_for_quiet_s")}
         if kind == "forward":
             r[engine] = j
-        else:
+        elif engine == "rptq":
             r["summary"] = j
     return rows, order, checks
 
@@ -104,11 +104,13 @@ def main(path):
     print("\n## Forward pass, batch 1 x seqlen 512 (median of the timed repeats)\n")
     print("torch = PyTorch eager fp32 as launched by default; torch/P = the same with OMP_WAIT_POLICY=PASSIVE "
           "(multi-threaded runs only). The speed-up goal is judged against the faster of the two.\n")
-    print("| OpenBLAS core | model | threads | rptq s | rptq tok/s | torch tok/s | torch/P tok/s | rptq / faster torch "
+    print("rptq runs its GEMMs on its default backend (oneDNN when built with it); rptq/openblas is the same binary "
+          "with RPTQ_GEMM=openblas, for comparison (not judged).\n")
+    print("| OpenBLAS core | model | threads | rptq s | rptq tok/s | rptq/openblas tok/s | torch tok/s | torch/P tok/s | rptq / faster torch "
           f"(goal >= {GOAL_SPEEDUP}) | rptq GFLOP/s median (best) | sgemm ceiling GFLOP/s | % of ceiling, median "
           f"(best) forward (goal >= {100 * GOAL_CEILING:.0f}%) | shape-matched sgemm GFLOP/s | % of shape-matched, "
           "median (best) | CPU busy/steal % in the second before -> after each run (rptq; torch; torch/P) |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for key in order:
         core, model, threads = key
         r = rows[key]
@@ -117,7 +119,9 @@ def main(path):
             continue
         torch = r.get("torch")
         passive = r.get("torch OMP_WAIT_POLICY=PASSIVE")
+        alt = r.get("rptq/openblas")
         cells = [core, model, str(threads), f"{ours['median_s']:.4f}", f"{ours['tokens_per_s_median']:.0f}",
+                 f"{alt['tokens_per_s_median']:.0f}" if alt else "-",
                  f"{torch['tokens_per_s_median']:.0f}" if torch else "-",
                  f"{passive['tokens_per_s_median']:.0f}" if passive else "-"]
         speed = speedup(r)
