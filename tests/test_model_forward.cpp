@@ -12,14 +12,7 @@ namespace {
 
 using rptq::test::shared_dir;
 
-std::vector<std::int32_t> some_ids(std::int64_t n, std::int32_t vocab, std::uint32_t seed) {
-  std::vector<std::int32_t> ids(static_cast<std::size_t>(n));
-  for (auto& id : ids) {
-    seed = seed * 1664525u + 1013904223u;
-    id = static_cast<std::int32_t>((seed >> 8) % static_cast<std::uint32_t>(vocab));
-  }
-  return ids;
-}
+using rptq::test::some_ids;
 
 float max_diff(const float* a, const float* b, std::int64_t n) {
   float e = 0;

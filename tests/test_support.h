@@ -35,6 +35,16 @@ inline void write_file(const std::filesystem::path& p, const std::string& bytes)
   f.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
 }
 
+// n seeded pseudo-random token ids in [0, vocab) (an LCG: the same ids on every platform).
+inline std::vector<std::int32_t> some_ids(std::int64_t n, std::int32_t vocab, std::uint32_t seed) {
+  std::vector<std::int32_t> ids(static_cast<std::size_t>(n));
+  for (auto& id : ids) {
+    seed = seed * 1664525u + 1013904223u;
+    id = static_cast<std::int32_t>((seed >> 8) % static_cast<std::uint32_t>(vocab));
+  }
+  return ids;
+}
+
 }  // namespace rptq::test
 
 // Skips the test (with the reason) when ../shared is not beside the checkout.

@@ -4,7 +4,10 @@
 
 #include <chrono>
 #include <cstdint>
+#include <memory>
 #include <string>
+
+#include "rptq/model.h"
 
 namespace rptq::cli {
 
@@ -35,5 +38,8 @@ class Progress {
 };
 
 std::string human_bytes(std::uint64_t bytes);  // "31.0 MiB"
+
+// Model::load with a "loading" progress bar.
+std::unique_ptr<Model> load_model(const std::string& dir);
 
 }  // namespace rptq::cli

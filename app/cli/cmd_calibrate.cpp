@@ -32,16 +32,7 @@ void run_calibrate(const CalibrateArgs& a) {
   const std::string text = read_text_file(a.data);
   auto tok = Tokenizer::load(a.model);
   const auto ids = tok->encode(text, true);
-  std::unique_ptr<Model> model;
-  {
-    Progress p("loading");
-    LoadOptions lo;
-    lo.progress = [&](double f, const std::string&) {
-      p.update(f * 100.0, 100.0, "%");
-      return true;
-    };
-    model = Model::load(a.model, lo);
-  }
+  std::unique_ptr<Model> model = load_model(a.model);
   // Reference: 2048-token windows, shortened to what the model's positions allow.
   cs.seqlen = a.seqlen > 0 ? a.seqlen : std::min<std::int64_t>(2048, model->config().max_positions);
   Progress p("calibrating");

@@ -25,7 +25,7 @@ void run_compare(const CompareArgs& a) {
   const std::string text = read_text_file(a.data);
   auto tok = Tokenizer::load(a.model);
   const auto ids = tok->encode(text, true);
-  auto fp = Model::load(a.model);
+  auto fp = load_model(a.model);
   auto q = load_and_quantize(a.model, a.quant);
   PerplexityOptions po;
   po.seqlen = a.seqlen > 0 ? a.seqlen : std::min<std::int64_t>(2048, fp->config().max_positions);

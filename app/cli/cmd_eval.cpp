@@ -37,13 +37,7 @@ void run_eval(const EvalArgs& a) {
     quantized = load_and_quantize(a.model, a.quant);
     hook = quantized->hook();
   } else {
-    Progress p("loading");
-    LoadOptions lo;
-    lo.progress = [&](double f, const std::string&) {
-      p.update(f * 100.0, 100.0, "%");
-      return true;
-    };
-    model = Model::load(a.model, lo);
+    model = load_model(a.model);
   }
   const Model& m = quantized ? quantized->model() : *model;
   PerplexityOptions po;

@@ -27,7 +27,7 @@ void run_generate(const GenerateArgs& a) {
   std::unique_ptr<Model> fp_model;
   std::unique_ptr<QuantizedModel> quantized;
   if (a.quant.stats.empty())
-    fp_model = Model::load(a.model);
+    fp_model = load_model(a.model);
   else
     quantized = load_and_quantize(a.model, a.quant);
   const Model* model = quantized ? &quantized->model() : fp_model.get();

@@ -50,4 +50,14 @@ std::string human_bytes(std::uint64_t bytes) {
   return buf;
 }
 
+std::unique_ptr<Model> load_model(const std::string& dir) {
+  Progress p("loading");
+  LoadOptions lo;
+  lo.progress = [&](double f, const std::string&) {
+    p.update(f * 100.0, 100.0, "%");
+    return true;
+  };
+  return Model::load(dir, lo);
+}
+
 }  // namespace rptq::cli

@@ -70,7 +70,7 @@ std::unique_ptr<QuantizedModel> load_and_quantize(const std::string& model_dir, 
                                                   ChannelStats* stats_out) {
   const QuantConfig cfg = build_quant_config(a);
   ChannelStats stats = load_stats(a.stats);
-  auto model = Model::load(model_dir);
+  auto model = load_model(model_dir);
   check_stats_match(stats, model->config(), a.stats);
   QuantizeOptions o = build_quantize_options(a, stats);
   Progress p("quantizing");

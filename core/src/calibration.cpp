@@ -229,11 +229,8 @@ ChannelStats calibrate(const Model& model, const std::string& model_dir, std::sp
 
 // ---------------------------------------------------------------------------------------------------------------
 
-std::string sha256_hex(std::string_view bytes) {
-  unsigned char md[EVP_MAX_MD_SIZE];
-  unsigned int len = 0;
-  if (!EVP_Digest(bytes.data(), bytes.size(), md, &len, EVP_sha256(), nullptr))
-    throw std::runtime_error("SHA-256 failed (OpenSSL)");
+namespace {
+std::string to_hex(const unsigned char* md, unsigned int len) {
   static const char* hex = "0123456789abcdef";
   std::string out;
   for (unsigned int i = 0; i < len; ++i) {
@@ -241,6 +238,15 @@ std::string sha256_hex(std::string_view bytes) {
     out += hex[md[i] & 15];
   }
   return out;
+}
+}  // namespace
+
+std::string sha256_hex(std::string_view bytes) {
+  unsigned char md[EVP_MAX_MD_SIZE];
+  unsigned int len = 0;
+  if (!EVP_Digest(bytes.data(), bytes.size(), md, &len, EVP_sha256(), nullptr))
+    throw std::runtime_error("SHA-256 failed (OpenSSL)");
+  return to_hex(md, len);
 }
 
 std::string sha256_file(const std::string& path) {
@@ -264,13 +270,7 @@ std::string sha256_file(const std::string& path) {
   unsigned int len = 0;
   EVP_DigestFinal_ex(ctx, md, &len);
   EVP_MD_CTX_free(ctx);
-  static const char* hex = "0123456789abcdef";
-  std::string out;
-  for (unsigned int i = 0; i < len; ++i) {
-    out += hex[md[i] >> 4];
-    out += hex[md[i] & 15];
-  }
-  return out;
+  return to_hex(md, len);
 }
 
 }  // namespace rptq

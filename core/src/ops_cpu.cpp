@@ -6,22 +6,14 @@
 #include <cstring>
 #include <vector>
 
+#include "cpu_dispatch.h"
 #include "rptq/blas.h"
 #include "rptq/ops.h"
 
 namespace rptq::ops {
 
 namespace {
-// Parallelise row loops only when there is enough work to pay for waking the thread pool.
-constexpr std::int64_t kParallelElements = 1 << 14;
-
-// Hot row kernels are compiled for baseline x86-64 and for AVX2 / AVX-512, chosen at load time (ifunc), so a
-// portable binary still uses the vector width of the machine it runs on.
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
-#define RPTQ_VECTOR_CLONES __attribute__((target_clones("default", "arch=x86-64-v3", "arch=x86-64-v4")))
-#else
-#define RPTQ_VECTOR_CLONES
-#endif
+using cpu::kParallelElements;
 
 // exp(x) for x <= 0 (softmax and log-sum-exp arguments after subtracting the maximum), written so GCC vectorises
 // it: exp(x) = 2^k * exp(r), r = x - k ln2 in [-ln2/2, ln2/2], exp(r) by a degree-6 Taylor polynomial. Relative

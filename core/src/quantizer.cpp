@@ -7,19 +7,13 @@
 #include <limits>
 #include <string>
 
+#include "cpu_dispatch.h"
 #include "rptq/error.h"
 
 namespace rptq {
 
 namespace {
-// Parallelise row loops only when there is enough work to pay for waking the thread pool.
-constexpr std::int64_t kParallelElements = 1 << 14;
-
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
-#define RPTQ_VECTOR_CLONES __attribute__((target_clones("default", "arch=x86-64-v3", "arch=x86-64-v4")))
-#else
-#define RPTQ_VECTOR_CLONES
-#endif
+using cpu::kParallelElements;
 
 // One quantizer in the form the inner loops use: the code range as floats, so a row is quantized and
 // dequantized without leaving float registers.
