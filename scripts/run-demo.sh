@@ -1,13 +1,24 @@
 #!/usr/bin/env bash
-# Sets up a fresh Debian machine (packages), builds, and runs RPTQ Workbench's main job on the embedded demo model:
-# a description of the model, a generated story, and the model's perplexity on the bundled stories.
+# Sets up a fresh Debian machine (packages), builds, and runs RPTQ Workbench's main job on the embedded demo models:
+# a description of the model, a generated story and its perplexity, then RPTQ itself: calibrate, look at one
+# layer's channel clusters, compare the FP and W4A8 models, and generate with a 4-bit packed KV cache.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install-deps.sh
 scripts/build.sh
+RPTQ=build/app/rptq
 MODEL=resources/models/stories260k
-build/app/rptq inspect "$MODEL"
+STORIES=resources/data/stories.txt
+$RPTQ inspect "$MODEL"
 echo
-build/app/rptq generate "$MODEL" --prompt "Once upon a time" --max-new-tokens 120
+$RPTQ generate "$MODEL" --prompt "Once upon a time" --max-new-tokens 120
 echo
-build/app/rptq eval "$MODEL" --data resources/data/stories.txt --seqlen 128
+$RPTQ eval "$MODEL" --data "$STORIES" --seqlen 128
+echo
+STATS=$(mktemp -d)/stories260k-stats.h5
+$RPTQ calibrate "$MODEL" --data "$STORIES" --samples 16 --seqlen 128 --out "$STATS"
+$RPTQ clusters "$STATS" --layer 2 --tap R5 --k 4 | head -6
+echo "..."
+$RPTQ compare "$MODEL" --stats "$STATS" --preset W4A8 --data "$STORIES" --seqlen 128
+echo
+$RPTQ generate "$MODEL" --stats "$STATS" --preset W4A4KV --prompt "Once upon a time" --max-new-tokens 120
