@@ -6,6 +6,7 @@
 #include "rptq/calibration.h"
 #include "rptq/compare.h"
 #include "rptq/error.h"
+#include "rptq/generate.h"
 #include "rptq/quantize.h"
 #include "rptq/tokenizer.h"
 #include "test_support.h"
@@ -187,5 +188,73 @@ TEST(CompareModels, KlFromLogitsByHand) {
   EXPECT_NEAR(rptq::kl_from_logits(p, p, 3, &same), 0.0, 1e-7);
   EXPECT_TRUE(same);
 }
+
+}  // namespace
+
+namespace {
+
+// The architecture variants (tests/data/variants: GQA, biases, explicit head_dim, sliding window, post-LN OPT with
+// project_in/out, LayerNorm without affine weights): the reorder fusion keeps their logits, and W4A4 and the packed
+// KV cache run on each. Calibration on seeded random ids; nothing from ../shared needed.
+class VariantQuantize : public ::testing::TestWithParam<const char*> {};
+
+TEST_P(VariantQuantize, ReorderKeepsLogitsAndPresetsRun) {
+  const auto dir = std::filesystem::path(RPTQ_RESOURCES_DIR).parent_path() / "tests/data/variants" / GetParam();
+  auto fp = rptq::Model::load(dir);
+  const auto& cfg = fp->config();
+  const auto text = rptq::test::some_ids(400, static_cast<std::int32_t>(cfg.vocab), 17);
+  rptq::CalibrationSettings cs;
+  cs.samples = 3;
+  cs.seqlen = 32;
+  const rptq::ChannelStats stats = rptq::calibrate(*fp, dir.string(), text, "", "", cs);
+  const auto ids = rptq::test::some_ids(40, static_cast<std::int32_t>(cfg.vocab), 5);
+  const rptq::Tensor ref = fp->forward(ids, 1);
+
+  rptq::QuantizeOptions ro;
+  ro.reorder_only = true;
+  rptq::QuantConfig small;
+  rptq::parse_clusters("R1=4,R2=2,R3=2,R4=4,R5=4", small);
+  auto r = rptq::quantize(rptq::Model::load(dir), stats, small, ro);
+  const rptq::Tensor got = r->model().forward(ids, 1, nullptr, r->hook());
+  double d = 0, m = 0;
+  for (std::int64_t i = 0; i < ref.numel(); ++i) {
+    d = std::max(d, static_cast<double>(std::abs(got[i] - ref[i])));
+    m = std::max(m, static_cast<double>(std::abs(ref[i])));
+  }
+  EXPECT_LT(d / m, 1e-5);
+  int permuted = 0;
+  for (int l = 0; l < r->layers(); ++l)
+    for (int i = 1; i <= 5; ++i) permuted += r->layer(l).reorder.index(i).is_identity() ? 0 : 1;
+  EXPECT_GE(permuted, r->layers() * (cfg.pre_layer_norm ? 4 : 2));
+
+  for (const char* preset : {"W4A4", "W4A3KV"}) {
+    rptq::QuantConfig qc = rptq::QuantConfig::preset(preset);
+    rptq::parse_clusters("R1=4,R2=2,R3=2,R4=4,R5=4", qc);
+    auto q = rptq::quantize(rptq::Model::load(dir), stats, qc);
+    rptq::PerplexityOptions po;
+    po.seqlen = 40;
+    const auto res = rptq::compare_models(*fp, nullptr, q->model(), q->hook(), ids, po);
+    EXPECT_TRUE(std::isfinite(res.q.ppl)) << preset;
+    EXPECT_GT(res.kl, 0.0) << preset;
+    rptq::GenerateOptions go;
+    go.max_new_tokens = 8;
+    go.stop_at_eos = false;
+    const auto plain = rptq::generate(q->model(), std::span(ids).first(10), go, {}, q->hook());
+    go.kv_quant = q->kv_quantization();
+    const auto packed = rptq::generate(q->model(), std::span(ids).first(10), go, {}, q->hook());
+    EXPECT_EQ(plain.tokens, packed.tokens) << preset;
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Variants, VariantQuantize,
+                         ::testing::Values("llama-untied-bias", "llama-bf16-sharded", "mistral-window",
+                                           "mistral-head-dim", "qwen2-tied", "opt-350m-style", "opt-prefix-free",
+                                           "opt-gelu-noaffine", "opt-gelu-new"),
+                         [](const auto& info) {
+                           std::string n = info.param;
+                           for (char& c : n)
+                             if (c == '-') c = '_';
+                           return n;
+                         });
 
 }  // namespace
