@@ -17,7 +17,8 @@ $RPTQ eval "$MODEL" --data "$STORIES" --seqlen 128
 echo
 STATS=$(mktemp -d)/stories260k-stats.h5
 $RPTQ calibrate "$MODEL" --data "$STORIES" --samples 16 --seqlen 128 --out "$STATS"
-$RPTQ clusters "$STATS" --layer 2 --tap R5 --k 4 | head -6
+$RPTQ clusters "$STATS" --layer 2 --tap R5 --k 4 > "$STATS.clusters.txt"
+head -6 "$STATS.clusters.txt"
 echo "..."
 $RPTQ compare "$MODEL" --stats "$STATS" --preset W4A8 --data "$STORIES" --seqlen 128
 echo
