@@ -6,6 +6,11 @@
 
 namespace rptq {
 
+// Per-channel copies of one side's cluster parameters, so packing and unpacking are flat vectorisable loops.
+struct KvChannelParams {
+  std::vector<float> scale, inv_scale, zero;
+  int bits = 0;
+};
 namespace {
 void check_side(const KvSideQuantization& q, std::int64_t kv_dim, const char* what, std::size_t layer) {
   const std::string where = std::string("KV cache quantization, layer ") + std::to_string(layer) + " " + what + ": ";
@@ -16,28 +21,31 @@ void check_side(const KvSideQuantization& q, std::int64_t kv_dim, const char* wh
     throw InputError(where + "one scale and zero point per cluster needed");
 }
 
-void pack_row(const KvSideQuantization& q, const float* x, std::int64_t n, std::uint8_t* codes, std::uint8_t* out) {
-  const std::int32_t lo = -(1 << (q.bits - 1)), hi = (1 << (q.bits - 1)) - 1;
-  for (std::size_t c = 0; c + 1 < q.boundaries.size(); ++c) {
-    const float inv = 1.0f / q.scale[c], zp = q.zero_point[c];
-    for (std::int64_t j = q.boundaries[c]; j < q.boundaries[c + 1]; ++j) {
-      std::int32_t code = static_cast<std::int32_t>(std::nearbyint(x[j] * inv + zp));
-      code = code < lo ? lo : code > hi ? hi : code;
-      codes[j] = static_cast<std::uint8_t>(code - lo);  // stored unsigned: code + 2^(bits-1)
+KvChannelParams expand(const KvSideQuantization& q, std::int64_t n) {
+  KvChannelParams c;
+  c.bits = q.bits;
+  c.scale.resize(static_cast<std::size_t>(n));
+  c.inv_scale.resize(static_cast<std::size_t>(n));
+  c.zero.resize(static_cast<std::size_t>(n));
+  for (std::size_t k = 0; k + 1 < q.boundaries.size(); ++k)
+    for (std::int64_t j = q.boundaries[k]; j < q.boundaries[k + 1]; ++j) {
+      c.scale[static_cast<std::size_t>(j)] = q.scale[k];
+      c.inv_scale[static_cast<std::size_t>(j)] = 1.0f / q.scale[k];
+      c.zero[static_cast<std::size_t>(j)] = q.zero_point[k];
     }
+  return c;
+}
+
+void pack_row(const KvChannelParams& q, const float* x, std::int64_t n, std::uint8_t* codes, std::uint8_t* out) {
+  const float lo = static_cast<float>(-(1 << (q.bits - 1))), hi = static_cast<float>((1 << (q.bits - 1)) - 1);
+  for (std::int64_t j = 0; j < n; ++j) {
+    float code = std::nearbyint(x[j] * q.inv_scale[static_cast<std::size_t>(j)] + q.zero[static_cast<std::size_t>(j)]);
+    code = code < lo ? lo : code > hi ? hi : code;
+    codes[j] = static_cast<std::uint8_t>(static_cast<std::int32_t>(code - lo));  // stored unsigned: code + 2^(bits-1)
   }
   pack_bits(codes, n, q.bits, out);
 }
 
-void unpack_row(const KvSideQuantization& q, const std::uint8_t* in, std::int64_t n, std::uint8_t* codes, float* x) {
-  unpack_bits(in, n, q.bits, codes);
-  const std::int32_t lo = -(1 << (q.bits - 1));
-  for (std::size_t c = 0; c + 1 < q.boundaries.size(); ++c) {
-    const float s = q.scale[c], zp = q.zero_point[c];
-    for (std::int64_t j = q.boundaries[c]; j < q.boundaries[c + 1]; ++j)
-      x[j] = (static_cast<float>(static_cast<std::int32_t>(codes[j]) + lo) - zp) * s;
-  }
-}
 }  // namespace
 
 KvCache::KvCache(const ModelConfig& cfg, std::int64_t batch, std::int64_t capacity,
@@ -60,6 +68,10 @@ KvCache::KvCache(const ModelConfig& cfg, std::int64_t batch, std::int64_t capaci
     if (l == 0) kbits = quant_->k[l].bits, vbits = quant_->v[l].bits;
     if (quant_->k[l].bits != kbits || quant_->v[l].bits != vbits)
       throw InputError("KV cache quantization: every layer must use the same K and V bits");
+  }
+  for (std::size_t l = 0; l < quant_->k.size(); ++l) {
+    kp_.push_back(std::make_shared<KvChannelParams>(expand(quant_->k[l], kv_dim_)));
+    vp_.push_back(std::make_shared<KvChannelParams>(expand(quant_->v[l], kv_dim_)));
   }
   k_row_bytes_ = packed_bytes(kv_dim_, kbits);
   v_row_bytes_ = packed_bytes(kv_dim_, vbits);
@@ -88,8 +100,8 @@ std::size_t KvCache::fp16_bytes() const {
 
 void KvCache::store(int layer, const float* k, const float* v, std::int64_t seq, std::int64_t past) {
   if (!quant_) throw std::logic_error("KvCache::store on a float cache");
-  const auto& qk = quant_->k[static_cast<std::size_t>(layer)];
-  const auto& qv = quant_->v[static_cast<std::size_t>(layer)];
+  const KvChannelParams& qk = *kp_[static_cast<std::size_t>(layer)];
+  const KvChannelParams& qv = *vp_[static_cast<std::size_t>(layer)];
   std::vector<std::uint8_t> codes(static_cast<std::size_t>(kv_dim_));
   for (std::int64_t b = 0; b < batch_; ++b)
     for (std::int64_t t = 0; t < seq; ++t) {
@@ -101,20 +113,48 @@ void KvCache::store(int layer, const float* k, const float* v, std::int64_t seq,
     }
 }
 
+namespace {
+// Rows [0, len) of one sequence: when rows are whole bytes with no padding (kv_dim * bits % 8 == 0) they form one
+// bit stream, unpacked in one call; then a flat per-channel dequantization per row.
+void load_side(const KvChannelParams& q, const std::uint8_t* rows, std::size_t row_bytes, std::int64_t len,
+               std::int64_t n, std::vector<std::uint8_t>& codes, float* out) {
+  const float lo = static_cast<float>(-(1 << (q.bits - 1)));
+  const float* s = q.scale.data();
+  const float* z = q.zero.data();
+  codes.resize(static_cast<std::size_t>(len * n));
+  if (static_cast<std::size_t>(n * q.bits) == row_bytes * 8) {
+    unpack_bits(rows, len * n, q.bits, codes.data());
+  } else {
+    for (std::int64_t t = 0; t < len; ++t) unpack_bits(rows + t * row_bytes, n, q.bits, codes.data() + t * n);
+  }
+  for (std::int64_t t = 0; t < len; ++t) {
+    const std::uint8_t* c = codes.data() + t * n;
+    float* x = out + t * n;
+#pragma omp simd
+    for (std::int64_t j = 0; j < n; ++j) x[j] = (static_cast<float>(c[j]) + lo - z[j]) * s[j];
+  }
+}
+}  // namespace
+
 void KvCache::load(int layer, std::int64_t len, float* k, float* v) const {
   if (!quant_) throw std::logic_error("KvCache::load on a float cache");
-  const auto& qk = quant_->k[static_cast<std::size_t>(layer)];
-  const auto& qv = quant_->v[static_cast<std::size_t>(layer)];
-#pragma omp parallel if (batch_ * len * kv_dim_ > (1 << 15))
+  const KvChannelParams& qk = *kp_[static_cast<std::size_t>(layer)];
+  const KvChannelParams& qv = *vp_[static_cast<std::size_t>(layer)];
+  const auto& kq = kq_[static_cast<std::size_t>(layer)];
+  const auto& vq = vq_[static_cast<std::size_t>(layer)];
+  // One task per (sequence, K or V).
+#pragma omp parallel if (batch_ * len * kv_dim_ > (1 << 16))
   {
-    std::vector<std::uint8_t> codes(static_cast<std::size_t>(kv_dim_));
+    std::vector<std::uint8_t> codes;
 #pragma omp for schedule(static)
-    for (std::int64_t i = 0; i < batch_ * len; ++i) {
-      const std::int64_t b = i / len, t = i % len, row = b * capacity_ + t;
-      unpack_row(qk, kq_[static_cast<std::size_t>(layer)].data() + static_cast<std::size_t>(row) * k_row_bytes_,
-                 kv_dim_, codes.data(), k + i * kv_dim_);
-      unpack_row(qv, vq_[static_cast<std::size_t>(layer)].data() + static_cast<std::size_t>(row) * v_row_bytes_,
-                 kv_dim_, codes.data(), v + i * kv_dim_);
+    for (std::int64_t i = 0; i < 2 * batch_; ++i) {
+      const std::int64_t b = i / 2;
+      if (i % 2 == 0)
+        load_side(qk, kq.data() + static_cast<std::size_t>(b * capacity_) * k_row_bytes_, k_row_bytes_, len, kv_dim_,
+                  codes, k + b * len * kv_dim_);
+      else
+        load_side(qv, vq.data() + static_cast<std::size_t>(b * capacity_) * v_row_bytes_, v_row_bytes_, len, kv_dim_,
+                  codes, v + b * len * kv_dim_);
     }
   }
 }

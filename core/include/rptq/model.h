@@ -70,6 +70,7 @@ struct KvSideQuantization {
 struct KvQuantization {
   std::vector<KvSideQuantization> k, v;  // per layer
 };
+struct KvChannelParams;  // kv_cache.cpp
 
 // The keys and values of the tokens seen so far, per layer, for incremental generation. Float32, or packed
 // codes when made with a KvQuantization (then attention reads each layer's K/V dequantized into a scratch buffer).
@@ -104,6 +105,7 @@ class KvCache {
   std::shared_ptr<const KvQuantization> quant_;
   std::size_t k_row_bytes_ = 0, v_row_bytes_ = 0;
   std::vector<std::vector<std::uint8_t>> kq_, vq_;  // per layer: [batch, capacity, row bytes]
+  std::vector<std::shared_ptr<const KvChannelParams>> kp_, vp_;  // per layer: parameters expanded per channel
 };
 
 struct LoadOptions {
@@ -143,6 +145,17 @@ class Model {
 
   DecoderLayerWeights& layer(int i) { return layers_.at(static_cast<std::size_t>(i)); }
   const DecoderLayerWeights& layer(int i) const { return layers_.at(static_cast<std::size_t>(i)); }
+  // The weights outside the decoder layers, read-only (for export); a tensor the architecture lacks is empty.
+  struct OuterWeights {
+    const Tensor& embed_tokens;
+    const Tensor& embed_positions;                 // OPT
+    const LinearWeights &project_in, &project_out;  // OPT when word_embed_proj_dim != hidden
+    const NormWeights& final_norm;
+    const Tensor& lm_head;  // empty when tied to embed_tokens
+  };
+  OuterWeights outer_weights() const {
+    return {embed_tokens_, embed_positions_, project_in_, project_out_, final_norm_, lm_head_};
+  }
 
   // Weight bytes held in memory (float32).
   std::size_t weight_bytes() const;
