@@ -9,7 +9,7 @@ PKGS=(
   libopenblas-dev libopenblas-openmp-dev libdnnl-dev nlohmann-json3-dev libpcre2-dev libcli11-dev
   libhdf5-dev libssl-dev qt6-base-dev qt6-charts-dev
   libgtest-dev libgmock-dev
-  python3
+  python3 python3-h5py python3-numpy
 )
 if [ "${1:-}" = "--bench" ]; then PKGS+=(python3-torch python3-numpy); fi
 export DEBIAN_FRONTEND=noninteractive

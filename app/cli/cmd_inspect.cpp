@@ -4,6 +4,7 @@
 
 #include "cli.h"
 #include "rptq/model_info.h"
+#include "rptq/qcheckpoint.h"
 
 namespace rptq::cli {
 
@@ -13,7 +14,57 @@ struct InspectArgs {
   bool json = false;
 };
 
+// An RPTQ checkpoint: what was quantized how, and the packed bytes of the linear layers beside their FP16 size.
+void inspect_quantized(const InspectArgs& a) {
+  const CheckpointInfo c = inspect_checkpoint(a.model);
+  const double ratio = c.linear_fp16_bytes
+                           ? static_cast<double>(c.linear_packed_bytes + c.linear_param_bytes) / c.linear_fp16_bytes
+                           : 0.0;
+  if (a.json) {
+    nlohmann::json j;
+    j["checkpoint"] = a.model;
+    j["format_version"] = c.format_version;
+    j["tool_version"] = c.tool_version;
+    j["created"] = c.created;
+    j["model_type"] = c.model_type;
+    j["architecture"] = c.architecture;
+    j["source"] = c.source_path;
+    j["preset"] = c.preset;
+    j["description"] = c.description;
+    j["wbits"] = c.wbits;
+    j["kv_bits"] = c.kv_bits;
+    j["clusters"] = c.clusters;
+    j["layers"] = c.layers;
+    j["linear_packed_bytes"] = c.linear_packed_bytes;
+    j["linear_param_bytes"] = c.linear_param_bytes;
+    j["linear_fp16_bytes"] = c.linear_fp16_bytes;
+    j["linear_ratio_to_fp16"] = ratio;
+    j["other_bytes"] = c.other_bytes;
+    j["file_bytes"] = c.file_bytes;
+    nlohmann::json lin = nlohmann::json::array();
+    for (const auto& l : c.linears)
+      lin.push_back({{"name", l.name}, {"bits", l.bits}, {"out", l.out}, {"in", l.in}, {"groups", l.groups},
+                     {"packed_bytes", l.packed_bytes}, {"param_bytes", l.param_bytes}, {"fp16_bytes", l.fp16_bytes()}});
+    j["linears"] = lin;
+    std::cout << j.dump(2) << "\n";
+    return;
+  }
+  std::printf("checkpoint    %s (RPTQ format %d, written by rptq %s on %s)\n", a.model.c_str(), c.format_version,
+              c.tool_version.c_str(), c.created.c_str());
+  std::printf("model         %s, %lld layers, from %s\n", c.architecture.c_str(), (long long)c.layers,
+              c.source_path.c_str());
+  std::printf("quantization  %s\n", c.description.c_str());
+  std::printf("clusters      R1=%d R2=%d R3=%d R4=%d R5=%d (R2/R3 per head)\n", c.clusters[0], c.clusters[1],
+              c.clusters[2], c.clusters[3], c.clusters[4]);
+  std::printf("linear layers %s packed + %s scales/zero points = %.1f%% of their FP16 size %s\n",
+              human_bytes(c.linear_packed_bytes).c_str(), human_bytes(c.linear_param_bytes).c_str(), 100.0 * ratio,
+              human_bytes(c.linear_fp16_bytes).c_str());
+  std::printf("other tensors %s (embeddings, norms, biases, unquantized linears)\n", human_bytes(c.other_bytes).c_str());
+  std::printf("file          %s\n", human_bytes(c.file_bytes).c_str());
+}
+
 void run_inspect(const InspectArgs& a) {
+  if (std::filesystem::is_regular_file(a.model) && is_hdf5_file(a.model)) return inspect_quantized(a);
   const ModelInfo info = inspect_model(a.model);
   const ModelConfig& c = info.config;
   if (a.json) {

@@ -171,6 +171,13 @@ std::vector<std::uint8_t> Reader::read_u8(const std::string& ds, const std::vect
   return read<std::uint8_t>(ds, H5T_NATIVE_UINT8, expect);
 }
 
+std::uint64_t Reader::storage_bytes(const std::string& dataset) const {
+  if (!exists(dataset)) fail("missing dataset " + dataset);
+  Handle d(H5Dopen2(file_.id(), dataset.c_str(), H5P_DEFAULT), H5Dclose);
+  if (!d.valid()) fail(dataset + " is not a dataset");
+  return H5Dget_storage_size(d.id());
+}
+
 // ---------------------------------------------------------------------------------------------------------------
 
 Writer::Writer(const std::filesystem::path& target, bool overwrite) : target_(target) {
@@ -277,6 +284,16 @@ void Writer::write_f16(const std::string& path, const std::vector<std::int64_t>&
                        bool compress) {
   // The memory buffer already holds binary16 bits: same type in memory and in the file, no conversion.
   write(path, shape, f16_type(), f16_type(), data, 2, compress);
+}
+
+void Writer::write_i8(const std::string& path, const std::vector<std::int64_t>& shape, const std::int8_t* data,
+                      bool compress) {
+  write(path, shape, H5T_STD_I8LE, H5T_NATIVE_INT8, data, 1, compress);
+}
+
+void Writer::write_i16(const std::string& path, const std::vector<std::int64_t>& shape, const std::int16_t* data,
+                       bool compress) {
+  write(path, shape, H5T_STD_I16LE, H5T_NATIVE_INT16, data, 2, compress);
 }
 
 void Writer::commit() {

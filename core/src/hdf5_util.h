@@ -63,6 +63,8 @@ class Reader {
   std::vector<float> read_f32(const std::string& dataset, const std::vector<std::int64_t>& expect = {}) const;
   std::vector<std::int32_t> read_i32(const std::string& dataset, const std::vector<std::int64_t>& expect = {}) const;
   std::vector<std::uint8_t> read_u8(const std::string& dataset, const std::vector<std::int64_t>& expect = {}) const;
+  // Bytes the dataset occupies in the file (after compression).
+  std::uint64_t storage_bytes(const std::string& dataset) const;
   [[noreturn]] void fail(const std::string& what) const;
 
  private:
@@ -97,6 +99,10 @@ class Writer {
   void write_u8(const std::string& path, const std::vector<std::int64_t>& shape, const std::uint8_t* data,
                 bool compress = false);
   void write_f16(const std::string& path, const std::vector<std::int64_t>& shape, const std::uint16_t* data,
+                 bool compress = false);
+  void write_i8(const std::string& path, const std::vector<std::int64_t>& shape, const std::int8_t* data,
+                bool compress = false);
+  void write_i16(const std::string& path, const std::vector<std::int64_t>& shape, const std::int16_t* data,
                  bool compress = false);
   // Flushes, closes, fsyncs, and renames the file into place.
   void commit();

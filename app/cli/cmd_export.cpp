@@ -1,0 +1,81 @@
+#include <cstdio>
+#include <iostream>
+#include <nlohmann/json.hpp>
+
+#include "cli.h"
+#include "quant_args.h"
+#include "rptq/error.h"
+#include "rptq/hf_export.h"
+#include "rptq/qcheckpoint.h"
+
+namespace rptq::cli {
+
+namespace {
+struct ExportArgs {
+  std::string model, out, format = "hdf5";
+  bool force = false, json = false;
+  int threads = 0;
+  QuantArgs quant;
+};
+
+std::uint64_t folder_bytes(const std::filesystem::path& p) {
+  std::uint64_t n = 0;
+  for (const auto& e : std::filesystem::recursive_directory_iterator(p))
+    if (e.is_regular_file()) n += e.file_size();
+  return n;
+}
+
+void run_export(const ExportArgs& a) {
+  set_num_threads(a.threads);
+  if (!a.force && std::filesystem::exists(a.out)) throw InputError(a.out + ": exists (use --force to overwrite)");
+  ChannelStats stats;
+  auto q = load_and_quantize(a.model, a.quant, &stats);
+  std::uint64_t bytes = 0;
+  if (a.format == "hdf5") {
+    Progress p("exporting");
+    ExportOptions eo;
+    eo.overwrite = a.force;
+    eo.progress = [&](double f, const std::string&) {
+      p.update(f * 100.0, 100.0, "%");
+      return true;
+    };
+    export_checkpoint(*q, stats, a.model, a.out, eo);
+    p.finish();
+    bytes = std::filesystem::file_size(a.out);
+  } else {
+    export_hf_folder(*q, a.model, a.out, a.force);
+    bytes = folder_bytes(a.out);
+  }
+  const std::string abs = std::filesystem::absolute(a.out).string();
+  if (a.json) {
+    nlohmann::json j = quant_settings_json(q->config(), a.quant);
+    j["model"] = a.model;
+    j["out"] = abs;
+    j["format"] = a.format;
+    j["bytes"] = bytes;
+    j["quantize_seconds"] = q->seconds;
+    std::cout << j.dump(2) << "\n";
+    return;
+  }
+  std::printf("%s\n", q->config().describe().c_str());
+  std::printf("wrote %s (%s, %s)\n", abs.c_str(), a.format == "hdf5" ? "RPTQ checkpoint" : "Hugging Face folder",
+              human_bytes(bytes).c_str());
+}
+}  // namespace
+
+void add_export(CLI::App& app) {
+  auto a = std::make_shared<ExportArgs>();
+  auto* cmd = app.add_subcommand("export", "Quantize and write a packed RPTQ checkpoint (HDF5) or a dequantized "
+                                           "Hugging Face folder (safetensors)");
+  cmd->add_option("MODEL", a->model, "Hugging Face model folder")->required();
+  cmd->add_option("--out", a->out, "Output: OUT.h5 (hdf5) or a folder (safetensors)")->required();
+  cmd->add_option("--format", a->format, "hdf5 (packed, default) or safetensors (reordered, weights dequantized)")
+      ->check(CLI::IsMember({"hdf5", "safetensors"}));
+  cmd->add_flag("--force", a->force, "Overwrite an existing output");
+  cmd->add_option("--threads", a->threads, "CPU threads (default: all cores)")->check(CLI::Range(0, 4096));
+  cmd->add_flag("--json", a->json, "Print a JSON summary");
+  add_quant_options(cmd, a->quant, /*stats_required=*/true);
+  cmd->callback([a] { run_export(*a); });
+}
+
+}  // namespace rptq::cli

@@ -1,0 +1,312 @@
+#include "rptq/qcheckpoint.h"
+
+#include <cmath>
+#include <ctime>
+#include <fstream>
+
+#include "hdf5_util.h"
+#include "rptq/bitpack.h"
+#include "rptq/dtype.h"
+#include "rptq/error.h"
+#include "rptq/version_info.h"
+
+namespace rptq {
+
+namespace {
+
+constexpr const char* kFormat = "rptq-quantized-checkpoint";
+// Files of a Hugging Face folder a checkpoint carries so it runs on its own.
+constexpr const char* kCarriedFiles[] = {"config.json",          "generation_config.json", "tokenizer.json",
+                                         "tokenizer_config.json", "special_tokens_map.json", "vocab.json",
+                                         "merges.txt",           "tokenizer.model"};
+
+std::string read_bytes(const std::filesystem::path& p) {
+  std::ifstream f(p, std::ios::binary);
+  if (!f) throw InputError(p.string() + ": cannot be read");
+  return {std::istreambuf_iterator<char>(f), std::istreambuf_iterator<char>()};
+}
+
+// An unquantized tensor: FP16 when every value is exactly representable (the source was FP16, or the values
+// happen to be), else float32, so a loaded checkpoint computes with exactly the in-memory values.
+void write_plain(h5::Writer& w, const std::string& path, const Tensor& t) {
+  if (t.empty()) return;
+  std::vector<std::uint16_t> h(static_cast<std::size_t>(t.numel()));
+  bool exact = true;
+  for (std::int64_t i = 0; i < t.numel() && exact; ++i) {
+    h[static_cast<std::size_t>(i)] = float_to_half(t[i]);
+    exact = half_to_float(h[static_cast<std::size_t>(i)]) == t[i] || (std::isnan(t[i]));
+  }
+  if (exact)
+    w.write_f16(path, t.shape(), h.data(), /*compress=*/t.numel() > 4096);
+  else
+    w.write_f32(path, t.shape(), t.data(), /*compress=*/t.numel() > 4096);
+}
+
+void write_norm(h5::Writer& w, const std::string& g, const NormWeights& n) {
+  w.group(g);
+  write_plain(w, g + "/gamma", n.gamma);
+  write_plain(w, g + "/beta", n.beta);
+  if (!n.gather.empty()) w.write_i32(g + "/gather", {static_cast<std::int64_t>(n.gather.size())}, n.gather.data());
+}
+
+std::vector<std::int32_t> to_i32(const std::vector<std::int64_t>& v) { return {v.begin(), v.end()}; }
+
+void write_linear(h5::Writer& w, const std::string& g, const QuantizedWeight& qw, const LinearWeights& lw) {
+  w.group(g);
+  w.attr(g, "bits", std::int64_t{qw.bits});
+  w.attr(g, "out_features", qw.out);
+  w.attr(g, "in_features", qw.in);
+  const std::int64_t n = qw.out * qw.in;
+  std::vector<std::uint8_t> codes(static_cast<std::size_t>(n));
+  const int offset = 1 << (qw.bits - 1);
+  for (std::int64_t i = 0; i < n; ++i) codes[static_cast<std::size_t>(i)] = static_cast<std::uint8_t>(qw.codes[i] + offset);
+  std::vector<std::uint8_t> packed(packed_bytes(n, qw.bits));
+  pack_bits(codes.data(), n, qw.bits, packed.data());
+  w.write_u8(g + "/codes", {static_cast<std::int64_t>(packed.size())}, packed.data());
+  const auto gb = to_i32(qw.group_boundaries);
+  w.write_i32(g + "/group_boundaries", {static_cast<std::int64_t>(gb.size())}, gb.data());
+  std::vector<std::uint16_t> scales(qw.scales.size());
+  for (std::size_t i = 0; i < scales.size(); ++i) scales[i] = float_to_half(qw.scales[i]);
+  w.write_f16(g + "/scales", {qw.out, qw.groups()}, scales.data());
+  // Zero points are integers: int8 when they all fit (the usual case), else int16, else float32.
+  auto fits = [&](float lo, float hi) {
+    for (float z : qw.zero_points)
+      if (!(z >= lo && z <= hi && z == std::nearbyint(z))) return false;
+    return true;
+  };
+  if (fits(-128.0f, 127.0f)) {
+    std::vector<std::int8_t> zp(qw.zero_points.size());
+    for (std::size_t i = 0; i < zp.size(); ++i) zp[i] = static_cast<std::int8_t>(qw.zero_points[i]);
+    w.write_i8(g + "/zero_points", {qw.out, qw.groups()}, zp.data());
+  } else if (fits(-32768.0f, 32767.0f)) {
+    std::vector<std::int16_t> zp(qw.zero_points.size());
+    for (std::size_t i = 0; i < zp.size(); ++i) zp[i] = static_cast<std::int16_t>(qw.zero_points[i]);
+    w.write_i16(g + "/zero_points", {qw.out, qw.groups()}, zp.data());
+  } else {
+    w.write_f32(g + "/zero_points", {qw.out, qw.groups()}, qw.zero_points.data());
+  }
+  write_plain(w, g + "/bias", lw.bias);
+}
+
+void write_linear_fp(h5::Writer& w, const std::string& g, const LinearWeights& lw) {
+  w.group(g);
+  w.attr(g, "bits", std::int64_t{16});
+  w.attr(g, "out_features", lw.out());
+  w.attr(g, "in_features", lw.in());
+  write_plain(w, g + "/weight", lw.weight);
+  write_plain(w, g + "/bias", lw.bias);
+}
+
+LinearWeights* linear_by_name(DecoderLayerWeights& w, const std::string& n) {
+  if (n == "q") return &w.q;
+  if (n == "k") return &w.k;
+  if (n == "v") return &w.v;
+  if (n == "o") return &w.o;
+  if (n == "fc1") return &w.fc1;
+  if (n == "fc2") return &w.fc2;
+  if (n == "gate") return &w.gate;
+  if (n == "up") return &w.up;
+  if (n == "down") return &w.down;
+  return nullptr;
+}
+
+}  // namespace
+
+bool is_hdf5_file(const std::filesystem::path& path) {
+  std::ifstream f(path, std::ios::binary);
+  char sig[8] = {};
+  f.read(sig, 8);
+  return f.gcount() == 8 && std::string(sig, 8) == std::string("\x89HDF\r\n\x1a\n", 8);
+}
+
+void export_checkpoint(const QuantizedModel& q, const ChannelStats& stats, const std::filesystem::path& source_dir,
+                       const std::filesystem::path& out, const ExportOptions& opts) {
+  const Model& model = q.model();
+  const ModelConfig& m = model.config();
+  const QuantConfig& c = q.config();
+  const int L = q.layers();
+  auto progress = [&](double f, const std::string& what) {
+    if (opts.progress && !opts.progress(f, what)) throw Cancelled();
+  };
+  h5::Writer w(out, opts.overwrite);
+  w.attr("/", "format", std::string(kFormat));
+  w.attr("/", "format_version", std::int64_t{kCheckpointFormatVersion});
+  w.attr("/", "tool_version", std::string(RPTQ_VERSION_STRING));
+  {
+    const std::time_t t = std::time(nullptr);
+    std::tm tm{};
+    gmtime_r(&t, &tm);
+    char buf[32];
+    std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
+    w.attr("/", "created", std::string(buf));
+  }
+
+  w.group("/source");
+  w.attr("/source", "model_path", source_dir.string());
+  w.attr("/source", "model_type", m.model_type);
+  w.attr("/source", "architecture", m.arch_name());
+  w.attr("/source", "config_sha256", stats.config_sha256);
+  w.group("/calibration");
+  w.attr("/calibration", "data_path", stats.data_path);
+  w.attr("/calibration", "data_sha256", stats.data_sha256);
+  w.attr("/calibration", "samples", stats.settings.samples);
+  w.attr("/calibration", "seqlen", stats.settings.seqlen);
+  w.attr("/calibration", "seed", static_cast<std::int64_t>(stats.settings.seed));
+  w.attr("/calibration", "statistic", std::string(range_stat_name(stats.settings.stat)));
+
+  w.group("/quantization");
+  w.attr("/quantization", "preset", c.name);
+  w.attr("/quantization", "description", c.describe());
+  w.attr("/quantization", "wbits", std::int64_t{c.wbits});
+  w.attr("/quantization", "weight_method", std::string(weight_method_name(c.weight_method)));
+  w.attr("/quantization", "weight_group", std::int64_t{c.weight_group});
+  w.attr("/quantization", "softmax_bits", std::int64_t{c.softmax_bits});
+  w.attr("/quantization", "grid", std::string(grid_name(c.grid)));
+  w.attr("/quantization", "ranges", std::string(c.range_mode == RangeMode::Static ? "static" : "dynamic"));
+  for (int i = 0; i < kReorderIndices; ++i)
+    w.attr("/quantization", "clusters_R" + std::to_string(i + 1), std::int64_t{c.clusters[static_cast<std::size_t>(i)]});
+  for (int t = 0; t < kTapCount; ++t)
+    w.attr("/quantization", std::string("abits_") + tap_name(static_cast<Tap>(t)),
+           std::int64_t{c.abits[static_cast<std::size_t>(t)]});
+
+  w.group("/files");
+  for (const char* f : kCarriedFiles) {
+    const auto p = source_dir / f;
+    if (!std::filesystem::exists(p)) continue;
+    const std::string bytes = read_bytes(p);
+    w.write_u8(std::string("/files/") + f, {static_cast<std::int64_t>(bytes.size())},
+               reinterpret_cast<const std::uint8_t*>(bytes.data()), /*compress=*/bytes.size() > 4096);
+  }
+  progress(0.02, "metadata");
+
+  const Model::OuterWeights top = model.outer_weights();
+  w.group("/model");
+  write_plain(w, "/model/embed_tokens", top.embed_tokens);
+  write_plain(w, "/model/embed_positions", top.embed_positions);
+  write_plain(w, "/model/project_in", top.project_in.weight);
+  write_plain(w, "/model/project_out", top.project_out.weight);
+  write_norm(w, "/model/final_norm", top.final_norm);
+  write_plain(w, "/model/lm_head", top.lm_head);
+  progress(0.1, "embeddings");
+
+  for (int l = 0; l < L; ++l) {
+    const std::string g = "/layers/" + std::to_string(l);
+    const LayerQuantization& lq = q.layer(l);
+    DecoderLayerWeights& lw = const_cast<Model&>(model).layer(l);
+    w.group(g);
+    w.attr(g, "quantize_softmax", std::int64_t{lw.quantize_softmax ? 1 : 0});
+    write_norm(w, g + "/attn_norm", lw.attn_norm);
+    write_norm(w, g + "/ffn_norm", lw.ffn_norm);
+    if (!lw.rope_index.empty())
+      w.write_i32(g + "/rope_index", {static_cast<std::int64_t>(lw.rope_index.size())}, lw.rope_index.data());
+    for (int r = 1; r <= kReorderIndices; ++r) {
+      const ReorderIndex& idx = lq.reorder.index(r);
+      const std::string rg = g + "/reorder/R" + std::to_string(r);
+      w.group(rg);
+      w.write_i32(rg + "/order", {idx.channels()}, idx.order.data());
+      const auto b = to_i32(idx.boundaries);
+      w.write_i32(rg + "/boundaries", {static_cast<std::int64_t>(b.size())}, b.data());
+    }
+    for (int t = 0; t < kTapCount; ++t) {
+      const TapQuantizer& tq = lq.taps[static_cast<std::size_t>(t)];
+      if (!tq.active()) continue;
+      const std::string tg = g + "/activations/" + tap_name(static_cast<Tap>(t));
+      w.group(tg);
+      w.attr(tg, "bits", std::int64_t{tq.bits});
+      w.attr(tg, "dynamic", std::int64_t{tq.dynamic ? 1 : 0});
+      w.attr(tg, "grid", std::string(grid_name(tq.grid)));
+      const auto b = to_i32(tq.boundaries);
+      w.write_i32(tg + "/boundaries", {static_cast<std::int64_t>(b.size())}, b.data());
+      if (!tq.dynamic) {
+        std::vector<float> sc, zp;
+        for (const QuantParams& p : tq.params) {
+          sc.push_back(p.scale);
+          zp.push_back(p.zero_point);
+        }
+        w.write_f32(tg + "/scale", {static_cast<std::int64_t>(sc.size())}, sc.data());
+        w.write_f32(tg + "/zero_point", {static_cast<std::int64_t>(zp.size())}, zp.data());
+      }
+    }
+    // Linears: packed when quantized, else as plain tensors.
+    std::vector<std::string> names = {"q", "k", "v", "o"};
+    if (m.arch == Architecture::OPT)
+      names.insert(names.end(), {"fc1", "fc2"});
+    else
+      names.insert(names.end(), {"gate", "up", "down"});
+    for (const std::string& n : names) {
+      const LinearWeights* lin = linear_by_name(lw, n);
+      const QuantizedWeight* qw = nullptr;
+      for (const auto& [name, weight] : lq.weights)
+        if (name == n) qw = &weight;
+      if (qw)
+        write_linear(w, g + "/linear/" + n, *qw, *lin);
+      else
+        write_linear_fp(w, g + "/linear/" + n, *lin);
+    }
+    progress(0.1 + 0.88 * (l + 1) / L, "layer " + std::to_string(l));
+  }
+  w.commit();
+  progress(1.0, "done");
+}
+
+CheckpointInfo inspect_checkpoint(const std::filesystem::path& path) {
+  const h5::Reader f(path);
+  if (!f.has_attr("/", "format") || f.attr_string("/", "format") != kFormat)
+    f.fail("not an RPTQ quantized checkpoint (no format = \"" + std::string(kFormat) + "\" attribute)");
+  CheckpointInfo info;
+  info.format_version = static_cast<int>(f.attr_int("/", "format_version"));
+  if (info.format_version > kCheckpointFormatVersion)
+    f.fail("checkpoint format version " + std::to_string(info.format_version) + " is newer than this tool reads (" +
+           std::to_string(kCheckpointFormatVersion) + "); update rptq");
+  if (info.format_version < 1) f.fail("invalid checkpoint format version " + std::to_string(info.format_version));
+  info.tool_version = f.attr_string("/", "tool_version");
+  info.created = f.attr_string("/", "created");
+  info.model_type = f.attr_string("/source", "model_type");
+  info.architecture = f.attr_string("/source", "architecture");
+  info.source_path = f.attr_string("/source", "model_path");
+  info.config_sha256 = f.attr_string("/source", "config_sha256");
+  info.data_sha256 = f.attr_string("/calibration", "data_sha256");
+  info.preset = f.attr_string("/quantization", "preset");
+  info.description = f.attr_string("/quantization", "description");
+  info.wbits = static_cast<int>(f.attr_int("/quantization", "wbits"));
+  info.kv_bits = static_cast<int>(std::min(f.attr_int("/quantization", "abits_k"), f.attr_int("/quantization", "abits_v")));
+  for (int i = 1; i <= kReorderIndices; ++i)
+    info.clusters.push_back(static_cast<int>(f.attr_int("/quantization", "clusters_R" + std::to_string(i))));
+  if (!f.exists("/files/config.json")) f.fail("missing /files/config.json");
+  while (f.exists("/layers/" + std::to_string(info.layers))) ++info.layers;
+  if (info.layers == 0) f.fail("no /layers");
+  for (std::int64_t l = 0; l < info.layers; ++l) {
+    for (const char* n : {"q", "k", "v", "o", "fc1", "fc2", "gate", "up", "down"}) {
+      const std::string g = "/layers/" + std::to_string(l) + "/linear/" + n;
+      if (!f.exists(g)) continue;
+      CheckpointInfo::Linear li;
+      li.name = "layers." + std::to_string(l) + "." + n;
+      li.bits = static_cast<int>(f.attr_int(g, "bits"));
+      li.out = f.attr_int(g, "out_features");
+      li.in = f.attr_int(g, "in_features");
+      if (li.bits < kFullPrecisionBits) {
+        if (li.bits < 2 || li.bits > 8) f.fail(g + ": bits " + std::to_string(li.bits) + " outside 2..8");
+        const auto shape = f.shape(g + "/codes");
+        if (shape.size() != 1 || static_cast<std::uint64_t>(shape[0]) != packed_bytes(li.out * li.in, li.bits))
+          f.fail(g + "/codes: " + std::to_string(shape.empty() ? 0 : shape[0]) + " bytes do not hold " +
+                 std::to_string(li.out) + " x " + std::to_string(li.in) + " " + std::to_string(li.bits) +
+                 "-bit codes");
+        li.groups = f.shape(g + "/group_boundaries").at(0) - 1;
+        li.packed_bytes = f.storage_bytes(g + "/codes");
+        li.param_bytes = f.storage_bytes(g + "/scales") + f.storage_bytes(g + "/zero_points");
+        info.linear_packed_bytes += li.packed_bytes;
+        info.linear_param_bytes += li.param_bytes;
+      } else {
+        info.other_bytes += f.storage_bytes(g + "/weight");
+      }
+      info.linear_fp16_bytes += li.fp16_bytes();
+      info.linears.push_back(li);
+    }
+  }
+  for (const char* t : {"embed_tokens", "embed_positions", "project_in", "project_out", "lm_head"})
+    if (f.exists(std::string("/model/") + t)) info.other_bytes += f.storage_bytes(std::string("/model/") + t);
+  info.file_bytes = std::filesystem::file_size(path);
+  return info;
+}
+
+}  // namespace rptq

@@ -1,0 +1,251 @@
+// The quantized checkpoint (HDF5): what `export_checkpoint` writes, read back by `inspect_checkpoint` and by the h5py
+// example of docs/checkpoint-format.md; atomic writes under SIGKILL; clear errors for bad files.
+#include <hdf5.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <fcntl.h>
+
+#include <chrono>
+#include <cstring>
+#include <regex>
+#include <thread>
+
+#include "cli_support.h"
+#include "rptq/bitpack.h"
+#include "rptq/calibration.h"
+#include "rptq/error.h"
+#include "rptq/qcheckpoint.h"
+#include "rptq/stats_file.h"
+#include "rptq/tokenizer.h"
+#include "test_support.h"
+
+namespace {
+
+using rptq::test::shared_dir;
+
+struct Quantized {
+  std::filesystem::path model_dir;
+  rptq::ChannelStats stats;
+  std::unique_ptr<rptq::QuantizedModel> q;
+};
+
+Quantized quantize_shared(const char* name, rptq::QuantConfig cfg) {
+  Quantized r;
+  r.model_dir = shared_dir() / "models" / name;
+  auto fp = rptq::Model::load(r.model_dir);
+  auto tok = rptq::Tokenizer::load(r.model_dir);
+  const auto ids = tok->encode(rptq::test::read_file(shared_dir() / "data" / "stories.txt"), true);
+  rptq::CalibrationSettings cs;
+  cs.samples = 2;
+  cs.seqlen = 64;
+  r.stats = rptq::calibrate(*fp, r.model_dir.string(), ids, "stories.txt", "", cs);
+  r.q = rptq::quantize(std::move(fp), r.stats, cfg);
+  return r;
+}
+
+rptq::QuantConfig rtn(const char* preset) {
+  rptq::QuantConfig c = rptq::QuantConfig::preset(preset);
+  c.weight_method = rptq::WeightMethod::RTN;
+  return c;
+}
+
+class CheckpointExport : public ::testing::TestWithParam<const char*> {};
+
+// Every preset writes a checkpoint whose metadata and packed sizes are what the quantized model holds.
+TEST_P(CheckpointExport, InspectReportsWhatWasWritten) {
+  RPTQ_REQUIRE_SHARED();
+  const auto dir = rptq::test::temp_dir(std::string("ckpt-") + GetParam());
+  for (const std::string& preset : rptq::QuantConfig::preset_names()) {
+    SCOPED_TRACE(preset);
+    Quantized m = quantize_shared(GetParam(), rtn(preset.c_str()));
+    const auto out = dir / (preset + ".h5");
+    int calls = 0;
+    rptq::ExportOptions eo;
+    eo.progress = [&](double f, const std::string&) {
+      EXPECT_GE(f, 0.0);
+      EXPECT_LE(f, 1.0);
+      ++calls;
+      return true;
+    };
+    rptq::export_checkpoint(*m.q, m.stats, m.model_dir, out, eo);
+    EXPECT_GT(calls, m.q->layers());
+    const rptq::CheckpointInfo info = rptq::inspect_checkpoint(out);
+    EXPECT_EQ(info.format_version, rptq::kCheckpointFormatVersion);
+    EXPECT_EQ(info.preset, preset);
+    EXPECT_EQ(info.wbits, m.q->config().wbits);
+    EXPECT_EQ(info.kv_bits, m.q->config().kv_bits());
+    EXPECT_EQ(info.clusters, (std::vector<int>{32, 4, 4, 32, 32}));
+    EXPECT_EQ(info.layers, m.q->layers());
+    const std::size_t per_layer = m.q->model().config().arch == rptq::Architecture::OPT ? 6 : 7;
+    ASSERT_EQ(info.linears.size(), per_layer * static_cast<std::size_t>(m.q->layers()));
+    for (const auto& l : info.linears) {
+      EXPECT_EQ(l.bits, m.q->config().wbits) << l.name;
+      if (l.bits < 16) EXPECT_EQ(l.packed_bytes, rptq::packed_bytes(l.out * l.in, l.bits)) << l.name;
+    }
+    EXPECT_EQ(info.file_bytes, std::filesystem::file_size(out));
+    // An existing file is not overwritten without overwrite.
+    EXPECT_THROW(rptq::export_checkpoint(*m.q, m.stats, m.model_dir, out), rptq::InputError);
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(SharedModels, CheckpointExport, ::testing::Values("stories260k", "tiny-opt-16m"));
+
+// 4-bit weights in groups of 128: the linear layers take under 30% of their FP16 bytes, scales included.
+TEST(Checkpoint, FourBitLinearsUnderThirtyPercentOfFp16) {
+  RPTQ_REQUIRE_SHARED();
+  rptq::QuantConfig c = rtn("W4A16");
+  c.weight_group = 128;
+  Quantized m = quantize_shared("tiny-opt-16m", c);
+  const auto out = rptq::test::temp_dir("ckpt-g128") / "w4.h5";
+  rptq::export_checkpoint(*m.q, m.stats, m.model_dir, out);
+  const rptq::CheckpointInfo info = rptq::inspect_checkpoint(out);
+  const double ratio = static_cast<double>(info.linear_packed_bytes + info.linear_param_bytes) /
+                       static_cast<double>(info.linear_fp16_bytes);
+  EXPECT_LT(ratio, 0.30);
+  EXPECT_GT(ratio, 0.25);  // 4 bits are a quarter of 16; the scales and zero points come on top
+}
+
+// The h5py example in docs/checkpoint-format.md dequantizes a layer's packed weights to exactly the weights the
+// quantized model computes with.
+TEST(Checkpoint, H5pyExampleDequantizesExactly) {
+  RPTQ_REQUIRE_SHARED();
+  if (std::system("/usr/bin/python3 -c 'import h5py, numpy' >/dev/null 2>&1") != 0)
+    GTEST_SKIP() << "Debian's python3-h5py is not installed (scripts/install-deps.sh installs it)";
+  const std::string doc = rptq::test::read_file(std::filesystem::path(RPTQ_RESOURCES_DIR).parent_path() / "docs" /
+                                                "checkpoint-format.md");
+  const auto a = doc.find("```python\n"), b = doc.find("```\n", a + 10);
+  ASSERT_NE(a, std::string::npos);
+  ASSERT_NE(b, std::string::npos);
+  const auto dir = rptq::test::temp_dir("ckpt-h5py");
+  rptq::test::write_file(dir / "example.py", doc.substr(a + 10, b - a - 10));
+  for (const char* model : {"tiny-opt-16m", "stories260k"}) {
+    rptq::QuantConfig c = rtn("W4A4");
+    Quantized m = quantize_shared(model, c);
+    const auto out = dir / (std::string(model) + ".h5");
+    rptq::export_checkpoint(*m.q, m.stats, m.model_dir, out);
+    const bool opt = m.q->model().config().arch == rptq::Architecture::OPT;
+    for (const char* name : {"q", "o", opt ? "fc2" : "down"}) {
+      const auto raw = dir / "w.f32";
+      const std::string cmd = "/usr/bin/python3 " + (dir / "example.py").string() + " " + out.string() + " 1 " +
+                              name + " " + raw.string();
+      ASSERT_EQ(std::system(cmd.c_str()), 0) << cmd;
+      const std::string bytes = rptq::test::read_file(raw);
+      const rptq::DecoderLayerWeights& w = m.q->model().layer(1);
+      const rptq::Tensor& t = std::string(name) == "q" ? w.q.weight : std::string(name) == "o" ? w.o.weight
+                              : opt                     ? w.fc2.weight
+                                                        : w.down.weight;
+      ASSERT_EQ(bytes.size(), static_cast<std::size_t>(t.numel()) * 4) << model << " " << name;
+      EXPECT_EQ(std::memcmp(bytes.data(), t.data(), bytes.size()), 0) << model << " " << name << ": not bit-exact";
+    }
+  }
+}
+
+void expect_inspect_error(const std::filesystem::path& p, const std::string& needle) {
+  try {
+    rptq::inspect_checkpoint(p);
+    ADD_FAILURE() << "expected InputError for " << p;
+  } catch (const rptq::InputError& e) {
+    EXPECT_NE(std::string(e.what()).find(p.string()), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << e.what();
+  }
+}
+
+TEST(Checkpoint, BadFilesGiveClearErrors) {
+  RPTQ_REQUIRE_SHARED();
+  const auto dir = rptq::test::temp_dir("ckpt-bad");
+  Quantized m = quantize_shared("stories260k", rtn("W4A4KV"));
+  const auto good = dir / "good.h5";
+  rptq::export_checkpoint(*m.q, m.stats, m.model_dir, good);
+  expect_inspect_error(dir / "missing.h5", "no such file");
+  rptq::test::write_file(dir / "text.h5", "not HDF5\n");
+  expect_inspect_error(dir / "text.h5", "not an HDF5 file");
+  rptq::save_stats(dir / "stats.h5", m.stats);  // a foreign HDF5 file: our own statistics file
+  expect_inspect_error(dir / "stats.h5", "not an RPTQ quantized checkpoint");
+  const std::string bytes = rptq::test::read_file(good);
+  for (std::size_t cut : {std::size_t{64}, bytes.size() / 3, bytes.size() - 100}) {
+    const auto p = dir / ("cut" + std::to_string(cut) + ".h5");
+    rptq::test::write_file(p, bytes.substr(0, cut));
+    try {
+      rptq::inspect_checkpoint(p);
+      ADD_FAILURE() << "a checkpoint cut at " << cut << " of " << bytes.size() << " bytes passed inspection";
+    } catch (const rptq::InputError& e) {
+      EXPECT_NE(std::string(e.what()).find(p.string()), std::string::npos) << e.what();
+    }
+  }
+  {
+    hid_t f = H5Fopen(good.c_str(), H5F_ACC_RDWR, H5P_DEFAULT);
+    hid_t a = H5Aopen(f, "format_version", H5P_DEFAULT);
+    const std::int64_t v = rptq::kCheckpointFormatVersion + 1;
+    H5Awrite(a, H5T_NATIVE_INT64, &v);
+    H5Aclose(a);
+    H5Fclose(f);
+  }
+  expect_inspect_error(good, "newer than this tool");
+}
+
+// `rptq export` killed with SIGKILL while it writes leaves nothing at the target path; a run left alone completes a
+// valid checkpoint there.
+TEST(Checkpoint, KilledExportLeavesNoFileAtTheTarget) {
+  RPTQ_REQUIRE_SHARED();
+  const auto dir = rptq::test::temp_dir("ckpt-kill");
+  const auto stats = dir / "stats.h5";
+  const auto model = (shared_dir() / "models" / "tiny-opt-16m").string();
+  ASSERT_EQ(rptq::test::rptq_cli({"calibrate", model, "--data", (shared_dir() / "data" / "stories.txt").string(),
+                                  "--samples", "2", "--seqlen", "64", "--out", stats.string()})
+                .code,
+            0);
+  const auto target = dir / "out.h5";
+  bool killed_while_writing = false;
+  for (int attempt = 0; attempt < 5 && !killed_while_writing; ++attempt) {
+    const pid_t pid = fork();
+    ASSERT_GE(pid, 0);
+    if (pid == 0) {
+      const int devnull = ::open("/dev/null", O_WRONLY);
+      dup2(devnull, 1);
+      dup2(devnull, 2);
+      execl(RPTQ_CLI_PATH, RPTQ_CLI_PATH, "export", model.c_str(), "--stats", stats.c_str(), "--preset", "W4A4",
+            "--weights", "rtn", "--threads", "1", "--out", target.c_str(), static_cast<char*>(nullptr));
+      _exit(127);
+    }
+    // Wait for the temporary file beside the target, then kill the writer in the middle of writing it.
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+    while (std::chrono::steady_clock::now() < deadline) {
+      bool temp = false;
+      for (const auto& e : std::filesystem::directory_iterator(dir))
+        temp = temp || e.path().filename().string().rfind(".out.h5.tmp-", 0) == 0;
+      if (temp) {
+        ::kill(pid, SIGKILL);
+        killed_while_writing = true;
+        break;
+      }
+      int st = 0;
+      if (waitpid(pid, &st, WNOHANG) == pid) break;  // finished before we saw it: try again
+      std::this_thread::sleep_for(std::chrono::microseconds(200));
+    }
+    int st = 0;
+    waitpid(pid, &st, 0);
+    if (killed_while_writing) {
+      EXPECT_TRUE(WIFSIGNALED(st));
+      EXPECT_FALSE(std::filesystem::exists(target)) << "a killed export left a file at the target";
+    } else {
+      std::filesystem::remove(target);
+    }
+  }
+  EXPECT_TRUE(killed_while_writing) << "the export never showed its temporary file";
+  // Left alone, the same command writes a valid checkpoint.
+  const auto r = rptq::test::rptq_cli({"export", model, "--stats", stats.string(), "--preset", "W4A4", "--weights",
+                                       "rtn", "--out", target.string()});
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_NO_THROW(rptq::inspect_checkpoint(target));
+  const auto again = rptq::test::rptq_cli({"export", model, "--stats", stats.string(), "--preset", "W4A4", "--out",
+                                           target.string()});
+  EXPECT_EQ(again.code, 2);
+  EXPECT_NE(again.err.find("--force"), std::string::npos) << again.err;
+  const auto inspect = rptq::test::rptq_cli({"inspect", target.string(), "--json"});
+  ASSERT_EQ(inspect.code, 0) << inspect.err;
+  EXPECT_NE(inspect.out.find("\"linear_ratio_to_fp16\""), std::string::npos);
+}
+
+}  // namespace
