@@ -3,7 +3,6 @@
 #include <chrono>
 #include <map>
 
-#include "rptq/dtype.h"
 #include "rptq/error.h"
 
 namespace rptq {
@@ -197,8 +196,6 @@ std::unique_ptr<QuantizedModel> quantize(std::unique_ptr<Model> model, const Cha
         QuantizedWeight qw = gptq ? quantize_gptq(lr.w->weight.data(), out, in, cfg.wbits, cfg.grid, groups,
                                                   hc->hessian(lr.input), cfg.gptq_block, cfg.gptq_damp)
                                   : quantize_rtn(lr.w->weight.data(), out, in, cfg.wbits, cfg.grid, groups);
-        // Scales are stored as FP16 (the checkpoint format); the model computes with exactly the stored values.
-        for (float& sc : qw.scales) sc = half_to_float(float_to_half(sc));
         qw.dequantize(lr.w->weight.data());
         lq.weights.emplace_back(lr.name, std::move(qw));
       }
