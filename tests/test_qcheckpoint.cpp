@@ -16,6 +16,8 @@
 #include "rptq/bitpack.h"
 #include "rptq/calibration.h"
 #include "rptq/error.h"
+#include "rptq/generate.h"
+#include "rptq/perplexity.h"
 #include "rptq/qcheckpoint.h"
 #include "rptq/stats_file.h"
 #include "rptq/tokenizer.h"
@@ -87,6 +89,47 @@ TEST_P(CheckpointExport, InspectReportsWhatWasWritten) {
     EXPECT_EQ(info.file_bytes, std::filesystem::file_size(out));
     // An existing file is not overwritten without overwrite.
     EXPECT_THROW(rptq::export_checkpoint(*m.q, m.stats, m.model_dir, out), rptq::InputError);
+  }
+}
+
+// Loaded back, every preset's checkpoint computes exactly what the in-memory quantized model computes: the same
+// logits bit for bit (same arithmetic on the same values), so the same perplexity, and the same generated tokens
+// with the packed KV cache.
+TEST_P(CheckpointExport, LoadedCheckpointGivesIdenticalLogits) {
+  RPTQ_REQUIRE_SHARED();
+  const auto dir = rptq::test::temp_dir(std::string("ckpt-load-") + GetParam());
+  auto tok = rptq::Tokenizer::load(shared_dir() / "models" / GetParam());
+  const auto ids = tok->encode(rptq::test::read_file(shared_dir() / "data" / "stories.txt"), true);
+  const auto win = std::span(ids).first(96);
+  for (const std::string& preset : rptq::QuantConfig::preset_names()) {
+    SCOPED_TRACE(preset);
+    rptq::QuantConfig c = rptq::QuantConfig::preset(preset);
+    if (preset != "W4A4") c.weight_method = rptq::WeightMethod::RTN;  // GPTQ once is enough (slow on 2 cores)
+    Quantized m = quantize_shared(GetParam(), c);
+    const auto out = dir / (preset + ".h5");
+    rptq::export_checkpoint(*m.q, m.stats, m.model_dir, out);
+    auto loaded = rptq::load_checkpoint(out);
+    EXPECT_EQ(loaded->config().describe(), m.q->config().describe());
+    const rptq::Tensor a = m.q->model().forward(win, 1, nullptr, m.q->hook());
+    const rptq::Tensor b = loaded->model().forward(win, 1, nullptr, loaded->hook());
+    ASSERT_EQ(a.shape(), b.shape());
+    EXPECT_EQ(std::memcmp(a.data(), b.data(), static_cast<std::size_t>(a.numel()) * 4), 0) << "logits differ";
+    rptq::PerplexityOptions po;
+    po.seqlen = 64;
+    const double pa = rptq::perplexity(m.q->model(), ids, po, m.q->hook()).ppl;
+    const double pb = rptq::perplexity(loaded->model(), ids, po, loaded->hook()).ppl;
+    EXPECT_EQ(pa, pb);
+    if (m.q->config().quantizes(rptq::Tap::K)) {
+      rptq::GenerateOptions go;
+      go.max_new_tokens = 12;
+      go.stop_at_eos = false;
+      go.kv_quant = m.q->kv_quantization();
+      const auto ga = rptq::generate(m.q->model(), win.first(8), go, {}, m.q->hook());
+      go.kv_quant = loaded->kv_quantization();
+      const auto gb = rptq::generate(loaded->model(), win.first(8), go, {}, loaded->hook());
+      EXPECT_EQ(ga.tokens, gb.tokens);
+      EXPECT_EQ(ga.kv_cache_bytes, gb.kv_cache_bytes);
+    }
   }
 }
 
@@ -246,6 +289,28 @@ TEST(Checkpoint, KilledExportLeavesNoFileAtTheTarget) {
   const auto inspect = rptq::test::rptq_cli({"inspect", target.string(), "--json"});
   ASSERT_EQ(inspect.code, 0) << inspect.err;
   EXPECT_NE(inspect.out.find("\"linear_ratio_to_fp16\""), std::string::npos);
+
+  // eval and generate take the checkpoint wherever they take a model folder, and compute what the in-memory
+  // quantized model computes.
+  const std::string data = (shared_dir() / "data" / "stories.txt").string();
+  const auto from_file = rptq::test::rptq_cli({"eval", target.string(), "--data", data, "--seqlen", "64", "--json"});
+  const auto in_memory = rptq::test::rptq_cli({"eval", model, "--stats", stats.string(), "--preset", "W4A4",
+                                               "--weights", "rtn", "--data", data, "--seqlen", "64", "--json"});
+  ASSERT_EQ(from_file.code, 0) << from_file.err;
+  ASSERT_EQ(in_memory.code, 0) << in_memory.err;
+  const auto ppl_of = [](const std::string& out) {
+    const auto k = out.find("\"ppl\": ");
+    return k == std::string::npos ? -1.0 : std::stod(out.substr(k + 7));
+  };
+  EXPECT_GT(ppl_of(from_file.out), 1.0);
+  EXPECT_EQ(ppl_of(from_file.out), ppl_of(in_memory.out));
+  const auto gen = rptq::test::rptq_cli({"generate", target.string(), "--prompt", "Once upon a time",
+                                         "--max-new-tokens", "8", "--json"});
+  ASSERT_EQ(gen.code, 0) << gen.err;
+  EXPECT_NE(gen.out.find("\"kv_cache_bits\": 4"), std::string::npos) << gen.out;
+  const auto both = rptq::test::rptq_cli({"eval", target.string(), "--stats", stats.string(), "--preset", "W4A8",
+                                          "--data", data});
+  EXPECT_EQ(both.code, 2);
 }
 
 }  // namespace

@@ -25,21 +25,13 @@ struct EvalArgs {
 void run_eval(const EvalArgs& a) {
   set_num_threads(a.threads);
   const std::string text = read_text_file(a.data);
-  auto tok = Tokenizer::load(a.model);
+  const ModelSource src = open_model(a.model, a.quant);
   const auto t0 = std::chrono::steady_clock::now();
-  const auto ids = tok->encode(text, true);
+  const auto ids = src.tokenizer->encode(text, true);
   const double tokenize_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-
-  std::unique_ptr<Model> model;
-  std::unique_ptr<QuantizedModel> quantized;
-  ActivationHook* hook = nullptr;
-  if (!a.quant.stats.empty()) {
-    quantized = load_and_quantize(a.model, a.quant);
-    hook = quantized->hook();
-  } else {
-    model = load_model(a.model);
-  }
-  const Model& m = quantized ? quantized->model() : *model;
+  const Model& m = src.model();
+  ActivationHook* hook = src.hook();
+  const QuantizedModel* quantized = src.quantized.get();
   PerplexityOptions po;
   // Reference convention: 2048-token windows, shortened to what the model's positions allow.
   po.seqlen = a.seqlen > 0 ? a.seqlen : std::min<std::int64_t>(2048, m.config().max_positions);
@@ -72,6 +64,7 @@ void run_eval(const EvalArgs& a) {
     j["batch"] = a.batch;
     if (quantized) {
       j["quantization"] = quant_settings_json(quantized->config(), a.quant);
+      j["checkpoint"] = src.checkpoint;
       j["quantize_seconds"] = quantized->seconds;
     }
     std::cout << j.dump(2) << "\n";

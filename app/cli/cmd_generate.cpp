@@ -23,15 +23,11 @@ struct GenerateArgs {
 
 void run_generate(const GenerateArgs& a) {
   set_num_threads(a.threads);
-  auto tok = Tokenizer::load(a.model);
-  std::unique_ptr<Model> fp_model;
-  std::unique_ptr<QuantizedModel> quantized;
-  if (a.quant.stats.empty())
-    fp_model = load_model(a.model);
-  else
-    quantized = load_and_quantize(a.model, a.quant);
-  const Model* model = quantized ? &quantized->model() : fp_model.get();
-  ActivationHook* hook = quantized ? quantized->hook() : nullptr;
+  const ModelSource src = open_model(a.model, a.quant);
+  const Tokenizer* tok = src.tokenizer.get();
+  const Model* model = &src.model();
+  ActivationHook* hook = src.hook();
+  const QuantizedModel* quantized = src.quantized.get();
   const auto prompt = tok->encode(a.prompt, true);
   GenerateOptions go;
   go.max_new_tokens = a.max_new_tokens;

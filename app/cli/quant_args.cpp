@@ -1,7 +1,10 @@
 #include "quant_args.h"
 
+#include <stdlib.h>
+
 #include "cli.h"
 #include "rptq/error.h"
+#include "rptq/qcheckpoint.h"
 #include "rptq/stats_file.h"
 
 namespace rptq::cli {
@@ -82,6 +85,36 @@ std::unique_ptr<QuantizedModel> load_and_quantize(const std::string& model_dir, 
   p.finish();
   if (stats_out) *stats_out = std::move(stats);
   return q;
+}
+
+ModelSource open_model(const std::string& path, const QuantArgs& a) {
+  ModelSource src;
+  if (std::filesystem::is_regular_file(path) && is_hdf5_file(path)) {
+    if (!a.stats.empty()) throw InputError(path + " is a quantized checkpoint: it takes no --stats");
+    src.checkpoint = true;
+    // The tokenizer files travel inside the checkpoint; they are read from a private temporary folder.
+    char tmpl[] = "/tmp/rptq-checkpoint-XXXXXX";
+    const char* d = ::mkdtemp(tmpl);
+    if (!d) throw std::runtime_error("cannot create a temporary folder for the checkpoint's tokenizer");
+    const std::filesystem::path dir(d);
+    try {
+      extract_checkpoint_files(path, dir);
+      src.tokenizer = Tokenizer::load(dir);
+    } catch (...) {
+      std::filesystem::remove_all(dir);
+      throw;
+    }
+    std::filesystem::remove_all(dir);
+    Progress p("loading");
+    src.quantized = load_checkpoint(path);
+    return src;
+  }
+  src.tokenizer = Tokenizer::load(path);
+  if (a.stats.empty())
+    src.fp = load_model(path);
+  else
+    src.quantized = load_and_quantize(path, a);
+  return src;
 }
 
 nlohmann::json quant_settings_json(const QuantConfig& c, const QuantArgs& a) {

@@ -7,6 +7,7 @@
 #include <string>
 
 #include "rptq/quantize.h"
+#include "rptq/tokenizer.h"
 
 namespace rptq::cli {
 
@@ -27,6 +28,18 @@ QuantizeOptions build_quantize_options(const QuantArgs& a, const ChannelStats& s
 // Loads STATS, checks it against the model, quantizes a fresh copy of the model (progress on stderr).
 std::unique_ptr<QuantizedModel> load_and_quantize(const std::string& model_dir, const QuantArgs& a,
                                                   ChannelStats* stats_out = nullptr);
+
+// MODEL as `eval` and `generate` accept it: a Hugging Face folder (quantized on the fly with --stats) or an RPTQ
+// checkpoint file (OUT.h5 from `rptq export`, which carries its own tokenizer and quantization).
+struct ModelSource {
+  std::unique_ptr<Tokenizer> tokenizer;
+  std::unique_ptr<Model> fp;
+  std::unique_ptr<QuantizedModel> quantized;
+  bool checkpoint = false;
+  const Model& model() const { return quantized ? quantized->model() : *fp; }
+  ActivationHook* hook() const { return quantized ? quantized->hook() : nullptr; }
+};
+ModelSource open_model(const std::string& path, const QuantArgs& a);
 
 // The settings as JSON: preset, description, bits per tap, clusters, weights method, grid, stat, stats file.
 nlohmann::json quant_settings_json(const QuantConfig& c, const QuantArgs& a);

@@ -151,4 +151,15 @@ std::vector<std::string> Checkpoint::names() const {
 
 std::uint64_t Checkpoint::file_bytes() const { return file_bytes_; }
 
+Checkpoint Checkpoint::from_tensors(const std::filesystem::path& source, std::map<std::string, RawTensor> tensors,
+                                    std::string format) {
+  Checkpoint c;
+  c.dir_ = source;
+  c.format_ = std::move(format);
+  c.files_ = {source};
+  for (const auto& [name, t] : tensors) c.file_bytes_ += t.nbytes();
+  c.tensors_ = std::move(tensors);
+  return c;
+}
+
 }  // namespace rptq

@@ -6,6 +6,7 @@
 
 #include "hdf5_util.h"
 #include "rptq/bitpack.h"
+#include "rptq/checkpoint.h"
 #include "rptq/dtype.h"
 #include "rptq/error.h"
 #include "rptq/version_info.h"
@@ -307,6 +308,213 @@ CheckpointInfo inspect_checkpoint(const std::filesystem::path& path) {
     if (f.exists(std::string("/model/") + t)) info.other_bytes += f.storage_bytes(std::string("/model/") + t);
   info.file_bytes = std::filesystem::file_size(path);
   return info;
+}
+
+
+// ---------------------------------------------------------------------------------------------------------------
+// Reading a checkpoint back
+
+namespace {
+
+std::string text_of(const h5::Reader& f, const std::string& ds) {
+  const auto b = f.read_u8(ds);
+  return {b.begin(), b.end()};
+}
+
+// A float32 RawTensor owning `values`, for Model::from_checkpoint.
+RawTensor raw(const std::string& name, std::vector<std::int64_t> shape, std::vector<float> values,
+              const std::string& file) {
+  auto owner = std::make_shared<std::vector<float>>(std::move(values));
+  RawTensor t;
+  t.name = name;
+  t.dtype = DType::F32;
+  t.shape = std::move(shape);
+  t.data = reinterpret_cast<const std::byte*>(owner->data());
+  t.owner = owner;
+  t.file = file;
+  return t;
+}
+
+QuantizedWeight read_quantized(const h5::Reader& f, const std::string& g, int bits, std::int64_t out,
+                               std::int64_t in) {
+  QuantizedWeight qw;
+  qw.out = out;
+  qw.in = in;
+  qw.bits = bits;
+  const auto gb = f.read_i32(g + "/group_boundaries");
+  qw.group_boundaries.assign(gb.begin(), gb.end());
+  if (qw.group_boundaries.size() < 2 || qw.group_boundaries.front() != 0 || qw.group_boundaries.back() != in)
+    f.fail(g + "/group_boundaries do not span the " + std::to_string(in) + " input columns");
+  for (std::size_t i = 1; i < qw.group_boundaries.size(); ++i)
+    if (qw.group_boundaries[i] < qw.group_boundaries[i - 1]) f.fail(g + "/group_boundaries decrease");
+  qw.scales = f.read_f32(g + "/scales", {out, qw.groups()});
+  qw.zero_points = f.read_f32(g + "/zero_points", {out, qw.groups()});
+  const auto packed = f.read_u8(g + "/codes", {static_cast<std::int64_t>(packed_bytes(out * in, bits))});
+  std::vector<std::uint8_t> codes(static_cast<std::size_t>(out * in));
+  unpack_bits(packed.data(), out * in, bits, codes.data());
+  qw.codes.resize(codes.size());
+  const int offset = 1 << (bits - 1);
+  for (std::size_t i = 0; i < codes.size(); ++i) qw.codes[i] = static_cast<std::int8_t>(codes[i] - offset);
+  return qw;
+}
+
+std::vector<std::int32_t> read_index(const h5::Reader& f, const std::string& ds, std::int64_t n) {
+  auto v = f.read_i32(ds, {n});
+  for (auto x : v)
+    if (x < 0 || x >= n) f.fail(ds + ": index " + std::to_string(x) + " outside 0.." + std::to_string(n - 1));
+  return v;
+}
+
+}  // namespace
+
+void extract_checkpoint_files(const std::filesystem::path& path, const std::filesystem::path& dir) {
+  const h5::Reader f(path);
+  std::filesystem::create_directories(dir);
+  for (const char* name : kCarriedFiles) {
+    const std::string ds = std::string("/files/") + name;
+    if (!f.exists(ds)) continue;
+    std::ofstream o(dir / name, std::ios::binary | std::ios::trunc);
+    const std::string t = text_of(f, ds);
+    o.write(t.data(), static_cast<std::streamsize>(t.size()));
+    if (!o) throw InputError((dir / name).string() + ": cannot be written");
+  }
+}
+
+std::unique_ptr<QuantizedModel> load_checkpoint(const std::filesystem::path& path) {
+  inspect_checkpoint(path);  // format, version and the packed sizes are validated there
+  const h5::Reader f(path);
+  const ModelConfig cfg = ModelConfig::parse(text_of(f, "/files/config.json"), path.string() + ":/files/config.json");
+  const bool opt = cfg.arch == Architecture::OPT;
+  const std::string file = path.string();
+  std::map<std::string, RawTensor> tensors;
+  auto plain = [&](const std::string& ds, const std::string& name) {
+    if (!f.exists(ds)) return;
+    tensors[name] = raw(name, f.shape(ds), f.read_f32(ds), file);
+  };
+  plain("/model/embed_tokens", "embed_tokens.weight");
+  plain("/model/embed_positions", "embed_positions.weight");
+  plain("/model/project_in", "project_in.weight");
+  plain("/model/project_out", "project_out.weight");
+  plain("/model/lm_head", "lm_head.weight");
+  const std::string fn = opt ? "final_layer_norm" : "norm";
+  plain("/model/final_norm/gamma", fn + ".weight");
+  plain("/model/final_norm/beta", fn + ".bias");
+
+  std::vector<std::vector<std::pair<std::string, QuantizedWeight>>> qweights(static_cast<std::size_t>(cfg.layers));
+  const std::vector<std::pair<std::string, std::string>> names =
+      opt ? std::vector<std::pair<std::string, std::string>>{{"q", "self_attn.q_proj"}, {"k", "self_attn.k_proj"},
+                                                             {"v", "self_attn.v_proj"}, {"o", "self_attn.out_proj"},
+                                                             {"fc1", "fc1"}, {"fc2", "fc2"}}
+          : std::vector<std::pair<std::string, std::string>>{{"q", "self_attn.q_proj"}, {"k", "self_attn.k_proj"},
+                                                             {"v", "self_attn.v_proj"}, {"o", "self_attn.o_proj"},
+                                                             {"gate", "mlp.gate_proj"}, {"up", "mlp.up_proj"},
+                                                             {"down", "mlp.down_proj"}};
+  for (std::int64_t l = 0; l < cfg.layers; ++l) {
+    const std::string g = "/layers/" + std::to_string(l);
+    const std::string hf = "layers." + std::to_string(l) + ".";
+    if (!f.exists(g)) f.fail("missing " + g + " (config.json says " + std::to_string(cfg.layers) + " layers)");
+    const std::string an = opt ? "self_attn_layer_norm" : "input_layernorm";
+    const std::string fnn = opt ? "final_layer_norm" : "post_attention_layernorm";
+    plain(g + "/attn_norm/gamma", hf + an + ".weight");
+    plain(g + "/attn_norm/beta", hf + an + ".bias");
+    plain(g + "/ffn_norm/gamma", hf + fnn + ".weight");
+    plain(g + "/ffn_norm/beta", hf + fnn + ".bias");
+    for (const auto& [short_name, hf_name] : names) {
+      const std::string lg = g + "/linear/" + short_name;
+      if (!f.exists(lg)) f.fail("missing " + lg);
+      const int bits = static_cast<int>(f.attr_int(lg, "bits"));
+      const std::int64_t out = f.attr_int(lg, "out_features"), in = f.attr_int(lg, "in_features");
+      if (bits < kFullPrecisionBits) {
+        QuantizedWeight qw = read_quantized(f, lg, bits, out, in);
+        std::vector<float> w(static_cast<std::size_t>(out * in));
+        qw.dequantize(w.data());
+        tensors[hf + hf_name + ".weight"] = raw(hf + hf_name + ".weight", {out, in}, std::move(w), file);
+        qweights[static_cast<std::size_t>(l)].emplace_back(short_name, std::move(qw));
+      } else {
+        plain(lg + "/weight", hf + hf_name + ".weight");
+      }
+      plain(lg + "/bias", hf + hf_name + ".bias");
+    }
+  }
+  const Checkpoint ckpt = Checkpoint::from_tensors(path, std::move(tensors), "rptq checkpoint");
+  std::unique_ptr<QuantizedModel> q(new QuantizedModel());
+  q->model_ = Model::from_checkpoint(cfg, ckpt);
+  Model& m = *q->model_;
+
+  // The quantization settings.
+  QuantConfig& c = q->cfg_;
+  c.name = f.attr_string("/quantization", "preset");
+  c.wbits = static_cast<int>(f.attr_int("/quantization", "wbits"));
+  c.weight_method = parse_weight_method(f.attr_string("/quantization", "weight_method"));
+  c.weight_group = static_cast<int>(f.attr_int("/quantization", "weight_group"));
+  c.softmax_bits = static_cast<int>(f.attr_int("/quantization", "softmax_bits"));
+  c.grid = parse_grid(f.attr_string("/quantization", "grid"));
+  c.range_mode = f.attr_string("/quantization", "ranges") == "dynamic" ? RangeMode::Dynamic : RangeMode::Static;
+  for (int i = 0; i < kReorderIndices; ++i)
+    c.clusters[static_cast<std::size_t>(i)] = static_cast<int>(f.attr_int("/quantization", "clusters_R" + std::to_string(i + 1)));
+  for (int t = 0; t < kTapCount; ++t)
+    c.abits[static_cast<std::size_t>(t)] =
+        static_cast<int>(f.attr_int("/quantization", std::string("abits_") + tap_name(static_cast<Tap>(t))));
+  try {
+    c.validate();
+  } catch (const InputError& e) {
+    f.fail(std::string("/quantization: ") + e.what());
+  }
+
+  q->layers_.resize(static_cast<std::size_t>(cfg.layers));
+  const std::int64_t widths[] = {cfg.hidden, cfg.kv_dim(), cfg.kv_dim(), cfg.hidden, cfg.intermediate};
+  for (std::int64_t l = 0; l < cfg.layers; ++l) {
+    const std::string g = "/layers/" + std::to_string(l);
+    LayerQuantization& lq = q->layers_[static_cast<std::size_t>(l)];
+    DecoderLayerWeights& w = m.layer(static_cast<int>(l));
+    w.quantize_softmax = f.attr_int(g, "quantize_softmax") != 0;
+    if (f.exists(g + "/attn_norm/gather")) w.attn_norm.gather = read_index(f, g + "/attn_norm/gather", cfg.hidden);
+    if (f.exists(g + "/ffn_norm/gather")) w.ffn_norm.gather = read_index(f, g + "/ffn_norm/gather", cfg.hidden);
+    if (f.exists(g + "/rope_index"))
+      w.rope_index = read_index(f, g + "/rope_index", cfg.kv_heads * cfg.head_dim / 2);
+    for (int r = 1; r <= kReorderIndices; ++r) {
+      const std::string rg = g + "/reorder/R" + std::to_string(r);
+      ReorderIndex idx;
+      idx.order = read_index(f, rg + "/order", widths[r - 1]);
+      const auto b = f.read_i32(rg + "/boundaries");
+      idx.boundaries.assign(b.begin(), b.end());
+      try {
+        idx.check(rg.c_str());
+      } catch (const std::logic_error& e) {
+        f.fail(e.what());
+      }
+      (r == 1 ? lq.reorder.r1 : r == 2 ? lq.reorder.r2 : r == 3 ? lq.reorder.r3 : r == 4 ? lq.reorder.r4 : lq.reorder.r5) =
+          std::move(idx);
+    }
+    for (int t = 0; t < kTapCount; ++t) {
+      const Tap tap = static_cast<Tap>(t);
+      TapQuantizer& tq = lq.taps[static_cast<std::size_t>(t)];
+      const std::string tg = g + "/activations/" + tap_name(tap);
+      tq.grid = c.grid;
+      if (!f.exists(tg)) continue;
+      tq.bits = static_cast<int>(f.attr_int(tg, "bits"));
+      tq.dynamic = f.attr_int(tg, "dynamic") != 0;
+      tq.grid = parse_grid(f.attr_string(tg, "grid"));
+      const auto b = f.read_i32(tg + "/boundaries");
+      tq.boundaries.assign(b.begin(), b.end());
+      const std::int64_t width = tap == Tap::AttnInput || tap == Tap::FfnInput ? cfg.hidden
+                                 : tap == Tap::Q || tap == Tap::AttnOutput    ? cfg.q_dim()
+                                 : tap == Tap::FfnHidden                      ? cfg.intermediate
+                                                                              : cfg.kv_dim();
+      bool ok = tq.bits >= 2 && tq.bits <= 8 && tq.boundaries.size() >= 2 && tq.boundaries.front() == 0 &&
+                tq.boundaries.back() == width;
+      for (std::size_t i = 1; ok && i < tq.boundaries.size(); ++i) ok = tq.boundaries[i] >= tq.boundaries[i - 1];
+      if (!ok) f.fail(tg + ": bits or cluster boundaries do not fit the tap's " + std::to_string(width) + " channels");
+      if (!tq.dynamic) {
+        const std::int64_t k = static_cast<std::int64_t>(tq.boundaries.size()) - 1;
+        const auto sc = f.read_f32(tg + "/scale", {k});
+        const auto zp = f.read_f32(tg + "/zero_point", {k});
+        for (std::int64_t i = 0; i < k; ++i) tq.params.push_back({sc[static_cast<std::size_t>(i)], zp[static_cast<std::size_t>(i)], tq.bits});
+      }
+    }
+    lq.weights = std::move(qweights[static_cast<std::size_t>(l)]);
+  }
+  return q;
 }
 
 }  // namespace rptq

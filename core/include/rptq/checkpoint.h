@@ -19,6 +19,9 @@ class Checkpoint {
  public:
   // Opens the weights of a model folder. Throws InputError naming the file and the problem.
   static Checkpoint open(const std::filesystem::path& model_dir);
+  // Tensors already in memory (a quantized checkpoint's weights, dequantized), named as in a model folder.
+  static Checkpoint from_tensors(const std::filesystem::path& source, std::map<std::string, RawTensor> tensors,
+                                 std::string format);
 
   bool contains(const std::string& name) const { return tensors_.count(name) != 0; }
   // Throws InputError "missing tensor NAME in DIR" when absent.

@@ -52,6 +52,11 @@ struct CheckpointInfo {
 // format version newer than this tool, missing or inconsistent datasets.
 CheckpointInfo inspect_checkpoint(const std::filesystem::path& path);
 
+// load_checkpoint (declared in quantize.h) reads a checkpoint back: the model computes with exactly the weights,
+// norms, reorder and quantizer parameters the exporting process used (bit-identical logits). Its config.json and
+// tokenizer files are written into `dir` by extract_checkpoint_files, so Tokenizer::load(dir) works.
+void extract_checkpoint_files(const std::filesystem::path& path, const std::filesystem::path& dir);
+
 // True when the file starts with the HDF5 signature (so CLI commands can tell a checkpoint from a model folder).
 bool is_hdf5_file(const std::filesystem::path& path);
 

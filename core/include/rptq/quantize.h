@@ -3,6 +3,7 @@
 // weights, quantize the weights (GPTQ or RTN, grouped as (output row) x (input cluster)) and install per-cluster
 // activation quantizers; then run the model with them (QuantizedModel::hook()).
 #include <array>
+#include <filesystem>
 #include <memory>
 #include <vector>
 
@@ -44,6 +45,10 @@ struct QuantizeOptions {
   LayerwiseCallback progress;
 };
 
+class QuantizedModel;
+// Reads an RPTQ checkpoint (qcheckpoint.h) back into a runnable quantized model.
+std::unique_ptr<QuantizedModel> load_checkpoint(const std::filesystem::path& path);
+
 class QuantizedModel {
  public:
   const Model& model() const { return *model_; }
@@ -60,6 +65,7 @@ class QuantizedModel {
   double seconds = 0;  // the quantization pipeline's wall time
 
  private:
+  friend std::unique_ptr<QuantizedModel> load_checkpoint(const std::filesystem::path&);
   friend std::unique_ptr<QuantizedModel> quantize(std::unique_ptr<Model>, const ChannelStats&, const QuantConfig&,
                                                   const QuantizeOptions&);
   class Hook : public ActivationHook {
