@@ -102,7 +102,7 @@ TEST(CliRptq, EvalWithStatsAndCompare) {
 }
 
 TEST(CliRptq, HelpForEveryRptqCommand) {
-  for (const char* c : {"calibrate", "clusters", "compare", "memory"}) {
+  for (const char* c : {"calibrate", "clusters", "compare", "export", "memory"}) {
     const CliRun r = rptq_cli({c, "--help"});
     EXPECT_EQ(r.code, 0) << c;
     EXPECT_NE(r.out.find("Usage"), std::string::npos) << r.out;

@@ -13,7 +13,6 @@
 
 #include "rptq/blas.h"
 #include "rptq/error.h"
-#include "rptq/model_info.h"
 #include "rptq/version_info.h"
 
 namespace rptq {
