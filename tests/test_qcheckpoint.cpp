@@ -84,7 +84,9 @@ TEST_P(CheckpointExport, InspectReportsWhatWasWritten) {
     ASSERT_EQ(info.linears.size(), per_layer * static_cast<std::size_t>(m.q->layers()));
     for (const auto& l : info.linears) {
       EXPECT_EQ(l.bits, m.q->config().wbits) << l.name;
-      if (l.bits < 16) EXPECT_EQ(l.packed_bytes, rptq::packed_bytes(l.out * l.in, l.bits)) << l.name;
+      if (l.bits < 16) {
+        EXPECT_EQ(l.packed_bytes, rptq::packed_bytes(l.out * l.in, l.bits)) << l.name;
+      }
     }
     EXPECT_EQ(info.file_bytes, std::filesystem::file_size(out));
     // An existing file is not overwritten without overwrite.

@@ -17,20 +17,6 @@ struct ClustersArgs {
   bool json = false;
 };
 
-// The dimensions clustering needs, from the statistics file alone.
-ModelConfig config_from_stats(const ChannelStats& s) {
-  ModelConfig c;
-  c.model_type = s.model_type;
-  c.arch = s.model_type == "opt" ? Architecture::OPT : Architecture::Llama;
-  c.layers = s.layers;
-  c.hidden = s.hidden;
-  c.heads = s.heads;
-  c.kv_heads = s.kv_heads;
-  c.head_dim = s.head_dim;
-  c.intermediate = s.intermediate;
-  return c;
-}
-
 void run_clusters(const ClustersArgs& a) {
   const ChannelStats st = load_stats(a.stats);
   if (a.layer < 0 || a.layer >= st.layers)
@@ -38,7 +24,7 @@ void run_clusters(const ClustersArgs& a) {
                      std::to_string(st.layers - 1));
   const int r = a.tap[1] - '0';
   const RangeStat stat = a.stat.empty() ? st.settings.stat : parse_range_stat(a.stat);
-  const ModelConfig cfg = config_from_stats(st);
+  const ModelConfig cfg = st.model_shape();
   const LayerRanges& lr = st.ranges[static_cast<std::size_t>(a.layer)];
   const TapClusters tc = cluster_reorder_index(r, cfg, lr, a.k, stat, a.seed);
   // The channels shown: the tap the index is named after (R2: k; R3: v's KV-head width is the clustered one, shown

@@ -191,6 +191,19 @@ const TapRanges& ChannelStats::tap(int layer, Tap t) const {
   return ranges[static_cast<std::size_t>(layer)].tap(t);
 }
 
+ModelConfig ChannelStats::model_shape() const {
+  ModelConfig c;
+  c.model_type = model_type;
+  c.arch = model_type == "opt" ? Architecture::OPT : Architecture::Llama;
+  c.layers = layers;
+  c.hidden = hidden;
+  c.heads = heads;
+  c.kv_heads = kv_heads;
+  c.head_dim = head_dim;
+  c.intermediate = intermediate;
+  return c;
+}
+
 ChannelStats calibrate(const Model& model, const std::string& model_dir, std::span<const std::int32_t> text_ids,
                        const std::string& data_path, const std::string& data_sha256,
                        const CalibrationSettings& settings, const LayerwiseCallback& progress) {

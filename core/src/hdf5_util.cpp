@@ -56,6 +56,17 @@ Reader::Reader(const std::filesystem::path& path) : path_(path.string()) {
 
 void Reader::fail(const std::string& what) const { throw InputError(path_ + ": " + what); }
 
+std::int64_t Reader::check_format(const std::string& format, std::int64_t max_version, const std::string& what) const {
+  if (!has_attr("/", "format") || attr_string("/", "format") != format)
+    fail("not an " + what + " (no format = \"" + format + "\" attribute)");
+  const std::int64_t version = attr_int("/", "format_version");
+  if (version > max_version)
+    fail("format version " + std::to_string(version) + " is newer than this tool reads (" +
+         std::to_string(max_version) + "); update rptq");
+  if (version < 1) fail("invalid format version " + std::to_string(version));
+  return version;
+}
+
 bool Reader::exists(const std::string& object) const {
   // Check each prefix: H5Lexists fails (rather than returning false) when an intermediate group is missing.
   std::string p;

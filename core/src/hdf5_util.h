@@ -52,6 +52,9 @@ class Reader {
   const std::string& path() const { return path_; }
   hid_t root() const { return file_.id(); }
 
+  // Checks the root's `format` attribute equals `format` (else "not an <what>") and that `format_version` is
+  // 1..max_version (else "newer than this tool reads"); returns the version.
+  std::int64_t check_format(const std::string& format, std::int64_t max_version, const std::string& what) const;
   bool exists(const std::string& object) const;
   bool has_attr(const std::string& object, const std::string& name) const;
   std::string attr_string(const std::string& object, const std::string& name) const;

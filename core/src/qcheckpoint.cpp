@@ -252,14 +252,8 @@ void export_checkpoint(const QuantizedModel& q, const ChannelStats& stats, const
 
 CheckpointInfo inspect_checkpoint(const std::filesystem::path& path) {
   const h5::Reader f(path);
-  if (!f.has_attr("/", "format") || f.attr_string("/", "format") != kFormat)
-    f.fail("not an RPTQ quantized checkpoint (no format = \"" + std::string(kFormat) + "\" attribute)");
   CheckpointInfo info;
-  info.format_version = static_cast<int>(f.attr_int("/", "format_version"));
-  if (info.format_version > kCheckpointFormatVersion)
-    f.fail("checkpoint format version " + std::to_string(info.format_version) + " is newer than this tool reads (" +
-           std::to_string(kCheckpointFormatVersion) + "); update rptq");
-  if (info.format_version < 1) f.fail("invalid checkpoint format version " + std::to_string(info.format_version));
+  info.format_version = static_cast<int>(f.check_format(kFormat, kCheckpointFormatVersion, "RPTQ quantized checkpoint"));
   info.tool_version = f.attr_string("/", "tool_version");
   info.created = f.attr_string("/", "created");
   info.model_type = f.attr_string("/source", "model_type");
@@ -497,10 +491,7 @@ std::unique_ptr<QuantizedModel> load_checkpoint(const std::filesystem::path& pat
       tq.grid = parse_grid(f.attr_string(tg, "grid"));
       const auto b = f.read_i32(tg + "/boundaries");
       tq.boundaries.assign(b.begin(), b.end());
-      const std::int64_t width = tap == Tap::AttnInput || tap == Tap::FfnInput ? cfg.hidden
-                                 : tap == Tap::Q || tap == Tap::AttnOutput    ? cfg.q_dim()
-                                 : tap == Tap::FfnHidden                      ? cfg.intermediate
-                                                                              : cfg.kv_dim();
+      const std::int64_t width = tap_channels(cfg, tap);
       bool ok = tq.bits >= 2 && tq.bits <= 8 && tq.boundaries.size() >= 2 && tq.boundaries.front() == 0 &&
                 tq.boundaries.back() == width;
       for (std::size_t i = 1; ok && i < tq.boundaries.size(); ++i) ok = tq.boundaries[i] >= tq.boundaries[i - 1];

@@ -20,8 +20,6 @@ std::string upper(std::string s) {
 void set_taps(QuantConfig& c, std::initializer_list<Tap> taps, int bits) {
   for (Tap t : taps) c.abits[static_cast<int>(t)] = bits;
 }
-constexpr Tap kAllTaps[] = {Tap::AttnInput, Tap::Q,        Tap::K,        Tap::V,
-                            Tap::AttnOutput, Tap::FfnInput, Tap::FfnHidden};
 }  // namespace
 
 bool QuantConfig::quantizes_activations() const {

@@ -9,22 +9,6 @@ namespace rptq {
 
 namespace {
 
-constexpr Tap kAllTaps[] = {Tap::AttnInput, Tap::Q,        Tap::K,        Tap::V,
-                            Tap::AttnOutput, Tap::FfnInput, Tap::FfnHidden};
-
-std::int64_t tap_width(const ModelConfig& m, Tap t) {
-  switch (t) {
-    case Tap::AttnInput:
-    case Tap::FfnInput: return m.hidden;
-    case Tap::Q:
-    case Tap::AttnOutput: return m.q_dim();
-    case Tap::K:
-    case Tap::V: return m.kv_dim();
-    case Tap::FfnHidden: return m.intermediate;
-  }
-  return 0;
-}
-
 // One linear of a layer, the tap that is its input, and its weights.
 struct LinearRef {
   const char* name;
@@ -52,7 +36,7 @@ class HessianCollector : public ActivationHook {
  public:
   HessianCollector(ActivationHook& quant, int layer, const ModelConfig& m) : quant_(quant), layer_(layer) {
     for (Tap t : {Tap::AttnInput, Tap::AttnOutput, Tap::FfnInput, Tap::FfnHidden})
-      h_.emplace(static_cast<int>(t), HessianAccumulator(tap_width(m, t)));
+      h_.emplace(static_cast<int>(t), HessianAccumulator(tap_channels(m, t)));
   }
   void on_activation(int layer, Tap tap, const ActivationView& act) override {
     quant_.on_activation(layer, tap, act);

@@ -19,19 +19,6 @@ std::vector<float>& field(TapRanges& r, int i) {
 }
 const std::vector<float>& field(const TapRanges& r, int i) { return field(const_cast<TapRanges&>(r), i); }
 
-std::int64_t expected_channels(const ChannelStats& s, Tap t) {
-  switch (t) {
-    case Tap::AttnInput:
-    case Tap::FfnInput: return s.hidden;
-    case Tap::Q:
-    case Tap::AttnOutput: return s.heads * s.head_dim;
-    case Tap::K:
-    case Tap::V: return s.kv_heads * s.head_dim;
-    case Tap::FfnHidden: return s.intermediate;
-  }
-  return 0;
-}
-
 void write_ranges(h5::Writer& w, const std::string& group, const TapRanges& r) {
   w.group(group);
   w.attr(group, "samples", r.samples);
@@ -63,7 +50,7 @@ void save_stats(const std::filesystem::path& path, const ChannelStats& s, bool o
                            std::to_string(field(r, i).size()) + " values, expected " + std::to_string(n));
     };
     for (int t = 0; t < kTapCount; ++t)
-      check(s.ranges[l].taps[static_cast<std::size_t>(t)], expected_channels(s, static_cast<Tap>(t)),
+      check(s.ranges[l].taps[static_cast<std::size_t>(t)], tap_channels(s.model_shape(), static_cast<Tap>(t)),
             tap_name(static_cast<Tap>(t)));
     check(s.ranges[l].scores, s.heads, "attn_scores");
   }
@@ -107,13 +94,7 @@ void save_stats(const std::filesystem::path& path, const ChannelStats& s, bool o
 
 ChannelStats load_stats(const std::filesystem::path& path) {
   const h5::Reader f(path);
-  if (!f.has_attr("/", "format") || f.attr_string("/", "format") != kFormat)
-    f.fail("not an RPTQ channel statistics file (no format = \"" + std::string(kFormat) + "\" attribute)");
-  const std::int64_t version = f.attr_int("/", "format_version");
-  if (version > kStatsFormatVersion)
-    f.fail("statistics format version " + std::to_string(version) + " is newer than this tool reads (" +
-           std::to_string(kStatsFormatVersion) + "); update rptq");
-  if (version < 1) f.fail("invalid statistics format version " + std::to_string(version));
+  f.check_format(kFormat, kStatsFormatVersion, "RPTQ channel statistics file");
 
   ChannelStats s;
   s.tool_version = f.attr_string("/", "tool_version");
@@ -160,7 +141,7 @@ ChannelStats load_stats(const std::filesystem::path& path) {
     for (int t = 0; t < kTapCount; ++t) {
       const Tap tap = static_cast<Tap>(t);
       s.ranges[static_cast<std::size_t>(l)].taps[static_cast<std::size_t>(t)] =
-          read_ranges(f, g + "/" + tap_name(tap), expected_channels(s, tap));
+          read_ranges(f, g + "/" + tap_name(tap), tap_channels(s.model_shape(), tap));
     }
     s.ranges[static_cast<std::size_t>(l)].scores = read_ranges(f, g + "/attn_scores", s.heads);
   }

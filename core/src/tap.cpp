@@ -1,5 +1,7 @@
 #include "rptq/tap.h"
 
+#include "rptq/model_config.h"
+
 namespace rptq {
 
 const char* tap_name(Tap t) {
@@ -24,6 +26,19 @@ int tap_reorder_index(Tap t) {
     case Tap::AttnOutput: return 3;
     case Tap::FfnInput: return 4;
     case Tap::FfnHidden: return 5;
+  }
+  return 0;
+}
+
+std::int64_t tap_channels(const ModelConfig& m, Tap t) {
+  switch (t) {
+    case Tap::AttnInput:
+    case Tap::FfnInput: return m.hidden;
+    case Tap::Q:
+    case Tap::AttnOutput: return m.q_dim();
+    case Tap::K:
+    case Tap::V: return m.kv_dim();
+    case Tap::FfnHidden: return m.intermediate;
   }
   return 0;
 }

@@ -124,6 +124,9 @@ struct ChannelStats {
   std::vector<LayerRanges> ranges;   // per layer
 
   const TapRanges& tap(int layer, Tap t) const;  // throws InputError for a layer out of range
+  // The measured model's shape as a ModelConfig (architecture family and widths; other fields default), enough for
+  // clustering and the widths of the taps when the model itself is not loaded.
+  ModelConfig model_shape() const;
 };
 
 // Calibrates the (unquantized) model on windows of the tokenized text, layer by layer. model_dir and data_path are

@@ -1,6 +1,8 @@
 #pragma once
 // The activations of a decoder layer that RPTQ observes and quantizes.
 
+#include <cstdint>
+
 namespace rptq {
 
 // The quantizable activations ("taps") of one decoder layer, named by their role. Each is a [tokens, channels]
@@ -15,9 +17,15 @@ enum class Tap : int {
   FfnHidden,      // R5: input of fc2 / down_proj (after ReLU / SiLU(gate) * up)
 };
 constexpr int kTapCount = 7;
+constexpr Tap kAllTaps[kTapCount] = {Tap::AttnInput, Tap::Q,          Tap::K,        Tap::V,
+                                     Tap::AttnOutput, Tap::FfnInput, Tap::FfnHidden};
 const char* tap_name(Tap t);  // "attn_input", "q", ...
 // The reorder index whose clusters quantize a tap (1..5: R1 attn_input, R2 q and k, R3 v and attn_output,
 // R4 ffn_input, R5 ffn_hidden).
 int tap_reorder_index(Tap t);
+
+struct ModelConfig;
+// The tap's channel count in a model of this shape: hidden, heads x head_dim, kv_heads x head_dim or intermediate.
+std::int64_t tap_channels(const ModelConfig& m, Tap t);
 
 }  // namespace rptq
