@@ -210,12 +210,13 @@ std::unique_ptr<rptq::QuantizedModel> quantize_quick(const fs::path& dir, const 
   return rptq::quantize(std::move(fp), stats, qc);
 }
 
-// Every tensor a model holds, by a name of its role, for tensor-by-tensor comparisons.
-std::vector<std::pair<std::string, const Tensor*>> tensors_of(const rptq::Model& m) {
-  std::vector<std::pair<std::string, const Tensor*>> v;
-  auto add = [&](const std::string& n, const Tensor& t) { v.emplace_back(n, &t); };
+// Every tensor a model holds, by a name of its role, for tensor-by-tensor comparisons (a packed linear's weight
+// dequantized: the values the model computes with).
+std::vector<std::pair<std::string, Tensor>> tensors_of(const rptq::Model& m) {
+  std::vector<std::pair<std::string, Tensor>> v;
+  auto add = [&](const std::string& n, const Tensor& t) { v.emplace_back(n, t); };
   auto lin = [&](const std::string& n, const rptq::LinearWeights& l) {
-    add(n + ".weight", l.weight);
+    add(n + ".weight", l.dense());
     add(n + ".bias", l.bias);
   };
   auto norm = [&](const std::string& n, const rptq::NormWeights& w) {
@@ -332,7 +333,7 @@ TEST_P(HfExport, WeightsAreTheQuantizedValuesInTheSourceLayout) {
     ASSERT_EQ(tb.size(), tf.size());
     int changed = 0;
     for (std::size_t i = 0; i < tb.size(); ++i) {
-      const Tensor &b = *tb[i].second, &f = *tf[i].second;
+      const Tensor &b = tb[i].second, &f = tf[i].second;
       ASSERT_EQ(b.shape(), f.shape()) << tb[i].first;
       if (f.empty()) continue;  // a weight the architecture lacks (fc1 of LLaMA, ...)
       if (!quantized_linear(tb[i].first)) {
@@ -368,7 +369,7 @@ TEST_P(HfExport, WeightsAreTheQuantizedValuesInTheSourceLayout) {
     for (int l = 0; l < q->layers(); ++l) rptq::apply_reorder(*back, l, q->layer(l).reorder);
     const auto tq = tensors_of(q->model()), tr = tensors_of(*back);
     for (std::size_t i = 0; i < tq.size(); ++i) {
-      const Tensor &a = *tq[i].second, &b = *tr[i].second;
+      const Tensor &a = tq[i].second, &b = tr[i].second;
       ASSERT_EQ(a.shape(), b.shape()) << tq[i].first;
       EXPECT_EQ(std::memcmp(a.data(), b.data(), static_cast<std::size_t>(a.numel()) * 4), 0) << tq[i].first;
     }
@@ -398,7 +399,7 @@ TEST_P(HfExport, HalfPrecisionExportsRoundTripWithinRounding) {
     const auto tq = tensors_of(q->model()), tr = tensors_of(*back);
     double worst = 0;
     for (std::size_t i = 0; i < tq.size(); ++i) {
-      const Tensor &a = *tq[i].second, &b = *tr[i].second;
+      const Tensor &a = tq[i].second, &b = tr[i].second;
       ASSERT_EQ(a.shape(), b.shape()) << tq[i].first;
       for (std::int64_t k = 0; k < a.numel(); ++k) {
         ASSERT_LT(std::abs(a[k]), 65504.0f) << tq[i].first;

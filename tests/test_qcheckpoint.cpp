@@ -178,9 +178,11 @@ TEST(Checkpoint, H5pyExampleDequantizesExactly) {
       ASSERT_EQ(std::system(cmd.c_str()), 0) << cmd;
       const std::string bytes = rptq::test::read_file(raw);
       const rptq::DecoderLayerWeights& w = m.q->model().layer(1);
-      const rptq::Tensor& t = std::string(name) == "q" ? w.q.weight : std::string(name) == "o" ? w.o.weight
-                              : opt                     ? w.fc2.weight
-                                                        : w.down.weight;
+      const rptq::Tensor t = (std::string(name) == "q"   ? w.q
+                              : std::string(name) == "o" ? w.o
+                              : opt                      ? w.fc2
+                                                         : w.down)
+                                 .dense();
       ASSERT_EQ(bytes.size(), static_cast<std::size_t>(t.numel()) * 4) << model << " " << name;
       EXPECT_EQ(std::memcmp(bytes.data(), t.data(), bytes.size()), 0) << model << " " << name << ": not bit-exact";
     }
@@ -306,6 +308,17 @@ TEST(Checkpoint, KilledExportLeavesNoFileAtTheTarget) {
   };
   EXPECT_GT(ppl_of(from_file.out), 1.0);
   EXPECT_EQ(ppl_of(from_file.out), ppl_of(in_memory.out));
+  // The loaded checkpoint holds its linears packed: the same weight bytes in memory as the freshly quantized model,
+  // fewer than the float model's.
+  const auto fp = rptq::test::rptq_cli({"eval", model, "--data", data, "--seqlen", "64", "--max-windows", "1", "--json"});
+  ASSERT_EQ(fp.code, 0) << fp.err;
+  const auto bytes_of = [](const std::string& out) {
+    const auto k = out.find("\"weight_bytes\": ");
+    return k == std::string::npos ? -1.0 : std::stod(out.substr(k + 16));
+  };
+  EXPECT_GT(bytes_of(from_file.out), 0.0);
+  EXPECT_EQ(bytes_of(from_file.out), bytes_of(in_memory.out));
+  EXPECT_LT(bytes_of(from_file.out), bytes_of(fp.out));
   const auto gen = rptq::test::rptq_cli({"generate", target.string(), "--prompt", "Once upon a time",
                                          "--max-new-tokens", "8", "--json"});
   ASSERT_EQ(gen.code, 0) << gen.err;

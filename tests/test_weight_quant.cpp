@@ -2,11 +2,15 @@
 // must lower the layer's output error on correlated inputs) and against a plain double-precision GPTQ.
 #include "rptq/weight_quant.h"
 
+#include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <random>
+#include <stdexcept>
 #include <vector>
 
 #include "rptq/error.h"
+#include "rptq/ops.h"
 #include "test_support.h"
 
 namespace {
@@ -383,3 +387,90 @@ TEST(WeightQuant, BadInputsThrow) {
 }
 
 }  // namespace
+
+// ---------------------------------------------------------------------------------------------------------------
+// The packed run-time form (PackedWeight) and the GEMM path that dequantizes it tile by tile.
+
+namespace {
+
+rptq::QuantizedWeight random_quantized(std::int64_t out, std::int64_t in, int bits, std::uint32_t seed) {
+  const std::vector<float> w = gaussian(static_cast<std::size_t>(out * in), seed);
+  // Irregular groups, one of them a single column.
+  std::vector<std::int64_t> b = {0, 1};
+  for (std::int64_t c = 1 + 7; c < in; c += 7 + (c % 5)) b.push_back(c);
+  b.push_back(in);
+  return rptq::quantize_rtn(w.data(), out, in, bits, QuantGrid::Exact, b);
+}
+
+}  // namespace
+
+// For every width and odd shapes: the packed codes unpack to the same codes, and any 8-aligned row range
+// dequantizes to exactly (bit for bit) the values of QuantizedWeight::dequantize.
+TEST(PackedWeight, RoundTripAndRowRangesAreExact) {
+  for (int bits = 2; bits <= 8; ++bits)
+    for (auto [out, in] : {std::pair<std::int64_t, std::int64_t>{1, 1}, {13, 37}, {24, 5}, {17, 64}}) {
+      SCOPED_TRACE(std::to_string(bits) + " bits, [" + std::to_string(out) + ", " + std::to_string(in) + "]");
+      const rptq::QuantizedWeight q = random_quantized(out, in, bits, static_cast<std::uint32_t>(bits * 100 + out));
+      const rptq::PackedWeight p = rptq::PackedWeight::pack(q);
+      EXPECT_EQ(p.codes.size(), static_cast<std::size_t>((out * in * bits + 7) / 8));
+      EXPECT_EQ(p.unpack().codes, q.codes);
+      std::vector<float> want(static_cast<std::size_t>(out * in)), got(want.size(), -1.0f);
+      q.dequantize(want.data());
+      // Ranges [0, 8), [8, 24), [24, out), clipped to the rows there are.
+      for (std::int64_t r0 : {0, 8, 24}) {
+        if (r0 >= out) break;
+        const std::int64_t r1 = r0 == 24 ? out : std::min(out, r0 == 0 ? std::int64_t{8} : std::int64_t{24});
+        p.dequantize_rows(r0, r1, got.data() + r0 * in);
+      }
+      EXPECT_EQ(std::memcmp(got.data(), want.data(), want.size() * 4), 0);
+      EXPECT_EQ(p.bytes(), p.codes.size() + 2 * q.scales.size() * 4);
+    }
+  const rptq::PackedWeight p = rptq::PackedWeight::pack(random_quantized(16, 10, 4, 1));
+  std::vector<float> buf(160);
+  EXPECT_THROW(p.dequantize_rows(3, 8, buf.data()), std::logic_error);   // not on a byte boundary
+  EXPECT_THROW(p.dequantize_rows(8, 17, buf.data()), std::logic_error);  // past the end
+}
+
+TEST(PackedWeight, TileRows) {
+  EXPECT_EQ(rptq::packed_tile_rows(1, 4096, 11008), 64);        // 1 MiB of float rows while decoding
+  EXPECT_EQ(rptq::packed_tile_rows(512, 4096, 11008), 1024);    // 16 MiB for a long prompt
+  EXPECT_EQ(rptq::packed_tile_rows(512, 256, 1024), 1024);      // a small model's linear in one tile
+  EXPECT_EQ(rptq::packed_tile_rows(1, 1 << 20, 100), 8);        // never fewer than 8 rows
+  EXPECT_EQ(rptq::packed_tile_rows(1, 16, 13), 16);             // the rows rounded up to a multiple of 8
+}
+
+// packed_linear against ops::linear on the dequantized weight, over one tile and several (the last one short),
+// with and without bias, accumulating or not. Tolerance: 1e-5 of the output's scale; both are float32 GEMMs over
+// the same values, differing at most in the order the library sums a dot product.
+TEST(PackedWeight, LinearMatchesTheDenseWeight) {
+  struct Case {
+    std::int64_t rows, out, in;
+    int bits;
+  };
+  for (const Case& c : {Case{3, 200, 4096, 4}, Case{100, 200, 40000, 3}, Case{70, 37, 50, 8}, Case{1, 9, 8, 2}}) {
+    SCOPED_TRACE(std::to_string(c.rows) + " x [" + std::to_string(c.out) + ", " + std::to_string(c.in) + "]");
+    const rptq::PackedWeight p = rptq::PackedWeight::pack(random_quantized(c.out, c.in, c.bits, 7));
+    std::vector<float> dense(static_cast<std::size_t>(c.out * c.in));
+    p.dequantize(dense.data());
+    const std::int64_t ldx = c.in + 3;  // a strided input
+    const std::vector<float> x = gaussian(static_cast<std::size_t>(c.rows * ldx), 8);
+    const std::vector<float> bias = gaussian(static_cast<std::size_t>(c.out), 9);
+    const std::vector<float> y0 = gaussian(static_cast<std::size_t>(c.rows * c.out), 10);
+    for (bool with_bias : {false, true})
+      for (bool accumulate : {false, true}) {
+        std::vector<float> want = y0, got = y0, scratch;
+        rptq::ops::linear(x.data(), ldx, c.rows, c.in, dense.data(), with_bias ? bias.data() : nullptr, c.out,
+                          want.data(), accumulate);
+        rptq::packed_linear(x.data(), ldx, c.rows, p, with_bias ? bias.data() : nullptr, got.data(), accumulate,
+                            scratch);
+        double scale = 0, err = 0;
+        for (std::size_t i = 0; i < want.size(); ++i) {
+          scale = std::max(scale, std::abs(static_cast<double>(want[i])));
+          err = std::max(err, std::abs(static_cast<double>(got[i]) - want[i]));
+        }
+        EXPECT_LE(err, 1e-5 * scale) << "bias " << with_bias << ", accumulate " << accumulate;
+        EXPECT_LE(scratch.size(), static_cast<std::size_t>(
+                                      rptq::packed_tile_rows(c.rows, c.in, c.out) * c.in));  // one tile only
+      }
+  }
+}

@@ -62,6 +62,7 @@ void run_eval(const EvalArgs& a) {
     j["tokenize_seconds"] = tokenize_s;
     j["threads"] = num_threads();
     j["batch"] = a.batch;
+    j["weight_bytes"] = m.weight_bytes();  // as held in memory (quantized linears packed)
     if (quantized) {
       j["quantization"] = quant_settings_json(quantized->config(), a.quant);
       j["checkpoint"] = src.checkpoint;
@@ -73,7 +74,8 @@ void run_eval(const EvalArgs& a) {
   if (quantized) std::printf("%s\n", quantized->config().describe().c_str());
   std::printf("perplexity %.6f over %lld windows of %lld tokens (%lld of the file's %lld tokens)\n", r.ppl,
               (long long)r.windows, (long long)r.seqlen, (long long)r.tokens, (long long)r.tokens_in_text);
-  std::printf("%.2f s, %.1f tokens/s on %d threads\n", r.seconds, r.tokens_per_s, num_threads());
+  std::printf("%.2f s, %.1f tokens/s on %d threads; weights in memory %s%s\n", r.seconds, r.tokens_per_s,
+              num_threads(), human_bytes(m.weight_bytes()).c_str(), quantized ? " (linears packed)" : "");
 }
 }  // namespace
 

@@ -9,6 +9,7 @@
 #include "rptq/error.h"
 #include "rptq/model_config.h"
 #include "rptq/safetensors_writer.h"
+#include "rptq/weight_quant.h"
 
 namespace rptq {
 
@@ -42,6 +43,25 @@ Perm to_query_heads(const Perm& kv, const ModelConfig& m) {
   return q;
 }
 
+// dst[rows[i], cols[j]] = src[i, j] for src [r, c] (null permutations: the identity).
+void permute_into(const float* src, std::int64_t r, std::int64_t c, const Perm& rows, const Perm& cols, float* dst) {
+  for (std::int64_t i = 0; i < r; ++i) {
+    float* d = dst + static_cast<std::int64_t>(rows ? (*rows)[static_cast<std::size_t>(i)] : i) * c;
+    const float* s = src + i * c;
+    if (!cols) {
+      std::copy_n(s, c, d);
+      continue;
+    }
+    for (std::int64_t j = 0; j < c; ++j) d[(*cols)[static_cast<std::size_t>(j)]] = s[j];
+  }
+}
+
+void check_perms(const std::string& name, std::int64_t r, std::int64_t c, const Perm& rows, const Perm& cols) {
+  const auto size = [](const Perm& p) { return static_cast<std::int64_t>(p->size()); };
+  if ((rows && size(rows) != r) || (cols && size(cols) != c))
+    throw std::logic_error("hf export: permutation of the wrong size for " + name);
+}
+
 // The tensor in its original layout: out[rows[i], cols[j]] = w[i, j] (a 1-D tensor uses rows only). Without a
 // permutation the model's own buffer is written as it is; otherwise the permuted copy is made when the writer
 // reaches the tensor.
@@ -55,28 +75,30 @@ void add(std::vector<SafetensorsTensor>& out, std::string name, const Tensor& w,
     t.values = w.span();
   } else {
     const std::int64_t r = w.dim(0), c = w.numel() / r;
-    const auto size = [](const Perm& p) { return static_cast<std::int64_t>(p->size()); };
-    if ((rows && size(rows) != r) || (cols && size(cols) != c))
-      throw std::logic_error("hf export: permutation of the wrong size for " + t.name);
-    t.produce = [&w, rows, cols, r, c](float* dst) {
-      const float* src = w.data();
-      for (std::int64_t i = 0; i < r; ++i) {
-        float* d = dst + static_cast<std::int64_t>(rows ? (*rows)[static_cast<std::size_t>(i)] : i) * c;
-        const float* s = src + i * c;
-        if (!cols) {
-          std::copy_n(s, c, d);
-          continue;
-        }
-        for (std::int64_t j = 0; j < c; ++j) d[(*cols)[static_cast<std::size_t>(j)]] = s[j];
-      }
-    };
+    check_perms(t.name, r, c, rows, cols);
+    t.produce = [&w, rows, cols, r, c](float* dst) { permute_into(w.data(), r, c, rows, cols, dst); };
   }
   out.push_back(std::move(t));
 }
 
+// A linear's weight: a packed one is dequantized (exactly the values the quantized model computes with) when the
+// writer reaches it, one weight at a time.
 void add_linear(std::vector<SafetensorsTensor>& out, const std::string& name, const LinearWeights& l, const Perm& rows,
                 const Perm& cols) {
-  add(out, name + ".weight", l.weight, rows, cols);
+  if (l.packed) {
+    SafetensorsTensor t;
+    t.name = name + ".weight";
+    t.shape = {l.out(), l.in()};
+    check_perms(t.name, l.out(), l.in(), rows, cols);
+    t.produce = [p = l.packed, rows, cols](float* dst) {
+      std::vector<float> w(static_cast<std::size_t>(p->out * p->in));
+      p->dequantize(w.data());
+      permute_into(w.data(), p->out, p->in, rows, cols, dst);
+    };
+    out.push_back(std::move(t));
+  } else {
+    add(out, name + ".weight", l.weight, rows, cols);
+  }
   add(out, name + ".bias", l.bias, rows);
 }
 

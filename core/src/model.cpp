@@ -10,6 +10,7 @@
 #include "rptq/checkpoint.h"
 #include "rptq/error.h"
 #include "rptq/ops.h"
+#include "rptq/weight_quant.h"
 
 namespace rptq {
 
@@ -28,7 +29,8 @@ int num_threads() { return omp_get_max_threads(); }
 
 struct Model::Scratch {
   Tensor x, q, k, v, attn, hidden, up;
-  Tensor kc, vc;  // a packed KV cache's layer, dequantized
+  Tensor kc, vc;   // a packed KV cache's layer, dequantized
+  std::vector<float> wtile;  // a tile of a packed linear's weight, dequantized
 };
 
 namespace {
@@ -55,7 +57,29 @@ Tensor& sized(Tensor& t, std::int64_t rows, std::int64_t cols) {
   t.resize({rows, cols});
   return t;
 }
+
+// y[rows, out] = x[rows, in] * W^T (+ bias) (+ y when accumulate) for a float or a packed weight.
+void run_linear(const LinearWeights& l, const float* x, std::int64_t ldx, std::int64_t rows, const float* bias,
+                float* y, bool accumulate, std::vector<float>& tile) {
+  if (l.packed) return packed_linear(x, ldx, rows, *l.packed, bias, y, accumulate, tile);
+  ops::linear(x, ldx, rows, l.in(), l.weight.data(), bias, l.out(), y, accumulate);
+}
 }  // namespace
+
+std::int64_t LinearWeights::in() const { return packed ? packed->in : weight.dim(1); }
+std::int64_t LinearWeights::out() const { return packed ? packed->out : weight.dim(0); }
+
+Tensor LinearWeights::dense() const {
+  if (!packed) return weight;
+  Tensor t = Tensor::uninitialized({packed->out, packed->in});
+  packed->dequantize(t.data());
+  return t;
+}
+
+std::size_t LinearWeights::bytes() const {
+  return (packed ? packed->bytes() : static_cast<std::size_t>(weight.numel()) * sizeof(float)) +
+         static_cast<std::size_t>(bias.numel()) * sizeof(float);
+}
 
 // ---------------------------------------------------------------------------------------------------------------
 // Loading
@@ -82,6 +106,16 @@ class WeightReader {
                        "\" (the model's config.json says it should be there)");
     return convert(*t, std::move(shape));
   }
+
+  // A packed linear given in LoadOptions under one of the prefixed names, or null.
+  std::shared_ptr<const PackedWeight> packed(const std::string& name) const {
+    for (const auto& p : prefixes_) {
+      auto it = opts_.packed.find(p + name);
+      if (it != opts_.packed.end()) return it->second;
+    }
+    return nullptr;
+  }
+  std::string dir() const { return ckpt_.dir().string(); }
 
   Tensor get_optional(const std::string& name, std::vector<std::int64_t> shape) {
     const RawTensor* t = find(name);
@@ -110,7 +144,15 @@ class WeightReader {
 
 LinearWeights read_linear(WeightReader& r, const std::string& name, std::int64_t out, std::int64_t in, bool bias) {
   LinearWeights l;
-  l.weight = r.get(name + ".weight", {out, in});
+  if (auto p = r.packed(name + ".weight")) {
+    if (p->out != out || p->in != in)
+      throw InputError(r.dir() + ": packed weight \"" + name + ".weight\" is [" + std::to_string(p->out) + ", " +
+                       std::to_string(p->in) + "], expected [" + std::to_string(out) + ", " + std::to_string(in) +
+                       "] from config.json");
+    l.packed = std::move(p);
+  } else {
+    l.weight = r.get(name + ".weight", {out, in});
+  }
   if (bias) l.bias = r.get(name + ".bias", {out});
   return l;
 }
@@ -191,7 +233,7 @@ std::unique_ptr<Model> Model::from_checkpoint(const ModelConfig& cfg, const Chec
 
 std::int64_t Model::parameter_count() const {
   std::int64_t n = embed_tokens_.numel() + embed_positions_.numel() + lm_head_.numel();
-  auto lin = [](const LinearWeights& l) { return l.weight.numel() + l.bias.numel(); };
+  auto lin = [](const LinearWeights& l) { return (l.packed ? l.out() * l.in() : l.weight.numel()) + l.bias.numel(); };
   auto nrm = [](const NormWeights& w) { return w.gamma.numel() + w.beta.numel(); };
   n += lin(project_in_) + lin(project_out_) + nrm(final_norm_);
   for (const auto& w : layers_) {
@@ -201,7 +243,17 @@ std::int64_t Model::parameter_count() const {
   return n;
 }
 
-std::size_t Model::weight_bytes() const { return static_cast<std::size_t>(parameter_count()) * sizeof(float); }
+std::size_t Model::weight_bytes() const {
+  auto t = [](const Tensor& x) { return static_cast<std::size_t>(x.numel()) * sizeof(float); };
+  auto nrm = [&](const NormWeights& w) { return t(w.gamma) + t(w.beta); };
+  std::size_t n = t(embed_tokens_) + t(embed_positions_) + t(lm_head_) + project_in_.bytes() + project_out_.bytes() +
+                  nrm(final_norm_);
+  for (const auto& w : layers_) {
+    n += nrm(w.attn_norm) + nrm(w.ffn_norm) + w.q.bytes() + w.k.bytes() + w.v.bytes() + w.o.bytes();
+    n += w.fc1.bytes() + w.fc2.bytes() + w.gate.bytes() + w.up.bytes() + w.down.bytes();
+  }
+  return n;
+}
 
 // ---------------------------------------------------------------------------------------------------------------
 // Forward pass
@@ -260,9 +312,9 @@ void Model::attention_block(int layer, const float* x, float* out, std::int64_t 
   Tensor& q = sized(ws.q, rows, qd);
   Tensor& k = sized(ws.k, rows, kvd);
   Tensor& v = sized(ws.v, rows, kvd);
-  ops::linear(x, d, rows, d, w.q.weight.data(), w.q.bias_data(), qd, q.data());
-  ops::linear(x, d, rows, d, w.k.weight.data(), w.k.bias_data(), kvd, k.data());
-  ops::linear(x, d, rows, d, w.v.weight.data(), w.v.bias_data(), kvd, v.data());
+  run_linear(w.q, x, d, rows, w.q.bias_data(), q.data(), false, ws.wtile);
+  run_linear(w.k, x, d, rows, w.k.bias_data(), k.data(), false, ws.wtile);
+  run_linear(w.v, x, d, rows, w.v.bias_data(), v.data(), false, ws.wtile);
 
   float scale = 1.0f / std::sqrt(static_cast<float>(cfg_.head_dim));
   if (cfg_.arch == Architecture::OPT) {
@@ -324,7 +376,7 @@ void Model::attention_block(int layer, const float* x, float* out, std::int64_t 
   Tensor& attn = sized(ws.attn, rows, qd);
   ops::attention(q.data(), kp, vp, attn.data(), s);
   if (hook) hook->on_activation(layer, Tap::AttnOutput, {attn.data(), rows, qd, qd});
-  ops::linear(attn.data(), qd, rows, qd, w.o.weight.data(), w.o.bias_data(), d, out, /*accumulate=*/true);
+  run_linear(w.o, attn.data(), qd, rows, w.o.bias_data(), out, /*accumulate=*/true, ws.wtile);
 }
 
 void Model::ffn_block(int layer, const float* x, float* out, std::int64_t rows, ActivationHook* hook,
@@ -334,7 +386,7 @@ void Model::ffn_block(int layer, const float* x, float* out, std::int64_t rows, 
   Tensor& hidden = sized(ws.hidden, rows, f);
   const LinearWeights* down;
   if (cfg_.arch == Architecture::OPT) {
-    ops::linear(x, d, rows, d, w.fc1.weight.data(), nullptr, f, hidden.data());
+    run_linear(w.fc1, x, d, rows, nullptr, hidden.data(), false, ws.wtile);
     if (cfg_.activation == "relu")
       ops::bias_relu(hidden.data(), rows, f, w.fc1.bias_data());
     else if (cfg_.activation == "gelu_new")
@@ -344,13 +396,13 @@ void Model::ffn_block(int layer, const float* x, float* out, std::int64_t rows, 
     down = &w.fc2;
   } else {
     Tensor& up = sized(ws.up, rows, f);
-    ops::linear(x, d, rows, d, w.gate.weight.data(), w.gate.bias_data(), f, hidden.data());
-    ops::linear(x, d, rows, d, w.up.weight.data(), w.up.bias_data(), f, up.data());
+    run_linear(w.gate, x, d, rows, w.gate.bias_data(), hidden.data(), false, ws.wtile);
+    run_linear(w.up, x, d, rows, w.up.bias_data(), up.data(), false, ws.wtile);
     ops::silu_mul(hidden.data(), up.data(), rows, f);
     down = &w.down;
   }
   if (hook) hook->on_activation(layer, Tap::FfnHidden, {hidden.data(), rows, f, f});
-  ops::linear(hidden.data(), f, rows, f, down->weight.data(), down->bias_data(), d, out, /*accumulate=*/true);
+  run_linear(*down, hidden.data(), f, rows, down->bias_data(), out, /*accumulate=*/true, ws.wtile);
 }
 
 void Model::layer_forward(int layer, Tensor& h, std::int64_t batch, KvCache* cache, ActivationHook* hook) const {

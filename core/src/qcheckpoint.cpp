@@ -10,6 +10,7 @@
 #include "rptq/dtype.h"
 #include "rptq/error.h"
 #include "rptq/version_info.h"
+#include "rptq/weight_quant.h"
 
 namespace rptq {
 
@@ -52,18 +53,13 @@ void write_norm(h5::Writer& w, const std::string& g, const NormWeights& n) {
 
 std::vector<std::int32_t> to_i32(const std::vector<std::int64_t>& v) { return {v.begin(), v.end()}; }
 
-void write_linear(h5::Writer& w, const std::string& g, const QuantizedWeight& qw, const LinearWeights& lw) {
+void write_linear(h5::Writer& w, const std::string& g, const PackedWeight& qw, const LinearWeights& lw) {
   w.group(g);
   w.attr(g, "bits", std::int64_t{qw.bits});
   w.attr(g, "out_features", qw.out);
   w.attr(g, "in_features", qw.in);
-  const std::int64_t n = qw.out * qw.in;
-  std::vector<std::uint8_t> codes(static_cast<std::size_t>(n));
-  const int offset = 1 << (qw.bits - 1);
-  for (std::int64_t i = 0; i < n; ++i) codes[static_cast<std::size_t>(i)] = static_cast<std::uint8_t>(qw.codes[i] + offset);
-  std::vector<std::uint8_t> packed(packed_bytes(n, qw.bits));
-  pack_bits(codes.data(), n, qw.bits, packed.data());
-  w.write_u8(g + "/codes", {static_cast<std::int64_t>(packed.size())}, packed.data());
+  // The model's packed codes are the file's: the same stream (bitpack.h), code + 2^(bits-1), LSB first.
+  w.write_u8(g + "/codes", {static_cast<std::int64_t>(qw.codes.size())}, qw.codes.data());
   const auto gb = to_i32(qw.group_boundaries);
   w.write_i32(g + "/group_boundaries", {static_cast<std::int64_t>(gb.size())}, gb.data());
   // Float32: FP16 would flush the scales of weights that a model's channel rescaling made tiny (below 6e-5) and
@@ -96,19 +92,6 @@ void write_linear_fp(h5::Writer& w, const std::string& g, const LinearWeights& l
   w.attr(g, "in_features", lw.in());
   write_plain(w, g + "/weight", lw.weight);
   write_plain(w, g + "/bias", lw.bias);
-}
-
-LinearWeights* linear_by_name(DecoderLayerWeights& w, const std::string& n) {
-  if (n == "q") return &w.q;
-  if (n == "k") return &w.k;
-  if (n == "v") return &w.v;
-  if (n == "o") return &w.o;
-  if (n == "fc1") return &w.fc1;
-  if (n == "fc2") return &w.fc2;
-  if (n == "gate") return &w.gate;
-  if (n == "up") return &w.up;
-  if (n == "down") return &w.down;
-  return nullptr;
 }
 
 }  // namespace
@@ -193,7 +176,7 @@ void export_checkpoint(const QuantizedModel& q, const ChannelStats& stats, const
   for (int l = 0; l < L; ++l) {
     const std::string g = "/layers/" + std::to_string(l);
     const LayerQuantization& lq = q.layer(l);
-    DecoderLayerWeights& lw = const_cast<Model&>(model).layer(l);
+    const DecoderLayerWeights& lw = model.layer(l);
     w.group(g);
     w.attr(g, "quantize_softmax", std::int64_t{lw.quantize_softmax ? 1 : 0});
     write_norm(w, g + "/attn_norm", lw.attn_norm);
@@ -229,20 +212,11 @@ void export_checkpoint(const QuantizedModel& q, const ChannelStats& stats, const
       }
     }
     // Linears: packed when quantized, else as plain tensors.
-    std::vector<std::string> names = {"q", "k", "v", "o"};
-    if (m.arch == Architecture::OPT)
-      names.insert(names.end(), {"fc1", "fc2"});
-    else
-      names.insert(names.end(), {"gate", "up", "down"});
-    for (const std::string& n : names) {
-      const LinearWeights* lin = linear_by_name(lw, n);
-      const QuantizedWeight* qw = nullptr;
-      for (const auto& [name, weight] : lq.weights)
-        if (name == n) qw = &weight;
-      if (qw)
-        write_linear(w, g + "/linear/" + n, *qw, *lin);
+    for (const NamedLinear& n : layer_linears(m, lw)) {
+      if (n.weights->packed)
+        write_linear(w, g + "/linear/" + n.name, *n.weights->packed, *n.weights);
       else
-        write_linear_fp(w, g + "/linear/" + n, *lin);
+        write_linear_fp(w, g + "/linear/" + n.name, *n.weights);
     }
     progress(0.1 + 0.88 * (l + 1) / L, "layer " + std::to_string(l));
   }
@@ -329,26 +303,26 @@ RawTensor raw(const std::string& name, std::vector<std::int64_t> shape, std::vec
   return t;
 }
 
-QuantizedWeight read_quantized(const h5::Reader& f, const std::string& g, int bits, std::int64_t out,
-                               std::int64_t in) {
-  QuantizedWeight qw;
-  qw.out = out;
-  qw.in = in;
-  qw.bits = bits;
+std::shared_ptr<const PackedWeight> read_packed(const h5::Reader& f, const std::string& g, int bits, std::int64_t out,
+                                                std::int64_t in) {
+  auto qw = std::make_shared<PackedWeight>();
+  qw->out = out;
+  qw->in = in;
+  qw->bits = bits;
   const auto gb = f.read_i32(g + "/group_boundaries");
-  qw.group_boundaries.assign(gb.begin(), gb.end());
-  if (qw.group_boundaries.size() < 2 || qw.group_boundaries.front() != 0 || qw.group_boundaries.back() != in)
+  qw->group_boundaries.assign(gb.begin(), gb.end());
+  if (qw->group_boundaries.size() < 2 || qw->group_boundaries.front() != 0 || qw->group_boundaries.back() != in)
     f.fail(g + "/group_boundaries do not span the " + std::to_string(in) + " input columns");
-  for (std::size_t i = 1; i < qw.group_boundaries.size(); ++i)
-    if (qw.group_boundaries[i] < qw.group_boundaries[i - 1]) f.fail(g + "/group_boundaries decrease");
-  qw.scales = f.read_f32(g + "/scales", {out, qw.groups()});
-  qw.zero_points = f.read_f32(g + "/zero_points", {out, qw.groups()});
-  const auto packed = f.read_u8(g + "/codes", {static_cast<std::int64_t>(packed_bytes(out * in, bits))});
-  std::vector<std::uint8_t> codes(static_cast<std::size_t>(out * in));
-  unpack_bits(packed.data(), out * in, bits, codes.data());
-  qw.codes.resize(codes.size());
-  const int offset = 1 << (bits - 1);
-  for (std::size_t i = 0; i < codes.size(); ++i) qw.codes[i] = static_cast<std::int8_t>(codes[i] - offset);
+  for (std::size_t i = 1; i < qw->group_boundaries.size(); ++i)
+    if (qw->group_boundaries[i] < qw->group_boundaries[i - 1]) f.fail(g + "/group_boundaries decrease");
+  qw->scales = f.read_f32(g + "/scales", {out, qw->groups()});
+  qw->zero_points = f.read_f32(g + "/zero_points", {out, qw->groups()});
+  qw->codes = f.read_u8(g + "/codes", {static_cast<std::int64_t>(packed_bytes(out * in, bits))});
+  try {
+    qw->check(g);
+  } catch (const InputError& e) {
+    f.fail(e.what());
+  }
   return qw;
 }
 
@@ -394,7 +368,7 @@ std::unique_ptr<QuantizedModel> load_checkpoint(const std::filesystem::path& pat
   plain("/model/final_norm/gamma", fn + ".weight");
   plain("/model/final_norm/beta", fn + ".bias");
 
-  std::vector<std::vector<std::pair<std::string, QuantizedWeight>>> qweights(static_cast<std::size_t>(cfg.layers));
+  LoadOptions packed;  // the quantized linears, kept packed
   const std::vector<std::pair<std::string, std::string>> names =
       opt ? std::vector<std::pair<std::string, std::string>>{{"q", "self_attn.q_proj"}, {"k", "self_attn.k_proj"},
                                                              {"v", "self_attn.v_proj"}, {"o", "self_attn.out_proj"},
@@ -419,11 +393,8 @@ std::unique_ptr<QuantizedModel> load_checkpoint(const std::filesystem::path& pat
       const int bits = static_cast<int>(f.attr_int(lg, "bits"));
       const std::int64_t out = f.attr_int(lg, "out_features"), in = f.attr_int(lg, "in_features");
       if (bits < kFullPrecisionBits) {
-        QuantizedWeight qw = read_quantized(f, lg, bits, out, in);
-        std::vector<float> w(static_cast<std::size_t>(out * in));
-        qw.dequantize(w.data());
-        tensors[hf + hf_name + ".weight"] = raw(hf + hf_name + ".weight", {out, in}, std::move(w), file);
-        qweights[static_cast<std::size_t>(l)].emplace_back(short_name, std::move(qw));
+        if (bits < 2) f.fail(lg + ": bits " + std::to_string(bits) + " (2..8 or 16)");
+        packed.packed[hf + hf_name + ".weight"] = read_packed(f, lg, bits, out, in);
       } else {
         plain(lg + "/weight", hf + hf_name + ".weight");
       }
@@ -432,7 +403,7 @@ std::unique_ptr<QuantizedModel> load_checkpoint(const std::filesystem::path& pat
   }
   const Checkpoint ckpt = Checkpoint::from_tensors(path, std::move(tensors), "rptq checkpoint");
   std::unique_ptr<QuantizedModel> q(new QuantizedModel());
-  q->model_ = Model::from_checkpoint(cfg, ckpt);
+  q->model_ = Model::from_checkpoint(cfg, ckpt, packed);
   Model& m = *q->model_;
 
   // The quantization settings.
@@ -503,7 +474,6 @@ std::unique_ptr<QuantizedModel> load_checkpoint(const std::filesystem::path& pat
         for (std::int64_t i = 0; i < k; ++i) tq.params.push_back({sc[static_cast<std::size_t>(i)], zp[static_cast<std::size_t>(i)], tq.bits});
       }
     }
-    lq.weights = std::move(qweights[static_cast<std::size_t>(l)]);
   }
   return q;
 }

@@ -9,7 +9,7 @@ namespace rptq {
 
 namespace {
 
-// One linear of a layer, the tap that is its input, and its weights.
+// One linear of a layer, the tap that is its input, and its weights (mutable: the pipeline replaces them).
 struct LinearRef {
   const char* name;
   Tap input;
@@ -17,16 +17,8 @@ struct LinearRef {
 };
 
 std::vector<LinearRef> linears(const ModelConfig& m, DecoderLayerWeights& w) {
-  std::vector<LinearRef> v = {{"q", Tap::AttnInput, &w.q}, {"k", Tap::AttnInput, &w.k}, {"v", Tap::AttnInput, &w.v},
-                              {"o", Tap::AttnOutput, &w.o}};
-  if (m.arch == Architecture::OPT) {
-    v.push_back({"fc1", Tap::FfnInput, &w.fc1});
-    v.push_back({"fc2", Tap::FfnHidden, &w.fc2});
-  } else {
-    v.push_back({"gate", Tap::FfnInput, &w.gate});
-    v.push_back({"up", Tap::FfnInput, &w.up});
-    v.push_back({"down", Tap::FfnHidden, &w.down});
-  }
+  std::vector<LinearRef> v;
+  for (const NamedLinear& n : layer_linears(m, w)) v.push_back({n.name, n.input, const_cast<LinearWeights*>(n.weights)});
   return v;
 }
 
@@ -53,6 +45,20 @@ class HessianCollector : public ActivationHook {
 };
 
 }  // namespace
+
+std::vector<NamedLinear> layer_linears(const ModelConfig& m, const DecoderLayerWeights& w) {
+  std::vector<NamedLinear> v = {{"q", Tap::AttnInput, &w.q}, {"k", Tap::AttnInput, &w.k},
+                                {"v", Tap::AttnInput, &w.v}, {"o", Tap::AttnOutput, &w.o}};
+  if (m.arch == Architecture::OPT) {
+    v.push_back({"fc1", Tap::FfnInput, &w.fc1});
+    v.push_back({"fc2", Tap::FfnHidden, &w.fc2});
+  } else {
+    v.push_back({"gate", Tap::FfnInput, &w.gate});
+    v.push_back({"up", Tap::FfnInput, &w.up});
+    v.push_back({"down", Tap::FfnHidden, &w.down});
+  }
+  return v;
+}
 
 void QuantizedModel::Hook::on_activation(int layer, Tap tap, const ActivationView& act) {
   if (layer >= enabled_layers || layer >= static_cast<int>(q_.layers_.size())) return;
@@ -180,8 +186,9 @@ std::unique_ptr<QuantizedModel> quantize(std::unique_ptr<Model> model, const Cha
         QuantizedWeight qw = gptq ? quantize_gptq(lr.w->weight.data(), out, in, cfg.wbits, cfg.grid, groups,
                                                   hc->hessian(lr.input), cfg.gptq_block, cfg.gptq_damp)
                                   : quantize_rtn(lr.w->weight.data(), out, in, cfg.wbits, cfg.grid, groups);
-        qw.dequantize(lr.w->weight.data());
-        lq.weights.emplace_back(lr.name, std::move(qw));
+        // From here on the layer computes with the packed codes (dequantized per tile in the GEMM path).
+        lr.w->packed = std::make_shared<const PackedWeight>(PackedWeight::pack(qw));
+        lr.w->weight = Tensor();
       }
     }
     // 5. The quantized layer's outputs become the next layer's inputs.

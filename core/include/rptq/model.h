@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <filesystem>
 #include <functional>
+#include <map>
 #include <memory>
 #include <span>
 #include <string>
@@ -33,12 +34,20 @@ class ActivationHook {
   virtual void on_activation(int layer, Tap tap, const ActivationView& act) = 0;
 };
 
+struct PackedWeight;  // weight_quant.h
+
 struct LinearWeights {
-  Tensor weight;  // [out, in], as Hugging Face's nn.Linear stores it
+  Tensor weight;  // [out, in], as Hugging Face's nn.Linear stores it; empty when the weight is packed
   Tensor bias;    // [out] or empty
-  std::int64_t in() const { return weight.dim(1); }
-  std::int64_t out() const { return weight.dim(0); }
+  // A quantized linear: its packed codes and group quantizers, dequantized tile by tile in the forward pass.
+  std::shared_ptr<const PackedWeight> packed;
+  std::int64_t in() const;
+  std::int64_t out() const;
   const float* bias_data() const { return bias.empty() ? nullptr : bias.data(); }
+  // The weight as float32 [out, in]: a copy of `weight`, or `packed` dequantized.
+  Tensor dense() const;
+  // Bytes the weight and bias take in memory.
+  std::size_t bytes() const;
 };
 
 struct NormWeights {
@@ -111,6 +120,9 @@ class KvCache {
 struct LoadOptions {
   // Called with (fraction done, what) while weights load; returning false cancels (throws Cancelled).
   std::function<bool(double, const std::string&)> progress;
+  // Linears that come already packed (a quantized checkpoint), by their weight's name in the checkpoint
+  // ("layers.0.self_attn.q_proj.weight"): used instead of a float tensor of that name.
+  std::map<std::string, std::shared_ptr<const PackedWeight>> packed;
 };
 
 class Model {
@@ -157,7 +169,7 @@ class Model {
     return {embed_tokens_, embed_positions_, project_in_, project_out_, final_norm_, lm_head_};
   }
 
-  // Weight bytes held in memory (float32).
+  // Weight bytes held in memory: float32 tensors, and packed linears as their codes and group quantizers.
   std::size_t weight_bytes() const;
 
   struct Scratch;  // implementation detail: per-thread buffers of one layer's pass (model.cpp)

@@ -29,10 +29,18 @@ struct TapQuantizer {
 struct LayerQuantization {
   LayerReorder reorder;
   std::array<TapQuantizer, kTapCount> taps;  // indexed by Tap
-  // Quantized weights of the layer's linears (codes, scales, zero points), for export; the model's weight
-  // tensors hold their dequantized values. Named q, k, v, o, fc1, fc2 (OPT) or q, k, v, o, gate, up, down.
-  std::vector<std::pair<std::string, QuantizedWeight>> weights;
+  // The layer's quantized linears are the model's own: LinearWeights::packed (codes, scales, zero points), with
+  // no float weight kept; see quantized_linears().
 };
+
+// The linears of a decoder layer with their short names: q, k, v, o, fc1, fc2 (OPT) or q, k, v, o, gate, up,
+// down (LLaMA family), and the tap that is each one's input.
+struct NamedLinear {
+  const char* name;
+  Tap input;
+  const LinearWeights* weights;
+};
+std::vector<NamedLinear> layer_linears(const ModelConfig& m, const DecoderLayerWeights& w);
 
 struct QuantizeOptions {
   RangeStat stat = RangeStat::Ema;

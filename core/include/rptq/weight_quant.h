@@ -7,6 +7,7 @@
 // Reference). Unlike activations (clamped to [1e-4, 1e4], the reference's activation convention) the weight scale
 // is only floored, at kMinWeightScale, so an all-zero group does not divide by zero. min <= 0 <= max is not forced.
 #include <cstdint>
+#include <string>
 #include <vector>
 
 #include "rptq/quant_config.h"
@@ -35,6 +36,40 @@ struct QuantizedWeight {
   // w[r, c] = (codes[r, c] - zero_points[r, g]) * scales[r, g], g the group of column c. w is [out, in].
   void dequantize(float* w) const;
 };
+
+// A quantized weight as a model holds it at run time: the codes packed to their bit width (bitpack.h layout over
+// the whole row-major [out, in] matrix, stored unsigned: code + 2^(bits-1)), with the float32 scale and zero point
+// of every (row, column group). The forward pass dequantizes it tile by tile of output rows just before the GEMM
+// (Model's linear), so the float weights are never resident.
+struct PackedWeight {
+  std::int64_t out = 0, in = 0;
+  int bits = 0;
+  std::vector<std::int64_t> group_boundaries;  // g + 1 column offsets
+  std::vector<float> scales, zero_points;      // [out, g]
+  std::vector<std::uint8_t> codes;             // packed_bytes(out * in, bits)
+
+  static PackedWeight pack(const QuantizedWeight& q);
+  QuantizedWeight unpack() const;
+  std::int64_t groups() const { return static_cast<std::int64_t>(group_boundaries.size()) - 1; }
+  // Rows [r0, r1) dequantized into w[(r1 - r0), in], with exactly QuantizedWeight::dequantize's arithmetic.
+  // r0 must be a multiple of 8 (tiles start on a byte boundary of the code stream for every bit width).
+  void dequantize_rows(std::int64_t r0, std::int64_t r1, float* w) const;
+  void dequantize(float* w) const { dequantize_rows(0, out, w); }
+  // Bytes held: the packed codes plus the float32 scales and zero points.
+  std::size_t bytes() const { return codes.size() + (scales.size() + zero_points.size()) * sizeof(float); }
+  // Checks sizes, bits and boundaries; throws InputError starting with `what`.
+  void check(const std::string& what) const;
+};
+
+// y[rows, out] = x[rows, in] * W^T (+ bias[out]) (+ y when accumulate), the contract of ops::linear, for a packed
+// W: its output rows are dequantized tile by tile (packed_tile_rows) into `scratch`, each tile's GEMM writing its
+// columns of y. x has leading dimension ldx; y has out columns.
+void packed_linear(const float* x, std::int64_t ldx, std::int64_t rows, const PackedWeight& w, const float* bias,
+                   float* y, bool accumulate, std::vector<float>& scratch);
+// Output rows per tile: ~16 MiB of float weights when many rows go through (the GEMM keeps its efficiency; the
+// linears of small models fit whole), ~1 MiB for up to 64 rows (decoding: the tile stays in cache between its
+// dequantization and the GEMV that reads it). A multiple of 8, at least 8.
+std::int64_t packed_tile_rows(std::int64_t rows, std::int64_t in, std::int64_t out);
 
 // Round to nearest: every weight by its group's quantizer. w is [out, in] row-major (nn.Linear's layout).
 // Throws InputError on bad sizes, bits outside 2..8, bad boundaries or a non-finite weight.
