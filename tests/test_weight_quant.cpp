@@ -64,12 +64,32 @@ double output_error(const std::vector<float>& x, std::int64_t rows, const std::v
   return std::sqrt(sum);
 }
 
-// The formulas written out once more, independently of quantizer.cpp.
+// The formulas written out once more, independently of quantizer.cpp and weight_quant.cpp.
+float raw_scale(float mn, float mx, int bits, QuantGrid grid) {
+  const float levels = std::ldexp(1.0f, bits);
+  return std::max((mx - mn) / (grid == QuantGrid::Exact ? levels - 1.0f : levels), 1e-8f);
+}
+
+// A scale on its row's storable grid: relative to 2^e with e = floor(log2(row's largest scale)) - 14, rounded to
+// FP16 precision (10 fraction bits for values >= 2^-14, steps of 2^-24 below, never zero), ties to even.
+float storable(float s, float row_max) {
+  const int e = static_cast<int>(std::floor(std::log2(static_cast<double>(row_max)))) - 14;
+  const double v = std::ldexp(static_cast<double>(s), -e);
+  double r;
+  if (v >= std::ldexp(1.0, -14)) {
+    const int k = static_cast<int>(std::floor(std::log2(v)));
+    r = std::ldexp(std::nearbyint(std::ldexp(v, 10 - k)), k - 10);
+  } else {
+    r = std::max(std::nearbyint(std::ldexp(v, 24)), 1.0) * std::ldexp(1.0, -24);
+  }
+  return static_cast<float>(std::ldexp(r, e));
+}
+
 struct ScalarQuantizer {
   float scale, zp, lo, hi;
-  ScalarQuantizer(float mn, float mx, int bits, QuantGrid grid) {
+  ScalarQuantizer(float mn, float mx, int bits, QuantGrid grid, float row_max_scale) {
     const float levels = std::ldexp(1.0f, bits);
-    scale = std::max((mx - mn) / (grid == QuantGrid::Exact ? levels - 1.0f : levels), 1e-8f);
+    scale = storable(raw_scale(mn, mx, bits, grid), row_max_scale);
     zp = grid == QuantGrid::Exact ? std::nearbyint(-levels / 2.0f - mn / scale)
                                   : std::nearbyint(-(mx + mn) / (2.0f * scale));
     lo = -levels / 2.0f;
@@ -116,17 +136,25 @@ TEST(WeightQuant, RtnMatchesScalarReimplementation) {
       ASSERT_EQ(q.scales.size(), static_cast<std::size_t>(out * 4));
       ASSERT_EQ(q.codes.size(), static_cast<std::size_t>(out * in));
       const std::vector<float> deq = dequantized(q);
-      for (std::int64_t r = 0; r < out; ++r)
+      for (std::int64_t r = 0; r < out; ++r) {
+        std::vector<float> mns(b.size() - 1, 0.0f), mxs(b.size() - 1, 0.0f);
+        float row_max = 0.0f;
         for (std::size_t k = 0; k + 1 < b.size(); ++k) {
-          float mn = 0.0f, mx = 0.0f;
           if (b[k] < b[k + 1]) {
-            mn = mx = w[static_cast<std::size_t>(r * in + b[k])];
+            mns[k] = mxs[k] = w[static_cast<std::size_t>(r * in + b[k])];
             for (std::int64_t c = b[k]; c < b[k + 1]; ++c) {
-              mn = std::min(mn, w[static_cast<std::size_t>(r * in + c)]);
-              mx = std::max(mx, w[static_cast<std::size_t>(r * in + c)]);
+              mns[k] = std::min(mns[k], w[static_cast<std::size_t>(r * in + c)]);
+              mxs[k] = std::max(mxs[k], w[static_cast<std::size_t>(r * in + c)]);
             }
           }
-          const ScalarQuantizer s(mn, mx, bits, grid);
+          if (mns[k] == mxs[k]) {  // no range: widened to include 0
+            mns[k] = std::min(mns[k], 0.0f);
+            mxs[k] = std::max(mxs[k], 0.0f);
+          }
+          row_max = std::max(row_max, raw_scale(mns[k], mxs[k], bits, grid));
+        }
+        for (std::size_t k = 0; k + 1 < b.size(); ++k) {
+          const ScalarQuantizer s(mns[k], mxs[k], bits, grid, row_max);
           ASSERT_EQ(q.scales[static_cast<std::size_t>(r) * 4 + k], s.scale);
           ASSERT_EQ(q.zero_points[static_cast<std::size_t>(r) * 4 + k], s.zp);
           for (std::int64_t c = b[k]; c < b[k + 1]; ++c) {
@@ -135,10 +163,14 @@ TEST(WeightQuant, RtnMatchesScalarReimplementation) {
             ASSERT_EQ(q.codes[i], static_cast<std::int8_t>(code)) << "row " << r << " col " << c;
             ASSERT_EQ(deq[i], (code - s.zp) * s.scale);
             if (grid == QuantGrid::Exact) {
-              ASSERT_LE(std::fabs(deq[i] - w[i]), 0.5f * s.scale * 1.0001f + 1e-7f);
+              // Half a step; plus what the storable scale (up to 2^-11 smaller than the range's) leaves of the
+              // range's ends outside the grid: at most (2^bits - 1) * 2^-11 steps.
+              const float clip = (std::ldexp(1.0f, bits) - 1.0f) * std::ldexp(1.0f, -11) * s.scale;
+              ASSERT_LE(std::fabs(deq[i] - w[i]), 0.5f * s.scale * 1.0001f + clip + 1e-7f);
             }
           }
         }
+      }
       // The zero row comes back exactly.
       for (std::int64_t c = 0; c < in; ++c) ASSERT_EQ(deq[static_cast<std::size_t>(2 * in + c)], 0.0f);
     }

@@ -1,6 +1,9 @@
 #include "rptq/qcheckpoint.h"
 
+#include <algorithm>
+#include <climits>
 #include <cmath>
+#include <cstdint>
 #include <ctime>
 #include <fstream>
 
@@ -53,6 +56,94 @@ void write_norm(h5::Writer& w, const std::string& g, const NormWeights& n) {
 
 std::vector<std::int32_t> to_i32(const std::vector<std::int64_t>& v) { return {v.begin(), v.end()}; }
 
+// Scales as FP16 relative to a power of two per row (weight_quant.h: the quantizer keeps them on that grid), so
+// 2 bytes each instead of 4; float32 when some scale is not on it (a model quantized by other means).
+void write_scales(h5::Writer& w, const std::string& g, const PackedWeight& qw) {
+  const std::int64_t groups = qw.groups();
+  std::vector<std::uint16_t> h(qw.scales.size());
+  std::vector<std::int16_t> e(static_cast<std::size_t>(qw.out));
+  // The row's exponent as the quantizer chose it: from its largest scale before rounding, which may have rounded
+  // up into the next power of two (then one less than the rounded maximum's).
+  auto try_row = [&](std::int64_t r, int er) {
+    if (er < INT16_MIN || er > INT16_MAX) return false;
+    e[static_cast<std::size_t>(r)] = static_cast<std::int16_t>(er);
+    const float* sr = qw.scales.data() + r * groups;
+    for (std::int64_t k = 0; k < groups; ++k) {
+      const std::uint16_t hk = float_to_half(std::ldexp(sr[k], -er));
+      h[static_cast<std::size_t>(r * groups + k)] = hk;
+      if (!(sr[k] > 0.0f) || std::ldexp(half_to_float(hk), er) != sr[k]) return false;
+    }
+    return true;
+  };
+  bool exact = true;
+  for (std::int64_t r = 0; r < qw.out && exact; ++r) {
+    const float* sr = qw.scales.data() + r * groups;
+    const int er = weight_scale_exponent(*std::max_element(sr, sr + groups));
+    exact = try_row(r, er) || try_row(r, er - 1);
+  }
+  if (exact) {
+    w.write_f16(g + "/scales", {qw.out, groups}, h.data());
+    w.write_i16(g + "/scale_exponents", {qw.out}, e.data());
+  } else {
+    w.write_f32(g + "/scales", {qw.out, groups}, qw.scales.data());
+  }
+}
+
+// Zero points are integers, nearly all in a narrow window: each is stored as (zero_point - zero_point_offset) packed
+// to zero_point_bits bits (bitpack.h layout), the all-ones code marking an exception whose value is listed in
+// zero_point_exceptions (flat index into [out, groups], int32) and zero_point_exception_values (float32). The
+// window and width are those of fewest bytes. A linear with a zero point that is not an integer stores them all
+// as float32 [out, groups].
+void write_zero_points(h5::Writer& w, const std::string& g, const PackedWeight& qw) {
+  const auto& z = qw.zero_points;
+  const auto n = static_cast<std::int64_t>(z.size());
+  bool integral = true;
+  for (float v : z) integral = integral && v == std::nearbyint(v) && std::abs(v) < 1e9f;
+  if (!integral) return w.write_f32(g + "/zero_points", {qw.out, qw.groups()}, z.data());
+  // Histogram of the values in [-kSpan, kSpan): the windows worth considering lie there.
+  constexpr std::int64_t kSpan = 512;
+  std::vector<std::int64_t> hist(2 * kSpan + 1, 0);  // prefix sums after the loop
+  for (float v : z)
+    if (v >= -kSpan && v < kSpan) ++hist[static_cast<std::size_t>(static_cast<std::int64_t>(v) + kSpan + 1)];
+  for (std::size_t i = 1; i < hist.size(); ++i) hist[i] += hist[i - 1];
+  int best_bits = 8;
+  std::int64_t best_lo = -kSpan, best_cost = INT64_MAX;
+  for (int bits = 2; bits <= 8; ++bits) {
+    const std::int64_t width = (std::int64_t{1} << bits) - 1;  // the all-ones code is the escape
+    for (std::int64_t lo = -kSpan; lo + width <= kSpan; ++lo) {
+      const std::int64_t inside = hist[static_cast<std::size_t>(lo + width + kSpan)] - hist[static_cast<std::size_t>(lo + kSpan)];
+      const std::int64_t cost = (n * bits + 7) / 8 + (n - inside) * 8;
+      if (cost < best_cost) {
+        best_cost = cost;
+        best_bits = bits;
+        best_lo = lo;
+      }
+    }
+  }
+  const std::int64_t escape = (std::int64_t{1} << best_bits) - 1;
+  std::vector<std::uint8_t> u(z.size());
+  std::vector<std::int32_t> ex_index;
+  std::vector<float> ex_value;
+  for (std::int64_t i = 0; i < n; ++i) {
+    const std::int64_t d = static_cast<std::int64_t>(z[static_cast<std::size_t>(i)]) - best_lo;
+    if (d >= 0 && d < escape) {
+      u[static_cast<std::size_t>(i)] = static_cast<std::uint8_t>(d);
+    } else {
+      u[static_cast<std::size_t>(i)] = static_cast<std::uint8_t>(escape);
+      ex_index.push_back(static_cast<std::int32_t>(i));
+      ex_value.push_back(z[static_cast<std::size_t>(i)]);
+    }
+  }
+  std::vector<std::uint8_t> packed(packed_bytes(n, best_bits));
+  pack_bits(u.data(), n, best_bits, packed.data());
+  w.write_u8(g + "/zero_points", {static_cast<std::int64_t>(packed.size())}, packed.data());
+  w.attr(g, "zero_point_bits", std::int64_t{best_bits});
+  w.attr(g, "zero_point_offset", best_lo);
+  const auto ne = static_cast<std::int64_t>(ex_index.size());
+  w.write_i32(g + "/zero_point_exceptions", {ne}, ex_index.data());
+  w.write_f32(g + "/zero_point_exception_values", {ne}, ex_value.data());
+}
+
 void write_linear(h5::Writer& w, const std::string& g, const PackedWeight& qw, const LinearWeights& lw) {
   w.group(g);
   w.attr(g, "bits", std::int64_t{qw.bits});
@@ -62,26 +153,8 @@ void write_linear(h5::Writer& w, const std::string& g, const PackedWeight& qw, c
   w.write_u8(g + "/codes", {static_cast<std::int64_t>(qw.codes.size())}, qw.codes.data());
   const auto gb = to_i32(qw.group_boundaries);
   w.write_i32(g + "/group_boundaries", {static_cast<std::int64_t>(gb.size())}, gb.data());
-  // Float32: FP16 would flush the scales of weights that a model's channel rescaling made tiny (below 6e-5) and
-  // ruin those groups (measured on tiny-opt-16m: W4A16 KL 0.0003 -> 0.012).
-  w.write_f32(g + "/scales", {qw.out, qw.groups()}, qw.scales.data());
-  // Zero points are integers: int8 when they all fit (the usual case), else int16, else float32.
-  auto fits = [&](float lo, float hi) {
-    for (float z : qw.zero_points)
-      if (!(z >= lo && z <= hi && z == std::nearbyint(z))) return false;
-    return true;
-  };
-  if (fits(-128.0f, 127.0f)) {
-    std::vector<std::int8_t> zp(qw.zero_points.size());
-    for (std::size_t i = 0; i < zp.size(); ++i) zp[i] = static_cast<std::int8_t>(qw.zero_points[i]);
-    w.write_i8(g + "/zero_points", {qw.out, qw.groups()}, zp.data());
-  } else if (fits(-32768.0f, 32767.0f)) {
-    std::vector<std::int16_t> zp(qw.zero_points.size());
-    for (std::size_t i = 0; i < zp.size(); ++i) zp[i] = static_cast<std::int16_t>(qw.zero_points[i]);
-    w.write_i16(g + "/zero_points", {qw.out, qw.groups()}, zp.data());
-  } else {
-    w.write_f32(g + "/zero_points", {qw.out, qw.groups()}, qw.zero_points.data());
-  }
+  write_scales(w, g, qw);
+  write_zero_points(w, g, qw);
   write_plain(w, g + "/bias", lw.bias);
 }
 
@@ -262,7 +335,10 @@ CheckpointInfo inspect_checkpoint(const std::filesystem::path& path) {
                  "-bit codes");
         li.groups = f.shape(g + "/group_boundaries").at(0) - 1;
         li.packed_bytes = f.storage_bytes(g + "/codes");
-        li.param_bytes = f.storage_bytes(g + "/scales") + f.storage_bytes(g + "/zero_points");
+        li.param_bytes = 0;
+        for (const char* d : {"scales", "scale_exponents", "zero_points", "zero_point_exceptions",
+                              "zero_point_exception_values"})
+          if (f.exists(g + "/" + d)) li.param_bytes += f.storage_bytes(g + "/" + d);
         info.linear_packed_bytes += li.packed_bytes;
         info.linear_param_bytes += li.param_bytes;
       } else {
@@ -315,8 +391,44 @@ std::shared_ptr<const PackedWeight> read_packed(const h5::Reader& f, const std::
     f.fail(g + "/group_boundaries do not span the " + std::to_string(in) + " input columns");
   for (std::size_t i = 1; i < qw->group_boundaries.size(); ++i)
     if (qw->group_boundaries[i] < qw->group_boundaries[i - 1]) f.fail(g + "/group_boundaries decrease");
-  qw->scales = f.read_f32(g + "/scales", {out, qw->groups()});
-  qw->zero_points = f.read_f32(g + "/zero_points", {out, qw->groups()});
+  const std::int64_t groups = qw->groups();
+  qw->scales = f.read_f32(g + "/scales", {out, groups});  // FP16 (format 2) or float32
+  if (f.exists(g + "/scale_exponents")) {
+    const auto e = f.read_i32(g + "/scale_exponents", {out});
+    for (std::int64_t r = 0; r < out; ++r) {
+      if (e[static_cast<std::size_t>(r)] < -300 || e[static_cast<std::size_t>(r)] > 300)
+        f.fail(g + "/scale_exponents: " + std::to_string(e[static_cast<std::size_t>(r)]) + " is out of range");
+      for (std::int64_t k = 0; k < groups; ++k) {
+        float& sk = qw->scales[static_cast<std::size_t>(r * groups + k)];
+        sk = std::ldexp(sk, e[static_cast<std::size_t>(r)]);
+      }
+    }
+  }
+  for (float sk : qw->scales)
+    if (!(sk > 0.0f) || !std::isfinite(sk)) f.fail(g + "/scales: a scale is not a positive finite number");
+  if (f.has_attr(g, "zero_point_bits")) {
+    const std::int64_t zb = f.attr_int(g, "zero_point_bits"), offset = f.attr_int(g, "zero_point_offset");
+    if (zb < 2 || zb > 8) f.fail(g + ": zero_point_bits " + std::to_string(zb) + " outside 2..8");
+    const std::int64_t n = out * groups;
+    const auto packed = f.read_u8(g + "/zero_points", {static_cast<std::int64_t>(packed_bytes(n, static_cast<int>(zb)))});
+    std::vector<std::uint8_t> u(static_cast<std::size_t>(n));
+    unpack_bits(packed.data(), n, static_cast<int>(zb), u.data());
+    const std::uint8_t escape = static_cast<std::uint8_t>((1 << zb) - 1);
+    qw->zero_points.resize(u.size());
+    for (std::size_t i = 0; i < u.size(); ++i)
+      qw->zero_points[i] = u[i] == escape ? std::nanf("") : static_cast<float>(offset + u[i]);
+    const auto idx = f.read_i32(g + "/zero_point_exceptions");
+    const auto val = f.read_f32(g + "/zero_point_exception_values", {static_cast<std::int64_t>(idx.size())});
+    for (std::size_t i = 0; i < idx.size(); ++i) {
+      if (idx[i] < 0 || idx[i] >= n || u[static_cast<std::size_t>(idx[i])] != escape)
+        f.fail(g + "/zero_point_exceptions: index " + std::to_string(idx[i]) + " is not an escaped zero point");
+      qw->zero_points[static_cast<std::size_t>(idx[i])] = val[i];
+    }
+    for (float zp : qw->zero_points)
+      if (!std::isfinite(zp)) f.fail(g + "/zero_points: an escaped zero point has no listed value");
+  } else {
+    qw->zero_points = f.read_f32(g + "/zero_points", {out, groups});  // int8/int16/float32 (format 1), int16/float32
+  }
   qw->codes = f.read_u8(g + "/codes", {static_cast<std::int64_t>(packed_bytes(out * in, bits))});
   try {
     qw->check(g);

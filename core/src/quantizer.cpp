@@ -73,15 +73,21 @@ QuantParams quant_params_clamped(float min, float max, int bits, QuantGrid grid,
     throw InputError("quantizer range must be finite with min <= max; got [" + std::to_string(min) + ", " +
                      std::to_string(max) + "]");
   const float levels = static_cast<float>(1 << bits);
+  const float scale = grid == QuantGrid::Reference ? std::clamp((max - min) / levels, scale_min, scale_max)
+                                                   : std::clamp((max - min) / (levels - 1.0f), scale_min, scale_max);
+  return quant_params_with_scale(min, max, bits, grid, scale);
+}
+
+QuantParams quant_params_with_scale(float min, float max, int bits, QuantGrid grid, float scale) {
+  check_bits(bits);
+  const float levels = static_cast<float>(1 << bits);
   QuantParams p;
   p.bits = bits;
-  if (grid == QuantGrid::Reference) {
-    p.scale = std::clamp((max - min) / levels, scale_min, scale_max);
+  p.scale = scale;
+  if (grid == QuantGrid::Reference)
     p.zero_point = round_half_even(-(max + min) / (2.0f * p.scale));
-  } else {
-    p.scale = std::clamp((max - min) / (levels - 1.0f), scale_min, scale_max);
+  else
     p.zero_point = round_half_even(-levels / 2.0f - min / p.scale);
-  }
   return p;
 }
 

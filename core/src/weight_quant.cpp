@@ -10,6 +10,7 @@
 
 #include "rptq/bitpack.h"
 #include "rptq/blas.h"
+#include "rptq/dtype.h"
 #include "rptq/error.h"
 
 namespace rptq {
@@ -45,6 +46,7 @@ QuantizedWeight group_quantizers(const float* w, std::int64_t out, std::int64_t 
   const std::int64_t g = q.groups();
   q.scales.resize(static_cast<std::size_t>(out * g));
   q.zero_points.resize(static_cast<std::size_t>(out * g));
+  std::vector<float> range_hi(static_cast<std::size_t>(out * g));  // each group's max, until its scale is final
   std::int64_t bad = -1;  // a flat index of a non-finite weight (exceptions must not leave the parallel region)
 #pragma omp parallel for schedule(static) if (out * in > kParallelElements)
   for (std::int64_t r = 0; r < out; ++r) {
@@ -66,9 +68,28 @@ QuantizedWeight group_quantizers(const float* w, std::int64_t out, std::int64_t 
         bad = r * in + boundaries[k];
         mn = mx = 0.0f;
       }
+      // A group without a range (one column, or equal weights) takes [min(c, 0), max(c, 0)], as GPTQ's quantizer
+      // does for every group: c then sits on the grid's end (exact to an ulp) with an in-range zero point, instead
+      // of a floored scale with a zero point of c / 1e-8.
+      if (mn == mx) {
+        mn = std::min(mn, 0.0f);
+        mx = std::max(mx, 0.0f);
+      }
       const QuantParams p = weight_quant_params(mn, mx, bits, grid);
       q.scales[static_cast<std::size_t>(r * g + k)] = p.scale;
-      q.zero_points[static_cast<std::size_t>(r * g + k)] = p.zero_point;
+      // The range is kept in zero_points until the scales are rounded below.
+      q.zero_points[static_cast<std::size_t>(r * g + k)] = mn;
+      range_hi[static_cast<std::size_t>(r * g + k)] = mx;
+    }
+    // Scales on the row's storable grid, then the zero points for those scales.
+    float* sr = q.scales.data() + r * g;
+    float* zr = q.zero_points.data() + r * g;
+    const int e = weight_scale_exponent(*std::max_element(sr, sr + g));
+    for (std::int64_t k = 0; k < g; ++k) {
+      const QuantParams p = quant_params_with_scale(zr[k], range_hi[static_cast<std::size_t>(r * g + k)], bits, grid,
+                                                    storable_weight_scale(sr[k], e));
+      sr[k] = p.scale;
+      zr[k] = p.zero_point;
     }
   }
   if (bad >= 0)
@@ -86,6 +107,17 @@ std::vector<std::int32_t> column_groups(const std::vector<std::int64_t>& boundar
   return gc;
 }
 }  // namespace
+
+int weight_scale_exponent(float max_scale_of_row) {
+  if (!(max_scale_of_row > 0.0f) || !std::isfinite(max_scale_of_row)) return 0;
+  return std::ilogb(max_scale_of_row) - 14;
+}
+
+float storable_weight_scale(float scale, int row_exponent) {
+  std::uint16_t h = float_to_half(std::ldexp(scale, -row_exponent));
+  if ((h & 0x7FFF) == 0) h = 1;  // never a zero scale: the smallest FP16 step
+  return std::ldexp(half_to_float(h), row_exponent);
+}
 
 QuantParams weight_quant_params(float min, float max, int bits, QuantGrid grid) {
   return quant_params_clamped(min, max, bits, grid, kMinWeightScale, std::numeric_limits<float>::max());

@@ -13,7 +13,9 @@
 
 namespace rptq {
 
-constexpr int kCheckpointFormatVersion = 1;
+// 2: weight scales as FP16 with a per-row power of two (scale_exponents), zero points packed to their range's width.
+// Version 1 files (float32 scales, int8/int16/float32 zero points) still load.
+constexpr int kCheckpointFormatVersion = 2;
 
 struct ExportOptions {
   bool overwrite = false;

@@ -38,6 +38,8 @@ QuantParams quant_params(float min, float max, int bits, QuantGrid grid);
 
 // The same formulas with the scale clamped to [scale_min, scale_max] (weights use [1e-8, inf): weight_quant.h).
 QuantParams quant_params_clamped(float min, float max, int bits, QuantGrid grid, float scale_min, float scale_max);
+// The zero point those formulas give for [min, max] with a scale chosen by the caller (a scale rounded for storage).
+QuantParams quant_params_with_scale(float min, float max, int bits, QuantGrid grid, float scale);
 
 inline std::int32_t code_min(int bits) { return -(1 << (bits - 1)); }
 inline std::int32_t code_max(int bits) { return (1 << (bits - 1)) - 1; }

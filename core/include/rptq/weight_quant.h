@@ -5,7 +5,9 @@
 //
 // A group's quantizer comes from the min and max of its weights with the grid of quantizer.h (Exact or
 // Reference). Unlike activations (clamped to [1e-4, 1e4], the reference's activation convention) the weight scale
-// is only floored, at kMinWeightScale, so an all-zero group does not divide by zero. min <= 0 <= max is not forced.
+// is only floored, at kMinWeightScale, so an all-zero group does not divide by zero. min <= 0 <= max is not forced,
+// except for a group without a range (min == max: a single column or equal weights), which takes [min(c, 0),
+// max(c, 0)] so that its value lies on the grid's end with a zero point inside the code range.
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -16,6 +18,14 @@
 namespace rptq {
 
 constexpr float kMinWeightScale = 1e-8f;
+
+// Weight scales are kept to 11 significant bits relative to a power of two per output row, so a checkpoint stores
+// them exactly as FP16 values plus one exponent per row (half the bytes of float32; plain FP16 would flush the tiny
+// scales that channel rescaling gives some rows). The row's exponent puts its largest scale in [2^14, 2^15) of the
+// FP16 range; a scale of that row is then half(s * 2^-e) * 2^e (a scale that would round to zero keeps the
+// smallest FP16 step). The quantizer rounds its scales this way before computing zero points and codes.
+int weight_scale_exponent(float max_scale_of_row);
+float storable_weight_scale(float scale, int row_exponent);
 
 // The quantizer of one weight group with range [min, max] (quant_params with the weight scale floor).
 QuantParams weight_quant_params(float min, float max, int bits, QuantGrid grid);
