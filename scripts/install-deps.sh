@@ -7,7 +7,7 @@ if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
 PKGS=(
   build-essential cmake ninja-build pkg-config
   libopenblas-dev libopenblas-openmp-dev libdnnl-dev nlohmann-json3-dev libpcre2-dev libcli11-dev
-  libhdf5-dev libssl-dev qt6-base-dev qt6-charts-dev
+  libhdf5-dev libssl-dev qt6-base-dev qt6-charts-dev libqt6opengl6-dev qt6-svg-dev
   libgtest-dev libgmock-dev
   python3 python3-h5py python3-numpy
 )

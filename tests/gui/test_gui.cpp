@@ -1,0 +1,650 @@
+// Qt Test tests of RPTQ Workbench's GUI. They drive the real main window under the offscreen platform: open the
+// demo model, calibrate it (small settings, seconds), explore the clusters, cancel a calibration midway, open a
+// corrupt model, export charts, and run the --screenshot mode. Settings, data and the Hugging Face cache live in a
+// temporary folder made by main(), so a run neither reads nor changes the developer's own.
+#include <QAbstractButton>
+#include <QApplication>
+#include <QComboBox>
+#include <QDir>
+#include <QFile>
+#include <QImage>
+#include <QLabel>
+#include <QLineEdit>
+#include <QMessageBox>
+#include <QMimeData>
+#include <QProcess>
+#include <QProgressBar>
+#include <QPushButton>
+#include <QSettings>
+#include <QSignalSpy>
+#include <QSlider>
+#include <QSpinBox>
+#include <QStatusBar>
+#include <QTableView>
+#include <QTemporaryDir>
+#include <QTimer>
+#include <QTreeWidget>
+#include <QtTest>
+
+#include <memory>
+#include <set>
+
+#include "calibration/calibrate_page.h"
+#include "calibration/calibration_job.h"
+#include "calibration/layer_progress_model.h"
+#include "common/chart_view.h"
+#include "common/resources.h"
+#include "explore/cluster_table_model.h"
+#include "explore/explore_page.h"
+#include "explore/range_order_chart.h"
+#include "explore/scatter_chart.h"
+#include "explore/tap_overview_model.h"
+#include "main/main_window.h"
+#include "main/step_list.h"
+#include "model/model_page.h"
+#include "rptq/model_info.h"
+#include "rptq/reorder.h"
+#include "rptq/tap.h"
+#include "session/persisted.h"
+#include "session/session.h"
+
+using rptq::ui::MainWindow;
+
+namespace {
+
+constexpr int kOpenTimeoutMs = 60000;
+constexpr int kCalibrateTimeoutMs = 120000;
+
+QString g_root;  // the temporary folder holding settings, data and the fake Hugging Face cache
+
+// With RPTQ_GUI_SHOTS_DIR set, tests save what they see there (for looking at the UI in states screenshots of the
+// finished steps do not show).
+void save_shot(QWidget* w, const QString& name) {
+  const QString dir = qEnvironmentVariable("RPTQ_GUI_SHOTS_DIR");
+  if (!dir.isEmpty()) w->grab().save(dir + QLatin1Char('/') + name + QStringLiteral(".png"));
+}
+
+QString stories_dir() { return rptq::ui::resources_dir() + QStringLiteral("/models/stories260k"); }
+
+// Watches for message boxes and closes each one it finds, remembering what they said.
+class DialogCatcher : public QObject {
+ public:
+  DialogCatcher() {
+    timer_.setInterval(30);
+    connect(&timer_, &QTimer::timeout, this, [this] {
+      for (QWidget* w : QApplication::topLevelWidgets()) {
+        auto* box = qobject_cast<QMessageBox*>(w);
+        if (!box || !box->isVisible()) continue;
+        texts << box->text() + QStringLiteral(": ") + box->informativeText();
+        save_shot(box, QStringLiteral("dialog-%1").arg(texts.size()));
+        box->close();
+      }
+    });
+    timer_.start();
+  }
+  QStringList texts;
+
+ private:
+  QTimer timer_;
+};
+
+}  // namespace
+
+class GuiTest : public QObject {
+  Q_OBJECT
+
+ private:
+  std::unique_ptr<MainWindow> w_;
+  std::unique_ptr<QTemporaryDir> tmp_;
+
+  // A fresh window, started as the user starts it; waits until its model is open.
+  void open_window(const QString& model = {}) {
+    w_ = std::make_unique<MainWindow>();
+    w_->resize(1400, 900);
+    w_->show();
+    w_->start_up(model);
+    QTRY_VERIFY_WITH_TIMEOUT(!w_->opening() && w_->session()->model(), kOpenTimeoutMs);
+  }
+
+  void wait_open(const QString& path) {
+    w_->open_path(path);
+    QTRY_VERIFY_WITH_TIMEOUT(!w_->opening(), kOpenTimeoutMs);
+  }
+
+  // Calibrates with small settings into `out`; waits for the statistics.
+  void calibrate_small(const QString& out, int samples = 8, int seqlen = 128) {
+    rptq::ui::CalibratePage* c = w_->calibrate_page();
+    w_->go_to(MainWindow::CalibrateStep);
+    c->samples_spin()->setValue(samples);
+    c->seqlen_spin()->setValue(seqlen);
+    c->output_edit()->setText(out);
+    QVERIFY(c->calibrate_button()->isEnabled());
+    QTest::mouseClick(c->calibrate_button(), Qt::LeftButton);
+    QVERIFY(c->running());
+    QTRY_VERIFY_WITH_TIMEOUT(!c->running(), kCalibrateTimeoutMs);
+    QVERIFY2(w_->session()->stats(), qPrintable(c->status_label()->text()));
+    QCOMPARE(w_->session()->stats_path(), out);
+    QVERIFY(QFileInfo::exists(out));
+  }
+
+  void explore(int layer, int index, int k) {
+    w_->go_to(MainWindow::ExploreStep);
+    QCOMPARE(w_->current_step(), MainWindow::ExploreStep);
+    w_->explore_page()->select(layer, index, k);
+    QTRY_VERIFY_WITH_TIMEOUT(w_->explore_page()->up_to_date(), 30000);
+    const rptq::ui::ClusterSnapshot* s = w_->explore_page()->shown();
+    QVERIFY(s);
+    QCOMPARE(s->request.layer, layer);
+    QCOMPARE(s->request.index, index);
+    QCOMPARE(s->request.k, k);
+  }
+
+  QString tmp(const QString& name) const { return tmp_->filePath(name); }
+
+ private Q_SLOTS:
+  void init() {
+    QSettings().clear();
+    tmp_ = std::make_unique<QTemporaryDir>(g_root + QStringLiteral("/case-XXXXXX"));
+    QVERIFY(tmp_->isValid());
+  }
+
+  void cleanup() {
+    w_.reset();
+    tmp_.reset();
+  }
+
+  void opensDemoModelOnFirstStart() {
+    QVERIFY(rptq::ui::first_start());
+    open_window();
+    QCOMPARE(QFileInfo(w_->session()->model()->path).canonicalFilePath(),
+             QFileInfo(rptq::ui::demo_model_dir()).canonicalFilePath());
+    QVERIFY(w_->session()->fp_model());
+    QVERIFY(w_->windowTitle().contains(QStringLiteral("tiny-opt-16m")));
+    QVERIFY(w_->device_text().startsWith(QStringLiteral("CPU")));
+    rptq::ui::StepList* steps = w_->step_list();
+    QVERIFY(steps->step_enabled(MainWindow::ModelStep));
+    QVERIFY(steps->step_enabled(MainWindow::CalibrateStep));
+    QVERIFY(!steps->step_enabled(MainWindow::ExploreStep));  // no statistics yet
+    QCOMPARE(steps->count(), 6);
+    QVERIFY(!rptq::ui::recent_models().isEmpty());
+    QVERIFY(!rptq::ui::first_start());
+
+    // The next start opens the model open when the workbench closed, not the demo.
+    wait_open(stories_dir());
+    QCOMPARE(w_->session()->model()->display_name(), QStringLiteral("stories260k"));
+    w_.reset();
+    open_window();
+    QCOMPARE(w_->session()->model()->display_name(), QStringLiteral("stories260k"));
+    QCOMPARE(rptq::ui::recent_models().size(), 2);
+  }
+
+  void showsModelInfo() {
+    open_window();
+    const rptq::ModelInfo info = rptq::inspect_model(rptq::ui::demo_model_dir().toStdString());
+    rptq::ui::ModelPage* p = w_->model_page();
+    QVERIFY(p->info_value(QStringLiteral("architecture")).startsWith(QStringLiteral("OPT")));
+    QCOMPARE(p->info_value(QStringLiteral("layers")), QString::number(info.config.layers));
+    QVERIFY(p->info_value(QStringLiteral("dimensions")).contains(QStringLiteral("hidden 256")));
+    QVERIFY(p->info_value(QStringLiteral("parameters")).contains(QStringLiteral("16,160,768")));
+    QCOMPARE(info.parameters, 16160768);
+    QVERIFY(p->info_value(QStringLiteral("dtypes")).contains(QStringLiteral("F16")));
+    QVERIFY(p->info_value(QStringLiteral("size")).contains(QStringLiteral("MiB")));
+    QVERIFY(p->info_value(QStringLiteral("tokenizer")).startsWith(QStringLiteral("\u2714")));
+
+    wait_open(stories_dir());
+    QVERIFY(p->info_value(QStringLiteral("architecture")).startsWith(QStringLiteral("LLaMA")));
+    QVERIFY(p->info_value(QStringLiteral("heads")).contains(QStringLiteral("(4 KV heads)")));
+  }
+
+  void listsHuggingFaceCache() {
+    // main() points HF_HOME at a cache holding one snapshot of stories260k (config.json as a symlink, as the hub
+    // stores its blobs).
+    open_window();
+    QTreeWidget* list = w_->model_page()->cache_list();
+    QTRY_VERIFY_WITH_TIMEOUT(list->topLevelItemCount() == 1 && list->topLevelItem(0)->text(0) == "test-org/stories",
+                             10000);
+    QTreeWidgetItem* item = list->topLevelItem(0);
+    QCOMPARE(item->text(1), QStringLiteral("0123456789ab"));
+    const QString snapshot = item->data(0, Qt::UserRole).toString();
+    QVERIFY(snapshot.endsWith(QStringLiteral("snapshots/0123456789abcdef")));
+    Q_EMIT list->itemActivated(item, 0);
+    QTRY_VERIFY_WITH_TIMEOUT(!w_->opening() && w_->session()->model()->path == snapshot, kOpenTimeoutMs);
+    QVERIFY(w_->model_page()->info_value(QStringLiteral("architecture")).startsWith(QStringLiteral("LLaMA")));
+  }
+
+  void calibratesAndExplores() {
+    open_window();
+    calibrate_small(tmp("demo.h5"));
+    const rptq::ChannelStats* st = w_->session()->stats();
+    QCOMPARE(st->settings.samples, 8);
+    QCOMPARE(st->settings.seqlen, 128);
+    QVERIFY(w_->step_list()->step_enabled(MainWindow::ExploreStep));
+    rptq::ui::LayerProgressModel* layers = w_->calibrate_page()->layer_model();
+    QCOMPARE(layers->rowCount(), 4);
+    for (int l = 0; l < 4; ++l) QCOMPARE(layers->fraction(l), 1.0);
+
+    explore(0, 1, 8);
+    rptq::ui::ExplorePage* e = w_->explore_page();
+    const qint64 channels = rptq::tap_channels(st->model_shape(), rptq::Tap::AttnInput);
+    QCOMPARE(channels, 256);
+    QCOMPARE(e->scatter()->point_count(), channels);
+    QCOMPARE(e->scatter()->distinct_colors(), 8);
+    QCOMPARE(e->cluster_model()->rowCount(), 8);
+    QCOMPARE(e->ranges()->reordered_runs(), 8);  // R1's clusters are contiguous after the reorder
+    // The clusters shown are exactly the engine's.
+    const rptq::TapClusters tc = rptq::cluster_reorder_index(1, st->model_shape(), st->ranges[0], 8, st->settings.stat, 0);
+    QVERIFY(tc.labels == e->shown()->labels);
+    QVERIFY(tc.index.order == e->shown()->order);
+    qint64 in_table = 0;
+    for (int r = 0; r < e->cluster_model()->rowCount(); ++r)
+      in_table += e->cluster_model()->index(r, rptq::ui::ClusterTableModel::Channels).data(Qt::UserRole).toLongLong();
+    QCOMPARE(in_table, channels);
+    // A cluster's quantizer is finer than one over the whole tensor (this model has outlier channels).
+    const double finer0 = e->cluster_model()->index(0, rptq::ui::ClusterTableModel::Finer).data(Qt::UserRole).toDouble();
+    QVERIFY2(finer0 > 2.0, qPrintable(QString::number(finer0)));
+
+    // Another layer and index: the FFN hidden activation has the FFN's width.
+    explore(2, 5, 16);
+    QCOMPARE(e->scatter()->point_count(), rptq::tap_channels(st->model_shape(), rptq::Tap::FfnHidden));
+    QCOMPARE(e->scatter()->distinct_colors(), 16);
+    // Per head (R2): k counts per head, so 4 heads x 3 clusters.
+    explore(1, 2, 3);
+    QCOMPARE(e->scatter()->point_count(), rptq::tap_channels(st->model_shape(), rptq::Tap::K));
+    QCOMPARE(e->shown()->clusters, 12);
+    QCOMPARE(e->scatter()->distinct_colors(), 12);
+  }
+
+  void reclustersLiveWhenKChanges() {
+    open_window();
+    calibrate_small(tmp("k.h5"));
+    explore(0, 1, 8);
+    rptq::ui::ExplorePage* e = w_->explore_page();
+    const rptq::ChannelStats* st = w_->session()->stats();
+
+    // The spin box re-clusters on the worker; the slider follows.
+    e->k_spin()->setValue(5);
+    QCOMPARE(e->k_slider()->value(), 5);
+    QTRY_VERIFY_WITH_TIMEOUT(e->up_to_date(), 30000);
+    QCOMPARE(e->shown()->request.k, 5);
+    QCOMPARE(e->scatter()->distinct_colors(), 5);
+    QCOMPARE(e->scatter()->point_count(), 256);
+    QCOMPARE(e->cluster_model()->rowCount(), 5);
+    const rptq::TapClusters tc = rptq::cluster_reorder_index(1, st->model_shape(), st->ranges[0], 5, st->settings.stat, 0);
+    QVERIFY(tc.labels == e->shown()->labels);
+
+    // A slider dragged through many values: each change returns at once, and the last value is what ends up shown.
+    QElapsedTimer t;
+    t.start();
+    for (int k = 2; k <= 20; ++k) e->k_slider()->setValue(k);
+    QVERIFY2(t.elapsed() < 2000, "changing k must not wait for the clustering");
+    QCOMPARE(e->k_spin()->value(), 20);
+    QTRY_VERIFY_WITH_TIMEOUT(e->up_to_date(), 30000);
+    QCOMPARE(e->shown()->request.k, 20);
+    QCOMPARE(e->scatter()->distinct_colors(), 20);
+    QCOMPARE(e->scatter()->point_count(), 256);
+
+    // Bits change the quantizer table, not the clusters.
+    const double step4 = e->cluster_model()->index(0, rptq::ui::ClusterTableModel::Step).data(Qt::UserRole).toDouble();
+    e->bits_spin()->setValue(8);
+    QTRY_VERIFY_WITH_TIMEOUT(e->up_to_date() && e->shown()->request.bits == 8, 30000);
+    const double step8 = e->cluster_model()->index(0, rptq::ui::ClusterTableModel::Step).data(Qt::UserRole).toDouble();
+    QVERIFY2(step8 < step4 / 10, qPrintable(QStringLiteral("%1 %2").arg(step4).arg(step8)));
+    QCOMPARE(e->scatter()->distinct_colors(), 20);
+  }
+
+  void hoverNamesTheChannel() {
+    open_window();
+    calibrate_small(tmp("hover.h5"));
+    explore(0, 1, 8);
+    rptq::ui::ScatterChart* sc = w_->explore_page()->scatter();
+    const rptq::ui::ClusterSnapshot* s = w_->explore_page()->shown();
+    // The channel with the largest max: an outlier, alone at its position.
+    int ch = 0;
+    for (int c = 1; c < s->channels(); ++c)
+      if (s->max[c] > s->max[ch]) ch = c;
+    const QPoint pos = sc->position_of(ch);
+    QVERIFY(sc->viewport()->rect().contains(pos));
+    QCOMPARE(sc->channel_at(pos), ch);
+    QSignalSpy spy(sc, &rptq::ui::ScatterChart::channel_hovered);
+    QTest::mouseMove(sc->viewport(), pos);
+    QTRY_VERIFY(!spy.isEmpty());
+    QCOMPARE(spy.last().at(0).toInt(), ch);
+    const QString text = sc->describe_channel(ch);
+    QVERIFY(text.startsWith(QStringLiteral("channel %1").arg(ch)));
+    QVERIFY(text.contains(QStringLiteral("cluster %1").arg(s->labels[ch])));
+    // Far from every point: nothing.
+    QCOMPARE(sc->channel_at(QPoint(2, 2)), -1);
+
+    // Zoom moves the point; reset brings it back, and the hover still finds it.
+    sc->chart()->zoom(2.0);
+    QVERIFY(sc->position_of(ch) != pos);
+    sc->reset_zoom();
+    QCOMPARE(sc->position_of(ch), pos);
+    QCOMPARE(sc->channel_at(pos), ch);
+  }
+
+  void overviewSelectsLayerAndTap() {
+    open_window();
+    calibrate_small(tmp("overview.h5"));
+    explore(0, 1, 8);
+    rptq::ui::ExplorePage* e = w_->explore_page();
+    rptq::ui::TapOverviewModel* m = e->overview_model();
+    QCOMPARE(m->rowCount(), 4);
+    QCOMPARE(m->columnCount(), rptq::kTapCount);
+    // Every cell's ratio is >= 1 and the widest is the max over channels of max - min.
+    const rptq::ChannelStats* st = w_->session()->stats();
+    const auto& tr = st->ranges[1].tap(rptq::Tap::FfnInput);
+    double widest = 0;
+    for (std::size_t c = 0; c < tr.ema_max.size(); ++c) widest = std::max(widest, double(tr.ema_max[c]) - double(tr.ema_min[c]));
+    QCOMPARE(m->overview().layers[1][static_cast<int>(rptq::Tap::FfnInput)].widest, widest);
+    for (int r = 0; r < m->rowCount(); ++r)
+      for (int c = 0; c < m->columnCount(); ++c) QVERIFY(m->index(r, c).data(Qt::UserRole).toDouble() >= 1.0);
+    // Clicking a cell explores that layer and the tap's reorder index.
+    e->tabs()->setCurrentIndex(1);
+    QTableView* v = e->overview_view();
+    const QModelIndex cell = m->index(2, static_cast<int>(rptq::Tap::FfnHidden));
+    QTest::mouseClick(v->viewport(), Qt::LeftButton, {}, v->visualRect(cell).center());
+    QCOMPARE(e->layer_spin()->value(), 2);
+    QCOMPARE(e->index_combo()->currentData().toInt(), 5);
+    QTRY_VERIFY_WITH_TIMEOUT(e->up_to_date() && e->shown()->request.index == 5, 30000);
+    QCOMPARE(e->shown()->request.layer, 2);
+    QCOMPARE(e->scatter()->point_count(), 1024);
+  }
+
+  void scatterHandlesTensOfThousandsOfPoints() {
+    // OPT-66b's FFN width: 36,864 channels in one tap, as a synthetic statistics file (no model needed).
+    open_window();
+    auto st = std::make_shared<rptq::ChannelStats>();
+    st->model_type = "opt";
+    st->layers = 1;
+    st->hidden = 9216;
+    st->heads = 72;
+    st->kv_heads = 72;
+    st->head_dim = 128;
+    st->intermediate = 36864;
+    st->ranges.resize(1);
+    std::uint64_t state = 12345;
+    auto uniform = [&state] {
+      state = state * 6364136223846793005ull + 1442695040888963407ull;
+      return static_cast<float>((state >> 40) & 0xffffff) / 16777216.0f;
+    };
+    for (rptq::Tap t : rptq::kAllTaps) {
+      rptq::TapRanges& tr = st->ranges[0].tap(t);
+      const std::int64_t n = rptq::tap_channels(st->model_shape(), t);
+      for (std::int64_t c = 0; c < n; ++c) {
+        const float scale = c % 997 == 0 ? 60.0f : 1.0f;  // a few outlier channels
+        tr.max.push_back(scale * (0.5f + uniform()));
+        tr.min.push_back(-scale * (0.5f + uniform()));
+      }
+      tr.ema_max = tr.max;
+      tr.ema_min = tr.min;
+      tr.samples = 1;
+    }
+    w_->session()->set_stats(st, QStringLiteral("synthetic"));
+    QElapsedTimer t;
+    t.start();
+    explore(0, 5, 32);
+    const qint64 cluster_ms = t.elapsed();
+    rptq::ui::ExplorePage* e = w_->explore_page();
+    QCOMPARE(e->scatter()->point_count(), 36864);
+    QCOMPARE(e->scatter()->distinct_colors(), 32);
+    // Re-clustering stays interactive, and a full repaint of the window (raster: offscreen has no OpenGL) too.
+    t.restart();
+    e->k_spin()->setValue(16);
+    QTRY_VERIFY_WITH_TIMEOUT(e->up_to_date() && e->shown()->request.k == 16, 30000);
+    const qint64 recluster_ms = t.elapsed();
+    t.restart();
+    const QPixmap shot = w_->grab();
+    const qint64 paint_ms = t.elapsed();
+    QVERIFY(!shot.isNull());
+    QCOMPARE(e->scatter()->uses_opengl(), rptq::ui::ChartView::opengl_enabled());
+    qInfo("36,864 channels: first clustering + display %lld ms, re-cluster %lld ms, repaint %lld ms", cluster_ms,
+          recluster_ms, paint_ms);
+    // Generous bounds (a shared 2-core machine); measured about 150 ms and 20 ms.
+    QVERIFY2(recluster_ms < 3000 && paint_ms < 2000, "tens of thousands of points must stay smooth");
+    if (!rptq::ui::ChartView::opengl_enabled()) QVERIFY(e->scatter()->uses_point_cloud());
+    const QString shots = qEnvironmentVariable("RPTQ_GUI_SHOTS_DIR");
+    if (!shots.isEmpty()) shot.save(shots + QStringLiteral("/explore-36864-channels.png"));
+    // Hover still finds the outlier channel 0.
+    QCOMPARE(e->scatter()->channel_at(e->scatter()->position_of(0)), 0);
+  }
+
+  void dropsFolderOnWindow() {
+    open_window();
+    QMimeData mime;
+    mime.setUrls({QUrl::fromLocalFile(stories_dir())});
+    QDragEnterEvent enter(QPoint(50, 50), Qt::CopyAction, &mime, Qt::LeftButton, Qt::NoModifier);
+    QApplication::sendEvent(w_.get(), &enter);
+    QVERIFY(enter.isAccepted());
+    QDropEvent drop(QPointF(50, 50), Qt::CopyAction, &mime, Qt::LeftButton, Qt::NoModifier);
+    QApplication::sendEvent(w_.get(), &drop);
+    QTRY_VERIFY_WITH_TIMEOUT(!w_->opening() && w_->session()->model()->display_name() == "stories260k",
+                             kOpenTimeoutMs);
+  }
+
+  void cancelsCalibrationMidway() {
+    open_window();
+    rptq::ui::CalibratePage* c = w_->calibrate_page();
+    w_->go_to(MainWindow::CalibrateStep);
+    // Big enough to take many seconds (4 layers x 400 windows of 512 tokens).
+    c->samples_spin()->setValue(400);
+    c->seqlen_spin()->setValue(512);
+    const QString out = tmp("cancelled.h5");
+    c->output_edit()->setText(out);
+    QTest::mouseClick(c->calibrate_button(), Qt::LeftButton);
+    QVERIFY(c->running());
+    QVERIFY(!c->calibrate_button()->isEnabled());
+    QVERIFY(c->cancel_button()->isEnabled());
+    QTRY_VERIFY_WITH_TIMEOUT(c->job()->progress().layers.done >= 3, kCalibrateTimeoutMs);
+    QTRY_VERIFY(c->findChild<QLabel*>(QStringLiteral("etaLabel"))->text().startsWith(QStringLiteral("elapsed")));
+    QVERIFY(c->overall_bar()->value() < 500);
+    const rptq::LayerwiseProgress at_cancel = c->job()->progress().layers;
+    QVERIFY2(at_cancel.done < at_cancel.total / 2, "the calibration ended before it could be cancelled");
+    QTRY_VERIFY(c->layer_model()->fraction(0) > 0);
+    save_shot(w_.get(), QStringLiteral("calibrating"));
+    QTest::mouseClick(c->cancel_button(), Qt::LeftButton);
+    // It stops at the next window: well within the layer it is in.
+    QTRY_VERIFY_WITH_TIMEOUT(!c->running(), 20000);
+    const rptq::LayerwiseProgress end = c->job()->progress().layers;
+    QVERIFY2(end.done < end.total, "cancel did not stop the pass");
+    QVERIFY2(end.layer <= at_cancel.layer + 1, "cancel took more than a layer");
+    QVERIFY(c->status_label()->text().startsWith(QStringLiteral("Cancelled")));
+    QCOMPARE(c->layer_model()->index(end.layer, rptq::ui::LayerProgressModel::Time).data().toString(),
+             QStringLiteral("stopped"));
+    QVERIFY(!w_->session()->stats());
+    QVERIFY(!QFileInfo::exists(out));
+    QVERIFY(c->calibrate_button()->isEnabled());
+    QVERIFY(!c->cancel_button()->isEnabled());
+    QVERIFY(c->samples_spin()->isEnabled());
+    QVERIFY(!w_->step_list()->step_enabled(MainWindow::ExploreStep));
+    save_shot(w_.get(), QStringLiteral("cancelled"));
+
+    // The UI is usable: a new calibration runs to the end, and Explore works.
+    calibrate_small(tmp("after-cancel.h5"));
+    explore(0, 1, 4);
+    QCOMPARE(w_->explore_page()->scatter()->distinct_colors(), 4);
+  }
+
+  void corruptModelShowsErrorDialog() {
+    open_window();
+    const auto before = w_->session()->model_ptr();
+    DialogCatcher catcher;
+
+    // config.json that is not JSON.
+    const QString bad = tmp("bad-config");
+    QVERIFY(QDir().mkpath(bad));
+    {
+      QFile f(bad + "/config.json");
+      QVERIFY(f.open(QIODevice::WriteOnly));
+      f.write("{ this is not json");
+    }
+    w_->open_path(bad);
+    QTRY_VERIFY_WITH_TIMEOUT(catcher.texts.size() == 1, kOpenTimeoutMs);
+    QVERIFY2(catcher.texts[0].contains(QStringLiteral("config.json")), qPrintable(catcher.texts[0]));
+    QVERIFY(catcher.texts[0].startsWith(QStringLiteral("Cannot open bad-config")));
+    QCOMPARE(w_->session()->model_ptr(), before);  // the open model stays
+
+    // A valid config with truncated, garbage weights.
+    const QString trunc = tmp("bad-weights");
+    QVERIFY(QDir().mkpath(trunc));
+    QVERIFY(QFile::copy(rptq::ui::demo_model_dir() + "/config.json", trunc + "/config.json"));
+    {
+      QFile f(trunc + "/model.safetensors");
+      QVERIFY(f.open(QIODevice::WriteOnly));
+      f.write("\x10\x00\x00\x00\x00\x00\x00\x00{\"a\":", 13);
+    }
+    w_->open_path(trunc);
+    QTRY_VERIFY_WITH_TIMEOUT(catcher.texts.size() == 2, kOpenTimeoutMs);
+    QVERIFY2(catcher.texts[1].contains(QStringLiteral("safetensors")), qPrintable(catcher.texts[1]));
+    QCOMPARE(w_->session()->model_ptr(), before);
+
+    // Neither a folder nor HDF5.
+    const QString txt = tmp("notes.txt");
+    {
+      QFile f(txt);
+      QVERIFY(f.open(QIODevice::WriteOnly));
+      f.write("hello");
+    }
+    w_->open_path(txt);
+    QTRY_VERIFY_WITH_TIMEOUT(catcher.texts.size() == 3, kOpenTimeoutMs);
+    QCOMPARE(w_->session()->model_ptr(), before);
+
+    // Still usable.
+    w_->go_to(MainWindow::CalibrateStep);
+    QCOMPARE(w_->current_step(), MainWindow::CalibrateStep);
+    QVERIFY(w_->calibrate_page()->calibrate_button()->isEnabled());
+  }
+
+  void reopeningModelOffersLastStatistics() {
+    open_window();
+    rptq::ui::CalibratePage* c = w_->calibrate_page();
+    QVERIFY(c->last_stats_offer().isEmpty());
+    const QString out = tmp("offer.h5");
+    calibrate_small(out);
+
+    wait_open(stories_dir());
+    QVERIFY(!w_->session()->stats());  // statistics belong to the model they measured
+    QVERIFY(c->last_stats_offer().isEmpty());
+
+    wait_open(rptq::ui::demo_model_dir());
+    QCOMPARE(c->last_stats_offer(), out);
+    QVERIFY(c->findChild<QWidget*>(QStringLiteral("lastStatsBanner"))->isVisible());
+    QVERIFY(!w_->session()->stats());
+    QTest::mouseClick(c->load_offered_button(), Qt::LeftButton);
+    QTRY_VERIFY_WITH_TIMEOUT(w_->session()->stats(), 30000);
+    QCOMPARE(w_->session()->stats_path(), out);
+    QCOMPARE(w_->session()->stats()->settings.samples, 8);
+
+    // And across a restart of the workbench.
+    w_.reset();
+    open_window();
+    QCOMPARE(w_->calibrate_page()->last_stats_offer(), out);
+  }
+
+  void rejectsStatisticsOfAnotherModel() {
+    open_window();
+    const QString out = tmp("opt.h5");
+    calibrate_small(out);
+    wait_open(stories_dir());
+    DialogCatcher catcher;
+    w_->calibrate_page()->load_statistics(out);
+    QTRY_VERIFY_WITH_TIMEOUT(catcher.texts.size() == 1, 30000);
+    QVERIFY(!w_->session()->stats());
+    // Opening the file as a document says the same.
+    w_->open_path(out);
+    QTRY_VERIFY_WITH_TIMEOUT(catcher.texts.size() == 2, 30000);
+    QVERIFY(!w_->session()->stats());
+    // With its own model it opens straight into Explore.
+    wait_open(rptq::ui::demo_model_dir());
+    w_->open_path(out);
+    QTRY_VERIFY_WITH_TIMEOUT(w_->session()->stats() && w_->explore_page()->up_to_date(), 30000);
+    QCOMPARE(w_->current_step(), MainWindow::ExploreStep);
+    QCOMPARE(catcher.texts.size(), 2);
+  }
+
+  void exportsChartsAsPngAndSvg() {
+    open_window();
+    calibrate_small(tmp("export.h5"));
+    explore(0, 1, 8);
+    rptq::ui::ScatterChart* sc = w_->explore_page()->scatter();
+    QString error;
+    const QString png = tmp("scatter.png");
+    QVERIFY2(sc->export_to(png, &error), qPrintable(error));
+    QImage img(png);
+    QVERIFY(!img.isNull());
+    QCOMPARE(img.size(), sc->viewport()->size() * 2);
+    // Not blank: the clusters' colours are in it.
+    std::set<QRgb> colors;
+    for (int y = 0; y < img.height(); y += 3)
+      for (int x = 0; x < img.width(); x += 3) colors.insert(img.pixel(x, y));
+    QVERIFY(colors.size() > 20);
+    if (rptq::ui::ChartView::svg_supported()) {
+      const QString svg = tmp("scatter.svg");
+      QVERIFY2(sc->export_to(svg, &error), qPrintable(error));
+      QFile f(svg);
+      QVERIFY(f.open(QIODevice::ReadOnly));
+      const QByteArray bytes = f.readAll();
+      QVERIFY(bytes.contains("<svg"));
+      QVERIFY(bytes.contains("RPTQ Workbench chart"));
+    } else {
+      QVERIFY(!sc->export_to(tmp("scatter.svg"), &error));
+      QVERIFY(error.contains(QStringLiteral("Qt6Svg")));
+    }
+    QVERIFY(w_->explore_page()->ranges()->reordered_view()->export_to(tmp("reordered.png"), &error));
+    QVERIFY(!QImage(tmp("reordered.png")).isNull());
+    // An unwritable place fails cleanly.
+    QVERIFY(!sc->export_to(tmp("no/such/folder/x.png"), &error));
+    QVERIFY(!error.isEmpty());
+  }
+
+  void screenshotModeWritesPng() {
+    QProcess p;
+    QProcessEnvironment env = QProcessEnvironment::systemEnvironment();
+    env.insert(QStringLiteral("QT_QPA_PLATFORM"), QStringLiteral("offscreen"));
+    p.setProcessEnvironment(env);
+    const QString out = tmp("shot.png");
+    p.start(QStringLiteral(RPTQ_WORKBENCH_PATH),
+            {"--screenshot", out, "--step", "explore", "--size", "1200x800", "--k", "6", "--index", "R4"});
+    QVERIFY(p.waitForFinished(240000));
+    QVERIFY2(p.exitStatus() == QProcess::NormalExit && p.exitCode() == 0, p.readAllStandardError().constData());
+    QImage img(out);
+    QCOMPARE(img.size(), QSize(1200, 800));
+    // An unknown step is an error, not a hang.
+    p.start(QStringLiteral(RPTQ_WORKBENCH_PATH), {"--screenshot", tmp("x.png"), "--step", "nonsense"});
+    QVERIFY(p.waitForFinished(60000));
+    QCOMPARE(p.exitCode(), 1);
+    QVERIFY(!QFileInfo::exists(tmp("x.png")));
+  }
+};
+
+int main(int argc, char** argv) {
+  if (!qEnvironmentVariableIsSet("QT_QPA_PLATFORM")) qputenv("QT_QPA_PLATFORM", "offscreen");
+  QDir().mkpath(QStringLiteral(RPTQ_GUI_TEST_TMP));
+  QTemporaryDir root(QStringLiteral(RPTQ_GUI_TEST_TMP) + QStringLiteral("/run-XXXXXX"));
+  if (!root.isValid()) return 2;
+  g_root = root.path();
+  // Settings, application data and the Hugging Face cache all in the temporary folder.
+  qputenv("XDG_CONFIG_HOME", (g_root + "/config").toUtf8());
+  qputenv("XDG_DATA_HOME", (g_root + "/data").toUtf8());
+  qputenv("XDG_CACHE_HOME", (g_root + "/cache").toUtf8());
+  qputenv("HF_HOME", (g_root + "/hf").toUtf8());
+  qunsetenv("HF_HUB_CACHE");
+  const QString snap = g_root + "/hf/hub/models--test-org--stories/snapshots/0123456789abcdef";
+  QDir().mkpath(snap);
+  QDir().mkpath(g_root + "/hf/hub/models--broken/snapshots/abc");  // no config.json: not listed
+  const QString src = QStringLiteral(RPTQ_RESOURCES_DIR) + "/models/stories260k";
+  for (const QString& f : QDir(src).entryList(QDir::Files)) {
+    if (f == QLatin1String("config.json"))
+      QFile::link(src + "/" + f, snap + "/" + f);
+    else
+      QFile::copy(src + "/" + f, snap + "/" + f);
+  }
+
+  QApplication app(argc, argv);
+  QApplication::setOrganizationName(QStringLiteral("RPTQ"));
+  QApplication::setApplicationName(QStringLiteral("rptq-workbench-test"));
+  GuiTest t;
+  return QTest::qExec(&t, argc, argv);
+}
+
+#include "test_gui.moc"

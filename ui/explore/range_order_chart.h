@@ -1,0 +1,35 @@
+#pragma once
+// Each channel's calibration range [min, max] along the channel axis, twice: in the model's original order, where
+// a tap's outlier channels sit scattered among the rest, and in RPTQ's reordered order, where every cluster is a
+// contiguous run (coloured as in the scatter) and so can share one quantizer.
+#include <QWidget>
+
+#include <memory>
+
+#include "explore/cluster_snapshot.h"
+
+class QChart;
+class QValueAxis;
+
+namespace rptq::ui {
+
+class ChartView;
+
+class RangeOrderChart : public QWidget {
+  Q_OBJECT
+ public:
+  explicit RangeOrderChart(QWidget* parent = nullptr);
+  void set_snapshot(std::shared_ptr<const ClusterSnapshot> s);
+  void clear();
+
+  ChartView* original_view() const { return original_; }
+  ChartView* reordered_view() const { return reordered_; }
+  int reordered_runs() const { return runs_; }  // contiguous same-cluster runs drawn in the reordered chart
+
+ private:
+  ChartView* original_;
+  ChartView* reordered_;
+  int runs_ = 0;
+};
+
+}  // namespace rptq::ui

@@ -1,0 +1,377 @@
+#include "main/main_window.h"
+
+#include <QAction>
+#include <QApplication>
+#include <QCloseEvent>
+#include <QDir>
+#include <QDragEnterEvent>
+#include <QDropEvent>
+#include <QFileDialog>
+#include <QFileInfo>
+#include <QHBoxLayout>
+#include <QLabel>
+#include <QMenu>
+#include <QMenuBar>
+#include <QMessageBox>
+#include <QMimeData>
+#include <QProgressBar>
+#include <QSettings>
+#include <QStackedWidget>
+#include <QStatusBar>
+#include <QThreadPool>
+#include <QTimer>
+
+#include "calibration/calibrate_page.h"
+#include "common/chart_view.h"
+#include "common/error_dialog.h"
+#include "common/resources.h"
+#include "common/task.h"
+#include "explore/explore_page.h"
+#include "main/planned_page.h"
+#include "main/step_list.h"
+#include "model/model_page.h"
+#include "model/model_source.h"
+#include "rptq/device.h"
+#include "rptq/model.h"
+#include "rptq/quantize.h"
+#include "rptq/version_info.h"
+#include "session/persisted.h"
+#include "session/session.h"
+
+namespace rptq::ui {
+
+MainWindow::MainWindow(QWidget* parent) : QMainWindow(parent), session_(new Session(this)) {
+  setWindowTitle(tr("RPTQ Workbench"));
+  setAcceptDrops(true);
+  steps_ = new StepList({tr("Model"), tr("Calibrate"), tr("Explore"), tr("Quantize"), tr("Compare"), tr("Export")});
+  pages_ = new QStackedWidget;
+  model_page_ = new ModelPage(session_);
+  calibrate_page_ = new CalibratePage(session_);
+  explore_page_ = new ExplorePage(session_);
+  pages_->addWidget(model_page_);
+  pages_->addWidget(calibrate_page_);
+  pages_->addWidget(explore_page_);
+  pages_->addWidget(new PlannedPage(
+      tr("Quantize"),
+      tr("Choose a preset (W4A16, W4A8, W4A4, W4A4KV, W4A3KV, W3A3KV) or custom bits and cluster counts, then run "
+         "the RPTQ pipeline: reorder, GPTQ or RTN weights, per-cluster activation quantizers, layer by layer."),
+      QStringLiteral("rptq eval MODEL --data FILE --stats STATS.h5 --preset W4A8")));
+  pages_->addWidget(new PlannedPage(
+      tr("Compare"),
+      tr("The FP and the quantized model side by side: perplexity, KL divergence and top-1 agreement, and the two "
+         "generating text from the same prompt, streamed next to each other."),
+      QStringLiteral("rptq compare MODEL --stats STATS.h5 --preset W4A4 --data FILE")));
+  pages_->addWidget(new PlannedPage(
+      tr("Export"),
+      tr("Write the reordered, really packed checkpoint (HDF5), or a Hugging Face folder with the reordered weights "
+         "dequantized, with the memory it saves."),
+      QStringLiteral("rptq export MODEL --stats STATS.h5 --preset W4A4KV --out OUT.h5")));
+
+  auto* central = new QWidget;
+  auto* layout = new QHBoxLayout(central);
+  layout->setContentsMargins(6, 6, 6, 0);
+  layout->addWidget(steps_);
+  layout->addWidget(pages_, 1);
+  setCentralWidget(central);
+  connect(steps_, &QListWidget::currentRowChanged, this, [this](int row) {
+    if (row >= 0) pages_->setCurrentIndex(row);
+  });
+
+  device_label_ = new QLabel;
+  device_label_->setObjectName(QStringLiteral("deviceLabel"));
+  stats_label_ = new QLabel;
+  progress_ = new QProgressBar;
+  progress_->setRange(0, 1000);
+  progress_->setMaximumWidth(220);
+  progress_->setVisible(false);
+  statusBar()->addPermanentWidget(progress_);
+  statusBar()->addPermanentWidget(stats_label_);
+  statusBar()->addPermanentWidget(device_label_);
+  progress_timer_ = new QTimer(this);
+  progress_timer_->setInterval(80);
+  connect(progress_timer_, &QTimer::timeout, this, [this] {
+    if (!opening_) return;
+    const LoadProgress p = opening_->get();
+    progress_->setValue(qRound(p.fraction * 1000));
+    if (!p.what.isEmpty()) statusBar()->showMessage(p.what);
+  });
+
+  build_menus();
+  connect(session_, &Session::model_changed, this, &MainWindow::update_steps);
+  connect(session_, &Session::stats_changed, this, &MainWindow::update_steps);
+  connect(model_page_, &ModelPage::open_requested, this, &MainWindow::open_path);
+  connect(model_page_, &ModelPage::open_folder_dialog_requested, this, &MainWindow::open_folder_dialog);
+  connect(model_page_, &ModelPage::open_checkpoint_dialog_requested, this, &MainWindow::open_file_dialog);
+  connect(calibrate_page_, &CalibratePage::explore_requested, this, [this] { go_to(ExploreStep); });
+  connect(calibrate_page_, &CalibratePage::threads_changed, this, &MainWindow::update_device);
+  connect(calibrate_page_, &CalibratePage::running_changed, this, [this](bool on) {
+    calibrate_action_->setEnabled(!on && session_->fp_model());
+    cancel_action_->setEnabled(on);
+    if (on) statusBar()->showMessage(tr("Calibrating\u2026"));
+    else statusBar()->clearMessage();
+  });
+  connect(explore_page_, &ExplorePage::calibrate_requested, this, [this] { go_to(CalibrateStep); });
+  connect(explore_page_, &ExplorePage::load_stats_requested, calibrate_page_, &CalibratePage::browse_statistics);
+
+  update_steps();
+  update_device();
+  steps_->setCurrentRow(ModelStep);
+  QSettings s;
+  if (!restoreGeometry(s.value(QStringLiteral("window/geometry")).toByteArray())) resize(1360, 880);
+  restoreState(s.value(QStringLiteral("window/state")).toByteArray());
+}
+
+MainWindow::~MainWindow() {
+  if (opening_) opening_->cancel();
+}
+
+void MainWindow::build_menus() {
+  QMenu* file = menuBar()->addMenu(tr("&File"));
+  QAction* open = file->addAction(tr("&Open Model Folder..."), this, &MainWindow::open_folder_dialog);
+  open->setShortcut(QKeySequence::Open);
+  QAction* open_file = file->addAction(tr("Open &Checkpoint or Statistics File..."), this, &MainWindow::open_file_dialog);
+  open_file->setShortcut(QKeySequence(Qt::CTRL | Qt::SHIFT | Qt::Key_O));
+  file->addAction(tr("Open &Demo Model"), this, [this] { open_path(demo_model_dir()); });
+  recent_menu_ = file->addMenu(tr("Open &Recent"));
+  connect(recent_menu_, &QMenu::aboutToShow, this, &MainWindow::rebuild_recent_menu);
+  rebuild_recent_menu();
+  file->addSeparator();
+  QAction* load_stats = file->addAction(tr("&Load Statistics..."), calibrate_page_, &CalibratePage::browse_statistics);
+  load_stats->setShortcut(QKeySequence(Qt::CTRL | Qt::Key_L));
+  save_stats_action_ = file->addAction(tr("&Save Statistics As..."), calibrate_page_, &CalibratePage::save_statistics_as);
+  save_stats_action_->setShortcut(QKeySequence::SaveAs);
+  file->addSeparator();
+  export_chart_action_ = file->addAction(tr("&Export Chart..."), this, [this] {
+    go_to(ExploreStep);
+    explore_page_->export_scatter();
+  });
+  export_chart_action_->setShortcut(QKeySequence(Qt::CTRL | Qt::Key_E));
+  file->addSeparator();
+  QAction* quit = file->addAction(tr("&Quit"), this, &QWidget::close);
+  quit->setShortcut(QKeySequence::Quit);
+  quit->setMenuRole(QAction::QuitRole);
+
+  QMenu* view = menuBar()->addMenu(tr("&View"));
+  const QStringList names = {tr("&Model"), tr("&Calibrate"), tr("&Explore"), tr("&Quantize"), tr("C&ompare"), tr("E&xport")};
+  for (int i = 0; i < StepCount; ++i) {
+    QAction* a = view->addAction(names[i], this, [this, i] { go_to(static_cast<Step>(i)); });
+    a->setShortcut(QKeySequence(Qt::CTRL | static_cast<Qt::Key>(Qt::Key_1 + i)));
+  }
+  view->addSeparator();
+  QAction* gl = view->addAction(tr("Use &OpenGL for Large Scatter Plots"));
+  gl->setCheckable(true);
+  gl->setChecked(ChartView::opengl_enabled());
+  gl->setEnabled(ChartView::opengl_available());
+  if (!ChartView::opengl_available()) gl->setToolTip(tr("This display platform has no OpenGL"));
+  connect(gl, &QAction::toggled, this, [](bool on) { ChartView::set_opengl_enabled(on); });
+
+  QMenu* run = menuBar()->addMenu(tr("&Calibration"));
+  calibrate_action_ = run->addAction(tr("&Calibrate"), this, [this] {
+    go_to(CalibrateStep);
+    calibrate_page_->start();
+  });
+  calibrate_action_->setShortcut(QKeySequence(Qt::CTRL | Qt::Key_R));
+  cancel_action_ = run->addAction(tr("C&ancel Calibration"), calibrate_page_, &CalibratePage::cancel);
+  cancel_action_->setShortcut(QKeySequence(Qt::CTRL | Qt::Key_Period));
+  cancel_action_->setEnabled(false);
+
+  QMenu* help = menuBar()->addMenu(tr("&Help"));
+  help->addAction(tr("&About RPTQ Workbench"), this, &MainWindow::about);
+  help->addAction(tr("About &Qt"), qApp, &QApplication::aboutQt);
+}
+
+void MainWindow::rebuild_recent_menu() {
+  recent_menu_->clear();
+  const QStringList recent = recent_models();
+  for (const QString& p : recent) {
+    QAction* a = recent_menu_->addAction(QFileInfo(p).fileName(), this, [this, p] { open_path(p); });
+    a->setToolTip(p);
+    a->setStatusTip(p);
+  }
+  if (recent.isEmpty()) recent_menu_->addAction(tr("(none)"))->setEnabled(false);
+  recent_menu_->addSeparator();
+  recent_menu_->addAction(tr("Clear Recent"), this, [] { clear_recent_models(); })->setEnabled(!recent.isEmpty());
+}
+
+void MainWindow::start_up(const QString& model) {
+  QString path = model;
+  if (path.isEmpty()) {
+    const QString last = last_model();
+    path = !last.isEmpty() && QFileInfo::exists(last) ? last : demo_model_dir();
+  }
+  open_path(path);
+}
+
+MainWindow::Step MainWindow::current_step() const { return static_cast<Step>(pages_->currentIndex()); }
+
+bool MainWindow::idle() const {
+  return !opening_ && !calibrate_page_->running() && !calibrate_page_->loading() && explore_page_->up_to_date();
+}
+
+void MainWindow::go_to(Step step) {
+  if (!steps_->step_enabled(step)) {
+    statusBar()->showMessage(step == ExploreStep ? tr("Explore needs channel statistics: calibrate or load them first.")
+                                                 : tr("Open a model folder first."),
+                             4000);
+    return;
+  }
+  steps_->setCurrentRow(step);
+}
+
+void MainWindow::update_steps() {
+  const LoadedModel* m = session_->model();
+  const bool fp = session_->fp_model() != nullptr;
+  const bool stats = session_->stats() != nullptr;
+  steps_->set_step_enabled(ModelStep, true);
+  steps_->set_step_enabled(CalibrateStep, m != nullptr);
+  steps_->set_step_enabled(ExploreStep, stats);
+  steps_->set_step_done(ModelStep, m != nullptr);
+  steps_->set_step_done(CalibrateStep, stats);
+  steps_->set_step_note(ModelStep, m ? m->display_name() : QString());
+  if (const rptq::ChannelStats* st = session_->stats())
+    steps_->set_step_note(CalibrateStep, tr("%1 \u00d7 %2 tokens").arg(st->settings.samples).arg(st->settings.seqlen));
+  else
+    steps_->set_step_note(CalibrateStep, QString());
+  for (int s : {QuantizeStep, CompareStep, ExportStep}) steps_->set_step_note(s, tr("planned"));
+  save_stats_action_->setEnabled(stats);
+  export_chart_action_->setEnabled(stats);
+  calibrate_action_->setEnabled(fp && !calibrate_page_->running());
+  stats_label_->setText(stats ? tr("statistics: %1").arg(QFileInfo(session_->stats_path()).fileName()) : QString());
+  stats_label_->setToolTip(session_->stats_path());
+  setWindowTitle(m ? tr("%1 \u2014 RPTQ Workbench").arg(m->display_name()) : tr("RPTQ Workbench"));
+  if (!steps_->step_enabled(current_step())) steps_->setCurrentRow(m ? CalibrateStep : ModelStep);
+}
+
+QString MainWindow::device_text() const { return device_label_->text(); }
+
+void MainWindow::update_device() {
+  // The engine computes in float32 on the CPU (the CUDA path is not wired into the forward pass yet).
+  const int threads = rptq::num_threads();
+  device_label_->setText(tr("CPU \u00b7 %n thread(s)", "", threads));
+  device_label_->setToolTip(QString::fromStdString(rptq::device_info().description));
+}
+
+void MainWindow::set_progress(bool on, const QString& what) {
+  progress_->setVisible(on);
+  progress_->setValue(0);
+  if (on) {
+    progress_timer_->start();
+    statusBar()->showMessage(what);
+  } else {
+    progress_timer_->stop();
+  }
+}
+
+void MainWindow::open_folder_dialog() {
+  QSettings s;
+  const QString start = s.value(QStringLiteral("paths/modelDir"), QDir::homePath()).toString();
+  const QString dir = QFileDialog::getExistingDirectory(this, tr("Open a Hugging Face model folder"), start);
+  if (dir.isEmpty()) return;
+  s.setValue(QStringLiteral("paths/modelDir"), QFileInfo(dir).absolutePath());
+  open_path(dir);
+}
+
+void MainWindow::open_file_dialog() {
+  QSettings s;
+  const QString start = s.value(QStringLiteral("paths/fileDir"), QDir::homePath()).toString();
+  const QString f = QFileDialog::getOpenFileName(this, tr("Open a checkpoint or statistics file"), start,
+                                                 tr("HDF5 files (*.h5 *.hdf5);;All files (*)"));
+  if (f.isEmpty()) return;
+  s.setValue(QStringLiteral("paths/fileDir"), QFileInfo(f).absolutePath());
+  open_path(f);
+}
+
+void MainWindow::open_path(const QString& path) {
+  if (path.isEmpty()) return;
+  if (opening_) opening_->cancel();  // the newest request wins
+  auto progress = std::make_shared<JobProgress<LoadProgress>>();
+  opening_ = progress;
+  const QString name = QFileInfo(path).fileName();
+  set_progress(true, tr("Opening %1\u2026").arg(name));
+  model_page_->set_busy(true, tr("Opening %1\u2026").arg(name));
+  run_task(
+      this, nullptr, [path, progress] { return open_source(path, progress); },
+      [this, progress](OpenedSource s) {
+        if (progress != opening_) return;  // superseded
+        opening_.reset();
+        set_progress(false);
+        model_page_->set_busy(false);
+        opened(s);
+      },
+      [this, progress, path](const TaskError& e) {
+        if (progress != opening_) return;
+        opening_.reset();
+        set_progress(false);
+        model_page_->set_busy(false);
+        open_failed(path, e);
+      });
+}
+
+void MainWindow::opened(const OpenedSource& s) {
+  if (s.model) {
+    session_->set_model(s.model);
+    add_recent_model(s.path);
+    set_last_model(s.path);
+    statusBar()->showMessage(tr("Opened %1.").arg(s.model->display_name()), 5000);
+    if (!s.model->is_folder()) go_to(ModelStep);
+    return;
+  }
+  if (s.stats) {
+    // A statistics file: it must belong to the open model (or no model is open).
+    if (const auto fp = session_->fp_model()) {
+      try {
+        rptq::check_stats_match(*s.stats, fp->config(), s.path.toStdString());
+      } catch (const std::exception& e) {
+        show_error(this, tr("Cannot use %1").arg(QFileInfo(s.path).fileName()), QString::fromStdString(e.what()));
+        return;
+      }
+      remember_stats_for(session_->model()->path, s.path);
+    }
+    session_->set_stats(s.stats, s.path);
+    go_to(ExploreStep);
+  }
+}
+
+void MainWindow::open_failed(const QString& path, const TaskError& e) {
+  statusBar()->showMessage(tr("Could not open %1.").arg(QFileInfo(path).fileName()), 5000);
+  show_task_error(this, tr("Cannot open %1").arg(QFileInfo(path).fileName()), e);
+}
+
+void MainWindow::about() {
+  QMessageBox::about(
+      this, tr("About RPTQ Workbench"),
+      tr("<h3>RPTQ Workbench %1</h3><p>Reorder-based post-training quantization (RPTQ, arXiv 2304.01089) of large "
+         "language models: calibrate, explore the channel clusters, quantize, compare.</p><p>git %2<br>%3</p>")
+          .arg(QStringLiteral(RPTQ_VERSION_STRING), QStringLiteral(RPTQ_GIT_REVISION),
+               QString::fromStdString(rptq::device_info().description).toHtmlEscaped()));
+}
+
+void MainWindow::closeEvent(QCloseEvent* e) {
+  if (calibrate_page_->running()) {
+    if (QMessageBox::question(this, tr("Calibration running"), tr("A calibration is running. Cancel it and quit?")) !=
+        QMessageBox::Yes) {
+      e->ignore();
+      return;
+    }
+    calibrate_page_->cancel();
+  }
+  QSettings s;
+  s.setValue(QStringLiteral("window/geometry"), saveGeometry());
+  s.setValue(QStringLiteral("window/state"), saveState());
+  explore_page_->save_state();
+  QMainWindow::closeEvent(e);
+}
+
+void MainWindow::dragEnterEvent(QDragEnterEvent* e) {
+  const QMimeData* m = e->mimeData();
+  if (m->hasUrls() && !m->urls().isEmpty() && m->urls().front().isLocalFile()) e->acceptProposedAction();
+}
+
+void MainWindow::dropEvent(QDropEvent* e) {
+  const QList<QUrl> urls = e->mimeData()->urls();
+  if (urls.isEmpty() || !urls.front().isLocalFile()) return;
+  e->acceptProposedAction();
+  open_path(urls.front().toLocalFile());
+}
+
+}  // namespace rptq::ui

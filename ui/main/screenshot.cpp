@@ -1,0 +1,114 @@
+#include "main/screenshot.h"
+
+#include <QApplication>
+#include <QFileInfo>
+#include <QLineEdit>
+#include <QPixmap>
+#include <QSpinBox>
+#include <QTabWidget>
+#include <QTimer>
+
+#include <cstdio>
+#include <memory>
+
+#include "calibration/calibrate_page.h"
+#include "common/resources.h"
+#include "explore/explore_page.h"
+#include "main/main_window.h"
+#include "session/session.h"
+
+namespace rptq::ui {
+
+int screenshot_step(const QString& name) {
+  const QStringList steps = {"model", "calibrate", "explore", "quantize", "compare", "export"};
+  if (name.compare(QLatin1String("overview"), Qt::CaseInsensitive) == 0) return 2;  // explore, heat map tab
+  return static_cast<int>(steps.indexOf(name.toLower()));
+}
+
+namespace {
+void fail(const QString& why) {
+  std::fprintf(stderr, "rptq-workbench: screenshot: %s\n", why.toLocal8Bit().constData());
+  QCoreApplication::exit(1);
+}
+}  // namespace
+
+void start_screenshot(MainWindow* w, const ScreenshotOptions& o) {
+  const int step = screenshot_step(o.step);
+  if (step < 0) {
+    QTimer::singleShot(0, [o] { fail(QStringLiteral("unknown step '%1'").arg(o.step)); });
+    return;
+  }
+  w->resize(o.size);
+  w->show();
+  w->start_up(o.model.isEmpty() ? demo_model_dir() : o.model);
+
+  // A small state machine polled every 100 ms: open, (calibrate or load), (cluster), settle, grab.
+  enum class Phase { Opening, Statistics, Settling };
+  struct State {
+    Phase phase = Phase::Opening;
+    int ticks = 0, settle = 0;
+    bool requested = false;
+  };
+  auto st = std::make_shared<State>();
+  auto* timer = new QTimer(w);
+  timer->setInterval(100);
+  const bool needs_stats = step == MainWindow::CalibrateStep || step == MainWindow::ExploreStep;
+  QObject::connect(timer, &QTimer::timeout, w, [w, o, st, step, needs_stats, timer] {
+    if (++st->ticks > o.timeout_s * 10) {
+      timer->stop();
+      return fail(QStringLiteral("timed out"));
+    }
+    switch (st->phase) {
+      case Phase::Opening:
+        if (w->opening()) return;
+        if (!w->session()->model()) {
+          timer->stop();
+          return fail(QStringLiteral("the model did not open"));
+        }
+        st->phase = needs_stats ? Phase::Statistics : Phase::Settling;
+        if (!needs_stats) w->go_to(static_cast<MainWindow::Step>(step));
+        return;
+      case Phase::Statistics: {
+        CalibratePage* c = w->calibrate_page();
+        if (!st->requested) {
+          st->requested = true;
+          w->go_to(MainWindow::CalibrateStep);
+          if (!o.stats.isEmpty()) {
+            c->load_statistics(QFileInfo(o.stats).absoluteFilePath());
+          } else {
+            c->samples_spin()->setValue(o.samples);
+            c->seqlen_spin()->setValue(std::min(o.seqlen, c->seqlen_spin()->maximum()));
+            c->start();
+          }
+          return;
+        }
+        if (c->running() || c->loading()) return;
+        if (!w->session()->stats()) {
+          timer->stop();
+          return fail(QStringLiteral("no statistics (calibration or loading failed)"));
+        }
+        if (step == MainWindow::ExploreStep) {
+          w->go_to(MainWindow::ExploreStep);
+          w->explore_page()->select(o.layer, o.index, o.k);
+          w->explore_page()->tabs()->setCurrentIndex(
+              o.step.compare(QLatin1String("overview"), Qt::CaseInsensitive) == 0 ? 1 : 0);
+        }
+        st->phase = Phase::Settling;
+        return;
+      }
+      case Phase::Settling:
+        if (!w->idle()) return;
+        if (++st->settle < 5) return;  // let layouts and charts settle
+        timer->stop();
+        const QPixmap shot = w->grab();
+        if (!shot.save(o.file, "PNG")) return fail(QStringLiteral("cannot write %1").arg(o.file));
+        std::printf("wrote %s (%dx%d, step %s)\n", o.file.toLocal8Bit().constData(), shot.width(), shot.height(),
+                    o.step.toLocal8Bit().constData());
+        QCoreApplication::exit(0);
+        return;
+    }
+  });
+  timer->start();
+}
+
+}  // namespace rptq::ui
