@@ -32,13 +32,7 @@ namespace {
 using rptq::cuda::DeviceBuffer;
 using rptq::cuda::RangeUpdate;
 
-std::vector<float> normal(std::size_t n, float mean, float stddev, std::uint32_t seed) {
-  std::mt19937 gen(seed);
-  std::normal_distribution<float> dist(mean, stddev);
-  std::vector<float> v(n);
-  for (float& x : v) x = dist(gen);
-  return v;
-}
+using rptq::test::normal;
 
 void expect_same_bits(const std::vector<float>& gpu, const std::vector<float>& cpu, const char* what) {
   ASSERT_EQ(gpu.size(), cpu.size()) << what;

@@ -47,13 +47,7 @@ struct Shape {
 const std::vector<Shape> kShapes = {{1, 1},    {3, 7},     {5, 31},   {4, 32},   {7, 100},   {16, 768},
                                     {3, 1000}, {9, 4096},  {4, 5120}, {2, 12288}, {3, 12289}, {2, 70000}};
 
-std::vector<float> normal(std::size_t n, float mean, float stddev, std::uint32_t seed) {
-  std::mt19937 gen(seed);
-  std::normal_distribution<float> dist(mean, stddev);
-  std::vector<float> v(n);
-  for (float& x : v) x = dist(gen);
-  return v;
-}
+using rptq::test::normal;
 
 std::vector<std::int32_t> permutation(std::int64_t n, std::uint32_t seed) {
   std::vector<std::int32_t> p(static_cast<std::size_t>(n));

@@ -47,13 +47,7 @@ using rptq::cuda::BlasHandle;
 using rptq::cuda::DeviceBuffer;
 using rptq::cuda::GemmInputs;
 
-std::vector<float> normal(std::size_t n, float mean, float stddev, std::uint32_t seed) {
-  std::mt19937 gen(seed);
-  std::normal_distribution<float> dist(mean, stddev);
-  std::vector<float> v(n);
-  for (float& x : v) x = dist(gen);
-  return v;
-}
+using rptq::test::normal;
 
 struct Layer {
   rptq::QuantizedWeight q;

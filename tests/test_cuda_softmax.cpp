@@ -35,13 +35,7 @@ namespace {
 
 using rptq::cuda::DeviceBuffer;
 
-std::vector<float> normal(std::size_t n, float mean, float stddev, std::uint32_t seed) {
-  std::mt19937 gen(seed);
-  std::normal_distribution<float> dist(mean, stddev);
-  std::vector<float> v(n);
-  for (float& x : v) x = dist(gen);
-  return v;
-}
+using rptq::test::normal;
 
 struct Shape {
   std::int64_t rows, cols, ld;

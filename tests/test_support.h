@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <filesystem>
 #include <fstream>
+#include <random>
 #include <string>
 #include <vector>
 
@@ -43,6 +44,15 @@ inline std::vector<std::int32_t> some_ids(std::int64_t n, std::int32_t vocab, st
     id = static_cast<std::int32_t>((seed >> 8) % static_cast<std::uint32_t>(vocab));
   }
   return ids;
+}
+
+// n values drawn from N(mean, stddev^2) by a seeded generator (the GPU parity tests' inputs).
+inline std::vector<float> normal(std::size_t n, float mean, float stddev, std::uint32_t seed) {
+  std::mt19937 gen(seed);
+  std::normal_distribution<float> dist(mean, stddev);
+  std::vector<float> v(n);
+  for (float& x : v) x = dist(gen);
+  return v;
 }
 
 }  // namespace rptq::test
