@@ -1,7 +1,7 @@
 // rptq-workbench: the RPTQ Workbench desktop application (Qt 6 Widgets + Qt Charts).
 //   rptq-workbench [--model PATH]
 //   rptq-workbench --screenshot FILE --step model|calibrate|explore|overview|quantize|compare|export [--model PATH]
-//                  [--stats STATS.h5] [--size WxH] [--layer I] [--index R1..R5] [--k K]
+//                  [--stats STATS.h5] [--size WxH] [--layer I] [--index R1..R5] [--k K] [--preset NAME]
 // --screenshot renders the window to a PNG without a display (the offscreen platform) and exits.
 #include <QApplication>
 #include <QCommandLineParser>
@@ -45,7 +45,9 @@ int main(int argc, char** argv) {
   QCommandLineOption layer("layer", "Screenshot of explore: the layer (default 0).", "I", "0");
   QCommandLineOption index("index", "Screenshot of explore: the reorder index R1..R5 (default R1).", "R", "R1");
   QCommandLineOption k("k", "Screenshot of explore: clusters (default 8).", "K", "8");
-  p.addOptions({model, shot, step, stats, size, layer, index, k});
+  QCommandLineOption preset("preset", "Screenshot of quantize, compare, export: the preset, with RTN weights (default "
+                            "W4A8).", "NAME", "W4A8");
+  p.addOptions({model, shot, step, stats, size, layer, index, k, preset});
   p.process(app);
   if (screenshot) QSettings().clear();
 
@@ -62,6 +64,7 @@ int main(int argc, char** argv) {
     QString r = p.value(index);
     o.index = std::clamp((r.startsWith(QLatin1Char('R'), Qt::CaseInsensitive) ? r.mid(1) : r).toInt(), 1, 5);
     o.k = std::max(1, p.value(k).toInt());
+    o.preset = p.value(preset);
     rptq::ui::start_screenshot(&w, o);
   } else {
     w.show();

@@ -5,6 +5,7 @@
 #include <QAbstractButton>
 #include <QApplication>
 #include <QComboBox>
+#include <QDateTime>
 #include <QDir>
 #include <QFile>
 #include <QImage>
@@ -21,11 +22,14 @@
 #include <QSpinBox>
 #include <QStatusBar>
 #include <QTableView>
+#include <QTableWidget>
+#include <QTextEdit>
 #include <QTemporaryDir>
 #include <QTimer>
 #include <QTreeWidget>
 #include <QtTest>
 
+#include <cmath>
 #include <memory>
 #include <set>
 
@@ -34,14 +38,19 @@
 #include "calibration/layer_progress_model.h"
 #include "common/chart_view.h"
 #include "common/resources.h"
+#include "compare/compare_page.h"
+#include "compare/memory_chart.h"
 #include "explore/cluster_table_model.h"
 #include "explore/explore_page.h"
 #include "explore/range_order_chart.h"
 #include "explore/scatter_chart.h"
 #include "explore/tap_overview_model.h"
+#include "export/export_page.h"
 #include "main/main_window.h"
 #include "main/step_list.h"
 #include "model/model_page.h"
+#include "quantize/quantize_job.h"
+#include "quantize/quantize_page.h"
 #include "rptq/model_info.h"
 #include "rptq/reorder.h"
 #include "rptq/tap.h"
@@ -140,6 +149,20 @@ class GuiTest : public QObject {
   }
 
   QString tmp(const QString& name) const { return tmp_->filePath(name); }
+
+  // Quantizes with a preset and RTN weights (fast), ranges as the statistics file has them; waits for the result.
+  void quantize_small(const QString& preset = QStringLiteral("W4A8")) {
+    rptq::ui::QuantizePage* q = w_->quantize_page();
+    w_->go_to(MainWindow::QuantizeStep);
+    QCOMPARE(w_->current_step(), MainWindow::QuantizeStep);
+    QVERIFY(q->select_preset(preset));
+    q->set_weight_method(rptq::WeightMethod::RTN);
+    QVERIFY(q->run_button()->isEnabled());
+    QTest::mouseClick(q->run_button(), Qt::LeftButton);
+    QVERIFY(q->running());
+    QTRY_VERIFY_WITH_TIMEOUT(!q->running(), kCalibrateTimeoutMs);
+    QVERIFY2(w_->session()->quantized(), qPrintable(q->status_label()->text()));
+  }
 
  private Q_SLOTS:
   void init() {
@@ -595,6 +618,165 @@ class GuiTest : public QObject {
     // An unwritable place fails cleanly.
     QVERIFY(!sc->export_to(tmp("no/such/folder/x.png"), &error));
     QVERIFY(!error.isEmpty());
+  }
+
+  void quantizesWithPreset() {
+    open_window();
+    rptq::ui::QuantizePage* q = w_->quantize_page();
+    // Without statistics the page is greyed out and says why.
+    w_->go_to(MainWindow::QuantizeStep);
+    QVERIFY(!q->run_button()->isEnabled());
+    QVERIFY(q->findChild<QLabel*>(QStringLiteral("quantizeNote"))->text().contains(QStringLiteral("statistics")));
+    calibrate_small(tmp("stats.h5"));
+    quantize_small(QStringLiteral("W4A4KV"));
+    const rptq::ui::QuantizationSummary* s = w_->session()->quantization_summary();
+    QVERIFY(s);
+    QCOMPARE(QString::fromStdString(s->config.name), QStringLiteral("W4A4KV"));
+    QCOMPARE(s->config.weight_method, rptq::WeightMethod::RTN);
+    QCOMPARE(static_cast<int>(s->layers.size()), 4);
+    QVERIFY(s->quantized_weight_bytes < s->fp_weight_bytes);
+    QVERIFY(q->summary_label()->text().contains(QStringLiteral("W4A4KV")));
+    QVERIFY(q->summary_label()->text().contains(QStringLiteral("MiB")));
+    QCOMPARE(q->layers_table()->rowCount(), 4);
+    QVERIFY(q->layers_table()->item(0, 1)->text().contains(QStringLiteral("fc1 4-bit")));
+    QVERIFY(q->layers_table()->item(0, 2)->text().contains(QStringLiteral("k 4-bit")));
+    QCOMPARE(q->progress_bar()->value(), 1000);
+    // Custom bits: the widgets describe the setting.
+    QVERIFY(q->select_preset(QStringLiteral("custom")));
+    q->wbits_combo()->setCurrentIndex(q->wbits_combo()->findData(3));
+    q->abits_combo()->setCurrentIndex(q->abits_combo()->findData(6));
+    q->kvbits_combo()->setCurrentIndex(q->kvbits_combo()->findData(4));
+    q->clusters_spin(1)->setValue(8);
+    const rptq::QuantConfig c = q->config();
+    QCOMPARE(c.wbits, 3);
+    QCOMPARE(c.bits(rptq::Tap::FfnInput), 6);
+    QCOMPARE(c.kv_bits(), 4);
+    QCOMPARE(c.clusters_of(1), 8);
+    save_shot(w_.get(), QStringLiteral("quantized"));
+  }
+
+  void comparesFpAndQuantized() {
+    open_window();
+    calibrate_small(tmp("stats.h5"));
+    quantize_small();
+    rptq::ui::ComparePage* c = w_->compare_page();
+    w_->go_to(MainWindow::CompareStep);
+    QCOMPARE(w_->current_step(), MainWindow::CompareStep);
+    c->windows_spin()->setValue(2);
+    c->seqlen_spin()->setValue(64);
+    QVERIFY(c->compare_button()->isEnabled());
+    QTest::mouseClick(c->compare_button(), Qt::LeftButton);
+    QVERIFY(c->comparing());
+    QTRY_VERIFY_WITH_TIMEOUT(!c->comparing(), kCalibrateTimeoutMs);
+    QVERIFY(c->result());
+    const rptq::CompareResult& r = *c->result();
+    QVERIFY(std::isfinite(r.fp.ppl) && r.fp.ppl > 1);
+    QVERIFY(std::isfinite(r.q.ppl) && r.q.ppl > 1);
+    QVERIFY(std::isfinite(r.kl) && r.kl >= 0);
+    QVERIFY(r.top1_agreement >= 0 && r.top1_agreement <= 1);
+    QCOMPARE(r.fp.windows, 2);
+    QTableWidget* t = c->metrics_table();
+    bool ok = false;
+    t->item(rptq::ui::ComparePage::PerplexityRow, 0)->text().toDouble(&ok);
+    QVERIFY(ok);
+    QVERIFY(t->item(rptq::ui::ComparePage::KlRow, 1)->text().contains(QStringLiteral("nats")));
+    QVERIFY(t->item(rptq::ui::ComparePage::Top1Row, 1)->text().endsWith(QLatin1Char('%')));
+    QVERIFY(t->item(rptq::ui::ComparePage::TokensPerSecondRow, 1)->text().toDouble() > 0);
+    QVERIFY(t->item(rptq::ui::ComparePage::WeightMemoryRow, 1)->text().contains(QStringLiteral("MiB")));
+    // The memory chart: FP16 against the quantization, following the sliders.
+    rptq::ui::MemoryChart* m = c->memory_chart();
+    QVERIFY(m->fp_estimate() && m->quantized_estimate());
+    QVERIFY(m->quantized_estimate()->total_bytes < m->fp_estimate()->total_bytes);
+    const std::uint64_t kv = m->fp_estimate()->kv_cache_bytes;
+    m->batch_slider()->setValue(m->batch_slider()->value() * 2);
+    QCOMPARE(m->fp_estimate()->kv_cache_bytes, 2 * kv);
+    m->model_combo()->setCurrentIndex(m->model_combo()->findData(QStringLiteral("opt-13b")));
+    QVERIFY(m->fp_estimate()->weights_bytes > 20ull << 30);
+  }
+
+  void generatesSideBySide() {
+    open_window();
+    calibrate_small(tmp("stats.h5"));
+    quantize_small(QStringLiteral("W4A4KV"));
+    rptq::ui::ComparePage* c = w_->compare_page();
+    w_->go_to(MainWindow::CompareStep);
+    c->prompt_edit()->setText(QStringLiteral("The capital of France"));
+    c->new_tokens_spin()->setValue(16);
+    QTest::mouseClick(c->generate_button(), Qt::LeftButton);
+    QVERIFY(c->generating());
+    QVERIFY(!c->compare_button()->isEnabled());
+    QTRY_VERIFY_WITH_TIMEOUT(!c->generating(), kCalibrateTimeoutMs);
+    for (QTextEdit* pane : {c->fp_pane(), c->quantized_pane()}) {
+      const QString text = pane->toPlainText();
+      QVERIFY2(text.startsWith(QStringLiteral("The capital of France")), qPrintable(text));
+      QVERIFY2(text.size() > QStringLiteral("The capital of France").size(), qPrintable(text));
+    }
+    QVERIFY(c->generation_status()->text().contains(QStringLiteral("new tokens")));
+    QVERIFY(c->compare_button()->isEnabled());
+    save_shot(w_.get(), QStringLiteral("generated"));
+  }
+
+  void exportsCheckpointAndOpensIt() {
+    open_window();
+    calibrate_small(tmp("stats.h5"));
+    quantize_small();
+    rptq::ui::ExportPage* e = w_->export_page();
+    w_->go_to(MainWindow::ExportStep);
+    const QString out = tmp("export/tiny-w4a8.h5");
+    e->output_edit()->setText(out);
+    QVERIFY(e->export_button()->isEnabled());
+    QTest::mouseClick(e->export_button(), Qt::LeftButton);
+    QVERIFY(e->exporting());
+    QTRY_VERIFY_WITH_TIMEOUT(!e->exporting(), kCalibrateTimeoutMs);
+    QVERIFY2(QFileInfo::exists(out), qPrintable(e->result_label()->text()));
+    QVERIFY(e->result_label()->text().contains(QStringLiteral("tiny-w4a8.h5")));
+    QVERIFY(e->result_label()->text().contains(QStringLiteral("MiB")) ||
+            e->result_label()->text().contains(QStringLiteral("KiB")));
+    // Exporting again asks before replacing: the dialog is declined, so nothing is written.
+    {
+      DialogCatcher catcher;
+      const QDateTime before = QFileInfo(out).lastModified();
+      QTest::mouseClick(e->export_button(), Qt::LeftButton);
+      QTRY_VERIFY(!catcher.texts.isEmpty());
+      QVERIFY(catcher.texts.front().contains(QStringLiteral("Replace")));
+      QVERIFY(!e->exporting());
+      QCOMPARE(QFileInfo(out).lastModified(), before);
+    }
+    QVERIFY(e->open_button()->isEnabled());
+    QTest::mouseClick(e->open_button(), Qt::LeftButton);
+    QTRY_VERIFY_WITH_TIMEOUT(!w_->opening() && w_->session()->model() && !w_->session()->model()->is_folder(),
+                             kOpenTimeoutMs);
+    QCOMPARE(w_->current_step(), MainWindow::ModelStep);
+    QVERIFY(w_->session()->model()->checkpoint);
+    QCOMPARE(QString::fromStdString(w_->session()->model()->checkpoint->preset), QStringLiteral("W4A8"));
+  }
+
+  void cancelsQuantizationMidway() {
+    open_window();
+    calibrate_small(tmp("stats.h5"), 64, 256);
+    rptq::ui::QuantizePage* q = w_->quantize_page();
+    w_->go_to(MainWindow::QuantizeStep);
+    QVERIFY(q->select_preset(QStringLiteral("W4A4")));
+    q->set_weight_method(rptq::WeightMethod::GPTQ);  // slower: time to cancel
+    QTest::mouseClick(q->run_button(), Qt::LeftButton);
+    QVERIFY(q->running());
+    QVERIFY(!q->run_button()->isEnabled());
+    QVERIFY(q->cancel_button()->isEnabled());
+    QTRY_VERIFY_WITH_TIMEOUT(q->job()->progress().stage == rptq::ui::QuantizeProgress::Stage::Quantizing &&
+                                 q->job()->progress().layers.done >= 1,
+                             kCalibrateTimeoutMs);
+    const rptq::LayerwiseProgress at_cancel = q->job()->progress().layers;
+    QVERIFY2(at_cancel.done < at_cancel.total, "the quantization ended before it could be cancelled");
+    QTest::mouseClick(q->cancel_button(), Qt::LeftButton);
+    QTRY_VERIFY_WITH_TIMEOUT(!q->running(), 30000);
+    QVERIFY(q->status_label()->text().startsWith(QStringLiteral("Cancelled")));
+    QVERIFY(!w_->session()->quantized());
+    QVERIFY(q->run_button()->isEnabled());
+    QVERIFY(!q->cancel_button()->isEnabled());
+    QVERIFY(q->preset_combo()->isEnabled());
+    // The UI is usable: a quick quantization runs to the end.
+    quantize_small();
+    QVERIFY(w_->compare_page()->compare_button()->isEnabled());
   }
 
   void screenshotModeWritesPng() {

@@ -23,14 +23,16 @@
 
 #include "calibration/calibrate_page.h"
 #include "common/chart_view.h"
+#include "compare/compare_page.h"
 #include "common/error_dialog.h"
 #include "common/resources.h"
 #include "common/task.h"
 #include "explore/explore_page.h"
-#include "main/planned_page.h"
+#include "export/export_page.h"
 #include "main/step_list.h"
 #include "model/model_page.h"
 #include "model/model_source.h"
+#include "quantize/quantize_page.h"
 #include "rptq/device.h"
 #include "rptq/model.h"
 #include "rptq/quantize.h"
@@ -51,21 +53,12 @@ MainWindow::MainWindow(QWidget* parent) : QMainWindow(parent), session_(new Sess
   pages_->addWidget(model_page_);
   pages_->addWidget(calibrate_page_);
   pages_->addWidget(explore_page_);
-  pages_->addWidget(new PlannedPage(
-      tr("Quantize"),
-      tr("Choose a preset (W4A16, W4A8, W4A4, W4A4KV, W4A3KV, W3A3KV) or custom bits and cluster counts, then run "
-         "the RPTQ pipeline: reorder, GPTQ or RTN weights, per-cluster activation quantizers, layer by layer."),
-      QStringLiteral("rptq eval MODEL --data FILE --stats STATS.h5 --preset W4A8")));
-  pages_->addWidget(new PlannedPage(
-      tr("Compare"),
-      tr("The FP and the quantized model side by side: perplexity, KL divergence and top-1 agreement, and the two "
-         "generating text from the same prompt, streamed next to each other."),
-      QStringLiteral("rptq compare MODEL --stats STATS.h5 --preset W4A4 --data FILE")));
-  pages_->addWidget(new PlannedPage(
-      tr("Export"),
-      tr("Write the reordered, really packed checkpoint (HDF5), or a Hugging Face folder with the reordered weights "
-         "dequantized, with the memory it saves."),
-      QStringLiteral("rptq export MODEL --stats STATS.h5 --preset W4A4KV --out OUT.h5")));
+  quantize_page_ = new QuantizePage(session_);
+  compare_page_ = new ComparePage(session_);
+  export_page_ = new ExportPage(session_);
+  pages_->addWidget(quantize_page_);
+  pages_->addWidget(compare_page_);
+  pages_->addWidget(export_page_);
 
   auto* central = new QWidget;
   auto* layout = new QHBoxLayout(central);
@@ -112,6 +105,27 @@ MainWindow::MainWindow(QWidget* parent) : QMainWindow(parent), session_(new Sess
   });
   connect(explore_page_, &ExplorePage::calibrate_requested, this, [this] { go_to(CalibrateStep); });
   connect(explore_page_, &ExplorePage::load_stats_requested, calibrate_page_, &CalibratePage::browse_statistics);
+  connect(session_, &Session::quantized_changed, this, &MainWindow::update_steps);
+  connect(quantize_page_, &QuantizePage::compare_requested, this, [this] { go_to(CompareStep); });
+  connect(quantize_page_, &QuantizePage::running_changed, this, [this](bool on) {
+    if (on) statusBar()->showMessage(tr("Quantizing\u2026"));
+    else statusBar()->clearMessage();
+  });
+  auto follow_config = [this] {
+    try {
+      compare_page_->set_memory_config(quantize_page_->config());
+    } catch (const std::exception&) {
+      // an invalid custom setting: the chart keeps the last valid one
+    }
+  };
+  connect(quantize_page_, &QuantizePage::config_changed, this, follow_config);
+  follow_config();
+  connect(compare_page_, &ComparePage::running_changed, this, &MainWindow::update_steps);
+  connect(export_page_, &ExportPage::running_changed, this, &MainWindow::update_steps);
+  connect(export_page_, &ExportPage::open_requested, this, [this](const QString& path) {
+    go_to(ModelStep);
+    open_path(path);
+  });
 
   update_steps();
   update_device();
@@ -205,7 +219,9 @@ void MainWindow::start_up(const QString& model) {
 MainWindow::Step MainWindow::current_step() const { return static_cast<Step>(pages_->currentIndex()); }
 
 bool MainWindow::idle() const {
-  return !opening_ && !calibrate_page_->running() && !calibrate_page_->loading() && explore_page_->up_to_date();
+  return !opening_ && !calibrate_page_->running() && !calibrate_page_->loading() && explore_page_->up_to_date() &&
+         !quantize_page_->running() && !compare_page_->comparing() && !compare_page_->generating() &&
+         !export_page_->exporting();
 }
 
 void MainWindow::go_to(Step step) {
@@ -232,7 +248,17 @@ void MainWindow::update_steps() {
     steps_->set_step_note(CalibrateStep, tr("%1 \u00d7 %2 tokens").arg(st->settings.samples).arg(st->settings.seqlen));
   else
     steps_->set_step_note(CalibrateStep, QString());
-  for (int s : {QuantizeStep, CompareStep, ExportStep}) steps_->set_step_note(s, tr("planned"));
+  const bool quantized = session_->quantized() != nullptr;
+  for (int s : {QuantizeStep, CompareStep, ExportStep}) steps_->set_step_enabled(s, m != nullptr);
+  steps_->set_step_done(QuantizeStep, quantized);
+  steps_->set_step_done(CompareStep, compare_page_->result().has_value());
+  steps_->set_step_done(ExportStep, !export_page_->exported_path().isEmpty());
+  if (const QuantizationSummary* q = session_->quantization_summary())
+    steps_->set_step_note(QuantizeStep, QString::fromStdString(q->config.name));
+  else
+    steps_->set_step_note(QuantizeStep, stats ? QString() : tr("needs statistics"));
+  steps_->set_step_note(CompareStep, quantized ? QString() : tr("needs a quantized model"));
+  steps_->set_step_note(ExportStep, quantized ? QString() : tr("needs a quantized model"));
   save_stats_action_->setEnabled(stats);
   export_chart_action_->setEnabled(stats);
   calibrate_action_->setEnabled(fp && !calibrate_page_->running());
@@ -347,6 +373,7 @@ void MainWindow::about() {
 }
 
 void MainWindow::closeEvent(QCloseEvent* e) {
+  if (quantize_page_->running()) quantize_page_->cancel();  // nothing of it is kept
   if (calibrate_page_->running()) {
     if (QMessageBox::question(this, tr("Calibration running"), tr("A calibration is running. Cancel it and quit?")) !=
         QMessageBox::Yes) {

@@ -18,8 +18,11 @@ class QTimer;
 namespace rptq::ui {
 
 class CalibratePage;
+class ComparePage;
 class ExplorePage;
+class ExportPage;
 class ModelPage;
+class QuantizePage;
 class Session;
 class StepList;
 struct OpenedSource;
@@ -41,10 +44,13 @@ class MainWindow : public QMainWindow {
   ModelPage* model_page() const { return model_page_; }
   CalibratePage* calibrate_page() const { return calibrate_page_; }
   ExplorePage* explore_page() const { return explore_page_; }
+  QuantizePage* quantize_page() const { return quantize_page_; }
+  ComparePage* compare_page() const { return compare_page_; }
+  ExportPage* export_page() const { return export_page_; }
   StepList* step_list() const { return steps_; }
   Step current_step() const;
   bool opening() const { return opening_ != nullptr; }
-  // Nothing is loading, calibrating or clustering.
+  // Nothing is loading, calibrating, clustering, quantizing, comparing or exporting.
   bool idle() const;
   QString device_text() const;
 
@@ -77,6 +83,9 @@ class MainWindow : public QMainWindow {
   ModelPage* model_page_;
   CalibratePage* calibrate_page_;
   ExplorePage* explore_page_;
+  QuantizePage* quantize_page_;
+  ComparePage* compare_page_;
+  ExportPage* export_page_;
   QMenu* recent_menu_ = nullptr;
   QAction* save_stats_action_ = nullptr;
   QAction* export_chart_action_ = nullptr;

@@ -1,11 +1,15 @@
 #include "main/screenshot.h"
 
 #include <QApplication>
+#include <QDir>
 #include <QFileInfo>
+#include <QLabel>
+#include <QStandardPaths>
 #include <QLineEdit>
 #include <QPixmap>
 #include <QSpinBox>
 #include <QTabWidget>
+#include <QTextEdit>
 #include <QTimer>
 
 #include <cstdio>
@@ -13,8 +17,11 @@
 
 #include "calibration/calibrate_page.h"
 #include "common/resources.h"
+#include "compare/compare_page.h"
 #include "explore/explore_page.h"
+#include "export/export_page.h"
 #include "main/main_window.h"
+#include "quantize/quantize_page.h"
 #include "session/session.h"
 
 namespace rptq::ui {
@@ -42,18 +49,20 @@ void start_screenshot(MainWindow* w, const ScreenshotOptions& o) {
   w->show();
   w->start_up(o.model.isEmpty() ? demo_model_dir() : o.model);
 
-  // A small state machine polled every 100 ms: open, (calibrate or load), (cluster), settle, grab.
-  enum class Phase { Opening, Statistics, Settling };
+  // A small state machine polled every 100 ms: open, (calibrate or load), (cluster), (quantize), (compare or
+  // export), settle, grab.
+  enum class Phase { Opening, Statistics, Quantizing, Finishing, Settling };
   struct State {
     Phase phase = Phase::Opening;
     int ticks = 0, settle = 0;
-    bool requested = false;
+    bool requested = false, quantize_requested = false, finish_requested = false;
   };
   auto st = std::make_shared<State>();
   auto* timer = new QTimer(w);
   timer->setInterval(100);
-  const bool needs_stats = step == MainWindow::CalibrateStep || step == MainWindow::ExploreStep;
-  QObject::connect(timer, &QTimer::timeout, w, [w, o, st, step, needs_stats, timer] {
+  const bool needs_quantized = step >= MainWindow::QuantizeStep;
+  const bool needs_stats = step == MainWindow::CalibrateStep || step == MainWindow::ExploreStep || needs_quantized;
+  QObject::connect(timer, &QTimer::timeout, w, [w, o, st, step, needs_stats, needs_quantized, timer] {
     if (++st->ticks > o.timeout_s * 10) {
       timer->stop();
       return fail(QStringLiteral("timed out"));
@@ -92,6 +101,57 @@ void start_screenshot(MainWindow* w, const ScreenshotOptions& o) {
           w->explore_page()->select(o.layer, o.index, o.k);
           w->explore_page()->tabs()->setCurrentIndex(
               o.step.compare(QLatin1String("overview"), Qt::CaseInsensitive) == 0 ? 1 : 0);
+        }
+        st->phase = needs_quantized ? Phase::Quantizing : Phase::Settling;
+        return;
+      }
+      case Phase::Quantizing: {
+        // A small, fast setting: the W4A8 preset with RTN weights, ranges from the statistics file as they are.
+        QuantizePage* q = w->quantize_page();
+        if (!st->quantize_requested) {
+          st->quantize_requested = true;
+          w->go_to(MainWindow::QuantizeStep);
+          q->select_preset(o.preset);
+          q->set_weight_method(rptq::WeightMethod::RTN);
+          q->start();
+          return;
+        }
+        if (q->running()) return;
+        if (!w->session()->quantized()) {
+          timer->stop();
+          return fail(QStringLiteral("the quantization failed: %1").arg(q->status_label()->text()));
+        }
+        st->phase = step == MainWindow::QuantizeStep ? Phase::Settling : Phase::Finishing;
+        return;
+      }
+      case Phase::Finishing: {
+        if (!st->finish_requested) {
+          st->finish_requested = true;
+          w->go_to(static_cast<MainWindow::Step>(step));
+          if (step == MainWindow::CompareStep) {
+            ComparePage* c = w->compare_page();
+            c->windows_spin()->setValue(2);
+            c->seqlen_spin()->setValue(std::min(128, c->seqlen_spin()->maximum()));
+            c->run_comparison();
+          } else {
+            ExportPage* e = w->export_page();
+            const QString dir = QStandardPaths::writableLocation(QStandardPaths::TempLocation);
+            e->output_edit()->setText(QDir(dir).filePath(QStringLiteral("rptq-workbench-screenshot-export.h5")));
+            e->set_confirm_overwrite(false);
+            e->start();
+          }
+          return;
+        }
+        if (step == MainWindow::CompareStep) {
+          ComparePage* c = w->compare_page();
+          if (c->comparing() || c->generating()) return;
+          if (c->result() && c->fp_pane()->toPlainText().isEmpty()) {
+            c->new_tokens_spin()->setValue(40);
+            c->run_generation();
+            return;
+          }
+        } else if (w->export_page()->exporting()) {
+          return;
         }
         st->phase = Phase::Settling;
         return;

@@ -1,7 +1,8 @@
 #pragma once
 // `rptq-workbench --screenshot FILE --step STEP`: render the window to a PNG without a display (the offscreen
-// platform). It opens the model, brings the step to a finished state (a short calibration for calibrate/explore
-// unless --stats is given, the clustering for explore), then grabs the window.
+// platform). It opens the model, brings the step to a finished state (a short calibration unless --stats is given,
+// the clustering for explore; for quantize, compare and export a quick RTN quantization, then a short comparison
+// and generation, or an export to the temporary folder), then grabs the window.
 #include <QSize>
 #include <QString>
 
@@ -17,6 +18,7 @@ struct ScreenshotOptions {
   QSize size{1400, 900};
   int samples = 32, seqlen = 256;          // the calibration run for calibrate/explore screenshots
   int layer = 0, index = 1, k = 8;         // what explore shows
+  QString preset = QStringLiteral("W4A8");  // quantize, compare, export: the preset (with RTN weights)
   int timeout_s = 300;
 };
 

@@ -9,16 +9,32 @@ void Session::set_model(std::shared_ptr<const LoadedModel> m) {
 }
 
 void Session::set_stats(std::shared_ptr<const rptq::ChannelStats> stats, const QString& path) {
+  clear_quantized();  // it was made with the statistics being replaced
   stats_ = std::move(stats);
   stats_path_ = path;
   Q_EMIT stats_changed();
 }
 
 void Session::clear_stats() {
+  clear_quantized();
   if (!stats_ && stats_path_.isEmpty()) return;
   stats_.reset();
   stats_path_.clear();
   Q_EMIT stats_changed();
+}
+
+void Session::set_quantized(std::shared_ptr<rptq::QuantizedModel> q,
+                            std::shared_ptr<const QuantizationSummary> summary) {
+  quantized_ = std::move(q);
+  summary_ = std::move(summary);
+  Q_EMIT quantized_changed();
+}
+
+void Session::clear_quantized() {
+  if (!quantized_ && !summary_) return;
+  quantized_.reset();
+  summary_.reset();
+  Q_EMIT quantized_changed();
 }
 
 }  // namespace rptq::ui

@@ -1,13 +1,15 @@
 #pragma once
-// The workbench's current work: the opened model and the channel statistics being explored. Pages read it and
-// react to its signals; only MainWindow's jobs change it.
+// The workbench's current work: the opened model, the channel statistics being explored and the model quantized
+// with them. Pages read it and react to its signals; only the pages' jobs and MainWindow change it.
 #include <QObject>
 #include <QString>
 
 #include <memory>
 
 #include "rptq/calibration.h"
+#include "rptq/quantize.h"
 #include "session/loaded_model.h"
+#include "session/quantization_summary.h"
 
 namespace rptq::ui {
 
@@ -20,22 +22,33 @@ class Session : public QObject {
   std::shared_ptr<const LoadedModel> model_ptr() const { return model_; }
   // The FP model, when a model folder is open (null for a checkpoint or nothing).
   std::shared_ptr<const rptq::Model> fp_model() const { return model_ ? model_->model : nullptr; }
-  void set_model(std::shared_ptr<const LoadedModel> m);  // clears the statistics
+  void set_model(std::shared_ptr<const LoadedModel> m);  // clears the statistics (and so the quantized model)
 
   const rptq::ChannelStats* stats() const { return stats_.get(); }
   std::shared_ptr<const rptq::ChannelStats> stats_ptr() const { return stats_; }
   QString stats_path() const { return stats_path_; }
   void set_stats(std::shared_ptr<const rptq::ChannelStats> stats, const QString& path);
-  void clear_stats();
+  void clear_stats();  // clears the quantized model too
+
+  // The model quantized from the open FP model with the current statistics (null until the Quantize step ran). It
+  // is not const: its hook() is what runs the activation quantizers. One job at a time uses it.
+  rptq::QuantizedModel* quantized() const { return quantized_.get(); }
+  std::shared_ptr<rptq::QuantizedModel> quantized_ptr() const { return quantized_; }
+  const QuantizationSummary* quantization_summary() const { return summary_.get(); }
+  void set_quantized(std::shared_ptr<rptq::QuantizedModel> q, std::shared_ptr<const QuantizationSummary> summary);
+  void clear_quantized();
 
  Q_SIGNALS:
   void model_changed();
   void stats_changed();
+  void quantized_changed();
 
  private:
   std::shared_ptr<const LoadedModel> model_;
   std::shared_ptr<const rptq::ChannelStats> stats_;
   QString stats_path_;
+  std::shared_ptr<rptq::QuantizedModel> quantized_;
+  std::shared_ptr<const QuantizationSummary> summary_;
 };
 
 }  // namespace rptq::ui

@@ -1,0 +1,441 @@
+#include "compare/compare_page.h"
+
+#include <QFileDialog>
+#include <QFileInfo>
+#include <QFormLayout>
+#include <QGroupBox>
+#include <QHBoxLayout>
+#include <QHeaderView>
+#include <QLabel>
+#include <QLineEdit>
+#include <QProgressBar>
+#include <QPushButton>
+#include <QSettings>
+#include <QSpinBox>
+#include <QTableWidget>
+#include <QTextEdit>
+#include <QTimer>
+#include <QVBoxLayout>
+
+#include <algorithm>
+#include <cmath>
+
+#include "common/error_dialog.h"
+#include "common/format.h"
+#include "common/resources.h"
+#include "common/task.h"
+#include "compare/generation_job.h"
+#include "compare/memory_chart.h"
+#include "rptq/error.h"
+#include "rptq/model_info.h"
+#include "rptq/tokenizer.h"
+#include "session/quantization_summary.h"
+#include "session/session.h"
+
+namespace rptq::ui {
+
+namespace {
+QLabel* heading(const QString& text) {
+  auto* l = new QLabel(text);
+  QFont f = l->font();
+  f.setPointSizeF(f.pointSizeF() * 1.5);
+  f.setBold(true);
+  l->setFont(f);
+  return l;
+}
+
+const QColor kDivergence(0xff, 0xd5, 0x4f);  // the first token where FP and quantized differ
+}  // namespace
+
+ComparePage::ComparePage(Session* session, QWidget* parent)
+    : QWidget(parent), session_(session), gen_(new GenerationJob(this)), poll_(new QTimer(this)) {
+  auto* root = new QVBoxLayout(this);
+  root->addWidget(heading(tr("Compare")));
+  note_ = new QLabel;
+  note_->setObjectName(QStringLiteral("compareNote"));
+  note_->setWordWrap(true);
+  note_->setStyleSheet(QStringLiteral("QLabel { background: #fff4e0; border: 1px solid #e0b060; border-radius: 4px; "
+                                      "padding: 6px; }"));
+  root->addWidget(note_);
+
+  QSettings s;
+  auto* top = new QHBoxLayout;
+  // (a) The metrics.
+  auto* metrics_box = new QGroupBox(tr("Perplexity, KL and top-1 agreement"));
+  auto* ml = new QVBoxLayout(metrics_box);
+  auto* form = new QFormLayout;
+  auto* data_row = new QHBoxLayout;
+  data_edit_ = new QLineEdit(s.value(QStringLiteral("compare/data"), sample_text_path()).toString());
+  data_edit_->setObjectName(QStringLiteral("compareDataEdit"));
+  auto* browse = new QPushButton(tr("Browse..."));
+  data_row->addWidget(data_edit_, 1);
+  data_row->addWidget(browse);
+  form->addRow(tr("Text"), data_row);
+  auto* numbers = new QHBoxLayout;
+  windows_ = new QSpinBox;
+  windows_->setObjectName(QStringLiteral("windowsSpin"));
+  windows_->setRange(1, 1 << 20);
+  windows_->setValue(s.value(QStringLiteral("compare/windows"), 4).toInt());
+  windows_->setToolTip(tr("Evaluate at most this many windows of the text"));
+  seqlen_ = new QSpinBox;
+  seqlen_->setObjectName(QStringLiteral("compareSeqlenSpin"));
+  seqlen_->setRange(2, 1 << 20);
+  seqlen_->setValue(s.value(QStringLiteral("compare/seqlen"), 256).toInt());
+  seqlen_->setSuffix(tr(" tokens"));
+  numbers->addWidget(windows_);
+  numbers->addWidget(new QLabel(tr("windows of")));
+  numbers->addWidget(seqlen_);
+  numbers->addStretch(1);
+  form->addRow(tr("Windows"), numbers);
+  ml->addLayout(form);
+  auto* run_row = new QHBoxLayout;
+  compare_ = new QPushButton(tr("Compare"));
+  compare_->setObjectName(QStringLiteral("compareButton"));
+  bar_ = new QProgressBar;
+  bar_->setRange(0, 1000);
+  bar_->setValue(0);
+  run_row->addWidget(compare_);
+  run_row->addWidget(bar_, 1);
+  ml->addLayout(run_row);
+  status_ = new QLabel;
+  status_->setObjectName(QStringLiteral("compareStatus"));
+  status_->setWordWrap(true);
+  ml->addWidget(status_);
+  table_ = new QTableWidget(MetricRows, 2);
+  table_->setObjectName(QStringLiteral("metricsTable"));
+  table_->setHorizontalHeaderLabels({tr("FP"), tr("Quantized")});
+  table_->setVerticalHeaderLabels({tr("Perplexity"), tr("KL(FP \u2016 quantized)"), tr("Top-1 agreement"),
+                                   tr("Tokens/s"), tr("Weight memory"), tr("Evaluated")});
+  table_->setEditTriggers(QAbstractItemView::NoEditTriggers);
+  table_->setSelectionMode(QAbstractItemView::NoSelection);
+  table_->horizontalHeader()->setSectionResizeMode(QHeaderView::Stretch);
+  table_->verticalHeader()->setSectionResizeMode(QHeaderView::ResizeToContents);
+  table_->setVerticalScrollBarPolicy(Qt::ScrollBarAlwaysOff);
+  table_->setMinimumHeight(table_->horizontalHeader()->sizeHint().height() +
+                           MetricRows * (table_->fontMetrics().height() + 10) + 4);
+  table_->setMaximumHeight(table_->minimumHeight());
+  ml->addWidget(table_);
+  ml->addStretch(1);
+  top->addWidget(metrics_box, 1);
+  // (c) The memory chart.
+  auto* memory_box = new QGroupBox(tr("Memory: weights + KV cache"));
+  auto* mel = new QVBoxLayout(memory_box);
+  memory_ = new MemoryChart;
+  mel->addWidget(memory_);
+  top->addWidget(memory_box, 1);
+  root->addLayout(top, 3);
+
+  // (b) Side-by-side generation.
+  auto* gen_box = new QGroupBox(tr("Generation (greedy, same settings)"));
+  auto* gl = new QVBoxLayout(gen_box);
+  auto* prompt_row = new QHBoxLayout;
+  prompt_ = new QLineEdit(s.value(QStringLiteral("compare/prompt"), tr("Once upon a time")).toString());
+  prompt_->setObjectName(QStringLiteral("promptEdit"));
+  new_tokens_ = new QSpinBox;
+  new_tokens_->setObjectName(QStringLiteral("newTokensSpin"));
+  new_tokens_->setRange(1, 4096);
+  new_tokens_->setValue(s.value(QStringLiteral("compare/newTokens"), 48).toInt());
+  new_tokens_->setSuffix(tr(" new tokens"));
+  generate_ = new QPushButton(tr("Generate"));
+  generate_->setObjectName(QStringLiteral("generateButton"));
+  stop_ = new QPushButton(tr("Stop"));
+  stop_->setEnabled(false);
+  prompt_row->addWidget(new QLabel(tr("Prompt")));
+  prompt_row->addWidget(prompt_, 1);
+  prompt_row->addWidget(new_tokens_);
+  prompt_row->addWidget(generate_);
+  prompt_row->addWidget(stop_);
+  gl->addLayout(prompt_row);
+  auto* panes = new QHBoxLayout;
+  for (int side = 0; side < 2; ++side) {
+    auto* col = new QVBoxLayout;
+    pane_titles_[side] = new QLabel(side == 0 ? tr("<b>FP</b>") : tr("<b>Quantized</b>"));
+    panes_[side] = new QTextEdit;
+    panes_[side]->setObjectName(side == 0 ? QStringLiteral("fpPane") : QStringLiteral("quantizedPane"));
+    panes_[side]->setReadOnly(true);
+    panes_[side]->setAcceptRichText(false);
+    col->addWidget(pane_titles_[side]);
+    col->addWidget(panes_[side], 1);
+    panes->addLayout(col, 1);
+  }
+  gl->addLayout(panes, 1);
+  gen_status_ = new QLabel;
+  gen_status_->setObjectName(QStringLiteral("generationStatus"));
+  gen_status_->setWordWrap(true);
+  gl->addWidget(gen_status_);
+  root->addWidget(gen_box, 2);
+
+  poll_->setInterval(50);
+  connect(poll_, &QTimer::timeout, this, [this] {
+    if (comparing_) bar_->setValue(qRound(comparing_->get().fraction * 1000));
+  });
+  connect(browse, &QPushButton::clicked, this, [this] {
+    const QString p = QFileDialog::getOpenFileName(this, tr("Evaluation text"), QFileInfo(data_edit_->text()).absolutePath(),
+                                                   tr("Text files (*.txt);;All files (*)"));
+    if (!p.isEmpty()) data_edit_->setText(p);
+  });
+  connect(compare_, &QPushButton::clicked, this, &ComparePage::run_comparison);
+  connect(generate_, &QPushButton::clicked, this, &ComparePage::run_generation);
+  connect(prompt_, &QLineEdit::returnPressed, this, &ComparePage::run_generation);
+  connect(stop_, &QPushButton::clicked, this, &ComparePage::stop);
+  connect(gen_, &GenerationJob::token, this, &ComparePage::token);
+  connect(gen_, &GenerationJob::side_finished, this, &ComparePage::side_finished);
+  connect(gen_, &GenerationJob::side_failed, this, &ComparePage::side_failed);
+  connect(gen_, &GenerationJob::running_changed, this, [this](bool on) {
+    set_busy();
+    Q_EMIT running_changed(on || comparing());
+  });
+  connect(session_, &Session::model_changed, this, &ComparePage::update_availability);
+  connect(session_, &Session::stats_changed, this, &ComparePage::update_availability);
+  connect(session_, &Session::quantized_changed, this, &ComparePage::update_availability);
+  update_availability();
+}
+
+ComparePage::~ComparePage() {
+  if (comparing_) comparing_->cancel();
+  QSettings s;
+  s.setValue(QStringLiteral("compare/data"), data_edit_->text());
+  s.setValue(QStringLiteral("compare/windows"), windows_->value());
+  s.setValue(QStringLiteral("compare/seqlen"), seqlen_->value());
+  s.setValue(QStringLiteral("compare/prompt"), prompt_->text());
+  s.setValue(QStringLiteral("compare/newTokens"), new_tokens_->value());
+}
+
+bool ComparePage::generating() const { return gen_->running(); }
+
+void ComparePage::set_memory_config(const rptq::QuantConfig& config) {
+  chosen_ = config;
+  if (!session_->quantized()) memory_->set_quant_config(config);
+}
+
+void ComparePage::update_availability() {
+  const LoadedModel* m = session_->model();
+  const rptq::QuantizedModel* q = session_->quantized();
+  QString note;
+  if (!m || !m->model)
+    note = tr("Open a model folder, calibrate it and quantize it to compare; the memory chart works for the OPT sizes "
+              "meanwhile.");
+  else if (!q)
+    note = tr("Quantize %1 first (Quantize step) to compare it with the FP model; the memory chart below shows the "
+              "setting chosen there.")
+               .arg(m->display_name());
+  note_->setText(note);
+  note_->setVisible(!note.isEmpty());
+  if (m && m->model && m->model->config().max_positions > 0) {
+    seqlen_->setMaximum(static_cast<int>(std::min<std::int64_t>(m->model->config().max_positions, 1 << 20)));
+  }
+  memory_->set_loaded_model(m ? m->display_name() : QString(),
+                            m && m->model ? std::optional<rptq::ModelConfig>(m->model->config()) : std::nullopt);
+  if (const QuantizationSummary* s = session_->quantization_summary())
+    memory_->set_quant_config(s->config);
+  else if (chosen_)
+    memory_->set_quant_config(*chosen_);
+  pane_titles_[1]->setText(session_->quantization_summary()
+                               ? tr("<b>Quantized</b> (%1)")
+                                     .arg(QString::fromStdString(session_->quantization_summary()->config.name))
+                               : tr("<b>Quantized</b>"));
+  if (!q) {
+    result_.reset();
+    show_result();
+    status_->clear();
+  }
+  set_busy();
+}
+
+void ComparePage::set_busy() {
+  const bool ready = session_->fp_model() && session_->quantized();
+  const bool busy = comparing() || generating();
+  compare_->setEnabled(ready && !busy);
+  generate_->setEnabled(ready && !busy);
+  stop_->setEnabled(busy);
+  for (QWidget* w : std::initializer_list<QWidget*>{data_edit_, windows_, seqlen_, prompt_, new_tokens_})
+    w->setEnabled(!busy);
+}
+
+void ComparePage::run_comparison() {
+  auto fp = session_->fp_model();
+  auto q = session_->quantized_ptr();
+  const LoadedModel* m = session_->model();
+  if (!fp || !q || !m || comparing() || generating()) return;
+  auto progress = std::make_shared<JobProgress<LoadProgress>>();
+  comparing_ = progress;
+  const QString data = data_edit_->text().trimmed();
+  const QString dir = m->path;
+  rptq::PerplexityOptions po;
+  po.seqlen = seqlen_->value();
+  po.max_windows = windows_->value();
+  status_->setText(tr("Comparing on %1\u2026").arg(QFileInfo(data).fileName()));
+  bar_->setValue(0);
+  poll_->start();
+  set_busy();
+  Q_EMIT running_changed(true);
+  run_task(
+      this, nullptr,
+      [fp, q, data, dir, po, progress]() mutable {
+        const std::string text = rptq::read_text_file(data.toStdString());
+        const auto tok = rptq::Tokenizer::load(dir.toStdString());
+        const std::vector<std::int32_t> ids = tok->encode(text, true);
+        po.progress = [progress](std::int64_t done, std::int64_t total) {
+          progress->set({total > 0 ? static_cast<double>(done) / static_cast<double>(total) : 0.0, QString()});
+          return !progress->cancelled();
+        };
+        return rptq::compare_models(*fp, nullptr, q->model(), q->hook(), ids, po);
+      },
+      [this, progress, q](rptq::CompareResult r) {
+        if (progress != comparing_) return;
+        comparing_.reset();
+        poll_->stop();
+        set_busy();
+        Q_EMIT running_changed(generating());
+        if (q != session_->quantized_ptr()) return;  // quantized again meanwhile
+        bar_->setValue(1000);
+        result_ = r;
+        status_->setText(tr("Compared in %1.").arg(human_seconds(r.seconds)));
+        show_result();
+      },
+      [this, progress](const TaskError& e) {
+        if (progress != comparing_) return;
+        comparing_.reset();
+        poll_->stop();
+        set_busy();
+        Q_EMIT running_changed(generating());
+        bar_->setValue(0);
+        status_->setText(e.cancelled() ? tr("Stopped.") : tr("Comparison failed: %1").arg(e.message));
+        show_task_error(window(), tr("Comparison failed"), e);
+      });
+}
+
+void ComparePage::show_result() {
+  auto set = [this](int row, int col, const QString& text) {
+    auto* item = new QTableWidgetItem(text);
+    item->setTextAlignment(Qt::AlignRight | Qt::AlignVCenter);
+    table_->setItem(row, col, item);
+  };
+  const QString none = QStringLiteral("\u2014");
+  for (int r = 0; r < MetricRows; ++r)
+    for (int c = 0; c < 2; ++c) set(r, c, none);
+  if (!result_) return;
+  const rptq::CompareResult& r = *result_;
+  set(PerplexityRow, 0, QString::number(r.fp.ppl, 'f', 3));
+  set(PerplexityRow, 1, tr("%1 (%2%3%)")
+                            .arg(r.q.ppl, 0, 'f', 3)
+                            .arg(r.q.ppl >= r.fp.ppl ? QStringLiteral("+") : QString())
+                            .arg(100.0 * (r.q.ppl / r.fp.ppl - 1.0), 0, 'f', 2));
+  set(KlRow, 1, tr("%1 nats/token").arg(r.kl, 0, 'f', 5));
+  set(Top1Row, 1, tr("%1%").arg(100.0 * r.top1_agreement, 0, 'f', 2));
+  set(TokensPerSecondRow, 0, QString::number(r.fp.tokens_per_s, 'f', 0));
+  set(TokensPerSecondRow, 1, QString::number(r.q.tokens_per_s, 'f', 0));
+  if (const QuantizationSummary* s = session_->quantization_summary()) {
+    set(WeightMemoryRow, 0, human_bytes(s->fp_weight_bytes));
+    set(WeightMemoryRow, 1, human_bytes(s->quantized_weight_bytes));
+  }
+  const QString evaluated = tr("%1 \u00d7 %2 tokens").arg(r.fp.windows).arg(r.fp.seqlen);
+  set(WindowsRow, 0, evaluated);
+  set(WindowsRow, 1, evaluated);
+}
+
+void ComparePage::run_generation() {
+  auto fp = session_->fp_model();
+  auto q = session_->quantized_ptr();
+  const LoadedModel* m = session_->model();
+  if (!fp || !q || !m || comparing() || generating()) return;
+  GenerationRequest r;
+  r.tokenizer_dir = m->path;
+  r.fp = fp;
+  r.quantized = q;
+  r.prompt = prompt_->text();
+  r.max_new_tokens = new_tokens_->value();
+  divergence_ = -1;
+  for (int side = 0; side < 2; ++side) {
+    ids_[side].clear();
+    spans_[side].clear();
+    finished_[side] = false;
+    panes_[side]->clear();
+    // The prompt in grey, then the continuation streams in after it.
+    QTextCursor c(panes_[side]->document());
+    QTextCharFormat grey;
+    grey.setForeground(QColor(0x80, 0x80, 0x80));
+    c.insertText(r.prompt, grey);
+  }
+  gen_status_->setText(tr("Generating\u2026"));
+  gen_->start(r);
+}
+
+void ComparePage::stop() {
+  if (comparing_) comparing_->cancel();
+  gen_->stop();
+}
+
+void ComparePage::token(int side, int id, const QString& text) {
+  QTextEdit* pane = panes_[side];
+  QTextCursor c(pane->document());
+  c.movePosition(QTextCursor::End);
+  const int start = c.position();
+  c.insertText(text, QTextCharFormat());
+  if (id >= 0) {
+    ids_[side].push_back(id);
+    spans_[side].emplace_back(start, c.position());
+  } else if (!spans_[side].empty()) {
+    spans_[side].back().second = c.position();  // the decoder's remainder belongs to the last token
+  }
+  pane->moveCursor(QTextCursor::End);
+  pane->ensureCursorVisible();
+  find_divergence();
+}
+
+void ComparePage::find_divergence() {
+  if (divergence_ >= 0) return;
+  const std::size_t n = std::min(ids_[0].size(), ids_[1].size());
+  for (std::size_t i = 0; i < n; ++i)
+    if (ids_[0][i] != ids_[1][i]) {
+      divergence_ = static_cast<int>(i);
+      break;
+    }
+  // One side stopped (end of text) while the other went on: they differ at the first extra token.
+  if (divergence_ < 0 && finished_[0] && finished_[1] && ids_[0].size() != ids_[1].size())
+    divergence_ = static_cast<int>(n);
+  if (divergence_ < 0) return;
+  highlight(0, divergence_);
+  highlight(1, divergence_);
+}
+
+void ComparePage::highlight(int side, int token) {
+  if (token >= static_cast<int>(spans_[side].size())) return;
+  // A token whose text is still pending (an incomplete UTF-8 character) marks the next one that has text.
+  int i = token;
+  while (i < static_cast<int>(spans_[side].size()) && spans_[side][static_cast<std::size_t>(i)].first ==
+                                                          spans_[side][static_cast<std::size_t>(i)].second)
+    ++i;
+  if (i >= static_cast<int>(spans_[side].size())) return;
+  const auto [start, end] = spans_[side][static_cast<std::size_t>(i)];
+  QTextCursor c(panes_[side]->document());
+  c.setPosition(start);
+  c.setPosition(end, QTextCursor::KeepAnchor);
+  QTextCharFormat f;
+  f.setBackground(kDivergence);
+  f.setFontWeight(QFont::Bold);
+  f.setToolTip(tr("first token where FP and quantized differ (token %1)").arg(token + 1));
+  c.mergeCharFormat(f);
+}
+
+void ComparePage::side_finished(int side, const rptq::GenerateResult& r) {
+  finished_[side] = true;
+  find_divergence();
+  // A highlight for a side whose divergent token arrived after the divergence was found.
+  if (divergence_ >= 0) highlight(side, divergence_);
+  if (!finished_[0] || !finished_[1]) return;
+  gen_status_->setText(divergence_ >= 0
+                           ? tr("%1 and %2 new tokens; they first differ at token %3 (highlighted).")
+                                 .arg(ids_[0].size())
+                                 .arg(ids_[1].size())
+                                 .arg(divergence_ + 1)
+                           : tr("%1 new tokens; FP and quantized chose the same token every time.").arg(ids_[0].size()));
+}
+
+void ComparePage::side_failed(int side, const TaskError& e) {
+  finished_[side] = true;
+  gen_status_->setText(tr("Generation (%1) failed: %2").arg(side == 0 ? tr("FP") : tr("quantized"), e.message));
+  if (!e.cancelled()) show_task_error(window(), tr("Generation failed"), e);
+}
+
+}  // namespace rptq::ui

@@ -1,0 +1,111 @@
+#pragma once
+// The Compare step: the FP model and its quantized version side by side. (a) Perplexity, KL divergence and top-1
+// agreement on a chosen text (the bundled sample by default; a few short windows, so it takes seconds), with
+// tokens/s and weight memory; (b) both continuing one prompt with the same greedy decoding, streamed into two
+// panes, the first token where they differ highlighted in both; (c) the memory chart of weights and KV cache over
+// batch and sequence length, FP16 against the chosen quantization.
+#include <QWidget>
+
+#include <memory>
+#include <optional>
+#include <vector>
+
+#include "common/job_progress.h"
+#include "rptq/compare.h"
+#include "rptq/generate.h"
+#include "rptq/quant_config.h"
+
+class QLabel;
+class QLineEdit;
+class QProgressBar;
+class QPushButton;
+class QSpinBox;
+class QTableWidget;
+class QTextEdit;
+class QTimer;
+
+namespace rptq::ui {
+
+class GenerationJob;
+class MemoryChart;
+class Session;
+struct TaskError;
+
+class ComparePage : public QWidget {
+  Q_OBJECT
+ public:
+  explicit ComparePage(Session* session, QWidget* parent = nullptr);
+  ~ComparePage() override;
+
+  enum MetricRow { PerplexityRow, KlRow, Top1Row, TokensPerSecondRow, WeightMemoryRow, WindowsRow, MetricRows };
+  bool comparing() const { return comparing_ != nullptr; }
+  bool generating() const;
+  const std::optional<rptq::CompareResult>& result() const { return result_; }
+  // The token index where the two generations first differ (-1 while they agree).
+  int divergence() const { return divergence_; }
+
+  QLineEdit* data_edit() const { return data_edit_; }
+  QSpinBox* windows_spin() const { return windows_; }
+  QSpinBox* seqlen_spin() const { return seqlen_; }
+  QPushButton* compare_button() const { return compare_; }
+  QTableWidget* metrics_table() const { return table_; }
+  QLineEdit* prompt_edit() const { return prompt_; }
+  QSpinBox* new_tokens_spin() const { return new_tokens_; }
+  QPushButton* generate_button() const { return generate_; }
+  QTextEdit* fp_pane() const { return panes_[0]; }
+  QTextEdit* quantized_pane() const { return panes_[1]; }
+  QLabel* generation_status() const { return gen_status_; }
+  MemoryChart* memory_chart() const { return memory_; }
+
+ Q_SIGNALS:
+  void running_changed(bool running);
+
+ public Q_SLOTS:
+  void run_comparison();
+  void run_generation();
+  void stop();
+  // The quantization the memory chart shows when nothing is quantized yet (the Quantize step's choice).
+  void set_memory_config(const rptq::QuantConfig& config);
+
+ private Q_SLOTS:
+  void update_availability();
+  void token(int side, int id, const QString& text);
+  void side_finished(int side, const rptq::GenerateResult& r);
+  void side_failed(int side, const rptq::ui::TaskError& e);
+
+ private:
+  void show_result();
+  void find_divergence();
+  void highlight(int side, int token);
+  void set_busy();
+
+  Session* session_;
+  GenerationJob* gen_;
+  QLabel* note_;
+  QLineEdit* data_edit_;
+  QSpinBox* windows_;
+  QSpinBox* seqlen_;
+  QPushButton* compare_;
+  QProgressBar* bar_;
+  QLabel* status_;
+  QTableWidget* table_;
+  QLineEdit* prompt_;
+  QSpinBox* new_tokens_;
+  QPushButton* generate_;
+  QPushButton* stop_;
+  QLabel* pane_titles_[2];
+  QTextEdit* panes_[2];
+  QLabel* gen_status_;
+  MemoryChart* memory_;
+  QTimer* poll_;
+  std::optional<rptq::QuantConfig> chosen_;
+  std::optional<rptq::CompareResult> result_;
+  std::shared_ptr<JobProgress<LoadProgress>> comparing_;
+  // Per side: the generated token ids and each token's [start, end) in its pane's text.
+  std::vector<int> ids_[2];
+  std::vector<std::pair<int, int>> spans_[2];
+  bool finished_[2] = {false, false};
+  int divergence_ = -1;
+};
+
+}  // namespace rptq::ui

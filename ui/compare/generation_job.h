@@ -1,0 +1,54 @@
+#pragma once
+// Side-by-side generation: the FP and the quantized model continue the same prompt with the same greedy decoding,
+// each on a worker of its own. Every token reaches the UI thread as soon as it is chosen, by a queued signal of a
+// relay object that lives on the UI thread (so a worker never touches a widget); stop() ends both at their next
+// token.
+#include <QObject>
+#include <QString>
+
+#include <atomic>
+#include <memory>
+
+#include "common/task.h"
+#include "rptq/generate.h"
+#include "rptq/model.h"
+#include "rptq/quantize.h"
+
+namespace rptq::ui {
+
+struct GenerationRequest {
+  QString tokenizer_dir;                        // the FP model folder (its tokenizer)
+  std::shared_ptr<const rptq::Model> fp;
+  std::shared_ptr<rptq::QuantizedModel> quantized;
+  QString prompt;
+  std::int64_t max_new_tokens = 32;
+};
+
+class GenerationJob : public QObject {
+  Q_OBJECT
+ public:
+  enum Side { FP = 0, Quantized = 1 };
+  explicit GenerationJob(QObject* parent = nullptr);
+  ~GenerationJob() override;
+
+  bool running() const { return running_ > 0; }
+  void start(const GenerationRequest& request);  // ignored while one runs
+
+ public Q_SLOTS:
+  void stop();
+
+ Q_SIGNALS:
+  // A new token of `side` and the text it completed (may be empty while a UTF-8 character is incomplete).
+  void token(int side, int id, const QString& text);
+  void side_finished(int side, const rptq::GenerateResult& result);
+  void side_failed(int side, const rptq::ui::TaskError& error);
+  void running_changed(bool running);
+
+ private:
+  void side_done();
+
+  std::shared_ptr<std::atomic<bool>> stop_;
+  int running_ = 0;
+};
+
+}  // namespace rptq::ui
