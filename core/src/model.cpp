@@ -29,7 +29,7 @@ int num_threads() { return omp_get_max_threads(); }
 
 struct Model::Scratch {
   Tensor x, q, k, v, attn, hidden, up;
-  Tensor kc, vc;   // a packed KV cache's layer, dequantized
+  Tensor kc, vc;             // a packed KV cache's layer, dequantized
   std::vector<float> wtile;  // a tile of a packed linear's weight, dequantized
 };
 

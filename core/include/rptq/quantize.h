@@ -30,7 +30,7 @@ struct LayerQuantization {
   LayerReorder reorder;
   std::array<TapQuantizer, kTapCount> taps;  // indexed by Tap
   // The layer's quantized linears are the model's own: LinearWeights::packed (codes, scales, zero points), with
-  // no float weight kept; see quantized_linears().
+  // no float weight kept; see layer_linears().
 };
 
 // The linears of a decoder layer with their short names: q, k, v, o, fc1, fc2 (OPT) or q, k, v, o, gate, up,
