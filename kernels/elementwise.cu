@@ -70,6 +70,12 @@ __global__ void add_kernel(float* x, const float* __restrict__ y, std::int64_t n
     x[i] = hd::add(x[i], y[i]);
 }
 
+__global__ void scale_kernel(float* x, float s, std::int64_t n) {
+  for (std::int64_t i = static_cast<std::int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < n;
+       i += static_cast<std::int64_t>(gridDim.x) * blockDim.x)
+    x[i] = hd::mul(x[i], s);
+}
+
 // One block row per token: threads over the embedding columns, so each row is one coalesced copy.
 __global__ void embedding_kernel(const std::int32_t* __restrict__ ids, std::int64_t n,
                                  const float* __restrict__ table, std::int64_t vocab, std::int64_t dim,
@@ -180,6 +186,14 @@ void add(float* x, const float* y, std::int64_t n, cudaStream_t stream) {
   require_data("add", x, "x");
   require_data("add", y, "y");
   add_kernel<<<grid_for(n, kThreads), kThreads, 0, stream>>>(x, y, n);
+  RPTQ_CUDA_CHECK_LAUNCH();
+}
+
+void scale(float* x, std::int64_t n, float s, cudaStream_t stream) {
+  require(n >= 0, "scale", "negative size " + std::to_string(n));
+  if (n == 0) return;
+  require_data("scale", x, "x");
+  scale_kernel<<<grid_for(n, kThreads), kThreads, 0, stream>>>(x, s, n);
   RPTQ_CUDA_CHECK_LAUNCH();
 }
 

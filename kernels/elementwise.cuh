@@ -23,6 +23,8 @@ void silu_mul(float* gate, const float* up, std::int64_t rows, std::int64_t cols
 void add_bias(float* x, std::int64_t rows, std::int64_t cols, const float* bias, cudaStream_t stream = 0);
 // x += y, n elements.
 void add(float* x, const float* y, std::int64_t n, cudaStream_t stream = 0);
+// x *= s elementwise, n elements, each product rounded once (OPT's q scaling by head_dim^-0.5).
+void scale(float* x, std::int64_t n, float s, cudaStream_t stream = 0);
 // y[r, :] = row (or 0 when row is null): the start of a linear layer with a bias.
 void broadcast_rows(float* y, std::int64_t rows, std::int64_t cols, const float* row, cudaStream_t stream = 0);
 

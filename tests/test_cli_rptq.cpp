@@ -3,6 +3,7 @@
 #include <nlohmann/json.hpp>
 
 #include "cli_support.h"
+#include "rptq/device.h"
 #include "rptq/stats_file.h"
 #include "test_support.h"
 
@@ -99,6 +100,37 @@ TEST(CliRptq, EvalWithStatsAndCompare) {
     EXPECT_EQ(r.code, 2) << bad[0] << " " << r.err;
     EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.err;
   }
+}
+
+// --device on eval, calibrate and compare: cuda without a usable GPU exits 2 with the reason; auto falls back to
+// the CPU (and says so); --json names the device used.
+TEST(CliRptq, DeviceOption) {
+  const bool gpu = rptq::device_info().cuda_devices > 0;
+  const std::string out = (rptq::test::temp_dir("cli-rptq-device") / "s.h5").string();
+  const std::vector<std::vector<std::string>> commands = {
+      {"eval", model("stories260k"), "--data", stories(), "--seqlen", "32", "--max-windows", "2"},
+      {"calibrate", model("stories260k"), "--data", stories(), "--samples", "2", "--seqlen", "32", "--out", out,
+       "--force"},
+      {"compare", model("stories260k"), "--data", stories(), "--stats", stats_file(), "--preset", "W4A16",
+       "--weights", "rtn", "--seqlen", "32", "--max-windows", "2"}};
+  for (const auto& base : commands) {
+    if (!gpu) {
+      auto args = base;
+      args.insert(args.end(), {"--device", "cuda"});
+      const CliRun r = rptq_cli(args);
+      EXPECT_EQ(r.code, 2) << base[0] << ": " << r.err;
+      EXPECT_NE(r.err.find("CUDA is unavailable"), std::string::npos) << r.err;
+      EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.err;
+    }
+    auto args = base;
+    args.insert(args.end(), {"--device", "auto", "--json"});
+    const CliRun r = rptq_cli(args);
+    ASSERT_EQ(r.code, 0) << base[0] << ": " << r.err;
+    const auto j = nlohmann::json::parse(r.out);
+    EXPECT_EQ(j["device"], gpu ? "cuda" : "cpu") << base[0];
+    EXPECT_NE(r.err.find(gpu ? "device: cuda" : "device: cpu (auto"), std::string::npos) << r.err;
+  }
+  EXPECT_EQ(rptq_cli({"eval", model("stories260k"), "--data", stories(), "--device", "tpu"}).code, 2);
 }
 
 TEST(CliRptq, HelpForEveryRptqCommand) {

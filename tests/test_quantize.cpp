@@ -170,7 +170,9 @@ TEST_P(QuantizeTest, PackedLinearsComputeAsTheirDequantizedWeights) {
       expected += static_cast<std::size_t>((p.out * p.in * 4 + 7) / 8) + static_cast<std::size_t>(p.out * p.groups()) * 8;
     }
   EXPECT_EQ(packed, expected);
-  if (std::string(GetParam()) == "tiny-opt-16m") EXPECT_LT(static_cast<double>(packed), 0.45 * static_cast<double>(dense));
+  if (std::string(GetParam()) == "tiny-opt-16m") {
+    EXPECT_LT(static_cast<double>(packed), 0.45 * static_cast<double>(dense));
+  }
   EXPECT_EQ(q->model().weight_bytes() + dense - packed, twin->model().weight_bytes());
   for (std::int64_t n : {std::int64_t{1}, std::int64_t{64}}) {
     const auto tokens = std::span(ids).first(static_cast<std::size_t>(n));

@@ -3,6 +3,8 @@
 #include <nlohmann/json.hpp>
 
 #include "cli.h"
+#include "device_args.h"
+#include "rptq/cuda_runner.h"
 #include "rptq/calibration.h"
 #include "rptq/error.h"
 #include "rptq/model.h"
@@ -18,11 +20,14 @@ struct CalibrateArgs {
   std::int64_t samples = 128, seqlen = 0;
   std::uint64_t seed = 2;
   int threads = 0;
+  std::int64_t batch = 8;
   bool force = false, json = false;
+  DeviceArgs device;
 };
 
 void run_calibrate(const CalibrateArgs& a) {
   set_num_threads(a.threads);
+  const Device device = pick_device(a.device);
   CalibrationSettings cs;
   cs.samples = a.samples;
   cs.seed = a.seed;
@@ -36,12 +41,14 @@ void run_calibrate(const CalibrateArgs& a) {
   // Reference: 2048-token windows, shortened to what the model's positions allow.
   cs.seqlen = a.seqlen > 0 ? a.seqlen : std::min<std::int64_t>(2048, model->config().max_positions);
   Progress p("calibrating");
-  const ChannelStats st = calibrate(*model, a.model, ids, a.data, sha256_file(a.data), cs,
-                                    [&](const LayerwiseProgress& lp) {
-                                      p.update(static_cast<double>(lp.done), static_cast<double>(lp.total),
-                                               " layer-samples");
-                                      return true;
-                                    });
+  const LayerwiseCallback progress = [&](const LayerwiseProgress& lp) {
+    p.update(static_cast<double>(lp.done), static_cast<double>(lp.total), " layer-samples");
+    return true;
+  };
+  const std::string sha = sha256_file(a.data);
+  const ChannelStats st = device == Device::CUDA
+                              ? calibrate_gpu(*model, a.model, ids, a.data, sha, cs, progress, {}, a.batch)
+                              : calibrate(*model, a.model, ids, a.data, sha, cs, progress);
   p.finish();
   save_stats(a.out, st, a.force);
   if (a.json) {
@@ -57,6 +64,7 @@ void run_calibrate(const CalibrateArgs& a) {
     j["layers"] = st.layers;
     j["seconds"] = st.seconds;
     j["file_bytes"] = std::filesystem::file_size(a.out);
+    add_device_json(j, device);
     std::cout << j.dump(2) << "\n";
     return;
   }
@@ -79,6 +87,9 @@ void add_calibrate(CLI::App& app) {
   cmd->add_option("--stat", a->stat, "Range statistic quantization uses by default: ema (reference) or minmax")
       ->check(CLI::IsMember({"ema", "minmax"}));
   cmd->add_option("--threads", a->threads, "CPU threads (default: all cores)")->check(CLI::Range(0, 4096));
+  cmd->add_option("--batch", a->batch, "With --device cuda: windows per layer step (default 8; all windows' hidden "
+                                       "states stay on the GPU)")->check(CLI::Range(1, 1 << 20));
+  add_device_option(cmd, a->device);
   cmd->add_flag("--force", a->force, "Overwrite an existing statistics file");
   cmd->add_flag("--json", a->json, "Print a JSON summary");
   cmd->callback([a] { run_calibrate(*a); });

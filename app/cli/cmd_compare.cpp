@@ -3,7 +3,9 @@
 #include <nlohmann/json.hpp>
 
 #include "cli.h"
+#include "device_args.h"
 #include "quant_args.h"
+#include "rptq/cuda_runner.h"
 #include "rptq/compare.h"
 #include "rptq/error.h"
 #include "rptq/model_info.h"
@@ -18,10 +20,12 @@ struct CompareArgs {
   int threads = 0;
   bool json = false;
   QuantArgs quant;
+  DeviceArgs device;
 };
 
 void run_compare(const CompareArgs& a) {
   set_num_threads(a.threads);
+  const Device device = pick_device(a.device);
   const std::string text = read_text_file(a.data);
   auto tok = Tokenizer::load(a.model);
   const auto ids = tok->encode(text, true);
@@ -38,7 +42,8 @@ void run_compare(const CompareArgs& a) {
     p.update(static_cast<double>(done), static_cast<double>(total), " windows");
     return true;
   };
-  const CompareResult r = compare_models(*fp, nullptr, q->model(), q->hook(), ids, po);
+  const CompareResult r = device == Device::CUDA ? compare_models_gpu(*fp, nullptr, q->model(), q.get(), ids, po)
+                                                 : compare_models(*fp, nullptr, q->model(), q->hook(), ids, po);
   p.finish();
   if (a.json) {
     nlohmann::json j = quant_settings_json(q->config(), a.quant);
@@ -55,6 +60,7 @@ void run_compare(const CompareArgs& a) {
     j["tokens_per_s_q"] = r.q.tokens_per_s;
     j["quantize_seconds"] = q->seconds;
     j["seconds"] = r.seconds;
+    add_device_json(j, device);
     std::cout << j.dump(2) << "\n";
     return;
   }
@@ -80,6 +86,7 @@ void add_compare(CLI::App& app) {
   cmd->add_option("--threads", a->threads, "CPU threads (default: all cores)")->check(CLI::Range(0, 4096));
   cmd->add_flag("--json", a->json, "Print JSON (ppl_fp, ppl_q, kl, top1_agreement and the settings)");
   add_quant_options(cmd, a->quant, /*stats_required=*/true);
+  add_device_option(cmd, a->device);
   cmd->callback([a] { run_compare(*a); });
 }
 

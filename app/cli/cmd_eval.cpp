@@ -4,7 +4,9 @@
 #include <nlohmann/json.hpp>
 
 #include "cli.h"
+#include "device_args.h"
 #include "quant_args.h"
+#include "rptq/cuda_runner.h"
 #include "rptq/error.h"
 #include "rptq/model.h"
 #include "rptq/model_info.h"
@@ -20,10 +22,12 @@ struct EvalArgs {
   int threads = 0;
   bool json = false;
   QuantArgs quant;
+  DeviceArgs device;
 };
 
 void run_eval(const EvalArgs& a) {
   set_num_threads(a.threads);
+  const Device device = pick_device(a.device);
   const std::string text = read_text_file(a.data);
   const ModelSource src = open_model(a.model, a.quant);
   const auto t0 = std::chrono::steady_clock::now();
@@ -45,7 +49,13 @@ void run_eval(const EvalArgs& a) {
     p.update(static_cast<double>(done), static_cast<double>(total), " windows");
     return true;
   };
-  const PerplexityResult r = perplexity(m, ids, po, hook);
+  PerplexityResult r;
+  if (device == Device::CUDA) {
+    GpuRunner gpu(m, quantized);
+    r = gpu.perplexity(ids, po);
+  } else {
+    r = perplexity(m, ids, po, hook);
+  }
   p.finish();
   if (a.json) {
     nlohmann::json j;
@@ -62,6 +72,7 @@ void run_eval(const EvalArgs& a) {
     j["tokenize_seconds"] = tokenize_s;
     j["threads"] = num_threads();
     j["batch"] = a.batch;
+    add_device_json(j, device);
     j["weight_bytes"] = m.weight_bytes();  // as held in memory (quantized linears packed)
     if (quantized) {
       j["quantization"] = quant_settings_json(quantized->config(), a.quant);
@@ -74,8 +85,8 @@ void run_eval(const EvalArgs& a) {
   if (quantized) std::printf("%s\n", quantized->config().describe().c_str());
   std::printf("perplexity %.6f over %lld windows of %lld tokens (%lld of the file's %lld tokens)\n", r.ppl,
               (long long)r.windows, (long long)r.seqlen, (long long)r.tokens, (long long)r.tokens_in_text);
-  std::printf("%.2f s, %.1f tokens/s on %d threads; weights in memory %s%s\n", r.seconds, r.tokens_per_s,
-              num_threads(), human_bytes(m.weight_bytes()).c_str(), quantized ? " (linears packed)" : "");
+  std::printf("%.2f s, %.1f tokens/s on %s; weights in memory %s%s\n", r.seconds, r.tokens_per_s,
+              device == Device::CUDA ? "the GPU" : (std::to_string(num_threads()) + " threads").c_str(), human_bytes(m.weight_bytes()).c_str(), quantized ? " (linears packed)" : "");
 }
 }  // namespace
 
@@ -92,6 +103,7 @@ void add_eval(CLI::App& app) {
   cmd->add_option("--threads", a->threads, "CPU threads (default: all cores)")->check(CLI::Range(0, 4096));
   cmd->add_flag("--json", a->json, "Print JSON (ppl, windows, seqlen, tokens, seconds, tokens_per_s, ...)");
   add_quant_options(cmd, a->quant, /*stats_required=*/false);
+  add_device_option(cmd, a->device);
   cmd->callback([a] { run_eval(*a); });
 }
 

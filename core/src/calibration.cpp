@@ -141,6 +141,35 @@ void channel_max_min(const ActivationView& act, std::vector<float>& mx, std::vec
   }
 }
 
+void attention_score_range(const ModelConfig& cfg, const ActivationView& q_tap, const ActivationView& k_tap,
+                           std::vector<float>& hmax, std::vector<float>& hmin, std::vector<float>& scratch) {
+  // The softmax input of each head: scaled q k^T over the causal (and windowed) entries of this one sequence.
+  const std::int64_t T = k_tap.rows, hd = cfg.head_dim, heads = cfg.heads;
+  const std::int64_t group = cfg.heads / cfg.kv_heads;
+  // OPT's Q tap is already scaled by head_dim^-0.5; LLaMA's attention scales the product.
+  const float scale = cfg.arch == Architecture::OPT ? 1.0f : 1.0f / std::sqrt(static_cast<float>(hd));
+  scratch.resize(static_cast<std::size_t>(T * T));
+  hmax.assign(static_cast<std::size_t>(heads), 0.0f);
+  hmin.assign(static_cast<std::size_t>(heads), 0.0f);
+  for (std::int64_t h = 0; h < heads; ++h) {
+    const float* q = q_tap.data + h * hd;
+    const float* k = k_tap.data + (h / group) * hd;
+    blas::sgemm(false, true, T, T, hd, scale, q, q_tap.ld, k, k_tap.ld, 0.0f, scratch.data(), T);
+    float hi = -INFINITY, lo = INFINITY;
+#pragma omp parallel for reduction(max : hi) reduction(min : lo) schedule(static) if (T * T > (1 << 16))
+    for (std::int64_t i = 0; i < T; ++i) {
+      const float* row = scratch.data() + i * T;
+      const std::int64_t j0 = cfg.sliding_window > 0 ? std::max<std::int64_t>(0, i - cfg.sliding_window + 1) : 0;
+      for (std::int64_t j = j0; j <= i; ++j) {
+        hi = row[j] > hi ? row[j] : hi;
+        lo = row[j] < lo ? row[j] : lo;
+      }
+    }
+    hmax[static_cast<std::size_t>(h)] = hi;
+    hmin[static_cast<std::size_t>(h)] = lo;
+  }
+}
+
 RangeRecorder::RangeRecorder(const ModelConfig& cfg, std::vector<LayerRanges>& ranges) : cfg_(cfg), ranges_(ranges) {
   if (ranges_.size() < static_cast<std::size_t>(cfg.layers)) ranges_.resize(static_cast<std::size_t>(cfg.layers));
 }
@@ -155,30 +184,8 @@ void RangeRecorder::on_activation(int layer, Tap tap, const ActivationView& act)
     last_q_ = act;
     last_q_layer_ = layer;
   } else if (tap == Tap::K && last_q_layer_ == layer) {
-    // The softmax input of each head: scaled q k^T over the causal (and windowed) entries of this one sequence.
-    const std::int64_t T = act.rows, hd = cfg_.head_dim, heads = cfg_.heads;
-    const std::int64_t group = cfg_.heads / cfg_.kv_heads;
-    // OPT's Q tap is already scaled by head_dim^-0.5; LLaMA's attention scales the product.
-    const float scale = cfg_.arch == Architecture::OPT ? 1.0f : 1.0f / std::sqrt(static_cast<float>(hd));
-    scores_.resize(static_cast<std::size_t>(T * T));
-    std::vector<float> hmax(static_cast<std::size_t>(heads)), hmin(static_cast<std::size_t>(heads));
-    for (std::int64_t h = 0; h < heads; ++h) {
-      const float* q = last_q_.data + h * hd;
-      const float* k = act.data + (h / group) * hd;
-      blas::sgemm(false, true, T, T, hd, scale, q, last_q_.ld, k, act.ld, 0.0f, scores_.data(), T);
-      float hi = -INFINITY, lo = INFINITY;
-#pragma omp parallel for reduction(max : hi) reduction(min : lo) schedule(static) if (T * T > (1 << 16))
-      for (std::int64_t i = 0; i < T; ++i) {
-        const float* row = scores_.data() + i * T;
-        const std::int64_t j0 = cfg_.sliding_window > 0 ? std::max<std::int64_t>(0, i - cfg_.sliding_window + 1) : 0;
-        for (std::int64_t j = j0; j <= i; ++j) {
-          hi = row[j] > hi ? row[j] : hi;
-          lo = row[j] < lo ? row[j] : lo;
-        }
-      }
-      hmax[static_cast<std::size_t>(h)] = hi;
-      hmin[static_cast<std::size_t>(h)] = lo;
-    }
+    std::vector<float> hmax, hmin;
+    attention_score_range(cfg_, last_q_, act, hmax, hmin, scores_);
     lr.scores.add_sample(hmax, hmin);
     last_q_layer_ = -1;
   }
@@ -204,14 +211,9 @@ ModelConfig ChannelStats::model_shape() const {
   return c;
 }
 
-ChannelStats calibrate(const Model& model, const std::string& model_dir, std::span<const std::int32_t> text_ids,
-                       const std::string& data_path, const std::string& data_sha256,
-                       const CalibrationSettings& settings, const LayerwiseCallback& progress) {
-  const auto t0 = std::chrono::steady_clock::now();
+ChannelStats calibration_metadata(const Model& model, const std::string& model_dir, const std::string& data_path,
+                                  const std::string& data_sha256, const CalibrationSettings& settings) {
   const ModelConfig& cfg = model.config();
-  if (cfg.arch == Architecture::OPT && settings.seqlen > cfg.max_positions)
-    throw InputError("calibration windows of " + std::to_string(settings.seqlen) + " tokens are longer than the " +
-                     "model's " + std::to_string(cfg.max_positions) + " positions");
   ChannelStats st;
   st.model_path = model_dir;
   st.model_type = cfg.model_type;
@@ -229,6 +231,18 @@ ChannelStats calibrate(const Model& model, const std::string& model_dir, std::sp
   st.settings = settings;
   st.tool_version = RPTQ_VERSION_STRING;
   st.created = utc_now_iso8601();
+  return st;
+}
+
+ChannelStats calibrate(const Model& model, const std::string& model_dir, std::span<const std::int32_t> text_ids,
+                       const std::string& data_path, const std::string& data_sha256,
+                       const CalibrationSettings& settings, const LayerwiseCallback& progress) {
+  const auto t0 = std::chrono::steady_clock::now();
+  const ModelConfig& cfg = model.config();
+  if (cfg.arch == Architecture::OPT && settings.seqlen > cfg.max_positions)
+    throw InputError("calibration windows of " + std::to_string(settings.seqlen) + " tokens are longer than the " +
+                     "model's " + std::to_string(cfg.max_positions) + " positions");
+  ChannelStats st = calibration_metadata(model, model_dir, data_path, data_sha256, settings);
   st.tokens = calibration_windows(text_ids, settings.samples, settings.seqlen, settings.seed);
   st.ranges.resize(static_cast<std::size_t>(cfg.layers));
 

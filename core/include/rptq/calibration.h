@@ -99,6 +99,11 @@ class RangeRecorder : public ActivationHook {
   std::vector<float> scores_;
 };
 
+// The range of the attention scores (the softmax input: scaled q k^T over the causal, windowed entries) of one
+// sequence, per head, from its Q and K taps ([seqlen, heads * head_dim] and [seqlen, kv_heads * head_dim]).
+void attention_score_range(const ModelConfig& cfg, const ActivationView& q_tap, const ActivationView& k_tap,
+                           std::vector<float>& hmax, std::vector<float>& hmin, std::vector<float>& scratch);
+
 // Per-channel max/min of a [rows, cols] activation over its rows.
 void channel_max_min(const ActivationView& act, std::vector<float>& mx, std::vector<float>& mn);
 
@@ -134,6 +139,10 @@ struct ChannelStats {
 ChannelStats calibrate(const Model& model, const std::string& model_dir, std::span<const std::int32_t> text_ids,
                        const std::string& data_path, const std::string& data_sha256,
                        const CalibrationSettings& settings, const LayerwiseCallback& progress = {});
+
+// The identity and settings part of calibrate()'s result (no windows, no ranges), for other calibration paths.
+ChannelStats calibration_metadata(const Model& model, const std::string& model_dir, const std::string& data_path,
+                                  const std::string& data_sha256, const CalibrationSettings& settings);
 
 // SHA-256 of bytes / of a file's bytes, lowercase hex (OpenSSL).
 std::string sha256_hex(std::string_view bytes);

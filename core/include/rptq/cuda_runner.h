@@ -1,0 +1,96 @@
+#pragma once
+// The forward pass on a CUDA GPU, with layer streaming: the embeddings and the output head are uploaded once, and
+// only the decoder layer being computed has its weights on the device (each layer is copied through pinned host
+// memory into one of two reused device slots, the next layer's copy overlapping the current layer's compute on a
+// second stream). The activations of the whole batch stay on the device. The math is model.cpp's, kernel for
+// kernel (kernels/*.cuh), including the fused R1/R4 gathers, rope_index, quantize_softmax, GQA and sliding windows.
+//
+// The taps run on the device too: QuantizedModel's activation quantizers (fake_quant, static and dynamic) and the
+// calibration ranges (channel_range, the per-sample max / min and EMA of RangeRecorder / TapRanges). The attention
+// score ranges of calibration are computed on the host from copies of Q and K (RangeRecorder's code).
+//
+// Built with RPTQ_WITH_CUDA; without it every function here throws InputError("CUDA support was not compiled
+// in ..."), so callers need no #ifdef. A missing GPU or driver is an InputError naming the reason; running out of
+// device memory is an InputError suggesting a smaller batch or sequence length.
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <vector>
+
+#include "rptq/calibration.h"
+#include "rptq/compare.h"
+#include "rptq/perplexity.h"
+#include "rptq/tensor.h"
+
+namespace rptq {
+
+class Model;
+class QuantizedModel;
+
+// Inputs of the decoder layers' GEMMs; accumulation and everything else is float32. The output head and
+// project_in / project_out always run in FP32.
+enum class GpuPrecision {
+  FP32,  // parity with the CPU path (cuBLAS in true single precision, never TF32)
+  FP16,  // dense weights uploaded as FP16, activations rounded to FP16 before each product
+  BF16,
+};
+
+struct GpuOptions {
+  GpuPrecision precision = GpuPrecision::FP32;
+  int device = 0;
+  bool overlap_upload = true;  // a second stream and slot prefetch the next layer (false: one slot, serial)
+};
+
+// Device memory the runner allocated (its own buffers and the cuBLAS scratch it asked for), in bytes.
+struct GpuMemoryStats {
+  std::size_t outer_bytes = 0;       // embeddings, positions, final norm, head: uploaded once
+  std::size_t layer_slot_bytes = 0;  // one slot: the largest decoder layer's weights as uploaded
+  int layer_slots = 0;               // 2 with overlap_upload, else 1
+  std::size_t model_layer_bytes = 0; // all decoder layers' weights as uploaded (what streaming avoids holding)
+  std::size_t activation_bytes = 0;  // activations and scratch of the largest pass so far
+  std::size_t peak_bytes = 0;        // the most held at once
+};
+
+class GpuRunner {
+ public:
+  // Uploads the outer weights. `quantized` (may be null) supplies the activation quantizers of the taps; its
+  // model() must be `model`. Throws InputError when CUDA is unavailable.
+  GpuRunner(const Model& model, const QuantizedModel* quantized = nullptr, const GpuOptions& opts = {});
+  ~GpuRunner();
+  GpuRunner(const GpuRunner&) = delete;
+  GpuRunner& operator=(const GpuRunner&) = delete;
+
+  // Logits [batch * seq, vocab] of tokens [batch, seq] (no KV cache), copied to the host.
+  Tensor forward(std::span<const std::int32_t> tokens, std::int64_t batch);
+  // perplexity() of perplexity.h on the device (NLL summed by the softmax kernel per window).
+  PerplexityResult perplexity(std::span<const std::int32_t> ids, const PerplexityOptions& opts);
+  // The ranges calibrate() records (per tap and the attention scores), of `samples` windows of `seqlen` tokens,
+  // every window's hidden state kept on the device and `batch` windows per layer step.
+  std::vector<LayerRanges> calibration_ranges(std::span<const std::int32_t> tokens, std::int64_t samples,
+                                              std::int64_t seqlen, std::int64_t batch = 8,
+                                              const LayerwiseCallback& progress = {});
+
+  const GpuMemoryStats& memory() const;
+  std::string device_description() const;
+
+  struct Impl;
+  Impl& impl() { return *impl_; }  // for this library's own GPU paths (cuda_runner.cpp)
+
+ private:
+  std::unique_ptr<Impl> impl_;
+};
+
+// calibrate() of calibration.h with the forward passes on the GPU: the same windows, the same ChannelStats.
+ChannelStats calibrate_gpu(const Model& model, const std::string& model_dir, std::span<const std::int32_t> text_ids,
+                           const std::string& data_path, const std::string& data_sha256,
+                           const CalibrationSettings& settings, const LayerwiseCallback& progress = {},
+                           const GpuOptions& opts = {}, std::int64_t batch = 8);
+
+// compare_models() with both models' forward passes on the GPU, one after the other (each streams its layers);
+// the KL divergence and top-1 agreement are computed on the host from the logits.
+CompareResult compare_models_gpu(const Model& fp, const QuantizedModel* fp_quant, const Model& q,
+                                 const QuantizedModel* q_quant, std::span<const std::int32_t> ids,
+                                 const PerplexityOptions& opts, const GpuOptions& gpu = {});
+
+}  // namespace rptq

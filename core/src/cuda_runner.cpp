@@ -1,0 +1,988 @@
+#include "rptq/cuda_runner.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <array>
+#include <cstring>
+#include <functional>
+#include <type_traits>
+
+#include "rptq/error.h"
+#include "rptq/model.h"
+#include "rptq/quantize.h"
+
+#ifndef RPTQ_WITH_CUDA
+
+namespace rptq {
+
+namespace {
+[[noreturn]] void no_cuda() {
+  throw InputError("CUDA support was not compiled in (this build runs on the CPU only; use --device cpu)");
+}
+}  // namespace
+
+struct GpuRunner::Impl {
+  GpuMemoryStats mem;
+};
+GpuRunner::GpuRunner(const Model&, const QuantizedModel*, const GpuOptions&) { no_cuda(); }
+GpuRunner::~GpuRunner() = default;
+Tensor GpuRunner::forward(std::span<const std::int32_t>, std::int64_t) { no_cuda(); }
+PerplexityResult GpuRunner::perplexity(std::span<const std::int32_t>, const PerplexityOptions&) { no_cuda(); }
+std::vector<LayerRanges> GpuRunner::calibration_ranges(std::span<const std::int32_t>, std::int64_t, std::int64_t,
+                                                       std::int64_t, const LayerwiseCallback&) {
+  no_cuda();
+}
+const GpuMemoryStats& GpuRunner::memory() const { no_cuda(); }
+std::string GpuRunner::device_description() const { no_cuda(); }
+ChannelStats calibrate_gpu(const Model&, const std::string&, std::span<const std::int32_t>, const std::string&,
+                           const std::string&, const CalibrationSettings&, const LayerwiseCallback&,
+                           const GpuOptions&, std::int64_t) {
+  no_cuda();
+}
+CompareResult compare_models_gpu(const Model&, const QuantizedModel*, const Model&, const QuantizedModel*,
+                                 std::span<const std::int32_t>, const PerplexityOptions&, const GpuOptions&) {
+  no_cuda();
+}
+
+}  // namespace rptq
+
+#else  // RPTQ_WITH_CUDA
+
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+
+#include "attention.cuh"
+#include "channel_range.cuh"
+#include "cuda_check.cuh"
+#include "device.cuh"
+#include "elementwise.cuh"
+#include "fake_quant.cuh"
+#include "gemm.cuh"
+#include "norm.cuh"
+#include "packed_gemm.cuh"
+#include "rotary.cuh"
+#include "rptq/device.h"
+#include "rptq/weight_quant.h"
+#include "softmax.cuh"
+
+namespace rptq {
+
+namespace {
+
+constexpr std::size_t kAlign = 256;
+std::size_t align_up(std::size_t v) { return (v + kAlign - 1) / kAlign * kAlign; }
+// Dequantized rows per packed-linear tile: at most 16 MiB of float32 weights in the cuBLAS scratch.
+constexpr std::size_t kPackedTileBytes = std::size_t{16} << 20;
+// Rows of the output head per step: bounds the [rows, vocab] logits buffer.
+constexpr std::int64_t kHeadRows = 512;
+
+std::string mib(std::size_t bytes) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.1f MiB", static_cast<double>(bytes) / 1048576.0);
+  return buf;
+}
+
+// A decoder layer's weights as placed in a device slot (pointers into the slot).
+struct DevNorm {
+  const float *gamma = nullptr, *beta = nullptr;
+  const std::int32_t* gather = nullptr;
+};
+struct DevLinear {
+  std::int64_t in = 0, out = 0;
+  const void* w = nullptr;  // float, __half or __nv_bfloat16 [out, in] (dense)
+  const float* bias = nullptr;
+  bool packed = false;
+  cuda::PackedWeightView pw;
+};
+struct DevLayer {
+  DevNorm attn_norm, ffn_norm;
+  DevLinear q, k, v, o, fc1, fc2, gate, up, down;
+  const std::int32_t* rope_index = nullptr;
+  bool quantize_softmax = false;
+};
+
+// Lays a layer's tensors out at 256-byte aligned offsets: sizes the slot (host == nullptr) or fills the pinned
+// staging buffer, returning pointers into the device slot at `dev`.
+class Stager {
+ public:
+  Stager(std::uint8_t* host, std::uintptr_t dev) : host_(host), dev_(dev) {}
+  template <typename T>
+  const T* put(const T* src, std::size_t n) {
+    if (n == 0) return nullptr;
+    off_ = align_up(off_);
+    if (host_) std::memcpy(host_ + off_, src, n * sizeof(T));
+    const T* p = reinterpret_cast<const T*>(dev_ + off_);
+    off_ += n * sizeof(T);
+    return p;
+  }
+  // float32 rounded to a 16-bit type (round to nearest even), as gemm.cuh's convert() does.
+  template <typename H>
+  const H* put_rounded(const float* src, std::size_t n) {
+    off_ = align_up(off_);
+    if (host_) {
+      H* dst = reinterpret_cast<H*>(host_ + off_);
+      for (std::size_t i = 0; i < n; ++i) {
+        if constexpr (std::is_same_v<H, __half>)
+          dst[i] = __float2half_rn(src[i]);
+        else
+          dst[i] = __float2bfloat16_rn(src[i]);
+      }
+    }
+    const H* p = reinterpret_cast<const H*>(dev_ + off_);
+    off_ += n * sizeof(H);
+    return p;
+  }
+  std::size_t bytes() const { return align_up(off_); }
+
+ private:
+  std::uint8_t* host_;
+  std::uintptr_t dev_;
+  std::size_t off_ = 0;
+};
+
+cuda::GemmInputs gemm_inputs(GpuPrecision p) {
+  return p == GpuPrecision::FP16 ? cuda::GemmInputs::FP16
+         : p == GpuPrecision::BF16 ? cuda::GemmInputs::BF16
+                                   : cuda::GemmInputs::FP32;
+}
+
+// Device arrays of one tap's running ranges (TapRanges) while a layer is calibrated.
+struct DevTapRanges {
+  std::int64_t channels = 0;
+  cuda::DeviceBuffer<float> ema_max, ema_min, max, min, smax, smin;
+};
+
+}  // namespace
+
+struct GpuRunner::Impl {
+  const Model& model;
+  const ModelConfig& cfg;
+  const QuantizedModel* quantized;
+  GpuOptions opts;
+  GpuMemoryStats mem;
+  std::size_t held = 0;  // bytes allocated now (tracked buffers and the cuBLAS scratch asked for)
+
+  cudaStream_t compute = nullptr, upload = nullptr;
+  cuda::BlasHandle blas;
+  std::size_t blas_scratch = 0;  // what the handle's scratch has grown to (BlasHandle::scratch's rule)
+
+  // Outer weights, uploaded once.
+  cuda::DeviceBuffer<float> embed_tokens, embed_positions, project_in, project_out, final_gamma, final_beta, lm_head;
+  // Activation quantizers per layer and tap (static: scales; dynamic: boundaries only) and the dynamic workspace.
+  struct TapQ {
+    bool active = false, dynamic = false;
+    int bits = 8;
+    cuda::Grid grid = cuda::Grid::Exact;
+    std::int64_t cols = 0, clusters = 0;
+    cuda::ClusterQuantizer q;  // static
+    cuda::DeviceBuffer<std::int32_t> boundaries;  // dynamic
+  };
+  std::vector<std::array<TapQ, kTapCount>> tapq;
+  cuda::DeviceBuffer<std::uint8_t> dyn_workspace;
+
+  // Layer slots: device memory, pinned staging, and the events that order them.
+  int slots = 2;
+  std::vector<cuda::DeviceBuffer<std::uint8_t>> slot;
+  std::vector<std::uint8_t*> staging;
+  std::vector<std::vector<std::uint8_t>> staging_fallback;  // when pinned memory cannot be had
+  std::vector<bool> staging_pinned;
+  std::vector<cudaEvent_t> copied, computed;
+  std::vector<int> slot_layer;
+  std::vector<DevLayer> slot_view;
+
+  // Activations, grown as needed.
+  enum Buf { H, X, Q, K, V, Attn, Hid, Up, XHalf, Ids, Pos, Logits, HeadX, HeadY, Targets, Nll, Total, Tmp, kBufs };
+  std::array<cuda::DeviceBuffer<std::uint8_t>, kBufs> bufs;
+
+  // Calibration state.
+  bool recording = false;
+  std::vector<DevTapRanges> rec;  // per tap of the layer being calibrated
+  std::vector<LayerRanges>* host_ranges = nullptr;
+  std::int64_t sample0 = 0;  // index of the chunk's first window
+  std::vector<float> q_host, k_host, score_scratch;
+
+  Impl(const Model& m, const QuantizedModel* qm, const GpuOptions& o)
+      : model(m), cfg(m.config()), quantized(qm), opts(o) {}
+
+  ~Impl() {
+    for (cudaEvent_t e : copied)
+      if (e) cudaEventDestroy(e);
+    for (cudaEvent_t e : computed)
+      if (e) cudaEventDestroy(e);
+    for (std::size_t i = 0; i < staging.size(); ++i)
+      if (staging_pinned[i] && staging[i]) cudaFreeHost(staging[i]);
+    if (compute) cudaStreamSynchronize(compute);
+    if (upload) cudaStreamSynchronize(upload);
+    try {
+      blas.close();
+    } catch (const std::exception&) {  // a destructor must not throw
+    }
+    if (compute) cudaStreamDestroy(compute);
+    if (upload) cudaStreamDestroy(upload);
+    cudaGetLastError();
+  }
+
+  void note_alloc(std::size_t bytes) {
+    held += bytes;
+    mem.peak_bytes = std::max(mem.peak_bytes, held);
+  }
+  void note_free(std::size_t bytes) { held -= std::min(held, bytes); }
+
+  template <typename T>
+  cuda::DeviceBuffer<T> upload_tensor(const T* host, std::size_t n) {
+    cuda::DeviceBuffer<T> b(n);
+    note_alloc(b.bytes());
+    mem.outer_bytes += b.bytes();
+    b.copy_from_host(host, n);
+    return b;
+  }
+  cuda::DeviceBuffer<float> upload_tensor(const Tensor& t) {
+    return t.empty() ? cuda::DeviceBuffer<float>() : upload_tensor(t.data(), static_cast<std::size_t>(t.numel()));
+  }
+
+  template <typename T>
+  T* buf(Buf id, std::size_t count) {
+    const std::size_t bytes = align_up(std::max<std::size_t>(count * sizeof(T), 1));
+    cuda::DeviceBuffer<std::uint8_t>& b = bufs[id];
+    if (b.bytes() < bytes) {
+      RPTQ_CUDA_CHECK(cudaStreamSynchronize(compute));  // work in flight may still use the old buffer
+      note_free(b.bytes());
+      mem.activation_bytes -= std::min(mem.activation_bytes, b.bytes());
+      b = cuda::DeviceBuffer<std::uint8_t>();
+      b = cuda::DeviceBuffer<std::uint8_t>(bytes);
+      note_alloc(bytes);
+      mem.activation_bytes += bytes;
+    }
+    return reinterpret_cast<T*>(b.data());
+  }
+
+  // The cuBLAS scratch a packed linear asks for (packed_gemm.cu: [x as 16-bit][one tile]); BlasHandle grows it to
+  // 1.5 times the request.
+  void note_blas_scratch(std::size_t request) {
+    if (request <= blas_scratch) return;
+    const std::size_t want = request + request / 2;
+    note_free(blas_scratch);
+    mem.activation_bytes -= std::min(mem.activation_bytes, blas_scratch);
+    blas_scratch = want;
+    note_alloc(want);
+    mem.activation_bytes += want;
+  }
+
+  // -------------------------------------------------------------------------------------------------------------
+  // Setup
+
+  void init() {
+    const DeviceInfo info = device_info();
+    if (info.cuda_devices <= 0) throw InputError("CUDA is unavailable: " + info.unavailable_reason);
+    if (opts.device < 0 || opts.device >= info.cuda_devices)
+      throw InputError("CUDA device " + std::to_string(opts.device) + " does not exist (" +
+                       std::to_string(info.cuda_devices) + " usable)");
+    RPTQ_CUDA_CHECK(cudaSetDevice(opts.device));
+    RPTQ_CUDA_CHECK(cudaStreamCreateWithFlags(&compute, cudaStreamNonBlocking));
+    RPTQ_CUDA_CHECK(cudaStreamCreateWithFlags(&upload, cudaStreamNonBlocking));
+    blas.set_stream(compute);
+
+    const auto ow = model.outer_weights();
+    embed_tokens = upload_tensor(ow.embed_tokens);
+    embed_positions = upload_tensor(ow.embed_positions);
+    project_in = upload_tensor(ow.project_in.weight);
+    project_out = upload_tensor(ow.project_out.weight);
+    final_gamma = upload_tensor(ow.final_norm.gamma);
+    final_beta = upload_tensor(ow.final_norm.beta);
+    lm_head = upload_tensor(ow.lm_head);
+    if (!ow.final_norm.gather.empty()) throw InputError("the final norm has a gather (not supported on the GPU)");
+
+    upload_quantizers();
+
+    slots = opts.overlap_upload ? 2 : 1;
+    std::size_t slot_bytes = 0;
+    for (int l = 0; l < cfg.layers; ++l) {
+      const std::size_t b = stage_layer(l, nullptr, 0).second;
+      slot_bytes = std::max(slot_bytes, b);
+      mem.model_layer_bytes += b;
+    }
+    mem.layer_slot_bytes = slot_bytes;
+    mem.layer_slots = slots;
+    for (int s = 0; s < slots; ++s) {
+      slot.emplace_back(slot_bytes);
+      note_alloc(slot_bytes);
+      void* p = nullptr;
+      const bool pinned = cudaMallocHost(&p, std::max<std::size_t>(slot_bytes, 1)) == cudaSuccess;
+      if (!pinned) {
+        cudaGetLastError();
+        staging_fallback.emplace_back(slot_bytes);
+        p = staging_fallback.back().data();
+      }
+      staging.push_back(static_cast<std::uint8_t*>(p));
+      staging_pinned.push_back(pinned);
+      cudaEvent_t e1 = nullptr, e2 = nullptr;
+      RPTQ_CUDA_CHECK(cudaEventCreateWithFlags(&e1, cudaEventDisableTiming));
+      copied.push_back(e1);
+      RPTQ_CUDA_CHECK(cudaEventCreateWithFlags(&e2, cudaEventDisableTiming));
+      computed.push_back(e2);
+      slot_layer.push_back(-1);
+      slot_view.emplace_back();
+    }
+  }
+
+  void upload_quantizers() {
+    if (!quantized) return;
+    if (&quantized->model() != &model) throw std::logic_error("GpuRunner: the quantizers belong to another model");
+    tapq.resize(static_cast<std::size_t>(cfg.layers));
+    std::size_t workspace = 0;
+    for (int l = 0; l < std::min<int>(quantized->layers(), static_cast<int>(cfg.layers)); ++l) {
+      for (Tap t : kAllTaps) {
+        const TapQuantizer& tq = quantized->layer(l).taps[static_cast<std::size_t>(t)];
+        TapQ& d = tapq[static_cast<std::size_t>(l)][static_cast<std::size_t>(t)];
+        if (!tq.active()) continue;
+        d.active = true;
+        d.dynamic = tq.dynamic;
+        d.bits = tq.bits;
+        d.grid = tq.grid == QuantGrid::Reference ? cuda::Grid::Reference : cuda::Grid::Exact;
+        d.cols = tap_channels(cfg, t);
+        d.clusters = static_cast<std::int64_t>(tq.boundaries.size()) - 1;
+        const std::size_t before = held;
+        if (tq.dynamic) {
+          const std::vector<std::int32_t> b32(tq.boundaries.begin(), tq.boundaries.end());
+          d.boundaries = upload_tensor(b32.data(), b32.size());
+          workspace = std::max(workspace, cuda::fake_quant_dynamic_workspace_bytes(d.cols, d.clusters));
+        } else {
+          std::vector<float> scale, zero;
+          for (const QuantParams& p : tq.params) {
+            scale.push_back(p.scale);
+            zero.push_back(p.zero_point);
+          }
+          try {
+            d.q = cuda::upload_cluster_quantizer(tq.boundaries, scale, zero, tq.bits, d.cols);
+          } catch (const std::invalid_argument& e) {
+            throw InputError("layer " + std::to_string(l) + " tap " + tap_name(t) + ": " + e.what());
+          }
+          const std::size_t b = d.q.boundaries.bytes() + d.q.scale.bytes() + d.q.zero_point.bytes();
+          note_alloc(b);
+          mem.outer_bytes += b;
+        }
+        (void)before;
+      }
+    }
+    if (workspace > 0) dyn_workspace = upload_tensor(std::vector<std::uint8_t>(workspace, 0).data(), workspace);
+  }
+
+  // Fills `host` (when not null) with layer l's weights as uploaded and returns their pointers in a slot at `dev`,
+  // and the slot bytes they need.
+  std::pair<DevLayer, std::size_t> stage_layer(int l, std::uint8_t* host, std::uintptr_t dev) const {
+    const DecoderLayerWeights& w = model.layer(l);
+    Stager st(host, dev);
+    DevLayer d;
+    auto norm = [&](const NormWeights& n) {
+      DevNorm dn;
+      dn.gamma = st.put(n.gamma.empty() ? nullptr : n.gamma.data(), static_cast<std::size_t>(n.gamma.numel()));
+      dn.beta = st.put(n.beta.empty() ? nullptr : n.beta.data(), static_cast<std::size_t>(n.beta.numel()));
+      dn.gather = st.put(n.gather.data(), n.gather.size());
+      return dn;
+    };
+    auto linear = [&](const LinearWeights& lw) {
+      DevLinear dl;
+      if (!lw.packed && lw.weight.empty()) return dl;
+      dl.in = lw.in();
+      dl.out = lw.out();
+      dl.bias = st.put(lw.bias.empty() ? nullptr : lw.bias.data(), static_cast<std::size_t>(lw.bias.numel()));
+      if (lw.packed) {
+        const PackedWeight& p = *lw.packed;
+        dl.packed = true;
+        dl.pw.out = p.out;
+        dl.pw.in = p.in;
+        dl.pw.bits = p.bits;
+        dl.pw.groups = p.groups();
+        dl.pw.codes = st.put(p.codes.data(), p.codes.size());
+        dl.pw.scales = st.put(p.scales.data(), p.scales.size());
+        dl.pw.zero_points = st.put(p.zero_points.data(), p.zero_points.size());
+        const std::vector<std::int32_t> b32(p.group_boundaries.begin(), p.group_boundaries.end());
+        dl.pw.group_boundaries = st.put(b32.data(), b32.size());
+      } else {
+        const std::size_t n = static_cast<std::size_t>(lw.weight.numel());
+        if (opts.precision == GpuPrecision::FP16)
+          dl.w = st.put_rounded<__half>(lw.weight.data(), n);
+        else if (opts.precision == GpuPrecision::BF16)
+          dl.w = st.put_rounded<__nv_bfloat16>(lw.weight.data(), n);
+        else
+          dl.w = st.put(lw.weight.data(), n);
+      }
+      return dl;
+    };
+    d.attn_norm = norm(w.attn_norm);
+    d.ffn_norm = norm(w.ffn_norm);
+    d.q = linear(w.q);
+    d.k = linear(w.k);
+    d.v = linear(w.v);
+    d.o = linear(w.o);
+    d.fc1 = linear(w.fc1);
+    d.fc2 = linear(w.fc2);
+    d.gate = linear(w.gate);
+    d.up = linear(w.up);
+    d.down = linear(w.down);
+    d.rope_index = st.put(w.rope_index.data(), w.rope_index.size());
+    d.quantize_softmax = w.quantize_softmax;
+    return {d, st.bytes()};
+  }
+
+  // Starts copying layer l into its slot on the upload stream (after the compute that last used the slot).
+  void upload_layer(int l) {
+    const int s = l % slots;
+    if (slot_layer[static_cast<std::size_t>(s)] == l) return;  // still there (a model with <= slots layers)
+    // The staging buffer may still be read by the previous copy out of it.
+    RPTQ_CUDA_CHECK(cudaEventSynchronize(copied[static_cast<std::size_t>(s)]));
+    auto [view, bytes] = stage_layer(l, staging[static_cast<std::size_t>(s)],
+                                     reinterpret_cast<std::uintptr_t>(slot[static_cast<std::size_t>(s)].data()));
+    RPTQ_CUDA_CHECK(cudaStreamWaitEvent(upload, computed[static_cast<std::size_t>(s)], 0));
+    RPTQ_CUDA_CHECK(cudaMemcpyAsync(slot[static_cast<std::size_t>(s)].data(), staging[static_cast<std::size_t>(s)],
+                                    bytes, cudaMemcpyHostToDevice, upload));
+    RPTQ_CUDA_CHECK(cudaEventRecord(copied[static_cast<std::size_t>(s)], upload));
+    if (!staging_pinned[static_cast<std::size_t>(s)]) RPTQ_CUDA_CHECK(cudaStreamSynchronize(upload));
+    slot_layer[static_cast<std::size_t>(s)] = l;
+    slot_view[static_cast<std::size_t>(s)] = view;
+  }
+  const DevLayer& begin_layer(int l) {
+    const int s = l % slots;
+    RPTQ_CUDA_CHECK(cudaStreamWaitEvent(compute, copied[static_cast<std::size_t>(s)], 0));
+    return slot_view[static_cast<std::size_t>(s)];
+  }
+  void end_layer(int l) { RPTQ_CUDA_CHECK(cudaEventRecord(computed[static_cast<std::size_t>(l % slots)], compute)); }
+
+  // -------------------------------------------------------------------------------------------------------------
+  // Ops
+
+  void run_linear(const DevLinear& L, const float* x, std::int64_t ldx, std::int64_t rows, const float* bias,
+                  float* y, bool accumulate) {
+    if (L.packed) {
+      const std::size_t esize = opts.precision == GpuPrecision::FP32 ? 4 : 2;
+      std::int64_t tile = static_cast<std::int64_t>(kPackedTileBytes / (static_cast<std::size_t>(L.in) * esize));
+      tile = std::clamp<std::int64_t>(tile / 8 * 8, 8, std::max<std::int64_t>(L.out, 8));
+      const std::size_t x_bytes = esize == 4 ? 0 : align_up(static_cast<std::size_t>(rows * L.in) * esize);
+      note_blas_scratch(x_bytes + static_cast<std::size_t>(std::min(tile, L.out) * L.in) * esize);
+      cuda::packed_linear(blas, x, ldx, rows, L.pw, bias, y, accumulate, gemm_inputs(opts.precision), tile);
+      return;
+    }
+    switch (opts.precision) {
+      case GpuPrecision::FP32:
+        return cuda::linear(blas, x, ldx, rows, L.in, static_cast<const float*>(L.w), bias, L.out, y, accumulate);
+      case GpuPrecision::FP16: {
+        __half* xh = buf<__half>(XHalf, static_cast<std::size_t>(rows * L.in));
+        cuda::convert_rows(x, ldx, rows, L.in, xh, compute);
+        return cuda::linear(blas, xh, L.in, rows, L.in, static_cast<const __half*>(L.w), bias, L.out, y, accumulate);
+      }
+      case GpuPrecision::BF16: {
+        __nv_bfloat16* xh = buf<__nv_bfloat16>(XHalf, static_cast<std::size_t>(rows * L.in));
+        cuda::convert_rows(x, ldx, rows, L.in, xh, compute);
+        return cuda::linear(blas, xh, L.in, rows, L.in, static_cast<const __nv_bfloat16*>(L.w), bias, L.out, y,
+                            accumulate);
+      }
+    }
+  }
+
+  void norm(const float* gamma, const float* beta, const std::int32_t* gather, const float* x, float* y,
+            std::int64_t rows) {
+    if (cfg.arch == Architecture::OPT)
+      cuda::layer_norm(x, y, rows, cfg.hidden, gamma, beta, cfg.norm_eps, gather, compute);
+    else
+      cuda::rms_norm(x, y, rows, cfg.hidden, gamma, cfg.norm_eps, gather, compute);
+  }
+  void norm(const DevNorm& n, const float* x, float* y, std::int64_t rows) {
+    norm(n.gamma, n.beta, n.gather, x, y, rows);
+  }
+
+  // The device hook: the tap's quantizer, then (calibrating) its ranges per window. x is [nseq * seq, cols].
+  void tap(int layer, Tap t, float* x, std::int64_t nseq, std::int64_t seq, std::int64_t cols) {
+    const std::int64_t rows = nseq * seq;
+    if (!tapq.empty() && layer < static_cast<int>(tapq.size())) {
+      TapQ& d = tapq[static_cast<std::size_t>(layer)][static_cast<std::size_t>(t)];
+      if (d.active && d.dynamic) {
+        cuda::fake_quant_clusters_dynamic(x, rows, cols, cols, d.boundaries.data(), d.clusters, d.bits, d.grid,
+                                          cuda::DynamicRange::AllRows, dyn_workspace.data(), nullptr, nullptr,
+                                          compute);
+        const std::int64_t bad = cuda::fake_quant_dynamic_bad_channel(dyn_workspace.data(), cols, d.clusters, compute);
+        if (bad >= 0)
+          throw InputError("layer " + std::to_string(layer) + " tap " + tap_name(t) + ": channel " +
+                           std::to_string(bad) + " has no finite range (dynamic quantization)");
+      } else if (d.active) {
+        cuda::fake_quant_clusters(x, rows, cols, d.q, compute);
+      }
+    }
+    if (!recording) return;
+    DevTapRanges& r = rec[static_cast<std::size_t>(t)];
+    for (std::int64_t b = 0; b < nseq; ++b) {
+      cuda::channel_range(x + b * seq * cols, seq, cols, cols, r.smax.data(), r.smin.data(), cuda::RangeUpdate::Write,
+                          compute);
+      cuda::tap_ranges_add_sample(r.smax.data(), r.smin.data(), r.ema_max.data(), r.ema_min.data(), r.max.data(),
+                                  r.min.data(), cols, sample0 + b == 0, compute);
+    }
+  }
+
+  // The attention score ranges of each window of the chunk, on the host from copies of its Q and K taps.
+  void record_scores(int layer, const float* q, const float* k, std::int64_t nseq, std::int64_t seq) {
+    const std::int64_t qd = cfg.q_dim(), kvd = cfg.kv_dim();
+    q_host.resize(static_cast<std::size_t>(seq * qd));
+    k_host.resize(static_cast<std::size_t>(seq * kvd));
+    TapRanges& scores = (*host_ranges)[static_cast<std::size_t>(layer)].scores;
+    for (std::int64_t b = 0; b < nseq; ++b) {
+      RPTQ_CUDA_CHECK(cudaMemcpyAsync(q_host.data(), q + b * seq * qd, q_host.size() * 4, cudaMemcpyDeviceToHost,
+                                      compute));
+      RPTQ_CUDA_CHECK(cudaMemcpyAsync(k_host.data(), k + b * seq * kvd, k_host.size() * 4, cudaMemcpyDeviceToHost,
+                                      compute));
+      RPTQ_CUDA_CHECK(cudaStreamSynchronize(compute));
+      std::vector<float> hmax, hmin;
+      attention_score_range(cfg, {q_host.data(), seq, qd, qd}, {k_host.data(), seq, kvd, kvd}, hmax, hmin,
+                            score_scratch);
+      scores.add_sample(hmax, hmin);
+    }
+  }
+
+  // One decoder layer over nseq windows of seq tokens: h [nseq * seq, hidden] in place (model.cpp's layer_forward).
+  void layer_forward(int l, const DevLayer& w, float* h, std::int64_t nseq, std::int64_t seq) {
+    const std::int64_t rows = nseq * seq, d = cfg.hidden;
+    float* x = buf<float>(X, static_cast<std::size_t>(rows * d));
+    if (cfg.pre_layer_norm) {
+      norm(w.attn_norm, h, x, rows);
+      tap(l, Tap::AttnInput, x, nseq, seq, d);
+      attention_block(l, w, x, h, nseq, seq);
+      norm(w.ffn_norm, h, x, rows);
+      tap(l, Tap::FfnInput, x, nseq, seq, d);
+      ffn_block(l, w, x, h, nseq, seq);
+    } else {
+      const std::size_t bytes = static_cast<std::size_t>(rows * d) * 4;
+      RPTQ_CUDA_CHECK(cudaMemcpyAsync(x, h, bytes, cudaMemcpyDeviceToDevice, compute));
+      tap(l, Tap::AttnInput, x, nseq, seq, d);
+      attention_block(l, w, x, h, nseq, seq);
+      norm(w.attn_norm, h, x, rows);
+      RPTQ_CUDA_CHECK(cudaMemcpyAsync(h, x, bytes, cudaMemcpyDeviceToDevice, compute));
+      tap(l, Tap::FfnInput, x, nseq, seq, d);
+      ffn_block(l, w, x, h, nseq, seq);
+      norm(w.ffn_norm, h, x, rows);
+      RPTQ_CUDA_CHECK(cudaMemcpyAsync(h, x, bytes, cudaMemcpyDeviceToDevice, compute));
+    }
+  }
+
+  void attention_block(int l, const DevLayer& w, const float* x, float* out, std::int64_t nseq, std::int64_t seq) {
+    const std::int64_t rows = nseq * seq, d = cfg.hidden, qd = cfg.q_dim(), kvd = cfg.kv_dim();
+    float* q = buf<float>(Q, static_cast<std::size_t>(rows * qd));
+    float* k = buf<float>(K, static_cast<std::size_t>(rows * kvd));
+    float* v = buf<float>(V, static_cast<std::size_t>(rows * kvd));
+    run_linear(w.q, x, d, rows, w.q.bias, q, false);
+    run_linear(w.k, x, d, rows, w.k.bias, k, false);
+    run_linear(w.v, x, d, rows, w.v.bias, v, false);
+    float scale = 1.0f / std::sqrt(static_cast<float>(cfg.head_dim));
+    if (cfg.arch == Architecture::OPT) {
+      cuda::scale(q, rows * qd, scale, compute);  // HF's OPT scales q (bias included); the Q tap sees it scaled
+      scale = 1.0f;
+    } else {
+      // Rows of every window chunk start at position 0: the prefix of Pos filled by embed() serves each chunk.
+      const std::int64_t* pos = buf<std::int64_t>(Pos, static_cast<std::size_t>(rows));
+      cuda::rotary(q, rows, cfg.heads, cfg.head_dim, pos, cfg.rope_theta, w.rope_index, cfg.heads / cfg.kv_heads,
+                   compute);
+      cuda::rotary(k, rows, cfg.kv_heads, cfg.head_dim, pos, cfg.rope_theta, w.rope_index, 1, compute);
+    }
+    tap(l, Tap::Q, q, nseq, seq, qd);
+    tap(l, Tap::K, k, nseq, seq, kvd);
+    if (recording) record_scores(l, q, k, nseq, seq);
+    tap(l, Tap::V, v, nseq, seq, kvd);
+
+    cuda::AttentionShape s;
+    s.batch = nseq;
+    s.tq = seq;
+    s.past = 0;
+    s.heads = cfg.heads;
+    s.kv_heads = cfg.kv_heads;
+    s.head_dim = cfg.head_dim;
+    s.kv_batch_stride = seq * kvd;
+    s.kv_ld = kvd;
+    s.window = cfg.sliding_window;
+    s.scale = scale;
+    s.quantize_probs = w.quantize_softmax;
+    float* attn = buf<float>(Attn, static_cast<std::size_t>(rows * qd));
+    cuda::attention(q, k, v, attn, s, compute);
+    tap(l, Tap::AttnOutput, attn, nseq, seq, qd);
+    run_linear(w.o, attn, qd, rows, w.o.bias, out, /*accumulate=*/true);
+  }
+
+  void ffn_block(int l, const DevLayer& w, const float* x, float* out, std::int64_t nseq, std::int64_t seq) {
+    const std::int64_t rows = nseq * seq, d = cfg.hidden, f = cfg.intermediate;
+    float* hid = buf<float>(Hid, static_cast<std::size_t>(rows * f));
+    const DevLinear* down;
+    if (cfg.arch == Architecture::OPT) {
+      run_linear(w.fc1, x, d, rows, nullptr, hid, false);
+      if (cfg.activation == "relu")
+        cuda::bias_relu(hid, rows, f, w.fc1.bias, compute);
+      else if (cfg.activation == "gelu_new")
+        cuda::bias_gelu_tanh(hid, rows, f, w.fc1.bias, compute);
+      else
+        cuda::bias_gelu(hid, rows, f, w.fc1.bias, compute);
+      down = &w.fc2;
+    } else {
+      float* up = buf<float>(Up, static_cast<std::size_t>(rows * f));
+      run_linear(w.gate, x, d, rows, w.gate.bias, hid, false);
+      run_linear(w.up, x, d, rows, w.up.bias, up, false);
+      cuda::silu_mul(hid, up, rows, f, compute);
+      down = &w.down;
+    }
+    tap(l, Tap::FfnHidden, hid, nseq, seq, f);
+    run_linear(*down, hid, f, rows, down->bias, out, /*accumulate=*/true);
+  }
+
+  // Embeds nseq windows of seq tokens into H [nseq * seq, hidden] (Model::embed, past 0).
+  float* embed(std::span<const std::int32_t> tokens, std::int64_t nseq, std::int64_t seq) {
+    const std::int64_t n = nseq * seq, d = cfg.hidden, e = cfg.embed_dim;
+    if (static_cast<std::int64_t>(tokens.size()) != n || nseq < 1)
+      throw InputError(std::to_string(tokens.size()) + " tokens cannot form " + std::to_string(nseq) +
+                       " equal sequences");
+    for (std::int32_t id : tokens)
+      if (id < 0 || id >= cfg.vocab)
+        throw InputError("token id " + std::to_string(id) + " is outside the vocabulary (size " +
+                         std::to_string(cfg.vocab) + ")");
+    if (cfg.arch == Architecture::OPT && seq > cfg.max_positions)
+      throw InputError("sequence of " + std::to_string(seq) + " tokens is longer than the model's " +
+                       std::to_string(cfg.max_positions) + " positions");
+    std::int32_t* ids = buf<std::int32_t>(Ids, static_cast<std::size_t>(n));
+    RPTQ_CUDA_CHECK(cudaMemcpyAsync(ids, tokens.data(), static_cast<std::size_t>(n) * 4, cudaMemcpyHostToDevice,
+                                    compute));
+    float* h = buf<float>(H, static_cast<std::size_t>(n * d));
+    const std::int64_t pos_rows = cfg.max_positions + 2;
+    if (cfg.arch != Architecture::OPT) {
+      // Rotary positions of every row (past 0), for the layers.
+      std::vector<std::int64_t> pos(static_cast<std::size_t>(n));
+      for (std::size_t r = 0; r < pos.size(); ++r) pos[r] = static_cast<std::int64_t>(r) % seq;
+      std::int64_t* p = buf<std::int64_t>(Pos, pos.size());
+      RPTQ_CUDA_CHECK(cudaMemcpyAsync(p, pos.data(), pos.size() * 8, cudaMemcpyHostToDevice, compute));
+      RPTQ_CUDA_CHECK(cudaStreamSynchronize(compute));  // pos is a host temporary
+      cuda::embedding(ids, n, embed_tokens.data(), cfg.vocab, e, h, compute);
+    } else if (e == d) {
+      cuda::embedding_with_positions(ids, n, embed_tokens.data(), cfg.vocab, d, seq, 0, embed_positions.data(),
+                                     pos_rows, 2, h, compute);
+    } else {
+      float* tok = buf<float>(Tmp, static_cast<std::size_t>(n * e));
+      cuda::embedding(ids, n, embed_tokens.data(), cfg.vocab, e, tok, compute);
+      cuda::linear(blas, tok, e, n, e, project_in.data(), nullptr, d, h, false);
+      cuda::add_positions(h, n, seq, 0, embed_positions.data(), pos_rows, d, 2, compute);
+    }
+    RPTQ_CUDA_CHECK(cudaStreamSynchronize(compute));  // `tokens` may be a temporary of the caller
+    return h;
+  }
+
+  // Every decoder layer over the windows in H, `chunk` windows per step, layer weights streamed.
+  void run_layers(float* h, std::int64_t nseq, std::int64_t seq, std::int64_t chunk,
+                  const std::function<void(int)>& after_layer = {}) {
+    const int L = static_cast<int>(cfg.layers);
+    if (L == 0) return;
+    upload_layer(0);
+    for (int l = 0; l < L; ++l) {
+      const DevLayer w = begin_layer(l);
+      for (std::int64_t s0 = 0; s0 < nseq; s0 += chunk) {
+        const std::int64_t nb = std::min(chunk, nseq - s0);
+        sample0 = s0;
+        layer_forward(l, w, h + s0 * seq * cfg.hidden, nb, seq);
+      }
+      end_layer(l);
+      // Staged on the host while the GPU works through the layer just queued; its copy waits only for the
+      // compute that last read the other slot.
+      if (slots > 1 && l + 1 < L) upload_layer(l + 1);
+      if (after_layer) after_layer(l);
+      if (slots == 1 && l + 1 < L) upload_layer(l + 1);
+    }
+  }
+
+  // Logits [rows, vocab] of hidden rows [rows, hidden] into Logits (Model::head).
+  float* head(const float* hidden, std::int64_t rows) {
+    const std::int64_t d = cfg.hidden, e = cfg.embed_dim;
+    float* x = buf<float>(HeadX, static_cast<std::size_t>(rows * d));
+    if (cfg.arch != Architecture::OPT || cfg.final_layer_norm)
+      norm(final_gamma.data(), final_beta.data(), nullptr, hidden, x, rows);
+    else
+      RPTQ_CUDA_CHECK(cudaMemcpyAsync(x, hidden, static_cast<std::size_t>(rows * d) * 4, cudaMemcpyDeviceToDevice,
+                                      compute));
+    if (e != d) {
+      float* y = buf<float>(HeadY, static_cast<std::size_t>(rows * e));
+      cuda::linear(blas, x, d, rows, d, project_out.data(), nullptr, e, y, false);
+      x = y;
+    }
+    const float* w = lm_head.empty() ? embed_tokens.data() : lm_head.data();
+    float* logits = buf<float>(Logits, static_cast<std::size_t>(rows * cfg.vocab));
+    cuda::linear(blas, x, e, rows, e, w, nullptr, cfg.vocab, logits, false);
+    return logits;
+  }
+
+  void logits_to_host(const float* hidden, std::int64_t rows, Tensor& out) {
+    out.resize({rows, cfg.vocab});
+    const float* lg = head(hidden, rows);
+    RPTQ_CUDA_CHECK(cudaMemcpyAsync(out.data(), lg, static_cast<std::size_t>(rows * cfg.vocab) * 4,
+                                    cudaMemcpyDeviceToHost, compute));
+    RPTQ_CUDA_CHECK(cudaStreamSynchronize(compute));
+  }
+
+  void sync() { RPTQ_CUDA_CHECK(cudaStreamSynchronize(compute)); }
+};
+
+namespace {
+
+// Runs f, turning an out-of-memory CUDA error into an InputError a user can act on.
+template <typename F>
+auto guarded(const char* what, std::size_t held, F&& f) -> decltype(f()) {
+  try {
+    return f();
+  } catch (const CudaError& e) {
+    if (e.out_of_memory())
+      throw InputError(std::string("GPU out of memory ") + what + " (" + mib(held) +
+                       " already allocated by this run): use a smaller --batch or --seqlen, or fewer calibration "
+                       "samples per step (" + e.what() + ")");
+    throw;
+  } catch (const std::invalid_argument& e) {
+    throw InputError(std::string("GPU ") + what + ": " + e.what());
+  }
+}
+
+}  // namespace
+
+GpuRunner::GpuRunner(const Model& model, const QuantizedModel* quantized, const GpuOptions& opts)
+    : impl_(std::make_unique<Impl>(model, quantized, opts)) {
+  guarded("while uploading the model", 0, [&] { impl_->init(); });
+}
+
+GpuRunner::~GpuRunner() = default;
+
+const GpuMemoryStats& GpuRunner::memory() const { return impl_->mem; }
+
+std::string GpuRunner::device_description() const { return device_info().description; }
+
+Tensor GpuRunner::forward(std::span<const std::int32_t> tokens, std::int64_t batch) {
+  Impl& m = *impl_;
+  return guarded("in the forward pass", m.held, [&] {
+    if (batch < 1 || tokens.size() % static_cast<std::size_t>(batch) != 0)
+      throw InputError(std::to_string(tokens.size()) + " tokens cannot form " + std::to_string(batch) +
+                       " equal sequences");
+    const std::int64_t seq = static_cast<std::int64_t>(tokens.size()) / batch;
+    float* h = m.embed(tokens, batch, seq);
+    m.run_layers(h, batch, seq, batch);
+    const std::int64_t rows = batch * seq, V = m.cfg.vocab;
+    Tensor logits = Tensor::uninitialized({rows, V});
+    Tensor part;
+    for (std::int64_t r0 = 0; r0 < rows; r0 += kHeadRows) {
+      const std::int64_t n = std::min(kHeadRows, rows - r0);
+      m.logits_to_host(h + r0 * m.cfg.hidden, n, part);
+      std::memcpy(logits.data() + r0 * V, part.data(), static_cast<std::size_t>(n * V) * 4);
+    }
+    return logits;
+  });
+}
+
+PerplexityResult GpuRunner::perplexity(std::span<const std::int32_t> ids, const PerplexityOptions& opts) {
+  Impl& m = *impl_;
+  if (opts.seqlen < 2) throw InputError("sequence length must be at least 2");
+  if (opts.batch < 1) throw InputError("batch must be at least 1");
+  PerplexityResult res;
+  res.seqlen = opts.seqlen;
+  res.tokens_in_text = static_cast<std::int64_t>(ids.size());
+  std::int64_t windows = res.tokens_in_text / opts.seqlen;
+  if (windows == 0)
+    throw InputError("the text has " + std::to_string(ids.size()) + " tokens, fewer than one window of " +
+                     std::to_string(opts.seqlen));
+  if (opts.max_windows > 0) windows = std::min(windows, opts.max_windows);
+  res.windows = windows;
+  res.tokens = windows * opts.seqlen;
+  const auto start = std::chrono::steady_clock::now();
+  guarded("while evaluating perplexity", m.held, [&] {
+    const std::int64_t T = opts.seqlen, V = m.cfg.vocab;
+    for (std::int64_t w0 = 0; w0 < windows; w0 += opts.batch) {
+      const std::int64_t nb = std::min(opts.batch, windows - w0);
+      auto batch_ids = ids.subspan(static_cast<std::size_t>(w0 * T), static_cast<std::size_t>(nb * T));
+      // Row t of a window predicts token t + 1; the window's last row predicts nothing.
+      std::vector<std::int32_t> targets(static_cast<std::size_t>(nb * T), 0);
+      for (std::int64_t b = 0; b < nb; ++b)
+        for (std::int64_t t = 0; t + 1 < T; ++t)
+          targets[static_cast<std::size_t>(b * T + t)] = batch_ids[static_cast<std::size_t>(b * T + t + 1)];
+      std::int32_t* dt = m.buf<std::int32_t>(Impl::Targets, targets.size());
+      RPTQ_CUDA_CHECK(cudaMemcpyAsync(dt, targets.data(), targets.size() * 4, cudaMemcpyHostToDevice, m.compute));
+      float* h = m.embed(batch_ids, nb, T);  // synchronises: `targets` is safe to free after it
+      m.run_layers(h, nb, T, nb);
+      double* nll = m.buf<double>(Impl::Nll, static_cast<std::size_t>(kHeadRows));
+      double* total = m.buf<double>(Impl::Total, 1);
+      for (std::int64_t b = 0; b < nb; ++b) {
+        double sum = 0.0;
+        for (std::int64_t r0 = 0; r0 < T - 1; r0 += kHeadRows) {
+          const std::int64_t r1 = std::min(T - 1, r0 + kHeadRows);
+          const float* lg = m.head(h + (b * T + r0) * m.cfg.hidden, r1 - r0);
+          cuda::nll_rows(lg, r1 - r0, V, V, dt + b * T + r0, nll, total, m.compute);
+          double part = 0.0;
+          RPTQ_CUDA_CHECK(cudaMemcpyAsync(&part, total, sizeof(double), cudaMemcpyDeviceToHost, m.compute));
+          m.sync();
+          sum += part;
+        }
+        res.window_nll.push_back(sum / static_cast<double>(T - 1));
+      }
+      if (opts.progress && !opts.progress(w0 + nb, windows)) throw Cancelled();
+    }
+  });
+  res.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  res.tokens_per_s = res.seconds > 0 ? static_cast<double>(res.tokens) / res.seconds : 0.0;
+  double mean = 0.0;
+  for (double v : res.window_nll) mean += v;
+  mean /= static_cast<double>(res.window_nll.size());
+  res.ppl = std::exp(mean);
+  return res;
+}
+
+std::vector<LayerRanges> GpuRunner::calibration_ranges(std::span<const std::int32_t> tokens, std::int64_t samples,
+                                                       std::int64_t seqlen, std::int64_t batch,
+                                                       const LayerwiseCallback& progress) {
+  Impl& m = *impl_;
+  if (samples < 1 || seqlen < 1 || static_cast<std::int64_t>(tokens.size()) != samples * seqlen)
+    throw InputError("calibration tokens: " + std::to_string(tokens.size()) + " ids cannot be " +
+                     std::to_string(samples) + " windows of " + std::to_string(seqlen));
+  batch = std::clamp<std::int64_t>(batch, 1, samples);
+  std::vector<LayerRanges> ranges(static_cast<std::size_t>(m.cfg.layers));
+  guarded("while calibrating", m.held, [&] {
+    for (DevTapRanges& r : m.rec)
+      for (auto* b : {&r.ema_max, &r.ema_min, &r.max, &r.min, &r.smax, &r.smin}) {
+        m.note_free(b->bytes());
+        m.mem.activation_bytes -= std::min(m.mem.activation_bytes, b->bytes());
+      }
+    m.rec.clear();
+    for (Tap t : kAllTaps) {
+      DevTapRanges r;
+      r.channels = tap_channels(m.cfg, t);
+      const std::size_t c = static_cast<std::size_t>(r.channels);
+      for (auto* b : {&r.ema_max, &r.ema_min, &r.max, &r.min, &r.smax, &r.smin}) {
+        *b = cuda::DeviceBuffer<float>(c);
+        m.note_alloc(b->bytes());
+        m.mem.activation_bytes += b->bytes();
+      }
+      m.rec.push_back(std::move(r));
+    }
+    m.recording = true;
+    m.host_ranges = &ranges;
+    struct Off {
+      Impl& m;
+      ~Off() {
+        m.recording = false;
+        m.host_ranges = nullptr;
+      }
+    } off{m};
+    float* h = m.embed(tokens, samples, seqlen);
+    LayerwiseProgress p;
+    p.layers = static_cast<int>(m.cfg.layers);
+    p.samples = samples;
+    p.total = m.cfg.layers * samples;
+    m.run_layers(h, samples, seqlen, batch, [&](int l) {
+      LayerRanges& lr = ranges[static_cast<std::size_t>(l)];
+      for (Tap t : kAllTaps) {
+        DevTapRanges& r = m.rec[static_cast<std::size_t>(t)];
+        TapRanges& tr = lr.tap(t);
+        tr.ema_max = r.ema_max.to_host();
+        tr.ema_min = r.ema_min.to_host();
+        tr.max = r.max.to_host();
+        tr.min = r.min.to_host();
+        tr.samples = samples;
+      }
+      p.layer = l;
+      p.sample = samples;
+      p.done = static_cast<std::int64_t>(l + 1) * samples;
+      if (progress && !progress(p)) throw Cancelled();
+    });
+  });
+  return ranges;
+}
+
+ChannelStats calibrate_gpu(const Model& model, const std::string& model_dir, std::span<const std::int32_t> text_ids,
+                           const std::string& data_path, const std::string& data_sha256,
+                           const CalibrationSettings& settings, const LayerwiseCallback& progress,
+                           const GpuOptions& opts, std::int64_t batch) {
+  const auto t0 = std::chrono::steady_clock::now();
+  const ModelConfig& cfg = model.config();
+  if (cfg.arch == Architecture::OPT && settings.seqlen > cfg.max_positions)
+    throw InputError("calibration windows of " + std::to_string(settings.seqlen) + " tokens are longer than the " +
+                     "model's " + std::to_string(cfg.max_positions) + " positions");
+  ChannelStats st = calibration_metadata(model, model_dir, data_path, data_sha256, settings);
+  st.tokens = calibration_windows(text_ids, settings.samples, settings.seqlen, settings.seed);
+  GpuRunner runner(model, nullptr, opts);
+  st.ranges = runner.calibration_ranges(st.tokens, settings.samples, settings.seqlen, batch, progress);
+  st.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  return st;
+}
+
+CompareResult compare_models_gpu(const Model& fp, const QuantizedModel* fp_quant, const Model& q,
+                                 const QuantizedModel* q_quant, std::span<const std::int32_t> ids,
+                                 const PerplexityOptions& opts, const GpuOptions& gpu) {
+  if (opts.seqlen < 2) throw InputError("sequence length must be at least 2");
+  if (fp.config().vocab != q.config().vocab) throw InputError("the two models have different vocabularies");
+  std::int64_t windows = static_cast<std::int64_t>(ids.size()) / opts.seqlen;
+  if (windows == 0)
+    throw InputError("the text has " + std::to_string(ids.size()) + " tokens, fewer than one window of " +
+                     std::to_string(opts.seqlen));
+  if (opts.max_windows > 0) windows = std::min(windows, opts.max_windows);
+  CompareResult res;
+  for (PerplexityResult* r : {&res.fp, &res.q}) {
+    r->seqlen = opts.seqlen;
+    r->windows = windows;
+    r->tokens = windows * opts.seqlen;
+    r->tokens_in_text = static_cast<std::int64_t>(ids.size());
+  }
+  GpuRunner rf(fp, fp_quant, gpu), rq(q, q_quant, gpu);
+  GpuRunner::Impl& mf = rf.impl();
+  GpuRunner::Impl& mq = rq.impl();
+  const std::int64_t V = fp.config().vocab, T = opts.seqlen, chunk = 256;
+  const auto start = std::chrono::steady_clock::now();
+  double kl_sum = 0;
+  std::int64_t agree = 0;
+  Tensor lf, lq;
+  guarded("while comparing", mf.held + mq.held, [&] {
+    for (std::int64_t w = 0; w < windows; ++w) {
+      const auto win = ids.subspan(static_cast<std::size_t>(w * T), static_cast<std::size_t>(T));
+      const auto t0 = std::chrono::steady_clock::now();
+      float* hf = mf.embed(win, 1, T);
+      mf.run_layers(hf, 1, T, 1);
+      mf.sync();
+      const auto t1 = std::chrono::steady_clock::now();
+      float* hq = mq.embed(win, 1, T);
+      mq.run_layers(hq, 1, T, 1);
+      mq.sync();
+      const auto t2 = std::chrono::steady_clock::now();
+      res.fp.seconds += std::chrono::duration<double>(t1 - t0).count();
+      res.q.seconds += std::chrono::duration<double>(t2 - t1).count();
+      double nll_f = 0, nll_q = 0;
+      for (std::int64_t r0 = 0; r0 < T - 1; r0 += chunk) {
+        const std::int64_t r1 = std::min(T - 1, r0 + chunk), n = r1 - r0;
+        mf.logits_to_host(hf + r0 * fp.config().hidden, n, lf);
+        mq.logits_to_host(hq + r0 * q.config().hidden, n, lq);
+        const auto tgt = win.subspan(static_cast<std::size_t>(r0), static_cast<std::size_t>(n + 1));
+        nll_f += window_mean_nll(lf.data(), V, tgt) * static_cast<double>(n);
+        nll_q += window_mean_nll(lq.data(), V, tgt) * static_cast<double>(n);
+        double ks = 0;
+        std::int64_t ag = 0;
+#pragma omp parallel for reduction(+ : ks, ag) schedule(static)
+        for (std::int64_t r = 0; r < n; ++r) {
+          bool same = false;
+          ks += kl_from_logits(lf.data() + r * V, lq.data() + r * V, V, &same);
+          ag += same ? 1 : 0;
+        }
+        kl_sum += ks;
+        agree += ag;
+      }
+      res.fp.window_nll.push_back(nll_f / static_cast<double>(T - 1));
+      res.q.window_nll.push_back(nll_q / static_cast<double>(T - 1));
+      if (opts.progress && !opts.progress(w + 1, windows)) throw Cancelled();
+    }
+  });
+  res.positions = windows * (T - 1);
+  res.kl = kl_sum / static_cast<double>(res.positions);
+  res.top1_agreement = static_cast<double>(agree) / static_cast<double>(res.positions);
+  for (PerplexityResult* r : {&res.fp, &res.q}) {
+    double mean = 0;
+    for (double v : r->window_nll) mean += v;
+    r->ppl = std::exp(mean / static_cast<double>(r->window_nll.size()));
+    r->tokens_per_s = r->seconds > 0 ? static_cast<double>(r->tokens) / r->seconds : 0;
+  }
+  res.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  return res;
+}
+
+}  // namespace rptq
+
+#endif  // RPTQ_WITH_CUDA
