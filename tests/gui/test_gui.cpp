@@ -3,6 +3,7 @@
 // corrupt model, export charts, and run the --screenshot mode. Settings, data and the Hugging Face cache live in a
 // temporary folder made by main(), so a run neither reads nor changes the developer's own.
 #include <QAbstractButton>
+#include <QAction>
 #include <QApplication>
 #include <QComboBox>
 #include <QDateTime>
@@ -39,6 +40,7 @@
 #include "common/chart_view.h"
 #include "common/resources.h"
 #include "compare/compare_page.h"
+#include "compare/generation_job.h"
 #include "compare/memory_chart.h"
 #include "explore/cluster_table_model.h"
 #include "explore/explore_page.h"
@@ -777,6 +779,199 @@ class GuiTest : public QObject {
     // The UI is usable: a quick quantization runs to the end.
     quantize_small();
     QVERIFY(w_->compare_page()->compare_button()->isEnabled());
+  }
+
+  void cancelActionStopsEveryJob() {
+    // Run > Cancel (Ctrl+.) stops whatever runs: a quantization, a comparison, a generation, an export.
+    open_window();
+    calibrate_small(tmp("stats.h5"), 64, 256);
+    QAction* cancel = w_->cancel_action();
+    QVERIFY(!cancel->isEnabled());
+    QCOMPARE(cancel->shortcut(), QKeySequence(Qt::CTRL | Qt::Key_Period));
+    // A quantization (GPTQ: slow enough to catch midway).
+    rptq::ui::QuantizePage* q = w_->quantize_page();
+    w_->go_to(MainWindow::QuantizeStep);
+    QVERIFY(q->select_preset(QStringLiteral("W4A4")));
+    q->set_weight_method(rptq::WeightMethod::GPTQ);
+    QTest::mouseClick(q->run_button(), Qt::LeftButton);
+    QVERIFY(q->running());
+    QVERIFY(cancel->isEnabled());
+    QVERIFY2(cancel->text().contains(QStringLiteral("Quantization")), qPrintable(cancel->text()));
+    QTRY_VERIFY_WITH_TIMEOUT(q->job()->progress().layers.done >= 1, kCalibrateTimeoutMs);
+    cancel->trigger();
+    QTRY_VERIFY_WITH_TIMEOUT(!q->running(), 30000);
+    QVERIFY(q->status_label()->text().startsWith(QStringLiteral("Cancelled")));
+    QVERIFY(!cancel->isEnabled());
+
+    quantize_small();
+    rptq::ui::ComparePage* c = w_->compare_page();
+    w_->go_to(MainWindow::CompareStep);
+    // A comparison: stopped before its first window ends.
+    c->windows_spin()->setValue(64);
+    c->seqlen_spin()->setValue(256);
+    QTest::mouseClick(c->compare_button(), Qt::LeftButton);
+    QVERIFY(c->comparing());
+    QVERIFY(cancel->isEnabled());
+    cancel->trigger();
+    QTRY_VERIFY_WITH_TIMEOUT(!c->comparing(), 30000);
+    QVERIFY(!c->result());
+    QCOMPARE(c->findChild<QLabel*>(QStringLiteral("compareStatus"))->text(), QStringLiteral("Stopped."));
+    QVERIFY(!cancel->isEnabled());
+    // A generation: stopped once both sides have streamed a token.
+    c->new_tokens_spin()->setValue(4000);
+    bool triggered = false;
+    auto conn = connect(c->generation_job(), &rptq::ui::GenerationJob::token, this, [&] {
+      if (!triggered && c->generated_tokens(0) >= 1 && c->generated_tokens(1) >= 1) {
+        triggered = true;
+        cancel->trigger();
+      }
+    });
+    QTest::mouseClick(c->generate_button(), Qt::LeftButton);
+    QVERIFY(c->generating());
+    QTRY_VERIFY_WITH_TIMEOUT(!c->generating(), kCalibrateTimeoutMs);
+    disconnect(conn);
+    QVERIFY(triggered);
+    QVERIFY2(c->generation_status()->text().startsWith(QStringLiteral("Stopped")),
+             qPrintable(c->generation_status()->text()));
+    QVERIFY(c->generated_tokens(0) < 4000 && c->generated_tokens(1) < 4000);
+    QVERIFY(!cancel->isEnabled());
+    // An export: cancelled at its first tensor, or (a tiny model) already written; either way the UI is usable.
+    rptq::ui::ExportPage* e = w_->export_page();
+    w_->go_to(MainWindow::ExportStep);
+    const QString out = tmp("cancelled.h5");
+    e->output_edit()->setText(out);
+    QTest::mouseClick(e->export_button(), Qt::LeftButton);
+    QVERIFY(e->exporting());
+    QVERIFY(cancel->isEnabled());
+    QVERIFY(e->cancel_button()->isEnabled());
+    cancel->trigger();
+    QTRY_VERIFY_WITH_TIMEOUT(!e->exporting(), kCalibrateTimeoutMs);
+    if (e->exported_path().isEmpty()) QVERIFY(!QFileInfo::exists(out));
+    QVERIFY(e->export_button()->isEnabled());
+    QVERIFY(!e->cancel_button()->isEnabled());
+    QVERIFY(!cancel->isEnabled());
+  }
+
+  void stopEndsBothGenerationSides() {
+    open_window();
+    calibrate_small(tmp("stats.h5"));
+    quantize_small(QStringLiteral("W4A4KV"));
+    rptq::ui::ComparePage* c = w_->compare_page();
+    w_->go_to(MainWindow::CompareStep);
+    QPushButton* stop = c->stop_button();
+    QVERIFY(!stop->isEnabled());
+    c->new_tokens_spin()->setValue(4000);
+    bool clicked = false;
+    auto conn = connect(c->generation_job(), &rptq::ui::GenerationJob::token, this, [&] {
+      if (!clicked && c->generated_tokens(0) >= 2 && c->generated_tokens(1) >= 2) {
+        clicked = true;
+        QVERIFY(stop->isEnabled());
+        QTest::mouseClick(stop, Qt::LeftButton);
+      }
+    });
+    QTest::mouseClick(c->generate_button(), Qt::LeftButton);
+    QVERIFY(c->generating());
+    QTRY_VERIFY_WITH_TIMEOUT(!c->generating(), kCalibrateTimeoutMs);
+    disconnect(conn);
+    QVERIFY(clicked);
+    // Both sides ended (neither runs on unseen), far short of the tokens asked for, and nothing arrives later.
+    const int fp = c->generated_tokens(0), qt = c->generated_tokens(1);
+    QVERIFY2(fp >= 2 && fp < 4000 && qt >= 2 && qt < 4000, qPrintable(QStringLiteral("%1, %2").arg(fp).arg(qt)));
+    const QString fp_text = c->fp_pane()->toPlainText(), q_text = c->quantized_pane()->toPlainText();
+    QTest::qWait(300);
+    QCOMPARE(c->fp_pane()->toPlainText(), fp_text);
+    QCOMPARE(c->quantized_pane()->toPlainText(), q_text);
+    QCOMPARE(c->generated_tokens(0), fp);
+    QCOMPARE(c->generated_tokens(1), qt);
+    QVERIFY2(c->generation_status()->text().startsWith(QStringLiteral("Stopped after")),
+             qPrintable(c->generation_status()->text()));
+    // The UI is usable: buttons back, the other jobs free to use the quantized model, a new generation completes.
+    QVERIFY(!stop->isEnabled());
+    QVERIFY(c->generate_button()->isEnabled());
+    QVERIFY(c->compare_button()->isEnabled());
+    QVERIFY(c->prompt_edit()->isEnabled());
+    QVERIFY(!w_->session()->quantized_in_use());
+    QVERIFY(w_->quantize_page()->run_button()->isEnabled());
+    QVERIFY(w_->export_page()->export_button()->isEnabled());
+    c->new_tokens_spin()->setValue(8);
+    QTest::mouseClick(c->generate_button(), Qt::LeftButton);
+    QTRY_VERIFY_WITH_TIMEOUT(!c->generating(), kCalibrateTimeoutMs);
+    QVERIFY2(c->generation_status()->text().contains(QStringLiteral("new tokens")) &&
+                 !c->generation_status()->text().startsWith(QStringLiteral("Stopped")),
+             qPrintable(c->generation_status()->text()));
+    QVERIFY(c->generated_tokens(0) >= 1 && c->generated_tokens(0) <= 8);
+  }
+
+  void quantizedModelUsedByOneJobAtATime() {
+    // Re-quantizing while an export or a comparison reads the quantized model would replace it under them; the
+    // steps wait for each other instead.
+    open_window();
+    calibrate_small(tmp("stats.h5"));
+    quantize_small();
+    rptq::ui::QuantizePage* q = w_->quantize_page();
+    rptq::ui::ComparePage* c = w_->compare_page();
+    rptq::ui::ExportPage* e = w_->export_page();
+    rptq::QuantizedModel* quantized = w_->session()->quantized();
+    // An export runs: Quantize, Compare and Generate wait.
+    w_->go_to(MainWindow::ExportStep);
+    e->output_edit()->setText(tmp("busy.h5"));
+    QTest::mouseClick(e->export_button(), Qt::LeftButton);
+    QVERIFY(e->exporting());
+    QVERIFY(w_->session()->quantized_in_use());
+    QVERIFY(!q->run_button()->isEnabled());
+    QVERIFY2(q->status_label()->text().contains(QStringLiteral("export")), qPrintable(q->status_label()->text()));
+    q->start();  // the slot itself refuses too (a shortcut or script could call it)
+    QVERIFY(!q->running());
+    QCOMPARE(w_->session()->quantized(), quantized);
+    QVERIFY(!c->compare_button()->isEnabled());
+    QVERIFY(!c->generate_button()->isEnabled());
+    c->run_comparison();
+    QVERIFY(!c->comparing());
+    QTRY_VERIFY_WITH_TIMEOUT(!e->exporting(), kCalibrateTimeoutMs);
+    QVERIFY(QFileInfo::exists(tmp("busy.h5")));
+    QVERIFY(!w_->session()->quantized_in_use());
+    QVERIFY(q->run_button()->isEnabled());
+    QVERIFY(!q->status_label()->text().contains(QStringLiteral("export")));
+    QVERIFY(c->compare_button()->isEnabled());
+    // A comparison runs: Quantize and Export wait.
+    w_->go_to(MainWindow::CompareStep);
+    c->windows_spin()->setValue(2);
+    c->seqlen_spin()->setValue(64);
+    QTest::mouseClick(c->compare_button(), Qt::LeftButton);
+    QVERIFY(c->comparing());
+    QVERIFY(!q->run_button()->isEnabled());
+    QVERIFY(!e->export_button()->isEnabled());
+    e->output_edit()->setText(tmp("second.h5"));
+    e->start();
+    QVERIFY(!e->exporting());
+    QTRY_VERIFY_WITH_TIMEOUT(!c->comparing(), kCalibrateTimeoutMs);
+    QVERIFY(c->result());  // the comparison's result is kept: the model it compared is still the session's
+    QVERIFY(!QFileInfo::exists(tmp("second.h5")));
+    QVERIFY(q->run_button()->isEnabled());
+    QVERIFY(e->export_button()->isEnabled());
+    QCOMPARE(w_->session()->quantized(), quantized);
+  }
+
+  void screenshotOfExportLeavesNoTemporaryFiles() {
+    QTemporaryDir tmpdir(tmp("TMPDIR-XXXXXX"));
+    QVERIFY(tmpdir.isValid());
+    QProcess p;
+    QProcessEnvironment env = QProcessEnvironment::systemEnvironment();
+    env.insert(QStringLiteral("QT_QPA_PLATFORM"), QStringLiteral("offscreen"));
+    env.insert(QStringLiteral("TMPDIR"), tmpdir.path());
+    // Qt puts its runtime folder under TMPDIR when XDG_RUNTIME_DIR is unset: give it one elsewhere.
+    const QString runtime = tmp("xdg-runtime");
+    QVERIFY(QDir().mkpath(runtime));
+    QFile::setPermissions(runtime, QFileDevice::ReadOwner | QFileDevice::WriteOwner | QFileDevice::ExeOwner);
+    env.insert(QStringLiteral("XDG_RUNTIME_DIR"), runtime);
+    p.setProcessEnvironment(env);
+    const QString out = tmp("export.png");
+    p.start(QStringLiteral(RPTQ_WORKBENCH_PATH), {"--screenshot", out, "--step", "export", "--size", "1400x900"});
+    QVERIFY(p.waitForFinished(240000));
+    QVERIFY2(p.exitStatus() == QProcess::NormalExit && p.exitCode() == 0, p.readAllStandardError().constData());
+    QCOMPARE(QImage(out).size(), QSize(1400, 900));
+    const QStringList left = QDir(tmpdir.path()).entryList(QDir::AllEntries | QDir::NoDotAndDotDot | QDir::Hidden);
+    QVERIFY2(left.isEmpty(), qPrintable(left.join(QStringLiteral(", "))));
   }
 
   void screenshotModeWritesPng() {

@@ -28,6 +28,7 @@ QString human_count(std::int64_t n) {
 QString grouped(std::int64_t n) { return QLocale(QLocale::English).toString(static_cast<qlonglong>(n)); }
 
 QString human_seconds(double s) {
+  if (s < 0.01) return QStringLiteral("%1 ms").arg(s * 1000.0, 0, 'f', 1);  // "0.4 ms", not "0 ms"
   if (s < 1.0) return QStringLiteral("%1 ms").arg(std::lround(s * 1000.0));
   if (s < 60.0) return QStringLiteral("%1 s").arg(s, 0, 'f', 1);
   const long total = std::lround(s);

@@ -45,6 +45,9 @@ QLabel* heading(const QString& text) {
 }
 
 const QColor kDivergence(0xff, 0xd5, 0x4f);  // the first token where FP and quantized differ
+// How this page's jobs name themselves when they hold the quantized model (Session::begin_quantized_use).
+const QString kComparisonUse = QStringLiteral("the comparison");
+const QString kGenerationUse = QStringLiteral("the generation");
 }  // namespace
 
 ComparePage::ComparePage(Session* session, QWidget* parent)
@@ -182,12 +185,14 @@ ComparePage::ComparePage(Session* session, QWidget* parent)
   connect(gen_, &GenerationJob::side_finished, this, &ComparePage::side_finished);
   connect(gen_, &GenerationJob::side_failed, this, &ComparePage::side_failed);
   connect(gen_, &GenerationJob::running_changed, this, [this](bool on) {
+    if (!on) session_->end_quantized_use(kGenerationUse);
     set_busy();
     Q_EMIT running_changed(on || comparing());
   });
   connect(session_, &Session::model_changed, this, &ComparePage::update_availability);
   connect(session_, &Session::stats_changed, this, &ComparePage::update_availability);
   connect(session_, &Session::quantized_changed, this, &ComparePage::update_availability);
+  connect(session_, &Session::quantized_use_changed, this, &ComparePage::set_busy);
   update_availability();
 }
 
@@ -245,8 +250,15 @@ void ComparePage::update_availability() {
 void ComparePage::set_busy() {
   const bool ready = session_->fp_model() && session_->quantized();
   const bool busy = comparing() || generating();
-  compare_->setEnabled(ready && !busy);
-  generate_->setEnabled(ready && !busy);
+  // Another step's job (an export) reading the quantized model: wait for it.
+  const bool waiting = !busy && session_->quantized_in_use();
+  compare_->setEnabled(ready && !busy && !waiting);
+  generate_->setEnabled(ready && !busy && !waiting);
+  const QString wait_tip = waiting ? tr("Waiting for %1 to finish with the quantized model.")
+                                         .arg(session_->quantized_user())
+                                   : QString();
+  compare_->setToolTip(wait_tip);
+  generate_->setToolTip(wait_tip);
   stop_->setEnabled(busy);
   for (QWidget* w : std::initializer_list<QWidget*>{data_edit_, windows_, seqlen_, prompt_, new_tokens_})
     w->setEnabled(!busy);
@@ -256,7 +268,7 @@ void ComparePage::run_comparison() {
   auto fp = session_->fp_model();
   auto q = session_->quantized_ptr();
   const LoadedModel* m = session_->model();
-  if (!fp || !q || !m || comparing() || generating()) return;
+  if (!fp || !q || !m || comparing() || generating() || session_->quantized_in_use()) return;
   auto progress = std::make_shared<JobProgress<LoadProgress>>();
   comparing_ = progress;
   const QString data = data_edit_->text().trimmed();
@@ -267,6 +279,7 @@ void ComparePage::run_comparison() {
   status_->setText(tr("Comparing on %1\u2026").arg(QFileInfo(data).fileName()));
   bar_->setValue(0);
   poll_->start();
+  session_->begin_quantized_use(kComparisonUse);
   set_busy();
   Q_EMIT running_changed(true);
   run_task(
@@ -285,6 +298,7 @@ void ComparePage::run_comparison() {
         if (progress != comparing_) return;
         comparing_.reset();
         poll_->stop();
+        session_->end_quantized_use(kComparisonUse);
         set_busy();
         Q_EMIT running_changed(generating());
         if (q != session_->quantized_ptr()) return;  // quantized again meanwhile
@@ -297,6 +311,7 @@ void ComparePage::run_comparison() {
         if (progress != comparing_) return;
         comparing_.reset();
         poll_->stop();
+        session_->end_quantized_use(kComparisonUse);
         set_busy();
         Q_EMIT running_changed(generating());
         bar_->setValue(0);
@@ -314,6 +329,12 @@ void ComparePage::show_result() {
   const QString none = QStringLiteral("\u2014");
   for (int r = 0; r < MetricRows; ++r)
     for (int c = 0; c < 2; ++c) set(r, c, none);
+  // Exactly the rows' height: no empty band under the last row.
+  table_->resizeRowsToContents();
+  const int h = table_->horizontalHeader()->sizeHint().height() + table_->verticalHeader()->length() +
+                2 * table_->frameWidth();
+  table_->setMinimumHeight(h);
+  table_->setMaximumHeight(h);
   if (!result_) return;
   const rptq::CompareResult& r = *result_;
   set(PerplexityRow, 0, QString::number(r.fp.ppl, 'f', 3));
@@ -338,7 +359,7 @@ void ComparePage::run_generation() {
   auto fp = session_->fp_model();
   auto q = session_->quantized_ptr();
   const LoadedModel* m = session_->model();
-  if (!fp || !q || !m || comparing() || generating()) return;
+  if (!fp || !q || !m || comparing() || generating() || session_->quantized_in_use()) return;
   GenerationRequest r;
   r.tokenizer_dir = m->path;
   r.fp = fp;
@@ -358,11 +379,17 @@ void ComparePage::run_generation() {
     c.insertText(r.prompt, grey);
   }
   gen_status_->setText(tr("Generating\u2026"));
+  stopped_ = false;
+  session_->begin_quantized_use(kGenerationUse);
   gen_->start(r);
 }
 
 void ComparePage::stop() {
   if (comparing_) comparing_->cancel();
+  if (generating()) {
+    stopped_ = true;
+    gen_status_->setText(tr("Stopping\u2026"));
+  }
   gen_->stop();
 }
 
@@ -424,6 +451,14 @@ void ComparePage::side_finished(int side, const rptq::GenerateResult& r) {
   // A highlight for a side whose divergent token arrived after the divergence was found.
   if (divergence_ >= 0) highlight(side, divergence_);
   if (!finished_[0] || !finished_[1]) return;
+  if (stopped_) {
+    gen_status_->setText(tr("Stopped after %1 (FP) and %2 (quantized) new tokens%3.")
+                             .arg(ids_[0].size())
+                             .arg(ids_[1].size())
+                             .arg(divergence_ >= 0 ? tr("; they first differ at token %1 (highlighted)").arg(divergence_ + 1)
+                                                   : QString()));
+    return;
+  }
   gen_status_->setText(divergence_ >= 0
                            ? tr("%1 and %2 new tokens; they first differ at token %3 (highlighted).")
                                  .arg(ids_[0].size())

@@ -43,6 +43,9 @@ class ComparePage : public QWidget {
   const std::optional<rptq::CompareResult>& result() const { return result_; }
   // The token index where the two generations first differ (-1 while they agree).
   int divergence() const { return divergence_; }
+  // Tokens each side (0 FP, 1 quantized) generated in the current or last generation.
+  int generated_tokens(int side) const { return static_cast<int>(ids_[side].size()); }
+  GenerationJob* generation_job() const { return gen_; }
 
   QLineEdit* data_edit() const { return data_edit_; }
   QSpinBox* windows_spin() const { return windows_; }
@@ -52,6 +55,7 @@ class ComparePage : public QWidget {
   QLineEdit* prompt_edit() const { return prompt_; }
   QSpinBox* new_tokens_spin() const { return new_tokens_; }
   QPushButton* generate_button() const { return generate_; }
+  QPushButton* stop_button() const { return stop_; }
   QTextEdit* fp_pane() const { return panes_[0]; }
   QTextEdit* quantized_pane() const { return panes_[1]; }
   QLabel* generation_status() const { return gen_status_; }
@@ -106,6 +110,7 @@ class ComparePage : public QWidget {
   std::vector<std::pair<int, int>> spans_[2];
   bool finished_[2] = {false, false};
   int divergence_ = -1;
+  bool stopped_ = false;  // Stop was pressed during the current generation
 };
 
 }  // namespace rptq::ui

@@ -346,6 +346,7 @@ void ExplorePage::show_snapshot(std::shared_ptr<const ClusterSnapshot> s) {
                             .arg(compact_number(s->tensor_min), compact_number(s->tensor_max),
                                  compact_number(s->tensor_step, 3))
                             .arg(finer, 0, 'f', 1));
+  Q_EMIT snapshot_shown(r.id);
 }
 
 void ExplorePage::compute_overview() {

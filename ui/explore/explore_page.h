@@ -55,6 +55,7 @@ class ExplorePage : public QWidget {
  Q_SIGNALS:
   void calibrate_requested();
   void load_stats_requested();
+  void snapshot_shown(std::uint64_t request_id);  // a clustering is now in the charts and table (not yet painted)
 
  public Q_SLOTS:
   void export_scatter();

@@ -14,6 +14,7 @@ class QValueAxis;
 namespace rptq::ui {
 
 class ChartView;
+class RangeBandItem;
 
 class RangeOrderChart : public QWidget {
   Q_OBJECT
@@ -22,13 +23,23 @@ class RangeOrderChart : public QWidget {
   void set_snapshot(std::shared_ptr<const ClusterSnapshot> s);
   void clear();
 
-  ChartView* original_view() const { return original_; }
-  ChartView* reordered_view() const { return reordered_; }
+  ChartView* original_view() const { return original_.view; }
+  ChartView* reordered_view() const { return reordered_.view; }
   int reordered_runs() const { return runs_; }  // contiguous same-cluster runs drawn in the reordered chart
 
  private:
-  ChartView* original_;
-  ChartView* reordered_;
+  // One chart: its axes (kept across snapshots) and the item drawing its bands.
+  struct Pane {
+    explicit Pane(const QString& title);
+    void set_axes(const ClusterSnapshot& s, const QString& xtitle);
+    ChartView* view;
+    QValueAxis* x;
+    QValueAxis* y;
+    RangeBandItem* bands;
+  };
+  Pane original_;
+  Pane reordered_;
+  std::shared_ptr<const ClusterSnapshot> s_;
   int runs_ = 0;
 };
 

@@ -251,6 +251,11 @@ void ScatterChart::set_hover(int channel, const QPoint& global_pos) {
   Q_EMIT channel_hovered(channel);
 }
 
+void ScatterChart::paintEvent(QPaintEvent* e) {
+  ChartView::paintEvent(e);
+  Q_EMIT painted();
+}
+
 void ScatterChart::mouseMoveEvent(QMouseEvent* e) {
   ChartView::mouseMoveEvent(e);
   if (e->buttons() == Qt::NoButton) set_hover(channel_at(e->pos()), e->globalPosition().toPoint());

@@ -45,9 +45,11 @@ class ScatterChart : public ChartView {
 
  Q_SIGNALS:
   void channel_hovered(int channel);  // -1 when the pointer leaves the channel
+  void painted();                     // after each paint of the chart (tests and bench/ wait for the redraw)
 
  protected:
   void restore_home() override;
+  void paintEvent(QPaintEvent* e) override;
   void mouseMoveEvent(QMouseEvent* e) override;
   void leaveEvent(QEvent* e) override;
 

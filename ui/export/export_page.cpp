@@ -33,6 +33,8 @@
 namespace rptq::ui {
 
 namespace {
+const QString kExportUse = QStringLiteral("the export");  // Session::begin_quantized_use
+
 QLabel* heading(const QString& text) {
   auto* l = new QLabel(text);
   QFont f = l->font();
@@ -104,7 +106,12 @@ ExportPage::ExportPage(Session* session, QWidget* parent)
   bar_->setObjectName(QStringLiteral("exportProgress"));
   bar_->setRange(0, 1000);
   bar_->setValue(0);
+  cancel_ = new QPushButton(tr("Cancel"));
+  cancel_->setObjectName(QStringLiteral("cancelExportButton"));
+  cancel_->setEnabled(false);
+  connect(cancel_, &QPushButton::clicked, this, &ExportPage::cancel);
   actions->addWidget(export_);
+  actions->addWidget(cancel_);
   actions->addWidget(bar_, 1);
   root->addLayout(actions);
   status_ = new QLabel;
@@ -149,6 +156,7 @@ ExportPage::ExportPage(Session* session, QWidget* parent)
   });
   connect(session_, &Session::model_changed, this, &ExportPage::update_availability);
   connect(session_, &Session::quantized_changed, this, &ExportPage::update_availability);
+  connect(session_, &Session::quantized_use_changed, this, [this] { set_busy(exporting()); });
   update_availability();
 }
 
@@ -184,7 +192,11 @@ void ExportPage::update_availability() {
 }
 
 void ExportPage::set_busy(bool on) {
-  export_->setEnabled(!on && session_->quantized() && session_->stats());
+  // A comparison or generation reading the quantized model: wait for it.
+  const bool waiting = !on && session_->quantized_in_use();
+  export_->setEnabled(!on && !waiting && session_->quantized() && session_->stats());
+  export_->setToolTip(waiting ? tr("Waiting for %1 to finish with the quantized model.").arg(session_->quantized_user())
+                              : QString());
   format_->setEnabled(!on);
   out_edit_->setEnabled(!on);
 }
@@ -193,7 +205,7 @@ void ExportPage::start() {
   auto q = session_->quantized_ptr();
   auto stats = session_->stats_ptr();
   const QuantizationSummary* s = session_->quantization_summary();
-  if (!q || !stats || !s || exporting()) return;
+  if (!q || !stats || !s || exporting() || session_->quantized_in_use()) return;
   const QString out = QFileInfo(output_path()).absoluteFilePath();
   const bool hdf5 = format_->currentData().toInt() == Hdf5;
   const bool exists = output_exists(out);
@@ -208,6 +220,8 @@ void ExportPage::start() {
   if (!hdf5) bar_->setRange(0, 0);  // the folder export reports no progress: a busy bar
   status_->setText(tr("Exporting to %1\u2026").arg(QDir::toNativeSeparators(out)));
   poll_->start();
+  session_->begin_quantized_use(kExportUse);
+  cancel_->setEnabled(hdf5);  // the folder export has no progress hook to stop at
   set_busy(true);
   Q_EMIT running_changed(true);
   struct Written {
@@ -250,8 +264,18 @@ void ExportPage::start() {
       });
 }
 
+void ExportPage::cancel() {
+  if (!exporting_) return;
+  exporting_->cancel();
+  cancel_->setEnabled(false);
+  status_->setText(bar_->maximum() == 0 ? tr("The folder export cannot be stopped midway; it finishes\u2026")
+                                        : tr("Cancelling\u2026"));
+}
+
 void ExportPage::finished(const QString& path, std::uint64_t bytes, double seconds) {
   exporting_.reset();
+  session_->end_quantized_use(kExportUse);
+  cancel_->setEnabled(false);
   poll_->stop();
   bar_->setRange(0, 1000);
   bar_->setValue(1000);
@@ -268,10 +292,12 @@ void ExportPage::finished(const QString& path, std::uint64_t bytes, double secon
 
 void ExportPage::failed(const TaskError& e) {
   exporting_.reset();
+  session_->end_quantized_use(kExportUse);
+  cancel_->setEnabled(false);
   poll_->stop();
   bar_->setRange(0, 1000);
   bar_->setValue(0);
-  status_->setText(tr("Export failed: %1").arg(e.message));
+  status_->setText(e.cancelled() ? tr("Cancelled; nothing was written.") : tr("Export failed: %1").arg(e.message));
   set_busy(false);
   Q_EMIT running_changed(false);
   show_task_error(window(), tr("Export failed"), e);

@@ -37,6 +37,7 @@ class ExportPage : public QWidget {
   QComboBox* format_combo() const { return format_; }
   QPushButton* export_button() const { return export_; }
   QPushButton* open_button() const { return open_; }
+  QPushButton* cancel_button() const { return cancel_; }
   QProgressBar* progress_bar() const { return bar_; }
   QLabel* result_label() const { return result_; }
 
@@ -46,6 +47,8 @@ class ExportPage : public QWidget {
 
  public Q_SLOTS:
   void start();
+  // Stops an HDF5 export at its next tensor (nothing is left behind); a Hugging Face folder export cannot stop.
+  void cancel();
 
  private Q_SLOTS:
   void update_availability();
@@ -61,6 +64,7 @@ class ExportPage : public QWidget {
   QLineEdit* out_edit_;
   QComboBox* format_;
   QPushButton* export_;
+  QPushButton* cancel_;
   QProgressBar* bar_;
   QLabel* status_;
   QLabel* result_;

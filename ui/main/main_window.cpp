@@ -25,6 +25,7 @@
 #include "common/chart_view.h"
 #include "compare/compare_page.h"
 #include "common/error_dialog.h"
+#include "common/format.h"
 #include "common/resources.h"
 #include "common/task.h"
 #include "explore/explore_page.h"
@@ -34,6 +35,9 @@
 #include "model/model_source.h"
 #include "quantize/quantize_page.h"
 #include "rptq/device.h"
+#ifdef RPTQ_WITH_CUDA
+#include "device.cuh"
+#endif
 #include "rptq/model.h"
 #include "rptq/quantize.h"
 #include "rptq/version_info.h"
@@ -99,7 +103,7 @@ MainWindow::MainWindow(QWidget* parent) : QMainWindow(parent), session_(new Sess
   connect(calibrate_page_, &CalibratePage::threads_changed, this, &MainWindow::update_device);
   connect(calibrate_page_, &CalibratePage::running_changed, this, [this](bool on) {
     calibrate_action_->setEnabled(!on && session_->fp_model());
-    cancel_action_->setEnabled(on);
+    update_cancel();
     if (on) statusBar()->showMessage(tr("Calibrating\u2026"));
     else statusBar()->clearMessage();
   });
@@ -108,6 +112,8 @@ MainWindow::MainWindow(QWidget* parent) : QMainWindow(parent), session_(new Sess
   connect(session_, &Session::quantized_changed, this, &MainWindow::update_steps);
   connect(quantize_page_, &QuantizePage::compare_requested, this, [this] { go_to(CompareStep); });
   connect(quantize_page_, &QuantizePage::running_changed, this, [this](bool on) {
+    update_cancel();
+    update_device();  // free GPU memory changes with the jobs
     if (on) statusBar()->showMessage(tr("Quantizing\u2026"));
     else statusBar()->clearMessage();
   });
@@ -122,6 +128,10 @@ MainWindow::MainWindow(QWidget* parent) : QMainWindow(parent), session_(new Sess
   follow_config();
   connect(compare_page_, &ComparePage::running_changed, this, &MainWindow::update_steps);
   connect(export_page_, &ExportPage::running_changed, this, &MainWindow::update_steps);
+  connect(compare_page_, &ComparePage::running_changed, this, &MainWindow::update_cancel);
+  connect(export_page_, &ExportPage::running_changed, this, &MainWindow::update_cancel);
+  connect(compare_page_, &ComparePage::running_changed, this, &MainWindow::update_device);
+  connect(export_page_, &ExportPage::running_changed, this, &MainWindow::update_device);
   connect(export_page_, &ExportPage::open_requested, this, [this](const QString& path) {
     go_to(ModelStep);
     open_path(path);
@@ -179,14 +189,16 @@ void MainWindow::build_menus() {
   if (!ChartView::opengl_available()) gl->setToolTip(tr("This display platform has no OpenGL"));
   connect(gl, &QAction::toggled, this, [](bool on) { ChartView::set_opengl_enabled(on); });
 
-  QMenu* run = menuBar()->addMenu(tr("&Calibration"));
+  QMenu* run = menuBar()->addMenu(tr("&Run"));
   calibrate_action_ = run->addAction(tr("&Calibrate"), this, [this] {
     go_to(CalibrateStep);
     calibrate_page_->start();
   });
   calibrate_action_->setShortcut(QKeySequence(Qt::CTRL | Qt::Key_R));
-  cancel_action_ = run->addAction(tr("C&ancel Calibration"), calibrate_page_, &CalibratePage::cancel);
+  cancel_action_ = run->addAction(tr("C&ancel"), this, &MainWindow::cancel_jobs);
+  cancel_action_->setObjectName(QStringLiteral("cancelAction"));
   cancel_action_->setShortcut(QKeySequence(Qt::CTRL | Qt::Key_Period));
+  cancel_action_->setStatusTip(tr("Stop the running calibration, quantization, comparison, generation or export"));
   cancel_action_->setEnabled(false);
 
   QMenu* help = menuBar()->addMenu(tr("&Help"));
@@ -214,6 +226,29 @@ void MainWindow::start_up(const QString& model) {
     path = !last.isEmpty() && QFileInfo::exists(last) ? last : demo_model_dir();
   }
   open_path(path);
+}
+
+bool MainWindow::cancellable() const {
+  return calibrate_page_->running() || quantize_page_->running() || compare_page_->comparing() ||
+         compare_page_->generating() || export_page_->exporting();
+}
+
+void MainWindow::cancel_jobs() {
+  if (calibrate_page_->running()) calibrate_page_->cancel();
+  if (quantize_page_->running()) quantize_page_->cancel();
+  if (compare_page_->comparing() || compare_page_->generating()) compare_page_->stop();
+  if (export_page_->exporting()) export_page_->cancel();
+}
+
+void MainWindow::update_cancel() {
+  cancel_action_->setEnabled(cancellable());
+  QStringList what;
+  if (calibrate_page_->running()) what << tr("Calibration");
+  if (quantize_page_->running()) what << tr("Quantization");
+  if (compare_page_->comparing()) what << tr("Comparison");
+  if (compare_page_->generating()) what << tr("Generation");
+  if (export_page_->exporting()) what << tr("Export");
+  cancel_action_->setText(what.isEmpty() ? tr("C&ancel") : tr("C&ancel %1").arg(what.join(QStringLiteral(", "))));
 }
 
 MainWindow::Step MainWindow::current_step() const { return static_cast<Step>(pages_->currentIndex()); }
@@ -270,11 +305,47 @@ void MainWindow::update_steps() {
 
 QString MainWindow::device_text() const { return device_label_->text(); }
 
+namespace {
+// What the status bar says about the compute device: the first GPU the kernels run on, with its free memory, when
+// CUDA support is compiled in and such a GPU is present; else the CPU and its threads. Probing starts the CUDA
+// runtime (and memory_info a context on the GPU), so it runs off the UI thread.
+struct DeviceStatus {
+  QString text, tooltip;
+};
+
+DeviceStatus probe_device_status(int threads) {
+  const rptq::DeviceInfo info = rptq::device_info();
+  DeviceStatus d;
+  d.tooltip = QString::fromStdString(info.description);
+#ifdef RPTQ_WITH_CUDA
+  if (info.cuda_devices > 0) {
+    for (int g = 0; g < rptq::cuda::device_count(); ++g) {
+      if (!rptq::cuda::kernels_support(rptq::cuda::compute_capability(g))) continue;
+      const rptq::cuda::MemoryInfo m = rptq::cuda::memory_info(g);
+      d.text = QCoreApplication::translate("rptq::ui::MainWindow", "%1 \u00b7 %2 free of %3")
+                   .arg(QString::fromStdString(rptq::cuda::device_name(g)), human_bytes(m.free_bytes),
+                        human_bytes(m.total_bytes));
+      return d;
+    }
+  }
+#endif
+  d.text = QCoreApplication::translate("rptq::ui::MainWindow", "CPU \u00b7 %n thread(s)", "", threads);
+  return d;
+}
+}  // namespace
+
 void MainWindow::update_device() {
-  // The engine computes in float32 on the CPU (the CUDA path is not wired into the forward pass yet).
+  // rptq::num_threads() reads this (the UI) thread's OpenMP setting: take it here, probe the GPU on a worker.
   const int threads = rptq::num_threads();
-  device_label_->setText(tr("CPU \u00b7 %n thread(s)", "", threads));
-  device_label_->setToolTip(QString::fromStdString(rptq::device_info().description));
+  if (device_label_->text().isEmpty())
+    device_label_->setText(tr("CPU \u00b7 %n thread(s)", "", threads));  // until the probe answers
+  run_task(
+      this, nullptr, [threads] { return probe_device_status(threads); },
+      [this](const DeviceStatus& d) {
+        device_label_->setText(d.text);
+        device_label_->setToolTip(d.tooltip);
+      },
+      [](const TaskError&) {});  // keeps the last text
 }
 
 void MainWindow::set_progress(bool on, const QString& what) {

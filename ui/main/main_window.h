@@ -53,12 +53,17 @@ class MainWindow : public QMainWindow {
   // Nothing is loading, calibrating, clustering, quantizing, comparing or exporting.
   bool idle() const;
   QString device_text() const;
+  QAction* cancel_action() const { return cancel_action_; }
+  // A calibration, quantization, comparison, generation or export runs (what Run > Cancel stops).
+  bool cancellable() const;
 
  public Q_SLOTS:
   void go_to(rptq::ui::MainWindow::Step step);
   void open_path(const QString& path);
   void open_folder_dialog();
   void open_file_dialog();
+  // Run > Cancel (Ctrl+.): stops every running job of the steps.
+  void cancel_jobs();
 
  protected:
   void closeEvent(QCloseEvent* e) override;
@@ -70,6 +75,7 @@ class MainWindow : public QMainWindow {
   void open_failed(const QString& path, const rptq::ui::TaskError& e);
   void update_steps();
   void update_device();
+  void update_cancel();
   void rebuild_recent_menu();
   void about();
 

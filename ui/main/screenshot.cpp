@@ -4,7 +4,7 @@
 #include <QDir>
 #include <QFileInfo>
 #include <QLabel>
-#include <QStandardPaths>
+#include <QTemporaryDir>
 #include <QLineEdit>
 #include <QPixmap>
 #include <QSpinBox>
@@ -56,6 +56,7 @@ void start_screenshot(MainWindow* w, const ScreenshotOptions& o) {
     Phase phase = Phase::Opening;
     int ticks = 0, settle = 0;
     bool requested = false, quantize_requested = false, finish_requested = false;
+    std::unique_ptr<QTemporaryDir> export_dir;  // the export step writes here; removed with the state or after the grab
   };
   auto st = std::make_shared<State>();
   auto* timer = new QTimer(w);
@@ -135,8 +136,12 @@ void start_screenshot(MainWindow* w, const ScreenshotOptions& o) {
             c->run_comparison();
           } else {
             ExportPage* e = w->export_page();
-            const QString dir = QStandardPaths::writableLocation(QStandardPaths::TempLocation);
-            e->output_edit()->setText(QDir(dir).filePath(QStringLiteral("rptq-workbench-screenshot-export.h5")));
+            st->export_dir = std::make_unique<QTemporaryDir>(QDir::temp().filePath(QStringLiteral("rptq-screenshot-XXXXXX")));
+            if (!st->export_dir->isValid()) {
+              timer->stop();
+              return fail(QStringLiteral("cannot create a temporary folder: %1").arg(st->export_dir->errorString()));
+            }
+            e->output_edit()->setText(st->export_dir->filePath(QStringLiteral("rptq-workbench-screenshot-export.h5")));
             e->set_confirm_overwrite(false);
             e->start();
           }
@@ -161,6 +166,7 @@ void start_screenshot(MainWindow* w, const ScreenshotOptions& o) {
         if (++st->settle < 5) return;  // let layouts and charts settle
         timer->stop();
         const QPixmap shot = w->grab();
+        st->export_dir.reset();  // the export shown is not kept
         if (!shot.save(o.file, "PNG")) return fail(QStringLiteral("cannot write %1").arg(o.file));
         std::printf("wrote %s (%dx%d, step %s)\n", o.file.toLocal8Bit().constData(), shot.width(), shot.height(),
                     o.step.toLocal8Bit().constData());

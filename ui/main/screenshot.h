@@ -2,7 +2,7 @@
 // `rptq-workbench --screenshot FILE --step STEP`: render the window to a PNG without a display (the offscreen
 // platform). It opens the model, brings the step to a finished state (a short calibration unless --stats is given,
 // the clustering for explore; for quantize, compare and export a quick RTN quantization, then a short comparison
-// and generation, or an export to the temporary folder), then grabs the window.
+// and generation, or an export into a temporary folder that is removed again), then grabs the window.
 #include <QSize>
 #include <QString>
 

@@ -7,7 +7,7 @@ StepList::StepList(const QStringList& names, QWidget* parent) : QListWidget(pare
   done_.fill(false, names.size());
   for (int i = 0; i < names.size(); ++i) notes_ << QString();
   setSpacing(2);
-  setUniformItemSizes(true);
+  setUniformItemSizes(false);  // a step with a note is two lines tall, one without is one
   setHorizontalScrollBarPolicy(Qt::ScrollBarAlwaysOff);
   setStyleSheet(QStringLiteral(
       "QListWidget#stepList { border: none; background: palette(window); outline: 0; }"
@@ -54,7 +54,7 @@ void StepList::set_step_done(int step, bool done) {
 void StepList::set_step_note(int step, const QString& note) {
   if (step < 0 || step >= notes_.size()) return;
   QFontMetrics fm(font());
-  notes_[step] = fm.elidedText(note, Qt::ElideMiddle, 150);
+  notes_[step] = fm.elidedText(note, Qt::ElideMiddle, 200);
   refresh(step);
 }
 

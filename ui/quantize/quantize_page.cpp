@@ -206,6 +206,7 @@ QuantizePage::QuantizePage(Session* session, QWidget* parent)
   connect(session_, &Session::model_changed, this, &QuantizePage::update_availability);
   connect(session_, &Session::stats_changed, this, &QuantizePage::update_availability);
   connect(session_, &Session::quantized_changed, this, &QuantizePage::show_summary);
+  connect(session_, &Session::quantized_use_changed, this, &QuantizePage::update_availability);
 
   const int preset = preset_->findData(s.value(QStringLiteral("quantize/preset"), QStringLiteral("W4A8")).toString());
   preset_->setCurrentIndex(preset >= 0 ? preset : 0);
@@ -277,6 +278,18 @@ void QuantizePage::update_availability() {
   note_->setVisible(!note.isEmpty());
   if (!running()) {
     set_running(false);
+    if (note.isEmpty() && session_->quantized_in_use()) {
+      if (!waiting_) status_before_wait_ = status_->text();
+      waiting_ = true;
+      const QString user = session_->quantized_user();
+      status_->setText(tr("%1 is using the quantized model; Quantize is available again when it finishes.")
+                           .arg(user.left(1).toUpper() + user.mid(1)));
+      return;
+    }
+    if (waiting_) {
+      status_->setText(status_before_wait_);
+      waiting_ = false;
+    }
     if (note.isEmpty() && !session_->quantized())
       status_->setText(tr("Ready to quantize %1 with the statistics %2.")
                            .arg(m->display_name(), QFileInfo(session_->stats_path()).fileName()));
@@ -287,7 +300,8 @@ void QuantizePage::update_availability() {
 
 void QuantizePage::set_running(bool on) {
   const bool usable = session_->fp_model() && session_->stats();
-  run_->setEnabled(!on && usable);
+  // Re-quantizing replaces the quantized model: not while a comparison, generation or export reads it.
+  run_->setEnabled(!on && usable && !session_->quantized_in_use());
   cancel_->setEnabled(on);
   for (QWidget* w : inputs_) w->setEnabled(!on && usable);
   const bool custom = preset_->currentData().toString() == kCustom;
@@ -295,7 +309,7 @@ void QuantizePage::set_running(bool on) {
 }
 
 void QuantizePage::start() {
-  if (running()) return;
+  if (running() || session_->quantized_in_use()) return;
   auto model = session_->model_ptr();
   auto stats = session_->stats_ptr();
   if (!model || !model->model || !stats) return;
@@ -318,8 +332,8 @@ void QuantizePage::start() {
   bar_->setValue(0);
   status_->setText(tr("Loading a second copy of %1 to quantize\u2026").arg(model->display_name()));
   set_running(true);
-  Q_EMIT running_changed(true);
   job_->start(r);
+  Q_EMIT running_changed(true);  // running() is true from here
 }
 
 void QuantizePage::cancel() {

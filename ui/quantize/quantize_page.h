@@ -5,6 +5,7 @@
 // and taps with their bits, the time, and the weight memory before and after. It needs the FP model and the
 // statistics; without them it is greyed out with a note saying what is missing.
 #include <QList>
+#include <QString>
 #include <QWidget>
 
 #include <array>
@@ -101,6 +102,8 @@ class QuantizePage : public QWidget {
   QPushButton* compare_;
   QList<QWidget*> inputs_;  // disabled while quantizing or when quantizing is impossible
   bool setting_preset_ = false;
+  bool waiting_ = false;         // another job uses the quantized model: the status says so
+  QString status_before_wait_;  // and this was the status before
 };
 
 }  // namespace rptq::ui

@@ -37,4 +37,13 @@ void Session::clear_quantized() {
   Q_EMIT quantized_changed();
 }
 
+void Session::begin_quantized_use(const QString& what) {
+  quantized_users_.push_back(what);
+  Q_EMIT quantized_use_changed();
+}
+
+void Session::end_quantized_use(const QString& what) {
+  if (quantized_users_.removeOne(what)) Q_EMIT quantized_use_changed();
+}
+
 }  // namespace rptq::ui

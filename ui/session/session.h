@@ -3,6 +3,7 @@
 // with them. Pages read it and react to its signals; only the pages' jobs and MainWindow change it.
 #include <QObject>
 #include <QString>
+#include <QStringList>
 
 #include <memory>
 
@@ -38,10 +39,20 @@ class Session : public QObject {
   void set_quantized(std::shared_ptr<rptq::QuantizedModel> q, std::shared_ptr<const QuantizationSummary> summary);
   void clear_quantized();
 
+  // Jobs that read the quantized model (a comparison, a generation, an export) hold a use of it for as long as they
+  // run. While one is held the Quantize step does not replace the model (an export would otherwise write the old
+  // model under the new setting's name, and the two would run at once on the 2 cores), and the other jobs wait, so
+  // the model's hook() runs on one job at a time. `what` names the job in the pages' notes ("the export").
+  void begin_quantized_use(const QString& what);
+  void end_quantized_use(const QString& what);
+  bool quantized_in_use() const { return !quantized_users_.isEmpty(); }
+  QString quantized_user() const { return quantized_users_.isEmpty() ? QString() : quantized_users_.front(); }
+
  Q_SIGNALS:
   void model_changed();
   void stats_changed();
   void quantized_changed();
+  void quantized_use_changed();
 
  private:
   std::shared_ptr<const LoadedModel> model_;
@@ -49,6 +60,7 @@ class Session : public QObject {
   QString stats_path_;
   std::shared_ptr<rptq::QuantizedModel> quantized_;
   std::shared_ptr<const QuantizationSummary> summary_;
+  QStringList quantized_users_;
 };
 
 }  // namespace rptq::ui
