@@ -268,9 +268,12 @@ void check_w4a4(const char* name, bool dynamic_ranges) {
 }
 
 TEST_P(CudaQuantizedTest, W4A4LogitsMatchCpuQuantizedModel) { check_w4a4(GetParam(), false); }
-// OPEN: with dynamic ranges (RangeMode::Dynamic) the GPU logits differ from the CPU's by 5e-3 .. 9e-2 relative
-// under the emulator (stories260k at token offset 200: 9e-2, as large as the quantization effect itself), while
-// the kernel alone matches the CPU bit for bit (test_cuda_fake_quant). Not yet explained; disabled until it is.
+// OPEN: with dynamic ranges (RangeMode::Dynamic) the GPU logits differ from the CPU's by 5e-3 .. 0.15 relative
+// under the emulator, while the kernel alone matches the CPU bit for bit (test_cuda_fake_quant). Narrowed down:
+// with only one tap quantized, only the attention output's dynamic quantizer differs (stories260k, tokens 200..247
+// as 2 sequences of 24: 4e-3; as 1 sequence of 48 or 2 of 4: 2e-7), and the CPU result is well conditioned there
+// (perturbing the v weights by 3e-7 moves the CPU logits by 2e-7), so this is a bug of the GPU path, not rounding
+// noise. Disabled until it is fixed.
 TEST_P(CudaQuantizedTest, DISABLED_W4A4DynamicLogitsMatchCpuQuantizedModel) { check_w4a4(GetParam(), true); }
 
 INSTANTIATE_TEST_SUITE_P(Models, CudaQuantizedTest, ::testing::Values("tiny-opt-16m", "stories260k"),
