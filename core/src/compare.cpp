@@ -27,19 +27,9 @@ double kl_from_logits(const float* p, const float* q, std::int64_t n, bool* same
 CompareAccumulator::CompareAccumulator(std::span<const std::int32_t> ids, const PerplexityOptions& opts,
                                        std::int64_t fp_vocab, std::int64_t q_vocab)
     : ids_(ids), seqlen_(opts.seqlen), vocab_(fp_vocab) {
-  if (opts.seqlen < 2) throw InputError("sequence length must be at least 2");
   if (fp_vocab != q_vocab) throw InputError("the two models have different vocabularies");
-  windows_ = static_cast<std::int64_t>(ids.size()) / opts.seqlen;
-  if (windows_ == 0)
-    throw InputError("the text has " + std::to_string(ids.size()) + " tokens, fewer than one window of " +
-                     std::to_string(opts.seqlen));
-  if (opts.max_windows > 0) windows_ = std::min(windows_, opts.max_windows);
-  for (PerplexityResult* r : {&res_.fp, &res_.q}) {
-    r->seqlen = opts.seqlen;
-    r->windows = windows_;
-    r->tokens = windows_ * opts.seqlen;
-    r->tokens_in_text = static_cast<std::int64_t>(ids.size());
-  }
+  res_.fp = res_.q = perplexity_windows(ids, opts);
+  windows_ = res_.fp.windows;
 }
 
 std::span<const std::int32_t> CompareAccumulator::window(std::int64_t w) const {

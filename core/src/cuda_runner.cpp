@@ -775,18 +775,8 @@ Tensor GpuRunner::forward(std::span<const std::int32_t> tokens, std::int64_t bat
 
 PerplexityResult GpuRunner::perplexity(std::span<const std::int32_t> ids, const PerplexityOptions& opts) {
   Impl& m = *impl_;
-  if (opts.seqlen < 2) throw InputError("sequence length must be at least 2");
-  if (opts.batch < 1) throw InputError("batch must be at least 1");
-  PerplexityResult res;
-  res.seqlen = opts.seqlen;
-  res.tokens_in_text = static_cast<std::int64_t>(ids.size());
-  std::int64_t windows = res.tokens_in_text / opts.seqlen;
-  if (windows == 0)
-    throw InputError("the text has " + std::to_string(ids.size()) + " tokens, fewer than one window of " +
-                     std::to_string(opts.seqlen));
-  if (opts.max_windows > 0) windows = std::min(windows, opts.max_windows);
-  res.windows = windows;
-  res.tokens = windows * opts.seqlen;
+  PerplexityResult res = perplexity_windows(ids, opts);
+  const std::int64_t windows = res.windows;
   const auto start = std::chrono::steady_clock::now();
   guarded("while evaluating perplexity", m.held, [&] {
     const std::int64_t T = opts.seqlen, V = m.cfg.vocab;

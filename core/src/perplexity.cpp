@@ -22,8 +22,7 @@ double window_mean_nll(const float* logits, std::int64_t vocab, std::span<const 
   return sum / static_cast<double>(n - 1);
 }
 
-PerplexityResult perplexity(const Model& model, std::span<const std::int32_t> ids, const PerplexityOptions& opts,
-                            ActivationHook* hook) {
+PerplexityResult perplexity_windows(std::span<const std::int32_t> ids, const PerplexityOptions& opts) {
   if (opts.seqlen < 2) throw InputError("sequence length must be at least 2");
   if (opts.batch < 1) throw InputError("batch must be at least 1");
   PerplexityResult res;
@@ -36,6 +35,13 @@ PerplexityResult perplexity(const Model& model, std::span<const std::int32_t> id
   if (opts.max_windows > 0) windows = std::min(windows, opts.max_windows);
   res.windows = windows;
   res.tokens = windows * opts.seqlen;
+  return res;
+}
+
+PerplexityResult perplexity(const Model& model, std::span<const std::int32_t> ids, const PerplexityOptions& opts,
+                            ActivationHook* hook) {
+  PerplexityResult res = perplexity_windows(ids, opts);
+  const std::int64_t windows = res.windows;
 
   const auto start = std::chrono::steady_clock::now();
   const std::int64_t vocab = model.config().vocab;

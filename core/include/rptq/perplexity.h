@@ -31,6 +31,10 @@ struct PerplexityResult {
   std::vector<double> window_nll;   // mean NLL of each window
 };
 
+// The windows an evaluation of `ids` covers: seqlen, windows, tokens and tokens_in_text filled in, nothing
+// measured yet. Throws InputError for seqlen < 2, batch < 1 or a text shorter than one window.
+PerplexityResult perplexity_windows(std::span<const std::int32_t> ids, const PerplexityOptions& opts);
+
 // Throws InputError when the text has fewer than seqlen tokens.
 PerplexityResult perplexity(const Model& model, std::span<const std::int32_t> ids, const PerplexityOptions& opts,
                             ActivationHook* hook = nullptr);
