@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Installs every Debian package RPTQ Workbench needs to build, test and benchmark.
+# Installs every Debian package RPTQ Workbench needs to build, test and benchmark, and to check its Debian package
+# (desktop-file-utils, appstream, strace; dpkg-shlibdeps comes with build-essential's dpkg-dev).
 # Usage: scripts/install-deps.sh [--bench]   (--bench adds PyTorch for the side-by-side benchmarks)
 set -euo pipefail
 SUDO=""
@@ -9,6 +10,7 @@ PKGS=(
   libopenblas-dev libopenblas-openmp-dev libdnnl-dev nlohmann-json3-dev libpcre2-dev libcli11-dev
   libhdf5-dev libssl-dev qt6-base-dev qt6-charts-dev libqt6opengl6-dev qt6-svg-dev
   libgtest-dev libgmock-dev
+  desktop-file-utils appstream strace
   python3 python3-h5py python3-numpy
 )
 if [ "${1:-}" = "--bench" ]; then PKGS+=(python3-torch python3-numpy); fi

@@ -5,6 +5,7 @@
 // --screenshot renders the window to a PNG without a display (the offscreen platform) and exits.
 #include <QApplication>
 #include <QCommandLineParser>
+#include <QIcon>
 #include <QSettings>
 #include <QStandardPaths>
 #include <QThreadPool>
@@ -16,6 +17,12 @@
 #include "main/main_window.h"
 #include "main/screenshot.h"
 #include "rptq/version_info.h"
+
+#ifdef RPTQ_WITH_CUDA
+#define RPTQ_WORKBENCH_BUILD_KIND "CUDA kernels compiled in"
+#else
+#define RPTQ_WORKBENCH_BUILD_KIND "CPU only"
+#endif
 
 int main(int argc, char** argv) {
   // The screenshot mode needs no display: choose the offscreen platform before Qt starts, unless one is forced.
@@ -30,7 +37,12 @@ int main(int argc, char** argv) {
   QApplication::setApplicationName(screenshot ? QStringLiteral("rptq-workbench-screenshot")
                                               : QStringLiteral("rptq-workbench"));
   QApplication::setApplicationDisplayName(QStringLiteral("RPTQ Workbench"));
-  QApplication::setApplicationVersion(QStringLiteral(RPTQ_VERSION_STRING));
+  // --version says what `rptq --version` says: version, git revision, and whether the CUDA kernels are compiled in.
+  QApplication::setApplicationVersion(
+      QStringLiteral(RPTQ_VERSION_STRING " (git " RPTQ_GIT_REVISION ", " RPTQ_WORKBENCH_BUILD_KIND ")"));
+  // The installed desktop entry and icon (packaging/): the Wayland app id, and the window icon from the theme.
+  QGuiApplication::setDesktopFileName(QStringLiteral("io.github.rptq.Workbench"));
+  QApplication::setWindowIcon(QIcon::fromTheme(QStringLiteral("io.github.rptq.Workbench")));
 
   QCommandLineParser p;
   p.setApplicationDescription(QStringLiteral("RPTQ Workbench: reorder-based post-training quantization of LLMs"));

@@ -438,8 +438,14 @@ void MainWindow::about() {
   QMessageBox::about(
       this, tr("About RPTQ Workbench"),
       tr("<h3>RPTQ Workbench %1</h3><p>Reorder-based post-training quantization (RPTQ, arXiv 2304.01089) of large "
-         "language models: calibrate, explore the channel clusters, quantize, compare.</p><p>git %2<br>%3</p>")
+         "language models: calibrate, explore the channel clusters, quantize, compare.</p><p>Version %1, git "
+         "revision %2<br>%3<br>Compute device: %4</p>")
           .arg(QStringLiteral(RPTQ_VERSION_STRING), QStringLiteral(RPTQ_GIT_REVISION),
+#ifdef RPTQ_WITH_CUDA
+               tr("Built with the CUDA kernels compiled in"),
+#else
+               tr("Built for the CPU only (no CUDA support compiled in)"),
+#endif
                QString::fromStdString(rptq::device_info().description).toHtmlEscaped()));
 }
 
