@@ -35,7 +35,6 @@ struct Library {
   Info info;
 };
 
-bool cpu_is(const char* feature);
 
 Library load() {
   Library lib;

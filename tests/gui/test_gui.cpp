@@ -21,6 +21,7 @@
 #include <QSignalSpy>
 #include <QSlider>
 #include <QSpinBox>
+#include <QStandardItemModel>
 #include <QStatusBar>
 #include <QTableView>
 #include <QTableWidget>
@@ -38,6 +39,7 @@
 #include "calibration/calibration_job.h"
 #include "calibration/layer_progress_model.h"
 #include "common/chart_view.h"
+#include "common/device_choice.h"
 #include "common/resources.h"
 #include "compare/compare_page.h"
 #include "compare/generation_job.h"
@@ -53,12 +55,14 @@
 #include "model/model_page.h"
 #include "quantize/quantize_job.h"
 #include "quantize/quantize_page.h"
+#include "rptq/device.h"
 #include "rptq/model_info.h"
 #include "rptq/reorder.h"
 #include "rptq/tap.h"
 #include "session/persisted.h"
 #include "session/session.h"
 
+using rptq::ui::DeviceChoice;
 using rptq::ui::MainWindow;
 
 namespace {
@@ -564,6 +568,93 @@ class GuiTest : public QObject {
     w_.reset();
     open_window();
     QCOMPARE(w_->calibrate_page()->last_stats_offer(), out);
+  }
+
+  // Both steps list the GPU. Without a usable one (this build or machine) it is disabled, saying why, the CPU is
+  // chosen and a calibration runs on it; with one, it is named.
+  void deviceChoiceListsGpuWithReason() {
+    open_window();
+    const rptq::DeviceInfo info = rptq::device_info();
+    for (DeviceChoice* d : {w_->calibrate_page()->device_choice(), w_->compare_page()->device_choice()}) {
+      QTRY_VERIFY_WITH_TIMEOUT(d->probed(), 30000);
+      QComboBox* combo = d->combo();
+      QCOMPARE(combo->count(), 2);
+      QVERIFY2(combo->itemText(DeviceChoice::CpuEntry).startsWith(QStringLiteral("CPU (")),
+               qPrintable(combo->itemText(DeviceChoice::CpuEntry)));
+      QVERIFY(combo->itemText(DeviceChoice::CpuEntry).contains(QStringLiteral("thread")));
+      QCOMPARE(combo->currentIndex(), int(DeviceChoice::CpuEntry));  // nothing saved: the CPU
+      QCOMPARE(d->device(), rptq::Device::CPU);
+      auto* items = qobject_cast<QStandardItemModel*>(combo->model());
+      QVERIFY(items);
+      if (info.cuda_devices > 0) {
+        QVERIFY(items->item(DeviceChoice::GpuEntry)->isEnabled());
+        QVERIFY(d->gpu().usable && !d->gpu().name.isEmpty());
+        QCOMPARE(combo->itemText(DeviceChoice::GpuEntry), QStringLiteral("GPU: ") + d->gpu().name);
+        continue;
+      }
+      QVERIFY(!items->item(DeviceChoice::GpuEntry)->isEnabled());
+      QVERIFY(!d->gpu().usable);
+      QVERIFY(!d->gpu().reason.isEmpty());
+      QCOMPARE(d->gpu().reason, QString::fromStdString(info.unavailable_reason));
+      QVERIFY(combo->itemData(DeviceChoice::GpuEntry, Qt::ToolTipRole).toString().contains(d->gpu().reason));
+      QVERIFY(d->note()->text().contains(d->gpu().reason));
+      // The keyboard skips the disabled entry.
+      QTest::keyClick(combo, Qt::Key_Down);
+      QCOMPARE(combo->currentIndex(), int(DeviceChoice::CpuEntry));
+    }
+    // Generation stays on the CPU, and the Compare step says so.
+    QVERIFY(w_->compare_page()->device_choice()->combo()->toolTip().contains(QStringLiteral("CPU")));
+    QVERIFY(w_->compare_page()->generate_button()->toolTip().contains(QStringLiteral("CPU")));
+    calibrate_small(tmp("cpu.h5"));
+    QVERIFY(w_->calibrate_page()->status_label()->text().startsWith(QStringLiteral("Calibrated")));
+  }
+
+  // The device chosen in each step is kept across a restart, also through a start on which the GPU is unusable.
+  void deviceChoicePersistsAcrossRestart() {
+    const bool real_gpu = rptq::device_info().cuda_devices > 0;
+    rptq::ui::GpuAvailability stand_in;  // stands in for a GPU on machines without one
+    stand_in.usable = true;
+    stand_in.name = QStringLiteral("Test GPU");
+    open_window();
+    DeviceChoice* cal = w_->calibrate_page()->device_choice();
+    DeviceChoice* cmp = w_->compare_page()->device_choice();
+    QTRY_VERIFY_WITH_TIMEOUT(cal->probed() && cmp->probed(), 30000);
+    cal->set_gpu(stand_in);
+    cmp->set_gpu(stand_in);
+    QCOMPARE(cal->combo()->itemText(DeviceChoice::GpuEntry), QStringLiteral("GPU: Test GPU"));
+    QVERIFY(cal->note()->text().isEmpty());
+    cal->combo()->setCurrentIndex(DeviceChoice::GpuEntry);
+    QCOMPARE(cal->device(), rptq::Device::CUDA);
+    QCOMPARE(cmp->device(), rptq::Device::CPU);  // each step has its own choice
+
+    w_.reset();
+    open_window();
+    cal = w_->calibrate_page()->device_choice();
+    cmp = w_->compare_page()->device_choice();
+    QTRY_VERIFY_WITH_TIMEOUT(cal->probed() && cmp->probed(), 30000);
+    QCOMPARE(cal->preference(), QStringLiteral("cuda"));
+    QCOMPARE(cmp->preference(), QStringLiteral("cpu"));
+    // Without a GPU the CPU runs meanwhile; the GPU choice comes back once one is usable.
+    QCOMPARE(cal->combo()->currentIndex(), int(real_gpu ? DeviceChoice::GpuEntry : DeviceChoice::CpuEntry));
+    cal->set_gpu(stand_in);
+    cmp->set_gpu(stand_in);
+    QCOMPARE(cal->combo()->currentIndex(), int(DeviceChoice::GpuEntry));
+    QCOMPARE(cmp->combo()->currentIndex(), int(DeviceChoice::CpuEntry));
+    // Back to the CPU and to the GPU, in the other step: kept too.
+    cal->combo()->setCurrentIndex(DeviceChoice::CpuEntry);
+    cmp->combo()->setCurrentIndex(DeviceChoice::GpuEntry);
+
+    w_.reset();
+    open_window();
+    cal = w_->calibrate_page()->device_choice();
+    cmp = w_->compare_page()->device_choice();
+    QTRY_VERIFY_WITH_TIMEOUT(cal->probed() && cmp->probed(), 30000);
+    QCOMPARE(cal->preference(), QStringLiteral("cpu"));
+    QCOMPARE(cmp->preference(), QStringLiteral("cuda"));
+    cal->set_gpu(stand_in);
+    cmp->set_gpu(stand_in);
+    QCOMPARE(cal->combo()->currentIndex(), int(DeviceChoice::CpuEntry));
+    QCOMPARE(cmp->combo()->currentIndex(), int(DeviceChoice::GpuEntry));
   }
 
   void rejectsStatisticsOfAnotherModel() {

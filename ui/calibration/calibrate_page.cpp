@@ -25,6 +25,7 @@
 #include "calibration/calibration_job.h"
 #include "calibration/layer_progress_model.h"
 #include "calibration/progress_bar_delegate.h"
+#include "common/device_choice.h"
 #include "common/error_dialog.h"
 #include "common/format.h"
 #include "common/resources.h"
@@ -132,6 +133,9 @@ CalibratePage::CalibratePage(Session* session, QWidget* parent)
   threads_->setRange(0, 4096);
   threads_->setSpecialValueText(tr("all cores (%1)").arg(QThread::idealThreadCount()));
   threads_->setValue(s.value(QStringLiteral("compute/threads"), 0).toInt());
+  device_ = new DeviceChoice(QStringLiteral("calibration/device"));
+  device_->set_cpu_threads(threads_->value());
+  device_->combo()->setToolTip(tr("Where the calibration's forward passes run; the statistics are the same"));
   auto* numbers = new QHBoxLayout;
   numbers->addWidget(new QLabel(tr("Samples")));
   numbers->addWidget(samples_);
@@ -145,6 +149,7 @@ CalibratePage::CalibratePage(Session* session, QWidget* parent)
   form->addRow(tr("Windows"), numbers);
   form->addRow(tr("Range statistic"), stat_);
   form->addRow(tr("CPU threads"), threads_);
+  form->addRow(tr("Device"), device_);
   auto* out_row = new QHBoxLayout;
   out_edit_ = new QLineEdit;
   out_edit_->setObjectName(QStringLiteral("outputEdit"));
@@ -211,7 +216,8 @@ CalibratePage::CalibratePage(Session* session, QWidget* parent)
   pl->addLayout(result_row);
   root->addWidget(progress_box, 1);
 
-  inputs_ = {data_edit_, data_browse, data_sample, samples_, seqlen_, seed_, stat_, threads_, out_edit_, out_browse};
+  inputs_ = {data_edit_, data_browse, data_sample, samples_, seqlen_, seed_, stat_, threads_, device_, out_edit_,
+             out_browse};
   connect(data_browse, &QPushButton::clicked, this, [this] {
     const QString p = QFileDialog::getOpenFileName(this, tr("Calibration text"), QFileInfo(data_path()).absolutePath(),
                                                    tr("Text files (*.txt);;All files (*)"));
@@ -235,6 +241,7 @@ CalibratePage::CalibratePage(Session* session, QWidget* parent)
   connect(threads_, &QSpinBox::valueChanged, this, [this](int t) {
     QSettings().setValue(QStringLiteral("compute/threads"), t);
     if (!running()) rptq::set_num_threads(t);
+    device_->set_cpu_threads(t);
     Q_EMIT threads_changed(t);
   });
   connect(start_, &QPushButton::clicked, this, &CalibratePage::start);
@@ -368,6 +375,8 @@ void CalibratePage::start() {
   r.out_path = out;
   r.settings = settings();
   r.threads = threads_->value();
+  r.device = device_->device();
+  r.gpu_device = device_->gpu_device();
   layers_model_->reset(static_cast<int>(model->model->config().layers));
   overall_->setValue(0);
   eta_->clear();

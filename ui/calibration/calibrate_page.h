@@ -1,6 +1,6 @@
 #pragma once
 // The Calibrate step: calibration text (the bundled sample by default), samples, sequence length, seed and range
-// statistic; progress per layer with an ETA and a Cancel that stops within a layer; the statistics file is saved
+// statistic; the device it runs on (CPU or a GPU); progress per layer with an ETA and a Cancel that stops within a layer; the statistics file is saved
 // and can be loaded again, and re-opening a model offers the statistics last made for it.
 #include <QList>
 #include <QWidget>
@@ -21,6 +21,7 @@ class QTableView;
 namespace rptq::ui {
 
 class CalibrationJob;
+class DeviceChoice;
 class LayerProgressModel;
 class Session;
 struct CalibrationProgress;
@@ -47,6 +48,7 @@ class CalibratePage : public QWidget {
   QSpinBox* samples_spin() const { return samples_; }
   QSpinBox* seqlen_spin() const { return seqlen_; }
   QSpinBox* seed_spin() const { return seed_; }
+  DeviceChoice* device_choice() const { return device_; }
   QLineEdit* output_edit() const { return out_edit_; }
   QPushButton* calibrate_button() const { return start_; }
   QPushButton* cancel_button() const { return cancel_; }
@@ -94,6 +96,7 @@ class CalibratePage : public QWidget {
   QSpinBox* seed_;
   QComboBox* stat_;
   QSpinBox* threads_;
+  DeviceChoice* device_;
   QLineEdit* out_edit_;
   QPushButton* start_;
   QPushButton* cancel_;

@@ -5,6 +5,7 @@
 
 #include <chrono>
 
+#include "rptq/cuda_runner.h"
 #include "rptq/error.h"
 #include "rptq/model_info.h"
 #include "rptq/stats_file.h"
@@ -71,14 +72,18 @@ void CalibrationJob::start(const CalibrationRequest& request) {
         p.tokens = static_cast<std::int64_t>(ids.size());
         shared->set(p);
         const auto t0 = std::chrono::steady_clock::now();
-        rptq::ChannelStats st = rptq::calibrate(
-            *request.model->model, model_dir, ids, data, sha, request.settings,
-            [&](const rptq::LayerwiseProgress& lp) {
-              p.layers = lp;
-              p.calibrate_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-              shared->set(p);
-              return !shared->cancelled();
-            });
+        const rptq::LayerwiseCallback progress = [&](const rptq::LayerwiseProgress& lp) {
+          p.layers = lp;
+          p.calibrate_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+          shared->set(p);
+          return !shared->cancelled();
+        };
+        rptq::GpuOptions gpu;
+        gpu.device = request.gpu_device;
+        rptq::ChannelStats st =
+            request.device == rptq::Device::CUDA
+                ? rptq::calibrate_gpu(*request.model->model, model_dir, ids, data, sha, request.settings, progress, gpu)
+                : rptq::calibrate(*request.model->model, model_dir, ids, data, sha, request.settings, progress);
         if (shared->cancelled()) throw rptq::Cancelled();
         p.stage = CalibrationProgress::Stage::Saving;
         shared->set(p);

@@ -1,6 +1,6 @@
 #pragma once
-// Calibration off the UI thread: read and tokenize the text, run rptq::calibrate layer by layer, save the
-// statistics file. Progress reaches the UI on a timer (at most 20 updates a second); cancel() is honoured at the
+// Calibration off the UI thread: read and tokenize the text, run rptq::calibrate (or rptq::calibrate_gpu) layer by
+// layer, save the statistics file. Progress reaches the UI on a timer (at most 20 updates a second); cancel() is honoured at the
 // next calibration window, so it stops within a layer.
 #include <QElapsedTimer>
 #include <QObject>
@@ -12,6 +12,7 @@
 #include "common/job_progress.h"
 #include "common/task.h"
 #include "rptq/calibration.h"
+#include "rptq/device.h"
 #include "session/loaded_model.h"
 
 namespace rptq::ui {
@@ -22,6 +23,8 @@ struct CalibrationRequest {
   QString out_path;                          // statistics file to write (replaced when it exists)
   rptq::CalibrationSettings settings;
   int threads = 0;                           // rptq::set_num_threads (0: all cores)
+  rptq::Device device = rptq::Device::CPU;   // where the forward passes run
+  int gpu_device = 0;                        // the CUDA device when device is CUDA
 };
 
 struct CalibrationProgress {

@@ -1,5 +1,6 @@
 #include "compare/compare_page.h"
 
+#include <QComboBox>
 #include <QFileDialog>
 #include <QFileInfo>
 #include <QFormLayout>
@@ -20,13 +21,16 @@
 #include <algorithm>
 #include <cmath>
 
+#include "common/device_choice.h"
 #include "common/error_dialog.h"
 #include "common/format.h"
 #include "common/resources.h"
 #include "common/task.h"
 #include "compare/generation_job.h"
 #include "compare/memory_chart.h"
+#include "rptq/cuda_runner.h"
 #include "rptq/error.h"
+#include "rptq/model.h"
 #include "rptq/model_info.h"
 #include "rptq/tokenizer.h"
 #include "session/quantization_summary.h"
@@ -90,6 +94,11 @@ ComparePage::ComparePage(Session* session, QWidget* parent)
   numbers->addWidget(seqlen_);
   numbers->addStretch(1);
   form->addRow(tr("Windows"), numbers);
+  device_ = new DeviceChoice(QStringLiteral("compare/device"));
+  device_->set_cpu_threads(rptq::num_threads());
+  device_->combo()->setToolTip(tr("Where the perplexity, KL and top-1 passes run; generation below always runs on "
+                                  "the CPU"));
+  form->addRow(tr("Device"), device_);
   ml->addLayout(form);
   auto* run_row = new QHBoxLayout;
   compare_ = new QPushButton(tr("Compare"));
@@ -130,6 +139,7 @@ ComparePage::ComparePage(Session* session, QWidget* parent)
 
   // (b) Side-by-side generation.
   auto* gen_box = new QGroupBox(tr("Generation (greedy, same settings)"));
+  gen_box->setToolTip(tr("Generation runs on the CPU, whichever device the comparison above uses"));
   auto* gl = new QVBoxLayout(gen_box);
   auto* prompt_row = new QHBoxLayout;
   prompt_ = new QLineEdit(s.value(QStringLiteral("compare/prompt"), tr("Once upon a time")).toString());
@@ -258,9 +268,9 @@ void ComparePage::set_busy() {
                                          .arg(session_->quantized_user())
                                    : QString();
   compare_->setToolTip(wait_tip);
-  generate_->setToolTip(wait_tip);
+  generate_->setToolTip(waiting ? wait_tip : tr("Generation runs on the CPU"));
   stop_->setEnabled(busy);
-  for (QWidget* w : std::initializer_list<QWidget*>{data_edit_, windows_, seqlen_, prompt_, new_tokens_})
+  for (QWidget* w : std::initializer_list<QWidget*>{data_edit_, windows_, seqlen_, device_, prompt_, new_tokens_})
     w->setEnabled(!busy);
 }
 
@@ -276,7 +286,11 @@ void ComparePage::run_comparison() {
   rptq::PerplexityOptions po;
   po.seqlen = seqlen_->value();
   po.max_windows = windows_->value();
-  status_->setText(tr("Comparing on %1\u2026").arg(QFileInfo(data).fileName()));
+  const bool on_gpu = device_->device() == rptq::Device::CUDA;
+  rptq::GpuOptions gpu;
+  gpu.device = device_->gpu_device();
+  status_->setText(on_gpu ? tr("Comparing on %1 (GPU)\u2026").arg(QFileInfo(data).fileName())
+                          : tr("Comparing on %1\u2026").arg(QFileInfo(data).fileName()));
   bar_->setValue(0);
   poll_->start();
   session_->begin_quantized_use(kComparisonUse);
@@ -284,7 +298,7 @@ void ComparePage::run_comparison() {
   Q_EMIT running_changed(true);
   run_task(
       this, nullptr,
-      [fp, q, data, dir, po, progress]() mutable {
+      [fp, q, data, dir, po, progress, on_gpu, gpu]() mutable {
         const std::string text = rptq::read_text_file(data.toStdString());
         const auto tok = rptq::Tokenizer::load(dir.toStdString());
         const std::vector<std::int32_t> ids = tok->encode(text, true);
@@ -292,7 +306,8 @@ void ComparePage::run_comparison() {
           progress->set({total > 0 ? static_cast<double>(done) / static_cast<double>(total) : 0.0, QString()});
           return !progress->cancelled();
         };
-        return rptq::compare_models(*fp, nullptr, q->model(), q->hook(), ids, po);
+        return on_gpu ? rptq::compare_models_gpu(*fp, nullptr, q->model(), q.get(), ids, po, gpu)
+                      : rptq::compare_models(*fp, nullptr, q->model(), q->hook(), ids, po);
       },
       [this, progress, q](rptq::CompareResult r) {
         if (progress != comparing_) return;

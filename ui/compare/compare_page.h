@@ -1,9 +1,9 @@
 #pragma once
 // The Compare step: the FP model and its quantized version side by side. (a) Perplexity, KL divergence and top-1
-// agreement on a chosen text (the bundled sample by default; a few short windows, so it takes seconds), with
-// tokens/s and weight memory; (b) both continuing one prompt with the same greedy decoding, streamed into two
-// panes, the first token where they differ highlighted in both; (c) the memory chart of weights and KV cache over
-// batch and sequence length, FP16 against the chosen quantization.
+// agreement on a chosen text (the bundled sample by default; a few short windows, so it takes seconds), on the CPU
+// or a GPU, with tokens/s and weight memory; (b) both continuing one prompt with the same greedy decoding (on the
+// CPU), streamed into two panes, the first token where they differ highlighted in both; (c) the memory chart of
+// weights and KV cache over batch and sequence length, FP16 against the chosen quantization.
 #include <QWidget>
 
 #include <memory>
@@ -26,6 +26,7 @@ class QTimer;
 
 namespace rptq::ui {
 
+class DeviceChoice;
 class GenerationJob;
 class MemoryChart;
 class Session;
@@ -50,6 +51,7 @@ class ComparePage : public QWidget {
   QLineEdit* data_edit() const { return data_edit_; }
   QSpinBox* windows_spin() const { return windows_; }
   QSpinBox* seqlen_spin() const { return seqlen_; }
+  DeviceChoice* device_choice() const { return device_; }
   QPushButton* compare_button() const { return compare_; }
   QTableWidget* metrics_table() const { return table_; }
   QLineEdit* prompt_edit() const { return prompt_; }
@@ -89,6 +91,7 @@ class ComparePage : public QWidget {
   QLineEdit* data_edit_;
   QSpinBox* windows_;
   QSpinBox* seqlen_;
+  DeviceChoice* device_;
   QPushButton* compare_;
   QProgressBar* bar_;
   QLabel* status_;

@@ -23,6 +23,7 @@
 
 #include "calibration/calibrate_page.h"
 #include "common/chart_view.h"
+#include "common/device_choice.h"
 #include "compare/compare_page.h"
 #include "common/error_dialog.h"
 #include "common/format.h"
@@ -101,6 +102,8 @@ MainWindow::MainWindow(QWidget* parent) : QMainWindow(parent), session_(new Sess
   connect(model_page_, &ModelPage::open_checkpoint_dialog_requested, this, &MainWindow::open_file_dialog);
   connect(calibrate_page_, &CalibratePage::explore_requested, this, [this] { go_to(ExploreStep); });
   connect(calibrate_page_, &CalibratePage::threads_changed, this, &MainWindow::update_device);
+  connect(calibrate_page_, &CalibratePage::threads_changed, compare_page_->device_choice(),
+          &DeviceChoice::set_cpu_threads);
   connect(calibrate_page_, &CalibratePage::running_changed, this, [this](bool on) {
     calibrate_action_->setEnabled(!on && session_->fp_model());
     update_cancel();
