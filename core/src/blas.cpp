@@ -35,7 +35,6 @@ struct Library {
   Info info;
 };
 
-
 Library load() {
   Library lib;
   if (const char* user = std::getenv("OPENBLAS_CORETYPE"); user && *user) {
