@@ -28,6 +28,7 @@
 #include "common/device_choice.h"
 #include "common/error_dialog.h"
 #include "common/format.h"
+#include "common/page_heading.h"
 #include "common/resources.h"
 #include "common/task.h"
 #include "model/model_source.h"
@@ -40,14 +41,6 @@
 namespace rptq::ui {
 
 namespace {
-QLabel* heading(const QString& text) {
-  auto* l = new QLabel(text);
-  QFont f = l->font();
-  f.setPointSizeF(f.pointSizeF() * 1.5);
-  f.setBold(true);
-  l->setFont(f);
-  return l;
-}
 
 QString stats_summary(const rptq::ChannelStats& st) {
   return QObject::tr("%1 layers, %2 windows of %3 tokens (seed %4, %5) from %6, calibrated %7 in %8")
@@ -65,7 +58,7 @@ QString stats_summary(const rptq::ChannelStats& st) {
 CalibratePage::CalibratePage(Session* session, QWidget* parent)
     : QWidget(parent), session_(session), job_(new CalibrationJob(this)), layers_model_(new LayerProgressModel(this)) {
   auto* root = new QVBoxLayout(this);
-  root->addWidget(heading(tr("Calibrate")));
+  root->addWidget(page_heading(tr("Calibrate")));
   auto* intro = new QLabel(tr("Calibration runs text through the model one decoder layer at a time and records every "
                               "channel's max and min at each activation RPTQ quantizes. The statistics file it writes "
                               "is what Explore and quantization use."));

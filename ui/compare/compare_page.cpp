@@ -24,6 +24,7 @@
 #include "common/device_choice.h"
 #include "common/error_dialog.h"
 #include "common/format.h"
+#include "common/page_heading.h"
 #include "common/resources.h"
 #include "common/task.h"
 #include "compare/generation_job.h"
@@ -39,14 +40,6 @@
 namespace rptq::ui {
 
 namespace {
-QLabel* heading(const QString& text) {
-  auto* l = new QLabel(text);
-  QFont f = l->font();
-  f.setPointSizeF(f.pointSizeF() * 1.5);
-  f.setBold(true);
-  l->setFont(f);
-  return l;
-}
 
 const QColor kDivergence(0xff, 0xd5, 0x4f);  // the first token where FP and quantized differ
 // How this page's jobs name themselves when they hold the quantized model (Session::begin_quantized_use).
@@ -57,7 +50,7 @@ const QString kGenerationUse = QStringLiteral("the generation");
 ComparePage::ComparePage(Session* session, QWidget* parent)
     : QWidget(parent), session_(session), gen_(new GenerationJob(this)), poll_(new QTimer(this)) {
   auto* root = new QVBoxLayout(this);
-  root->addWidget(heading(tr("Compare")));
+  root->addWidget(page_heading(tr("Compare")));
   note_ = new QLabel;
   note_->setObjectName(QStringLiteral("compareNote"));
   note_->setWordWrap(true);

@@ -23,6 +23,7 @@
 
 #include "common/error_dialog.h"
 #include "common/format.h"
+#include "common/page_heading.h"
 #include "common/task.h"
 #include "rptq/error.h"
 #include "rptq/hf_export.h"
@@ -35,14 +36,6 @@ namespace rptq::ui {
 namespace {
 const QString kExportUse = QStringLiteral("the export");  // Session::begin_quantized_use
 
-QLabel* heading(const QString& text) {
-  auto* l = new QLabel(text);
-  QFont f = l->font();
-  f.setPointSizeF(f.pointSizeF() * 1.5);
-  f.setBold(true);
-  l->setFont(f);
-  return l;
-}
 
 std::uint64_t folder_bytes(const QString& dir) {
   std::uint64_t n = 0;
@@ -62,7 +55,7 @@ bool output_exists(const QString& path) {
 ExportPage::ExportPage(Session* session, QWidget* parent)
     : QWidget(parent), session_(session), poll_(new QTimer(this)) {
   auto* root = new QVBoxLayout(this);
-  root->addWidget(heading(tr("Export")));
+  root->addWidget(page_heading(tr("Export")));
   auto* intro = new QLabel(tr("An <b>HDF5 checkpoint</b> holds the reordered model really packed (integer codes with "
                               "their scales, the activation and KV quantizers, config and tokenizer): the workbench and "
                               "<tt>rptq</tt> run it as it is. A <b>safetensors folder</b> holds the quantized weights "

@@ -12,26 +12,16 @@
 #include <QVBoxLayout>
 
 #include "common/format.h"
+#include "common/page_heading.h"
 #include "common/resources.h"
 #include "common/task.h"
 #include "session/session.h"
 
 namespace rptq::ui {
 
-namespace {
-QLabel* heading(const QString& text) {
-  auto* l = new QLabel(text);
-  QFont f = l->font();
-  f.setPointSizeF(f.pointSizeF() * 1.5);
-  f.setBold(true);
-  l->setFont(f);
-  return l;
-}
-}  // namespace
-
 ModelPage::ModelPage(Session* session, QWidget* parent) : QWidget(parent), session_(session) {
   auto* root = new QVBoxLayout(this);
-  root->addWidget(heading(tr("Model")));
+  root->addWidget(page_heading(tr("Model")));
   auto* intro = new QLabel(tr("Open a Hugging Face model folder (OPT or LLaMA family) to calibrate, or an exported RPTQ "
                               "checkpoint (.h5) to inspect. You can also drop a folder or .h5 file on the window."));
   intro->setWordWrap(true);

@@ -18,6 +18,7 @@
 
 #include "common/error_dialog.h"
 #include "common/format.h"
+#include "common/page_heading.h"
 #include "common/task.h"
 #include "quantize/quantize_job.h"
 #include "rptq/error.h"
@@ -27,14 +28,6 @@
 namespace rptq::ui {
 
 namespace {
-QLabel* heading(const QString& text) {
-  auto* l = new QLabel(text);
-  QFont f = l->font();
-  f.setPointSizeF(f.pointSizeF() * 1.5);
-  f.setBold(true);
-  l->setFont(f);
-  return l;
-}
 
 // Bit widths a quantizer takes: 2..8, or 16 (not quantized).
 QComboBox* bits_combo(const QString& name) {
@@ -56,7 +49,7 @@ const QString kCustom = QStringLiteral("custom");
 QuantizePage::QuantizePage(Session* session, QWidget* parent)
     : QWidget(parent), session_(session), job_(new QuantizeJob(this)) {
   auto* root = new QVBoxLayout(this);
-  root->addWidget(heading(tr("Quantize")));
+  root->addWidget(page_heading(tr("Quantize")));
   auto* intro = new QLabel(tr("RPTQ quantizes layer by layer: it clusters each activation's channels by their "
                               "calibrated ranges, folds the reorder into the weights, quantizes the weights (GPTQ or "
                               "RTN, grouped by the input clusters) and installs one quantizer per cluster."));
