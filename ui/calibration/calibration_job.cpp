@@ -19,38 +19,21 @@ double CalibrationProgress::eta_seconds() const {
   return calibrate_seconds * (1.0 - f) / f;
 }
 
-CalibrationJob::CalibrationJob(QObject* parent) : QObject(parent) {
-  poll_.setInterval(50);
-  connect(&poll_, &QTimer::timeout, this, &CalibrationJob::poll);
-}
+CalibrationJob::CalibrationJob(QObject* parent)
+    : QObject(parent), poll_(this, [this](const CalibrationProgress& p) { Q_EMIT progressed(p); }) {}
 
-CalibrationJob::~CalibrationJob() {
-  if (shared_) shared_->cancel();  // the worker owns its data and stops at its next window
-}
+CalibrationJob::~CalibrationJob() = default;  // the poll cancels a running worker
 
-CalibrationProgress CalibrationJob::progress() const { return shared_ ? shared_->get() : CalibrationProgress{}; }
+CalibrationProgress CalibrationJob::progress() const { return poll_.progress(); }
 
-double CalibrationJob::elapsed_seconds() const { return clock_.isValid() ? clock_.nsecsElapsed() / 1e9 : 0.0; }
+double CalibrationJob::elapsed_seconds() const { return poll_.elapsed_seconds(); }
 
-void CalibrationJob::cancel() {
-  if (shared_) shared_->cancel();
-}
-
-void CalibrationJob::poll() {
-  if (!shared_) return;
-  bool changed = false;
-  const CalibrationProgress p = shared_->get(&seen_, &changed);
-  if (changed) Q_EMIT progressed(p);
-}
+void CalibrationJob::cancel() { poll_.cancel(); }
 
 void CalibrationJob::start(const CalibrationRequest& request) {
   if (running_) return;
-  auto shared = std::make_shared<JobProgress<CalibrationProgress>>();
-  shared_ = shared;
-  seen_ = 0;
+  auto shared = poll_.begin();
   running_ = true;
-  clock_.start();
-  poll_.start();
   Q_EMIT running_changed(true);
   run_task(
       this, nullptr,
@@ -93,15 +76,13 @@ void CalibrationJob::start(const CalibrationRequest& request) {
         return std::make_shared<const rptq::ChannelStats>(std::move(st));
       },
       [this, path = request.out_path](std::shared_ptr<const rptq::ChannelStats> st) {
-        poll();
-        poll_.stop();
+        poll_.end();
         running_ = false;
         Q_EMIT running_changed(false);
         Q_EMIT finished(std::move(st), path);
       },
       [this](const TaskError& e) {
-        poll();
-        poll_.stop();
+        poll_.end();
         running_ = false;
         Q_EMIT running_changed(false);
         if (e.cancelled())

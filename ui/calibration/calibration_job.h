@@ -2,10 +2,8 @@
 // Calibration off the UI thread: read and tokenize the text, run rptq::calibrate (or rptq::calibrate_gpu) layer by
 // layer, save the statistics file. Progress reaches the UI on a timer (at most 20 updates a second); cancel() is honoured at the
 // next calibration window, so it stops within a layer.
-#include <QElapsedTimer>
 #include <QObject>
 #include <QString>
-#include <QTimer>
 
 #include <memory>
 
@@ -60,12 +58,8 @@ class CalibrationJob : public QObject {
   void running_changed(bool running);
 
  private:
-  void poll();
 
-  std::shared_ptr<JobProgress<CalibrationProgress>> shared_;
-  QTimer poll_;
-  QElapsedTimer clock_;
-  unsigned seen_ = 0;
+  ProgressPoll<CalibrationProgress> poll_;
   bool running_ = false;
 };
 

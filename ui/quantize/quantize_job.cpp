@@ -11,45 +11,27 @@ double QuantizeProgress::fraction() const {
   return 0;
 }
 
-QuantizeJob::QuantizeJob(QObject* parent) : QObject(parent) {
-  poll_.setInterval(50);
-  connect(&poll_, &QTimer::timeout, this, &QuantizeJob::poll);
-}
+QuantizeJob::QuantizeJob(QObject* parent)
+    : QObject(parent), poll_(this, [this](const QuantizeProgress& p) { Q_EMIT progressed(p); }) {}
 
-QuantizeJob::~QuantizeJob() {
-  if (shared_) shared_->cancel();  // the worker owns its data and stops at its next window
-}
+QuantizeJob::~QuantizeJob() = default;  // the poll cancels a running worker
 
-QuantizeProgress QuantizeJob::progress() const { return shared_ ? shared_->get() : QuantizeProgress{}; }
+QuantizeProgress QuantizeJob::progress() const { return poll_.progress(); }
 
-double QuantizeJob::elapsed_seconds() const { return clock_.isValid() ? clock_.nsecsElapsed() / 1e9 : 0.0; }
+double QuantizeJob::elapsed_seconds() const { return poll_.elapsed_seconds(); }
 
-void QuantizeJob::cancel() {
-  if (shared_) shared_->cancel();
-}
-
-void QuantizeJob::poll() {
-  if (!shared_) return;
-  bool changed = false;
-  const QuantizeProgress p = shared_->get(&seen_, &changed);
-  if (changed) Q_EMIT progressed(p);
-}
+void QuantizeJob::cancel() { poll_.cancel(); }
 
 void QuantizeJob::stop() {
-  poll();
-  poll_.stop();
+  poll_.end();
   running_ = false;
   Q_EMIT running_changed(false);
 }
 
 void QuantizeJob::start(const QuantizeRequest& request) {
   if (running_) return;
-  auto shared = std::make_shared<JobProgress<QuantizeProgress>>();
-  shared_ = shared;
-  seen_ = 0;
+  auto shared = poll_.begin();
   running_ = true;
-  clock_.start();
-  poll_.start();
   Q_EMIT running_changed(true);
   using Result = std::pair<std::shared_ptr<rptq::QuantizedModel>, std::shared_ptr<const QuantizationSummary>>;
   run_task(

@@ -3,10 +3,8 @@
 // session's FP model stays for Compare), check the statistics belong to it, run the RPTQ pipeline layer by layer
 // and summarize the result. Progress reaches the UI on a timer; cancel() is honoured at the next calibration
 // window of the layer being quantized.
-#include <QElapsedTimer>
 #include <QObject>
 #include <QString>
-#include <QTimer>
 
 #include <memory>
 
@@ -57,13 +55,9 @@ class QuantizeJob : public QObject {
   void running_changed(bool running);
 
  private:
-  void poll();
   void stop();
 
-  std::shared_ptr<JobProgress<QuantizeProgress>> shared_;
-  QTimer poll_;
-  QElapsedTimer clock_;
-  unsigned seen_ = 0;
+  ProgressPoll<QuantizeProgress> poll_;
   bool running_ = false;
 };
 
