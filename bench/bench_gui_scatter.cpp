@@ -50,6 +50,7 @@
 #include "rptq/model.h"
 #include "rptq/reorder.h"
 #include "session/session.h"
+#include "synthetic_ranges.h"
 
 namespace {
 
@@ -102,33 +103,9 @@ Args parse_args(int argc, char** argv) {
   return a;
 }
 
-// splitmix64, and the channel ranges of bench_kmeans: max ~ 1.5 e^(0.3 g), min ~ -1.5 e^(0.3 g), a share of
-// outliers 50-500x larger on the max side, the min side or both.
-struct Rng {
-  std::uint64_t s;
-  std::uint64_t next() {
-    std::uint64_t z = (s += 0x9E3779B97F4A7C15ull);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    return z ^ (z >> 31);
-  }
-  double uniform() { return (static_cast<double>(next() >> 11) + 0.5) * 0x1.0p-53; }
-  double normal() { return std::sqrt(-2.0 * std::log(uniform())) * std::cos(6.283185307179586 * uniform()); }
-};
-
-void fill_ranges(rptq::TapRanges& tr, std::int64_t n, double outlier_share, Rng& rng) {
-  for (std::int64_t i = 0; i < n; ++i) {
-    double mx = 1.5 * std::exp(0.3 * rng.normal()), mn = -1.5 * std::exp(0.3 * rng.normal());
-    if (rng.uniform() < outlier_share) {
-      const double scale = 50.0 * std::pow(10.0, rng.uniform());
-      const double side = rng.uniform();
-      if (side < 0.4) mx *= scale;
-      else if (side < 0.8) mn *= scale;
-      else mx *= scale, mn *= scale;
-    }
-    tr.max.push_back(static_cast<float>(mx));
-    tr.min.push_back(static_cast<float>(mn));
-  }
+// A tap's ranges, drawn as bench_kmeans draws its points (synthetic_ranges.h).
+void fill_ranges(rptq::TapRanges& tr, std::int64_t n, double outlier_share, rptq::bench::Rng& rng) {
+  rptq::bench::append_channel_ranges(n, outlier_share, rng, tr.max, tr.min);
   tr.ema_max = tr.max;
   tr.ema_min = tr.min;
   tr.samples = 1;
@@ -145,7 +122,7 @@ std::shared_ptr<rptq::ChannelStats> synthetic_stats(const Args& a) {
   st->kv_heads = st->heads;
   st->intermediate = a.n;
   st->ranges.resize(1);
-  Rng rng{a.seed};
+  rptq::bench::Rng rng{a.seed};
   for (rptq::Tap t : rptq::kAllTaps)
     fill_ranges(st->ranges[0].tap(t), rptq::tap_channels(st->model_shape(), t), a.outliers, rng);
   return st;

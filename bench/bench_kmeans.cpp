@@ -34,6 +34,7 @@
 #include <nlohmann/json.hpp>
 
 #include "rptq/kmeans.h"
+#include "synthetic_ranges.h"
 
 namespace {
 
@@ -100,33 +101,15 @@ Args parse_args(int argc, char** argv) {
   return a;
 }
 
-// splitmix64: seeded data independent of the standard library.
-struct Rng {
-  std::uint64_t s;
-  std::uint64_t next() {
-    std::uint64_t z = (s += 0x9E3779B97F4A7C15ull);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    return z ^ (z >> 31);
-  }
-  double uniform() { return (static_cast<double>(next() >> 11) + 0.5) * 0x1.0p-53; }  // (0, 1)
-  double normal() { return std::sqrt(-2.0 * std::log(uniform())) * std::cos(6.283185307179586 * uniform()); }
-};
-
+// Interleaved (max, min) points of n synthetic channels (synthetic_ranges.h).
 std::vector<float> channel_ranges(std::int64_t n, double outlier_share, std::uint64_t seed) {
-  Rng rng{seed};
+  rptq::bench::Rng rng{seed};
+  std::vector<float> mx, mn;
+  rptq::bench::append_channel_ranges(n, outlier_share, rng, mx, mn);
   std::vector<float> p(static_cast<std::size_t>(n) * 2);
-  for (std::int64_t i = 0; i < n; ++i) {
-    double mx = 1.5 * std::exp(0.3 * rng.normal()), mn = -1.5 * std::exp(0.3 * rng.normal());
-    if (rng.uniform() < outlier_share) {
-      const double scale = 50.0 * std::pow(10.0, rng.uniform());  // 50x .. 500x, log-uniform
-      const double side = rng.uniform();
-      if (side < 0.4) mx *= scale;                      // max side only
-      else if (side < 0.8) mn *= scale;                 // min side only
-      else mx *= scale, mn *= scale;                    // both
-    }
-    p[2 * i] = static_cast<float>(mx);
-    p[2 * i + 1] = static_cast<float>(mn);
+  for (std::size_t i = 0; i < mx.size(); ++i) {
+    p[2 * i] = mx[i];
+    p[2 * i + 1] = mn[i];
   }
   return p;
 }
