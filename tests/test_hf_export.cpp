@@ -625,3 +625,48 @@ INSTANTIATE_TEST_SUITE_P(Models, HfExportPython,
                          });
 
 }  // namespace
+
+// Progress runs from 0 to 1 through every tensor in name order; returning false cancels with rptq::Cancelled and
+// leaves the target as it was: a folder the export would have created does not appear, an existing earlier export
+// keeps every file byte for byte (its stale files are only removed once the new weights are in place).
+TEST(HfExportFolder, ProgressAndCancel) {
+  const fs::path src = variants_dir() / "qwen2-tied";
+  auto q = quantize_quick(src, "W4A16");
+  const ScratchDir scratch("hf-folder-cancel");
+  const fs::path& root = scratch.path();
+
+  std::vector<std::pair<double, std::string>> calls;
+  rptq::export_hf_folder(*q, src, root / "done", false, DType::F32, [&](double f, const std::string& what) {
+    calls.emplace_back(f, what);
+    return true;
+  });
+  ASSERT_GE(calls.size(), 3u);
+  EXPECT_EQ(calls.front().first, 0.0);
+  EXPECT_EQ(calls.back(), (std::pair<double, std::string>{1.0, "done"}));
+  for (std::size_t i = 1; i + 1 < calls.size(); ++i) {
+    EXPECT_GT(calls[i].first, calls[i - 1].first) << calls[i].second;  // every tensor here has values
+    EXPECT_LT(calls[i].first, 1.0);
+    EXPECT_LT(calls[i - 1].second, calls[i].second);  // the file's (name) order
+  }
+  const std::string whole = read_file(root / "done" / "model.safetensors");
+
+  // Cancelled halfway into a new folder: nothing appears.
+  const auto cancel_at = [&](std::size_t n) {
+    return [n, seen = std::size_t{0}](double, const std::string&) mutable { return ++seen <= n; };
+  };
+  const fs::path fresh = root / "parent" / "fresh";
+  fs::create_directories(root / "parent");
+  EXPECT_THROW(rptq::export_hf_folder(*q, src, fresh, false, DType::F32, cancel_at(calls.size() / 2)),
+               rptq::Cancelled);
+  EXPECT_FALSE(fs::exists(fresh));
+  EXPECT_TRUE(fs::is_empty(root / "parent"));  // no temporary file either
+
+  // Cancelled while replacing an earlier export that has a stale shard index: every file stays as it was.
+  rptq::test::write_file(root / "done" / "model.safetensors.index.json", "{}");
+  const std::set<std::string> before = files_in(root / "done");
+  EXPECT_THROW(rptq::export_hf_folder(*q, src, root / "done", true, DType::F16, cancel_at(calls.size() - 2)),
+               rptq::Cancelled);
+  EXPECT_EQ(files_in(root / "done"), before);
+  EXPECT_EQ(read_file(root / "done" / "model.safetensors"), whole);
+  EXPECT_EQ(read_file(root / "done" / "config.json"), read_file(src / "config.json"));
+}

@@ -43,7 +43,12 @@ void run_export(const ExportArgs& a) {
     p.finish();
     bytes = std::filesystem::file_size(a.out);
   } else {
-    export_hf_folder(*q, a.model, a.out, a.force);
+    Progress p("exporting");
+    export_hf_folder(*q, a.model, a.out, a.force, DType::F32, [&](double f, const std::string&) {
+      p.update(f * 100.0, 100.0, "%");
+      return true;
+    });
+    p.finish();
     bytes = folder_bytes(a.out);
   }
   const std::string abs = std::filesystem::absolute(a.out).string();

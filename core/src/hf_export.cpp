@@ -222,7 +222,7 @@ bool stale_model_file(const std::string& name, const fs::path& source) {
 }  // namespace
 
 void export_hf_folder(const QuantizedModel& q, const fs::path& source_model_dir, const fs::path& out_dir,
-                      bool overwrite, DType dtype) {
+                      bool overwrite, DType dtype, const std::function<bool(double, const std::string&)>& progress) {
   if (dtype != DType::F32 && dtype != DType::F16 && dtype != DType::BF16)
     throw InputError("cannot export weights as " + std::string(dtype_name(dtype)) + " (supported: F32, F16, BF16)");
   const ModelConfig& m = q.model().config();
@@ -232,7 +232,8 @@ void export_hf_folder(const QuantizedModel& q, const fs::path& source_model_dir,
   if (!fs::is_regular_file(config, ec)) throw InputError(config.string() + ": not found (the source model's config)");
   check_source_config(ModelConfig::load(source_model_dir), m, source_model_dir);
 
-  if (fs::exists(out_dir, ec)) {
+  const bool existed = fs::exists(out_dir, ec);
+  if (existed) {
     if (!fs::is_directory(out_dir, ec)) throw InputError(out_dir.string() + ": exists and is not a folder");
     if (fs::equivalent(out_dir, source_model_dir, ec))
       throw InputError(out_dir.string() + ": is the source model's folder; export into another folder");
@@ -241,7 +242,40 @@ void export_hf_folder(const QuantizedModel& q, const fs::path& source_model_dir,
   }
   fs::create_directories(out_dir, ec);
   if (ec) throw InputError(out_dir.string() + ": cannot create the folder (" + ec.message() + ")");
-  if (overwrite) {
+
+  std::vector<SafetensorsTensor> tensors = hf_tensors(q);
+  const auto numel = [](const SafetensorsTensor& t) {
+    std::int64_t n = 1;
+    for (std::int64_t d : t.shape) n *= d;
+    return n;
+  };
+  if (progress) {  // report before each tensor; a tensor given as a view becomes a copy so it has a turn too
+    // In the order they are written (the file's name order), so the fraction only grows.
+    std::sort(tensors.begin(), tensors.end(),
+              [](const SafetensorsTensor& a, const SafetensorsTensor& b) { return a.name < b.name; });
+    std::int64_t total = 0;
+    for (const SafetensorsTensor& t : tensors) total += numel(t);
+    std::int64_t before = 0;
+    for (SafetensorsTensor& t : tensors) {
+      const double fraction = total > 0 ? static_cast<double>(before) / static_cast<double>(total) : 0.0;
+      std::function<void(float*)> inner = t.produce;
+      if (!inner) inner = [v = t.values](float* dst) { std::copy(v.begin(), v.end(), dst); };
+      t.produce = [inner = std::move(inner), fraction, name = t.name, &progress](float* dst) {
+        if (!progress(fraction, name)) throw Cancelled();
+        inner(dst);
+      };
+      before += numel(t);
+    }
+  }
+  try {
+    write_safetensors(out_dir / "model.safetensors", tensors, dtype,
+                      {{"format", "pt"}, {"rptq", q.config().describe()}});
+  } catch (const Cancelled&) {
+    std::error_code rec;
+    if (!existed) fs::remove(out_dir, rec);  // still empty: write_safetensors removed its temporary file
+    throw;
+  }
+  if (overwrite) {  // only now: a cancelled or failed export leaves the earlier model whole
     for (const fs::directory_entry& e : fs::directory_iterator(out_dir, ec)) {
       std::error_code fec;
       if (e.is_regular_file(fec) && stale_model_file(e.path().filename().string(), source_model_dir)) {
@@ -252,13 +286,11 @@ void export_hf_folder(const QuantizedModel& q, const fs::path& source_model_dir,
     }
     if (ec) throw InputError(out_dir.string() + ": cannot list the folder (" + ec.message() + ")");
   }
-
-  write_safetensors(out_dir / "model.safetensors", hf_tensors(q), dtype,
-                    {{"format", "pt"}, {"rptq", q.config().describe()}});
   for (const char* t : kTokenizerFiles)
     if (fs::is_regular_file(source_model_dir / t, ec)) write_file_atomic(out_dir / t, read_whole(source_model_dir / t));
   // Last: a folder without config.json is visibly not a finished model.
   write_file_atomic(out_dir / "config.json", read_whole(config));
+  if (progress) progress(1.0, "done");
 }
 
 }  // namespace rptq

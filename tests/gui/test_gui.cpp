@@ -844,6 +844,41 @@ class GuiTest : public QObject {
     QCOMPARE(QString::fromStdString(w_->session()->model()->checkpoint->preset), QStringLiteral("W4A8"));
   }
 
+  // The Hugging Face folder export: it reports progress like the checkpoint export, and Cancel stops it with
+  // nothing written, after which the page works as before.
+  void exportsFolderAndCancelsIt() {
+    open_window();
+    calibrate_small(tmp("stats.h5"));
+    quantize_small();
+    rptq::ui::ExportPage* e = w_->export_page();
+    w_->go_to(MainWindow::ExportStep);
+    const int folder = e->format_combo()->findText(QStringLiteral("safetensors"), Qt::MatchContains);
+    QVERIFY(folder >= 0);
+    e->format_combo()->setCurrentIndex(folder);
+    const QString cancelled = tmp("export/cancelled-folder");
+    e->output_edit()->setText(cancelled);
+    QTest::mouseClick(e->export_button(), Qt::LeftButton);
+    QVERIFY(e->exporting());
+    QCOMPARE(e->progress_bar()->maximum(), 1000);  // a real progress bar, not a busy one
+    QVERIFY(e->cancel_button()->isEnabled());
+    // At once: the worker has at most begun the first of the model's tensors.
+    QTest::mouseClick(e->cancel_button(), Qt::LeftButton);
+    QTRY_VERIFY_WITH_TIMEOUT(!e->exporting(), kCalibrateTimeoutMs);
+    QVERIFY2(e->status_label()->text().contains(QStringLiteral("Cancelled")), qPrintable(e->status_label()->text()));
+    QVERIFY(!QFileInfo::exists(cancelled));
+    QVERIFY(!e->cancel_button()->isEnabled());
+
+    const QString out = tmp("export/folder");
+    e->output_edit()->setText(out);
+    QVERIFY(e->export_button()->isEnabled());
+    QTest::mouseClick(e->export_button(), Qt::LeftButton);
+    QTRY_VERIFY_WITH_TIMEOUT(!e->exporting(), kCalibrateTimeoutMs);
+    QVERIFY2(QFileInfo::exists(out + QStringLiteral("/model.safetensors")), qPrintable(e->status_label()->text()));
+    QVERIFY(QFileInfo::exists(out + QStringLiteral("/config.json")));
+    QVERIFY(e->result_label()->text().contains(QStringLiteral("Hugging Face folder")));
+    QCOMPARE(e->progress_bar()->value(), 1000);
+  }
+
   void cancelsQuantizationMidway() {
     open_window();
     calibrate_small(tmp("stats.h5"), 64, 256);

@@ -210,11 +210,10 @@ void ExportPage::start() {
   auto progress = std::make_shared<JobProgress<LoadProgress>>();
   exporting_ = progress;
   bar_->setValue(0);
-  if (!hdf5) bar_->setRange(0, 0);  // the folder export reports no progress: a busy bar
   status_->setText(tr("Exporting to %1\u2026").arg(QDir::toNativeSeparators(out)));
   poll_->start();
   session_->begin_quantized_use(kExportUse);
-  cancel_->setEnabled(hdf5);  // the folder export has no progress hook to stop at
+  cancel_->setEnabled(true);
   set_busy(true);
   Q_EMIT running_changed(true);
   struct Written {
@@ -231,17 +230,18 @@ void ExportPage::start() {
         if (!QDir().mkpath(parent)) throw rptq::InputError(parent.toStdString() + ": cannot create the folder");
         Written w;
         w.path = out;
+        const auto report = [progress](double f, const std::string& what) {
+          progress->set({f, QString::fromStdString(what)});
+          return !progress->cancelled();
+        };
         if (hdf5) {
           rptq::ExportOptions eo;
           eo.overwrite = exists;  // the user agreed (or it does not exist)
-          eo.progress = [progress](double f, const std::string& what) {
-            progress->set({f, QString::fromStdString(what)});
-            return !progress->cancelled();
-          };
+          eo.progress = report;
           rptq::export_checkpoint(*q, *stats, source.toStdString(), out.toStdString(), eo);
           w.bytes = static_cast<std::uint64_t>(QFileInfo(out).size());
         } else {
-          rptq::export_hf_folder(*q, source.toStdString(), out.toStdString(), exists);
+          rptq::export_hf_folder(*q, source.toStdString(), out.toStdString(), exists, rptq::DType::F32, report);
           w.bytes = folder_bytes(out);
         }
         w.seconds = clock.nsecsElapsed() / 1e9;
@@ -261,8 +261,7 @@ void ExportPage::cancel() {
   if (!exporting_) return;
   exporting_->cancel();
   cancel_->setEnabled(false);
-  status_->setText(bar_->maximum() == 0 ? tr("The folder export cannot be stopped midway; it finishes\u2026")
-                                        : tr("Cancelling\u2026"));
+  status_->setText(tr("Cancelling\u2026"));
 }
 
 void ExportPage::finished(const QString& path, std::uint64_t bytes, double seconds) {

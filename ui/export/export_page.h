@@ -40,6 +40,7 @@ class ExportPage : public QWidget {
   QPushButton* cancel_button() const { return cancel_; }
   QProgressBar* progress_bar() const { return bar_; }
   QLabel* result_label() const { return result_; }
+  QLabel* status_label() const { return status_; }
 
  Q_SIGNALS:
   void open_requested(const QString& path);

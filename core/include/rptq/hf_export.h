@@ -17,6 +17,8 @@
 // What a Hugging Face folder cannot carry is left out: the activation and KV quantizers, the 8-bit softmax grid and
 // the integer codes; the safetensors "__metadata__" records {"format": "pt", "rptq": QuantConfig::describe()}.
 #include <filesystem>
+#include <functional>
+#include <string>
 
 #include "rptq/dtype.h"
 #include "rptq/quantize.h"
@@ -34,7 +36,13 @@ namespace rptq {
 // `overwrite`, the weight and tokenizer files of an earlier model that this export does not write
 // (model.safetensors.index.json and its shards, pytorch_model*.bin and its index, a tokenizer file the source
 // lacks) are removed, since loaders would prefer them to model.safetensors; other files are left alone.
+//
+// `progress` (optional) is called before each tensor with the fraction of the weights written so far and the
+// tensor's name, and once with 1 at the end; returning false cancels the export: rptq::Cancelled is thrown and the
+// folder is left as it was (a folder this call created is removed again, an existing one keeps every file, since
+// the earlier model's files are only removed once model.safetensors is in place).
 void export_hf_folder(const QuantizedModel& q, const std::filesystem::path& source_model_dir,
-                      const std::filesystem::path& out_dir, bool overwrite, DType dtype = DType::F32);
+                      const std::filesystem::path& out_dir, bool overwrite, DType dtype = DType::F32,
+                      const std::function<bool(double, const std::string&)>& progress = {});
 
 }  // namespace rptq
