@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs every Debian package RPTQ Workbench needs to build, test and benchmark, and to check its Debian package
-# (desktop-file-utils, appstream, strace; dpkg-shlibdeps comes with build-essential's dpkg-dev).
+# (desktop-file-utils, appstream, strace; dpkg-shlibdeps comes with build-essential's dpkg-dev), and to run the
+# OpenGL scatter test on a virtual X display (xvfb, xauth, Mesa's software OpenGL).
 # Usage: scripts/install-deps.sh [--bench]   (--bench adds PyTorch for the side-by-side benchmarks)
 set -euo pipefail
 SUDO=""
@@ -11,6 +12,7 @@ PKGS=(
   libhdf5-dev libssl-dev qt6-base-dev qt6-charts-dev libqt6opengl6-dev qt6-svg-dev
   libgtest-dev libgmock-dev
   desktop-file-utils appstream strace
+  xvfb xauth libgl1-mesa-dri libglx-mesa0
   python3 python3-h5py python3-numpy
 )
 if [ "${1:-}" = "--bench" ]; then PKGS+=(python3-torch python3-numpy); fi
