@@ -184,10 +184,13 @@ RPTQ_INLINE void weighted_batch(const float* xs, std::int64_t stride, std::int64
     for (int j = 0; j < k; ++j) {
       block_distances<D>(xs + t0, stride, nb, dims, cf + static_cast<std::size_t>(j) * dims, v);
       const float w = weight[j];
+      // The selects as bit masks: written with ?: they vectorise only with AVX-512's mask registers.
+      constexpr std::uint32_t kInfBits = std::bit_cast<std::uint32_t>(kInf);
       for (int t = 0; t < nb; ++t) {
-        const bool mine = at[t] == j;
-        o[t] = mine ? v[t] : o[t];
-        const float sc = mine ? kInf : w * v[t];
+        const std::uint32_t mine = 0u - static_cast<std::uint32_t>(at[t] == j);  // all ones for the own cluster
+        const std::uint32_t vb = std::bit_cast<std::uint32_t>(v[t]);
+        o[t] = std::bit_cast<float>((vb & mine) | (std::bit_cast<std::uint32_t>(o[t]) & ~mine));
+        const float sc = std::bit_cast<float>((kInfBits & mine) | (std::bit_cast<std::uint32_t>(w * v[t]) & ~mine));
         b[t] = sc < b[t] ? sc : b[t];
       }
     }
