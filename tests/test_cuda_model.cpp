@@ -12,11 +12,36 @@
 // - Perplexity: 1e-3 relative (the task's bound); measured ~1e-7.
 // - Calibration ranges: |gpu - cpu| <= 1e-4 * (1 + |cpu|) per channel: the max / min and EMA are exact given the
 //   same activations, so only the activations' own float differences (above) remain.
-// - W4A4 logits: relative Frobenius error <= 2e-2, and every tap quantized the same except for values that sit on a
-//   rounding boundary: a ~1e-6 difference in an activation can move it one code (1/16 of its cluster's range at
-//   4 bits), which then propagates. Measured under the emulator: ~1e-6 (no flips at these sizes); the bound leaves
-//   room for a few flips on real hardware (measured up to 5e-4 at other token offsets). Dynamic ranges: see the
-//   DISABLED_ test below (open).
+// - W4A4 logits, static and dynamic activation ranges, checked three ways:
+//   1. At every tap of every layer the device quantizer's output is the CPU function (fake_quant_clusters, or
+//      fake_quant_clusters_dynamic: one range per cluster over all batch * seq rows) of the device's own input,
+//      bit for bit (GpuTapObserver).
+//   2. Against a CPU pass that takes the GPU's side of every rounding tie (FollowGpuTies): a value that the two
+//      put within float noise of a rounding boundary, of a tap's codes or of the 8-bit softmax grid. Every other
+//      code must agree, the tap inputs within 1e-4 * (1 + max), the logits to the FP32 bound above. Measured:
+//      relative Frobenius 1.2e-7 .. 2.0e-7, tap inputs within 7e-7, 0 .. 27 ties followed per pass.
+//   3. Static ranges: against the plain CPU, relative Frobenius <= 2e-2, room for a few ties that each move one
+//      value by one code. Measured 1.2e-7 .. 5.2e-4 (the 5.2e-4: two ties, the first an 8-bit ffn_input value,
+//      tiny-opt-16m tokens 200..247). Perplexity likewise: stories260k W4A4 (GPTQ, 16 x 128 calibration, 6
+//      windows of 128) CPU 6.51835, emulated GPU 6.51140 (-1.1e-3; RTN weights: -1.8e-4), windows -3.6e-3 ..
+//      +6.8e-4; following 0 .. 4 ties per window brings every window's NLL to within 7e-8.
+//   Dynamic ranges against the plain CPU: no bound holds; printed only. This was the open bug "W4A4 dynamic: GPU
+//   logits 5e-3 .. 0.15 from the CPU's"; it was no bug of the GPU path: the CPU's own result changes as much
+//   under a 1-ulp change of its inputs. Dynamic ranges make the quantized model chaotic: a tie changes one code,
+//   and once that change reaches a row holding a cluster's min or max, the next taps' ranges (taken over every
+//   row of the batch) change, so every value of that cluster in every sequence moves, more values cross
+//   boundaries, and so on through the layers. Ties are not rare: the attention output, sum_j p_j v_j with p_j
+//   on the 8-bit grid k / 255 and v_j on V's dynamic grid (attn_output shares V's R3 clusters), lies on the
+//   lattice scale_v / 255 * integer, so x / scale = 15 n / m for integers n, m is exactly k + 1/2 for several
+//   values per layer, and the last bit of the P V sum (OpenBLAS's order against the kernel's) picks the code.
+//   Measured under the emulator, GPU against the plain CPU: tiny-opt-16m 6.0e-3 .. 9.4e-3, stories260k 5.0e-3 ..
+//   0.116, with 2 x 24 and 1 x 48 tokens alike (the same with EMU_ORDER=r / s and EMU_BLOCKS=1); the CPU against
+//   itself with its tap inputs scaled by 1 + 1e-7 * noise (one ulp): more than 1e-5 at 19 of 19 offsets, 0.08 ..
+//   0.12 where printed (stories260k, 2 x 24). What had been narrowed down was misleading: with only attn_output
+//   quantized there is no lattice, and the 4e-3 of tokens 200..247 as 2 x 24 is one near-tie (x / scale
+//   -1.4999988 on the CPU, -1.5000002 on the GPU, layer 1), which 1 x 48 and 2 x 12 happen not to have (1 x 48
+//   diverges at other offsets); the conditioning check's 3e-7 perturbation was below the ~1e-6 differences
+//   between the two sides' inputs.
 // - FP16 / BF16 GEMM inputs: relative Frobenius error of the logits <= 1e-2 / 4e-2 (inputs rounded to 11 / 8
 //   significant bits: 2^-11 / 2^-8 relative per product, growing through the layers).
 #include <gtest/gtest.h>
@@ -24,6 +49,10 @@
 #include <algorithm>
 #include <cmath>
 #include <filesystem>
+#include <map>
+#include <string>
+#include <utility>
+#include <vector>
 
 #include "rptq/calibration.h"
 #include "rptq/cuda_runner.h"
@@ -230,51 +259,275 @@ INSTANTIATE_TEST_SUITE_P(Models, CudaModelTest,
                          });
 
 // A W4A4 model (packed 4-bit linears through packed_gemm, static per-cluster activation quantizers, 8-bit
-// softmax) and its dynamic-range twin: GPU logits against the CPU's quantized forward pass.
+// softmax) and its dynamic-range twin: GPU logits against the CPU's quantized forward pass (see the header comment
+// for the three checks).
 class CudaQuantizedTest : public ::testing::TestWithParam<const char*> {};
 
-void check_w4a4(const char* name, bool dynamic_ranges) {
-  SKIP_WITHOUT_GPU();
-  if (!std::filesystem::exists(shared_dir() / "models")) GTEST_SKIP() << "no ../shared";
+struct W4A4Setup {
+  std::unique_ptr<rptq::Model> fp;
+  std::unique_ptr<rptq::QuantizedModel> q;
+  std::vector<std::int32_t> ids;
+};
+
+W4A4Setup w4a4(const char* name, bool dynamic) {
   const auto dir = shared_dir() / "models" / name;
-  auto fp = rptq::Model::load(dir);
+  W4A4Setup s;
+  s.fp = rptq::Model::load(dir);
   auto tok = rptq::Tokenizer::load(dir);
-  auto ids = tok->encode(rptq::test::read_file(shared_dir() / "data" / "stories.txt"), true);
+  s.ids = tok->encode(rptq::test::read_file(shared_dir() / "data" / "stories.txt"), true);
   rptq::CalibrationSettings cs;
   cs.samples = 2;
   cs.seqlen = 32;
-  const rptq::ChannelStats stats = rptq::calibrate(*fp, dir.string(), ids, "stories.txt", "", cs);
-  {
-    const bool dynamic = dynamic_ranges;
-    rptq::QuantConfig qc = rptq::QuantConfig::preset("W4A4");
-    qc.weight_method = rptq::WeightMethod::RTN;
-    if (dynamic) qc.range_mode = rptq::RangeMode::Dynamic;
-    rptq::QuantizeOptions qo;
-    qo.sequential = false;
-    auto q = rptq::quantize(rptq::Model::load(dir), stats, qc, qo);
-    for (int off : {100, 200, 300}) {
-    std::vector<std::int32_t> tokens(ids.begin() + off, ids.begin() + off + 48);
-    const rptq::Tensor ref = q->model().forward(tokens, 2, nullptr, q->hook());
-    rptq::GpuRunner r(q->model(), q.get());
-    const rptq::Tensor got = r.forward(tokens, 2);
-    EXPECT_LE(rel_fro(got, ref), 2e-2) << (dynamic ? "dynamic" : "static");
-    std::printf("[ %s ] W4A4 %s: relative Frobenius %.3g, max |diff| %.3g\n", name,
-                dynamic ? "dynamic" : "static", rel_fro(got, ref), max_diff(got, ref));
-    // The quantized model differs from the FP one by much more than the GPU differs from the CPU (dynamic ranges:
-    // measured ~8e-3 against ~3e-2, see the open point in the header comment).
-    const rptq::Tensor fpl = fp->forward(tokens, 2);
-    EXPECT_GT(rel_fro(fpl, ref), (dynamic ? 2 : 10) * rel_fro(got, ref));
-  }}
+  const rptq::ChannelStats stats = rptq::calibrate(*s.fp, dir.string(), s.ids, "stories.txt", "", cs);
+  rptq::QuantConfig qc = rptq::QuantConfig::preset("W4A4");
+  qc.weight_method = rptq::WeightMethod::RTN;
+  if (dynamic) qc.range_mode = rptq::RangeMode::Dynamic;
+  rptq::QuantizeOptions qo;
+  qo.sequential = false;
+  s.q = rptq::quantize(rptq::Model::load(dir), stats, qc, qo);
+  return s;
 }
 
-TEST_P(CudaQuantizedTest, W4A4LogitsMatchCpuQuantizedModel) { check_w4a4(GetParam(), false); }
-// OPEN: with dynamic ranges (RangeMode::Dynamic) the GPU logits differ from the CPU's by 5e-3 .. 0.15 relative
-// under the emulator, while the kernel alone matches the CPU bit for bit (test_cuda_fake_quant). Narrowed down:
-// with only one tap quantized, only the attention output's dynamic quantizer differs (stories260k, tokens 200..247
-// as 2 sequences of 24: 4e-3; as 1 sequence of 48 or 2 of 4: 2e-7), and the CPU result is well conditioned there
-// (perturbing the v weights by 3e-7 moves the CPU logits by 2e-7), so this is a bug of the GPU path, not rounding
-// noise. Disabled until it is fixed.
-TEST_P(CudaQuantizedTest, DISABLED_W4A4DynamicLogitsMatchCpuQuantizedModel) { check_w4a4(GetParam(), true); }
+// One tap of the GPU pass, as GpuTapObserver saw it.
+struct GpuTap {
+  rptq::Tensor before, after;
+};
+using GpuTaps = std::map<std::pair<int, rptq::Tap>, GpuTap>;
+
+// The CPU's quantized forward pass (QuantizedModel::hook()), except where the CPU and the GPU put a value on the
+// two sides of a rounding boundary: there the CPU takes the GPU's side. Two kinds of boundary exist:
+// - a tap quantizer's code: the CPU takes the GPU's code (dequantized with the CPU's own scale);
+// - an 8-bit softmax probability (inside the attention, before the attn_output tap): when one (row, head) of the
+//   attention output differs from the GPU's by exactly one V row / 255 and that probability p * 255, recomputed
+//   from the GPU's Q and K, sits on a rounding boundary, the CPU adds that V row / 255.
+// Every other value keeps the CPU's own result. The hook records how far the CPU's tap inputs are from the GPU's
+// and fails on any difference it cannot explain as a tie (a wrong range, layout, offset or reorder).
+class FollowGpuTies : public rptq::ActivationHook {
+ public:
+  // seq: tokens per sequence of the batch.
+  FollowGpuTies(rptq::QuantizedModel& q, const GpuTaps& gpu, std::int64_t seq)
+      : q_(q), cfg_(q.model().config()), gpu_(gpu), seq_(seq) {}
+  void on_activation(int layer, rptq::Tap tap, const rptq::ActivationView& act) override {
+    const rptq::TapQuantizer& tq = q_.layer(layer).taps[static_cast<std::size_t>(tap)];
+    if (!tq.active()) return q_.hook()->on_activation(layer, tap, act);
+    const GpuTap* gt = gpu_tap(layer, tap, act.rows, act.cols);
+    if (!gt) return;
+    const float* g = gt->before.data();
+    if (tap == rptq::Tap::AttnOutput) follow_probability_ties(layer, act, g);
+    const std::int64_t n = act.rows * act.cols;
+    std::vector<float> c(static_cast<std::size_t>(n));
+    double diff = 0, scale = 0;
+    for (std::int64_t i = 0; i < n; ++i) {
+      const float v = act.row(i / act.cols)[i % act.cols];
+      c[static_cast<std::size_t>(i)] = v;
+      diff = std::max(diff, std::abs(static_cast<double>(g[i]) - v));
+      scale = std::max(scale, std::abs(static_cast<double>(v)));
+    }
+    max_input_diff = std::max(max_input_diff, diff / (1.0 + scale));
+    q_.hook()->on_activation(layer, tap, act);  // the CPU's own quantizer, as in the plain reference
+    std::vector<rptq::QuantParams> pc = tq.params, pg = tq.params;
+    if (tq.dynamic) {
+      std::vector<float> tmp = c;
+      pc = rptq::fake_quant_clusters_dynamic(tmp.data(), act.rows, act.cols, act.cols, tq.boundaries, tq.bits, tq.grid);
+      tmp.assign(g, g + n);
+      pg = rptq::fake_quant_clusters_dynamic(tmp.data(), act.rows, act.cols, act.cols, tq.boundaries, tq.bits, tq.grid);
+    }
+    for (std::size_t k = 0; k + 1 < tq.boundaries.size(); ++k) {
+      for (std::int64_t r = 0; r < act.rows; ++r) {
+        for (std::int64_t j = tq.boundaries[k]; j < tq.boundaries[k + 1]; ++j) {
+          const std::size_t i = static_cast<std::size_t>(r * act.cols + j);
+          const std::int32_t qc = rptq::quantize(c[i], pc[k]);
+          const std::int32_t qg = rptq::quantize(g[i], pg[k]);
+          if (qc == qg) continue;
+          const double uc = static_cast<double>(c[i]) / pc[k].scale;
+          const double ug = static_cast<double>(g[i]) / pg[k].scale;
+          if (std::abs(qc - qg) == 1 && std::abs(uc - ug) <= kCodeTie * (1.0 + std::abs(uc))) {
+            act.row(r)[j] = rptq::dequantize(qg, pc[k]);
+            ++code_ties;
+            if (first_tie.empty())
+              first_tie = "layer " + std::to_string(layer) + " " + rptq::tap_name(tap) + " row " + std::to_string(r) +
+                          " channel " + std::to_string(j) + ": x / scale CPU " + std::to_string(uc) + ", GPU " +
+                          std::to_string(ug);
+          } else {
+            ++unexplained;
+            ADD_FAILURE() << "layer " << layer << " " << rptq::tap_name(tap) << " row " << r << " channel " << j
+                          << ": code " << qc << " on the CPU, " << qg << " on the GPU (x / scale " << uc << " and "
+                          << ug << ")";
+          }
+        }
+      }
+    }
+    if (tap == rptq::Tap::V) cpu_v_.assign(act.data, act.data + n);  // quantized: what the attention reads
+  }
+
+  // A code tie: both sides within this distance of each other in code units, relative to 1 + |x / scale|: ~100
+  // times the CPU-GPU input differences measured under the emulator (~1e-6), far below what a wrong range (a scale
+  // off by a code's worth) gives.
+  static constexpr double kCodeTie = 1e-4;
+  // A probability tie: p * 255 within this distance of a rounding boundary (x.5), recomputed in double.
+  static constexpr double kLevelTie = 1e-3;
+  double max_input_diff = 0;  // max over taps of max |gpu - cpu| / (1 + max |cpu|), before the quantizer
+  int code_ties = 0, probability_ties = 0, unexplained = 0;
+  std::string first_tie;
+
+ private:
+  const GpuTap* gpu_tap(int layer, rptq::Tap tap, std::int64_t rows, std::int64_t cols) {
+    const auto it = gpu_.find({layer, tap});
+    if (it == gpu_.end() || it->second.before.dim(0) != rows || it->second.before.dim(1) != cols) {
+      ADD_FAILURE() << "layer " << layer << " tap " << rptq::tap_name(tap) << ": no GPU tap of this shape";
+      ++unexplained;
+      return nullptr;
+    }
+    return &it->second;
+  }
+
+  // Attention output rows that differ from the GPU's by one probability level of one key.
+  void follow_probability_ties(int layer, const rptq::ActivationView& act, const float* g) {
+    const std::int64_t hd = cfg_.head_dim, kvd = cfg_.kv_dim(), group = cfg_.heads / cfg_.kv_heads;
+    const GpuTap* q = gpu_tap(layer, rptq::Tap::Q, act.rows, cfg_.q_dim());
+    const GpuTap* k = gpu_tap(layer, rptq::Tap::K, act.rows, kvd);
+    if (!q || !k || cfg_.sliding_window != 0 || static_cast<std::int64_t>(cpu_v_.size()) != act.rows * kvd) {
+      ++unexplained;
+      ADD_FAILURE() << "layer " << layer << ": cannot check the attention (no Q / K / V, or a sliding window)";
+      return;
+    }
+    const double score_scale = cfg_.arch == rptq::Architecture::OPT ? 1.0 : 1.0 / std::sqrt(static_cast<double>(hd));
+    double big = 0;
+    for (std::int64_t i = 0; i < act.rows * act.cols; ++i) big = std::max(big, std::abs(static_cast<double>(g[i])));
+    const double noise = 1e-5 * (1.0 + big);  // ~50 times the measured input differences
+    for (std::int64_t r = 0; r < act.rows; ++r) {
+      const std::int64_t first = r - r % seq_;  // keys first .. r: this sequence up to the query
+      for (std::int64_t h = 0; h < cfg_.heads; ++h) {
+        float* out = act.row(r) + h * hd;
+        const float* want = g + r * act.cols + h * hd;
+        double d = 0;
+        for (std::int64_t e = 0; e < hd; ++e) d = std::max(d, std::abs(static_cast<double>(want[e]) - out[e]));
+        if (d <= noise) continue;
+        // The key whose V row / 255 (either sign) explains the difference best.
+        const std::int64_t vh = (h / group) * hd;
+        std::int64_t best = -1;
+        int sign = 0;
+        double best_residual = 1e30;
+        for (std::int64_t j = first; j <= r; ++j)
+          for (int sg : {-1, 1}) {
+            double res = 0;
+            for (std::int64_t e = 0; e < hd; ++e) {
+              const double dv = sg * static_cast<double>(cpu_v_[static_cast<std::size_t>(j * kvd + vh + e)]) / 255.0;
+              res = std::max(res, std::abs(static_cast<double>(want[e]) - out[e] - dv));
+            }
+            if (res < best_residual) {
+              best_residual = res;
+              best = j;
+              sign = sg;
+            }
+          }
+        // That key's probability level, from the GPU's Q and K.
+        std::vector<double> sc;
+        double m = -1e300;
+        for (std::int64_t j = first; j <= r; ++j) {
+          double dot = 0;
+          for (std::int64_t e = 0; e < hd; ++e)
+            dot += static_cast<double>(q->after.data()[r * cfg_.q_dim() + h * hd + e]) *
+                   k->after.data()[j * kvd + vh + e];
+          sc.push_back(dot * score_scale);
+          m = std::max(m, sc.back());
+        }
+        double sum = 0;
+        for (double& v : sc) sum += (v = std::exp(v - m));
+        const double level = 255.0 * sc[static_cast<std::size_t>(best - first)] / sum;
+        const double from_half = std::abs(level - std::floor(level) - 0.5);
+        if (best_residual <= noise && from_half <= kLevelTie) {
+          for (std::int64_t e = 0; e < hd; ++e)
+            out[e] += static_cast<float>(sign * cpu_v_[static_cast<std::size_t>(best * kvd + vh + e)] / 255.0);
+          ++probability_ties;
+          if (first_tie.empty())
+            first_tie = "layer " + std::to_string(layer) + " softmax row " + std::to_string(r) + " head " +
+                        std::to_string(h) + " key " + std::to_string(best - first) + ": p * 255 = " +
+                        std::to_string(level);
+        } else {
+          ++unexplained;
+          ADD_FAILURE() << "layer " << layer << " attention row " << r << " head " << h << ": differs by " << d
+                        << "; the nearest one-level probability change (key " << best - first << ", p * 255 = "
+                        << level << ") leaves " << best_residual;
+        }
+      }
+    }
+  }
+
+  rptq::QuantizedModel& q_;
+  const rptq::ModelConfig& cfg_;
+  const GpuTaps& gpu_;
+  std::int64_t seq_;
+  std::vector<float> cpu_v_;
+};
+
+// W4A4 with static or dynamic ranges, `batch` sequences of 48 / batch tokens at three offsets of the text.
+void check_w4a4(const char* name, bool dynamic, std::int64_t batch) {
+  SKIP_WITHOUT_GPU();
+  if (!std::filesystem::exists(shared_dir() / "models")) GTEST_SKIP() << "no ../shared";
+  W4A4Setup s = w4a4(name, dynamic);
+  const char* mode = dynamic ? "dynamic" : "static";
+  for (int off : {100, 200, 300}) {
+    std::vector<std::int32_t> tokens(s.ids.begin() + off, s.ids.begin() + off + 48);
+    rptq::GpuRunner r(s.q->model(), s.q.get());
+    GpuTaps taps;
+    r.set_tap_observer([&](int layer, rptq::Tap t, const rptq::Tensor& before, const rptq::Tensor& after) {
+      taps[{layer, t}] = GpuTap{before, after};
+    });
+    const rptq::Tensor got = r.forward(tokens, batch);
+    // At every tap the device quantizer is the CPU function of the device's own input, bit for bit (dynamic: one
+    // range per cluster over all batch * seq rows, in the reordered layout, whatever the batch).
+    int quantized = 0;
+    for (const auto& [key, t] : taps) {
+      const rptq::TapQuantizer& tq = s.q->layer(key.first).taps[static_cast<std::size_t>(key.second)];
+      if (!tq.active()) continue;
+      ASSERT_EQ(tq.dynamic, dynamic);
+      ASSERT_EQ(t.before.dim(0), static_cast<std::int64_t>(tokens.size()));
+      ++quantized;
+      rptq::Tensor want = t.before;
+      if (dynamic)
+        rptq::fake_quant_clusters_dynamic(want.data(), want.dim(0), want.dim(1), want.dim(1), tq.boundaries, tq.bits,
+                                          tq.grid);
+      else
+        rptq::fake_quant_clusters(want.data(), want.dim(0), want.dim(1), want.dim(1), tq.boundaries, tq.params);
+      std::int64_t differ = 0;
+      for (std::int64_t i = 0; i < want.numel(); ++i) differ += want.data()[i] != t.after.data()[i];
+      EXPECT_EQ(differ, 0) << "layer " << key.first << " " << rptq::tap_name(key.second);
+    }
+    int per_layer = 0;
+    for (rptq::Tap t : rptq::kAllTaps) per_layer += s.q->config().quantizes(t);
+    EXPECT_EQ(quantized, per_layer * s.q->layers());
+    // Against the CPU that takes the GPU's side of every rounding tie: FP32 parity (the FP32 logits bound).
+    FollowGpuTies follow(*s.q, taps, static_cast<std::int64_t>(tokens.size()) / batch);
+    const rptq::Tensor ref = s.q->model().forward(tokens, batch, nullptr, &follow);
+    EXPECT_EQ(follow.unexplained, 0);
+    EXPECT_LE(follow.max_input_diff, 1e-4);
+    EXPECT_LE(max_diff(got, ref), 2e-4 * (1.0 + max_abs(ref))) << mode;
+    // The quantized model differs from the FP one by much more than the GPU differs from the CPU.
+    const rptq::Tensor fpl = s.fp->forward(tokens, batch);
+    EXPECT_GT(rel_fro(fpl, ref), 10 * rel_fro(got, ref));
+    // Against the plain CPU, which breaks the ties its own way. Static: a tie moves one value by one code, a small
+    // local change. Dynamic: no bound holds (see the header comment); printed only.
+    const rptq::Tensor plain = s.q->model().forward(tokens, batch, nullptr, s.q->hook());
+    if (!dynamic) {
+      EXPECT_LE(rel_fro(got, plain), 2e-2);
+    }
+    std::printf("[ %s ] W4A4 %s, %lld x %lld tokens at %d: relative Frobenius %.3g (max |diff| %.3g) against the "
+                "CPU following %d code and %d probability ties (first: %s; tap inputs within %.2g); %.3g against the "
+                "plain CPU; quantized against FP %.3g\n",
+                name, mode, static_cast<long long>(batch), static_cast<long long>(48 / batch), off, rel_fro(got, ref),
+                max_diff(got, ref), follow.code_ties, follow.probability_ties,
+                follow.first_tie.empty() ? "none" : follow.first_tie.c_str(), follow.max_input_diff,
+                rel_fro(got, plain), rel_fro(fpl, ref));
+  }
+}
+
+TEST_P(CudaQuantizedTest, W4A4LogitsMatchCpuQuantizedModel) { check_w4a4(GetParam(), false, 2); }
+// Several sequences per batch and one: the dynamic ranges span the whole batch.
+TEST_P(CudaQuantizedTest, W4A4DynamicLogitsMatchCpuQuantizedModel) {
+  check_w4a4(GetParam(), true, 2);
+  check_w4a4(GetParam(), true, 1);
+}
 
 INSTANTIATE_TEST_SUITE_P(Models, CudaQuantizedTest, ::testing::Values("tiny-opt-16m", "stories260k"),
                          [](const auto& info) {

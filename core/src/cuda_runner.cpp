@@ -35,6 +35,7 @@ std::vector<LayerRanges> GpuRunner::calibration_ranges(std::span<const std::int3
 }
 const GpuMemoryStats& GpuRunner::memory() const { no_cuda(); }
 std::string GpuRunner::device_description() const { no_cuda(); }
+void GpuRunner::set_tap_observer(GpuTapObserver) { no_cuda(); }
 ChannelStats calibrate_gpu(const Model&, const std::string&, std::span<const std::int32_t>, const std::string&,
                            const std::string&, const CalibrationSettings&, const LayerwiseCallback&,
                            const GpuOptions&, std::int64_t) {
@@ -202,6 +203,9 @@ struct GpuRunner::Impl {
   std::vector<LayerRanges>* host_ranges = nullptr;
   std::int64_t sample0 = 0;  // index of the chunk's first window
   std::vector<float> q_host, k_host, score_scratch;
+
+  GpuTapObserver observer;
+  Tensor observed_before, observed_after;
 
   Impl(const Model& m, const QuantizedModel* qm, const GpuOptions& o)
       : model(m), cfg(m.config()), quantized(qm), opts(o) {}
@@ -492,9 +496,17 @@ struct GpuRunner::Impl {
     norm(n.gamma, n.beta, n.gather, x, y, rows);
   }
 
+  void copy_to_host(const float* x, std::int64_t rows, std::int64_t cols, Tensor& out) {
+    out.resize({rows, cols});
+    RPTQ_CUDA_CHECK(cudaMemcpyAsync(out.data(), x, static_cast<std::size_t>(rows * cols) * 4, cudaMemcpyDeviceToHost,
+                                    compute));
+    RPTQ_CUDA_CHECK(cudaStreamSynchronize(compute));
+  }
+
   // The device hook: the tap's quantizer, then (calibrating) its ranges per window. x is [nseq * seq, cols].
   void tap(int layer, Tap t, float* x, std::int64_t nseq, std::int64_t seq, std::int64_t cols) {
     const std::int64_t rows = nseq * seq;
+    if (observer) copy_to_host(x, rows, cols, observed_before);
     if (!tapq.empty() && layer < static_cast<int>(tapq.size())) {
       TapQ& d = tapq[static_cast<std::size_t>(layer)][static_cast<std::size_t>(t)];
       if (d.active && d.dynamic) {
@@ -508,6 +520,10 @@ struct GpuRunner::Impl {
       } else if (d.active) {
         cuda::fake_quant_clusters(x, rows, cols, d.q, compute);
       }
+    }
+    if (observer) {
+      copy_to_host(x, rows, cols, observed_after);
+      observer(layer, t, observed_before, observed_after);
     }
     if (!recording) return;
     DevTapRanges& r = rec[static_cast<std::size_t>(t)];
@@ -751,6 +767,8 @@ GpuRunner::~GpuRunner() = default;
 const GpuMemoryStats& GpuRunner::memory() const { return impl_->mem; }
 
 std::string GpuRunner::device_description() const { return device_info().description; }
+
+void GpuRunner::set_tap_observer(GpuTapObserver observer) { impl_->observer = std::move(observer); }
 
 Tensor GpuRunner::forward(std::span<const std::int32_t> tokens, std::int64_t batch) {
   Impl& m = *impl_;

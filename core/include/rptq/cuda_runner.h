@@ -14,13 +14,16 @@
 // device memory is an InputError suggesting a smaller batch or sequence length.
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <span>
+#include <string>
 #include <vector>
 
 #include "rptq/calibration.h"
 #include "rptq/compare.h"
 #include "rptq/perplexity.h"
+#include "rptq/tap.h"
 #include "rptq/tensor.h"
 
 namespace rptq {
@@ -52,6 +55,11 @@ struct GpuMemoryStats {
   std::size_t peak_bytes = 0;        // the most held at once
 };
 
+// One tap of one layer as the device holds it, copied to the host: [batch * seq, channels] before and after the
+// tap's activation quantizer (equal when the tap is not quantized). The GPU twin of an ActivationHook that only
+// looks; for tests and diagnosis (each call costs two device-to-host copies and a synchronisation).
+using GpuTapObserver = std::function<void(int layer, Tap tap, const Tensor& before, const Tensor& after)>;
+
 class GpuRunner {
  public:
   // Uploads the outer weights. `quantized` (may be null) supplies the activation quantizers of the taps; its
@@ -73,6 +81,10 @@ class GpuRunner {
 
   const GpuMemoryStats& memory() const;
   std::string device_description() const;
+
+  // Called at every tap of the passes that follow, in the CPU hook's order (per layer: attn_input, q, k, v,
+  // attn_output, ffn_input, ffn_hidden), once per layer step (a whole forward() batch is one step). Empty: none.
+  void set_tap_observer(GpuTapObserver observer);
 
   struct Impl;
   Impl& impl() { return *impl_; }  // for this library's own GPU paths (cuda_runner.cpp)
