@@ -364,10 +364,12 @@ TEST(KMeans, ConvergedLabelsAreNearestCentroids) {
   // A converged run is a fixed point: every point's own centroid is (to float rounding) its nearest. This checks
   // the distance bounds never keep a label that a full scan would change. (Dense uniform data can end instead on
   // the refinement's tolerance, which does not promise this; channel ranges converge.)
-  for (int dims : {2, 4}) {
-    const auto pts = dims == 2 ? channel_ranges(8000, 5) : qk_ranges(4000, 6);
+  // k = 64 runs Lloyd for many steps that each change a few labels, through the layout's moved-point path and
+  // its rebuilds (kmeans.cpp, assign_bounded).
+  for (auto [dims, k] : {std::pair{2, 24}, std::pair{4, 24}, std::pair{2, 64}}) {
+    const auto pts = dims == 2 ? channel_ranges(k == 64 ? 20000 : 8000, 5) : qk_ranges(4000, 6);
     KMeansOptions o;
-    o.k = 24;
+    o.k = k;
     o.max_iterations = 1000;
     const KMeansResult r = rptq::kmeans(pts, dims, o);
     expect_consistent(r, pts, dims);
@@ -386,7 +388,8 @@ TEST(KMeans, ConvergedLabelsAreNearestCentroids) {
       for (int c = 0; c < r.k; ++c)
         if (d2(c) < own * (1 - 1e-5) - 1e-9) ++bad;
     }
-    EXPECT_EQ(bad, 0) << "dims " << dims;
+    EXPECT_EQ(bad, 0) << "dims " << dims << ", k " << k;
+    std::printf("dims %d, k %d: %d Lloyd iterations\n", dims, k, r.iterations);
   }
 }
 

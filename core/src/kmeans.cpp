@@ -266,7 +266,12 @@ class Restart {
                                                 double* out) const;
   std::int64_t assign(bool full, const Moves& mv);
   RPTQ_VECTOR_CLONES std::int64_t assign_full_chunk(std::int64_t ch, Scratch& sc);
-  RPTQ_VECTOR_CLONES std::int64_t assign_bounded_chunk(std::int64_t ch, const Moves& mv, Scratch& sc);
+  std::int64_t assign_bounded(const Moves& mv);
+  RPTQ_VECTOR_CLONES std::int64_t loosen_cluster(int a, const Moves& mv);
+  bool loosen_point(std::int64_t p, const Moves& mv);
+  RPTQ_VECTOR_CLONES void scan_block(const std::int64_t* pos, std::int64_t m, Scratch& sc);
+  void build_layout();
+  void bounds_from_layout();
   void reseed_empty();
   void hartigan(int max_passes);
   RPTQ_VECTOR_CLONES void hartigan_chunk(std::int64_t ch, const std::vector<int>& moved,
@@ -291,6 +296,20 @@ class Restart {
   std::vector<std::int64_t> counts_;        // [k]
   std::vector<double> chunk_sums_;          // [chunks, k, dims] per-chunk sums (or changes of sums)
   std::vector<std::int64_t> chunk_counts_;  // [chunks, k]
+  // Lloyd's cluster-contiguous layout (see assign_bounded()): positions start_[a] .. start_[a + 1] hold the points
+  // that were in cluster a when it was built, in no particular order; per position the point's coordinates
+  // ([dims, n]), its bounds (upper_ and lower_ hold them only after bounds_from_layout()), its index, whether it is
+  // still in that cluster (all ones) or has left it (0: then it is listed in foreign_), and a scratch flag; per point
+  // its position.
+  std::vector<std::int64_t> start_, foreign_;
+  std::vector<float> lx_, lu_, ll_;
+  std::vector<std::int32_t> lid_, lpos_, lflag_;
+  std::vector<std::uint32_t> lown_;
+  // Points whose label the current bounded step changed: (index, old label, new label).
+  struct Change {
+    std::int32_t i, a, b;
+  };
+  std::vector<Change> changes_;
   // Hartigan (see hartigan()): per cluster, weight n / (n + 1), grow n / (n - 1) (0 for n == 1)
   // and gap_test; per point, own_d2_ >= squared distance to its own centroid, other_lb_ (0: unknown).
   std::vector<float> weight_, grow_, gap_test_, own_d2_, other_lb_;
@@ -479,80 +498,216 @@ std::int64_t Restart<D>::assign_full_chunk(std::int64_t ch, Scratch& sc) {
   return changed;
 }
 
-// Hamerly's step for one chunk: the bounds are first loosened by how far the centroids moved, and a point is
-// scanned only when they no longer prove its label. Records the changes of the chunk's cluster sums.
+// Lloyd's steps after the first keep the points in a cluster-contiguous layout, so that Hamerly's per-point bound
+// test, the step that visits every point every iteration, runs over contiguous arrays with the cluster's values
+// (its movement, the others' largest movement, its half gap and centroid) fixed: it vectorises without gathers.
+// Only the points whose bounds no longer prove their label are scanned against every centroid. The layout is built
+// after a full assignment; a point that changes cluster afterwards stays where it is, marked as gone, and is tested
+// on its own (few points change once Lloyd is under way) until so many have changed that the layout is rebuilt.
+// The order of points has no effect on any result: a point's bounds and scan are its own, and the changes of the
+// cluster sums are applied in point index order, per chunk of kChunk points, exactly as a chunked pass in index
+// order would apply them.
+
 template <int D>
-std::int64_t Restart<D>::assign_bounded_chunk(std::int64_t ch, const Moves& mv, Scratch& sc) {
-  std::int32_t* __restrict labels = labels_.data();
-  float* __restrict upper = upper_.data();
-  float* __restrict lower = lower_.data();
-  const float* __restrict move = mv.by.data();
-  const float* __restrict half_gap = half_gap_.data();
-  sc.idx.clear();
-  for (std::int64_t i = ch * kChunk; i < chunk_end(ch); ++i) {
-    const int a = labels[i];
-    float u = upper[i] + move[a];
-    const float l = lower[i] - mv.others(a);
-    lower[i] = l;
-    const float m = std::max(half_gap[a], l);
-    if (u > m) {
-      u = std::sqrt(sq_distance(point(i), centroid_f(a)));  // tighten the upper bound first
-      if (u > m) sc.idx.push_back(i);
-    }
-    upper[i] = u;
+void Restart<D>::build_layout() {
+  start_.assign(k_ + 1, 0);
+  for (std::int64_t i = 0; i < n_; ++i) ++start_[labels_[i] + 1];
+  for (int j = 0; j < k_; ++j) start_[j + 1] += start_[j];
+  lx_.resize(static_cast<std::size_t>(dims()) * n_);
+  lu_.resize(n_);
+  ll_.resize(n_);
+  lid_.resize(n_);
+  lpos_.resize(n_);
+  lflag_.resize(n_);
+  lown_.assign(n_, ~0u);
+  foreign_.clear();
+  std::vector<std::int64_t> next(start_.begin(), start_.end() - 1);
+  for (std::int64_t i = 0; i < n_; ++i) {
+    const std::int64_t p = next[labels_[i]]++;
+    for (int d = 0; d < dims(); ++d) lx_[d * n_ + p] = point(i)[d];
+    lu_[p] = upper_[i];
+    ll_[p] = lower_[i];
+    lid_[p] = static_cast<std::int32_t>(i);
+    lpos_[i] = static_cast<std::int32_t>(p);
   }
-  const auto m = static_cast<std::int64_t>(sc.idx.size());
-  if (m == 0) return 0;
-  gather(sc.idx.data(), m, sc.xs.data());
-  nearest_batch<D>(sc.xs.data(), m, m, dims(), cf_.data(), k_, sc.i1.data(), sc.f1.data(), sc.f2.data());
-  const std::size_t kd = static_cast<std::size_t>(k_) * dims();
-  double* dsum = &chunk_sums_[ch * kd];
-  std::int64_t* dcount = &chunk_counts_[ch * k_];
-  std::int64_t changed = 0;
-  for (std::int64_t t = 0; t < m; ++t) {
-    const std::int64_t i = sc.idx[t];
-    const int a = labels[i], b = sc.i1[t];
-    upper[i] = std::sqrt(sc.f1[t]);
-    lower[i] = std::sqrt(sc.f2[t]);
-    if (b == a) continue;
-    if (changed++ == 0) {  // first change in this chunk: start its change sums
-      std::fill(dsum, dsum + kd, 0.0);
-      std::fill(dcount, dcount + k_, 0);
-    }
-    labels[i] = b;
+}
+
+template <int D>
+void Restart<D>::bounds_from_layout() {
+  for (std::int64_t p = 0; p < n_; ++p) {
+    upper_[lid_[p]] = lu_[p];
+    lower_[lid_[p]] = ll_[p];
+  }
+}
+
+// Hamerly's test for the points still in cluster a's segment: the bounds are loosened by how far the centroids
+// moved; where they no longer prove the label the upper bound becomes the exact distance (computed for every point,
+// kept only there), and lflag_ marks the points that even that does not prove. The same values as testing one
+// point at a time (loosen_point). Points that left the segment are left alone (bit masks: selects written with ?:
+// vectorise only with AVX-512). Returns how many points were flagged.
+template <int D>
+std::int64_t Restart<D>::loosen_cluster(int a, const Moves& mv) {
+  const std::int64_t lo = start_[a], hi = start_[a + 1], n = n_;
+  const float move = mv.by[a], others = mv.others(a), half_gap = half_gap_[a];
+  float c[D > 0 ? D : 1];
+  if constexpr (D > 0)
+    for (int d = 0; d < D; ++d) c[d] = cf_[static_cast<std::size_t>(a) * D + d];
+  const float* __restrict cfa = D > 0 ? c : &cf_[static_cast<std::size_t>(a) * dims()];
+  const float* __restrict x = lx_.data();
+  const std::uint32_t* __restrict own = lown_.data();
+  float* __restrict u = lu_.data();
+  float* __restrict l = ll_.data();
+  std::int32_t* __restrict flag = lflag_.data();
+  std::int32_t flagged = 0;
+  for (std::int64_t p = lo; p < hi; ++p) {
+    const float up = u[p] + move;
+    const float lp = l[p] - others;
+    const float bound = std::max(half_gap, lp);
+    float d2 = 0.0f;
     for (int d = 0; d < dims(); ++d) {
-      dsum[static_cast<std::size_t>(a) * dims() + d] -= point(i)[d];
-      dsum[static_cast<std::size_t>(b) * dims() + d] += point(i)[d];
+      const float e = x[d * n + p] - cfa[d];
+      d2 += e * e;
     }
-    --dcount[a];
-    ++dcount[b];
+    const float r = std::sqrt(d2);
+    const std::uint32_t gt = 0u - static_cast<std::uint32_t>(up > bound);
+    const float tight = std::bit_cast<float>((std::bit_cast<std::uint32_t>(r) & gt) |  // up > bound ? r : up
+                                             (std::bit_cast<std::uint32_t>(up) & ~gt));
+    const std::uint32_t m = own[p];
+    u[p] = std::bit_cast<float>((std::bit_cast<std::uint32_t>(tight) & m) | (std::bit_cast<std::uint32_t>(u[p]) & ~m));
+    l[p] = std::bit_cast<float>((std::bit_cast<std::uint32_t>(lp) & m) | (std::bit_cast<std::uint32_t>(l[p]) & ~m));
+    const std::int32_t f = static_cast<std::int32_t>((tight > bound) & (m != 0));
+    flag[p] = f;
+    flagged += f;
   }
-  return changed;
+  return flagged;
+}
+
+// The same test for one point that left its segment (its cluster from labels_); true when it must be scanned.
+template <int D>
+bool Restart<D>::loosen_point(std::int64_t p, const Moves& mv) {
+  const int a = labels_[lid_[p]];
+  float up = lu_[p] + mv.by[a];
+  const float lp = ll_[p] - mv.others(a);
+  ll_[p] = lp;
+  const float bound = std::max(half_gap_[a], lp);
+  if (up > bound) {
+    float d2 = 0.0f;
+    for (int d = 0; d < dims(); ++d) {
+      const float e = lx_[d * n_ + p] - centroid_f(a)[d];
+      d2 += e * e;
+    }
+    up = std::sqrt(d2);
+  }
+  lu_[p] = up;
+  return up > bound;
+}
+
+// Scans the points at layout positions pos[0..m) (m <= kChunk) against every centroid: tight bounds, and the new
+// labels in sc.i1.
+template <int D>
+void Restart<D>::scan_block(const std::int64_t* pos, std::int64_t m, Scratch& sc) {
+  for (std::int64_t t = 0; t < m; ++t)
+    for (int d = 0; d < dims(); ++d) sc.xs[d * m + t] = lx_[d * n_ + pos[t]];
+  nearest_batch<D>(sc.xs.data(), m, m, dims(), cf_.data(), k_, sc.i1.data(), sc.f1.data(), sc.f2.data());
+  for (std::int64_t t = 0; t < m; ++t) {
+    const std::int64_t p = pos[t];
+    lu_[p] = std::sqrt(sc.f1[t]);
+    ll_[p] = std::sqrt(sc.f2[t]);
+  }
+}
+
+// One bounded assignment step (Hamerly); updates the cluster sums and counts and returns how many labels changed.
+template <int D>
+std::int64_t Restart<D>::assign_bounded(const Moves& mv) {
+  std::vector<std::int64_t> flagged(k_);
+#pragma omp parallel for schedule(dynamic, 1) if (parallel_)
+  for (int a = 0; a < k_; ++a) flagged[a] = loosen_cluster(a, mv);
+  std::vector<std::int64_t> scan(std::accumulate(flagged.begin(), flagged.end(), std::int64_t{0}) +
+                                 static_cast<std::int64_t>(foreign_.size()) + 1);
+  std::int64_t m = 0;
+  for (int a = 0; a < k_; ++a)
+    if (flagged[a] > 0)
+      for (std::int64_t p = start_[a]; p < start_[a + 1]; ++p) {  // branch-free: flags are irregular
+        scan[m] = p;
+        m += lflag_[p];
+      }
+  for (std::int64_t p : foreign_)
+    if (loosen_point(p, mv)) scan[m++] = p;
+  const std::int64_t blocks = (m + kChunk - 1) / kChunk;
+  std::vector<std::vector<std::int32_t>> labels(blocks);
+#pragma omp parallel if (parallel_ && blocks > 1)
+  {
+    Scratch sc(dims());
+#pragma omp for schedule(static)
+    for (std::int64_t bl = 0; bl < blocks; ++bl) {
+      const std::int64_t b0 = bl * kChunk, nb = std::min(kChunk, m - b0);
+      scan_block(scan.data() + b0, nb, sc);
+      labels[bl].assign(sc.i1.begin(), sc.i1.begin() + nb);
+    }
+  }
+  changes_.clear();
+  for (std::int64_t t = 0; t < m; ++t) {
+    const std::int32_t i = lid_[scan[t]], b = labels[t / kChunk][t % kChunk], a = labels_[i];
+    if (b != a) changes_.push_back({i, a, b});
+  }
+  if (changes_.empty()) return 0;
+  std::sort(changes_.begin(), changes_.end(), [](const Change& x, const Change& y) { return x.i < y.i; });
+  // The sums change chunk by chunk of point indices, in index order within a chunk.
+  const std::size_t kd = static_cast<std::size_t>(k_) * dims();
+  std::vector<double> dsum(kd);
+  std::vector<std::int64_t> dcount(k_);
+  for (std::size_t c0 = 0; c0 < changes_.size();) {
+    const std::int64_t ch = changes_[c0].i / kChunk;
+    std::fill(dsum.begin(), dsum.end(), 0.0);
+    std::fill(dcount.begin(), dcount.end(), 0);
+    std::size_t c1 = c0;
+    for (; c1 < changes_.size() && changes_[c1].i / kChunk == ch; ++c1) {
+      const Change& c = changes_[c1];
+      for (int d = 0; d < dims(); ++d) {
+        dsum[static_cast<std::size_t>(c.a) * dims() + d] -= point(c.i)[d];
+        dsum[static_cast<std::size_t>(c.b) * dims() + d] += point(c.i)[d];
+      }
+      --dcount[c.a];
+      ++dcount[c.b];
+      labels_[c.i] = c.b;
+      const std::int64_t p = lpos_[c.i];
+      if (lown_[p]) {  // it leaves its segment: tested on its own from now on
+        lown_[p] = 0;
+        foreign_.push_back(p);
+      }
+    }
+    for (std::size_t t = 0; t < kd; ++t) sums_[t] += dsum[t];
+    for (int j = 0; j < k_; ++j) counts_[j] += dcount[j];
+    c0 = c1;
+  }
+  if (foreign_.size() * 16 > static_cast<std::size_t>(n_)) {  // many have left their segments: rebuild
+    bounds_from_layout();
+    build_layout();
+  }
+  return static_cast<std::int64_t>(changes_.size());
 }
 
 // One assignment step over all points; updates the cluster sums and counts and returns how many labels changed.
 template <int D>
 std::int64_t Restart<D>::assign(bool full, const Moves& mv) {
+  if (!full) return assign_bounded(mv);
   const std::size_t kd = static_cast<std::size_t>(k_) * dims();
   std::vector<std::int64_t> changed(chunks_, 0);
 #pragma omp parallel if (parallel_)
   {
     Scratch sc(dims());
 #pragma omp for schedule(static)
-    for (std::int64_t ch = 0; ch < chunks_; ++ch)
-      changed[ch] = full ? assign_full_chunk(ch, sc) : assign_bounded_chunk(ch, mv, sc);
+    for (std::int64_t ch = 0; ch < chunks_; ++ch) changed[ch] = assign_full_chunk(ch, sc);
   }
-  if (full) {
-    sums_.assign(kd, 0.0);
-    counts_.assign(k_, 0);
-  }
+  sums_.assign(kd, 0.0);
+  counts_.assign(k_, 0);
   std::int64_t total = 0;
   for (std::int64_t ch = 0; ch < chunks_; ++ch) {  // chunks in index order
-    if (!full && changed[ch] == 0) continue;
     for (std::size_t t = 0; t < kd; ++t) sums_[t] += chunk_sums_[ch * kd + t];
     for (int j = 0; j < k_; ++j) counts_[j] += chunk_counts_[ch * k_ + j];
     total += changed[ch];
   }
+  build_layout();
   return total;
 }
 
@@ -807,6 +962,7 @@ Run Restart<D>::run(std::uint64_t seed, int max_iterations) {
       mv.by[j] = static_cast<float>(std::sqrt(sq_distance(centroid_f(j), centroid(j))) * (1.0 + 1e-5) + 1e-30);
     mv.set(k_);
   }
+  bounds_from_layout();
   // Hartigan starts from Lloyd's upper bounds: loosened by the last centroid update unless Lloyd converged, or
   // unknown (+inf) when that update re-seeded a cluster.
   if (!converged)
