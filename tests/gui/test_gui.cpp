@@ -633,6 +633,58 @@ class GuiTest : public QObject {
     QVERIFY(w_->calibrate_page()->status_label()->text().startsWith(QStringLiteral("Calibrated")));
   }
 
+  // With a usable GPU (or tools/cuda-emu's emulated one): calibration and the comparison run on it from the GUI, and
+  // give the CPU's results (ranges within 1e-4 * (1 + |v|), perplexities within 1e-3 relative: the GPU tests'
+  // bounds); the status bar names the GPU. Skipped without one, as in CI.
+  void calibratesAndComparesOnGpu() {
+    if (rptq::device_info().cuda_devices == 0) QSKIP("no usable GPU");
+    open_window();
+    // The status bar: the GPU's name and free memory ("NAME · 4.0 GiB free of 8.0 GiB").
+    const auto* device_label = w_->findChild<QLabel*>(QStringLiteral("deviceLabel"));
+    QVERIFY(device_label);
+    QTRY_VERIFY_WITH_TIMEOUT(device_label->text().contains(QStringLiteral(" free of ")), 30000);
+    calibrate_small(tmp("cpu.h5"));
+    const rptq::ChannelStats cpu = *w_->session()->stats();
+    DeviceChoice* d = w_->calibrate_page()->device_choice();
+    QTRY_VERIFY_WITH_TIMEOUT(d->probed(), 30000);
+    d->combo()->setCurrentIndex(DeviceChoice::GpuEntry);
+    QCOMPARE(d->device(), rptq::Device::CUDA);
+    calibrate_small(tmp("gpu.h5"));
+    const rptq::ChannelStats& gpu = *w_->session()->stats();
+    QCOMPARE(gpu.ranges.size(), cpu.ranges.size());
+    double worst = 0;
+    for (std::size_t l = 0; l < cpu.ranges.size(); ++l)
+      for (rptq::Tap t : rptq::kAllTaps) {
+        const rptq::TapRanges& a = cpu.ranges[l].tap(t);
+        const rptq::TapRanges& b = gpu.ranges[l].tap(t);
+        QCOMPARE(b.max.size(), a.max.size());
+        const auto diff = [](float x, float y) { return std::fabs(double(x) - double(y)) / (1 + std::fabs(double(y))); };
+        for (std::size_t c = 0; c < a.max.size(); ++c)
+          worst = std::max({worst, diff(b.max[c], a.max[c]), diff(b.min[c], a.min[c]),
+                            diff(b.ema_max[c], a.ema_max[c]), diff(b.ema_min[c], a.ema_min[c])});
+      }
+    QVERIFY2(worst <= 1e-4, qPrintable(QStringLiteral("worst range difference %1").arg(worst)));
+    quantize_small();
+    rptq::ui::ComparePage* c = w_->compare_page();
+    w_->go_to(MainWindow::CompareStep);
+    c->windows_spin()->setValue(2);
+    c->seqlen_spin()->setValue(64);
+    rptq::CompareResult on[2];
+    for (int gpu_run : {0, 1}) {
+      QTRY_VERIFY_WITH_TIMEOUT(c->device_choice()->probed(), 30000);
+      c->device_choice()->combo()->setCurrentIndex(gpu_run ? DeviceChoice::GpuEntry : DeviceChoice::CpuEntry);
+      QTest::mouseClick(c->compare_button(), Qt::LeftButton);
+      QVERIFY(c->comparing());
+      QTRY_VERIFY_WITH_TIMEOUT(!c->comparing(), kCalibrateTimeoutMs);
+      QVERIFY(c->result());
+      on[gpu_run] = *c->result();
+    }
+    QVERIFY(std::fabs(on[1].fp.ppl - on[0].fp.ppl) <= 1e-3 * on[0].fp.ppl);
+    QVERIFY(std::fabs(on[1].q.ppl - on[0].q.ppl) <= 1e-3 * on[0].q.ppl);
+    qInfo("GPU against CPU: worst range difference %.3g; perplexity FP %.6f / %.6f, quantized %.6f / %.6f", worst,
+          on[1].fp.ppl, on[0].fp.ppl, on[1].q.ppl, on[0].q.ppl);
+  }
+
   // The device chosen in each step is kept across a restart, also through a start on which the GPU is unusable.
   void deviceChoicePersistsAcrossRestart() {
     const bool real_gpu = rptq::device_info().cuda_devices > 0;
