@@ -18,9 +18,10 @@
 //     tap's per-channel ranges and the attention score ranges, `calib-batch` windows per layer step (what
 //     `rptq calibrate --device cuda` runs after drawing its windows);
 // wall time per call, `warmup` untimed calls first, median and min of the timed ones, tokens/s, useful TFLOP/s
-// (analytic count, see model_flops), the runner's peak device memory (GpuRunner::memory()) and the device's used
-// memory (cudaMemGetInfo). --check-cpu runs the first --check-windows windows and --check-samples calibration
-// windows on the CPU engine too and reports the perplexity and range differences (FP32 runner only).
+// (analytic count, see model_flops), the runner's peak device memory and its decoder layers' placement, resident or
+// streamed (GpuRunner::memory(); "layers" in the JSON and the table), and the device's used memory
+// (cudaMemGetInfo). --check-cpu runs the first --check-windows windows and --check-samples calibration windows on
+// the CPU engine too and reports the perplexity and range differences (FP32 runner only).
 // Token ids: id_i = splitmix64 output i of state `seed` (eval) or `seed + 1` (calibration), modulo the vocabulary;
 // bench/torch_cuda.py draws the very same ids, so perplexities and range checksums compare across engines.
 //
@@ -349,8 +350,10 @@ ModelFlops model_flops(const rptq::ModelConfig& c, std::int64_t windows, std::in
 }
 
 json memory_json(const rptq::GpuMemoryStats& m) {
-  return {{"outer_bytes", m.outer_bytes},           {"layer_slot_bytes", m.layer_slot_bytes},
+  return {{"layers", rptq::gpu_layer_placement_name(m.layers)},
+          {"outer_bytes", m.outer_bytes},           {"layer_slot_bytes", m.layer_slot_bytes},
           {"layer_slots", m.layer_slots},           {"model_layer_bytes", m.model_layer_bytes},
+          {"upload_scratch_bytes", m.upload_scratch_bytes},
           {"activation_bytes", m.activation_bytes}, {"peak_bytes", m.peak_bytes}};
 }
 
@@ -410,6 +413,7 @@ struct PhaseResult {
   double median_s = 0, min_s = 0, tokens = 0, flops = 0;
   double ppl = 0;
   std::size_t peak_bytes = 0;
+  std::string layers = "-";  // the runner's layer placement (GpuMemoryStats::layers)
   std::string error;
 };
 
@@ -456,6 +460,8 @@ int run_model_mode(const Args& a) {
       runner = std::make_unique<rptq::GpuRunner>(*model, nullptr, opts);
       json j = base;
       j.update({{"kind", "setup"}, {"setup_s", seconds_since(t0)}, {"memory", memory_json(runner->memory())},
+                {"layers", rptq::gpu_layer_placement_name(runner->memory().layers)},
+                {"device_description", runner->device_description()},
                 {"device_used_bytes_before", used_before}, {"device_used_bytes", device_used_bytes()}});
       emit(j);
     } catch (const std::exception& e) {
@@ -495,6 +501,7 @@ int run_model_mode(const Args& a) {
         r.flops = eval_fl.total();
         r.ppl = ppls.back();
         r.peak_bytes = runner->memory().peak_bytes;
+        r.layers = rptq::gpu_layer_placement_name(runner->memory().layers);
         const double spread = *std::max_element(ppls.begin(), ppls.end()) - *std::min_element(ppls.begin(), ppls.end());
         json j = base;
         j.update({{"kind", "eval"},
@@ -546,6 +553,7 @@ int run_model_mode(const Args& a) {
         r.tokens = static_cast<double>(a.calib_samples * a.calib_seqlen);
         r.flops = calib_fl.total();
         r.peak_bytes = runner->memory().peak_bytes;
+        r.layers = rptq::gpu_layer_placement_name(runner->memory().layers);
         json j = base;
         j.update({{"kind", "calib"},
                   {"seqlen", a.calib_seqlen},
@@ -623,16 +631,16 @@ int run_model_mode(const Args& a) {
               static_cast<long long>(a.eval_windows), static_cast<long long>(a.eval_seqlen),
               static_cast<long long>(a.eval_batch), static_cast<long long>(a.calib_samples),
               static_cast<long long>(a.calib_seqlen), static_cast<long long>(a.calib_batch));
-  std::printf("   %-6s %-6s %10s %10s %12s %9s %12s %10s\n", "prec", "phase", "median s", "min s", "tokens/s",
-              "TFLOP/s", "ppl", "peak MiB");
+  std::printf("   %-6s %-6s %10s %10s %12s %9s %12s %10s %-8s\n", "prec", "phase", "median s", "min s", "tokens/s",
+              "TFLOP/s", "ppl", "peak MiB", "layers");
   for (const PhaseResult& r : results) {
     if (!r.error.empty()) {
       std::printf("   %-6s %-6s error: %s\n", r.precision.c_str(), r.phase.c_str(), r.error.c_str());
       continue;
     }
-    std::printf("   %-6s %-6s %10.4f %10.4f %12.0f %9.2f %12s %10.1f\n", r.precision.c_str(), r.phase.c_str(),
+    std::printf("   %-6s %-6s %10.4f %10.4f %12.0f %9.2f %12s %10.1f %-8s\n", r.precision.c_str(), r.phase.c_str(),
                 r.median_s, r.min_s, r.tokens / r.median_s, r.flops / r.median_s * 1e-12,
-                r.phase == "eval" ? std::to_string(r.ppl).c_str() : "-", r.peak_bytes / 1048576.0);
+                r.phase == "eval" ? std::to_string(r.ppl).c_str() : "-", r.peak_bytes / 1048576.0, r.layers.c_str());
   }
   std::fflush(stdout);
   return 0;

@@ -22,7 +22,7 @@ namespace {
 
 constexpr int kThreads = 256;
 constexpr std::int64_t kRowsPerSlice = 64;
-constexpr std::uint32_t kNoBadChannel = 0xffffffffu;
+constexpr std::uint32_t kNoBadChannel = kDynamicAllFinite;
 constexpr std::int64_t kMaxPerRowClusters = 4096;  // 32 KiB of per-row quantizers in shared memory
 
 // Workspace: [min: cols][max: cols][scale: clusters][zero: clusters][bad channel: uint32].
@@ -265,6 +265,14 @@ std::int64_t fake_quant_dynamic_bad_channel(const void* workspace, std::int64_t 
   RPTQ_CUDA_CHECK(cudaMemcpyAsync(&bad, ws.bad, sizeof(bad), cudaMemcpyDeviceToHost, stream));
   RPTQ_CUDA_CHECK(cudaStreamSynchronize(stream));
   return bad == kNoBadChannel ? -1 : static_cast<std::int64_t>(bad);
+}
+
+void fake_quant_dynamic_copy_bad_channel(const void* workspace, std::int64_t cols, std::int64_t clusters,
+                                         std::uint32_t* record, cudaStream_t stream) {
+  require_data("fake_quant_dynamic_copy_bad_channel", workspace, "workspace");
+  require_data("fake_quant_dynamic_copy_bad_channel", record, "record");
+  const Workspace ws = split(const_cast<void*>(workspace), cols, clusters);
+  RPTQ_CUDA_CHECK(cudaMemcpyAsync(record, ws.bad, sizeof(std::uint32_t), cudaMemcpyDeviceToDevice, stream));
 }
 
 }  // namespace rptq::cuda

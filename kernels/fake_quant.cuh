@@ -70,6 +70,12 @@ void fake_quant_clusters_dynamic(float* x, std::int64_t rows, std::int64_t cols,
 // on this workspace, or -1 when every range was finite.
 std::int64_t fake_quant_dynamic_bad_channel(const void* workspace, std::int64_t cols, std::int64_t clusters,
                                             cudaStream_t stream = 0);
+// Without waiting: copies the workspace's record of the last dynamic call (device to device, on `stream`) to the
+// device word *record: the channel fake_quant_dynamic_bad_channel would return, or kDynamicAllFinite. A caller can
+// collect the records of many calls and read them all with one copy to the host, instead of waiting per call.
+constexpr std::uint32_t kDynamicAllFinite = 0xffffffffu;
+void fake_quant_dynamic_copy_bad_channel(const void* workspace, std::int64_t cols, std::int64_t clusters,
+                                         std::uint32_t* record, cudaStream_t stream = 0);
 
 // ---------------------------------------------------------------------------------------------------------------
 // The quantizer formulas, shared by the kernels, the KV cache kernels and host tests. Each operation is rounded

@@ -141,6 +141,9 @@ TEST(CudaFakeQuant, DynamicAllRowsMatchesCpu) {
         rptq::cuda::fake_quant_clusters_dynamic(dx.data(), c.rows, c.cols, c.ld, db.data(), g, bits, to_cuda(grid),
                                                 DynamicRange::AllRows, ws.data(), dscale.data(), dzero.data());
         EXPECT_EQ(rptq::cuda::fake_quant_dynamic_bad_channel(ws.data(), c.cols, g), -1) << what;
+        DeviceBuffer<std::uint32_t> record(std::vector<std::uint32_t>{0u});
+        rptq::cuda::fake_quant_dynamic_copy_bad_channel(ws.data(), c.cols, g, record.data());
+        EXPECT_EQ(record.to_host()[0], rptq::cuda::kDynamicAllFinite) << what;
         expect_same_bits(dx.to_host(), expected, what);
         std::vector<float> scale, zero;
         for (const rptq::QuantParams& p : params) scale.push_back(p.scale), zero.push_back(p.zero_point);
@@ -197,6 +200,10 @@ TEST(CudaFakeQuant, DynamicNonFiniteRangeIsReported) {
     rptq::cuda::fake_quant_clusters_dynamic(dx.data(), c.rows, c.cols, c.ld, db.data(), 2, 4, rptq::cuda::Grid::Exact,
                                             range, ws.data());
     EXPECT_EQ(rptq::cuda::fake_quant_dynamic_bad_channel(ws.data(), c.cols, 2), 31);
+    // The same record, copied to a device word without waiting (GpuRunner reads many at once).
+    DeviceBuffer<std::uint32_t> record(std::vector<std::uint32_t>{0u});
+    rptq::cuda::fake_quant_dynamic_copy_bad_channel(ws.data(), c.cols, 2, record.data());
+    EXPECT_EQ(record.to_host()[0], 31u);
     const std::vector<float> gpu = dx.to_host();
     if (range == DynamicRange::AllRows) {
       expect_same_bits(gpu, x, "all rows untouched");

@@ -1,7 +1,7 @@
 // The GPU forward path (core/src/cuda_runner.cpp) end to end against the CPU model: logits, perplexity,
 // calibration ranges and a W4A4 quantized model, on the two shared models and several architecture variants, plus
-// layer streaming's memory bound. Skipped (with the reason) without a usable GPU; the no-GPU message is checked
-// everywhere.
+// layer streaming's memory bound and resident layers against streamed ones. Skipped (with the reason) without a
+// usable GPU; the no-GPU message is checked everywhere.
 //
 // Tolerances, and why:
 // - FP32 logits: max |gpu - cpu| <= 2e-4 * (1 + max |cpu|). Both sides compute every op in float32 with the same
@@ -44,10 +44,15 @@
 //   between the two sides' inputs.
 // - FP16 / BF16 GEMM inputs: relative Frobenius error of the logits <= 1e-2 / 4e-2 (inputs rounded to 11 / 8
 //   significant bits: 2^-11 / 2^-8 relative per product, growing through the layers).
+// - Resident against streamed decoder layers (GpuLayerPlacement): none, bit for bit. The same weights (FP16 / BF16
+//   rounded to nearest even on the device or on the host: the same bits, test_cuda_gemm) reach the same kernels in
+//   the same order; only where the weights live differs. Logits, perplexity, calibration ranges, FP32 / FP16 /
+//   BF16, W4A4 static and dynamic; the peak memory is checked to equal what GpuMemoryStats says it is made of.
 #include <gtest/gtest.h>
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <filesystem>
 #include <map>
 #include <string>
@@ -228,10 +233,14 @@ TEST_P(CudaModelTest, LayerStreamingBoundsPeakMemory) {
   for (bool overlap : {true, false}) {
     rptq::GpuOptions o;
     o.overlap_upload = overlap;
+    o.layers = rptq::GpuLayerPlacement::Stream;
     rptq::GpuRunner r(*fp, nullptr, o);
     std::vector<std::int32_t> tokens(ids.begin(), ids.begin() + 48);
     const rptq::Tensor got = r.forward(tokens, 2);
     const rptq::GpuMemoryStats& m = r.memory();
+    EXPECT_EQ(m.layers, rptq::GpuLayerPlacement::Stream);
+    EXPECT_NE(r.device_description().find("streamed"), std::string::npos) << r.device_description();
+    EXPECT_EQ(m.upload_scratch_bytes, 0u);
     EXPECT_EQ(m.layer_slots, overlap ? 2 : 1);
     const std::size_t slots = m.layer_slot_bytes * static_cast<std::size_t>(m.layer_slots);
     EXPECT_LE(m.peak_bytes, m.outer_bytes + slots + m.activation_bytes);
@@ -245,6 +254,101 @@ TEST_P(CudaModelTest, LayerStreamingBoundsPeakMemory) {
                 GetParam().name, overlap, m.peak_bytes, m.outer_bytes, m.layer_slots, m.layer_slot_bytes,
                 m.activation_bytes, m.model_layer_bytes);
   }
+}
+
+bool same_bits(const rptq::Tensor& a, const rptq::Tensor& b) {
+  return a.numel() == b.numel() &&
+         std::memcmp(a.data(), b.data(), static_cast<std::size_t>(a.numel()) * sizeof(float)) == 0;
+}
+bool same_bits(const std::vector<float>& a, const std::vector<float>& b) {
+  return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0;
+}
+void expect_same_ranges(const std::vector<rptq::LayerRanges>& got, const std::vector<rptq::LayerRanges>& ref,
+                        const std::string& what) {
+  ASSERT_EQ(got.size(), ref.size()) << what;
+  auto same = [&](const rptq::TapRanges& a, const rptq::TapRanges& b, const std::string& name) {
+    EXPECT_EQ(a.samples, b.samples) << name;
+    EXPECT_TRUE(same_bits(a.max, b.max) && same_bits(a.min, b.min) && same_bits(a.ema_max, b.ema_max) &&
+                same_bits(a.ema_min, b.ema_min))
+        << name;
+  };
+  for (std::size_t l = 0; l < ref.size(); ++l) {
+    for (rptq::Tap t : rptq::kAllTaps)
+      same(got[l].tap(t), ref[l].tap(t), what + " layer " + std::to_string(l) + " " + rptq::tap_name(t));
+    same(got[l].scores, ref[l].scores, what + " layer " + std::to_string(l) + " scores");
+  }
+}
+
+// Resident layers (uploaded once, FP16 / BF16 rounded on the device) against streamed ones (rounded on the host
+// per forward): the same weights reach the same kernels, so logits, perplexity and calibration ranges are the same
+// bits. Resident memory is the outer weights, every layer and the larger of the upload's conversion buffer and the
+// activations, exactly as GpuMemoryStats reports it.
+void expect_resident_matches_streaming(const rptq::Model& model, const rptq::QuantizedModel* q,
+                                       const std::vector<std::int32_t>& ids, const std::string& name,
+                                       const std::vector<rptq::GpuPrecision>& precisions) {
+  const std::vector<std::int32_t> tokens(ids.begin(), ids.begin() + 48);
+  rptq::PerplexityOptions po;
+  po.seqlen = 32;
+  po.max_windows = 3;
+  po.batch = 2;
+  for (rptq::GpuPrecision p : precisions) {
+    const std::string what = name + (p == rptq::GpuPrecision::FP16   ? " FP16"
+                                     : p == rptq::GpuPrecision::BF16 ? " BF16"
+                                                                     : " FP32");
+    rptq::GpuOptions so, ro;
+    so.precision = ro.precision = p;
+    so.layers = rptq::GpuLayerPlacement::Stream;
+    ro.layers = rptq::GpuLayerPlacement::Resident;
+    rptq::GpuRunner streamed(model, q, so), resident(model, q, ro);
+    const rptq::GpuMemoryStats& m = resident.memory();
+    EXPECT_EQ(m.layers, rptq::GpuLayerPlacement::Resident) << what;
+    EXPECT_EQ(m.layer_slots, 0) << what;
+    EXPECT_EQ(m.layer_slot_bytes, 0u) << what;
+    EXPECT_NE(resident.device_description().find("resident"), std::string::npos) << resident.device_description();
+    // The conversion buffer: FP16 / BF16 only, at most 16 MiB.
+    if (p == rptq::GpuPrecision::FP32 || q) {
+      EXPECT_EQ(m.upload_scratch_bytes, 0u) << what;  // packed linears are dequantized per GEMM, never converted
+    } else {
+      EXPECT_GT(m.upload_scratch_bytes, 0u) << what;
+      EXPECT_LE(m.upload_scratch_bytes, std::size_t{16} << 20) << what;
+    }
+    EXPECT_EQ(m.peak_bytes, m.outer_bytes + m.model_layer_bytes + m.upload_scratch_bytes)
+        << what << ": after construction";
+    // The layers as uploaded take the same bytes in both placements.
+    EXPECT_EQ(m.model_layer_bytes, streamed.memory().model_layer_bytes) << what;
+    EXPECT_EQ(m.outer_bytes, streamed.memory().outer_bytes) << what;
+
+    EXPECT_TRUE(same_bits(resident.forward(tokens, 2), streamed.forward(tokens, 2))) << what << " logits";
+    // A second forward of the resident runner: the layers were not changed by the first.
+    EXPECT_TRUE(same_bits(resident.forward(tokens, 1), streamed.forward(tokens, 1))) << what << " logits, batch 1";
+    const rptq::PerplexityResult ps = streamed.perplexity(ids, po), pr = resident.perplexity(ids, po);
+    ASSERT_EQ(pr.window_nll.size(), ps.window_nll.size()) << what;
+    for (std::size_t w = 0; w < ps.window_nll.size(); ++w)
+      EXPECT_EQ(pr.window_nll[w], ps.window_nll[w]) << what << " window " << w;
+    EXPECT_EQ(pr.ppl, ps.ppl) << what;
+    // Calibration: 3 windows, 2 per layer step.
+    const std::vector<std::int32_t> calib(ids.begin(), ids.begin() + 3 * 32);
+    expect_same_ranges(resident.calibration_ranges(calib, 3, 32, 2), streamed.calibration_ranges(calib, 3, 32, 2),
+                       what);
+    EXPECT_EQ(m.peak_bytes, m.outer_bytes + m.model_layer_bytes + std::max(m.upload_scratch_bytes, m.activation_bytes))
+        << what;
+    const rptq::GpuMemoryStats& sm = streamed.memory();
+    EXPECT_EQ(sm.peak_bytes, sm.outer_bytes + sm.layer_slot_bytes * 2 + sm.activation_bytes) << what;
+    std::printf("[ %s ] resident = streamed, bit for bit; resident peak %zu = outer %zu + layers %zu + max(upload "
+                "scratch %zu, activations %zu); streamed peak %zu\n",
+                what.c_str(), m.peak_bytes, m.outer_bytes, m.model_layer_bytes, m.upload_scratch_bytes,
+                m.activation_bytes, sm.peak_bytes);
+  }
+}
+
+TEST_P(CudaModelTest, ResidentLayersMatchStreamingBitForBit) {
+  expect_resident_matches_streaming(*fp, nullptr, ids, GetParam().name,
+                                    {rptq::GpuPrecision::FP32, rptq::GpuPrecision::FP16, rptq::GpuPrecision::BF16});
+  // Auto picks one of the two (resident when the layers fit beside a margin for the activations) and says which.
+  rptq::GpuRunner a(*fp);
+  EXPECT_NE(a.memory().layers, rptq::GpuLayerPlacement::Auto);
+  std::printf("[ %s ] auto placement: %s (%s)\n", GetParam().name, rptq::gpu_layer_placement_name(a.memory().layers),
+              a.device_description().c_str());
 }
 
 INSTANTIATE_TEST_SUITE_P(Models, CudaModelTest,
@@ -527,6 +631,63 @@ TEST_P(CudaQuantizedTest, W4A4LogitsMatchCpuQuantizedModel) { check_w4a4(GetPara
 TEST_P(CudaQuantizedTest, W4A4DynamicLogitsMatchCpuQuantizedModel) {
   check_w4a4(GetParam(), true, 2);
   check_w4a4(GetParam(), true, 1);
+}
+
+// Packed 4-bit linears, static and dynamic activation quantizers (whose bad-channel checks are read once per pass
+// or per calibrated layer, several windows per step), resident against streamed.
+TEST_P(CudaQuantizedTest, W4A4ResidentLayersMatchStreamingBitForBit) {
+  SKIP_WITHOUT_GPU();
+  if (!std::filesystem::exists(shared_dir() / "models")) GTEST_SKIP() << "no ../shared";
+  for (bool dynamic : {false, true}) {
+    W4A4Setup s = w4a4(GetParam(), dynamic);
+    const std::vector<std::int32_t> ids(s.ids.begin() + 100, s.ids.end());
+    std::vector<rptq::GpuPrecision> precisions = {rptq::GpuPrecision::FP32};
+    if (!dynamic) precisions.push_back(rptq::GpuPrecision::FP16);
+    expect_resident_matches_streaming(s.q->model(), s.q.get(), ids,
+                                      std::string(GetParam()) + (dynamic ? " W4A4 dynamic" : " W4A4 static"),
+                                      precisions);
+  }
+}
+
+// A dynamic tap whose range is not finite fails the pass with the tap's InputError. Without an observer the
+// runner reads the taps' records once per pass (calibration: once per layer) instead of waiting at each tap; the
+// error must be the one the waiting check (taken with an observer) gives, in forward, perplexity and calibration,
+// resident and streamed.
+TEST(CudaQuantizedErrors, DynamicNonFiniteRangeFailsThePassWithTheTapsError) {
+  SKIP_WITHOUT_GPU();
+  if (!std::filesystem::exists(shared_dir() / "models")) GTEST_SKIP() << "no ../shared";
+  W4A4Setup s = w4a4("tiny-opt-16m", true);
+  ASSERT_TRUE(s.q->config().quantizes(rptq::Tap::Q));
+  s.q->model().layer(1).q.bias.data()[5] = INFINITY;  // one channel of layer 1's Q tap is +inf in every row
+  const std::vector<std::int32_t> tokens(s.ids.begin() + 100, s.ids.begin() + 148);
+  auto error_of = [](auto&& f) -> std::string {
+    try {
+      f();
+    } catch (const rptq::InputError& e) {
+      return e.what();
+    }
+    return "no error";
+  };
+  for (rptq::GpuLayerPlacement placement : {rptq::GpuLayerPlacement::Resident, rptq::GpuLayerPlacement::Stream}) {
+    rptq::GpuOptions o;
+    o.layers = placement;
+    rptq::GpuRunner watched(s.q->model(), s.q.get(), o);
+    watched.set_tap_observer([](int, rptq::Tap, const rptq::Tensor&, const rptq::Tensor&) {});
+    const std::string want = error_of([&] { watched.forward(tokens, 2); });
+    EXPECT_NE(want.find("layer 1 tap q: channel"), std::string::npos) << want;
+    EXPECT_NE(want.find("has no finite range"), std::string::npos) << want;
+    rptq::GpuRunner r(s.q->model(), s.q.get(), o);
+    EXPECT_EQ(error_of([&] { r.forward(tokens, 2); }), want);
+    rptq::PerplexityOptions po;
+    po.seqlen = 16;
+    po.max_windows = 3;
+    po.batch = 3;
+    EXPECT_EQ(error_of([&] { r.perplexity(tokens, po); }), want);
+    EXPECT_EQ(error_of([&] { r.calibration_ranges(tokens, 3, 16, 2); }), want);
+    // The runner stays usable: the next pass fails the same way.
+    EXPECT_EQ(error_of([&] { r.forward(tokens, 1); }), want);
+    std::printf("[ tiny-opt-16m ] %s: %s\n", rptq::gpu_layer_placement_name(placement), want.c_str());
+  }
 }
 
 INSTANTIATE_TEST_SUITE_P(Models, CudaQuantizedTest, ::testing::Values("tiny-opt-16m", "stories260k"),

@@ -12,6 +12,18 @@
 #include "rptq/model.h"
 #include "rptq/quantize.h"
 
+namespace rptq {
+
+const char* gpu_layer_placement_name(GpuLayerPlacement p) {
+  switch (p) {
+    case GpuLayerPlacement::Stream: return "stream";
+    case GpuLayerPlacement::Resident: return "resident";
+    default: return "auto";
+  }
+}
+
+}  // namespace rptq
+
 #ifndef RPTQ_WITH_CUDA
 
 namespace rptq {
@@ -55,6 +67,7 @@ CompareResult compare_models_gpu(const Model&, const QuantizedModel*, const Mode
 #include <cuda_runtime.h>
 
 #include "attention.cuh"
+#include "attention_scores.cuh"
 #include "channel_range.cuh"
 #include "cuda_check.cuh"
 #include "device.cuh"
@@ -78,6 +91,12 @@ std::size_t align_up(std::size_t v) { return (v + kAlign - 1) / kAlign * kAlign;
 constexpr std::size_t kPackedTileBytes = std::size_t{16} << 20;
 // Rows of the output head per step: bounds the [rows, vocab] logits buffer.
 constexpr std::int64_t kHeadRows = 512;
+// Resident FP16 / BF16 layers: float32 weights pass through a device buffer of at most this many floats (16 MiB)
+// on their way to being rounded.
+constexpr std::size_t kConvertChunk = std::size_t{4} << 20;
+// GpuLayerPlacement::Auto keeps this much of the device free for activations: max(2 GiB, total / 5).
+constexpr std::size_t kResidentMarginMin = std::size_t{2} << 30;
+constexpr std::size_t kResidentMarginDivisor = 5;
 
 std::string mib(std::size_t bytes) {
   char buf[32];
@@ -104,11 +123,20 @@ struct DevLayer {
   bool quantize_softmax = false;
 };
 
-// Lays a layer's tensors out at 256-byte aligned offsets: sizes the slot (host == nullptr) or fills the pinned
-// staging buffer, returning pointers into the device slot at `dev`.
+// A dense weight to be rounded to FP16 / BF16 on the device (resident layers): n floats at src, to dst.
+struct DeferredRounding {
+  const float* src = nullptr;
+  void* dst = nullptr;
+  std::size_t n = 0;
+};
+
+// Lays a layer's tensors out at 256-byte aligned offsets: sizes the slot (host == nullptr) or fills the host
+// staging buffer, returning pointers into the device slot at `dev`. With `deferred`, the 16-bit weights are not
+// rounded on the host: their place is left as it is and they are listed there, to be rounded on the device.
 class Stager {
  public:
-  Stager(std::uint8_t* host, std::uintptr_t dev) : host_(host), dev_(dev) {}
+  Stager(std::uint8_t* host, std::uintptr_t dev, std::vector<DeferredRounding>* deferred = nullptr)
+      : host_(host), dev_(dev), deferred_(deferred) {}
   template <typename T>
   const T* put(const T* src, std::size_t n) {
     if (n == 0) return nullptr;
@@ -122,7 +150,9 @@ class Stager {
   template <typename H>
   const H* put_rounded(const float* src, std::size_t n) {
     off_ = align_up(off_);
-    if (host_) {
+    if (deferred_) {
+      deferred_->push_back({src, reinterpret_cast<void*>(dev_ + off_), n});
+    } else if (host_) {
       H* dst = reinterpret_cast<H*>(host_ + off_);
       for (std::size_t i = 0; i < n; ++i) {
         if constexpr (std::is_same_v<H, __half>)
@@ -140,6 +170,7 @@ class Stager {
  private:
   std::uint8_t* host_;
   std::uintptr_t dev_;
+  std::vector<DeferredRounding>* deferred_;
   std::size_t off_ = 0;
 };
 
@@ -149,10 +180,11 @@ cuda::GemmInputs gemm_inputs(GpuPrecision p) {
                                    : cuda::GemmInputs::FP32;
 }
 
-// Device arrays of one tap's running ranges (TapRanges) while a layer is calibrated.
+// One tap's running ranges (TapRanges) while a layer is calibrated, and its per-sample scratch: pointers into the
+// runner's calibration arena.
 struct DevTapRanges {
   std::int64_t channels = 0;
-  cuda::DeviceBuffer<float> ema_max, ema_min, max, min, smax, smin;
+  float *ema_max = nullptr, *ema_min = nullptr, *max = nullptr, *min = nullptr, *smax = nullptr, *smin = nullptr;
 };
 
 }  // namespace
@@ -182,6 +214,10 @@ struct GpuRunner::Impl {
   };
   std::vector<std::array<TapQ, kTapCount>> tapq;
   cuda::DeviceBuffer<std::uint8_t> dyn_workspace;
+  // Dynamic taps record their bad-channel word in DynBad ((layer * pass_chunks + chunk) * kTapCount + tap), read
+  // once per pass (calibration: per layer) instead of once per tap.
+  bool any_dynamic = false;
+  std::int64_t pass_chunks = 1, chunk_index = 0;
 
   // Layer slots: device memory, pinned staging, and the events that order them.
   int slots = 2;
@@ -192,17 +228,27 @@ struct GpuRunner::Impl {
   std::vector<cudaEvent_t> copied, computed;
   std::vector<int> slot_layer;
   std::vector<DevLayer> slot_view;
+  // Resident layers: one device buffer and its view per decoder layer, uploaded once by init().
+  bool resident = false;
+  std::vector<cuda::DeviceBuffer<std::uint8_t>> resident_layer;
+  std::vector<DevLayer> resident_view;
 
   // Activations, grown as needed.
-  enum Buf { H, X, Q, K, V, Attn, Hid, Up, XHalf, Ids, Pos, Logits, HeadX, HeadY, Targets, Nll, Total, Tmp, kBufs };
+  enum Buf {
+    H, X, Q, K, V, Attn, Hid, Up, XHalf, Ids, Pos, Logits, HeadX, HeadY, Targets, Nll, Total, Tmp, ScoreRange, DynBad,
+    kBufs
+  };
   std::array<cuda::DeviceBuffer<std::uint8_t>, kBufs> bufs;
 
-  // Calibration state.
+  // Calibration state: the running ranges of the layer being calibrated, per tap (indexed by Tap) and then the
+  // attention scores (one channel per head), in one arena whose leading rec_result_floats (every [ema_max,
+  // ema_min, max, min], back to back) the host reads with one copy per layer.
   bool recording = false;
-  std::vector<DevTapRanges> rec;  // per tap of the layer being calibrated
-  std::vector<LayerRanges>* host_ranges = nullptr;
+  std::vector<DevTapRanges> rec;
+  cuda::DeviceBuffer<float> rec_arena;
+  std::size_t rec_result_floats = 0;
+  std::vector<float> rec_host;
   std::int64_t sample0 = 0;  // index of the chunk's first window
-  std::vector<float> q_host, k_host, score_scratch;
 
   GpuTapObserver observer;
   Tensor observed_before, observed_after;
@@ -300,13 +346,25 @@ struct GpuRunner::Impl {
 
     upload_quantizers();
 
-    slots = opts.overlap_upload ? 2 : 1;
-    std::size_t slot_bytes = 0;
+    std::size_t slot_bytes = 0, largest_rounding = 0;
+    std::vector<std::size_t> layer_bytes;
+    std::vector<DeferredRounding> rounding;
     for (int l = 0; l < cfg.layers; ++l) {
-      const std::size_t b = stage_layer(l, nullptr, 0).second;
+      rounding.clear();
+      const std::size_t b = stage_layer(l, nullptr, 0, &rounding).second;
+      for (const DeferredRounding& r : rounding) largest_rounding = std::max(largest_rounding, r.n);
+      layer_bytes.push_back(b);
       slot_bytes = std::max(slot_bytes, b);
       mem.model_layer_bytes += b;
     }
+    const std::size_t scratch_floats = std::min(largest_rounding, kConvertChunk);
+    resident = choose_resident(mem.model_layer_bytes + scratch_floats * sizeof(float));
+    if (resident) {
+      upload_resident(layer_bytes, slot_bytes, scratch_floats);
+      return;
+    }
+    mem.layers = GpuLayerPlacement::Stream;
+    slots = opts.overlap_upload ? 2 : 1;
     mem.layer_slot_bytes = slot_bytes;
     mem.layer_slots = slots;
     for (int s = 0; s < slots; ++s) {
@@ -329,6 +387,63 @@ struct GpuRunner::Impl {
       slot_layer.push_back(-1);
       slot_view.emplace_back();
     }
+    // The outer weights were copied with cudaMemcpy on the legacy stream, which the non-blocking compute stream
+    // does not wait for.
+    RPTQ_CUDA_CHECK(cudaDeviceSynchronize());
+  }
+
+  // Whether the decoder layers stay on the device: GpuOptions::layers, and for Auto whether `bytes` fit in the
+  // free memory less the activations' margin.
+  bool choose_resident(std::size_t bytes) const {
+    if (opts.layers != GpuLayerPlacement::Auto) return opts.layers == GpuLayerPlacement::Resident;
+    if (cfg.layers == 0) return false;
+    const cuda::MemoryInfo info = cuda::memory_info(opts.device);
+    const std::size_t margin = std::max(kResidentMarginMin, info.total_bytes / kResidentMarginDivisor);
+    return info.free_bytes > margin && bytes <= info.free_bytes - margin;
+  }
+
+  // Every decoder layer into its own device buffer, once: the bytes that need no rounding from a host staging
+  // buffer, the FP16 / BF16 weights as float32 through a device buffer of at most kConvertChunk floats, rounded
+  // there by cuda::convert (round to nearest even: the bits __float2half_rn / __float2bfloat16_rn give the
+  // streamed slots on the host, test_cuda_gemm's ConversionsRoundToNearestEven).
+  void upload_resident(const std::vector<std::size_t>& layer_bytes, std::size_t largest, std::size_t scratch_floats) {
+    mem.layers = GpuLayerPlacement::Resident;
+    mem.layer_slot_bytes = 0;
+    mem.layer_slots = 0;
+    cuda::DeviceBuffer<float> scratch;
+    if (scratch_floats > 0) {
+      scratch = cuda::DeviceBuffer<float>(scratch_floats);
+      note_alloc(scratch.bytes());
+      mem.upload_scratch_bytes = scratch.bytes();
+    }
+    std::vector<std::uint8_t> host(largest);
+    std::vector<DeferredRounding> rounding;
+    // The outer weights' cudaMemcpy ran on the legacy stream; the copies below run on the compute stream.
+    RPTQ_CUDA_CHECK(cudaDeviceSynchronize());
+    for (int l = 0; l < cfg.layers; ++l) {
+      const std::size_t bytes = layer_bytes[static_cast<std::size_t>(l)];
+      resident_layer.emplace_back(bytes);
+      note_alloc(bytes);
+      std::uint8_t* dev = resident_layer.back().data();
+      rounding.clear();
+      const DevLayer view = stage_layer(l, host.data(), reinterpret_cast<std::uintptr_t>(dev), &rounding).first;
+      RPTQ_CUDA_CHECK(cudaMemcpyAsync(dev, host.data(), bytes, cudaMemcpyHostToDevice, compute));
+      for (const DeferredRounding& r : rounding) {
+        for (std::size_t i0 = 0; i0 < r.n; i0 += scratch_floats) {
+          const std::size_t n = std::min(scratch_floats, r.n - i0);
+          RPTQ_CUDA_CHECK(cudaMemcpyAsync(scratch.data(), r.src + i0, n * sizeof(float), cudaMemcpyHostToDevice,
+                                          compute));
+          const auto count = static_cast<std::int64_t>(n);
+          if (opts.precision == GpuPrecision::FP16)
+            cuda::convert(scratch.data(), static_cast<__half*>(r.dst) + i0, count, compute);
+          else
+            cuda::convert(scratch.data(), static_cast<__nv_bfloat16*>(r.dst) + i0, count, compute);
+        }
+      }
+      RPTQ_CUDA_CHECK(cudaStreamSynchronize(compute));  // `host` and `scratch` are reused for the next layer
+      resident_view.push_back(view);
+    }
+    note_free(scratch.bytes());
   }
 
   void upload_quantizers() {
@@ -349,6 +464,7 @@ struct GpuRunner::Impl {
         d.clusters = static_cast<std::int64_t>(tq.boundaries.size()) - 1;
         const std::size_t before = held;
         if (tq.dynamic) {
+          any_dynamic = true;
           const std::vector<std::int32_t> b32(tq.boundaries.begin(), tq.boundaries.end());
           d.boundaries = upload_tensor(b32.data(), b32.size());
           workspace = std::max(workspace, cuda::fake_quant_dynamic_workspace_bytes(d.cols, d.clusters));
@@ -374,10 +490,12 @@ struct GpuRunner::Impl {
   }
 
   // Fills `host` (when not null) with layer l's weights as uploaded and returns their pointers in a slot at `dev`,
-  // and the slot bytes they need.
-  std::pair<DevLayer, std::size_t> stage_layer(int l, std::uint8_t* host, std::uintptr_t dev) const {
+  // and the slot bytes they need. With `deferred`, the FP16 / BF16 dense weights are listed there instead of
+  // rounded into `host`.
+  std::pair<DevLayer, std::size_t> stage_layer(int l, std::uint8_t* host, std::uintptr_t dev,
+                                               std::vector<DeferredRounding>* deferred = nullptr) const {
     const DecoderLayerWeights& w = model.layer(l);
-    Stager st(host, dev);
+    Stager st(host, dev, deferred);
     DevLayer d;
     auto norm = [&](const NormWeights& n) {
       DevNorm dn;
@@ -433,6 +551,7 @@ struct GpuRunner::Impl {
 
   // Starts copying layer l into its slot on the upload stream (after the compute that last used the slot).
   void upload_layer(int l) {
+    if (resident) return;
     const int s = l % slots;
     if (slot_layer[static_cast<std::size_t>(s)] == l) return;  // still there (a model with <= slots layers)
     // The staging buffer may still be read by the previous copy out of it.
@@ -448,11 +567,14 @@ struct GpuRunner::Impl {
     slot_view[static_cast<std::size_t>(s)] = view;
   }
   const DevLayer& begin_layer(int l) {
+    if (resident) return resident_view[static_cast<std::size_t>(l)];
     const int s = l % slots;
     RPTQ_CUDA_CHECK(cudaStreamWaitEvent(compute, copied[static_cast<std::size_t>(s)], 0));
     return slot_view[static_cast<std::size_t>(s)];
   }
-  void end_layer(int l) { RPTQ_CUDA_CHECK(cudaEventRecord(computed[static_cast<std::size_t>(l % slots)], compute)); }
+  void end_layer(int l) {
+    if (!resident) RPTQ_CUDA_CHECK(cudaEventRecord(computed[static_cast<std::size_t>(l % slots)], compute));
+  }
 
   // -------------------------------------------------------------------------------------------------------------
   // Ops
@@ -513,10 +635,15 @@ struct GpuRunner::Impl {
         cuda::fake_quant_clusters_dynamic(x, rows, cols, cols, d.boundaries.data(), d.clusters, d.bits, d.grid,
                                           cuda::DynamicRange::AllRows, dyn_workspace.data(), nullptr, nullptr,
                                           compute);
-        const std::int64_t bad = cuda::fake_quant_dynamic_bad_channel(dyn_workspace.data(), cols, d.clusters, compute);
-        if (bad >= 0)
-          throw InputError("layer " + std::to_string(layer) + " tap " + tap_name(t) + ": channel " +
-                           std::to_string(bad) + " has no finite range (dynamic quantization)");
+        if (observer) {
+          // The observer waits for every tap anyway: fail at the tap, before it sees the unquantized values.
+          const std::int64_t bad = cuda::fake_quant_dynamic_bad_channel(dyn_workspace.data(), cols, d.clusters,
+                                                                        compute);
+          if (bad >= 0) throw bad_dynamic_range(layer, t, bad);
+        } else {
+          cuda::fake_quant_dynamic_copy_bad_channel(dyn_workspace.data(), cols, d.clusters,
+                                                    dynamic_record(layer, chunk_index, t), compute);
+        }
       } else if (d.active) {
         cuda::fake_quant_clusters(x, rows, cols, d.q, compute);
       }
@@ -528,30 +655,64 @@ struct GpuRunner::Impl {
     if (!recording) return;
     DevTapRanges& r = rec[static_cast<std::size_t>(t)];
     for (std::int64_t b = 0; b < nseq; ++b) {
-      cuda::channel_range(x + b * seq * cols, seq, cols, cols, r.smax.data(), r.smin.data(), cuda::RangeUpdate::Write,
-                          compute);
-      cuda::tap_ranges_add_sample(r.smax.data(), r.smin.data(), r.ema_max.data(), r.ema_min.data(), r.max.data(),
-                                  r.min.data(), cols, sample0 + b == 0, compute);
+      cuda::channel_range(x + b * seq * cols, seq, cols, cols, r.smax, r.smin, cuda::RangeUpdate::Write, compute);
+      cuda::tap_ranges_add_sample(r.smax, r.smin, r.ema_max, r.ema_min, r.max, r.min, cols, sample0 + b == 0,
+                                  compute);
     }
   }
 
-  // The attention score ranges of each window of the chunk, on the host from copies of its Q and K taps.
-  void record_scores(int layer, const float* q, const float* k, std::int64_t nseq, std::int64_t seq) {
-    const std::int64_t qd = cfg.q_dim(), kvd = cfg.kv_dim();
-    q_host.resize(static_cast<std::size_t>(seq * qd));
-    k_host.resize(static_cast<std::size_t>(seq * kvd));
-    TapRanges& scores = (*host_ranges)[static_cast<std::size_t>(layer)].scores;
-    for (std::int64_t b = 0; b < nseq; ++b) {
-      RPTQ_CUDA_CHECK(cudaMemcpyAsync(q_host.data(), q + b * seq * qd, q_host.size() * 4, cudaMemcpyDeviceToHost,
-                                      compute));
-      RPTQ_CUDA_CHECK(cudaMemcpyAsync(k_host.data(), k + b * seq * kvd, k_host.size() * 4, cudaMemcpyDeviceToHost,
-                                      compute));
-      RPTQ_CUDA_CHECK(cudaStreamSynchronize(compute));
-      std::vector<float> hmax, hmin;
-      attention_score_range(cfg, {q_host.data(), seq, qd, qd}, {k_host.data(), seq, kvd, kvd}, hmax, hmin,
-                            score_scratch);
-      scores.add_sample(hmax, hmin);
-    }
+  static InputError bad_dynamic_range(int layer, Tap t, std::int64_t channel) {
+    return InputError("layer " + std::to_string(layer) + " tap " + tap_name(t) + ": channel " +
+                      std::to_string(channel) + " has no finite range (dynamic quantization)");
+  }
+  std::uint32_t* dynamic_record(int layer, std::int64_t chunk, Tap t) {
+    const std::size_t records = static_cast<std::size_t>(cfg.layers * pass_chunks * kTapCount);
+    return buf<std::uint32_t>(DynBad, records) + (layer * pass_chunks + chunk) * kTapCount + static_cast<int>(t);
+  }
+  // Throws, as the tap would have, for the first dynamic tap of layers [l0, l1) of this pass (in the order they
+  // ran: layer, chunk, tap) whose range was not finite. One copy and one wait for all of them.
+  void check_dynamic_ranges(int l0, int l1) {
+    if (!any_dynamic || observer || l0 >= l1) return;
+    const std::size_t per_layer = static_cast<std::size_t>(pass_chunks * kTapCount);
+    std::vector<std::uint32_t> rec(static_cast<std::size_t>(l1 - l0) * per_layer);
+    const std::uint32_t* first = dynamic_record(l0, 0, Tap::AttnInput);
+    RPTQ_CUDA_CHECK(cudaMemcpyAsync(rec.data(), first, rec.size() * sizeof(std::uint32_t), cudaMemcpyDeviceToHost,
+                                    compute));
+    RPTQ_CUDA_CHECK(cudaStreamSynchronize(compute));
+    for (int l = l0; l < l1 && l < static_cast<int>(tapq.size()); ++l)
+      for (std::int64_t c = 0; c < pass_chunks; ++c)
+        for (Tap t : kAllTaps) {
+          const TapQ& d = tapq[static_cast<std::size_t>(l)][static_cast<std::size_t>(t)];
+          if (!d.active || !d.dynamic) continue;
+          const std::uint32_t bad =
+              rec[static_cast<std::size_t>(l - l0) * per_layer + static_cast<std::size_t>(c * kTapCount) +
+                  static_cast<std::size_t>(t)];
+          if (bad != cuda::kDynamicAllFinite) throw bad_dynamic_range(l, t, static_cast<std::int64_t>(bad));
+        }
+  }
+
+  // The attention score ranges of each window of the chunk (attention_score_range of calibration.cpp on the
+  // device), folded window by window into the layer's running score ranges, as RangeRecorder adds them.
+  void record_scores(const float* q, const float* k, std::int64_t nseq, std::int64_t seq) {
+    const std::int64_t heads = cfg.heads;
+    cuda::ScoreRangeShape s;
+    s.batch = nseq;
+    s.seq = seq;
+    s.heads = heads;
+    s.kv_heads = cfg.kv_heads;
+    s.head_dim = cfg.head_dim;
+    s.q_ld = cfg.q_dim();
+    s.k_ld = cfg.kv_dim();
+    s.window = cfg.sliding_window;
+    // OPT's Q tap is already scaled by head_dim^-0.5; LLaMA's attention scales the product (calibration.cpp).
+    s.scale = cfg.arch == Architecture::OPT ? 1.0f : 1.0f / std::sqrt(static_cast<float>(cfg.head_dim));
+    float* hmax = buf<float>(ScoreRange, static_cast<std::size_t>(2 * nseq * heads));
+    float* hmin = hmax + nseq * heads;
+    cuda::attention_score_range(q, k, hmax, hmin, s, compute);
+    DevTapRanges& r = rec[kTapCount];
+    for (std::int64_t b = 0; b < nseq; ++b)
+      cuda::tap_ranges_add_sample(hmax + b * heads, hmin + b * heads, r.ema_max, r.ema_min, r.max, r.min, heads,
+                                  sample0 + b == 0, compute);
   }
 
   // One decoder layer over nseq windows of seq tokens: h [nseq * seq, hidden] in place (model.cpp's layer_forward).
@@ -600,7 +761,7 @@ struct GpuRunner::Impl {
     }
     tap(l, Tap::Q, q, nseq, seq, qd);
     tap(l, Tap::K, k, nseq, seq, kvd);
-    if (recording) record_scores(l, q, k, nseq, seq);
+    if (recording) record_scores(q, k, nseq, seq);
     tap(l, Tap::V, v, nseq, seq, kvd);
 
     cuda::AttentionShape s;
@@ -663,13 +824,13 @@ struct GpuRunner::Impl {
                                     compute));
     float* h = buf<float>(H, static_cast<std::size_t>(n * d));
     const std::int64_t pos_rows = cfg.max_positions + 2;
+    std::vector<std::int64_t> pos;  // a host temporary: lives until the wait below
     if (cfg.arch != Architecture::OPT) {
       // Rotary positions of every row (past 0), for the layers.
-      std::vector<std::int64_t> pos(static_cast<std::size_t>(n));
+      pos.resize(static_cast<std::size_t>(n));
       for (std::size_t r = 0; r < pos.size(); ++r) pos[r] = static_cast<std::int64_t>(r) % seq;
       std::int64_t* p = buf<std::int64_t>(Pos, pos.size());
       RPTQ_CUDA_CHECK(cudaMemcpyAsync(p, pos.data(), pos.size() * 8, cudaMemcpyHostToDevice, compute));
-      RPTQ_CUDA_CHECK(cudaStreamSynchronize(compute));  // pos is a host temporary
       cuda::embedding(ids, n, embed_tokens.data(), cfg.vocab, e, h, compute);
     } else if (e == d) {
       cuda::embedding_with_positions(ids, n, embed_tokens.data(), cfg.vocab, d, seq, 0, embed_positions.data(),
@@ -680,30 +841,39 @@ struct GpuRunner::Impl {
       cuda::linear(blas, tok, e, n, e, project_in.data(), nullptr, d, h, false);
       cuda::add_positions(h, n, seq, 0, embed_positions.data(), pos_rows, d, 2, compute);
     }
-    RPTQ_CUDA_CHECK(cudaStreamSynchronize(compute));  // `tokens` may be a temporary of the caller
+    RPTQ_CUDA_CHECK(cudaStreamSynchronize(compute));  // `tokens` (and `pos`) may be temporaries
     return h;
   }
 
   // Every decoder layer over the windows in H, `chunk` windows per step, layer weights streamed.
+  // Every decoder layer over the windows in H, `chunk` windows per step, layer weights streamed or resident.
+  // Nothing here waits for the GPU, except a streamed layer's staging (for the copy out of its buffer before) and
+  // the dynamic-range check: once at the end, or before each after_layer.
   void run_layers(float* h, std::int64_t nseq, std::int64_t seq, std::int64_t chunk,
                   const std::function<void(int)>& after_layer = {}) {
     const int L = static_cast<int>(cfg.layers);
     if (L == 0) return;
+    pass_chunks = (nseq + chunk - 1) / chunk;
     upload_layer(0);
     for (int l = 0; l < L; ++l) {
       const DevLayer w = begin_layer(l);
       for (std::int64_t s0 = 0; s0 < nseq; s0 += chunk) {
         const std::int64_t nb = std::min(chunk, nseq - s0);
         sample0 = s0;
+        chunk_index = s0 / chunk;
         layer_forward(l, w, h + s0 * seq * cfg.hidden, nb, seq);
       }
       end_layer(l);
       // Staged on the host while the GPU works through the layer just queued; its copy waits only for the
       // compute that last read the other slot.
       if (slots > 1 && l + 1 < L) upload_layer(l + 1);
-      if (after_layer) after_layer(l);
+      if (after_layer) {
+        check_dynamic_ranges(l, l + 1);
+        after_layer(l);
+      }
       if (slots == 1 && l + 1 < L) upload_layer(l + 1);
     }
+    if (!after_layer) check_dynamic_ranges(0, L);
   }
 
   // Logits [rows, vocab] of hidden rows [rows, hidden] into Logits (Model::head).
@@ -766,7 +936,13 @@ GpuRunner::~GpuRunner() = default;
 
 const GpuMemoryStats& GpuRunner::memory() const { return impl_->mem; }
 
-std::string GpuRunner::device_description() const { return device_info().description; }
+std::string GpuRunner::device_description() const {
+  const GpuMemoryStats& m = impl_->mem;
+  return device_info().description + (m.layers == GpuLayerPlacement::Resident
+                                          ? std::string("; decoder layers resident")
+                                          : "; decoder layers streamed through " + std::to_string(m.layer_slots) +
+                                                (m.layer_slots == 1 ? " slot" : " slots"));
+}
 
 void GpuRunner::set_tap_observer(GpuTapObserver observer) { impl_->observer = std::move(observer); }
 
@@ -781,12 +957,14 @@ Tensor GpuRunner::forward(std::span<const std::int32_t> tokens, std::int64_t bat
     m.run_layers(h, batch, seq, batch);
     const std::int64_t rows = batch * seq, V = m.cfg.vocab;
     Tensor logits = Tensor::uninitialized({rows, V});
-    Tensor part;
+    // Each block of logits straight into its rows; the next block's head waits for the copy (one stream).
     for (std::int64_t r0 = 0; r0 < rows; r0 += kHeadRows) {
       const std::int64_t n = std::min(kHeadRows, rows - r0);
-      m.logits_to_host(h + r0 * m.cfg.hidden, n, part);
-      std::memcpy(logits.data() + r0 * V, part.data(), static_cast<std::size_t>(n * V) * 4);
+      const float* lg = m.head(h + r0 * m.cfg.hidden, n);
+      RPTQ_CUDA_CHECK(cudaMemcpyAsync(logits.data() + r0 * V, lg, static_cast<std::size_t>(n * V) * 4,
+                                      cudaMemcpyDeviceToHost, m.compute));
     }
+    m.sync();
     return logits;
   });
 }
@@ -810,19 +988,25 @@ PerplexityResult GpuRunner::perplexity(std::span<const std::int32_t> ids, const 
       RPTQ_CUDA_CHECK(cudaMemcpyAsync(dt, targets.data(), targets.size() * 4, cudaMemcpyHostToDevice, m.compute));
       float* h = m.embed(batch_ids, nb, T);  // synchronises: `targets` is safe to free after it
       m.run_layers(h, nb, T, nb);
+      // Each block of rows sums its NLL into its own entry of Total; all are read with one copy after the batch
+      // and added on the host in the order the blocks ran, as the per-block reads did.
+      const std::int64_t blocks = (T - 1 + kHeadRows - 1) / kHeadRows;
       double* nll = m.buf<double>(Impl::Nll, static_cast<std::size_t>(kHeadRows));
-      double* total = m.buf<double>(Impl::Total, 1);
+      double* total = m.buf<double>(Impl::Total, static_cast<std::size_t>(std::max<std::int64_t>(nb * blocks, 1)));
+      for (std::int64_t b = 0; b < nb; ++b) {
+        for (std::int64_t i = 0; i < blocks; ++i) {
+          const std::int64_t r0 = i * kHeadRows, r1 = std::min(T - 1, r0 + kHeadRows);
+          const float* lg = m.head(h + (b * T + r0) * m.cfg.hidden, r1 - r0);
+          cuda::nll_rows(lg, r1 - r0, V, V, dt + b * T + r0, nll, total + b * blocks + i, m.compute);
+        }
+      }
+      std::vector<double> parts(static_cast<std::size_t>(nb * blocks));
+      RPTQ_CUDA_CHECK(cudaMemcpyAsync(parts.data(), total, parts.size() * sizeof(double), cudaMemcpyDeviceToHost,
+                                      m.compute));
+      m.sync();
       for (std::int64_t b = 0; b < nb; ++b) {
         double sum = 0.0;
-        for (std::int64_t r0 = 0; r0 < T - 1; r0 += kHeadRows) {
-          const std::int64_t r1 = std::min(T - 1, r0 + kHeadRows);
-          const float* lg = m.head(h + (b * T + r0) * m.cfg.hidden, r1 - r0);
-          cuda::nll_rows(lg, r1 - r0, V, V, dt + b * T + r0, nll, total, m.compute);
-          double part = 0.0;
-          RPTQ_CUDA_CHECK(cudaMemcpyAsync(&part, total, sizeof(double), cudaMemcpyDeviceToHost, m.compute));
-          m.sync();
-          sum += part;
-        }
+        for (std::int64_t i = 0; i < blocks; ++i) sum += parts[static_cast<std::size_t>(b * blocks + i)];
         res.window_nll.push_back(sum / static_cast<double>(T - 1));
       }
       if (opts.progress && !opts.progress(w0 + nb, windows)) throw Cancelled();
@@ -847,31 +1031,45 @@ std::vector<LayerRanges> GpuRunner::calibration_ranges(std::span<const std::int3
   batch = std::clamp<std::int64_t>(batch, 1, samples);
   std::vector<LayerRanges> ranges(static_cast<std::size_t>(m.cfg.layers));
   guarded("while calibrating", m.held, [&] {
-    for (DevTapRanges& r : m.rec)
-      for (auto* b : {&r.ema_max, &r.ema_min, &r.max, &r.min, &r.smax, &r.smin}) {
-        m.note_free(b->bytes());
-        m.mem.activation_bytes -= std::min(m.mem.activation_bytes, b->bytes());
+    // The arena: every tap's and then the scores' [ema_max, ema_min, max, min] (what the host reads per layer),
+    // then every tap's per-sample [smax, smin] scratch (the scores' scratch is the ScoreRange buffer).
+    std::vector<std::int64_t> channels;
+    for (Tap t : kAllTaps) channels.push_back(tap_channels(m.cfg, t));
+    channels.push_back(m.cfg.heads);
+    std::size_t results = 0, scratch = 0;
+    for (std::size_t i = 0; i < channels.size(); ++i) {
+      results += 4 * static_cast<std::size_t>(channels[i]);
+      if (i < kTapCount) scratch += 2 * static_cast<std::size_t>(channels[i]);
+    }
+    m.sync();  // a cancelled calibration may have left work that reads the old arena
+    m.note_free(m.rec_arena.bytes());
+    m.mem.activation_bytes -= std::min(m.mem.activation_bytes, m.rec_arena.bytes());
+    m.rec_arena = cuda::DeviceBuffer<float>();
+    m.rec_arena = cuda::DeviceBuffer<float>(results + scratch);
+    m.note_alloc(m.rec_arena.bytes());
+    m.mem.activation_bytes += m.rec_arena.bytes();
+    m.rec_result_floats = results;
+    m.rec.assign(channels.size(), DevTapRanges{});
+    float* at = m.rec_arena.data();
+    for (std::size_t i = 0; i < channels.size(); ++i) {
+      DevTapRanges& r = m.rec[i];
+      r.channels = channels[i];
+      for (float** p : {&r.ema_max, &r.ema_min, &r.max, &r.min}) {
+        *p = at;
+        at += r.channels;
       }
-    m.rec.clear();
-    for (Tap t : kAllTaps) {
-      DevTapRanges r;
-      r.channels = tap_channels(m.cfg, t);
-      const std::size_t c = static_cast<std::size_t>(r.channels);
-      for (auto* b : {&r.ema_max, &r.ema_min, &r.max, &r.min, &r.smax, &r.smin}) {
-        *b = cuda::DeviceBuffer<float>(c);
-        m.note_alloc(b->bytes());
-        m.mem.activation_bytes += b->bytes();
+    }
+    for (std::size_t i = 0; i < kTapCount; ++i) {
+      DevTapRanges& r = m.rec[i];
+      for (float** p : {&r.smax, &r.smin}) {
+        *p = at;
+        at += r.channels;
       }
-      m.rec.push_back(std::move(r));
     }
     m.recording = true;
-    m.host_ranges = &ranges;
     struct Off {
       Impl& m;
-      ~Off() {
-        m.recording = false;
-        m.host_ranges = nullptr;
-      }
+      ~Off() { m.recording = false; }
     } off{m};
     float* h = m.embed(tokens, samples, seqlen);
     LayerwiseProgress p;
@@ -879,14 +1077,20 @@ std::vector<LayerRanges> GpuRunner::calibration_ranges(std::span<const std::int3
     p.samples = samples;
     p.total = m.cfg.layers * samples;
     m.run_layers(h, samples, seqlen, batch, [&](int l) {
+      // The layer's ranges, all in one copy on the compute stream (which wrote them) and one wait.
+      m.rec_host.resize(m.rec_result_floats);
+      RPTQ_CUDA_CHECK(cudaMemcpyAsync(m.rec_host.data(), m.rec_arena.data(), m.rec_result_floats * sizeof(float),
+                                      cudaMemcpyDeviceToHost, m.compute));
+      m.sync();
       LayerRanges& lr = ranges[static_cast<std::size_t>(l)];
-      for (Tap t : kAllTaps) {
-        DevTapRanges& r = m.rec[static_cast<std::size_t>(t)];
-        TapRanges& tr = lr.tap(t);
-        tr.ema_max = r.ema_max.to_host();
-        tr.ema_min = r.ema_min.to_host();
-        tr.max = r.max.to_host();
-        tr.min = r.min.to_host();
+      const float* at = m.rec_host.data();
+      for (std::size_t i = 0; i < m.rec.size(); ++i) {
+        const std::size_t c = static_cast<std::size_t>(m.rec[i].channels);
+        TapRanges& tr = i < kTapCount ? lr.taps[i] : lr.scores;
+        for (std::vector<float>* v : {&tr.ema_max, &tr.ema_min, &tr.max, &tr.min}) {
+          v->assign(at, at + c);
+          at += c;
+        }
         tr.samples = samples;
       }
       p.layer = l;

@@ -7,7 +7,8 @@ os.makedirs(dst, exist_ok=True)
 # Kernels without block collectives (no __syncthreads, shuffles): their threads run as plain calls, much faster.
 DIRECT = {'bias_act_kernel', 'broadcast_rows_kernel', 'silu_mul_kernel', 'add_kernel', 'scale_kernel',
           'embedding_kernel', 'add_positions_kernel', 'convert_kernel', 'convert_rows_kernel', 'fill_kernel',
-          'add_sample_kernel', 'apply_kernel', 'kv_pack_kernel', 'kv_unpack_kernel', 'dequantize_kernel'}
+          'add_sample_kernel', 'apply_kernel', 'kv_pack_kernel', 'kv_unpack_kernel', 'dequantize_kernel',
+          'range_fill_kernel'}
 
 def write_if_changed(path, text):
     if os.path.exists(path) and open(path).read() == text:

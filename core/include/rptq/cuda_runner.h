@@ -1,13 +1,17 @@
 #pragma once
-// The forward pass on a CUDA GPU, with layer streaming: the embeddings and the output head are uploaded once, and
-// only the decoder layer being computed has its weights on the device (each layer is copied through pinned host
-// memory into one of two reused device slots, the next layer's copy overlapping the current layer's compute on a
-// second stream). The activations of the whole batch stay on the device. The math is model.cpp's, kernel for
-// kernel (kernels/*.cuh), including the fused R1/R4 gathers, rope_index, quantize_softmax, GQA and sliding windows.
+// The forward pass on a CUDA GPU. The embeddings and the output head are uploaded once; the decoder layers are
+// either resident (every layer uploaded once, at construction, and kept: what a model that fits the GPU gets) or
+// streamed: only the decoder layer being computed has its weights on the device (each layer is copied through
+// pinned host memory into one of two reused device slots, the next layer's copy overlapping the current layer's
+// compute on a second stream). GpuOptions::layers chooses; GpuMemoryStats::layers says which was used. The
+// activations of the whole batch stay on the device. The math is model.cpp's, kernel for kernel (kernels/*.cuh),
+// including the fused R1/R4 gathers, rope_index, quantize_softmax, GQA and sliding windows, and it is the same in
+// both placements: the same weights (FP16 / BF16 rounded on the host when streamed, on the device when resident,
+// both to nearest even) reach the same kernels, so the results are identical bit for bit.
 //
 // The taps run on the device too: QuantizedModel's activation quantizers (fake_quant, static and dynamic) and the
-// calibration ranges (channel_range, the per-sample max / min and EMA of RangeRecorder / TapRanges). The attention
-// score ranges of calibration are computed on the host from copies of Q and K (RangeRecorder's code).
+// calibration ranges (channel_range, the per-sample max / min and EMA of RangeRecorder / TapRanges, and the
+// attention score ranges of attention_score_range, kernels/attention_scores.cuh).
 //
 // Built with RPTQ_WITH_CUDA; without it every function here throws InputError("CUDA support was not compiled
 // in ..."), so callers need no #ifdef. A missing GPU or driver is an InputError naming the reason; running out of
@@ -39,18 +43,34 @@ enum class GpuPrecision {
   BF16,
 };
 
+// Where the decoder layers' weights live on the device.
+enum class GpuLayerPlacement {
+  Auto,      // Resident when they fit, else Stream. They fit when all layers (as uploaded, in the precision used)
+             // plus the upload's conversion buffer take at most the device's free memory after the outer weights
+             // less a margin for the activations: max(2 GiB, 20% of the device's total memory).
+  Stream,    // layer streaming: every forward copies each layer into one of the reused slots
+  Resident,  // every layer uploaded once, at construction, and kept (not fitting: the out-of-memory InputError)
+};
+const char* gpu_layer_placement_name(GpuLayerPlacement p);  // "auto", "stream", "resident"
+
 struct GpuOptions {
   GpuPrecision precision = GpuPrecision::FP32;
   int device = 0;
-  bool overlap_upload = true;  // a second stream and slot prefetch the next layer (false: one slot, serial)
+  bool overlap_upload = true;  // streaming: a second stream and slot prefetch the next layer (false: one slot)
+  GpuLayerPlacement layers = GpuLayerPlacement::Auto;
 };
 
 // Device memory the runner allocated (its own buffers and the cuBLAS scratch it asked for), in bytes.
+// Streaming: peak_bytes = outer_bytes + layer_slots x layer_slot_bytes + activation_bytes.
+// Resident:  peak_bytes = outer_bytes + model_layer_bytes + max(upload_scratch_bytes, activation_bytes).
 struct GpuMemoryStats {
-  std::size_t outer_bytes = 0;       // embeddings, positions, final norm, head: uploaded once
-  std::size_t layer_slot_bytes = 0;  // one slot: the largest decoder layer's weights as uploaded
-  int layer_slots = 0;               // 2 with overlap_upload, else 1
-  std::size_t model_layer_bytes = 0; // all decoder layers' weights as uploaded (what streaming avoids holding)
+  GpuLayerPlacement layers = GpuLayerPlacement::Stream;  // the placement used: Stream or Resident, never Auto
+  std::size_t outer_bytes = 0;       // embeddings, positions, final norm, head, quantizers: uploaded once
+  std::size_t layer_slot_bytes = 0;  // streaming: one slot, the largest decoder layer's weights as uploaded
+  int layer_slots = 0;               // streaming: 2 with overlap_upload, else 1; resident: 0
+  std::size_t model_layer_bytes = 0; // all decoder layers' weights as uploaded (held when resident)
+  std::size_t upload_scratch_bytes = 0;  // resident FP16 / BF16: the float32 buffer (at most 16 MiB) weights pass
+                                         // through to be rounded on the device; held during construction only
   std::size_t activation_bytes = 0;  // activations and scratch of the largest pass so far
   std::size_t peak_bytes = 0;        // the most held at once
 };
@@ -62,8 +82,9 @@ using GpuTapObserver = std::function<void(int layer, Tap tap, const Tensor& befo
 
 class GpuRunner {
  public:
-  // Uploads the outer weights. `quantized` (may be null) supplies the activation quantizers of the taps; its
-  // model() must be `model`. Throws InputError when CUDA is unavailable.
+  // Uploads the outer weights, and every decoder layer when they are to be resident (GpuOptions::layers).
+  // `quantized` (may be null) supplies the activation quantizers of the taps; its model() must be `model`. Throws
+  // InputError when CUDA is unavailable. The model's weights must not change while the runner exists.
   GpuRunner(const Model& model, const QuantizedModel* quantized = nullptr, const GpuOptions& opts = {});
   ~GpuRunner();
   GpuRunner(const GpuRunner&) = delete;
@@ -80,6 +101,7 @@ class GpuRunner {
                                               const LayerwiseCallback& progress = {});
 
   const GpuMemoryStats& memory() const;
+  // The GPU's description and the layer placement used, e.g. "... ; decoder layers resident".
   std::string device_description() const;
 
   // Called at every tap of the passes that follow, in the CPU hook's order (per layer: attn_input, q, k, v,
@@ -99,7 +121,8 @@ ChannelStats calibrate_gpu(const Model& model, const std::string& model_dir, std
                            const CalibrationSettings& settings, const LayerwiseCallback& progress = {},
                            const GpuOptions& opts = {}, std::int64_t batch = 8);
 
-// compare_models() with both models' forward passes on the GPU, one after the other (each streams its layers);
+// compare_models() with both models' forward passes on the GPU, one after the other (each places its layers as
+// GpuOptions::layers says; with Auto the second model is resident only when it fits beside the first);
 // the KL divergence and top-1 agreement are computed on the host from the logits.
 CompareResult compare_models_gpu(const Model& fp, const QuantizedModel* fp_quant, const Model& q,
                                  const QuantizedModel* q_quant, std::span<const std::int32_t> ids,
