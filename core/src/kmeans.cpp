@@ -266,6 +266,7 @@ class Restart {
                                                 double* out) const;
   std::int64_t assign(bool full, const Moves& mv);
   RPTQ_VECTOR_CLONES std::int64_t assign_full_chunk(std::int64_t ch, Scratch& sc);
+  RPTQ_VECTOR_CLONES std::int64_t assign_bounded_chunk(std::int64_t ch, const Moves& mv, Scratch& sc);
   std::int64_t assign_bounded(const Moves& mv);
   RPTQ_VECTOR_CLONES std::int64_t loosen_cluster(int a, const Moves& mv);
   bool loosen_point(std::int64_t p, const Moves& mv);
@@ -301,6 +302,9 @@ class Restart {
   // ([dims, n]), its bounds (upper_ and lower_ hold them only after bounds_from_layout()), its index, whether it is
   // still in that cluster (all ones) or has left it (0: then it is listed in foreign_), and a scratch flag; per point
   // its position.
+  bool layout_ = false;    // whether the layout holds the bounds (else upper_ and lower_ do)
+  int bounded_steps_ = 0;  // bounded steps since the last full one
+  std::int64_t last_changes_ = 0;  // labels the last step changed
   std::vector<std::int64_t> start_, foreign_;
   std::vector<float> lx_, lu_, ll_;
   std::vector<std::int32_t> lid_, lpos_, lflag_;
@@ -498,15 +502,69 @@ std::int64_t Restart<D>::assign_full_chunk(std::int64_t ch, Scratch& sc) {
   return changed;
 }
 
-// Lloyd's steps after the first keep the points in a cluster-contiguous layout, so that Hamerly's per-point bound
+// Hamerly's step for one chunk: the bounds are first loosened by how far the centroids moved, and a point is
+// scanned only when they no longer prove its label. Records the changes of the chunk's cluster sums.
+template <int D>
+std::int64_t Restart<D>::assign_bounded_chunk(std::int64_t ch, const Moves& mv, Scratch& sc) {
+  std::int32_t* __restrict labels = labels_.data();
+  float* __restrict upper = upper_.data();
+  float* __restrict lower = lower_.data();
+  const float* __restrict move = mv.by.data();
+  const float* __restrict half_gap = half_gap_.data();
+  sc.idx.clear();
+  for (std::int64_t i = ch * kChunk; i < chunk_end(ch); ++i) {
+    const int a = labels[i];
+    float u = upper[i] + move[a];
+    const float l = lower[i] - mv.others(a);
+    lower[i] = l;
+    const float m = std::max(half_gap[a], l);
+    if (u > m) {
+      u = std::sqrt(sq_distance(point(i), centroid_f(a)));  // tighten the upper bound first
+      if (u > m) sc.idx.push_back(i);
+    }
+    upper[i] = u;
+  }
+  const auto m = static_cast<std::int64_t>(sc.idx.size());
+  if (m == 0) return 0;
+  gather(sc.idx.data(), m, sc.xs.data());
+  nearest_batch<D>(sc.xs.data(), m, m, dims(), cf_.data(), k_, sc.i1.data(), sc.f1.data(), sc.f2.data());
+  const std::size_t kd = static_cast<std::size_t>(k_) * dims();
+  double* dsum = &chunk_sums_[ch * kd];
+  std::int64_t* dcount = &chunk_counts_[ch * k_];
+  std::int64_t changed = 0;
+  for (std::int64_t t = 0; t < m; ++t) {
+    const std::int64_t i = sc.idx[t];
+    const int a = labels[i], b = sc.i1[t];
+    upper[i] = std::sqrt(sc.f1[t]);
+    lower[i] = std::sqrt(sc.f2[t]);
+    if (b == a) continue;
+    if (changed++ == 0) {  // first change in this chunk: start its change sums
+      std::fill(dsum, dsum + kd, 0.0);
+      std::fill(dcount, dcount + k_, 0);
+    }
+    labels[i] = b;
+    for (int d = 0; d < dims(); ++d) {
+      dsum[static_cast<std::size_t>(a) * dims() + d] -= point(i)[d];
+      dsum[static_cast<std::size_t>(b) * dims() + d] += point(i)[d];
+    }
+    --dcount[a];
+    ++dcount[b];
+  }
+  return changed;
+}
+
+// When Lloyd runs longer than a few bounded steps (many clusters in a dense band: k = 64 on channel ranges takes
+// 30 to 100), the following steps keep the points in a cluster-contiguous layout, so that Hamerly's per-point bound
 // test, the step that visits every point every iteration, runs over contiguous arrays with the cluster's values
 // (its movement, the others' largest movement, its half gap and centroid) fixed: it vectorises without gathers.
-// Only the points whose bounds no longer prove their label are scanned against every centroid. The layout is built
-// after a full assignment; a point that changes cluster afterwards stays where it is, marked as gone, and is tested
-// on its own (few points change once Lloyd is under way) until so many have changed that the layout is rebuilt.
-// The order of points has no effect on any result: a point's bounds and scan are its own, and the changes of the
-// cluster sums are applied in point index order, per chunk of kChunk points, exactly as a chunked pass in index
-// order would apply them.
+// Only the points whose bounds no longer prove their label are scanned against every centroid. Building the layout
+// (fresh memory for each restart) costs several steps of the chunked pass above, so it is built only after 8
+// chunked bounded steps, once a step changed fewer than 1/64 of the labels; runs that converge sooner (most at
+// k <= 32) never build it. A point that changes cluster afterwards stays where it is, marked as gone, and is tested
+// on its own (few points change by then) until so many have changed that the layout is rebuilt. The order of points
+// has no effect on any result: a point's bounds and scan are its own, and the changes of the cluster sums are
+// applied in point index order, per chunk of kChunk points, exactly as a chunked pass in index order would apply
+// them.
 
 template <int D>
 void Restart<D>::build_layout() {
@@ -690,25 +748,38 @@ std::int64_t Restart<D>::assign_bounded(const Moves& mv) {
 // One assignment step over all points; updates the cluster sums and counts and returns how many labels changed.
 template <int D>
 std::int64_t Restart<D>::assign(bool full, const Moves& mv) {
-  if (!full) return assign_bounded(mv);
+  constexpr int kChunkedSteps = 8;  // see above
+  if (full) {  // rewrites every bound in upper_ / lower_
+    layout_ = false;
+    bounded_steps_ = 0;
+  } else if (layout_) {
+    return last_changes_ = assign_bounded(mv);
+  } else if (++bounded_steps_ > kChunkedSteps && last_changes_ * 64 < n_) {
+    build_layout();
+    layout_ = true;
+    return last_changes_ = assign_bounded(mv);
+  }
   const std::size_t kd = static_cast<std::size_t>(k_) * dims();
   std::vector<std::int64_t> changed(chunks_, 0);
 #pragma omp parallel if (parallel_)
   {
     Scratch sc(dims());
 #pragma omp for schedule(static)
-    for (std::int64_t ch = 0; ch < chunks_; ++ch) changed[ch] = assign_full_chunk(ch, sc);
+    for (std::int64_t ch = 0; ch < chunks_; ++ch)
+      changed[ch] = full ? assign_full_chunk(ch, sc) : assign_bounded_chunk(ch, mv, sc);
   }
-  sums_.assign(kd, 0.0);
-  counts_.assign(k_, 0);
+  if (full) {
+    sums_.assign(kd, 0.0);
+    counts_.assign(k_, 0);
+  }
   std::int64_t total = 0;
   for (std::int64_t ch = 0; ch < chunks_; ++ch) {  // chunks in index order
+    if (!full && changed[ch] == 0) continue;
     for (std::size_t t = 0; t < kd; ++t) sums_[t] += chunk_sums_[ch * kd + t];
     for (int j = 0; j < k_; ++j) counts_[j] += chunk_counts_[ch * k_ + j];
     total += changed[ch];
   }
-  build_layout();
-  return total;
+  return last_changes_ = total;
 }
 
 // Each empty cluster takes the point farthest from its own centroid (lowest index on ties), which leaves its old
@@ -962,7 +1033,7 @@ Run Restart<D>::run(std::uint64_t seed, int max_iterations) {
       mv.by[j] = static_cast<float>(std::sqrt(sq_distance(centroid_f(j), centroid(j))) * (1.0 + 1e-5) + 1e-30);
     mv.set(k_);
   }
-  bounds_from_layout();
+  if (layout_) bounds_from_layout();
   // Hartigan starts from Lloyd's upper bounds: loosened by the last centroid update unless Lloyd converged, or
   // unknown (+inf) when that update re-seeded a cluster.
   if (!converged)
