@@ -417,6 +417,31 @@ struct PhaseResult {
   std::string error;
 };
 
+// One timed phase as a JSON line: `base`, the phase's own fields, then what every phase reports.
+json phase_json(const json& base, const PhaseResult& r, const std::vector<double>& times,
+                const rptq::GpuRunner& runner, json fields) {
+  json j = base;
+  j.update(fields);
+  j.update({{"kind", r.phase},
+            {"tokens", r.tokens},
+            {"times_s", times},
+            {"median_s", r.median_s},
+            {"min_s", r.min_s},
+            {"tokens_per_s_median", r.tokens / r.median_s},
+            {"tokens_per_s_best", r.tokens / r.min_s},
+            {"flops", r.flops},
+            {"tflops_median", r.flops / r.median_s * 1e-12},
+            {"memory", memory_json(runner.memory())},
+            {"device_used_bytes", device_used_bytes()}});
+  return j;
+}
+
+void emit_error(const json& base, const std::string& phase, const std::exception& e) {
+  json j = base;
+  j.update({{"kind", "error"}, {"phase", phase}, {"error", e.what()}});
+  emit(j);
+}
+
 int run_model_mode(const Args& a) {
   require_gpu();
   const DeviceFacts dev = device_facts(0);
@@ -465,9 +490,7 @@ int run_model_mode(const Args& a) {
                 {"device_used_bytes_before", used_before}, {"device_used_bytes", device_used_bytes()}});
       emit(j);
     } catch (const std::exception& e) {
-      json j = base;
-      j.update({{"kind", "error"}, {"phase", "setup"}, {"error", e.what()}});
-      emit(j);
+      emit_error(base, "setup", e);
       PhaseResult r;
       r.precision = pname;
       r.phase = "setup";
@@ -503,34 +526,20 @@ int run_model_mode(const Args& a) {
         r.peak_bytes = runner->memory().peak_bytes;
         r.layers = rptq::gpu_layer_placement_name(runner->memory().layers);
         const double spread = *std::max_element(ppls.begin(), ppls.end()) - *std::min_element(ppls.begin(), ppls.end());
-        json j = base;
-        j.update({{"kind", "eval"},
-                  {"seqlen", a.eval_seqlen},
-                  {"windows", a.eval_windows},
-                  {"batch", a.eval_batch},
-                  {"tokens", r.tokens},
-                  {"warmup", a.warmup},
-                  {"repeats", a.repeats},
-                  {"times_s", times},
-                  {"runner_seconds", runner_times},
-                  {"median_s", r.median_s},
-                  {"min_s", r.min_s},
-                  {"tokens_per_s_median", r.tokens / r.median_s},
-                  {"tokens_per_s_best", r.tokens / r.min_s},
-                  {"flops", r.flops},
-                  {"flops_breakdown", {{"layers", eval_fl.layers}, {"attention_causal", eval_fl.attention},
-                                       {"lm_head", eval_fl.head}}},
-                  {"tflops_median", r.flops / r.median_s * 1e-12},
-                  {"ppl", r.ppl},
-                  {"ppl_spread_over_repeats", spread},
-                  {"memory", memory_json(runner->memory())},
-                  {"device_used_bytes", device_used_bytes()}});
-        emit(j);
+        emit(phase_json(base, r, times, *runner,
+                        {{"seqlen", a.eval_seqlen},
+                         {"windows", a.eval_windows},
+                         {"batch", a.eval_batch},
+                         {"warmup", a.warmup},
+                         {"repeats", a.repeats},
+                         {"runner_seconds", runner_times},
+                         {"flops_breakdown", {{"layers", eval_fl.layers}, {"attention_causal", eval_fl.attention},
+                                              {"lm_head", eval_fl.head}}},
+                         {"ppl", r.ppl},
+                         {"ppl_spread_over_repeats", spread}}));
       } catch (const std::exception& e) {
         r.error = e.what();
-        json j = base;
-        j.update({{"kind", "error"}, {"phase", "eval"}, {"error", e.what()}});
-        emit(j);
+        emit_error(base, "eval", e);
       }
       results.push_back(r);
     }
@@ -554,30 +563,16 @@ int run_model_mode(const Args& a) {
         r.flops = calib_fl.total();
         r.peak_bytes = runner->memory().peak_bytes;
         r.layers = rptq::gpu_layer_placement_name(runner->memory().layers);
-        json j = base;
-        j.update({{"kind", "calib"},
-                  {"seqlen", a.calib_seqlen},
-                  {"samples", a.calib_samples},
-                  {"batch", a.calib_batch},
-                  {"tokens", r.tokens},
-                  {"warmup", a.calib_warmup},
-                  {"repeats", a.calib_repeats},
-                  {"times_s", times},
-                  {"median_s", r.median_s},
-                  {"min_s", r.min_s},
-                  {"tokens_per_s_median", r.tokens / r.median_s},
-                  {"tokens_per_s_best", r.tokens / r.min_s},
-                  {"flops", r.flops},
-                  {"tflops_median", r.flops / r.median_s * 1e-12},
-                  {"ranges_checksum", ranges_checksum(ranges)},
-                  {"memory", memory_json(runner->memory())},
-                  {"device_used_bytes", device_used_bytes()}});
-        emit(j);
+        emit(phase_json(base, r, times, *runner,
+                        {{"seqlen", a.calib_seqlen},
+                         {"samples", a.calib_samples},
+                         {"batch", a.calib_batch},
+                         {"warmup", a.calib_warmup},
+                         {"repeats", a.calib_repeats},
+                         {"ranges_checksum", ranges_checksum(ranges)}}));
       } catch (const std::exception& e) {
         r.error = e.what();
-        json j = base;
-        j.update({{"kind", "error"}, {"phase", "calib"}, {"error", e.what()}});
-        emit(j);
+        emit_error(base, "calib", e);
       }
       results.push_back(r);
     }
