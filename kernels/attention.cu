@@ -21,6 +21,7 @@
 
 #include <string>
 
+#include "attention_tile.cuh"
 #include "cuda_check.cuh"
 #include "reduce.cuh"
 
@@ -67,13 +68,7 @@ __global__ void __launch_bounds__(kThreads, 4) attention_kernel(const float* __r
   const int nq = static_cast<int>(w0 >= i1 ? 0 : (i1 - w0 < kQueriesPerWarp ? i1 - w0 : kQueriesPerWarp));
   const int nkeys = static_cast<int>(keys.end - keys.begin);
   int lo[kQueriesPerWarp], hi[kQueriesPerWarp];
-#pragma unroll
-  for (int t = 0; t < kQueriesPerWarp; ++t) {
-    std::int64_t a = 0, z = 0;
-    attention_keys_of_query(p.past, w0 + t, p.window, &a, &z);
-    lo[t] = static_cast<int>(a - keys.begin);
-    hi[t] = static_cast<int>(z - keys.begin);
-  }
+  warp_query_keys(p.past, w0, p.window, keys.begin, lo, hi);
   const int warp_lo = lo[0];
   const int warp_hi = nq > 0 ? static_cast<int>(p.past + w0 + nq - 1 - keys.begin) : -1;  // hi of its last query
 
@@ -109,16 +104,7 @@ __global__ void __launch_bounds__(kThreads, 4) attention_kernel(const float* __r
 
       const int j = j0 + lane;
       float score[kQueriesPerWarp];
-#pragma unroll
-      for (int t = 0; t < kQueriesPerWarp; ++t) score[t] = 0.0f;
-      const float* krow = ks + lane * (hd + 1);
-      const float* qrow = qs + warp * kQueriesPerWarp * hd;
-#pragma unroll 4
-      for (int d = 0; d < hd; ++d) {
-        const float kd = krow[d];
-#pragma unroll
-        for (int t = 0; t < kQueriesPerWarp; ++t) score[t] += qrow[t * hd + d] * kd;
-      }
+      key_tile_scores(ks, qs + warp * kQueriesPerWarp * hd, lane, hd, score);
 
       float prob[kQueriesPerWarp];
 #pragma unroll

@@ -13,6 +13,7 @@
 #include <string>
 
 #include "attention.cuh"
+#include "attention_tile.cuh"
 #include "cuda_check.cuh"
 #include "reduce.cuh"
 
@@ -63,13 +64,7 @@ __global__ void __launch_bounds__(kThreads) score_range_kernel(const float* __re
   const int nq = static_cast<int>(w0 >= i1 ? 0 : (i1 - w0 < kQueriesPerWarp ? i1 - w0 : kQueriesPerWarp));
   const int nkeys = static_cast<int>(keys.end - keys.begin);
   int lo[kQueriesPerWarp], hi[kQueriesPerWarp];
-#pragma unroll
-  for (int t = 0; t < kQueriesPerWarp; ++t) {
-    std::int64_t a = 0, z = 0;
-    attention_keys_of_query(0, w0 + t, p.window, &a, &z);
-    lo[t] = static_cast<int>(a - keys.begin);
-    hi[t] = static_cast<int>(z - keys.begin);
-  }
+  warp_query_keys(0, w0, p.window, keys.begin, lo, hi);
   const int warp_lo = lo[0];
   const int warp_hi = nq > 0 ? hi[nq - 1] : -1;
 
@@ -87,16 +82,7 @@ __global__ void __launch_bounds__(kThreads) score_range_kernel(const float* __re
 
     const int j = j0 + lane;
     float score[kQueriesPerWarp];
-#pragma unroll
-    for (int t = 0; t < kQueriesPerWarp; ++t) score[t] = 0.0f;
-    const float* krow = ks + lane * (hd + 1);
-    const float* qrow = qs + warp * kQueriesPerWarp * hd;
-#pragma unroll 4
-    for (int d = 0; d < hd; ++d) {
-      const float kd = krow[d];
-#pragma unroll
-      for (int t = 0; t < kQueriesPerWarp; ++t) score[t] += qrow[t * hd + d] * kd;
-    }
+    key_tile_scores(ks, qs + warp * kQueriesPerWarp * hd, lane, hd, score);
 #pragma unroll
     for (int t = 0; t < kQueriesPerWarp; ++t) {
       if (t >= nq || j < lo[t] || j > hi[t]) continue;  // j <= hi[t] < nkeys: a real key
