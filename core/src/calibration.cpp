@@ -211,9 +211,13 @@ ModelConfig ChannelStats::model_shape() const {
   return c;
 }
 
-ChannelStats calibration_metadata(const Model& model, const std::string& model_dir, const std::string& data_path,
-                                  const std::string& data_sha256, const CalibrationSettings& settings) {
+ChannelStats calibration_start(const Model& model, const std::string& model_dir, std::span<const std::int32_t> text_ids,
+                               const std::string& data_path, const std::string& data_sha256,
+                               const CalibrationSettings& settings) {
   const ModelConfig& cfg = model.config();
+  if (cfg.arch == Architecture::OPT && settings.seqlen > cfg.max_positions)
+    throw InputError("calibration windows of " + std::to_string(settings.seqlen) + " tokens are longer than the " +
+                     "model's " + std::to_string(cfg.max_positions) + " positions");
   ChannelStats st;
   st.model_path = model_dir;
   st.model_type = cfg.model_type;
@@ -231,6 +235,7 @@ ChannelStats calibration_metadata(const Model& model, const std::string& model_d
   st.settings = settings;
   st.tool_version = RPTQ_VERSION_STRING;
   st.created = utc_now_iso8601();
+  st.tokens = calibration_windows(text_ids, settings.samples, settings.seqlen, settings.seed);
   return st;
 }
 
@@ -239,11 +244,7 @@ ChannelStats calibrate(const Model& model, const std::string& model_dir, std::sp
                        const CalibrationSettings& settings, const LayerwiseCallback& progress) {
   const auto t0 = std::chrono::steady_clock::now();
   const ModelConfig& cfg = model.config();
-  if (cfg.arch == Architecture::OPT && settings.seqlen > cfg.max_positions)
-    throw InputError("calibration windows of " + std::to_string(settings.seqlen) + " tokens are longer than the " +
-                     "model's " + std::to_string(cfg.max_positions) + " positions");
-  ChannelStats st = calibration_metadata(model, model_dir, data_path, data_sha256, settings);
-  st.tokens = calibration_windows(text_ids, settings.samples, settings.seqlen, settings.seed);
+  ChannelStats st = calibration_start(model, model_dir, text_ids, data_path, data_sha256, settings);
   st.ranges.resize(static_cast<std::size_t>(cfg.layers));
 
   LayerwiseRunner runner(model, st.tokens, settings.samples, settings.seqlen);

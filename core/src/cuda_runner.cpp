@@ -1012,12 +1012,7 @@ PerplexityResult GpuRunner::perplexity(std::span<const std::int32_t> ids, const 
       if (opts.progress && !opts.progress(w0 + nb, windows)) throw Cancelled();
     }
   });
-  res.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-  res.tokens_per_s = res.seconds > 0 ? static_cast<double>(res.tokens) / res.seconds : 0.0;
-  double mean = 0.0;
-  for (double v : res.window_nll) mean += v;
-  mean /= static_cast<double>(res.window_nll.size());
-  res.ppl = std::exp(mean);
+  finish_perplexity(res, std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
   return res;
 }
 
@@ -1107,12 +1102,7 @@ ChannelStats calibrate_gpu(const Model& model, const std::string& model_dir, std
                            const CalibrationSettings& settings, const LayerwiseCallback& progress,
                            const GpuOptions& opts, std::int64_t batch) {
   const auto t0 = std::chrono::steady_clock::now();
-  const ModelConfig& cfg = model.config();
-  if (cfg.arch == Architecture::OPT && settings.seqlen > cfg.max_positions)
-    throw InputError("calibration windows of " + std::to_string(settings.seqlen) + " tokens are longer than the " +
-                     "model's " + std::to_string(cfg.max_positions) + " positions");
-  ChannelStats st = calibration_metadata(model, model_dir, data_path, data_sha256, settings);
-  st.tokens = calibration_windows(text_ids, settings.samples, settings.seqlen, settings.seed);
+  ChannelStats st = calibration_start(model, model_dir, text_ids, data_path, data_sha256, settings);
   GpuRunner runner(model, nullptr, opts);
   st.ranges = runner.calibration_ranges(st.tokens, settings.samples, settings.seqlen, batch, progress);
   st.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();

@@ -10,6 +10,15 @@
 
 namespace rptq {
 
+void finish_perplexity(PerplexityResult& res, double seconds) {
+  res.seconds = seconds;
+  res.tokens_per_s = seconds > 0 ? static_cast<double>(res.tokens) / seconds : 0.0;
+  double mean = 0.0;
+  for (double v : res.window_nll) mean += v;
+  mean /= static_cast<double>(res.window_nll.size());
+  res.ppl = std::exp(mean);
+}
+
 double window_mean_nll(const float* logits, std::int64_t vocab, std::span<const std::int32_t> ids) {
   const std::int64_t n = static_cast<std::int64_t>(ids.size());
   if (n < 2) return 0.0;
@@ -68,12 +77,7 @@ PerplexityResult perplexity(const Model& model, std::span<const std::int32_t> id
     }
     if (opts.progress && !opts.progress(w0 + nb, windows)) throw Cancelled();
   }
-  res.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-  res.tokens_per_s = res.seconds > 0 ? static_cast<double>(res.tokens) / res.seconds : 0.0;
-  double mean = 0.0;
-  for (double v : res.window_nll) mean += v;
-  mean /= static_cast<double>(res.window_nll.size());
-  res.ppl = std::exp(mean);
+  finish_perplexity(res, std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
   return res;
 }
 

@@ -304,11 +304,7 @@ void ComparePage::run_comparison() {
       },
       [this, progress, q](rptq::CompareResult r) {
         if (progress != comparing_) return;
-        comparing_.reset();
-        poll_->stop();
-        session_->end_quantized_use(kComparisonUse);
-        set_busy();
-        Q_EMIT running_changed(generating());
+        comparison_ended();
         if (q != session_->quantized_ptr()) return;  // quantized again meanwhile
         bar_->setValue(1000);
         result_ = r;
@@ -317,15 +313,19 @@ void ComparePage::run_comparison() {
       },
       [this, progress](const TaskError& e) {
         if (progress != comparing_) return;
-        comparing_.reset();
-        poll_->stop();
-        session_->end_quantized_use(kComparisonUse);
-        set_busy();
-        Q_EMIT running_changed(generating());
+        comparison_ended();
         bar_->setValue(0);
         status_->setText(e.cancelled() ? tr("Stopped.") : tr("Comparison failed: %1").arg(e.message));
         show_task_error(window(), tr("Comparison failed"), e);
       });
+}
+
+void ComparePage::comparison_ended() {
+  comparing_.reset();
+  poll_->stop();
+  session_->end_quantized_use(kComparisonUse);
+  set_busy();
+  Q_EMIT running_changed(generating());
 }
 
 void ComparePage::show_result() {

@@ -80,6 +80,7 @@ class ComparePage : public QWidget {
   void side_failed(int side, const rptq::ui::TaskError& e);
 
  private:
+  void comparison_ended();  // the job's end, either way: its progress, the model's use and the busy state released
   void show_result();
   void find_divergence();
   void highlight(int side, int token);

@@ -140,9 +140,11 @@ ChannelStats calibrate(const Model& model, const std::string& model_dir, std::sp
                        const std::string& data_path, const std::string& data_sha256,
                        const CalibrationSettings& settings, const LayerwiseCallback& progress = {});
 
-// The identity and settings part of calibrate()'s result (no windows, no ranges), for other calibration paths.
-ChannelStats calibration_metadata(const Model& model, const std::string& model_dir, const std::string& data_path,
-                                  const std::string& data_sha256, const CalibrationSettings& settings);
+// What calibrate() records before any forward pass, for every calibration path: the identity and settings, and the
+// windows drawn from text_ids (no ranges). Throws InputError for OPT windows longer than the model's positions.
+ChannelStats calibration_start(const Model& model, const std::string& model_dir, std::span<const std::int32_t> text_ids,
+                               const std::string& data_path, const std::string& data_sha256,
+                               const CalibrationSettings& settings);
 
 // SHA-256 of bytes / of a file's bytes, lowercase hex (OpenSSL).
 std::string sha256_hex(std::string_view bytes);

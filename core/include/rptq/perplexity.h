@@ -34,6 +34,9 @@ struct PerplexityResult {
 // The windows an evaluation of `ids` covers: seqlen, windows, tokens and tokens_in_text filled in, nothing
 // measured yet. Throws InputError for seqlen < 2, batch < 1 or a text shorter than one window.
 PerplexityResult perplexity_windows(std::span<const std::int32_t> ids, const PerplexityOptions& opts);
+// Completes a result whose window_nll is filled: seconds (of the forward passes), tokens_per_s and ppl, the exp of
+// the mean window NLL.
+void finish_perplexity(PerplexityResult& res, double seconds);
 
 // Throws InputError when the text has fewer than seqlen tokens.
 PerplexityResult perplexity(const Model& model, std::span<const std::int32_t> ids, const PerplexityOptions& opts,
