@@ -102,7 +102,7 @@ TEST(CliRptq, EvalWithStatsAndCompare) {
   }
 }
 
-// --device on eval, calibrate and compare: cuda without a usable GPU exits 2 with the reason; auto falls back to
+// --device on eval, calibrate, compare and generate: cuda without a usable GPU exits 2 with the reason; auto falls back to
 // the CPU (and says so); --json names the device used.
 TEST(CliRptq, DeviceOption) {
   const bool gpu = rptq::device_info().cuda_devices > 0;
@@ -112,7 +112,10 @@ TEST(CliRptq, DeviceOption) {
       {"calibrate", model("stories260k"), "--data", stories(), "--samples", "2", "--seqlen", "32", "--out", out,
        "--force"},
       {"compare", model("stories260k"), "--data", stories(), "--stats", stats_file(), "--preset", "W4A16",
-       "--weights", "rtn", "--seqlen", "32", "--max-windows", "2"}};
+       "--weights", "rtn", "--seqlen", "32", "--max-windows", "2"},
+      {"generate", model("stories260k"), "--prompt", "Once upon a time", "--max-new-tokens", "4"},
+      {"generate", model("stories260k"), "--prompt", "Once upon a time", "--max-new-tokens", "4", "--stats",
+       stats_file(), "--preset", "W4A4KV", "--weights", "rtn"}};
   for (const auto& base : commands) {
     if (!gpu) {
       auto args = base;

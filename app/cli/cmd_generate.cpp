@@ -3,7 +3,9 @@
 #include <nlohmann/json.hpp>
 
 #include "cli.h"
+#include "device_args.h"
 #include "quant_args.h"
+#include "rptq/cuda_runner.h"
 #include "rptq/generate.h"
 #include "rptq/model.h"
 #include "rptq/tokenizer.h"
@@ -19,10 +21,12 @@ struct GenerateArgs {
   int threads = 0;
   bool json = false, no_stop = false;
   QuantArgs quant;
+  DeviceArgs device;
 };
 
 void run_generate(const GenerateArgs& a) {
   set_num_threads(a.threads);
+  const Device device = pick_device(a.device);
   const ModelSource src = open_model(a.model, a.quant);
   const Tokenizer* tok = src.tokenizer.get();
   const Model* model = &src.model();
@@ -46,7 +50,7 @@ void run_generate(const GenerateArgs& a) {
     std::fputs(a.prompt.c_str(), stdout);
     std::fflush(stdout);
   }
-  const GenerateResult r = generate(*model, prompt, go, [&](std::int32_t id) {
+  const auto on_token = [&](std::int32_t id) {
     if (id == go.eos_id && go.stop_at_eos) return true;
     const std::string piece = stream.push(id);
     text += piece;
@@ -55,7 +59,9 @@ void run_generate(const GenerateArgs& a) {
       std::fflush(stdout);
     }
     return true;
-  }, hook);
+  };
+  const GenerateResult r = device == Device::CUDA ? generate_gpu(*model, quantized, prompt, go, on_token)
+                                                  : generate(*model, prompt, go, on_token, hook);
   const std::string rest = stream.finish();
   text += rest;
   const double decode_tps = r.decode_seconds > 0 ? (r.tokens.size() > 1 ? (r.tokens.size() - 1) / r.decode_seconds : 0) : 0;
@@ -73,6 +79,7 @@ void run_generate(const GenerateArgs& a) {
     j["kv_cache_bytes"] = r.kv_cache_bytes;
     j["kv_cache_fp16_bytes"] = r.kv_cache_fp16_bytes;
     j["kv_cache_bits"] = r.kv_bits;
+    add_device_json(j, device);
     if (quantized) j["quantization"] = quant_settings_json(quantized->config(), a.quant);
     std::cout << j.dump(2) << "\n";
     return;
@@ -81,9 +88,10 @@ void run_generate(const GenerateArgs& a) {
   std::fputs("\n", stdout);
   std::fflush(stdout);
   const std::string kv = r.kv_bits < 32 ? std::to_string(r.kv_bits) + "-bit packed" : std::string("float32");
-  std::fprintf(stderr, "[%zu new tokens after a %lld-token prompt; prefill %.3f s, %.1f tokens/s decoding; "
+  std::fprintf(stderr, "[%zu new tokens after a %lld-token prompt; prefill %.3f s, %.1f tokens/s decoding on %s; "
                "KV cache %s (%s; FP16 would be %s)]\n",
                r.tokens.size(), (long long)r.prompt_tokens, r.prefill_seconds, decode_tps,
+               device == Device::CUDA ? "the GPU" : "the CPU",
                human_bytes(r.kv_cache_bytes).c_str(), kv.c_str(), human_bytes(r.kv_cache_fp16_bytes).c_str());
 }
 }  // namespace
@@ -104,6 +112,7 @@ void add_generate(CLI::App& app) {
   cmd->add_flag("--no-stop", a->no_stop, "Do not stop at the end-of-sequence token");
   cmd->add_flag("--json", a->json, "Print JSON at the end instead of streaming");
   add_quant_options(cmd, a->quant, /*stats_required=*/false);
+  add_device_option(cmd, a->device);
   cmd->callback([a] { run_generate(*a); });
 }
 

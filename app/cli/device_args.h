@@ -1,5 +1,5 @@
 #pragma once
-// The --device option shared by `rptq eval`, `rptq calibrate` and `rptq compare`.
+// The --device option shared by `rptq eval`, `rptq calibrate`, `rptq compare` and `rptq generate`.
 #include <CLI/CLI.hpp>
 
 #include <nlohmann/json.hpp>

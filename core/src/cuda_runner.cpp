@@ -48,6 +48,17 @@ std::vector<LayerRanges> GpuRunner::calibration_ranges(std::span<const std::int3
 const GpuMemoryStats& GpuRunner::memory() const { no_cuda(); }
 std::string GpuRunner::device_description() const { no_cuda(); }
 void GpuRunner::set_tap_observer(GpuTapObserver) { no_cuda(); }
+GenerateResult GpuRunner::generate(std::span<const std::int32_t>, const GenerateOptions&,
+                                   const std::function<bool(std::int32_t)>&) {
+  no_cuda();
+}
+void GpuRunner::start_cache(std::int64_t, std::shared_ptr<const KvQuantization>) { no_cuda(); }
+Tensor GpuRunner::step(std::span<const std::int32_t>) { no_cuda(); }
+std::int64_t GpuRunner::cache_length() const { no_cuda(); }
+GenerateResult generate_gpu(const Model&, const QuantizedModel*, std::span<const std::int32_t>,
+                            const GenerateOptions&, const std::function<bool(std::int32_t)>&, const GpuOptions&) {
+  no_cuda();
+}
 ChannelStats calibrate_gpu(const Model&, const std::string&, std::span<const std::int32_t>, const std::string&,
                            const std::string&, const CalibrationSettings&, const LayerwiseCallback&,
                            const GpuOptions&, std::int64_t) {
@@ -74,6 +85,7 @@ CompareResult compare_models_gpu(const Model&, const QuantizedModel*, const Mode
 #include "elementwise.cuh"
 #include "fake_quant.cuh"
 #include "gemm.cuh"
+#include "kv_pack.cuh"
 #include "norm.cuh"
 #include "packed_gemm.cuh"
 #include "rotary.cuh"
@@ -253,6 +265,21 @@ struct GpuRunner::Impl {
   GpuTapObserver observer;
   Tensor observed_before, observed_after;
 
+  // Generation: the KV cache of one sequence (start_cache). While `cached` is set, attention_block appends each
+  // layer's K / V at position `past` and attends over the cache.
+  struct KvCacheDev {
+    std::int64_t capacity = 0, length = 0;
+    std::shared_ptr<const KvQuantization> quant;       // null: float32
+    std::vector<cuda::DeviceBuffer<float>> k, v;        // float32: per layer [capacity, kv_dim]
+    std::vector<cuda::DeviceBuffer<std::uint8_t>> kc, vc;  // packed: per layer [capacity, row bytes]
+    std::vector<cuda::KvChannelQuant> kq, vq;           // packed: per layer, expanded per channel
+    cuda::DeviceBuffer<float> k_scratch, v_scratch;     // packed: the cache read back, [capacity, kv_dim]
+    std::size_t bytes = 0;       // the cache's allocations (codes and parameters when packed)
+    std::size_t fp16_bytes = 0;  // the same cache in FP16
+  } kv;
+  bool cached = false;
+  std::int64_t past = 0;
+
   Impl(const Model& m, const QuantizedModel* qm, const GpuOptions& o)
       : model(m), cfg(m.config()), quantized(qm), opts(o) {}
 
@@ -279,6 +306,90 @@ struct GpuRunner::Impl {
     mem.peak_bytes = std::max(mem.peak_bytes, held);
   }
   void note_free(std::size_t bytes) { held -= std::min(held, bytes); }
+
+  // Drops the KV cache and its accounting.
+  void free_cache() {
+    note_free(mem.kv_cache_bytes);
+    mem.kv_cache_bytes = 0;
+    kv = KvCacheDev();
+  }
+
+  // An empty cache of `capacity` tokens: per layer K and V as float32, or as the packed codes of kv_quant (with
+  // each side's per-channel parameters and one float32 scratch pair all layers share).
+  void start_cache(std::int64_t capacity, std::shared_ptr<const KvQuantization> quant) {
+    if (capacity < 1) throw InputError("a KV cache needs room for at least one token");
+    RPTQ_CUDA_CHECK(cudaStreamSynchronize(compute));  // the old cache may still be read
+    free_cache();
+    const std::int64_t kvd = cfg.kv_dim();
+    const auto L = static_cast<std::size_t>(cfg.layers);
+    kv.capacity = capacity;
+    kv.fp16_bytes = 2 * L * static_cast<std::size_t>(capacity * kvd) * 2;
+    std::size_t total = 0;
+    auto track = [&](std::size_t b) {
+      total += b;
+      note_alloc(b);
+      mem.kv_cache_bytes += b;
+    };
+    if (quant) {
+      if (quant->k.size() != L || quant->v.size() != L)
+        throw InputError("the KV-cache quantization has " + std::to_string(quant->k.size()) + " layers; the model " +
+                         std::to_string(cfg.layers));
+      kv.quant = quant;
+      for (std::size_t l = 0; l < L; ++l) {
+        for (int side = 0; side < 2; ++side) {
+          const KvSideQuantization& q = side == 0 ? quant->k[l] : quant->v[l];
+          cuda::KvChannelQuant dq;
+          try {
+            dq = cuda::upload_kv_side(q.bits, q.boundaries, q.scale, q.zero_point, kvd);
+          } catch (const std::invalid_argument& e) {
+            throw InputError("layer " + std::to_string(l) + (side == 0 ? " K" : " V") + " cache quantizer: " +
+                             e.what());
+          }
+          track(dq.scale.bytes() + dq.inv_scale.bytes() + dq.zero.bytes());
+          const auto row = static_cast<std::size_t>(cuda::bitpack_bytes(kvd, q.bits));
+          cuda::DeviceBuffer<std::uint8_t> codes(static_cast<std::size_t>(capacity) * row);
+          track(codes.bytes());
+          (side == 0 ? kv.kc : kv.vc).push_back(std::move(codes));
+          (side == 0 ? kv.kq : kv.vq).push_back(std::move(dq));
+        }
+      }
+      kv.bytes = total;
+      kv.k_scratch = cuda::DeviceBuffer<float>(static_cast<std::size_t>(capacity * kvd));
+      kv.v_scratch = cuda::DeviceBuffer<float>(static_cast<std::size_t>(capacity * kvd));
+      track(kv.k_scratch.bytes() + kv.v_scratch.bytes());
+    } else {
+      for (std::size_t l = 0; l < L; ++l) {
+        kv.k.emplace_back(static_cast<std::size_t>(capacity * kvd));
+        kv.v.emplace_back(static_cast<std::size_t>(capacity * kvd));
+        track(kv.k.back().bytes() + kv.v.back().bytes());
+      }
+      kv.bytes = total;
+    }
+  }
+
+  // Runs `tokens` after the cached ones, appends their K / V, and leaves the last token's logits in Logits.
+  const float* step(std::span<const std::int32_t> tokens) {
+    if (kv.capacity == 0) throw std::logic_error("GpuRunner::step before start_cache");
+    const auto seq = static_cast<std::int64_t>(tokens.size());
+    if (seq < 1) throw InputError("a decoding step needs at least one token");
+    if (kv.length + seq > kv.capacity)
+      throw InputError("KV cache holds 1 x " + std::to_string(kv.capacity) + " tokens; 1 x " +
+                       std::to_string(kv.length + seq) + " needed");
+    float* h = embed(tokens, 1, seq, kv.length);
+    cached = true;
+    past = kv.length;
+    try {
+      run_layers(h, 1, seq, 1);
+    } catch (...) {
+      cached = false;
+      past = 0;
+      throw;
+    }
+    cached = false;
+    past = 0;
+    kv.length += seq;
+    return head(h + (seq - 1) * cfg.hidden, 1);
+  }
 
   template <typename T>
   cuda::DeviceBuffer<T> upload_tensor(const T* host, std::size_t n) {
@@ -753,7 +864,8 @@ struct GpuRunner::Impl {
       cuda::scale(q, rows * qd, scale, compute);  // HF's OPT scales q (bias included); the Q tap sees it scaled
       scale = 1.0f;
     } else {
-      // Rows of every window chunk start at position 0: the prefix of Pos filled by embed() serves each chunk.
+      // Every window chunk starts at the same position (0, or the cache's length when generating): the prefix of
+      // Pos filled by embed() serves each chunk.
       const std::int64_t* pos = buf<std::int64_t>(Pos, static_cast<std::size_t>(rows));
       cuda::rotary(q, rows, cfg.heads, cfg.head_dim, pos, cfg.rope_theta, w.rope_index, cfg.heads / cfg.kv_heads,
                    compute);
@@ -776,10 +888,39 @@ struct GpuRunner::Impl {
     s.window = cfg.sliding_window;
     s.scale = scale;
     s.quantize_probs = w.quantize_softmax;
+    const float* keys = k;
+    const float* values = v;
+    if (cached) attend_cache(l, k, v, seq, s, keys, values);
     float* attn = buf<float>(Attn, static_cast<std::size_t>(rows * qd));
-    cuda::attention(q, k, v, attn, s, compute);
+    cuda::attention(q, keys, values, attn, s, compute);
     tap(l, Tap::AttnOutput, attn, nseq, seq, qd);
     run_linear(w.o, attn, qd, rows, w.o.bias, out, /*accumulate=*/true);
+  }
+
+  // Generation (one sequence): appends the seq new rows of K and V to layer l's cache at position `past` and points
+  // the attention at the whole cache, as Model::attention_block does with a KvCache: the float32 cache directly;
+  // the packed one through its codes, read back into the scratch pair (positions 0 .. past + seq - 1).
+  void attend_cache(int l, const float* k, const float* v, std::int64_t seq, cuda::AttentionShape& s,
+                    const float*& keys, const float*& values) {
+    const std::int64_t kvd = cfg.kv_dim(), len = past + seq;
+    const auto li = static_cast<std::size_t>(l);
+    s.past = past;
+    if (kv.quant) {
+      cuda::kv_pack(k, 1, seq, kvd, kv.kq[li], kv.kc[li].data(), kv.capacity, past, compute);
+      cuda::kv_pack(v, 1, seq, kvd, kv.vq[li], kv.vc[li].data(), kv.capacity, past, compute);
+      cuda::kv_unpack(kv.kc[li].data(), 1, len, kv.kq[li], kv.capacity, kv.k_scratch.data(), compute);
+      cuda::kv_unpack(kv.vc[li].data(), 1, len, kv.vq[li], kv.capacity, kv.v_scratch.data(), compute);
+      keys = kv.k_scratch.data();
+      values = kv.v_scratch.data();
+      s.kv_batch_stride = len * kvd;
+    } else {
+      const std::size_t bytes = static_cast<std::size_t>(seq * kvd) * 4;
+      RPTQ_CUDA_CHECK(cudaMemcpyAsync(kv.k[li].data() + past * kvd, k, bytes, cudaMemcpyDeviceToDevice, compute));
+      RPTQ_CUDA_CHECK(cudaMemcpyAsync(kv.v[li].data() + past * kvd, v, bytes, cudaMemcpyDeviceToDevice, compute));
+      keys = kv.k[li].data();
+      values = kv.v[li].data();
+      s.kv_batch_stride = kv.capacity * kvd;
+    }
   }
 
   void ffn_block(int l, const DevLayer& w, const float* x, float* out, std::int64_t nseq, std::int64_t seq) {
@@ -806,8 +947,8 @@ struct GpuRunner::Impl {
     run_linear(*down, hid, f, rows, down->bias, out, /*accumulate=*/true);
   }
 
-  // Embeds nseq windows of seq tokens into H [nseq * seq, hidden] (Model::embed, past 0).
-  float* embed(std::span<const std::int32_t> tokens, std::int64_t nseq, std::int64_t seq) {
+  // Embeds nseq sequences of seq tokens, continuing `past` cached ones, into H [nseq * seq, hidden] (Model::embed).
+  float* embed(std::span<const std::int32_t> tokens, std::int64_t nseq, std::int64_t seq, std::int64_t past = 0) {
     const std::int64_t n = nseq * seq, d = cfg.hidden, e = cfg.embed_dim;
     if (static_cast<std::int64_t>(tokens.size()) != n || nseq < 1)
       throw InputError(std::to_string(tokens.size()) + " tokens cannot form " + std::to_string(nseq) +
@@ -816,8 +957,8 @@ struct GpuRunner::Impl {
       if (id < 0 || id >= cfg.vocab)
         throw InputError("token id " + std::to_string(id) + " is outside the vocabulary (size " +
                          std::to_string(cfg.vocab) + ")");
-    if (cfg.arch == Architecture::OPT && seq > cfg.max_positions)
-      throw InputError("sequence of " + std::to_string(seq) + " tokens is longer than the model's " +
+    if (cfg.arch == Architecture::OPT && past + seq > cfg.max_positions)
+      throw InputError("sequence of " + std::to_string(past + seq) + " tokens is longer than the model's " +
                        std::to_string(cfg.max_positions) + " positions");
     std::int32_t* ids = buf<std::int32_t>(Ids, static_cast<std::size_t>(n));
     RPTQ_CUDA_CHECK(cudaMemcpyAsync(ids, tokens.data(), static_cast<std::size_t>(n) * 4, cudaMemcpyHostToDevice,
@@ -826,26 +967,25 @@ struct GpuRunner::Impl {
     const std::int64_t pos_rows = cfg.max_positions + 2;
     std::vector<std::int64_t> pos;  // a host temporary: lives until the wait below
     if (cfg.arch != Architecture::OPT) {
-      // Rotary positions of every row (past 0), for the layers.
+      // Rotary positions of every row, for the layers.
       pos.resize(static_cast<std::size_t>(n));
-      for (std::size_t r = 0; r < pos.size(); ++r) pos[r] = static_cast<std::int64_t>(r) % seq;
+      for (std::size_t r = 0; r < pos.size(); ++r) pos[r] = past + static_cast<std::int64_t>(r) % seq;
       std::int64_t* p = buf<std::int64_t>(Pos, pos.size());
       RPTQ_CUDA_CHECK(cudaMemcpyAsync(p, pos.data(), pos.size() * 8, cudaMemcpyHostToDevice, compute));
       cuda::embedding(ids, n, embed_tokens.data(), cfg.vocab, e, h, compute);
     } else if (e == d) {
-      cuda::embedding_with_positions(ids, n, embed_tokens.data(), cfg.vocab, d, seq, 0, embed_positions.data(),
+      cuda::embedding_with_positions(ids, n, embed_tokens.data(), cfg.vocab, d, seq, past, embed_positions.data(),
                                      pos_rows, 2, h, compute);
     } else {
       float* tok = buf<float>(Tmp, static_cast<std::size_t>(n * e));
       cuda::embedding(ids, n, embed_tokens.data(), cfg.vocab, e, tok, compute);
       cuda::linear(blas, tok, e, n, e, project_in.data(), nullptr, d, h, false);
-      cuda::add_positions(h, n, seq, 0, embed_positions.data(), pos_rows, d, 2, compute);
+      cuda::add_positions(h, n, seq, past, embed_positions.data(), pos_rows, d, 2, compute);
     }
     RPTQ_CUDA_CHECK(cudaStreamSynchronize(compute));  // `tokens` (and `pos`) may be temporaries
     return h;
   }
 
-  // Every decoder layer over the windows in H, `chunk` windows per step, layer weights streamed.
   // Every decoder layer over the windows in H, `chunk` windows per step, layer weights streamed or resident.
   // Nothing here waits for the GPU, except a streamed layer's staging (for the copy out of its buffer before) and
   // the dynamic-range check: once at the end, or before each after_layer.
@@ -945,6 +1085,49 @@ std::string GpuRunner::device_description() const {
 }
 
 void GpuRunner::set_tap_observer(GpuTapObserver observer) { impl_->observer = std::move(observer); }
+
+void GpuRunner::start_cache(std::int64_t capacity, std::shared_ptr<const KvQuantization> kv_quant) {
+  Impl& m = *impl_;
+  guarded("while making the KV cache", m.held, [&] { m.start_cache(capacity, std::move(kv_quant)); });
+}
+
+Tensor GpuRunner::step(std::span<const std::int32_t> tokens) {
+  Impl& m = *impl_;
+  Tensor out;
+  guarded("while generating", m.held, [&] {
+    const float* lg = m.step(tokens);
+    m.copy_to_host(lg, 1, m.cfg.vocab, out);
+  });
+  return out;
+}
+
+std::int64_t GpuRunner::cache_length() const { return impl_->kv.length; }
+
+GenerateResult GpuRunner::generate(std::span<const std::int32_t> prompt, const GenerateOptions& opts,
+                                   const std::function<bool(std::int32_t)>& on_token) {
+  Impl& m = *impl_;
+  const std::int64_t capacity = generation_capacity(m.model, prompt, opts);
+  start_cache(capacity, opts.kv_quant);
+  GenerateResult res;
+  res.kv_cache_bytes = m.kv.bytes;
+  res.kv_cache_fp16_bytes = m.kv.fp16_bytes;
+  res.kv_bits = opts.kv_quant ? opts.kv_quant->k.front().bits : 32;
+  Tensor logits;
+  generation_loop(res, prompt, opts, m.cfg.vocab, capacity,
+                  [&](std::span<const std::int32_t> tokens) {
+                    logits = step(tokens);
+                    return logits.data();
+                  },
+                  on_token);
+  return res;
+}
+
+GenerateResult generate_gpu(const Model& model, const QuantizedModel* quantized, std::span<const std::int32_t> prompt,
+                            const GenerateOptions& opts, const std::function<bool(std::int32_t)>& on_token,
+                            const GpuOptions& gpu) {
+  GpuRunner runner(model, quantized, gpu);
+  return runner.generate(prompt, opts, on_token);
+}
 
 Tensor GpuRunner::forward(std::span<const std::int32_t> tokens, std::int64_t batch) {
   Impl& m = *impl_;

@@ -48,8 +48,8 @@ std::int32_t Sampler::pick(const float* logits, std::int64_t vocab) {
   return idx[n - 1];
 }
 
-GenerateResult generate(const Model& model, std::span<const std::int32_t> prompt, const GenerateOptions& opts,
-                        const std::function<bool(std::int32_t)>& on_token, ActivationHook* hook) {
+std::int64_t generation_capacity(const Model& model, std::span<const std::int32_t> prompt,
+                                 const GenerateOptions& opts) {
   if (prompt.empty()) throw InputError("the prompt has no tokens");
   if (opts.max_new_tokens < 0) throw InputError("max-new-tokens must not be negative");
   const ModelConfig& cfg = model.config();
@@ -58,32 +58,52 @@ GenerateResult generate(const Model& model, std::span<const std::int32_t> prompt
   if (static_cast<std::int64_t>(prompt.size()) > capacity)
     throw InputError("the prompt has " + std::to_string(prompt.size()) + " tokens; the model takes at most " +
                      std::to_string(cfg.max_positions));
+  return capacity;
+}
 
-  GenerateResult res;
+void generation_loop(GenerateResult& res, std::span<const std::int32_t> prompt, const GenerateOptions& opts,
+                     std::int64_t vocab, std::int64_t capacity,
+                     const std::function<const float*(std::span<const std::int32_t>)>& step,
+                     const std::function<bool(std::int32_t)>& on_token) {
   res.prompt_tokens = static_cast<std::int64_t>(prompt.size());
-  KvCache cache(cfg, 1, capacity, opts.kv_quant);
-  res.kv_cache_bytes = cache.bytes();
-  res.kv_cache_fp16_bytes = cache.fp16_bytes();
-  res.kv_bits = opts.kv_quant ? opts.kv_quant->k.front().bits : 32;
   Sampler sampler(opts.temperature, opts.top_k, opts.seed);
 
   auto t0 = std::chrono::steady_clock::now();
-  Tensor logits = model.forward(prompt, 1, &cache, hook, /*last_only=*/true);
+  const float* logits = step(prompt);
+  std::int64_t cached = static_cast<std::int64_t>(prompt.size());
   auto t1 = std::chrono::steady_clock::now();
   res.prefill_seconds = std::chrono::duration<double>(t1 - t0).count();
 
   for (std::int64_t i = 0; i < opts.max_new_tokens; ++i) {
-    const std::int32_t next = sampler.pick(logits.data(), cfg.vocab);
+    const std::int32_t next = sampler.pick(logits, vocab);
     res.tokens.push_back(next);
     const bool keep_going = !on_token || on_token(next);
     if (opts.stop_at_eos && opts.eos_id >= 0 && next == opts.eos_id) {
       res.stopped_at_eos = true;
       break;
     }
-    if (!keep_going || i + 1 == opts.max_new_tokens || cache.length() >= cache.capacity()) break;
-    logits = model.forward(std::span<const std::int32_t>(&next, 1), 1, &cache, hook, true);
+    if (!keep_going || i + 1 == opts.max_new_tokens || cached >= capacity) break;
+    logits = step(std::span<const std::int32_t>(&next, 1));
+    ++cached;
   }
   res.decode_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t1).count();
+}
+
+GenerateResult generate(const Model& model, std::span<const std::int32_t> prompt, const GenerateOptions& opts,
+                        const std::function<bool(std::int32_t)>& on_token, ActivationHook* hook) {
+  const std::int64_t capacity = generation_capacity(model, prompt, opts);
+  GenerateResult res;
+  KvCache cache(model.config(), 1, capacity, opts.kv_quant);
+  res.kv_cache_bytes = cache.bytes();
+  res.kv_cache_fp16_bytes = cache.fp16_bytes();
+  res.kv_bits = opts.kv_quant ? opts.kv_quant->k.front().bits : 32;
+  Tensor logits;
+  generation_loop(res, prompt, opts, model.config().vocab, capacity,
+                  [&](std::span<const std::int32_t> tokens) {
+                    model.forward(tokens, 1, logits, &cache, hook, /*last_only=*/true);
+                    return logits.data();
+                  },
+                  on_token);
   return res;
 }
 

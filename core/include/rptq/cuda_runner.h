@@ -26,6 +26,7 @@
 
 #include "rptq/calibration.h"
 #include "rptq/compare.h"
+#include "rptq/generate.h"
 #include "rptq/perplexity.h"
 #include "rptq/tap.h"
 #include "rptq/tensor.h"
@@ -61,8 +62,9 @@ struct GpuOptions {
 };
 
 // Device memory the runner allocated (its own buffers and the cuBLAS scratch it asked for), in bytes.
-// Streaming: peak_bytes = outer_bytes + layer_slots x layer_slot_bytes + activation_bytes.
-// Resident:  peak_bytes = outer_bytes + model_layer_bytes + max(upload_scratch_bytes, activation_bytes).
+// Streaming: peak_bytes = outer_bytes + layer_slots x layer_slot_bytes + activation_bytes (+ kv_cache_bytes).
+// Resident:  peak_bytes = outer_bytes + model_layer_bytes + max(upload_scratch_bytes, activation_bytes)
+//            (+ kv_cache_bytes).
 struct GpuMemoryStats {
   GpuLayerPlacement layers = GpuLayerPlacement::Stream;  // the placement used: Stream or Resident, never Auto
   std::size_t outer_bytes = 0;       // embeddings, positions, final norm, head, quantizers: uploaded once
@@ -72,6 +74,7 @@ struct GpuMemoryStats {
   std::size_t upload_scratch_bytes = 0;  // resident FP16 / BF16: the float32 buffer (at most 16 MiB) weights pass
                                          // through to be rounded on the device; held during construction only
   std::size_t activation_bytes = 0;  // activations and scratch of the largest pass so far
+  std::size_t kv_cache_bytes = 0;    // generation: the KV cache (start_cache), and its float32 scratch when packed
   std::size_t peak_bytes = 0;        // the most held at once
 };
 
@@ -100,6 +103,22 @@ class GpuRunner {
                                               std::int64_t seqlen, std::int64_t batch = 8,
                                               const LayerwiseCallback& progress = {});
 
+  // generate() of generate.h on the device: the prefill and every decoding step run here, the KV cache stays in
+  // device memory (float32, or GenerateOptions::kv_quant's packed codes, kernels/kv_pack.cuh), the runner's
+  // quantizers act at the taps as the CPU's hook does, and the sampler runs on the host from the last row's logits
+  // (one [vocab] copy per token). Greedy decoding picks the CPU's tokens wherever its logits' top two differ by
+  // more than the GPU's rounding.
+  GenerateResult generate(std::span<const std::int32_t> prompt, const GenerateOptions& opts,
+                          const std::function<bool(std::int32_t)>& on_token = {});
+
+  // Incremental decoding of one sequence, what generate() is made of: start_cache() makes an empty device KV cache
+  // of `capacity` tokens (replacing any earlier one); step() runs `tokens` at the cache's next positions, appends
+  // their keys and values, and returns the last token's logits [1, vocab] (Model::forward(tokens, 1, &cache, hook,
+  // true) with a KvCache made with the same kv_quant). The cache is freed with the runner or by the next start.
+  void start_cache(std::int64_t capacity, std::shared_ptr<const KvQuantization> kv_quant = nullptr);
+  Tensor step(std::span<const std::int32_t> tokens);
+  std::int64_t cache_length() const;
+
   const GpuMemoryStats& memory() const;
   // The GPU's description and the layer placement used, e.g. "... ; decoder layers resident".
   std::string device_description() const;
@@ -120,6 +139,12 @@ ChannelStats calibrate_gpu(const Model& model, const std::string& model_dir, std
                            const std::string& data_path, const std::string& data_sha256,
                            const CalibrationSettings& settings, const LayerwiseCallback& progress = {},
                            const GpuOptions& opts = {}, std::int64_t batch = 8);
+
+// generate() with the forward passes on the GPU (GpuRunner::generate of a runner made for this call).
+// `quantized` (may be null) is the model's QuantizedModel, whose quantizers act at the taps.
+GenerateResult generate_gpu(const Model& model, const QuantizedModel* quantized, std::span<const std::int32_t> prompt,
+                            const GenerateOptions& opts, const std::function<bool(std::int32_t)>& on_token = {},
+                            const GpuOptions& gpu = {});
 
 // compare_models() with both models' forward passes on the GPU, one after the other (each places its layers as
 // GpuOptions::layers says; with Auto the second model is resident only when it fits beside the first);

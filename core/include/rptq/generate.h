@@ -38,6 +38,20 @@ struct GenerateResult {
 GenerateResult generate(const Model& model, std::span<const std::int32_t> prompt, const GenerateOptions& opts,
                         const std::function<bool(std::int32_t)>& on_token = {}, ActivationHook* hook = nullptr);
 
+// What generate() does around the forward passes, for every device that runs them (the CPU here, the GPU in
+// cuda_runner.cpp):
+// The KV cache's capacity: the prompt plus max_new_tokens, at most an OPT model's positions. Checks the prompt
+// and options (InputError).
+std::int64_t generation_capacity(const Model& model, std::span<const std::int32_t> prompt,
+                                 const GenerateOptions& opts);
+// The prefill and decoding loop. step(tokens) runs `tokens` after those already cached, appends them to the cache
+// and returns the last one's logits (vocab floats, valid until the next call). Fills res.tokens, the seconds and
+// stopped_at_eos; the caller fills the cache fields.
+void generation_loop(GenerateResult& res, std::span<const std::int32_t> prompt, const GenerateOptions& opts,
+                     std::int64_t vocab, std::int64_t capacity,
+                     const std::function<const float*(std::span<const std::int32_t>)>& step,
+                     const std::function<bool(std::int32_t)>& on_token);
+
 // Picks the next token from one row of logits.
 class Sampler {
  public:
