@@ -89,8 +89,7 @@ ComparePage::ComparePage(Session* session, QWidget* parent)
   form->addRow(tr("Windows"), numbers);
   device_ = new DeviceChoice(QStringLiteral("compare/device"));
   device_->set_cpu_threads(rptq::num_threads());
-  device_->combo()->setToolTip(tr("Where the perplexity, KL and top-1 passes run; generation below always runs on "
-                                  "the CPU"));
+  device_->combo()->setToolTip(tr("Where the perplexity, KL and top-1 passes and the generation below run"));
   form->addRow(tr("Device"), device_);
   ml->addLayout(form);
   auto* run_row = new QHBoxLayout;
@@ -132,7 +131,8 @@ ComparePage::ComparePage(Session* session, QWidget* parent)
 
   // (b) Side-by-side generation.
   auto* gen_box = new QGroupBox(tr("Generation (greedy, same settings)"));
-  gen_box->setToolTip(tr("Generation runs on the CPU, whichever device the comparison above uses"));
+  gen_box->setToolTip(tr("Generation runs on the device chosen above (on the GPU the FP side first, then the "
+                         "quantized side)"));
   auto* gl = new QVBoxLayout(gen_box);
   auto* prompt_row = new QHBoxLayout;
   prompt_ = new QLineEdit(s.value(QStringLiteral("compare/prompt"), tr("Once upon a time")).toString());
@@ -182,6 +182,7 @@ ComparePage::ComparePage(Session* session, QWidget* parent)
   });
   connect(compare_, &QPushButton::clicked, this, &ComparePage::run_comparison);
   connect(generate_, &QPushButton::clicked, this, &ComparePage::run_generation);
+  connect(device_, &DeviceChoice::device_changed, this, [this] { set_busy(); });  // the Generate tooltip
   connect(prompt_, &QLineEdit::returnPressed, this, &ComparePage::run_generation);
   connect(stop_, &QPushButton::clicked, this, &ComparePage::stop);
   connect(gen_, &GenerationJob::token, this, &ComparePage::token);
@@ -261,7 +262,10 @@ void ComparePage::set_busy() {
                                          .arg(session_->quantized_user())
                                    : QString();
   compare_->setToolTip(wait_tip);
-  generate_->setToolTip(waiting ? wait_tip : tr("Generation runs on the CPU"));
+  generate_->setToolTip(waiting ? wait_tip
+                        : device_->device() == rptq::Device::CUDA
+                            ? tr("Generation runs on the GPU: the FP side first, then the quantized side")
+                            : tr("Generation runs on the CPU, both sides at once"));
   stop_->setEnabled(busy);
   for (QWidget* w : std::initializer_list<QWidget*>{data_edit_, windows_, seqlen_, device_, prompt_, new_tokens_})
     w->setEnabled(!busy);
@@ -374,6 +378,8 @@ void ComparePage::run_generation() {
   r.quantized = q;
   r.prompt = prompt_->text();
   r.max_new_tokens = new_tokens_->value();
+  r.on_gpu = device_->device() == rptq::Device::CUDA;
+  r.gpu.device = device_->gpu_device();
   divergence_ = -1;
   for (int side = 0; side < 2; ++side) {
     ids_[side].clear();
@@ -386,7 +392,7 @@ void ComparePage::run_generation() {
     grey.setForeground(QColor(0x80, 0x80, 0x80));
     c.insertText(r.prompt, grey);
   }
-  gen_status_->setText(tr("Generating\u2026"));
+  gen_status_->setText(r.on_gpu ? tr("Generating on the GPU\u2026") : tr("Generating\u2026"));
   stopped_ = false;
   session_->begin_quantized_use(kGenerationUse);
   gen_->start(r);

@@ -1,8 +1,9 @@
 #pragma once
-// Side-by-side generation: the FP and the quantized model continue the same prompt with the same greedy decoding,
-// each on a worker of its own. Every token reaches the UI thread as soon as it is chosen, by a queued signal of a
-// relay object that lives on the UI thread (so a worker never touches a widget); stop() ends both at their next
-// token.
+// Side-by-side generation: the FP and the quantized model continue the same prompt with the same greedy decoding.
+// On the CPU each side runs on a worker of its own, both at once; on the GPU the FP side runs first and the
+// quantized side after it (one runner on the device at a time; each side's runner is made for its run). Every
+// token reaches the UI thread as soon as it is chosen, by a queued signal of a relay object that lives on the UI
+// thread (so a worker never touches a widget); stop() ends both at their next token.
 #include <QObject>
 #include <QString>
 
@@ -10,6 +11,7 @@
 #include <memory>
 
 #include "common/task.h"
+#include "rptq/cuda_runner.h"
 #include "rptq/generate.h"
 #include "rptq/model.h"
 #include "rptq/quantize.h"
@@ -22,6 +24,8 @@ struct GenerationRequest {
   std::shared_ptr<rptq::QuantizedModel> quantized;
   QString prompt;
   std::int64_t max_new_tokens = 32;
+  bool on_gpu = false;     // run both sides on the GPU (one after the other), with these options
+  rptq::GpuOptions gpu;
 };
 
 class GenerationJob : public QObject {
@@ -46,6 +50,9 @@ class GenerationJob : public QObject {
 
  private:
   void side_done();
+  // Runs one side on a worker; on the GPU the FP side's end starts the quantized side.
+  void start_side(const GenerationRequest& r, int side, const std::shared_ptr<std::atomic<bool>>& stop,
+                  const std::shared_ptr<QObject>& relay);
 
   std::shared_ptr<std::atomic<bool>> stop_;
   int running_ = 0;
