@@ -102,7 +102,7 @@ TEST(CliRptq, EvalWithStatsAndCompare) {
   }
 }
 
-// --device on eval, calibrate, compare and generate: cuda without a usable GPU exits 2 with the reason; auto falls back to
+// --device on eval, calibrate, compare, generate and export: cuda without a usable GPU exits 2 with the reason; auto falls back to
 // the CPU (and says so); --json names the device used.
 TEST(CliRptq, DeviceOption) {
   const bool gpu = rptq::device_info().cuda_devices > 0;
@@ -115,7 +115,9 @@ TEST(CliRptq, DeviceOption) {
        "--weights", "rtn", "--seqlen", "32", "--max-windows", "2"},
       {"generate", model("stories260k"), "--prompt", "Once upon a time", "--max-new-tokens", "4"},
       {"generate", model("stories260k"), "--prompt", "Once upon a time", "--max-new-tokens", "4", "--stats",
-       stats_file(), "--preset", "W4A4KV", "--weights", "rtn"}};
+       stats_file(), "--preset", "W4A4KV", "--weights", "rtn"},
+      {"export", model("stories260k"), "--stats", stats_file(), "--preset", "W4A4", "--weights", "rtn", "--out",
+       (rptq::test::temp_dir("cli-rptq-device-export") / "q.h5").string(), "--force"}};
   for (const auto& base : commands) {
     if (!gpu) {
       auto args = base;

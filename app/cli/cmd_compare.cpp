@@ -30,7 +30,7 @@ void run_compare(const CompareArgs& a) {
   auto tok = Tokenizer::load(a.model);
   const auto ids = tok->encode(text, true);
   auto fp = load_model(a.model);
-  auto q = load_and_quantize(a.model, a.quant);
+  auto q = load_and_quantize(a.model, a.quant, nullptr, device);
   PerplexityOptions po;
   po.seqlen = a.seqlen > 0 ? a.seqlen : std::min<std::int64_t>(2048, fp->config().max_positions);
   if (fp->config().arch == Architecture::OPT && po.seqlen > fp->config().max_positions)

@@ -29,7 +29,7 @@ void run_eval(const EvalArgs& a) {
   set_num_threads(a.threads);
   const Device device = pick_device(a.device);
   const std::string text = read_text_file(a.data);
-  const ModelSource src = open_model(a.model, a.quant);
+  const ModelSource src = open_model(a.model, a.quant, device);
   const auto t0 = std::chrono::steady_clock::now();
   const auto ids = src.tokenizer->encode(text, true);
   const double tokenize_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();

@@ -3,6 +3,7 @@
 #include <nlohmann/json.hpp>
 
 #include "cli.h"
+#include "device_args.h"
 #include "quant_args.h"
 #include "rptq/error.h"
 #include "rptq/hf_export.h"
@@ -16,6 +17,7 @@ struct ExportArgs {
   bool force = false, json = false;
   int threads = 0;
   QuantArgs quant;
+  DeviceArgs device;
 };
 
 std::uint64_t folder_bytes(const std::filesystem::path& p) {
@@ -28,8 +30,9 @@ std::uint64_t folder_bytes(const std::filesystem::path& p) {
 void run_export(const ExportArgs& a) {
   set_num_threads(a.threads);
   if (!a.force && std::filesystem::exists(a.out)) throw InputError(a.out + ": exists (use --force to overwrite)");
+  const Device device = pick_device(a.device);
   ChannelStats stats;
-  auto q = load_and_quantize(a.model, a.quant, &stats);
+  auto q = load_and_quantize(a.model, a.quant, &stats, device);
   std::uint64_t bytes = 0;
   if (a.format == "hdf5") {
     Progress p("exporting");
@@ -59,6 +62,7 @@ void run_export(const ExportArgs& a) {
     j["format"] = a.format;
     j["bytes"] = bytes;
     j["quantize_seconds"] = q->seconds;
+    add_device_json(j, device);
     std::cout << j.dump(2) << "\n";
     return;
   }
@@ -80,6 +84,7 @@ void add_export(CLI::App& app) {
   cmd->add_option("--threads", a->threads, "CPU threads (default: all cores)")->check(CLI::Range(0, 4096));
   cmd->add_flag("--json", a->json, "Print a JSON summary");
   add_quant_options(cmd, a->quant, /*stats_required=*/true);
+  add_device_option(cmd, a->device);
   cmd->callback([a] { run_export(*a); });
 }
 

@@ -27,7 +27,7 @@ struct GenerateArgs {
 void run_generate(const GenerateArgs& a) {
   set_num_threads(a.threads);
   const Device device = pick_device(a.device);
-  const ModelSource src = open_model(a.model, a.quant);
+  const ModelSource src = open_model(a.model, a.quant, device);
   const Tokenizer* tok = src.tokenizer.get();
   const Model* model = &src.model();
   ActivationHook* hook = src.hook();

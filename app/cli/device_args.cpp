@@ -6,7 +6,7 @@ namespace rptq::cli {
 
 void add_device_option(CLI::App* cmd, DeviceArgs& a) {
   cmd->add_option("--device", a.device,
-                  "Where the forward passes run: cpu (default), cuda (a GPU; decoder layers resident when they fit, "
+                  "Where the forward passes (and a quantization's calibration passes) run: cpu (default), cuda (a GPU; decoder layers resident when they fit, "
                   "else streamed one at a time), or auto (cuda when a usable GPU is found, else cpu)")
       ->check(CLI::IsMember({"cpu", "cuda", "auto"}, CLI::ignore_case));
 }

@@ -1,5 +1,6 @@
 #pragma once
-// The --device option shared by `rptq eval`, `rptq calibrate`, `rptq compare` and `rptq generate`.
+// The --device option shared by `rptq eval`, `rptq calibrate`, `rptq compare`, `rptq generate` and `rptq export`
+// (with --stats, the quantization's calibration passes run there too).
 #include <CLI/CLI.hpp>
 
 #include <nlohmann/json.hpp>

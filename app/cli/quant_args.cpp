@@ -3,6 +3,7 @@
 #include <stdlib.h>
 
 #include "cli.h"
+#include "rptq/cuda_runner.h"
 #include "rptq/error.h"
 #include "rptq/qcheckpoint.h"
 #include "rptq/stats_file.h"
@@ -70,7 +71,7 @@ QuantizeOptions build_quantize_options(const QuantArgs& a, const ChannelStats& s
 }
 
 std::unique_ptr<QuantizedModel> load_and_quantize(const std::string& model_dir, const QuantArgs& a,
-                                                  ChannelStats* stats_out) {
+                                                  ChannelStats* stats_out, Device device) {
   const QuantConfig cfg = build_quant_config(a);
   ChannelStats stats = load_stats(a.stats);
   auto model = load_model(model_dir);
@@ -81,13 +82,14 @@ std::unique_ptr<QuantizedModel> load_and_quantize(const std::string& model_dir, 
     p.update(static_cast<double>(lp.done), static_cast<double>(lp.total), " steps");
     return true;
   };
-  auto q = quantize(std::move(model), stats, cfg, o);
+  auto q = device == Device::CUDA ? quantize_gpu(std::move(model), stats, cfg, o)
+                                   : quantize(std::move(model), stats, cfg, o);
   p.finish();
   if (stats_out) *stats_out = std::move(stats);
   return q;
 }
 
-ModelSource open_model(const std::string& path, const QuantArgs& a) {
+ModelSource open_model(const std::string& path, const QuantArgs& a, Device device) {
   ModelSource src;
   if (std::filesystem::is_regular_file(path) && is_hdf5_file(path)) {
     if (!a.stats.empty()) throw InputError(path + " is a quantized checkpoint: it takes no --stats");
@@ -113,7 +115,7 @@ ModelSource open_model(const std::string& path, const QuantArgs& a) {
   if (a.stats.empty())
     src.fp = load_model(path);
   else
-    src.quantized = load_and_quantize(path, a);
+    src.quantized = load_and_quantize(path, a, nullptr, device);
   return src;
 }
 

@@ -6,6 +6,7 @@
 #include <nlohmann/json.hpp>
 #include <string>
 
+#include "rptq/device.h"
 #include "rptq/quantize.h"
 #include "rptq/tokenizer.h"
 
@@ -25,9 +26,10 @@ void add_quant_options(CLI::App* cmd, QuantArgs& a, bool stats_required);
 QuantConfig build_quant_config(const QuantArgs& a);
 QuantizeOptions build_quantize_options(const QuantArgs& a, const ChannelStats& stats);
 
-// Loads STATS, checks it against the model, quantizes a fresh copy of the model (progress on stderr).
+// Loads STATS, checks it against the model, quantizes a fresh copy of the model (progress on stderr), with the
+// calibration passes on `device` (quantize_gpu for CUDA).
 std::unique_ptr<QuantizedModel> load_and_quantize(const std::string& model_dir, const QuantArgs& a,
-                                                  ChannelStats* stats_out = nullptr);
+                                                  ChannelStats* stats_out = nullptr, Device device = Device::CPU);
 
 // MODEL as `eval` and `generate` accept it: a Hugging Face folder (quantized on the fly with --stats) or an RPTQ
 // checkpoint file (OUT.h5 from `rptq export`, which carries its own tokenizer and quantization).
@@ -39,7 +41,7 @@ struct ModelSource {
   const Model& model() const { return quantized ? quantized->model() : *fp; }
   ActivationHook* hook() const { return quantized ? quantized->hook() : nullptr; }
 };
-ModelSource open_model(const std::string& path, const QuantArgs& a);
+ModelSource open_model(const std::string& path, const QuantArgs& a, Device device = Device::CPU);
 
 // The settings as JSON: preset, description, bits per tap, clusters, weights method, grid, stat, stats file.
 nlohmann::json quant_settings_json(const QuantConfig& c, const QuantArgs& a);

@@ -68,6 +68,14 @@ CompareResult compare_models_gpu(const Model&, const QuantizedModel*, const Mode
                                  std::span<const std::int32_t>, const PerplexityOptions&, const GpuOptions&) {
   no_cuda();
 }
+std::unique_ptr<QuantizedModel> quantize_gpu(std::unique_ptr<Model>, const ChannelStats&, const QuantConfig&,
+                                             const QuantizeOptions&, const GpuOptions&, std::int64_t) {
+  no_cuda();
+}
+std::unique_ptr<LayerPasses> make_gpu_layer_passes(QuantizedModel&, const ChannelStats&, int, const GpuOptions&,
+                                                   std::int64_t) {
+  no_cuda();
+}
 
 }  // namespace rptq
 
@@ -85,6 +93,7 @@ CompareResult compare_models_gpu(const Model&, const QuantizedModel*, const Mode
 #include "elementwise.cuh"
 #include "fake_quant.cuh"
 #include "gemm.cuh"
+#include "hessian.cuh"
 #include "kv_pack.cuh"
 #include "norm.cuh"
 #include "packed_gemm.cuh"
@@ -248,7 +257,7 @@ struct GpuRunner::Impl {
   // Activations, grown as needed.
   enum Buf {
     H, X, Q, K, V, Attn, Hid, Up, XHalf, Ids, Pos, Logits, HeadX, HeadY, Targets, Nll, Total, Tmp, ScoreRange, DynBad,
-    kBufs
+    HCopy, kBufs
   };
   std::array<cuda::DeviceBuffer<std::uint8_t>, kBufs> bufs;
 
@@ -279,6 +288,14 @@ struct GpuRunner::Impl {
   } kv;
   bool cached = false;
   std::int64_t past = 0;
+
+  // Quantization's layer-by-layer passes (GpuLayerPasses): every calibration window's hidden state in H, the input
+  // of layer lw_next; while hessian_layer >= 0 the taps of its linears' inputs add to the Hessians (per Tap).
+  std::int64_t lw_samples = 0, lw_seqlen = 0, lw_batch = 8, lw_done = 0, lw_total = 0;
+  float* lw_h = nullptr;
+  int hessian_layer = -1;
+  std::array<cuda::DeviceBuffer<double>, kTapCount> hess;
+  std::array<std::int64_t, kTapCount> hess_samples{};
 
   Impl(const Model& m, const QuantizedModel* qm, const GpuOptions& o)
       : model(m), cfg(m.config()), quantized(qm), opts(o) {}
@@ -478,18 +495,8 @@ struct GpuRunner::Impl {
     slots = opts.overlap_upload ? 2 : 1;
     mem.layer_slot_bytes = slot_bytes;
     mem.layer_slots = slots;
+    make_slot_buffers(slot_bytes);
     for (int s = 0; s < slots; ++s) {
-      slot.emplace_back(slot_bytes);
-      note_alloc(slot_bytes);
-      void* p = nullptr;
-      const bool pinned = cudaMallocHost(&p, std::max<std::size_t>(slot_bytes, 1)) == cudaSuccess;
-      if (!pinned) {
-        cudaGetLastError();
-        staging_fallback.emplace_back(slot_bytes);
-        p = staging_fallback.back().data();
-      }
-      staging.push_back(static_cast<std::uint8_t*>(p));
-      staging_pinned.push_back(pinned);
       cudaEvent_t e1 = nullptr, e2 = nullptr;
       RPTQ_CUDA_CHECK(cudaEventCreateWithFlags(&e1, cudaEventDisableTiming));
       copied.push_back(e1);
@@ -501,6 +508,33 @@ struct GpuRunner::Impl {
     // The outer weights were copied with cudaMemcpy on the legacy stream, which the non-blocking compute stream
     // does not wait for.
     RPTQ_CUDA_CHECK(cudaDeviceSynchronize());
+  }
+
+  // The streamed layers' slots of `bytes` each, device memory and host staging (pinned when it can be had),
+  // replacing any earlier ones (nothing may be in flight).
+  void make_slot_buffers(std::size_t bytes) {
+    for (std::size_t i = 0; i < slot.size(); ++i) {
+      note_free(slot[i].bytes());
+      if (staging_pinned[i] && staging[i]) cudaFreeHost(staging[i]);
+    }
+    slot.clear();
+    staging.clear();
+    staging_pinned.clear();
+    staging_fallback.clear();
+    for (int s = 0; s < slots; ++s) {
+      slot.emplace_back(bytes);
+      note_alloc(bytes);
+      void* p = nullptr;
+      const bool pinned = cudaMallocHost(&p, std::max<std::size_t>(bytes, 1)) == cudaSuccess;
+      if (!pinned) {
+        cudaGetLastError();
+        staging_fallback.emplace_back(bytes);
+        p = staging_fallback.back().data();
+      }
+      staging.push_back(static_cast<std::uint8_t*>(p));
+      staging_pinned.push_back(pinned);
+    }
+    mem.layer_slot_bytes = bytes;
   }
 
   // Whether the decoder layers stay on the device: GpuOptions::layers, and for Auto whether `bytes` fit in the
@@ -528,32 +562,78 @@ struct GpuRunner::Impl {
       mem.upload_scratch_bytes = scratch.bytes();
     }
     std::vector<std::uint8_t> host(largest);
-    std::vector<DeferredRounding> rounding;
     // The outer weights' cudaMemcpy ran on the legacy stream; the copies below run on the compute stream.
     RPTQ_CUDA_CHECK(cudaDeviceSynchronize());
     for (int l = 0; l < cfg.layers; ++l) {
       const std::size_t bytes = layer_bytes[static_cast<std::size_t>(l)];
       resident_layer.emplace_back(bytes);
       note_alloc(bytes);
-      std::uint8_t* dev = resident_layer.back().data();
-      rounding.clear();
-      const DevLayer view = stage_layer(l, host.data(), reinterpret_cast<std::uintptr_t>(dev), &rounding).first;
-      RPTQ_CUDA_CHECK(cudaMemcpyAsync(dev, host.data(), bytes, cudaMemcpyHostToDevice, compute));
-      for (const DeferredRounding& r : rounding) {
-        for (std::size_t i0 = 0; i0 < r.n; i0 += scratch_floats) {
-          const std::size_t n = std::min(scratch_floats, r.n - i0);
-          RPTQ_CUDA_CHECK(cudaMemcpyAsync(scratch.data(), r.src + i0, n * sizeof(float), cudaMemcpyHostToDevice,
-                                          compute));
-          const auto count = static_cast<std::int64_t>(n);
-          if (opts.precision == GpuPrecision::FP16)
-            cuda::convert(scratch.data(), static_cast<__half*>(r.dst) + i0, count, compute);
-          else
-            cuda::convert(scratch.data(), static_cast<__nv_bfloat16*>(r.dst) + i0, count, compute);
-        }
-      }
-      RPTQ_CUDA_CHECK(cudaStreamSynchronize(compute));  // `host` and `scratch` are reused for the next layer
-      resident_view.push_back(view);
+      resident_view.push_back(upload_layer_to(l, resident_layer.back().data(), bytes, host.data(), scratch.data(),
+                                              scratch_floats));
     }
+    note_free(scratch.bytes());
+  }
+
+  // Uploads layer l into `dev` (`bytes` as stage_layer sized it) through the host buffer `host` (as large) and, for
+  // FP16 / BF16 weights, the device buffer `scratch` (scratch_floats floats) where they are rounded; returns the
+  // layer's view. Waits for the copies (`host` and `scratch` may be reused at once).
+  DevLayer upload_layer_to(int l, std::uint8_t* dev, std::size_t bytes, std::uint8_t* host, float* scratch,
+                           std::size_t scratch_floats) {
+    std::vector<DeferredRounding> rounding;
+    const DevLayer view = stage_layer(l, host, reinterpret_cast<std::uintptr_t>(dev), &rounding).first;
+    RPTQ_CUDA_CHECK(cudaMemcpyAsync(dev, host, bytes, cudaMemcpyHostToDevice, compute));
+    for (const DeferredRounding& r : rounding) {
+      for (std::size_t i0 = 0; i0 < r.n; i0 += scratch_floats) {
+        const std::size_t n = std::min(scratch_floats, r.n - i0);
+        RPTQ_CUDA_CHECK(cudaMemcpyAsync(scratch, r.src + i0, n * sizeof(float), cudaMemcpyHostToDevice, compute));
+        const auto count = static_cast<std::int64_t>(n);
+        if (opts.precision == GpuPrecision::FP16)
+          cuda::convert(scratch, static_cast<__half*>(r.dst) + i0, count, compute);
+        else
+          cuda::convert(scratch, static_cast<__nv_bfloat16*>(r.dst) + i0, count, compute);
+      }
+    }
+    RPTQ_CUDA_CHECK(cudaStreamSynchronize(compute));
+    return view;
+  }
+
+  // Layer l's weights changed on the host (a quantization in progress: reordered, then packed): a resident layer
+  // is uploaded again, a streamed one staged afresh at its next use.
+  void restage_layer(int l) {
+    if (!resident) {
+      for (int& sl : slot_layer)
+        if (sl == l) sl = -1;
+      // A reorder adds the norms' gathers (and LLaMA's rope index): the layer may no longer fit a slot.
+      const std::size_t bytes = stage_layer(l, nullptr, 0).second;
+      if (bytes > mem.layer_slot_bytes) {
+        RPTQ_CUDA_CHECK(cudaStreamSynchronize(compute));
+        RPTQ_CUDA_CHECK(cudaStreamSynchronize(upload));
+        make_slot_buffers(bytes);
+        for (int& sl : slot_layer) sl = -1;
+      }
+      return;
+    }
+    std::vector<DeferredRounding> rounding;
+    const std::size_t bytes = stage_layer(l, nullptr, 0, &rounding).second;
+    std::size_t largest = 0;
+    for (const DeferredRounding& r : rounding) largest = std::max(largest, r.n);
+    const std::size_t scratch_floats = std::min(largest, kConvertChunk);
+    RPTQ_CUDA_CHECK(cudaStreamSynchronize(compute));  // work in flight may still read the old layer
+    cuda::DeviceBuffer<std::uint8_t>& slot_l = resident_layer[static_cast<std::size_t>(l)];
+    note_free(slot_l.bytes());
+    mem.model_layer_bytes -= std::min(mem.model_layer_bytes, slot_l.bytes());
+    slot_l = cuda::DeviceBuffer<std::uint8_t>();
+    slot_l = cuda::DeviceBuffer<std::uint8_t>(bytes);
+    note_alloc(slot_l.bytes());
+    mem.model_layer_bytes += slot_l.bytes();
+    cuda::DeviceBuffer<float> scratch;
+    if (scratch_floats > 0) {
+      scratch = cuda::DeviceBuffer<float>(scratch_floats);
+      note_alloc(scratch.bytes());
+    }
+    std::vector<std::uint8_t> host(bytes);
+    resident_view[static_cast<std::size_t>(l)] =
+        upload_layer_to(l, slot_l.data(), bytes, host.data(), scratch.data(), scratch_floats);
     note_free(scratch.bytes());
   }
 
@@ -561,43 +641,59 @@ struct GpuRunner::Impl {
     if (!quantized) return;
     if (&quantized->model() != &model) throw std::logic_error("GpuRunner: the quantizers belong to another model");
     tapq.resize(static_cast<std::size_t>(cfg.layers));
+    for (int l = 0; l < std::min<int>(quantized->layers(), static_cast<int>(cfg.layers)); ++l)
+      upload_layer_quantizers(l);
+  }
+
+  // Layer l's activation quantizers as the QuantizedModel holds them now (replacing what was uploaded before).
+  void upload_layer_quantizers(int l) {
     std::size_t workspace = 0;
-    for (int l = 0; l < std::min<int>(quantized->layers(), static_cast<int>(cfg.layers)); ++l) {
-      for (Tap t : kAllTaps) {
-        const TapQuantizer& tq = quantized->layer(l).taps[static_cast<std::size_t>(t)];
-        TapQ& d = tapq[static_cast<std::size_t>(l)][static_cast<std::size_t>(t)];
-        if (!tq.active()) continue;
-        d.active = true;
-        d.dynamic = tq.dynamic;
-        d.bits = tq.bits;
-        d.grid = tq.grid == QuantGrid::Reference ? cuda::Grid::Reference : cuda::Grid::Exact;
-        d.cols = tap_channels(cfg, t);
-        d.clusters = static_cast<std::int64_t>(tq.boundaries.size()) - 1;
-        const std::size_t before = held;
-        if (tq.dynamic) {
-          any_dynamic = true;
-          const std::vector<std::int32_t> b32(tq.boundaries.begin(), tq.boundaries.end());
-          d.boundaries = upload_tensor(b32.data(), b32.size());
-          workspace = std::max(workspace, cuda::fake_quant_dynamic_workspace_bytes(d.cols, d.clusters));
-        } else {
-          std::vector<float> scale, zero;
-          for (const QuantParams& p : tq.params) {
-            scale.push_back(p.scale);
-            zero.push_back(p.zero_point);
-          }
-          try {
-            d.q = cuda::upload_cluster_quantizer(tq.boundaries, scale, zero, tq.bits, d.cols);
-          } catch (const std::invalid_argument& e) {
-            throw InputError("layer " + std::to_string(l) + " tap " + tap_name(t) + ": " + e.what());
-          }
-          const std::size_t b = d.q.boundaries.bytes() + d.q.scale.bytes() + d.q.zero_point.bytes();
-          note_alloc(b);
-          mem.outer_bytes += b;
+    for (Tap t : kAllTaps) {
+      const TapQuantizer& tq = quantized->layer(l).taps[static_cast<std::size_t>(t)];
+      TapQ& d = tapq[static_cast<std::size_t>(l)][static_cast<std::size_t>(t)];
+      if (d.active) {
+        const std::size_t b = d.boundaries.bytes() + d.q.boundaries.bytes() + d.q.scale.bytes() +
+                              d.q.zero_point.bytes();
+        RPTQ_CUDA_CHECK(cudaStreamSynchronize(compute));  // work in flight may still read them
+        note_free(b);
+        mem.outer_bytes -= std::min(mem.outer_bytes, b);
+        d = TapQ();
+      }
+      if (!tq.active()) continue;
+      d.active = true;
+      d.dynamic = tq.dynamic;
+      d.bits = tq.bits;
+      d.grid = tq.grid == QuantGrid::Reference ? cuda::Grid::Reference : cuda::Grid::Exact;
+      d.cols = tap_channels(cfg, t);
+      d.clusters = static_cast<std::int64_t>(tq.boundaries.size()) - 1;
+      if (tq.dynamic) {
+        any_dynamic = true;
+        const std::vector<std::int32_t> b32(tq.boundaries.begin(), tq.boundaries.end());
+        d.boundaries = upload_tensor(b32.data(), b32.size());
+        workspace = std::max(workspace, cuda::fake_quant_dynamic_workspace_bytes(d.cols, d.clusters));
+      } else {
+        std::vector<float> scale, zero;
+        for (const QuantParams& p : tq.params) {
+          scale.push_back(p.scale);
+          zero.push_back(p.zero_point);
         }
-        (void)before;
+        try {
+          d.q = cuda::upload_cluster_quantizer(tq.boundaries, scale, zero, tq.bits, d.cols);
+        } catch (const std::invalid_argument& e) {
+          throw InputError("layer " + std::to_string(l) + " tap " + tap_name(t) + ": " + e.what());
+        }
+        const std::size_t b = d.q.boundaries.bytes() + d.q.scale.bytes() + d.q.zero_point.bytes();
+        note_alloc(b);
+        mem.outer_bytes += b;
       }
     }
-    if (workspace > 0) dyn_workspace = upload_tensor(std::vector<std::uint8_t>(workspace, 0).data(), workspace);
+    if (workspace > dyn_workspace.bytes()) {
+      RPTQ_CUDA_CHECK(cudaStreamSynchronize(compute));
+      note_free(dyn_workspace.bytes());
+      mem.outer_bytes -= std::min(mem.outer_bytes, dyn_workspace.bytes());
+      dyn_workspace = cuda::DeviceBuffer<std::uint8_t>();
+      dyn_workspace = upload_tensor(std::vector<std::uint8_t>(workspace, 0).data(), workspace);
+    }
   }
 
   // Fills `host` (when not null) with layer l's weights as uploaded and returns their pointers in a slot at `dev`,
@@ -763,6 +859,13 @@ struct GpuRunner::Impl {
       copy_to_host(x, rows, cols, observed_after);
       observer(layer, t, observed_before, observed_after);
     }
+    if (layer == hessian_layer) {
+      const auto ti = static_cast<std::size_t>(t);
+      if (!hess[ti].empty()) {
+        cuda::hessian_add(blas, x, rows, cols, cols, hess_samples[ti], hess[ti].data());
+        hess_samples[ti] += rows;
+      }
+    }
     if (!recording) return;
     DevTapRanges& r = rec[static_cast<std::size_t>(t)];
     for (std::int64_t b = 0; b < nseq; ++b) {
@@ -800,6 +903,169 @@ struct GpuRunner::Impl {
                   static_cast<std::size_t>(t)];
           if (bad != cuda::kDynamicAllFinite) throw bad_dynamic_range(l, t, static_cast<std::int64_t>(bad));
         }
+  }
+
+  // Calibration: allocates the arena of the running ranges (every tap's and then the scores' [ema_max, ema_min,
+  // max, min], what the host reads per layer, then every tap's per-sample [smax, smin] scratch; the scores' scratch
+  // is the ScoreRange buffer) and points `rec` into it.
+  void begin_recording() {
+    std::vector<std::int64_t> channels;
+    for (Tap t : kAllTaps) channels.push_back(tap_channels(cfg, t));
+    channels.push_back(cfg.heads);
+    std::size_t results = 0, scratch = 0;
+    for (std::size_t i = 0; i < channels.size(); ++i) {
+      results += 4 * static_cast<std::size_t>(channels[i]);
+      if (i < kTapCount) scratch += 2 * static_cast<std::size_t>(channels[i]);
+    }
+    sync();  // a cancelled calibration may have left work that reads the old arena
+    note_free(rec_arena.bytes());
+    mem.activation_bytes -= std::min(mem.activation_bytes, rec_arena.bytes());
+    rec_arena = cuda::DeviceBuffer<float>();
+    rec_arena = cuda::DeviceBuffer<float>(results + scratch);
+    note_alloc(rec_arena.bytes());
+    mem.activation_bytes += rec_arena.bytes();
+    rec_result_floats = results;
+    rec.assign(channels.size(), DevTapRanges{});
+    float* at = rec_arena.data();
+    for (std::size_t i = 0; i < channels.size(); ++i) {
+      DevTapRanges& r = rec[i];
+      r.channels = channels[i];
+      for (float** p : {&r.ema_max, &r.ema_min, &r.max, &r.min}) {
+        *p = at;
+        at += r.channels;
+      }
+    }
+    for (std::size_t i = 0; i < kTapCount; ++i) {
+      DevTapRanges& r = rec[i];
+      for (float** p : {&r.smax, &r.smin}) {
+        *p = at;
+        at += r.channels;
+      }
+    }
+  }
+
+  // The recorded ranges of the layer just run, all in one copy on the compute stream (which wrote them) and one
+  // wait.
+  void read_recorded(LayerRanges& lr, std::int64_t samples) {
+    rec_host.resize(rec_result_floats);
+    RPTQ_CUDA_CHECK(cudaMemcpyAsync(rec_host.data(), rec_arena.data(), rec_result_floats * sizeof(float),
+                                    cudaMemcpyDeviceToHost, compute));
+    sync();
+    const float* at = rec_host.data();
+    for (std::size_t i = 0; i < rec.size(); ++i) {
+      const std::size_t c = static_cast<std::size_t>(rec[i].channels);
+      TapRanges& tr = i < kTapCount ? lr.taps[i] : lr.scores;
+      for (std::vector<float>* v : {&tr.ema_max, &tr.ema_min, &tr.max, &tr.min}) {
+        v->assign(at, at + c);
+        at += c;
+      }
+      tr.samples = samples;
+    }
+  }
+
+  // -------------------------------------------------------------------------------------------------------------
+  // Quantization's passes (GpuLayerPasses): the windows' hidden states stay in H, one layer runs at a time.
+
+  void begin_layerwise(std::span<const std::int32_t> tokens, std::int64_t samples, std::int64_t seqlen,
+                       std::int64_t batch, int passes_per_layer) {
+    if (samples < 1 || seqlen < 1 || static_cast<std::int64_t>(tokens.size()) != samples * seqlen)
+      throw InputError("calibration tokens: " + std::to_string(tokens.size()) + " ids cannot be " +
+                       std::to_string(samples) + " windows of " + std::to_string(seqlen));
+    lw_samples = samples;
+    lw_seqlen = seqlen;
+    lw_batch = std::clamp<std::int64_t>(batch, 1, samples);
+    lw_done = 0;
+    lw_total = cfg.layers * passes_per_layer * samples;
+    lw_h = embed(tokens, samples, seqlen);
+  }
+
+  // Layer l over every window: in place (keep), or on a copy of each chunk of windows. Dynamic activation ranges
+  // are taken per window, as the CPU's passes (one window per call) take them.
+  void layerwise_pass(int l, bool keep, const LayerwiseCallback& progress) {
+    const std::int64_t S = lw_samples, T = lw_seqlen, d = cfg.hidden;
+    const std::int64_t chunk = any_dynamic ? 1 : lw_batch;
+    pass_chunks = (S + chunk - 1) / chunk;
+    upload_layer(l);
+    const DevLayer w = begin_layer(l);
+    LayerwiseProgress p;
+    p.layer = l;
+    p.layers = static_cast<int>(cfg.layers);
+    p.samples = S;
+    p.total = lw_total;
+    for (std::int64_t s0 = 0; s0 < S; s0 += chunk) {
+      const std::int64_t nb = std::min(chunk, S - s0);
+      sample0 = s0;
+      chunk_index = s0 / chunk;
+      float* h = lw_h + s0 * T * d;
+      if (!keep) {
+        float* copy = buf<float>(HCopy, static_cast<std::size_t>(chunk * T * d));
+        RPTQ_CUDA_CHECK(cudaMemcpyAsync(copy, h, static_cast<std::size_t>(nb * T * d) * 4, cudaMemcpyDeviceToDevice,
+                                        compute));
+        h = copy;
+      }
+      layer_forward(l, w, h, nb, T);
+      p.sample = s0 + nb;
+      p.done = lw_done += nb;
+      if (progress) {
+        sync();  // progress as done, not as queued
+        if (!progress(p)) throw Cancelled();
+      }
+    }
+    end_layer(l);
+    check_dynamic_ranges(l, l + 1);
+  }
+
+  LayerRanges layerwise_ranges(int l, const LayerwiseCallback& progress) {
+    begin_recording();
+    recording = true;
+    LayerRanges lr;
+    try {
+      layerwise_pass(l, /*keep=*/false, progress);
+      read_recorded(lr, lw_samples);
+    } catch (...) {
+      recording = false;
+      throw;
+    }
+    recording = false;
+    return lr;
+  }
+
+  std::map<Tap, HessianAccumulator> layerwise_hessians(int l, const LayerwiseCallback& progress) {
+    constexpr Tap kInputs[] = {Tap::AttnInput, Tap::AttnOutput, Tap::FfnInput, Tap::FfnHidden};
+    for (Tap t : kInputs) {
+      const auto ti = static_cast<std::size_t>(t);
+      const std::int64_t n = tap_channels(cfg, t);
+      if (hess[ti].size() != static_cast<std::size_t>(n * n)) {
+        sync();
+        note_free(hess[ti].bytes());
+        mem.activation_bytes -= std::min(mem.activation_bytes, hess[ti].bytes());
+        hess[ti] = cuda::DeviceBuffer<double>();
+        hess[ti] = cuda::DeviceBuffer<double>(static_cast<std::size_t>(n * n));
+        note_alloc(hess[ti].bytes());
+        mem.activation_bytes += hess[ti].bytes();
+      }
+      RPTQ_CUDA_CHECK(cudaMemsetAsync(hess[ti].data(), 0, hess[ti].bytes(), compute));
+      hess_samples[ti] = 0;
+    }
+    hessian_layer = l;
+    try {
+      layerwise_pass(l, /*keep=*/false, progress);
+    } catch (...) {
+      hessian_layer = -1;
+      throw;
+    }
+    hessian_layer = -1;
+    std::map<Tap, HessianAccumulator> out;
+    for (Tap t : kInputs) {
+      const auto ti = static_cast<std::size_t>(t);
+      const std::int64_t n = tap_channels(cfg, t);
+      std::vector<double> h(static_cast<std::size_t>(n * n));
+      RPTQ_CUDA_CHECK(cudaMemcpyAsync(h.data(), hess[ti].data(), h.size() * sizeof(double), cudaMemcpyDeviceToHost,
+                                      compute));
+      sync();
+      out.emplace(t, HessianAccumulator(n, std::move(h), hess_samples[ti]));
+    }
+    return out;
   }
 
   // The attention score ranges of each window of the chunk (attention_score_range of calibration.cpp on the
@@ -1209,41 +1475,7 @@ std::vector<LayerRanges> GpuRunner::calibration_ranges(std::span<const std::int3
   batch = std::clamp<std::int64_t>(batch, 1, samples);
   std::vector<LayerRanges> ranges(static_cast<std::size_t>(m.cfg.layers));
   guarded("while calibrating", m.held, [&] {
-    // The arena: every tap's and then the scores' [ema_max, ema_min, max, min] (what the host reads per layer),
-    // then every tap's per-sample [smax, smin] scratch (the scores' scratch is the ScoreRange buffer).
-    std::vector<std::int64_t> channels;
-    for (Tap t : kAllTaps) channels.push_back(tap_channels(m.cfg, t));
-    channels.push_back(m.cfg.heads);
-    std::size_t results = 0, scratch = 0;
-    for (std::size_t i = 0; i < channels.size(); ++i) {
-      results += 4 * static_cast<std::size_t>(channels[i]);
-      if (i < kTapCount) scratch += 2 * static_cast<std::size_t>(channels[i]);
-    }
-    m.sync();  // a cancelled calibration may have left work that reads the old arena
-    m.note_free(m.rec_arena.bytes());
-    m.mem.activation_bytes -= std::min(m.mem.activation_bytes, m.rec_arena.bytes());
-    m.rec_arena = cuda::DeviceBuffer<float>();
-    m.rec_arena = cuda::DeviceBuffer<float>(results + scratch);
-    m.note_alloc(m.rec_arena.bytes());
-    m.mem.activation_bytes += m.rec_arena.bytes();
-    m.rec_result_floats = results;
-    m.rec.assign(channels.size(), DevTapRanges{});
-    float* at = m.rec_arena.data();
-    for (std::size_t i = 0; i < channels.size(); ++i) {
-      DevTapRanges& r = m.rec[i];
-      r.channels = channels[i];
-      for (float** p : {&r.ema_max, &r.ema_min, &r.max, &r.min}) {
-        *p = at;
-        at += r.channels;
-      }
-    }
-    for (std::size_t i = 0; i < kTapCount; ++i) {
-      DevTapRanges& r = m.rec[i];
-      for (float** p : {&r.smax, &r.smin}) {
-        *p = at;
-        at += r.channels;
-      }
-    }
+    m.begin_recording();
     m.recording = true;
     struct Off {
       Impl& m;
@@ -1255,22 +1487,7 @@ std::vector<LayerRanges> GpuRunner::calibration_ranges(std::span<const std::int3
     p.samples = samples;
     p.total = m.cfg.layers * samples;
     m.run_layers(h, samples, seqlen, batch, [&](int l) {
-      // The layer's ranges, all in one copy on the compute stream (which wrote them) and one wait.
-      m.rec_host.resize(m.rec_result_floats);
-      RPTQ_CUDA_CHECK(cudaMemcpyAsync(m.rec_host.data(), m.rec_arena.data(), m.rec_result_floats * sizeof(float),
-                                      cudaMemcpyDeviceToHost, m.compute));
-      m.sync();
-      LayerRanges& lr = ranges[static_cast<std::size_t>(l)];
-      const float* at = m.rec_host.data();
-      for (std::size_t i = 0; i < m.rec.size(); ++i) {
-        const std::size_t c = static_cast<std::size_t>(m.rec[i].channels);
-        TapRanges& tr = i < kTapCount ? lr.taps[i] : lr.scores;
-        for (std::vector<float>* v : {&tr.ema_max, &tr.ema_min, &tr.max, &tr.min}) {
-          v->assign(at, at + c);
-          at += c;
-        }
-        tr.samples = samples;
-      }
+      m.read_recorded(ranges[static_cast<std::size_t>(l)], samples);
       p.layer = l;
       p.sample = samples;
       p.done = static_cast<std::int64_t>(l + 1) * samples;
@@ -1290,6 +1507,69 @@ ChannelStats calibrate_gpu(const Model& model, const std::string& model_dir, std
   st.ranges = runner.calibration_ranges(st.tokens, settings.samples, settings.seqlen, batch, progress);
   st.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   return st;
+}
+
+namespace {
+
+// quantize()'s passes on the GPU: a runner over the model being quantized, with its quantizers as they are set.
+class GpuLayerPasses : public LayerPasses {
+ public:
+  GpuLayerPasses(QuantizedModel& q, const ChannelStats& stats, int passes_per_layer, const GpuOptions& gpu,
+                 std::int64_t batch)
+      : runner_(q.model(), &q, gpu), m_(runner_.impl()) {
+    guarded("while quantizing", m_.held, [&] {
+      m_.begin_layerwise(stats.tokens, stats.settings.samples, stats.settings.seqlen, batch, passes_per_layer);
+    });
+  }
+  LayerRanges ranges(int l, const LayerwiseCallback& progress) override {
+    return guarded("while quantizing", m_.held, [&] { return m_.layerwise_ranges(l, progress); });
+  }
+  void changed(int l) override {
+    guarded("while quantizing", m_.held, [&] {
+      m_.upload_layer_quantizers(l);
+      m_.restage_layer(l);
+    });
+  }
+  std::map<Tap, HessianAccumulator> hessians(int l, const LayerwiseCallback& progress) override {
+    return guarded("while quantizing", m_.held, [&] { return m_.layerwise_hessians(l, progress); });
+  }
+  void advance(int l, const LayerwiseCallback& progress) override {
+    guarded("while quantizing", m_.held, [&] { m_.layerwise_pass(l, /*keep=*/true, progress); });
+  }
+  Tensor hidden(std::int64_t i) override {
+    Tensor t;
+    m_.copy_to_host(window_state(i), m_.lw_seqlen, m_.cfg.hidden, t);
+    return t;
+  }
+  void set_hidden(std::int64_t i, const Tensor& h) override {
+    if (h.numel() != m_.lw_seqlen * m_.cfg.hidden) throw std::invalid_argument("set_hidden: wrong shape");
+    RPTQ_CUDA_CHECK(cudaMemcpyAsync(window_state(i), h.data(), static_cast<std::size_t>(h.numel()) * 4,
+                                    cudaMemcpyHostToDevice, m_.compute));
+    m_.sync();
+  }
+
+ private:
+  float* window_state(std::int64_t i) {
+    if (i < 0 || i >= m_.lw_samples) throw std::out_of_range("window " + std::to_string(i) + " out of range");
+    return m_.lw_h + i * m_.lw_seqlen * m_.cfg.hidden;
+  }
+  GpuRunner runner_;
+  GpuRunner::Impl& m_;
+};
+
+}  // namespace
+
+std::unique_ptr<QuantizedModel> quantize_gpu(std::unique_ptr<Model> model, const ChannelStats& stats,
+                                             const QuantConfig& cfg, const QuantizeOptions& opts,
+                                             const GpuOptions& gpu, std::int64_t batch) {
+  return quantize_with(std::move(model), stats, cfg, opts, [&](QuantizedModel& q, int passes_per_layer) {
+    return make_gpu_layer_passes(q, stats, passes_per_layer, gpu, batch);
+  });
+}
+
+std::unique_ptr<LayerPasses> make_gpu_layer_passes(QuantizedModel& q, const ChannelStats& stats, int passes_per_layer,
+                                                   const GpuOptions& gpu, std::int64_t batch) {
+  return std::make_unique<GpuLayerPasses>(q, stats, passes_per_layer, gpu, batch);
 }
 
 CompareResult compare_models_gpu(const Model& fp, const QuantizedModel* fp_quant, const Model& q,

@@ -22,26 +22,59 @@ std::vector<LinearRef> linears(const ModelConfig& m, DecoderLayerWeights& w) {
   return v;
 }
 
+// The linear inputs GPTQ needs the Hessians of.
+constexpr Tap kLinearInputs[] = {Tap::AttnInput, Tap::AttnOutput, Tap::FfnInput, Tap::FfnHidden};
+
 // Accumulates the Hessian of each linear input of one layer (after that layer's activation quantizers: what the
 // linear sees when the model runs quantized).
 class HessianCollector : public ActivationHook {
  public:
   HessianCollector(ActivationHook& quant, int layer, const ModelConfig& m) : quant_(quant), layer_(layer) {
-    for (Tap t : {Tap::AttnInput, Tap::AttnOutput, Tap::FfnInput, Tap::FfnHidden})
-      h_.emplace(static_cast<int>(t), HessianAccumulator(tap_channels(m, t)));
+    for (Tap t : kLinearInputs) h.emplace(t, HessianAccumulator(tap_channels(m, t)));
   }
   void on_activation(int layer, Tap tap, const ActivationView& act) override {
     quant_.on_activation(layer, tap, act);
     if (layer != layer_) return;
-    auto it = h_.find(static_cast<int>(tap));
-    if (it != h_.end()) it->second.add(act.data, act.rows, act.ld);
+    auto it = h.find(tap);
+    if (it != h.end()) it->second.add(act.data, act.rows, act.ld);
   }
-  const HessianAccumulator& hessian(Tap t) const { return h_.at(static_cast<int>(t)); }
+  std::map<Tap, HessianAccumulator> h;
 
  private:
   ActivationHook& quant_;
   int layer_;
-  std::map<int, HessianAccumulator> h_;
+};
+
+// The CPU's passes: a LayerwiseRunner over the windows, the quantized model's hook at the taps.
+class CpuLayerPasses : public LayerPasses {
+ public:
+  CpuLayerPasses(QuantizedModel& q, const ChannelStats& stats, int passes_per_layer)
+      : q_(q), runner_(q.model(), stats.tokens, stats.settings.samples, stats.settings.seqlen) {
+    runner_.set_progress_plan(passes_per_layer);
+  }
+  LayerRanges ranges(int l, const LayerwiseCallback& progress) override {
+    std::vector<LayerRanges> measured(static_cast<std::size_t>(q_.model().config().layers));
+    RangeRecorder rec(q_.model().config(), measured);
+    runner_.observe(&rec, progress);
+    return std::move(measured[static_cast<std::size_t>(l)]);
+  }
+  void changed(int) override {}  // the runner reads the model as it is
+  std::map<Tap, HessianAccumulator> hessians(int l, const LayerwiseCallback& progress) override {
+    HessianCollector hc(*q_.hook(), l, q_.model().config());
+    runner_.observe(&hc, progress);
+    return std::move(hc.h);
+  }
+  void advance(int, const LayerwiseCallback& progress) override { runner_.advance(q_.hook(), progress); }
+  Tensor hidden(std::int64_t i) override { return runner_.hidden(i); }
+  void set_hidden(std::int64_t i, const Tensor& h) override {
+    Tensor& t = runner_.hidden(i);
+    if (h.shape() != t.shape()) throw std::invalid_argument("set_hidden: wrong shape");
+    t = h;
+  }
+
+ private:
+  QuantizedModel& q_;
+  LayerwiseRunner runner_;
 };
 
 }  // namespace
@@ -108,6 +141,19 @@ void check_stats_match(const ChannelStats& s, const ModelConfig& m, const std::s
 
 std::unique_ptr<QuantizedModel> quantize(std::unique_ptr<Model> model, const ChannelStats& stats,
                                          const QuantConfig& cfg, const QuantizeOptions& opts) {
+  return quantize_with(std::move(model), stats, cfg, opts, [&stats](QuantizedModel& q, int passes_per_layer) {
+    return make_cpu_layer_passes(q, stats, passes_per_layer);
+  });
+}
+
+std::unique_ptr<LayerPasses> make_cpu_layer_passes(QuantizedModel& q, const ChannelStats& stats,
+                                                   int passes_per_layer) {
+  return std::make_unique<CpuLayerPasses>(q, stats, passes_per_layer);
+}
+
+std::unique_ptr<QuantizedModel> quantize_with(std::unique_ptr<Model> model, const ChannelStats& stats,
+                                              const QuantConfig& cfg, const QuantizeOptions& opts,
+                                              const LayerPassesFactory& make_passes) {
   const auto t0 = std::chrono::steady_clock::now();
   cfg.validate();
   const ModelConfig& m = model->config();
@@ -132,23 +178,18 @@ std::unique_ptr<QuantizedModel> quantize(std::unique_ptr<Model> model, const Cha
 
   const bool gptq = cfg.quantizes_weights() && cfg.weight_method == WeightMethod::GPTQ;
   const bool passes = opts.sequential || gptq;
-  std::unique_ptr<LayerwiseRunner> runner;
-  if (passes) {
-    runner = std::make_unique<LayerwiseRunner>(mod, stats.tokens, stats.settings.samples, stats.settings.seqlen);
-    runner->set_progress_plan((opts.sequential ? 1 : 0) + (gptq ? 1 : 0) + 1);
-  }
+  std::unique_ptr<LayerPasses> runner;
+  if (passes) runner = make_passes(*q, (opts.sequential ? 1 : 0) + (gptq ? 1 : 0) + 1);
   QuantizedModel::Hook& hook = q->hook_;
   for (int l = 0; l < L; ++l) {
     LayerQuantization& lq = q->layers_[static_cast<std::size_t>(l)];
     // 1. This layer's ranges, measured on its actual (quantized-prefix) inputs, its own quantizers off.
     hook.enabled_layers = l;
-    std::vector<LayerRanges> measured;
+    LayerRanges measured;
     const LayerRanges* ranges = &stats.ranges[static_cast<std::size_t>(l)];
     if (opts.sequential) {
-      measured.resize(static_cast<std::size_t>(L));
-      RangeRecorder rec(m, measured);
-      runner->observe(&rec, opts.progress);
-      ranges = &measured[static_cast<std::size_t>(l)];
+      measured = runner->ranges(l, opts.progress);
+      ranges = &measured;
     }
     // 2. Cluster and fold the reorder.
     lq.reorder = plan_layer_reorder(m, *ranges, cfg, opts.stat, opts.seed + static_cast<std::uint64_t>(l));
@@ -172,27 +213,26 @@ std::unique_ptr<QuantizedModel> quantize(std::unique_ptr<Model> model, const Cha
     }
     mod.layer(l).quantize_softmax = cfg.softmax_bits < kFullPrecisionBits;
     hook.enabled_layers = l + 1;
+    if (runner) runner->changed(l);
     // 4. Weights, grouped by (output row) x (input cluster).
     if (cfg.quantizes_weights()) {
-      std::unique_ptr<HessianCollector> hc;
-      if (gptq) {
-        hc = std::make_unique<HessianCollector>(hook, l, m);
-        runner->observe(hc.get(), opts.progress);
-      }
+      std::map<Tap, HessianAccumulator> hessians;
+      if (gptq) hessians = runner->hessians(l, opts.progress);
       for (const LinearRef& lr : linears(m, mod.layer(l))) {
         const std::int64_t out = lr.w->out(), in = lr.w->in();
         const std::vector<std::int64_t> groups =
             cfg.weight_group > 0 ? fixed_group_boundaries(in, cfg.weight_group) : tap_boundaries(m, lq.reorder, lr.input);
         QuantizedWeight qw = gptq ? quantize_gptq(lr.w->weight.data(), out, in, cfg.wbits, cfg.grid, groups,
-                                                  hc->hessian(lr.input), cfg.gptq_block, cfg.gptq_damp)
+                                                  hessians.at(lr.input), cfg.gptq_block, cfg.gptq_damp)
                                   : quantize_rtn(lr.w->weight.data(), out, in, cfg.wbits, cfg.grid, groups);
         // From here on the layer computes with the packed codes (dequantized per tile in the GEMM path).
         lr.w->packed = std::make_shared<const PackedWeight>(PackedWeight::pack(qw));
         lr.w->weight = Tensor();
       }
+      if (runner) runner->changed(l);
     }
     // 5. The quantized layer's outputs become the next layer's inputs.
-    if (runner && l + 1 < L) runner->advance(&hook, opts.progress);
+    if (runner && l + 1 < L) runner->advance(l, opts.progress);
   }
   hook.enabled_layers = 1 << 30;
   q->seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();

@@ -273,6 +273,15 @@ HessianAccumulator::HessianAccumulator(std::int64_t in) : in_(in) {
   h_.assign(static_cast<std::size_t>(in * in), 0.0);
 }
 
+HessianAccumulator::HessianAccumulator(std::int64_t in, std::vector<double> h, std::int64_t samples)
+    : HessianAccumulator(in) {
+  if (h.size() != static_cast<std::size_t>(in * in) || samples < 0)
+    throw InputError("Hessian: " + std::to_string(h.size()) + " values and " + std::to_string(samples) +
+                     " samples cannot be an accumulator of width " + std::to_string(in));
+  h_ = std::move(h);
+  samples_ = samples;
+}
+
 void HessianAccumulator::add(const float* x, std::int64_t rows, std::int64_t ld) {
   if (rows < 0 || ld < in_)
     throw InputError("Hessian: bad input batch (rows " + std::to_string(rows) + ", ld " + std::to_string(ld) +

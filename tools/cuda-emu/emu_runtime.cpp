@@ -430,6 +430,26 @@ cublasStatus_t cublasGemmEx(cublasHandle_t, cublasOperation_t ta, cublasOperatio
       }
     return CUBLAS_STATUS_SUCCESS;
   }
+  if (at == CUDA_R_32F && ta == CUBLAS_OP_N && tb == CUBLAS_OP_T) {
+    // X^T X of a row-major x (hessian_add): columns of A and rows of B are contiguous; each element still sums its
+    // k products in order, over a column of accumulators.
+    const float* Af = static_cast<const float*>(A);
+    const float* Bf = static_cast<const float*>(B);
+    std::vector<float> acc(static_cast<std::size_t>(m));
+    for (int j = 0; j < n; ++j) {
+      std::fill(acc.begin(), acc.end(), 0.0f);
+      for (int l = 0; l < k; ++l) {
+        const float* al = Af + static_cast<std::int64_t>(l) * lda;
+        const float bv = Bf[j + static_cast<std::int64_t>(l) * ldb];
+        for (int i = 0; i < m; ++i) acc[i] += al[i] * bv;
+      }
+      for (int i = 0; i < m; ++i) {
+        float& out = c[i + static_cast<std::int64_t>(j) * ldc];
+        out = b == 0.0f ? a * acc[i] : a * acc[i] + b * out;
+      }
+    }
+    return CUBLAS_STATUS_SUCCESS;
+  }
   for (int j = 0; j < n; ++j)
     for (int i = 0; i < m; ++i) {
       float s = 0.0f;

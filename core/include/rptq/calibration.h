@@ -70,6 +70,7 @@ class LayerwiseRunner {
   void advance(ActivationHook* hook, const LayerwiseCallback& progress = {});
   // Window i's hidden state [seqlen, hidden] (the input of next_layer()).
   const Tensor& hidden(std::int64_t i) const { return hidden_.at(static_cast<std::size_t>(i)); }
+  Tensor& hidden(std::int64_t i) { return hidden_.at(static_cast<std::size_t>(i)); }
 
   // The step counter used for progress over a whole pass of `passes_per_layer` passes per layer.
   void set_progress_plan(int passes_per_layer) { passes_per_layer_ = passes_per_layer; }

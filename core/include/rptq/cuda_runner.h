@@ -28,6 +28,7 @@
 #include "rptq/compare.h"
 #include "rptq/generate.h"
 #include "rptq/perplexity.h"
+#include "rptq/quantize.h"
 #include "rptq/tap.h"
 #include "rptq/tensor.h"
 
@@ -139,6 +140,21 @@ ChannelStats calibrate_gpu(const Model& model, const std::string& model_dir, std
                            const std::string& data_path, const std::string& data_sha256,
                            const CalibrationSettings& settings, const LayerwiseCallback& progress = {},
                            const GpuOptions& opts = {}, std::int64_t batch = 8);
+
+// quantize() of quantize.h with its passes over the calibration windows on the GPU: every window's hidden state
+// stays on the device (samples x seqlen x hidden x 4 bytes) and `batch` windows run per step (one with dynamic
+// activation ranges, which are per window as on the CPU); each layer's ranges (sequential), the Hessians of its
+// linears' inputs (GPTQ: X^T X by cuBLAS, accumulated in double, kernels/hessian.cuh) and its quantized outputs
+// are computed there, the layer re-uploaded (or re-staged) after its reorder and again once packed. The clustering,
+// the reorder and the GPTQ solve itself run on the host. The same pipeline as quantize(), step for step; results
+// differ from the CPU's only by float rounding (and what that moves: a k-means assignment or a rounding tie).
+std::unique_ptr<QuantizedModel> quantize_gpu(std::unique_ptr<Model> model, const ChannelStats& stats,
+                                             const QuantConfig& cfg, const QuantizeOptions& opts = {},
+                                             const GpuOptions& gpu = {}, std::int64_t batch = 8);
+
+// The GPU's passes (what quantize_gpu() uses), for callers of quantize_with.
+std::unique_ptr<LayerPasses> make_gpu_layer_passes(QuantizedModel& q, const ChannelStats& stats, int passes_per_layer,
+                                                   const GpuOptions& gpu = {}, std::int64_t batch = 8);
 
 // generate() with the forward passes on the GPU (GpuRunner::generate of a runner made for this call).
 // `quantized` (may be null) is the model's QuantizedModel, whose quantizers act at the taps.

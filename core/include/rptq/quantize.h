@@ -4,6 +4,8 @@
 // activation quantizers; then run the model with them (QuantizedModel::hook()).
 #include <array>
 #include <filesystem>
+#include <functional>
+#include <map>
 #include <memory>
 #include <vector>
 
@@ -54,6 +56,38 @@ struct QuantizeOptions {
 };
 
 class QuantizedModel;
+
+// The passes over the calibration windows that quantize() makes, layer by layer, as the reference does: the inputs
+// of layer l are the windows as they come out of layers 0 .. l-1, already quantized. quantize() runs them on the
+// CPU (LayerwiseRunner, one window at a time); quantize_gpu() (cuda_runner.h) on the GPU. Layer l's calls come in
+// this order: ranges (when sequential), changed (reorder and activation quantizers in place), hessians (GPTQ),
+// changed (packed weights), advance (but not for the last layer).
+class LayerPasses {
+ public:
+  virtual ~LayerPasses() = default;
+  // Layer l's ranges (what RangeRecorder records: per sample, and the attention scores) on its inputs, with the
+  // quantizers of layers < l on and layer l's off.
+  virtual LayerRanges ranges(int l, const LayerwiseCallback& progress) = 0;
+  // Layer l's weights (reordered, then packed) or its activation quantizers changed.
+  virtual void changed(int l) = 0;
+  // The Hessians of layer l's linear inputs (AttnInput, AttnOutput, FfnInput, FfnHidden: what its linears see, its
+  // activation quantizers on), over every window.
+  virtual std::map<Tap, HessianAccumulator> hessians(int l, const LayerwiseCallback& progress) = 0;
+  // Runs layer l, quantized, and makes its outputs the inputs of layer l + 1.
+  virtual void advance(int l, const LayerwiseCallback& progress) = 0;
+  // Window i's hidden state [seqlen, hidden], the input of the next layer: read, or replaced (for checks that keep
+  // two implementations on the same inputs).
+  virtual Tensor hidden(std::int64_t i) = 0;
+  virtual void set_hidden(std::int64_t i, const Tensor& h) = 0;
+};
+// Makes the passes for a quantization in progress: q's model and quantizers as they stand when each pass runs;
+// passes_per_layer (1 to 3) is how many of ranges, hessians and advance each layer gets, for progress totals.
+using LayerPassesFactory = std::function<std::unique_ptr<LayerPasses>(QuantizedModel& q, int passes_per_layer)>;
+
+// The CPU's passes (what quantize() uses), for callers of quantize_with that compare or wrap them.
+std::unique_ptr<LayerPasses> make_cpu_layer_passes(QuantizedModel& q, const ChannelStats& stats,
+                                                   int passes_per_layer);
+
 // Reads an RPTQ checkpoint (qcheckpoint.h) back into a runnable quantized model.
 std::unique_ptr<QuantizedModel> load_checkpoint(const std::filesystem::path& path);
 
@@ -74,8 +108,9 @@ class QuantizedModel {
 
  private:
   friend std::unique_ptr<QuantizedModel> load_checkpoint(const std::filesystem::path&);
-  friend std::unique_ptr<QuantizedModel> quantize(std::unique_ptr<Model>, const ChannelStats&, const QuantConfig&,
-                                                  const QuantizeOptions&);
+  friend std::unique_ptr<QuantizedModel> quantize_with(std::unique_ptr<Model>, const ChannelStats&,
+                                                       const QuantConfig&, const QuantizeOptions&,
+                                                       const LayerPassesFactory&);
   class Hook : public ActivationHook {
    public:
     explicit Hook(QuantizedModel& q) : q_(q) {}
@@ -96,6 +131,10 @@ class QuantizedModel {
 // measured on this model: same layers and widths, else InputError). Progress may cancel (throws Cancelled).
 std::unique_ptr<QuantizedModel> quantize(std::unique_ptr<Model> model, const ChannelStats& stats,
                                          const QuantConfig& cfg, const QuantizeOptions& opts = {});
+// quantize() with the calibration passes made by `passes` (quantize() itself: the CPU's).
+std::unique_ptr<QuantizedModel> quantize_with(std::unique_ptr<Model> model, const ChannelStats& stats,
+                                              const QuantConfig& cfg, const QuantizeOptions& opts,
+                                              const LayerPassesFactory& passes);
 
 // Checks that statistics belong to a model of this shape; throws InputError naming the difference.
 void check_stats_match(const ChannelStats& stats, const ModelConfig& cfg, const std::string& stats_path);

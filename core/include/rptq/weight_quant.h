@@ -91,6 +91,8 @@ QuantizedWeight quantize_rtn(const float* w, std::int64_t out, std::int64_t in, 
 class HessianAccumulator {
  public:
   explicit HessianAccumulator(std::int64_t in);  // throws InputError when in < 1
+  // One holding H ([in, in] row-major, symmetric) and N as accumulated elsewhere (the GPU's cuda::hessian_add).
+  HessianAccumulator(std::int64_t in, std::vector<double> h, std::int64_t samples);
   // Adds rows input vectors x[rows, in] with row stride ld >= in.
   void add(const float* x, std::int64_t rows, std::int64_t ld);
   std::int64_t in() const { return in_; }
