@@ -599,7 +599,8 @@ class GuiTest : public QObject {
   void deviceChoiceListsGpuWithReason() {
     open_window();
     const rptq::DeviceInfo info = rptq::device_info();
-    for (DeviceChoice* d : {w_->calibrate_page()->device_choice(), w_->compare_page()->device_choice()}) {
+    for (DeviceChoice* d : {w_->calibrate_page()->device_choice(), w_->quantize_page()->device_choice(),
+                            w_->compare_page()->device_choice()}) {
       QTRY_VERIFY_WITH_TIMEOUT(d->probed(), 30000);
       QComboBox* combo = d->combo();
       QCOMPARE(combo->count(), 2);
@@ -666,7 +667,17 @@ class GuiTest : public QObject {
                             diff(b.ema_max[c], a.ema_max[c]), diff(b.ema_min[c], a.ema_min[c])});
       }
     QVERIFY2(worst <= 1e-4, qPrintable(QStringLiteral("worst range difference %1").arg(worst)));
+    // Quantize on the GPU too (its calibration passes), then on the CPU, which the comparison below uses.
+    DeviceChoice* qd = w_->quantize_page()->device_choice();
+    QTRY_VERIFY_WITH_TIMEOUT(qd->probed(), 30000);
+    qd->combo()->setCurrentIndex(DeviceChoice::GpuEntry);
+    QCOMPARE(qd->device(), rptq::Device::CUDA);
     quantize_small();
+    // The same packed layout as the CPU's (the clusters may differ; test_cuda_quantize checks the numbers).
+    const std::size_t gpu_bytes = w_->session()->quantized()->model().weight_bytes();
+    qd->combo()->setCurrentIndex(DeviceChoice::CpuEntry);
+    quantize_small();
+    QCOMPARE(w_->session()->quantized()->model().weight_bytes(), gpu_bytes);
     rptq::ui::ComparePage* c = w_->compare_page();
     w_->go_to(MainWindow::CompareStep);
     c->windows_spin()->setValue(2);

@@ -61,7 +61,9 @@ void QuantizeJob::start(const QuantizeRequest& request) {
           shared->set(p);
           return !shared->cancelled();
         };
-        std::shared_ptr<rptq::QuantizedModel> q = rptq::quantize(std::move(model), *request.stats, request.config, o);
+        std::shared_ptr<rptq::QuantizedModel> q =
+            request.on_gpu ? rptq::quantize_gpu(std::move(model), *request.stats, request.config, o, request.gpu)
+                           : rptq::quantize(std::move(model), *request.stats, request.config, o);
         if (shared->cancelled()) throw rptq::Cancelled();
         auto summary = std::make_shared<QuantizationSummary>(summarize_quantization(*q, request.fp_weight_bytes));
         summary->model_path = request.model_dir;

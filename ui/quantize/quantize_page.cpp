@@ -16,6 +16,7 @@
 #include <QTableWidget>
 #include <QVBoxLayout>
 
+#include "common/device_choice.h"
 #include "common/error_dialog.h"
 #include "common/format.h"
 #include "common/page_heading.h"
@@ -117,6 +118,12 @@ QuantizePage::QuantizePage(Session* session, QWidget* parent)
                                  "(the reference; slower)"));
   sequential_->setChecked(s.value(QStringLiteral("quantize/sequential"), true).toBool());
   form->addRow(tr("Ranges"), sequential_);
+  device_ = new DeviceChoice(QStringLiteral("quantize/device"));
+  device_->set_cpu_threads(rptq::num_threads());
+  device_->combo()->setToolTip(tr("Where the passes over the calibration windows run (re-measured ranges, GPTQ's "
+                                  "Hessians, each quantized layer's outputs); clustering and the GPTQ solve run on "
+                                  "the CPU"));
+  form->addRow(tr("Device"), device_);
   describe_ = new QLabel;
   describe_->setObjectName(QStringLiteral("configDescription"));
   describe_->setWordWrap(true);
@@ -169,7 +176,7 @@ QuantizePage::QuantizePage(Session* session, QWidget* parent)
   rl->addLayout(result_row);
   root->addWidget(result_box, 1);
 
-  inputs_ = {preset_, wbits_, abits_, kvbits_, method_, grid_, sequential_};
+  inputs_ = {preset_, wbits_, abits_, kvbits_, method_, grid_, sequential_, device_};
   for (QSpinBox* sb : clusters_) inputs_ << sb;
 
   connect(preset_, &QComboBox::currentIndexChanged, this, &QuantizePage::preset_changed);
@@ -320,10 +327,13 @@ void QuantizePage::start() {
   r.stats = stats;
   r.stats_path = session_->stats_path();
   r.sequential = sequential_->isChecked();
+  r.on_gpu = device_->device() == rptq::Device::CUDA;
+  r.gpu.device = device_->gpu_device();
   r.fp_weight_bytes = model->model->weight_bytes();
   session_->clear_quantized();
   bar_->setValue(0);
-  status_->setText(tr("Loading a second copy of %1 to quantize\u2026").arg(model->display_name()));
+  status_->setText(tr("Loading a second copy of %1 to quantize%2\u2026")
+                       .arg(model->display_name(), r.on_gpu ? tr(" on the GPU") : QString()));
   set_running(true);
   job_->start(r);
   Q_EMIT running_changed(true);  // running() is true from here

@@ -33,6 +33,8 @@ struct QuantizationSummary;
 struct QuantizeProgress;
 struct TaskError;
 
+class DeviceChoice;
+
 class QuantizePage : public QWidget {
   Q_OBJECT
  public:
@@ -59,6 +61,7 @@ class QuantizePage : public QWidget {
   QLabel* status_label() const { return status_; }
   QLabel* summary_label() const { return summary_; }
   QTableWidget* layers_table() const { return layers_; }
+  DeviceChoice* device_choice() const { return device_; }
 
  Q_SIGNALS:
   void running_changed(bool running);
@@ -92,6 +95,7 @@ class QuantizePage : public QWidget {
   QComboBox* method_;
   QComboBox* grid_;
   QCheckBox* sequential_;
+  DeviceChoice* device_;
   QLabel* describe_;
   QPushButton* run_;
   QPushButton* cancel_;
