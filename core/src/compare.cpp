@@ -53,6 +53,13 @@ void CompareAccumulator::add_rows(std::int64_t w, const float* lf, const float* 
   agree_ += ag;
 }
 
+void CompareAccumulator::add_sums(std::int64_t, double nll_fp, double nll_q, double kl, std::int64_t agree) {
+  nll_fp_ += nll_fp;
+  nll_q_ += nll_q;
+  kl_sum_ += kl;
+  agree_ += agree;
+}
+
 void CompareAccumulator::end_window(double fp_seconds, double q_seconds) {
   res_.fp.seconds += fp_seconds;
   res_.q.seconds += q_seconds;

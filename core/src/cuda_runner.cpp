@@ -88,6 +88,7 @@ std::unique_ptr<LayerPasses> make_gpu_layer_passes(QuantizedModel&, const Channe
 #include "attention.cuh"
 #include "attention_scores.cuh"
 #include "channel_range.cuh"
+#include "compare_logits.cuh"
 #include "cuda_check.cuh"
 #include "device.cuh"
 #include "elementwise.cuh"
@@ -1579,10 +1580,12 @@ CompareResult compare_models_gpu(const Model& fp, const QuantizedModel* fp_quant
   GpuRunner rf(fp, fp_quant, gpu), rq(q, q_quant, gpu);
   GpuRunner::Impl& mf = rf.impl();
   GpuRunner::Impl& mq = rq.impl();
-  const std::int64_t T = opts.seqlen, chunk = 256;
+  const std::int64_t T = opts.seqlen, V = fp.config().vocab;
   const auto start = std::chrono::steady_clock::now();
-  Tensor lf, lq;
   guarded("while comparing", mf.held + mq.held, [&] {
+    // The NLL, KL and top-1 sums of a window, on the device: only they come back, not the logits.
+    cuda::DeviceBuffer<cuda::CompareRowSums> sums(1);
+    mf.note_alloc(sums.bytes());
     for (std::int64_t w = 0; w < acc.windows(); ++w) {
       const auto win = acc.window(w);
       const auto t0 = std::chrono::steady_clock::now();
@@ -1594,15 +1597,27 @@ CompareResult compare_models_gpu(const Model& fp, const QuantizedModel* fp_quant
       mq.run_layers(hq, 1, T, 1);
       mq.sync();
       const auto t2 = std::chrono::steady_clock::now();
-      for (std::int64_t r0 = 0; r0 < T - 1; r0 += chunk) {
-        const std::int64_t n = std::min(T - 1, r0 + chunk) - r0;
-        mf.logits_to_host(hf + r0 * fp.config().hidden, n, lf);
-        mq.logits_to_host(hq + r0 * q.config().hidden, n, lq);
-        acc.add_rows(w, lf.data(), lq.data(), r0, n);
+      // Targets: position r predicts token r + 1 of the window.
+      std::int32_t* targets = mq.buf<std::int32_t>(GpuRunner::Impl::Targets, static_cast<std::size_t>(T - 1));
+      RPTQ_CUDA_CHECK(cudaMemcpyAsync(targets, win.data() + 1, static_cast<std::size_t>(T - 1) * 4,
+                                      cudaMemcpyHostToDevice, mq.compute));
+      RPTQ_CUDA_CHECK(cudaMemsetAsync(sums.data(), 0, sums.bytes(), mq.compute));
+      for (std::int64_t r0 = 0; r0 < T - 1; r0 += kHeadRows) {
+        const std::int64_t n = std::min(T - 1, r0 + kHeadRows) - r0;
+        const float* lf = mf.head(hf + r0 * fp.config().hidden, n);
+        mf.sync();  // the quantized side's stream reads the FP logits
+        const float* lq = mq.head(hq + r0 * q.config().hidden, n);
+        cuda::compare_logits_rows(lf, lq, n, V, V, V, targets + r0, sums.data(), mq.compute);
+        mq.sync();  // the FP side's next head overwrites its logits
       }
+      cuda::CompareRowSums host;
+      RPTQ_CUDA_CHECK(cudaMemcpyAsync(&host, sums.data(), sizeof host, cudaMemcpyDeviceToHost, mq.compute));
+      mq.sync();
+      acc.add_sums(T - 1, host.nll_p, host.nll_q, host.kl, host.agree);
       acc.end_window(std::chrono::duration<double>(t1 - t0).count(), std::chrono::duration<double>(t2 - t1).count());
       if (opts.progress && !opts.progress(w + 1, acc.windows())) throw Cancelled();
     }
+    mf.note_free(sums.bytes());
   });
   return acc.finish(std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
 }

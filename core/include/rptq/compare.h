@@ -34,6 +34,9 @@ class CompareAccumulator {
   std::span<const std::int32_t> window(std::int64_t w) const;
   // Logit rows [n, vocab] of both models at positions r0 .. r0 + n - 1 of window w (each predicting the next).
   void add_rows(std::int64_t w, const float* fp_logits, const float* q_logits, std::int64_t r0, std::int64_t n);
+  // The same from sums over n rows that another device computed (the GPU's compare_logits_rows): the targets' NLLs
+  // under each model, the KL divergences, and the count of rows whose argmaxes agree.
+  void add_sums(std::int64_t n, double nll_fp, double nll_q, double kl, std::int64_t agree);
   // Closes window w: its mean NLLs, and the forward seconds of each model.
   void end_window(double fp_seconds, double q_seconds);
   CompareResult finish(double seconds);

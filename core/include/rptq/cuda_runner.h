@@ -164,7 +164,8 @@ GenerateResult generate_gpu(const Model& model, const QuantizedModel* quantized,
 
 // compare_models() with both models' forward passes on the GPU, one after the other (each places its layers as
 // GpuOptions::layers says; with Auto the second model is resident only when it fits beside the first);
-// the KL divergence and top-1 agreement are computed on the host from the logits.
+// the NLLs, KL divergence and top-1 agreement are summed on the device (kernels/compare_logits.cuh) and only the
+// sums are copied to the host, not the logits.
 CompareResult compare_models_gpu(const Model& fp, const QuantizedModel* fp_quant, const Model& q,
                                  const QuantizedModel* q_quant, std::span<const std::int32_t> ids,
                                  const PerplexityOptions& opts, const GpuOptions& gpu = {});
