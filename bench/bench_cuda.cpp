@@ -4,7 +4,8 @@
 //   bench_cuda MODEL_DIR [--precisions fp32,fp16,bf16] [--eval-seqlen 2048] [--eval-windows 8] [--eval-batch 8]
 //              [--calib-samples 16] [--calib-seqlen 2048] [--calib-batch 8] [--warmup 1] [--repeats 3]
 //              [--calib-warmup 0] [--calib-repeats 2] [--seed 1234] [--no-eval] [--no-calib] [--no-overlap]
-//              [--check-cpu] [--check-windows 1] [--check-samples 2] [--label NAME]
+//              [--check-cpu] [--check-windows 1] [--check-samples 2] [--gen-prompt 128] [--gen-tokens 0]
+//              [--label NAME]
 //   bench_cuda --gemm MODEL_DIR [--rows 2048] [--head-rows 512] [--precisions fp32,fp16,bf16] [--min-ms 20]
 //              [--samples 5] [--lt-algos 8] [--bw-mib 1024] [--gemv-bits 4] [--gemv-group 128]
 //              [--gemv-pool-mib 256] [--no-gemm] [--no-bandwidth] [--no-gemv] [--label NAME]
@@ -17,6 +18,8 @@
 //   * calibration: GpuRunner::calibration_ranges() over `calib-samples` windows of `calib-seqlen` tokens, every
 //     tap's per-channel ranges and the attention score ranges, `calib-batch` windows per layer step (what
 //     `rptq calibrate --device cuda` runs after drawing its windows);
+//   * generation (--gen-tokens > 0): GpuRunner::generate() of --gen-tokens greedy tokens after a --gen-prompt token
+//     prompt, the KV cache on the device; decode tokens/s over the steps after the first token, and the prefill;
 // wall time per call, `warmup` untimed calls first, median and min of the timed ones, tokens/s, useful TFLOP/s
 // (analytic count, see model_flops), the runner's peak device memory and its decoder layers' placement, resident or
 // streamed (GpuRunner::memory(); "layers" in the JSON and the table), and the device's used memory
@@ -118,6 +121,7 @@ struct Args {
   int warmup = 1, repeats = 3, calib_warmup = 0, calib_repeats = 2;
   bool eval = true, calib = true, overlap = true, check_cpu = false;
   std::int64_t check_windows = 1, check_samples = 2;
+  std::int64_t gen_prompt = 128, gen_tokens = 0;  // generation phase (0 tokens: none)
   // gemm mode
   std::vector<std::int64_t> rows = {2048};
   std::int64_t head_rows = 512;
@@ -133,7 +137,8 @@ struct Args {
                "%s\nusage: bench_cuda MODEL_DIR [--precisions fp32,fp16,bf16] [--eval-seqlen 2048] "
                "[--eval-windows 8] [--eval-batch 8] [--calib-samples 16] [--calib-seqlen 2048] [--calib-batch 8] "
                "[--warmup 1] [--repeats 3] [--calib-warmup 0] [--calib-repeats 2] [--seed 1234] [--no-eval] "
-               "[--no-calib] [--no-overlap] [--check-cpu] [--check-windows 1] [--check-samples 2] [--label NAME]\n"
+               "[--no-calib] [--no-overlap] [--check-cpu] [--check-windows 1] [--check-samples 2] [--gen-prompt 128] "
+               "[--gen-tokens 0] [--label NAME]\n"
                "       bench_cuda --gemm MODEL_DIR [--rows 2048[,16384]] [--head-rows 512] [--precisions ...] "
                "[--min-ms 20] [--samples 5] [--lt-algos 8] [--bw-mib 1024] [--gemv-bits 4[,3]] [--gemv-group 128] "
                "[--gemv-pool-mib 256] [--no-gemm] [--no-bandwidth] [--no-gemv] [--label NAME]\n"
@@ -181,6 +186,8 @@ Args parse_args(int argc, char** argv) {
       else if (s == "--check-cpu") a.check_cpu = true;
       else if (s == "--check-windows") a.check_windows = std::stoll(value());
       else if (s == "--check-samples") a.check_samples = std::stoll(value());
+      else if (s == "--gen-prompt") a.gen_prompt = std::stoll(value());
+      else if (s == "--gen-tokens") a.gen_tokens = std::stoll(value());
       else if (s == "--rows") {
         a.rows.clear();
         for (const auto& r : split(value())) a.rows.push_back(std::stoll(r));
@@ -354,7 +361,8 @@ json memory_json(const rptq::GpuMemoryStats& m) {
           {"outer_bytes", m.outer_bytes},           {"layer_slot_bytes", m.layer_slot_bytes},
           {"layer_slots", m.layer_slots},           {"model_layer_bytes", m.model_layer_bytes},
           {"upload_scratch_bytes", m.upload_scratch_bytes},
-          {"activation_bytes", m.activation_bytes}, {"peak_bytes", m.peak_bytes}};
+          {"activation_bytes", m.activation_bytes}, {"kv_cache_bytes", m.kv_cache_bytes},
+          {"peak_bytes", m.peak_bytes}};
 }
 
 // Sums over layers and channels of every tap's ranges (and the score ranges): a fingerprint that torch_cuda.py
@@ -573,6 +581,43 @@ int run_model_mode(const Args& a) {
       } catch (const std::exception& e) {
         r.error = e.what();
         emit_error(base, "calib", e);
+      }
+      results.push_back(r);
+    }
+
+    // Generation: a --gen-prompt token prompt (the evaluation ids) prefilled, then --gen-tokens greedy steps with
+    // the KV cache on the device (GpuRunner::generate); decode tokens/s from the steps after the first token.
+    if (a.gen_tokens > 0) {
+      PhaseResult r;
+      r.precision = pname;
+      r.phase = "generate";
+      try {
+        const std::int64_t np = std::min<std::int64_t>(a.gen_prompt, static_cast<std::int64_t>(eval_ids.size()));
+        const std::span<const std::int32_t> prompt(eval_ids.data(), static_cast<std::size_t>(np));
+        rptq::GenerateOptions go;
+        go.max_new_tokens = a.gen_tokens;
+        go.stop_at_eos = false;
+        std::vector<double> times, prefill;
+        for (int i = 0; i < a.warmup + a.repeats; ++i) {
+          const rptq::GenerateResult g = runner->generate(prompt, go);
+          if (i < a.warmup) continue;
+          times.push_back(g.decode_seconds);
+          prefill.push_back(g.prefill_seconds);
+        }
+        r.median_s = median(times);
+        r.min_s = min_of(times);
+        r.tokens = static_cast<double>(a.gen_tokens - 1);  // decode steps (the first token comes from the prefill)
+        r.peak_bytes = runner->memory().peak_bytes;
+        r.layers = rptq::gpu_layer_placement_name(runner->memory().layers);
+        emit(phase_json(base, r, times, *runner,
+                        {{"prompt_tokens", np},
+                         {"new_tokens", a.gen_tokens},
+                         {"prefill_s", prefill},
+                         {"warmup", a.warmup},
+                         {"repeats", a.repeats}}));
+      } catch (const std::exception& e) {
+        r.error = e.what();
+        emit_error(base, "generate", e);
       }
       results.push_back(r);
     }

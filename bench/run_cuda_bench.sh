@@ -268,7 +268,7 @@ for size in $SIZES; do
   set -- $(args_for "$size")
   min=60; max=150; [[ $size == 1.3b ]] && { min=90; max=200; }
   if [[ -n $BIN ]]; then
-    check=(); [[ $size == 125m ]] && check=(--check-cpu --check-windows 1 --check-samples 2)
+    check=(); [[ $size == 125m ]] && check=(--check-cpu --check-windows 1 --check-samples 2 --gen-tokens 128)
     step "bench_cuda opt-$size (evaluation, calibration)" "$min" "$max" "$RPTQLOG" "${RUNENV[@]}" "$BIN/bench_cuda" "$dir" "$@" "${check[@]}"
     tail -12 "$RPTQLOG" | grep -E '^   (fp32|fp16|bf16) ' | sed 's/^/      /'
   fi

@@ -119,6 +119,16 @@ def main(argv):
             cd = checksum_diff(oc and oc.get("ranges_checksum"), tc and tc.get("ranges_checksum"))
             print(f"| {m} | {p} | {fmt(op, '.6g')} | {fmt(tp, '.6g')} | {fmt(rel(op, tp), '.2e')} "
                   f"| {fmt(cd, '.2e')} |")
+    gens = [r for r in rptq if r.get("kind") == "generate"]
+    if gens:
+        print("\nGeneration (GpuRunner::generate, greedy, KV cache on the device; no PyTorch counterpart run):\n")
+        print("| model | precision | prompt | new tokens | decode tokens/s (median) | best | prefill s (median) |")
+        print("|---|---|---|---|---|---|---|")
+        for g in gens:
+            pre = sorted(g.get("prefill_s") or [None])
+            print(f"| {g.get('model')} | {g.get('precision')} | {g.get('prompt_tokens')} | {g.get('new_tokens')} "
+                  f"| {fmt(g.get('tokens_per_s_median'), '.1f')} | {fmt(g.get('tokens_per_s_best'), '.1f')} "
+                  f"| {fmt(pre[len(pre) // 2], '.4f')} |")
     checks = [r for r in rptq if r.get("kind") == "cpu_check"]
     for c in checks:
         if "error" in c:
