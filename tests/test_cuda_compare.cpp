@@ -23,7 +23,7 @@
 #include "rptq/model.h"
 #include "rptq/quantize.h"
 #include "rptq/tokenizer.h"
-#include "test_support.h"
+#include "cuda_test_support.h"
 
 namespace {
 
@@ -32,8 +32,7 @@ using rptq::test::shared_dir;
 class CudaCompareTest : public ::testing::TestWithParam<const char*> {};
 
 TEST_P(CudaCompareTest, MatchesCpuComparison) {
-  const rptq::DeviceInfo info = rptq::device_info();
-  if (info.cuda_devices <= 0) GTEST_SKIP() << "no usable GPU: " << info.unavailable_reason;
+  SKIP_WITHOUT_GPU();
   if (!std::filesystem::exists(shared_dir() / "models")) GTEST_SKIP() << "no ../shared";
   const auto dir = shared_dir() / "models" / GetParam();
   auto fp = rptq::Model::load(dir);

@@ -33,27 +33,16 @@
 #include "rptq/model.h"
 #include "rptq/quantize.h"
 #include "rptq/tokenizer.h"
-#include "test_support.h"
+#include "cuda_test_support.h"
 
 namespace {
 
+using rptq::test::gpu_available;
+using rptq::test::max_abs;
+using rptq::test::max_diff;
+using rptq::test::rel_fro;
 using rptq::test::shared_dir;
-
-bool gpu_available(std::string* reason) {
-  const rptq::DeviceInfo info = rptq::device_info();
-  *reason = info.unavailable_reason;
-  return info.cuda_devices > 0;
-}
-
-#define SKIP_WITHOUT_GPU()                                                     \
-  do {                                                                         \
-    std::string reason_;                                                       \
-    if (!gpu_available(&reason_)) GTEST_SKIP() << "no usable GPU: " << reason_; \
-  } while (0)
-
-std::filesystem::path variant_dir(const char* name) {
-  return std::filesystem::path(RPTQ_RESOURCES_DIR).parent_path() / "tests" / "data" / "variants" / name;
-}
+using rptq::test::variant_dir;
 
 TEST(CudaGenerateNoGpu, GenerateThrowsInputErrorWithReason) {
   std::string reason;
@@ -68,30 +57,7 @@ TEST(CudaGenerateNoGpu, GenerateThrowsInputErrorWithReason) {
   }
 }
 
-double max_abs(const rptq::Tensor& t) {
-  double m = 0;
-  for (std::int64_t i = 0; i < t.numel(); ++i) m = std::max(m, std::abs(static_cast<double>(t.data()[i])));
-  return m;
-}
-double max_diff(const float* a, const float* b, std::int64_t n) {
-  double m = 0;
-  for (std::int64_t i = 0; i < n; ++i) m = std::max(m, std::abs(static_cast<double>(a[i]) - b[i]));
-  return m;
-}
-double rel_fro(const rptq::Tensor& got, const rptq::Tensor& ref) {
-  double num = 0, den = 0;
-  for (std::int64_t i = 0; i < ref.numel(); ++i) {
-    const double d = static_cast<double>(got.data()[i]) - ref.data()[i];
-    num += d * d;
-    den += static_cast<double>(ref.data()[i]) * ref.data()[i];
-  }
-  return std::sqrt(num / std::max(den, 1e-30));
-}
-
-struct Case {
-  const char* name;
-  bool shared;  // ../shared/models/NAME (else tests/data/variants/NAME)
-};
+using Case = rptq::test::ModelCase;
 
 class CudaGenerateTest : public ::testing::TestWithParam<Case> {
  protected:
@@ -99,15 +65,9 @@ class CudaGenerateTest : public ::testing::TestWithParam<Case> {
     SKIP_WITHOUT_GPU();
     const Case c = GetParam();
     if (c.shared && !std::filesystem::exists(shared_dir() / "models")) GTEST_SKIP() << "no ../shared";
-    dir = c.shared ? shared_dir() / "models" / c.name : variant_dir(c.name);
+    dir = rptq::test::model_dir(c);
     fp = rptq::Model::load(dir);
-    if (c.shared) {
-      auto tok = rptq::Tokenizer::load(dir);
-      ids = tok->encode(rptq::test::read_file(shared_dir() / "data" / "stories.txt"), true);
-      ids.resize(std::min<std::size_t>(ids.size(), 64));
-    } else {
-      ids = rptq::test::some_ids(64, static_cast<std::int32_t>(fp->config().vocab), 11);
-    }
+    ids = rptq::test::case_ids(c, *fp, 64, 11);
   }
   std::filesystem::path dir;
   std::unique_ptr<rptq::Model> fp;
@@ -190,16 +150,8 @@ TEST_P(CudaGenerateTest, GreedyTokensMatchCpu) {
   EXPECT_EQ(stopped.tokens.size(), 1u);
 }
 
-INSTANTIATE_TEST_SUITE_P(Models, CudaGenerateTest,
-                         ::testing::Values(Case{"tiny-opt-16m", true}, Case{"stories260k", true},
-                                           Case{"llama-untied-bias", false}, Case{"mistral-window", false},
-                                           Case{"opt-350m-style", false}, Case{"opt-gelu-noaffine", false},
-                                           Case{"qwen2-tied", false}),
-                         [](const auto& info) {
-                           std::string n = info.param.name;
-                           std::replace(n.begin(), n.end(), '-', '_');
-                           return n;
-                         });
+INSTANTIATE_TEST_SUITE_P(Models, CudaGenerateTest, ::testing::ValuesIn(rptq::test::gpu_model_cases()),
+                         rptq::test::model_case_name);
 
 // RPTQ's packed KV cache (W4A4: packed 4-bit linears, static activation quantizers, K and V cached as 4-bit codes)
 // against the CPU's quantized model with its packed KvCache.

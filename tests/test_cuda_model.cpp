@@ -67,29 +67,21 @@
 #include "rptq/perplexity.h"
 #include "rptq/quantize.h"
 #include "rptq/tokenizer.h"
-#include "test_support.h"
+#include "cuda_test_support.h"
 
 namespace {
 
+using rptq::test::gpu_available;
+using rptq::test::max_abs;
+using rptq::test::max_diff;
+using rptq::test::rel_fro;
 using rptq::test::shared_dir;
-
-bool gpu_available(std::string* reason) {
-  const rptq::DeviceInfo info = rptq::device_info();
-  *reason = info.unavailable_reason;
-  return info.cuda_devices > 0;
-}
-
-#define SKIP_WITHOUT_GPU()                                          \
-  do {                                                              \
-    std::string reason_;                                            \
-    if (!gpu_available(&reason_)) GTEST_SKIP() << "no usable GPU: " << reason_; \
-  } while (0)
 
 // Without a GPU (or without CUDA compiled in) the runner says why, as an InputError.
 TEST(CudaModelNoGpu, ConstructionThrowsInputErrorWithReason) {
   std::string reason;
   if (gpu_available(&reason)) GTEST_SKIP() << "a GPU is available";
-  const auto dir = std::filesystem::path(RPTQ_RESOURCES_DIR).parent_path() / "tests" / "data" / "variants" / "qwen2-tied";
+  const auto dir = rptq::test::variant_dir("qwen2-tied");
   auto m = rptq::Model::load(dir);
   try {
     rptq::GpuRunner r(*m);
@@ -100,36 +92,8 @@ TEST(CudaModelNoGpu, ConstructionThrowsInputErrorWithReason) {
   }
 }
 
-double max_abs(const rptq::Tensor& t) {
-  double m = 0;
-  for (std::int64_t i = 0; i < t.numel(); ++i) m = std::max(m, std::abs(static_cast<double>(t.data()[i])));
-  return m;
-}
-double max_diff(const rptq::Tensor& a, const rptq::Tensor& b) {
-  double m = 0;
-  for (std::int64_t i = 0; i < a.numel(); ++i)
-    m = std::max(m, std::abs(static_cast<double>(a.data()[i]) - b.data()[i]));
-  return m;
-}
-double rel_fro(const rptq::Tensor& got, const rptq::Tensor& ref) {
-  double num = 0, den = 0;
-  for (std::int64_t i = 0; i < ref.numel(); ++i) {
-    const double d = static_cast<double>(got.data()[i]) - ref.data()[i];
-    num += d * d;
-    den += static_cast<double>(ref.data()[i]) * ref.data()[i];
-  }
-  return std::sqrt(num / std::max(den, 1e-30));
-}
-
-struct Case {
-  const char* name;
-  bool shared;  // ../shared/models/NAME (else tests/data/variants/NAME)
-};
-
-std::filesystem::path model_dir(const Case& c) {
-  return c.shared ? shared_dir() / "models" / c.name
-                  : std::filesystem::path(RPTQ_RESOURCES_DIR).parent_path() / "tests" / "data" / "variants" / c.name;
-}
+using Case = rptq::test::ModelCase;
+using rptq::test::model_dir;
 
 class CudaModelTest : public ::testing::TestWithParam<Case> {
  protected:
@@ -139,13 +103,7 @@ class CudaModelTest : public ::testing::TestWithParam<Case> {
     if (c.shared && !std::filesystem::exists(shared_dir() / "models")) GTEST_SKIP() << "no ../shared";
     dir = model_dir(c);
     fp = rptq::Model::load(dir);
-    if (c.shared) {
-      auto tok = rptq::Tokenizer::load(dir);
-      ids = tok->encode(rptq::test::read_file(shared_dir() / "data" / "stories.txt"), true);
-      ids.resize(std::min<std::size_t>(ids.size(), 400));
-    } else {
-      ids = rptq::test::some_ids(200, static_cast<std::int32_t>(fp->config().vocab), 7);
-    }
+    ids = rptq::test::case_ids(c, *fp, c.shared ? 400 : 200, 7);
   }
   std::filesystem::path dir;
   std::unique_ptr<rptq::Model> fp;
@@ -351,16 +309,8 @@ TEST_P(CudaModelTest, ResidentLayersMatchStreamingBitForBit) {
               a.device_description().c_str());
 }
 
-INSTANTIATE_TEST_SUITE_P(Models, CudaModelTest,
-                         ::testing::Values(Case{"tiny-opt-16m", true}, Case{"stories260k", true},
-                                           Case{"llama-untied-bias", false}, Case{"mistral-window", false},
-                                           Case{"opt-350m-style", false}, Case{"opt-gelu-noaffine", false},
-                                           Case{"qwen2-tied", false}),
-                         [](const auto& info) {
-                           std::string n = info.param.name;
-                           std::replace(n.begin(), n.end(), '-', '_');
-                           return n;
-                         });
+INSTANTIATE_TEST_SUITE_P(Models, CudaModelTest, ::testing::ValuesIn(rptq::test::gpu_model_cases()),
+                         rptq::test::model_case_name);
 
 // A W4A4 model (packed 4-bit linears through packed_gemm, static per-cluster activation quantizers, 8-bit
 // softmax) and its dynamic-range twin: GPU logits against the CPU's quantized forward pass (see the header comment

@@ -36,23 +36,12 @@
 #include "rptq/perplexity.h"
 #include "rptq/quantize.h"
 #include "rptq/tokenizer.h"
-#include "test_support.h"
+#include "cuda_test_support.h"
 
 namespace {
 
+using rptq::test::gpu_available;
 using rptq::test::shared_dir;
-
-bool gpu_available(std::string* reason) {
-  const rptq::DeviceInfo info = rptq::device_info();
-  *reason = info.unavailable_reason;
-  return info.cuda_devices > 0;
-}
-
-#define SKIP_WITHOUT_GPU()                                                     \
-  do {                                                                         \
-    std::string reason_;                                                       \
-    if (!gpu_available(&reason_)) GTEST_SKIP() << "no usable GPU: " << reason_; \
-  } while (0)
 
 struct Calibrated {
   std::filesystem::path dir;
@@ -192,15 +181,23 @@ struct Variant {
   rptq::WeightMethod method;
 };
 
-class CudaQuantizeTest : public ::testing::TestWithParam<Variant> {};
+// A variant's model calibrated (4 x 64 tokens) and its quantization setting.
+class CudaQuantizeTest : public ::testing::TestWithParam<Variant> {
+ protected:
+  void SetUp() override {
+    SKIP_WITHOUT_GPU();
+    if (!std::filesystem::exists(shared_dir() / "models")) GTEST_SKIP() << "no ../shared";
+    v = GetParam();
+    s = calibrated(v.model);
+    qc = rptq::QuantConfig::preset(v.preset);
+    qc.weight_method = v.method;
+  }
+  Variant v{};
+  Calibrated s;
+  rptq::QuantConfig qc;
+};
 
 TEST_P(CudaQuantizeTest, PassesMatchCpuLayerByLayer) {
-  SKIP_WITHOUT_GPU();
-  if (!std::filesystem::exists(shared_dir() / "models")) GTEST_SKIP() << "no ../shared";
-  const Variant v = GetParam();
-  const Calibrated s = calibrated(v.model);
-  rptq::QuantConfig qc = rptq::QuantConfig::preset(v.preset);
-  qc.weight_method = v.method;
   Checked c;
   auto q = rptq::quantize_with(rptq::Model::load(s.dir), s.stats, qc, {},
                                [&](rptq::QuantizedModel& qm, int passes) {
@@ -223,12 +220,6 @@ TEST_P(CudaQuantizeTest, PassesMatchCpuLayerByLayer) {
 
 // End to end: quantize_gpu's model against quantize's, evaluated on the CPU.
 TEST_P(CudaQuantizeTest, QuantizeGpuMatchesQuantize) {
-  SKIP_WITHOUT_GPU();
-  if (!std::filesystem::exists(shared_dir() / "models")) GTEST_SKIP() << "no ../shared";
-  const Variant v = GetParam();
-  const Calibrated s = calibrated(v.model);
-  rptq::QuantConfig qc = rptq::QuantConfig::preset(v.preset);
-  qc.weight_method = v.method;
   auto qc_cpu = rptq::quantize(rptq::Model::load(s.dir), s.stats, qc);
   std::vector<rptq::LayerwiseProgress> seen;
   rptq::QuantizeOptions qo;
@@ -250,7 +241,9 @@ TEST_P(CudaQuantizeTest, QuantizeGpuMatchesQuantize) {
       ++orders;
       const bool same = rptq::tap_order(qc_cpu->model().config(), a, t) == rptq::tap_order(qc_gpu->model().config(), b, t);
       same_order += same;
-      if (l == 0) EXPECT_TRUE(same) << "layer 0 " << rptq::tap_name(t) << ": its ranges are the FP model's";
+      if (l == 0) {
+        EXPECT_TRUE(same) << "layer 0 " << rptq::tap_name(t) << ": its ranges are the FP model's";
+      }
     }
   }
   rptq::PerplexityOptions po;
