@@ -227,6 +227,16 @@ TEST(CudaGenerateErrors, BadCacheAndStepsAreInputErrors) {
     EXPECT_NE(std::string(e.what()).find("layers"), std::string::npos) << e.what();
   }
   EXPECT_THROW(r.start_cache(0), rptq::InputError);
+  // A cache larger than the device: the out-of-memory InputError, and the runner still works afterwards.
+  try {
+    r.start_cache(std::int64_t{1} << 40);
+    FAIL() << "a 2^40-token cache was allocated";
+  } catch (const rptq::InputError& e) {
+    EXPECT_NE(std::string(e.what()).find("out of memory"), std::string::npos) << e.what();
+  }
+  EXPECT_EQ(r.memory().kv_cache_bytes, 0u);
+  const std::vector<std::int32_t> one = {1};
+  EXPECT_THROW(r.step(one), std::logic_error);  // no cache was made
   const std::vector<std::int32_t> none;
   r.start_cache(4);
   EXPECT_THROW(r.step(none), rptq::InputError);

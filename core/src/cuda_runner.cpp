@@ -338,6 +338,14 @@ struct GpuRunner::Impl {
     if (capacity < 1) throw InputError("a KV cache needs room for at least one token");
     RPTQ_CUDA_CHECK(cudaStreamSynchronize(compute));  // the old cache may still be read
     free_cache();
+    try {
+      make_cache(capacity, std::move(quant));
+    } catch (...) {
+      free_cache();  // no half-made cache: step() refuses to run without one
+      throw;
+    }
+  }
+  void make_cache(std::int64_t capacity, std::shared_ptr<const KvQuantization> quant) {
     const std::int64_t kvd = cfg.kv_dim();
     const auto L = static_cast<std::size_t>(cfg.layers);
     kv.capacity = capacity;
