@@ -720,6 +720,25 @@ class GuiTest : public QObject {
     QCOMPARE(text[1][0], text[0][0]);
     QCOMPARE(text[1][1], text[0][1]);
     qInfo("GPU generation: FP \"%s\"; quantized \"%s\"", qPrintable(text[1][0]), qPrintable(text[1][1]));
+
+    // Stopped while the FP side runs on the GPU: the quantized side then ends at once, with no tokens.
+    c->device_choice()->combo()->setCurrentIndex(DeviceChoice::GpuEntry);
+    c->new_tokens_spin()->setValue(4000);
+    bool stopped = false;
+    auto conn = connect(c->generation_job(), &rptq::ui::GenerationJob::token, this, [&] {
+      if (!stopped && c->generated_tokens(0) >= 2) {
+        stopped = true;
+        c->stop();
+      }
+    });
+    QTest::mouseClick(c->generate_button(), Qt::LeftButton);
+    QTRY_VERIFY_WITH_TIMEOUT(!c->generating(), kCalibrateTimeoutMs);
+    disconnect(conn);
+    QVERIFY(stopped);
+    QVERIFY2(c->generation_status()->text().startsWith(QStringLiteral("Stopped")),
+             qPrintable(c->generation_status()->text()));
+    QVERIFY(c->generated_tokens(0) < 4000);
+    QCOMPARE(c->generated_tokens(1), 0);
   }
 
   // The device chosen in each step is kept across a restart, also through a start on which the GPU is unusable.

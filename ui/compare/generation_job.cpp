@@ -43,9 +43,16 @@ void GenerationJob::start(const GenerationRequest& r) {
 void GenerationJob::start_side(const GenerationRequest& r, int side, const std::shared_ptr<std::atomic<bool>>& stop,
                                const std::shared_ptr<QObject>& relay_object) {
   auto relay = std::static_pointer_cast<TokenRelay>(relay_object);
-  // On the GPU the quantized side follows the FP side, however that one ended.
+  // On the GPU the quantized side follows the FP side, however that one ended; after a stop it ends at once,
+  // with no tokens.
   auto next = [this, r, side, stop, relay] {
-    if (r.on_gpu && side == FP) start_side(r, Quantized, stop, relay);
+    if (!r.on_gpu || side != FP) return;
+    if (stop->load()) {
+      Q_EMIT side_finished(Quantized, rptq::GenerateResult());
+      side_done();
+      return;
+    }
+    start_side(r, Quantized, stop, relay);
   };
   run_task(
       this, nullptr,
