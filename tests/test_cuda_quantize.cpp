@@ -291,6 +291,39 @@ INSTANTIATE_TEST_SUITE_P(Presets, CudaQuantizeTest,
                            return n;
                          });
 
+// Streamed decoder layers (each re-staged from the host after its reorder and once packed; the slots grow when a
+// reorder's gathers no longer fit) quantize exactly as resident ones: the same kernels on the same weights, so the
+// same reorders, activation quantizers and packed weights, bit for bit.
+TEST_P(CudaQuantizeTest, StreamedLayersQuantizeAsResidentBitForBit) {
+  rptq::GpuOptions resident, streamed;
+  resident.layers = rptq::GpuLayerPlacement::Resident;
+  streamed.layers = rptq::GpuLayerPlacement::Stream;
+  auto a = rptq::quantize_gpu(rptq::Model::load(s.dir), s.stats, qc, {}, resident, /*batch=*/3);
+  auto b = rptq::quantize_gpu(rptq::Model::load(s.dir), s.stats, qc, {}, streamed, /*batch=*/3);
+  const rptq::ModelConfig& m = a->model().config();
+  for (int l = 0; l < a->layers(); ++l) {
+    for (rptq::Tap t : rptq::kAllTaps) {
+      EXPECT_EQ(rptq::tap_order(m, a->layer(l).reorder, t), rptq::tap_order(m, b->layer(l).reorder, t))
+          << "layer " << l << " " << rptq::tap_name(t);
+      const rptq::TapQuantizer& x = a->layer(l).taps[static_cast<std::size_t>(t)];
+      const rptq::TapQuantizer& y = b->layer(l).taps[static_cast<std::size_t>(t)];
+      ASSERT_EQ(x.params.size(), y.params.size());
+      for (std::size_t k = 0; k < x.params.size(); ++k) {
+        EXPECT_EQ(x.params[k].scale, y.params[k].scale) << "layer " << l << " " << rptq::tap_name(t);
+        EXPECT_EQ(x.params[k].zero_point, y.params[k].zero_point) << "layer " << l << " " << rptq::tap_name(t);
+      }
+    }
+    const auto la = rptq::layer_linears(m, a->model().layer(l));
+    const auto lb = rptq::layer_linears(m, b->model().layer(l));
+    ASSERT_EQ(la.size(), lb.size());
+    for (std::size_t i = 0; i < la.size(); ++i) {
+      ASSERT_TRUE(la[i].weights->packed && lb[i].weights->packed) << "layer " << l << " " << la[i].name;
+      EXPECT_EQ(la[i].weights->packed->codes, lb[i].weights->packed->codes) << "layer " << l << " " << la[i].name;
+      EXPECT_EQ(la[i].weights->packed->scales, lb[i].weights->packed->scales) << "layer " << l << " " << la[i].name;
+    }
+  }
+}
+
 // Cancelling through the progress callback stops the GPU passes with Cancelled.
 TEST(CudaQuantizeCancel, ProgressFalseThrowsCancelled) {
   SKIP_WITHOUT_GPU();
