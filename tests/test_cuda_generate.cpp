@@ -8,6 +8,7 @@
 //   bound for the same float32 ops in a different summation order (the attention over the cache is the same kernel
 //   with past > 0).
 //   Measured under tools/cuda-emu: 3.0e-7 .. 1.05e-6 over the 7 models.
+// - Streamed against resident decoder layers: none, bit for bit.
 // - Step logits against the GPU's own forward pass without a cache over the same tokens (the last row): the same
 //   bound. Only the GEMMs' row counts and the attention's query tiling differ. Measured under the emulator: 0 (its
 //   GEMM sums each row in one order whatever the row count); cuBLAS may pick other kernels for other shapes.
@@ -20,6 +21,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <filesystem>
 #include <memory>
 #include <string>
@@ -82,6 +84,11 @@ TEST_P(CudaGenerateTest, StepLogitsMatchCpuKvCacheAndUncachedForward) {
   rptq::KvCache cache(fp->config(), 1, cap);
   rptq::GpuRunner r(*fp);
   r.start_cache(cap);
+  // Streamed layers give the same bits as resident ones (test_cuda_model's placement check, for the cached path).
+  rptq::GpuOptions streamed;
+  streamed.layers = rptq::GpuLayerPlacement::Stream;
+  rptq::GpuRunner rs(*fp, nullptr, streamed);
+  rs.start_cache(cap);
   EXPECT_EQ(r.memory().kv_cache_bytes, cache.bytes());
   double worst_cpu = 0, worst_full = 0;
   for (std::int64_t s = 0; s <= steps; ++s) {
@@ -89,7 +96,11 @@ TEST_P(CudaGenerateTest, StepLogitsMatchCpuKvCacheAndUncachedForward) {
     const std::vector<std::int32_t> toks(ids.begin() + b, ids.begin() + b + n);
     const rptq::Tensor ref = fp->forward(toks, 1, &cache, nullptr, /*last_only=*/true);
     const rptq::Tensor got = r.step(toks);
+    const rptq::Tensor got_streamed = rs.step(toks);
     ASSERT_EQ(got.dim(0), 1);
+    ASSERT_EQ(got_streamed.numel(), got.numel());
+    EXPECT_EQ(std::memcmp(got.data(), got_streamed.data(), static_cast<std::size_t>(got.numel()) * 4), 0)
+        << "step " << s;
     ASSERT_EQ(got.dim(1), V);
     EXPECT_EQ(r.cache_length(), b + n);
     const double bound = 2e-4 * (1.0 + max_abs(ref));
