@@ -7,9 +7,11 @@
 #include <cmath>
 #include <cstdint>
 #include <filesystem>
+#include <memory>
 #include <string>
 #include <vector>
 
+#include "rptq/calibration.h"
 #include "rptq/device.h"
 #include "rptq/model.h"
 #include "rptq/tensor.h"
@@ -57,6 +59,27 @@ inline std::vector<std::int32_t> case_ids(const ModelCase& c, const Model& m, st
   std::vector<std::int32_t> ids = tok->encode(read_file(shared_dir() / "data" / "stories.txt"), true);
   ids.resize(std::min(ids.size(), n));
   return ids;
+}
+
+// A shared model (../shared/models/NAME) with the stories text's token ids and a calibration on them (samples x
+// seqlen tokens, CPU).
+struct Calibrated {
+  std::filesystem::path dir;
+  std::unique_ptr<Model> fp;
+  std::vector<std::int32_t> ids;
+  ChannelStats stats;
+};
+inline Calibrated calibrated(const char* name, std::int64_t samples, std::int64_t seqlen) {
+  Calibrated s;
+  s.dir = shared_dir() / "models" / name;
+  s.fp = Model::load(s.dir);
+  auto tok = Tokenizer::load(s.dir);
+  s.ids = tok->encode(read_file(shared_dir() / "data" / "stories.txt"), true);
+  CalibrationSettings cs;
+  cs.samples = samples;
+  cs.seqlen = seqlen;
+  s.stats = calibrate(*s.fp, s.dir.string(), s.ids, "stories.txt", "", cs);
+  return s;
 }
 
 inline double max_abs(const Tensor& t) {

@@ -171,14 +171,10 @@ class CudaPackedKvTest : public ::testing::TestWithParam<const char*> {};
 TEST_P(CudaPackedKvTest, PackedCacheStepsMatchCpu) {
   SKIP_WITHOUT_GPU();
   if (!std::filesystem::exists(shared_dir() / "models")) GTEST_SKIP() << "no ../shared";
-  const auto dir = shared_dir() / "models" / GetParam();
-  auto fp = rptq::Model::load(dir);
-  auto tok = rptq::Tokenizer::load(dir);
-  const auto ids = tok->encode(rptq::test::read_file(shared_dir() / "data" / "stories.txt"), true);
-  rptq::CalibrationSettings cs;
-  cs.samples = 2;
-  cs.seqlen = 32;
-  const rptq::ChannelStats stats = rptq::calibrate(*fp, dir.string(), ids, "stories.txt", "", cs);
+  const rptq::test::Calibrated cal = rptq::test::calibrated(GetParam(), 2, 32);
+  const auto& dir = cal.dir;
+  const auto& ids = cal.ids;
+  const auto& stats = cal.stats;
   rptq::QuantConfig qc = rptq::QuantConfig::preset("W4A4");
   qc.weight_method = rptq::WeightMethod::RTN;
   rptq::QuantizeOptions qo;

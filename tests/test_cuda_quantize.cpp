@@ -44,23 +44,10 @@ namespace {
 using rptq::test::gpu_available;
 using rptq::test::shared_dir;
 
-struct Calibrated {
-  std::filesystem::path dir;
-  std::vector<std::int32_t> ids;
-  rptq::ChannelStats stats;
-};
-
+using rptq::test::Calibrated;
+// A model calibrated as these tests use it: 4 x 64 tokens unless said otherwise.
 Calibrated calibrated(const char* name, std::int64_t samples = 4, std::int64_t seqlen = 64) {
-  Calibrated s;
-  s.dir = shared_dir() / "models" / name;
-  auto fp = rptq::Model::load(s.dir);
-  auto tok = rptq::Tokenizer::load(s.dir);
-  s.ids = tok->encode(rptq::test::read_file(shared_dir() / "data" / "stories.txt"), true);
-  rptq::CalibrationSettings cs;
-  cs.samples = samples;
-  cs.seqlen = seqlen;
-  s.stats = rptq::calibrate(*fp, s.dir.string(), s.ids, "stories.txt", "", cs);
-  return s;
+  return rptq::test::calibrated(name, samples, seqlen);
 }
 
 TEST(CudaQuantizeNoGpu, QuantizeGpuThrowsInputErrorWithReason) {
