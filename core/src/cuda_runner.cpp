@@ -656,6 +656,7 @@ struct GpuRunner::Impl {
 
   // Layer l's activation quantizers as the QuantizedModel holds them now (replacing what was uploaded before).
   void upload_layer_quantizers(int l) {
+    RPTQ_CUDA_CHECK(cudaStreamSynchronize(compute));  // work in flight may still read the ones replaced here
     std::size_t workspace = 0;
     for (Tap t : kAllTaps) {
       const TapQuantizer& tq = quantized->layer(l).taps[static_cast<std::size_t>(t)];
@@ -663,7 +664,6 @@ struct GpuRunner::Impl {
       if (d.active) {
         const std::size_t b = d.boundaries.bytes() + d.q.boundaries.bytes() + d.q.scale.bytes() +
                               d.q.zero_point.bytes();
-        RPTQ_CUDA_CHECK(cudaStreamSynchronize(compute));  // work in flight may still read them
         note_free(b);
         mem.outer_bytes -= std::min(mem.outer_bytes, b);
         d = TapQ();
@@ -697,7 +697,6 @@ struct GpuRunner::Impl {
       }
     }
     if (workspace > dyn_workspace.bytes()) {
-      RPTQ_CUDA_CHECK(cudaStreamSynchronize(compute));
       note_free(dyn_workspace.bytes());
       mem.outer_bytes -= std::min(mem.outer_bytes, dyn_workspace.bytes());
       dyn_workspace = cuda::DeviceBuffer<std::uint8_t>();
@@ -1040,8 +1039,7 @@ struct GpuRunner::Impl {
   }
 
   std::map<Tap, HessianAccumulator> layerwise_hessians(int l, const LayerwiseCallback& progress) {
-    constexpr Tap kInputs[] = {Tap::AttnInput, Tap::AttnOutput, Tap::FfnInput, Tap::FfnHidden};
-    for (Tap t : kInputs) {
+    for (Tap t : kLinearInputTaps) {
       const auto ti = static_cast<std::size_t>(t);
       const std::int64_t n = tap_channels(cfg, t);
       if (hess[ti].size() != static_cast<std::size_t>(n * n)) {
@@ -1065,7 +1063,7 @@ struct GpuRunner::Impl {
     }
     hessian_layer = -1;
     std::map<Tap, HessianAccumulator> out;
-    for (Tap t : kInputs) {
+    for (Tap t : kLinearInputTaps) {
       const auto ti = static_cast<std::size_t>(t);
       const std::int64_t n = tap_channels(cfg, t);
       std::vector<double> h(static_cast<std::size_t>(n * n));
@@ -1386,7 +1384,6 @@ GenerateResult GpuRunner::generate(std::span<const std::int32_t> prompt, const G
   GenerateResult res;
   res.kv_cache_bytes = m.kv.bytes;
   res.kv_cache_fp16_bytes = m.kv.fp16_bytes;
-  res.kv_bits = opts.kv_quant ? opts.kv_quant->k.front().bits : 32;
   Tensor logits;
   generation_loop(res, prompt, opts, m.cfg.vocab, capacity,
                   [&](std::span<const std::int32_t> tokens) {

@@ -66,6 +66,7 @@ void generation_loop(GenerateResult& res, std::span<const std::int32_t> prompt, 
                      const std::function<const float*(std::span<const std::int32_t>)>& step,
                      const std::function<bool(std::int32_t)>& on_token) {
   res.prompt_tokens = static_cast<std::int64_t>(prompt.size());
+  res.kv_bits = opts.kv_quant ? opts.kv_quant->k.front().bits : 32;
   Sampler sampler(opts.temperature, opts.top_k, opts.seed);
 
   auto t0 = std::chrono::steady_clock::now();
@@ -96,7 +97,6 @@ GenerateResult generate(const Model& model, std::span<const std::int32_t> prompt
   KvCache cache(model.config(), 1, capacity, opts.kv_quant);
   res.kv_cache_bytes = cache.bytes();
   res.kv_cache_fp16_bytes = cache.fp16_bytes();
-  res.kv_bits = opts.kv_quant ? opts.kv_quant->k.front().bits : 32;
   Tensor logits;
   generation_loop(res, prompt, opts, model.config().vocab, capacity,
                   [&](std::span<const std::int32_t> tokens) {

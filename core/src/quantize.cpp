@@ -22,15 +22,12 @@ std::vector<LinearRef> linears(const ModelConfig& m, DecoderLayerWeights& w) {
   return v;
 }
 
-// The linear inputs GPTQ needs the Hessians of.
-constexpr Tap kLinearInputs[] = {Tap::AttnInput, Tap::AttnOutput, Tap::FfnInput, Tap::FfnHidden};
-
 // Accumulates the Hessian of each linear input of one layer (after that layer's activation quantizers: what the
 // linear sees when the model runs quantized).
 class HessianCollector : public ActivationHook {
  public:
   HessianCollector(ActivationHook& quant, int layer, const ModelConfig& m) : quant_(quant), layer_(layer) {
-    for (Tap t : kLinearInputs) h.emplace(t, HessianAccumulator(tap_channels(m, t)));
+    for (Tap t : kLinearInputTaps) h.emplace(t, HessianAccumulator(tap_channels(m, t)));
   }
   void on_activation(int layer, Tap tap, const ActivationView& act) override {
     quant_.on_activation(layer, tap, act);

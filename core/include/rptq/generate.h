@@ -45,8 +45,8 @@ GenerateResult generate(const Model& model, std::span<const std::int32_t> prompt
 std::int64_t generation_capacity(const Model& model, std::span<const std::int32_t> prompt,
                                  const GenerateOptions& opts);
 // The prefill and decoding loop. step(tokens) runs `tokens` after those already cached, appends them to the cache
-// and returns the last one's logits (vocab floats, valid until the next call). Fills res.tokens, the seconds and
-// stopped_at_eos; the caller fills the cache fields.
+// and returns the last one's logits (vocab floats, valid until the next call). Fills res.tokens, prompt_tokens,
+// kv_bits, the seconds and stopped_at_eos; the caller fills the cache's bytes.
 void generation_loop(GenerateResult& res, std::span<const std::int32_t> prompt, const GenerateOptions& opts,
                      std::int64_t vocab, std::int64_t capacity,
                      const std::function<const float*(std::span<const std::int32_t>)>& step,

@@ -57,6 +57,9 @@ struct QuantizeOptions {
 
 class QuantizedModel;
 
+// The taps whose values are the inputs of a decoder layer's linears: the Hessians GPTQ needs.
+inline constexpr Tap kLinearInputTaps[] = {Tap::AttnInput, Tap::AttnOutput, Tap::FfnInput, Tap::FfnHidden};
+
 // The passes over the calibration windows that quantize() makes, layer by layer, as the reference does: the inputs
 // of layer l are the windows as they come out of layers 0 .. l-1, already quantized. quantize() runs them on the
 // CPU (LayerwiseRunner, one window at a time); quantize_gpu() (cuda_runner.h) on the GPU. Layer l's calls come in
@@ -70,8 +73,8 @@ class LayerPasses {
   virtual LayerRanges ranges(int l, const LayerwiseCallback& progress) = 0;
   // Layer l's weights (reordered, then packed) or its activation quantizers changed.
   virtual void changed(int l) = 0;
-  // The Hessians of layer l's linear inputs (AttnInput, AttnOutput, FfnInput, FfnHidden: what its linears see, its
-  // activation quantizers on), over every window.
+  // The Hessians of layer l's linear inputs (kLinearInputTaps: what its linears see, its activation quantizers
+  // on), over every window.
   virtual std::map<Tap, HessianAccumulator> hessians(int l, const LayerwiseCallback& progress) = 0;
   // Runs layer l, quantized, and makes its outputs the inputs of layer l + 1.
   virtual void advance(int l, const LayerwiseCallback& progress) = 0;
