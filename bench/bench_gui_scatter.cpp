@@ -330,8 +330,7 @@ int main(int argc, char** argv) {
     std::vector<double> t;
     for (int i = 0; i < 5; ++i) {
       const auto t0c = Clock::now();
-      rptq::cluster_reorder_index(5, w.session()->stats()->model_shape(), w.session()->stats()->ranges[0], k,
-                                  rptq::RangeStat::Ema, 0);
+      rptq::cluster_reorder_index(5, w.session()->stats()->model_shape(), w.session()->stats()->ranges[0], k, 0, 0);
       t.push_back(ms(Clock::now() - t0c));
     }
     std::printf("  k %d: %.1f", k, quantile(t, 0.5));

@@ -32,6 +32,46 @@ TEST(TapRanges, EmaAndMinMaxByHand) {
   EXPECT_EQ(&r.lo(rptq::RangeStat::MinMax), &r.min);
 }
 
+// A cluster's EMA range is the reference's (RPTQ4LLM quantize/quantizer.py, ema_minmax with clusters): per sample
+// the cluster's max (min) over its channels, then v = 0.99 v + 0.01 x. It is wider than the max of the channels'
+// own EMAs whenever the channel holding the cluster's max changes between samples, as here.
+TEST(TapRanges, ClusterEmaIsTheEmaOfTheClustersPerSampleRange) {
+  rptq::TapRanges r;
+  r.add_sample(std::vector<float>{4.0f, 1.0f, 7.0f}, std::vector<float>{-1.0f, -2.0f, 0.0f});
+  r.add_sample(std::vector<float>{1.0f, 5.0f, 7.0f}, std::vector<float>{-3.0f, 0.0f, 0.0f});
+  r.add_sample(std::vector<float>{2.0f, 2.0f, 7.0f}, std::vector<float>{-1.0f, -1.0f, 0.0f});
+  ASSERT_TRUE(r.has_samples());
+  EXPECT_EQ(r.sample_max.size(), 9u);
+  const std::vector<std::int32_t> cluster = {0, 1};
+  float lo = 0, hi = 0;
+  r.cluster_range(rptq::RangeStat::Ema, cluster, lo, hi);
+  float e_hi = 4.0f, e_lo = -2.0f;            // sample 0: max(4, 1), min(-1, -2)
+  e_hi = 0.99f * e_hi + 0.01f * 5.0f;         // sample 1: max(1, 5)
+  e_lo = 0.99f * e_lo + 0.01f * -3.0f;        //           min(-3, 0)
+  e_hi = 0.99f * e_hi + 0.01f * 2.0f;
+  e_lo = 0.99f * e_lo + 0.01f * -1.0f;
+  EXPECT_EQ(hi, e_hi);
+  EXPECT_EQ(lo, e_lo);
+  // The max of the per-channel EMAs is narrower: what this tool used before (a measured fidelity bug).
+  EXPECT_LT(std::max(r.ema_max[0], r.ema_max[1]), hi - 0.01f);
+  EXPECT_GT(std::min(r.ema_min[0], r.ema_min[1]), lo + 0.005f);
+  r.cluster_range(rptq::RangeStat::MinMax, cluster, lo, hi);
+  EXPECT_EQ(hi, 5.0f);
+  EXPECT_EQ(lo, -3.0f);
+  r.cluster_range(rptq::RangeStat::Ema, std::span<const std::int32_t>(), lo, hi);  // an empty cluster
+  EXPECT_EQ(lo, 0.0f);
+  EXPECT_EQ(hi, 0.0f);
+  // Without the per-sample ranges (a format 1 statistics file) the EMA of a cluster cannot be formed.
+  r.sample_max.clear();
+  r.sample_min.clear();
+  EXPECT_THROW(r.cluster_range(rptq::RangeStat::Ema, cluster, lo, hi), rptq::InputError);
+  EXPECT_NO_THROW(r.cluster_range(rptq::RangeStat::MinMax, cluster, lo, hi));
+  // The attention scores keep no per-sample ranges.
+  rptq::TapRanges sc;
+  sc.add_sample(std::vector<float>{1.0f}, std::vector<float>{0.0f}, /*keep_sample=*/false);
+  EXPECT_FALSE(sc.has_samples());
+}
+
 TEST(ChannelMaxMin, MatchesScalarLoopWithStride) {
   const std::int64_t rows = 37, cols = 301, ld = 320;
   std::vector<float> x(static_cast<std::size_t>(rows * ld), 1e9f);  // padding must be ignored
@@ -148,6 +188,9 @@ TEST_P(CalibrateTest, LayerwiseEqualsWholeForwardPasses) {
       EXPECT_EQ(a.min, b.min);
       EXPECT_EQ(a.ema_max, b.ema_max);
       EXPECT_EQ(a.ema_min, b.ema_min);
+      EXPECT_EQ(a.sample_max, b.sample_max);  // each window's own ranges, kept for the clusters' EMA
+      EXPECT_EQ(a.sample_min, b.sample_min);
+      EXPECT_TRUE(a.has_samples());
       for (std::int64_t c = 0; c < a.channels(); ++c) EXPECT_LE(a.min[c], a.max[c]);
     }
   for (int l = 0; l < m->config().layers; ++l) {
@@ -215,6 +258,10 @@ rptq::ChannelStats small_stats() {
         r.ema_min.push_back(-v * 0.5f);
       }
       r.samples = 3;
+      for (std::int64_t i = 0; i < 3 * n; ++i) {
+        r.sample_max.push_back(static_cast<float>(i) * 0.125f + v);
+        r.sample_min.push_back(-static_cast<float>(i) * 0.25f - v);
+      }
     }
     lr.scores.max = {1.0f, 2.0f};
     lr.scores.min = {-1.0f, -3.0f};
@@ -251,6 +298,11 @@ TEST(StatsFile, RoundTripsExactly) {
       EXPECT_EQ(r.ranges[l].taps[static_cast<std::size_t>(t)].ema_min,
                 s.ranges[l].taps[static_cast<std::size_t>(t)].ema_min);
       EXPECT_EQ(r.ranges[l].taps[static_cast<std::size_t>(t)].samples, 3);
+      EXPECT_EQ(r.ranges[l].taps[static_cast<std::size_t>(t)].sample_max,
+                s.ranges[l].taps[static_cast<std::size_t>(t)].sample_max);
+      EXPECT_EQ(r.ranges[l].taps[static_cast<std::size_t>(t)].sample_min,
+                s.ranges[l].taps[static_cast<std::size_t>(t)].sample_min);
+      EXPECT_TRUE(r.ranges[l].taps[static_cast<std::size_t>(t)].has_samples());
     }
     EXPECT_EQ(r.ranges[l].scores.min, s.ranges[l].scores.min);
   }

@@ -227,6 +227,62 @@ TEST_P(QuantizeTest, RangeModesAndGrids) {
 
 INSTANTIATE_TEST_SUITE_P(SharedModels, QuantizeTest, ::testing::Values("stories260k", "tiny-opt-16m"));
 
+// Explore's rule is quantization's: clustering each layer's applied ranges (rptq::applied_stats: re-measured on the
+// quantized prefix) with the quantization's k and seed, as Explore's "applied" view and `rptq clusters` do, gives
+// exactly the reorder quantization folded in, for every layer and index, and every static tap quantizer equals the
+// one tap_cluster_params builds from those ranges. The applied ranges of layers > 0 differ from the statistics
+// file's (sequential re-measurement), and so, for some index, does the partition: the calibration view alone would
+// not show what is quantized. Runs on the bundled models (no ../shared).
+class AppliedClusters : public ::testing::TestWithParam<const char*> {};
+TEST_P(AppliedClusters, ExploreRuleGivesTheAppliedPartition) {
+  const auto dir = rptq::test::resources_dir() / "models" / GetParam();
+  auto fp = rptq::Model::load(dir);
+  auto tok = rptq::Tokenizer::load(dir);
+  const auto ids = tok->encode(rptq::test::read_file(rptq::test::resources_dir() / "data" / "stories.txt"), true);
+  rptq::CalibrationSettings cs;
+  cs.samples = 3;
+  cs.seqlen = 64;
+  const rptq::ChannelStats stats = rptq::calibrate(*fp, dir.string(), ids, "stories.txt", "", cs);
+  rptq::QuantConfig c = rptq::QuantConfig::preset("W4A8");
+  c.weight_method = rptq::WeightMethod::RTN;
+  rptq::parse_clusters("R1=4,R2=2,R3=2,R4=4,R5=6", c);
+  rptq::QuantizeOptions o;
+  o.seed = 3;
+  auto q = rptq::quantize(rptq::Model::load(dir), stats, c, o);
+  const rptq::ChannelStats applied = rptq::applied_stats(*q, stats);
+  const rptq::ModelConfig& m = q->model().config();
+  int differs_from_file = 0;
+  for (int l = 0; l < q->layers(); ++l) {
+    for (int r = 1; r <= 5; ++r) {
+      SCOPED_TRACE("layer " + std::to_string(l) + " R" + std::to_string(r));
+      const rptq::ReorderIndex& used = q->layer(l).reorder.index(r);
+      const rptq::TapClusters shown =
+          rptq::cluster_reorder_index(r, m, applied.ranges[static_cast<std::size_t>(l)], c.clusters_of(r), l, o.seed);
+      EXPECT_EQ(shown.index.order, used.order);
+      EXPECT_EQ(shown.index.boundaries, used.boundaries);
+      const rptq::TapClusters from_file =
+          rptq::cluster_reorder_index(r, m, stats.ranges[static_cast<std::size_t>(l)], c.clusters_of(r), l, o.seed);
+      if (from_file.index.order != used.order) ++differs_from_file;
+    }
+    for (Tap t : rptq::kAllTaps) {
+      const rptq::TapQuantizer& tq = q->layer(l).taps[static_cast<std::size_t>(t)];
+      if (!tq.active()) continue;
+      const auto want = rptq::tap_cluster_params(applied.ranges[static_cast<std::size_t>(l)].tap(t), rptq::RangeStat::Ema,
+                                                 rptq::tap_order(m, q->layer(l).reorder, t), tq.boundaries, tq.bits,
+                                                 tq.grid);
+      ASSERT_EQ(want.size(), tq.params.size());
+      for (std::size_t i = 0; i < want.size(); ++i) {
+        EXPECT_EQ(want[i].scale, tq.params[i].scale);
+        EXPECT_EQ(want[i].zero_point, tq.params[i].zero_point);
+      }
+    }
+  }
+  EXPECT_GT(differs_from_file, 0) << "the re-measured ranges never changed a partition: the test shows nothing";
+  // Layer 0 sees the FP embeddings either way: its applied ranges are the file's.
+  EXPECT_EQ(applied.ranges[0].tap(Tap::FfnHidden).max, stats.ranges[0].tap(Tap::FfnHidden).max);
+}
+INSTANTIATE_TEST_SUITE_P(BundledModels, AppliedClusters, ::testing::Values("stories260k", "tiny-opt-16m"));
+
 TEST(CompareModels, KlFromLogitsByHand) {
   const float p[] = {0.0f, 1.0f, 2.0f}, q[] = {0.0f, 0.0f, 0.0f};
   bool same = true;

@@ -53,8 +53,7 @@ TEST_P(ReorderTest, ReorderOnlyKeepsLogits) {
   rptq::QuantConfig qc = rptq::QuantConfig::preset("W4A4");
   int non_identity = 0;
   for (int l = 0; l < cfg.layers; ++l) {
-    const rptq::LayerReorder r = rptq::plan_layer_reorder(cfg, stats.ranges[static_cast<std::size_t>(l)], qc,
-                                                          rptq::RangeStat::Ema, 7);
+    const rptq::LayerReorder r = rptq::plan_layer_reorder(cfg, stats.ranges[static_cast<std::size_t>(l)], qc, l, 7);
     for (int i = 1; i <= 5; ++i) non_identity += r.index(i).is_identity() ? 0 : 1;
     rptq::apply_reorder(*model, l, r);
   }
@@ -97,7 +96,7 @@ TEST_P(ReorderTest, PlanHasTheRequestedClusters) {
   rptq::QuantConfig qc;
   rptq::parse_clusters("R1=8,R2=2,R3=3,R4=8,R5=16", qc);
   const auto& lr = stats.ranges[0];
-  const rptq::LayerReorder r = rptq::plan_layer_reorder(cfg, lr, qc, rptq::RangeStat::Ema, 1);
+  const rptq::LayerReorder r = rptq::plan_layer_reorder(cfg, lr, qc, 0, 1);
   EXPECT_EQ(r.r1.clusters(), std::min<std::int64_t>(8, cfg.hidden));
   EXPECT_EQ(r.r4.clusters(), std::min<std::int64_t>(8, cfg.hidden));
   EXPECT_EQ(r.r5.clusters(), 16);
@@ -113,14 +112,15 @@ TEST_P(ReorderTest, PlanHasTheRequestedClusters) {
     for (std::int64_t g = 0; g <= cfg.kv_heads; ++g)
       EXPECT_NE(std::find(idx->boundaries.begin(), idx->boundaries.end(), g * hd), idx->boundaries.end());
   }
-  // R5 clusters (2-D (max, min)): each channel is nearest its own cluster's centroid (a k-means fixed point).
+  // R5 clusters (2-D (max, min), the plain statistic): each channel is nearest its own cluster's centroid (a k-means
+  // fixed point).
   const auto& t = lr.tap(Tap::FfnHidden);
   std::vector<double> cx, cy;
   for (int c = 0; c < r.r5.clusters(); ++c) {
     double sx = 0, sy = 0;
     for (auto k = r.r5.boundaries[c]; k < r.r5.boundaries[c + 1]; ++k) {
-      sx += t.ema_max[r.r5.order[k]];
-      sy += t.ema_min[r.r5.order[k]];
+      sx += t.max[r.r5.order[k]];
+      sy += t.min[r.r5.order[k]];
     }
     const double n = static_cast<double>(r.r5.boundaries[c + 1] - r.r5.boundaries[c]);
     cx.push_back(sx / n);
@@ -128,7 +128,7 @@ TEST_P(ReorderTest, PlanHasTheRequestedClusters) {
   }
   for (int c = 0; c < r.r5.clusters(); ++c)
     for (auto k = r.r5.boundaries[c]; k < r.r5.boundaries[c + 1]; ++k) {
-      const double x = t.ema_max[r.r5.order[k]], y = t.ema_min[r.r5.order[k]];
+      const double x = t.max[r.r5.order[k]], y = t.min[r.r5.order[k]];
       const double own = (x - cx[c]) * (x - cx[c]) + (y - cy[c]) * (y - cy[c]);
       for (int o = 0; o < r.r5.clusters(); ++o)
         EXPECT_LE(own, (x - cx[o]) * (x - cx[o]) + (y - cy[o]) * (y - cy[o]) + 1e-6 * (1 + own));

@@ -26,7 +26,7 @@ void run_clusters(const ClustersArgs& a) {
   const RangeStat stat = a.stat.empty() ? st.settings.stat : parse_range_stat(a.stat);
   const ModelConfig cfg = st.model_shape();
   const LayerRanges& lr = st.ranges[static_cast<std::size_t>(a.layer)];
-  const TapClusters tc = cluster_reorder_index(r, cfg, lr, a.k, stat, a.seed);
+  const TapClusters tc = cluster_reorder_index(r, cfg, lr, a.k, a.layer, a.seed);
   // The channels shown: the tap the index is named after (R2: k; R3: v's KV-head width is the clustered one, shown
   // with the attention output's ranges combined per group as clustered).
   const Tap shown = r == 1 ? Tap::AttnInput : r == 2 ? Tap::K : r == 3 ? Tap::V : r == 4 ? Tap::FfnInput : Tap::FfnHidden;
@@ -78,9 +78,12 @@ void add_clusters(CLI::App& app) {
       ->required()
       ->check(CLI::IsMember({"R1", "R2", "R3", "R4", "R5"}));
   cmd->add_option("--k", a->k, "Clusters (per head for R2/R3)")->required()->check(CLI::Range(1, 1 << 20));
-  cmd->add_option("--stat", a->stat, "Range statistic: ema or minmax (default: the file's)")
+  cmd->add_option("--stat", a->stat, "Per-channel range to print: ema or minmax (default: the file's); the clusters "
+                                     "are always formed on the plain max/min, as quantization forms them")
       ->check(CLI::IsMember({"ema", "minmax"}));
-  cmd->add_option("--seed", a->seed, "k-means seed (default 0)");
+  cmd->add_option("--seed", a->seed,
+                  "Base k-means seed (default 0), as quantization's: the same layer and seed give its partition of "
+                  "the same ranges");
   cmd->add_flag("--json", a->json, "Print JSON: max, min, labels, order, boundaries, inertia, k");
   cmd->callback([a] { run_clusters(*a); });
 }

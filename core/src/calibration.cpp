@@ -38,13 +38,16 @@ std::string utc_now_iso8601() {
 }
 }  // namespace
 
-void TapRanges::add_sample(std::span<const float> smax, std::span<const float> smin) {
+void TapRanges::add_sample(std::span<const float> smax, std::span<const float> smin, bool keep_sample) {
   const std::size_t n = smax.size();
+  if (smin.size() != n) throw std::logic_error("TapRanges: sample max and min differ in length");
   if (samples == 0) {
     ema_max.assign(smax.begin(), smax.end());
     ema_min.assign(smin.begin(), smin.end());
     max = ema_max;
     min = ema_min;
+    sample_max.clear();
+    sample_min.clear();
   } else {
     if (n != max.size()) throw std::logic_error("TapRanges: channel count changed between samples");
     for (std::size_t c = 0; c < n; ++c) {
@@ -54,7 +57,48 @@ void TapRanges::add_sample(std::span<const float> smax, std::span<const float> s
       min[c] = std::min(min[c], smin[c]);
     }
   }
+  if (keep_sample) {
+    sample_max.insert(sample_max.end(), smax.begin(), smax.end());
+    sample_min.insert(sample_min.end(), smin.begin(), smin.end());
+  }
   ++samples;
+}
+
+void TapRanges::cluster_range(RangeStat stat, std::span<const std::int32_t> chans, float& lo, float& hi) const {
+  lo = hi = 0.0f;
+  if (chans.empty()) return;
+  const std::size_t n = max.size();
+  for (std::int32_t c : chans)
+    if (c < 0 || static_cast<std::size_t>(c) >= n)
+      throw std::logic_error("TapRanges::cluster_range: channel " + std::to_string(c) + " out of range");
+  if (stat == RangeStat::MinMax) {
+    lo = INFINITY;
+    hi = -INFINITY;
+    for (std::int32_t c : chans) {
+      lo = std::min(lo, min[static_cast<std::size_t>(c)]);
+      hi = std::max(hi, max[static_cast<std::size_t>(c)]);
+    }
+    return;
+  }
+  if (!has_samples())
+    throw InputError("the EMA range of a cluster needs every calibration sample's ranges, which these statistics "
+                     "do not hold (written before format version 2): calibrate again, or use the minmax statistic");
+  for (std::int64_t s = 0; s < samples; ++s) {
+    const float* smx = sample_max.data() + static_cast<std::size_t>(s) * n;
+    const float* smn = sample_min.data() + static_cast<std::size_t>(s) * n;
+    float x_hi = -INFINITY, x_lo = INFINITY;
+    for (std::int32_t c : chans) {
+      x_hi = std::max(x_hi, smx[c]);
+      x_lo = std::min(x_lo, smn[c]);
+    }
+    if (s == 0) {
+      hi = x_hi;
+      lo = x_lo;
+    } else {
+      hi = kEmaMomentum * hi + kEmaNew * x_hi;
+      lo = kEmaMomentum * lo + kEmaNew * x_lo;
+    }
+  }
 }
 
 std::vector<std::int32_t> calibration_windows(std::span<const std::int32_t> ids, std::int64_t samples,
@@ -186,7 +230,7 @@ void RangeRecorder::on_activation(int layer, Tap tap, const ActivationView& act)
   } else if (tap == Tap::K && last_q_layer_ == layer) {
     std::vector<float> hmax, hmin;
     attention_score_range(cfg_, last_q_, act, hmax, hmin, scores_);
-    lr.scores.add_sample(hmax, hmin);
+    lr.scores.add_sample(hmax, hmin, /*keep_sample=*/false);
     last_q_layer_ = -1;
   }
 }

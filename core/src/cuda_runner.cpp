@@ -263,9 +263,10 @@ struct GpuRunner::Impl {
   std::array<cuda::DeviceBuffer<std::uint8_t>, kBufs> bufs;
 
   // Calibration state: the running ranges of the layer being calibrated, per tap (indexed by Tap) and then the
-  // attention scores (one channel per head), in one arena whose leading rec_result_floats (every [ema_max,
-  // ema_min, max, min], back to back) the host reads with one copy per layer.
+  // attention scores (one channel per head), and every tap's per-sample ranges, in one arena (rec_result_floats,
+  // all of it) that the host reads with one copy per layer.
   bool recording = false;
+  std::int64_t rec_samples = 0;  // windows the recording arena holds per-sample ranges for
   std::vector<DevTapRanges> rec;
   cuda::DeviceBuffer<float> rec_arena;
   std::size_t rec_result_floats = 0;
@@ -877,9 +878,11 @@ struct GpuRunner::Impl {
     if (!recording) return;
     DevTapRanges& r = rec[static_cast<std::size_t>(t)];
     for (std::int64_t b = 0; b < nseq; ++b) {
-      cuda::channel_range(x + b * seq * cols, seq, cols, cols, r.smax, r.smin, cuda::RangeUpdate::Write, compute);
-      cuda::tap_ranges_add_sample(r.smax, r.smin, r.ema_max, r.ema_min, r.max, r.min, cols, sample0 + b == 0,
-                                  compute);
+      // Each window's ranges in its own row of [samples, channels] (TapRanges::sample_max/min).
+      float* smax = r.smax + (sample0 + b) * cols;
+      float* smin = r.smin + (sample0 + b) * cols;
+      cuda::channel_range(x + b * seq * cols, seq, cols, cols, smax, smin, cuda::RangeUpdate::Write, compute);
+      cuda::tap_ranges_add_sample(smax, smin, r.ema_max, r.ema_min, r.max, r.min, cols, sample0 + b == 0, compute);
     }
   }
 
@@ -913,26 +916,27 @@ struct GpuRunner::Impl {
         }
   }
 
-  // Calibration: allocates the arena of the running ranges (every tap's and then the scores' [ema_max, ema_min,
-  // max, min], what the host reads per layer, then every tap's per-sample [smax, smin] scratch; the scores' scratch
-  // is the ScoreRange buffer) and points `rec` into it.
-  void begin_recording() {
+  // Calibration: allocates the arena of the ranges of `samples` windows: every tap's and then the scores' [ema_max,
+  // ema_min, max, min], then every tap's per-sample [smax, smin] ([samples, channels] each), all of which the host
+  // reads per layer (the scores' per-sample scratch is the ScoreRange buffer), and points `rec` into it.
+  void begin_recording(std::int64_t samples) {
     std::vector<std::int64_t> channels;
     for (Tap t : kAllTaps) channels.push_back(tap_channels(cfg, t));
     channels.push_back(cfg.heads);
-    std::size_t results = 0, scratch = 0;
+    std::size_t results = 0;
     for (std::size_t i = 0; i < channels.size(); ++i) {
       results += 4 * static_cast<std::size_t>(channels[i]);
-      if (i < kTapCount) scratch += 2 * static_cast<std::size_t>(channels[i]);
+      if (i < kTapCount) results += 2 * static_cast<std::size_t>(samples * channels[i]);
     }
     sync();  // a cancelled calibration may have left work that reads the old arena
     note_free(rec_arena.bytes());
     mem.activation_bytes -= std::min(mem.activation_bytes, rec_arena.bytes());
     rec_arena = cuda::DeviceBuffer<float>();
-    rec_arena = cuda::DeviceBuffer<float>(results + scratch);
+    rec_arena = cuda::DeviceBuffer<float>(results);
     note_alloc(rec_arena.bytes());
     mem.activation_bytes += rec_arena.bytes();
     rec_result_floats = results;
+    rec_samples = samples;
     rec.assign(channels.size(), DevTapRanges{});
     float* at = rec_arena.data();
     for (std::size_t i = 0; i < channels.size(); ++i) {
@@ -947,7 +951,7 @@ struct GpuRunner::Impl {
       DevTapRanges& r = rec[i];
       for (float** p : {&r.smax, &r.smin}) {
         *p = at;
-        at += r.channels;
+        at += samples * r.channels;
       }
     }
   }
@@ -955,6 +959,7 @@ struct GpuRunner::Impl {
   // The recorded ranges of the layer just run, all in one copy on the compute stream (which wrote them) and one
   // wait.
   void read_recorded(LayerRanges& lr, std::int64_t samples) {
+    if (samples != rec_samples) throw std::logic_error("read_recorded: the arena holds another sample count");
     rec_host.resize(rec_result_floats);
     RPTQ_CUDA_CHECK(cudaMemcpyAsync(rec_host.data(), rec_arena.data(), rec_result_floats * sizeof(float),
                                     cudaMemcpyDeviceToHost, compute));
@@ -968,6 +973,14 @@ struct GpuRunner::Impl {
         at += c;
       }
       tr.samples = samples;
+    }
+    for (std::size_t i = 0; i < kTapCount; ++i) {
+      const std::size_t n = static_cast<std::size_t>(samples * rec[i].channels);
+      TapRanges& tr = lr.taps[i];
+      tr.sample_max.assign(at, at + n);
+      at += n;
+      tr.sample_min.assign(at, at + n);
+      at += n;
     }
   }
 
@@ -1024,7 +1037,7 @@ struct GpuRunner::Impl {
   }
 
   LayerRanges layerwise_ranges(int l, const LayerwiseCallback& progress) {
-    begin_recording();
+    begin_recording(lw_samples);
     recording = true;
     LayerRanges lr;
     try {
@@ -1481,7 +1494,7 @@ std::vector<LayerRanges> GpuRunner::calibration_ranges(std::span<const std::int3
   batch = std::clamp<std::int64_t>(batch, 1, samples);
   std::vector<LayerRanges> ranges(static_cast<std::size_t>(m.cfg.layers));
   guarded("while calibrating", m.held, [&] {
-    m.begin_recording();
+    m.begin_recording(samples);
     m.recording = true;
     struct Off {
       Impl& m;

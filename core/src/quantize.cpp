@@ -76,6 +76,21 @@ class CpuLayerPasses : public LayerPasses {
 
 }  // namespace
 
+std::vector<QuantParams> tap_cluster_params(const TapRanges& tr, RangeStat stat, std::span<const std::int32_t> order,
+                                           const std::vector<std::int64_t>& boundaries, int bits, QuantGrid grid) {
+  check_boundaries(boundaries, static_cast<std::int64_t>(order.size()), "tap_cluster_params");
+  std::vector<QuantParams> out;
+  out.reserve(boundaries.size() - 1);
+  for (std::size_t c = 0; c + 1 < boundaries.size(); ++c) {
+    float lo = 0.0f, hi = 0.0f;
+    tr.cluster_range(stat, order.subspan(static_cast<std::size_t>(boundaries[c]),
+                                         static_cast<std::size_t>(boundaries[c + 1] - boundaries[c])),
+                     lo, hi);
+    out.push_back(quant_params(lo, hi, bits, grid));
+  }
+  return out;
+}
+
 std::vector<NamedLinear> layer_linears(const ModelConfig& m, const DecoderLayerWeights& w) {
   std::vector<NamedLinear> v = {{"q", Tap::AttnInput, &w.q}, {"k", Tap::AttnInput, &w.k},
                                 {"v", Tap::AttnInput, &w.v}, {"o", Tap::AttnOutput, &w.o}};
@@ -136,6 +151,18 @@ void check_stats_match(const ChannelStats& s, const ModelConfig& m, const std::s
   if (static_cast<std::int64_t>(s.ranges.size()) != m.layers) throw InputError(path + ": ranges missing for layers");
 }
 
+ChannelStats applied_stats(const QuantizedModel& q, const ChannelStats& stats) {
+  check_stats_match(stats, q.model().config(), stats.model_path);
+  ChannelStats out = stats;
+  for (int l = 0; l < q.layers(); ++l) {
+    const LayerRanges& r = q.layer(l).ranges;
+    if (r.tap(Tap::AttnInput).samples == 0)
+      throw InputError("the quantized model keeps no calibration ranges (it was loaded from a checkpoint)");
+    out.ranges[static_cast<std::size_t>(l)] = r;
+  }
+  return out;
+}
+
 std::unique_ptr<QuantizedModel> quantize(std::unique_ptr<Model> model, const ChannelStats& stats,
                                          const QuantConfig& cfg, const QuantizeOptions& opts) {
   return quantize_with(std::move(model), stats, cfg, opts, [&stats](QuantizedModel& q, int passes_per_layer) {
@@ -158,6 +185,9 @@ std::unique_ptr<QuantizedModel> quantize_with(std::unique_ptr<Model> model, cons
   std::unique_ptr<QuantizedModel> q(new QuantizedModel());
   q->model_ = std::move(model);
   q->cfg_ = cfg;
+  q->kmeans_seed = opts.seed;
+  q->stat = opts.stat;
+  q->sequential = opts.sequential;
   q->layers_.resize(static_cast<std::size_t>(m.layers));
   Model& mod = *q->model_;
   const int L = static_cast<int>(m.layers);
@@ -165,8 +195,8 @@ std::unique_ptr<QuantizedModel> quantize_with(std::unique_ptr<Model> model, cons
   if (opts.reorder_only) {
     for (int l = 0; l < L; ++l) {
       auto& lq = q->layers_[static_cast<std::size_t>(l)];
-      lq.reorder = plan_layer_reorder(m, stats.ranges[static_cast<std::size_t>(l)], cfg, opts.stat,
-                                      opts.seed + static_cast<std::uint64_t>(l));
+      lq.ranges = stats.ranges[static_cast<std::size_t>(l)];
+      lq.reorder = plan_layer_reorder(m, lq.ranges, cfg, l, opts.seed);
       apply_reorder(mod, l, lq.reorder);
     }
     q->seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
@@ -182,16 +212,15 @@ std::unique_ptr<QuantizedModel> quantize_with(std::unique_ptr<Model> model, cons
     LayerQuantization& lq = q->layers_[static_cast<std::size_t>(l)];
     // 1. This layer's ranges, measured on its actual (quantized-prefix) inputs, its own quantizers off.
     hook.enabled_layers = l;
-    LayerRanges measured;
-    const LayerRanges* ranges = &stats.ranges[static_cast<std::size_t>(l)];
-    if (opts.sequential) {
-      measured = runner->ranges(l, opts.progress);
-      ranges = &measured;
-    }
-    // 2. Cluster and fold the reorder.
-    lq.reorder = plan_layer_reorder(m, *ranges, cfg, opts.stat, opts.seed + static_cast<std::uint64_t>(l));
+    if (opts.sequential)
+      lq.ranges = runner->ranges(l, opts.progress);
+    else
+      lq.ranges = stats.ranges[static_cast<std::size_t>(l)];
+    const LayerRanges& ranges = lq.ranges;
+    // 2. Cluster (on the plain max/min) and fold the reorder.
+    lq.reorder = plan_layer_reorder(m, ranges, cfg, l, opts.seed);
     apply_reorder(mod, l, lq.reorder);
-    // 3. Activation quantizers per cluster, in the reordered layout.
+    // 3. Activation quantizers per cluster, in the reordered layout, each from its cluster's range (opts.stat).
     for (Tap t : kAllTaps) {
       TapQuantizer& tq = lq.taps[static_cast<std::size_t>(t)];
       tq.bits = cfg.bits(t);
@@ -199,14 +228,8 @@ std::unique_ptr<QuantizedModel> quantize_with(std::unique_ptr<Model> model, cons
       tq.boundaries = tap_boundaries(m, lq.reorder, t);
       tq.dynamic = cfg.range_mode == RangeMode::Dynamic;
       if (!tq.active() || tq.dynamic) continue;
-      const std::vector<std::int32_t> order = tap_order(m, lq.reorder, t);
-      const TapRanges& tr = ranges->tap(t);
-      std::vector<float> lo(order.size()), hi(order.size());
-      for (std::size_t k = 0; k < order.size(); ++k) {
-        lo[k] = tr.lo(opts.stat)[static_cast<std::size_t>(order[k])];
-        hi[k] = tr.hi(opts.stat)[static_cast<std::size_t>(order[k])];
-      }
-      tq.params = cluster_params(lo, hi, tq.boundaries, tq.bits, tq.grid);
+      tq.params = tap_cluster_params(ranges.tap(t), opts.stat, tap_order(m, lq.reorder, t), tq.boundaries, tq.bits,
+                                     tq.grid);
     }
     mod.layer(l).quantize_softmax = cfg.softmax_bits < kFullPrecisionBits;
     hook.enabled_layers = l + 1;

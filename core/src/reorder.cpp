@@ -213,10 +213,20 @@ ReorderIndex cluster_ranges(std::span<const float> hi, std::span<const float> lo
   return cluster_2d(hi, lo, k, seed, restarts).index;
 }
 
-TapClusters cluster_reorder_index(int r, const ModelConfig& m, const LayerRanges& lr, int k, RangeStat stat,
-                                  std::uint64_t seed) {
+std::uint64_t cluster_seed(std::uint64_t seed, int layer, int r) {
+  return (seed + static_cast<std::uint64_t>(layer)) * 5 + static_cast<std::uint64_t>(r);
+}
+
+TapClusters cluster_reorder_index(int r, const ModelConfig& m, const LayerRanges& lr, int k, int layer,
+                                  std::uint64_t base_seed) {
+  // The features are the plain max/min over every calibration token, as the reference clusters (the EMA is its
+  // quantizer statistic only: TapRanges::cluster_range).
+  constexpr RangeStat stat = RangeStat::MinMax;
+  const std::uint64_t seed = cluster_seed(base_seed, layer, r);
   const std::int64_t hd = m.head_dim, group = m.heads / m.kv_heads;
   const bool llama = m.arch != Architecture::OPT;
+  // The reference clusters R2 on q_proj's output before OPT's head_dim^-0.5; OPT's Q tap is after it.
+  const float q_unscale = llama ? 1.0f : std::sqrt(static_cast<float>(hd));
   auto two_d = [&](Tap t) { return cluster_2d(lr.tap(t).hi(stat), lr.tap(t).lo(stat), k, seed, 8); };
   switch (r) {
     case 1: return two_d(Tap::AttnInput);
@@ -239,9 +249,9 @@ TapClusters cluster_reorder_index(int r, const ModelConfig& m, const LayerRanges
           kh = std::max(kh, kr.hi(stat)[static_cast<std::size_t>(g * hd + p2)]);
           kl = std::min(kl, kr.lo(stat)[static_cast<std::size_t>(g * hd + p2)]);
         }
-        f[0] = qh;
+        f[0] = qh * q_unscale;
         f[1] = kh;
-        f[2] = ql;
+        f[2] = ql * q_unscale;
         f[3] = kl;
       });
     }
@@ -256,10 +266,10 @@ TapClusters cluster_reorder_index(int r, const ModelConfig& m, const LayerRanges
   throw std::out_of_range("reorder index R" + std::to_string(r));
 }
 
-LayerReorder plan_layer_reorder(const ModelConfig& m, const LayerRanges& lr, const QuantConfig& cfg, RangeStat stat,
+LayerReorder plan_layer_reorder(const ModelConfig& m, const LayerRanges& lr, const QuantConfig& cfg, int layer,
                                 std::uint64_t seed) {
   LayerReorder r;
-  auto plan = [&](int i) { return cluster_reorder_index(i, m, lr, cfg.clusters_of(i), stat, seed * 5 + i).index; };
+  auto plan = [&](int i) { return cluster_reorder_index(i, m, lr, cfg.clusters_of(i), layer, seed).index; };
   // Post-LN OPT normalises after the residual add: the attention and FFN inputs are the residual stream itself,
   // so R1/R4 have no norm to fold into. They keep the original order and one cluster.
   if (m.pre_layer_norm) {

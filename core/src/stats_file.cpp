@@ -24,12 +24,22 @@ void write_ranges(h5::Writer& w, const std::string& group, const TapRanges& r) {
   w.attr(group, "samples", r.samples);
   for (int i = 0; i < 4; ++i)
     w.write_f32(group + "/" + kFields[i], {r.channels()}, field(r, i).data());
+  if (r.has_samples()) {
+    w.write_f32(group + "/sample_max", {r.samples, r.channels()}, r.sample_max.data(), /*compress=*/true);
+    w.write_f32(group + "/sample_min", {r.samples, r.channels()}, r.sample_min.data(), /*compress=*/true);
+  }
 }
 
-TapRanges read_ranges(const h5::Reader& f, const std::string& group, std::int64_t channels) {
+// with_samples: read the per-sample ranges where the file has them (format version 2, a tap's group).
+TapRanges read_ranges(const h5::Reader& f, const std::string& group, std::int64_t channels, bool with_samples) {
   TapRanges r;
   r.samples = f.attr_int(group, "samples");
+  if (r.samples < 1 || r.samples > (1 << 24)) f.fail(group + ": implausible sample count " + std::to_string(r.samples));
   for (int i = 0; i < 4; ++i) field(r, i) = f.read_f32(group + "/" + kFields[i], {channels});
+  if (with_samples && f.exists(group + "/sample_max")) {
+    r.sample_max = f.read_f32(group + "/sample_max", {r.samples, channels});
+    r.sample_min = f.read_f32(group + "/sample_min", {r.samples, channels});
+  }
   return r;
 }
 }  // namespace
@@ -49,9 +59,10 @@ void save_stats(const std::filesystem::path& path, const ChannelStats& s, bool o
           throw InputError(where + "layer " + std::to_string(l) + " " + what + " " + kFields[i] + " has " +
                            std::to_string(field(r, i).size()) + " values, expected " + std::to_string(n));
     };
-    for (int t = 0; t < kTapCount; ++t)
-      check(s.ranges[l].taps[static_cast<std::size_t>(t)], tap_channels(s.model_shape(), static_cast<Tap>(t)),
-            tap_name(static_cast<Tap>(t)));
+    for (int t = 0; t < kTapCount; ++t) {
+      const TapRanges& r = s.ranges[l].taps[static_cast<std::size_t>(t)];
+      check(r, tap_channels(s.model_shape(), static_cast<Tap>(t)), tap_name(static_cast<Tap>(t)));
+    }
     check(s.ranges[l].scores, s.heads, "attn_scores");
   }
   h5::Writer w(path, overwrite);
@@ -94,7 +105,7 @@ void save_stats(const std::filesystem::path& path, const ChannelStats& s, bool o
 
 ChannelStats load_stats(const std::filesystem::path& path) {
   const h5::Reader f(path);
-  f.check_format(kFormat, kStatsFormatVersion, "RPTQ channel statistics file");
+  const std::int64_t version = f.check_format(kFormat, kStatsFormatVersion, "RPTQ channel statistics file");
 
   ChannelStats s;
   s.tool_version = f.attr_string("/", "tool_version");
@@ -141,9 +152,9 @@ ChannelStats load_stats(const std::filesystem::path& path) {
     for (int t = 0; t < kTapCount; ++t) {
       const Tap tap = static_cast<Tap>(t);
       s.ranges[static_cast<std::size_t>(l)].taps[static_cast<std::size_t>(t)] =
-          read_ranges(f, g + "/" + tap_name(tap), tap_channels(s.model_shape(), tap));
+          read_ranges(f, g + "/" + tap_name(tap), tap_channels(s.model_shape(), tap), version >= 2);
     }
-    s.ranges[static_cast<std::size_t>(l)].scores = read_ranges(f, g + "/attn_scores", s.heads);
+    s.ranges[static_cast<std::size_t>(l)].scores = read_ranges(f, g + "/attn_scores", s.heads, false);
   }
   return s;
 }

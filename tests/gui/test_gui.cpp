@@ -263,7 +263,7 @@ class GuiTest : public QObject {
     QCOMPARE(e->cluster_model()->rowCount(), 8);
     QCOMPARE(e->ranges()->reordered_runs(), 8);  // R1's clusters are contiguous after the reorder
     // The clusters shown are exactly the engine's.
-    const rptq::TapClusters tc = rptq::cluster_reorder_index(1, st->model_shape(), st->ranges[0], 8, st->settings.stat, 0);
+    const rptq::TapClusters tc = rptq::cluster_reorder_index(1, st->model_shape(), st->ranges[0], 8, 0, 0);
     QVERIFY(tc.labels == e->shown()->labels);
     QVERIFY(tc.index.order == e->shown()->order);
     qint64 in_table = 0;
@@ -300,7 +300,7 @@ class GuiTest : public QObject {
     QCOMPARE(e->scatter()->distinct_colors(), 5);
     QCOMPARE(e->scatter()->point_count(), 256);
     QCOMPARE(e->cluster_model()->rowCount(), 5);
-    const rptq::TapClusters tc = rptq::cluster_reorder_index(1, st->model_shape(), st->ranges[0], 5, st->settings.stat, 0);
+    const rptq::TapClusters tc = rptq::cluster_reorder_index(1, st->model_shape(), st->ranges[0], 5, 0, 0);
     QVERIFY(tc.labels == e->shown()->labels);
 
     // A slider dragged through many values: each change returns at once, and the last value is what ends up shown.

@@ -46,7 +46,7 @@ ClusterSnapshot make_cluster_snapshot(const ClusterRequest& req) {
   s.heads = s.per_head ? shape.kv_heads : 1;
 
   const auto t0 = std::chrono::steady_clock::now();
-  rptq::TapClusters tc = rptq::cluster_reorder_index(req.index, shape, lr, req.k, req.stat, req.seed);
+  rptq::TapClusters tc = rptq::cluster_reorder_index(req.index, shape, lr, req.k, req.layer, req.seed);
   s.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 
   // The plotted feature is the one clustered: R3 clusters the attention output per KV head, over the group's query
@@ -97,6 +97,17 @@ ClusterSnapshot make_cluster_snapshot(const ClusterRequest& req) {
     q.max = std::max(q.max, s.max[i]);
     s.tensor_min = std::min(s.tensor_min, s.min[i]);
     s.tensor_max = std::max(s.tensor_max, s.max[i]);
+  }
+  // The quantizer ranges quantization builds (rptq::TapRanges::cluster_range: with the EMA statistic the EMA of each
+  // cluster's per-sample range, wider than its channels' widest EMA), wherever the plotted tap is the quantized one
+  // (all but R3 over query-head groups, plotted combined).
+  const bool own_tap = req.index != 3 || shape.heads == shape.kv_heads;
+  if (own_tap && (req.stat == rptq::RangeStat::MinMax || tr.has_samples())) {
+    std::vector<std::vector<std::int32_t>> members(s.quantizers.size());
+    for (std::size_t i = 0; i < s.labels.size(); ++i)
+      members[static_cast<std::size_t>(s.labels[i])].push_back(static_cast<std::int32_t>(i));
+    for (ClusterQuantizer& q : s.quantizers)
+      tr.cluster_range(req.stat, members[static_cast<std::size_t>(q.cluster)], q.min, q.max);
   }
   const double max_error_steps = req.grid == rptq::QuantGrid::Exact ? 0.5 : 1.5;
   s.tensor_step = rptq::quant_params(s.tensor_min, s.tensor_max, req.bits, req.grid).scale;

@@ -23,11 +23,12 @@ struct ClusterRequest {
   rptq::RangeStat stat = rptq::RangeStat::Ema;
   int bits = 4;
   rptq::QuantGrid grid = rptq::QuantGrid::Exact;
-  std::uint64_t seed = 0;
+  std::uint64_t seed = 0;  // base k-means seed (rptq::cluster_seed with the layer and index)
+  bool applied = false;    // stats are the quantized model's applied ranges (rptq::applied_stats)
   std::uint64_t id = 0;  // set by ClusterWorker: requests are numbered in the order they were made
 };
 
-// The quantizer one cluster gets: its range is the min of its channels' minima and the max of their maxima.
+// The quantizer one cluster gets, with the range quantization gives it (rptq::TapRanges::cluster_range).
 struct ClusterQuantizer {
   int cluster = 0;
   std::int64_t channels = 0;

@@ -11,6 +11,7 @@
 #include <QSpinBox>
 #include <QSplitter>
 #include <QStackedWidget>
+#include <QStandardItemModel>
 #include <QTabWidget>
 #include <QTableView>
 #include <QToolButton>
@@ -85,7 +86,16 @@ ExplorePage::ExplorePage(Session* session, QWidget* parent)
   stat_combo_ = new QComboBox;
   stat_combo_->addItem(tr("EMA (reference)"), static_cast<int>(rptq::RangeStat::Ema));
   stat_combo_->addItem(tr("min/max"), static_cast<int>(rptq::RangeStat::MinMax));
-  stat_combo_->setToolTip(tr("Which recorded range each channel's point uses"));
+  stat_combo_->setToolTip(tr("Which recorded range each channel's point uses (the clusters are always formed on the "
+                              "plain min/max, as quantization forms them); the cluster quantizers' ranges follow it"));
+  source_combo_ = new QComboBox;
+  source_combo_->setObjectName(QStringLiteral("sourceCombo"));
+  source_combo_->addItem(tr("calibration ranges"));
+  source_combo_->addItem(tr("applied by quantization"));
+  source_combo_->setToolTip(tr("calibration ranges: the statistics file's, clustered at the chosen k.\n"
+                               "applied by quantization: the clusters, ranges and quantizers the quantized model "
+                               "actually uses (each layer's ranges re-measured on the already quantized earlier "
+                               "layers; k, seed and statistic of the quantization). Available after Quantize."));
   k_spin_ = new QSpinBox;
   k_spin_->setObjectName(QStringLiteral("kSpin"));
   k_spin_->setPrefix(tr("k = "));
@@ -108,6 +118,7 @@ ExplorePage::ExplorePage(Session* session, QWidget* parent)
   export_button->setPopupMode(QToolButton::InstantPopup);
   auto* export_menu = new QMenu(export_button);
   export_button->setMenu(export_menu);
+  controls->addWidget(source_combo_);
   controls->addWidget(layer_spin_);
   controls->addWidget(index_combo_);
   controls->addWidget(stat_combo_);
@@ -199,6 +210,11 @@ ExplorePage::ExplorePage(Session* session, QWidget* parent)
   export_menu->addAction(tr("Ranges, Reordered..."), ranges_->reordered_view(), &ChartView::export_interactively);
 
   connect(session_, &Session::stats_changed, this, &ExplorePage::stats_changed);
+  connect(session_, &Session::quantized_changed, this, &ExplorePage::quantized_changed);
+  connect(source_combo_, &QComboBox::currentIndexChanged, this, [this] {
+    update_source_controls();
+    request_clusters();
+  });
   connect(layer_spin_, &QSpinBox::valueChanged, this, &ExplorePage::request_clusters);
   connect(index_combo_, &QComboBox::currentIndexChanged, this, &ExplorePage::index_changed);
   connect(stat_combo_, &QComboBox::currentIndexChanged, this, [this] {
@@ -228,9 +244,46 @@ ExplorePage::ExplorePage(Session* session, QWidget* parent)
     index_combo_->setCurrentIndex(r - 1);
   });
   stats_changed();
+  quantized_changed();
 }
 
 ExplorePage::~ExplorePage() { save_state(); }
+
+std::shared_ptr<const rptq::ChannelStats> ExplorePage::applied_stats() const {
+  const QuantizationSummary* q = session_->quantization_summary();
+  return q ? q->applied : nullptr;
+}
+
+bool ExplorePage::showing_applied() const { return source_combo_->currentIndex() == 1 && applied_stats(); }
+
+void ExplorePage::quantized_changed() {
+  const bool available = applied_stats() != nullptr;
+  if (auto* m = qobject_cast<QStandardItemModel*>(source_combo_->model())) m->item(1)->setEnabled(available);
+  if (!available && source_combo_->currentIndex() == 1) {
+    source_combo_->setCurrentIndex(0);  // re-requests
+    return;
+  }
+  update_source_controls();
+  if (source_combo_->currentIndex() == 1) request_clusters();
+}
+
+void ExplorePage::update_source_controls() {
+  const bool applied = showing_applied();
+  k_spin_->setEnabled(!applied);
+  k_slider_->setEnabled(!applied);
+  stat_combo_->setEnabled(!applied);
+  if (applied) {
+    const QuantizationSummary* q = session_->quantization_summary();
+    updating_controls_ = true;
+    stat_combo_->setCurrentIndex(q->stat == rptq::RangeStat::MinMax ? 1 : 0);
+    k_spin_->setValue(q->config.clusters_of(index_combo_->currentData().toInt()));
+    updating_controls_ = false;
+  } else {
+    updating_controls_ = true;
+    update_k_range();
+    updating_controls_ = false;
+  }
+}
 
 void ExplorePage::save_state() const {
   QSettings s;
@@ -283,6 +336,7 @@ void ExplorePage::index_changed() {
   updating_controls_ = true;
   update_k_range();
   updating_controls_ = false;
+  update_source_controls();
   request_clusters();
 }
 
@@ -317,6 +371,15 @@ void ExplorePage::request_clusters() {
   r.index = index_combo_->currentData().toInt();
   r.k = k_spin_->value();
   r.stat = stat();
+  if (showing_applied()) {
+    // Exactly what quantization clustered: its ranges of this layer, its k, seed and statistic.
+    const QuantizationSummary* q = session_->quantization_summary();
+    r.stats = q->applied;
+    r.k = q->config.clusters_of(r.index);
+    r.seed = q->kmeans_seed;
+    r.stat = q->stat;
+    r.applied = true;
+  }
   r.bits = bits_spin_->value();
   r.grid = static_cast<rptq::QuantGrid>(grid_combo_->currentData().toInt());
   wanted_ = worker_->request(std::move(r));
@@ -324,13 +387,20 @@ void ExplorePage::request_clusters() {
 }
 
 void ExplorePage::show_snapshot(std::shared_ptr<const ClusterSnapshot> s) {
-  if (!s || s->request.stats != session_->stats_ptr()) return;  // statistics replaced meanwhile
+  if (!s || (s->request.stats != session_->stats_ptr() && s->request.stats != applied_stats()))
+    return;  // statistics (or the quantized model) replaced meanwhile
   shown_ = s;
   scatter_->set_snapshot(s);
   ranges_->set_snapshot(s);
   cluster_model_->set_snapshot(s);
   const ClusterRequest& r = s->request;
-  info_->setText(tr("R%1 \u00b7 %2 \u00b7 %3 channels \u00b7 %4 clusters%5 \u00b7 inertia %6 \u00b7 clustered in %7")
+  const QString source =
+      r.applied ? (session_->quantization_summary() && session_->quantization_summary()->sequential && r.layer > 0
+                       ? tr("Applied by quantization (ranges re-measured on quantized layers 0\u2013%1) \u00b7 ")
+                             .arg(r.layer - 1)
+                       : tr("Applied by quantization \u00b7 "))
+                : QString();
+  info_->setText(source + tr("R%1 \u00b7 %2 \u00b7 %3 channels \u00b7 %4 clusters%5 \u00b7 inertia %6 \u00b7 clustered in %7")
                      .arg(r.index)
                      .arg(s->description)
                      .arg(s->channels())

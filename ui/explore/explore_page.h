@@ -45,6 +45,9 @@ class ExplorePage : public QWidget {
   QComboBox* index_combo() const { return index_combo_; }
   QSpinBox* bits_spin() const { return bits_spin_; }
   QTabWidget* tabs() const { return tabs_; }
+  QComboBox* source_combo() const { return source_combo_; }
+  // The applied view is chosen and the session's quantized model has its ranges.
+  bool showing_applied() const;
 
   // Selects what to show (index 1..5); re-clusters.
   void select(int layer, int index, int k);
@@ -63,13 +66,16 @@ class ExplorePage : public QWidget {
 
  private Q_SLOTS:
   void stats_changed();
+  void quantized_changed();
   void index_changed();
   void request_clusters();
   void show_snapshot(std::shared_ptr<const rptq::ui::ClusterSnapshot> s);
 
  private:
   void update_k_range();
+  void update_source_controls();
   void compute_overview();
+  std::shared_ptr<const rptq::ChannelStats> applied_stats() const;
   rptq::RangeStat stat() const;
 
   Session* session_;
@@ -78,6 +84,7 @@ class ExplorePage : public QWidget {
   QSpinBox* layer_spin_;
   QComboBox* index_combo_;
   QComboBox* stat_combo_;
+  QComboBox* source_combo_;
   QSpinBox* k_spin_;
   QSlider* k_slider_;
   QSpinBox* bits_spin_;

@@ -68,6 +68,7 @@ void QuantizeJob::start(const QuantizeRequest& request) {
         auto summary = std::make_shared<QuantizationSummary>(summarize_quantization(*q, request.fp_weight_bytes));
         summary->model_path = request.model_dir;
         summary->stats_path = request.stats_path;
+        summary->applied = std::make_shared<const rptq::ChannelStats>(rptq::applied_stats(*q, *request.stats));
         return {std::move(q), std::move(summary)};
       },
       [this](Result r) {

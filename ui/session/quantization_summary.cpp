@@ -32,6 +32,9 @@ QuantizationSummary summarize_quantization(const rptq::QuantizedModel& q, std::s
   s.config = q.config();
   s.description = QString::fromStdString(q.config().describe());
   s.seconds = q.seconds;
+  s.kmeans_seed = q.kmeans_seed;
+  s.stat = q.stat;
+  s.sequential = q.sequential;
   s.fp_weight_bytes = fp_weight_bytes;
   s.quantized_weight_bytes = q.model().weight_bytes();
   const rptq::Model& m = q.model();

@@ -6,8 +6,10 @@
 #include <QStringList>
 
 #include <cstddef>
+#include <memory>
 #include <vector>
 
+#include "rptq/calibration.h"
 #include "rptq/quant_config.h"
 
 namespace rptq {
@@ -37,6 +39,13 @@ struct QuantizationSummary {
   std::vector<Layer> layers;
   double seconds = 0;             // the pipeline's wall time
   std::size_t fp_weight_bytes = 0, quantized_weight_bytes = 0;
+  // What the clusters and quantizers were built from (rptq::applied_stats: the ranges re-measured on the quantized
+  // prefix), with the k-means seed and range statistic used: Explore's "applied by quantization" view. Null when
+  // the model keeps no ranges.
+  std::shared_ptr<const rptq::ChannelStats> applied;
+  std::uint64_t kmeans_seed = 0;
+  rptq::RangeStat stat = rptq::RangeStat::Ema;
+  bool sequential = true;
 
   // "q 4-bit (32 groups), k 4-bit, ..." / "attn_input 4-bit (32 clusters), ..." for layer i.
   QString linears_text(int layer) const;

@@ -19,13 +19,29 @@ namespace rptq {
 struct TapRanges {
   std::vector<float> ema_max, ema_min;  // v = 0.99 v + 0.01 (this sample's max/min); the first sample initialises
   std::vector<float> max, min;          // over every token of every sample
+  // Every sample's own per-channel max/min, [samples, channels] sample by sample: what the reference's EMA of a
+  // cluster needs once the clusters are known (cluster_range). Empty where not kept (the attention scores, and
+  // statistics files of format version 1).
+  std::vector<float> sample_max, sample_min;
   std::int64_t samples = 0;             // samples folded in
 
   std::int64_t channels() const { return static_cast<std::int64_t>(max.size()); }
+  bool has_samples() const {
+    return samples > 0 && sample_max.size() == static_cast<std::size_t>(samples) * max.size() &&
+           sample_min.size() == sample_max.size();
+  }
+  // Per-channel statistics (what the scatter shows; the clusters are always formed on the plain max/min).
   const std::vector<float>& hi(RangeStat s) const { return s == RangeStat::Ema ? ema_max : max; }
   const std::vector<float>& lo(RangeStat s) const { return s == RangeStat::Ema ? ema_min : min; }
-  // Folds in one sample's per-channel max/min.
-  void add_sample(std::span<const float> sample_max, std::span<const float> sample_min);
+  // Folds in one sample's per-channel max/min; keep_sample stores it in sample_max/sample_min too.
+  void add_sample(std::span<const float> sample_max, std::span<const float> sample_min, bool keep_sample = true);
+
+  // The quantizer range of a cluster, the channels `channels` (original order), as the reference computes it
+  // (rptq-method.md): MinMax: the min of their minima and the max of their maxima. Ema: per sample, the cluster's
+  // max (min) over its channels and that sample's tokens, folded into v = 0.99 v + 0.01 x in sample order (the
+  // first sample initialises): the EMA of the cluster, which is wider than the max of its channels' EMAs. An empty
+  // cluster gets [0, 0]. Ema throws InputError when the per-sample ranges were not kept (old statistics files).
+  void cluster_range(RangeStat stat, std::span<const std::int32_t> channels, float& lo, float& hi) const;
 };
 
 struct LayerRanges {

@@ -7,6 +7,7 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <span>
 #include <vector>
 
 #include "rptq/calibration.h"
@@ -29,6 +30,9 @@ struct TapQuantizer {
 };
 
 struct LayerQuantization {
+  // The ranges the clusters and quantizers were built from: re-measured on the quantized prefix when sequential
+  // (what Explore shows as "applied"), else the statistics file's. Empty in a model loaded from a checkpoint.
+  LayerRanges ranges;
   LayerReorder reorder;
   std::array<TapQuantizer, kTapCount> taps;  // indexed by Tap
   // The layer's quantized linears are the model's own: LinearWeights::packed (codes, scales, zero points), with
@@ -37,6 +41,12 @@ struct LayerQuantization {
 
 // The linears of a decoder layer with their short names: q, k, v, o, fc1, fc2 (OPT) or q, k, v, o, gate, up,
 // down (LLaMA family), and the tap that is each one's input.
+// Each cluster's quantizer of a tap: cluster c is the reordered positions [boundaries[c], boundaries[c + 1]), i.e.
+// the original channels order[boundaries[c] ..]; its range is TapRanges::cluster_range (the reference's EMA of the
+// cluster, or its plain min/max).
+std::vector<QuantParams> tap_cluster_params(const TapRanges& ranges, RangeStat stat, std::span<const std::int32_t> order,
+                                           const std::vector<std::int64_t>& boundaries, int bits, QuantGrid grid);
+
 struct NamedLinear {
   const char* name;
   Tap input;
@@ -108,6 +118,9 @@ class QuantizedModel {
   // possible).
   std::shared_ptr<const KvQuantization> kv_quantization() const;
   double seconds = 0;  // the quantization pipeline's wall time
+  std::uint64_t kmeans_seed = 0;     // QuantizeOptions::seed it was clustered with (cluster_seed)
+  RangeStat stat = RangeStat::Ema;   // QuantizeOptions::stat its static activation ranges were built from
+  bool sequential = true;            // QuantizeOptions::sequential: layer ranges re-measured on the quantized prefix
 
  private:
   friend std::unique_ptr<QuantizedModel> load_checkpoint(const std::filesystem::path&);
@@ -138,6 +151,13 @@ std::unique_ptr<QuantizedModel> quantize(std::unique_ptr<Model> model, const Cha
 std::unique_ptr<QuantizedModel> quantize_with(std::unique_ptr<Model> model, const ChannelStats& stats,
                                               const QuantConfig& cfg, const QuantizeOptions& opts,
                                               const LayerPassesFactory& passes);
+
+// The statistics the quantized model's clusters and quantizers were actually built from: `stats` with every layer's
+// ranges replaced by LayerQuantization::ranges (re-measured on the quantized prefix when sequential). Clustering
+// them with cluster_reorder_index(r, model, applied.ranges[l], config().clusters_of(r), l, kmeans_seed) gives the
+// applied partition exactly: what Explore shows as "applied by quantization". Throws InputError for a model loaded
+// from a checkpoint (it keeps no ranges).
+ChannelStats applied_stats(const QuantizedModel& q, const ChannelStats& stats);
 
 // Checks that statistics belong to a model of this shape; throws InputError naming the difference.
 void check_stats_match(const ChannelStats& stats, const ModelConfig& cfg, const std::string& stats_path);

@@ -49,22 +49,29 @@ ReorderIndex cluster_ranges(std::span<const float> hi, std::span<const float> lo
                             int restarts = 8);
 
 // The clusters of one reorder index (1..5) of a layer: R1/R4/R5 k-means of (max, min) per channel; R2 per KV head
-// of (q max, k max, q min, k min) (rotary models: per channel pair); R3 per KV head of the attention output's
-// (max, min). k counts per head for R2/R3.
+// of (q max, k max, q min, k min) (rotary models: per channel pair; OPT's q before its head_dim^-0.5 scaling, as the
+// reference); R3 per KV head of the attention output's (max, min). k counts per head for R2/R3. The features are
+// always the plain max/min over every calibration token (the reference's; RangeStat only chooses the quantizer
+// ranges). The k-means seed is cluster_seed(seed, layer, r): quantization, Explore and `rptq clusters` call this
+// with the same (layer, seed) and so form the same partition of the same ranges.
 struct TapClusters {
   ReorderIndex index;                 // the reorder (head-local for R2/R3)
   std::vector<std::int32_t> labels;   // per channel in the original order: its cluster (R2/R3: head * k + local)
   double inertia = 0;                 // k-means inertia (summed over heads)
   int clusters = 0;                   // clusters in all (R2/R3: over all heads)
 };
-TapClusters cluster_reorder_index(int r, const ModelConfig& model, const LayerRanges& ranges, int k, RangeStat stat,
-                                  std::uint64_t seed);
+TapClusters cluster_reorder_index(int r, const ModelConfig& model, const LayerRanges& ranges, int k, int layer,
+                                  std::uint64_t seed = 0);
+
+// The one rule for the k-means seed of reorder index r (1..5) of layer `layer` from a base seed (QuantizeOptions::
+// seed, `--seed`): (seed + layer) * 5 + r. R2/R3 add the KV head to it.
+std::uint64_t cluster_seed(std::uint64_t seed, int layer, int r);
 
 // The whole reorder of one layer from its calibration ranges. clusters: R1..R5 counts (R2/R3 per head) from cfg;
 // with cfg.reorder == false or a post-LayerNorm model, R1/R4 stay in the original order (clusters are still formed
 // but contiguous index ranges cannot hold them, so R1/R4 get one cluster; see plan notes in reorder.cpp).
 LayerReorder plan_layer_reorder(const ModelConfig& model, const LayerRanges& ranges, const QuantConfig& cfg,
-                                RangeStat stat, std::uint64_t seed);
+                                int layer, std::uint64_t seed = 0);
 
 // Folds the reorder into layer `layer`'s weights and norm gathers, relative to the layer's current layout (so
 // reorders compose). Logits are unchanged up to float rounding.

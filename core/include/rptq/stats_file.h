@@ -7,7 +7,7 @@
 
 namespace rptq {
 
-constexpr int kStatsFormatVersion = 1;
+constexpr int kStatsFormatVersion = 2;  // 2: per-sample ranges of every tap (1 is still read)
 
 // Writes atomically (a temporary file beside `path`, renamed into place when complete and synced). An existing
 // file is replaced only with overwrite; otherwise InputError.
