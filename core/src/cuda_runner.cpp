@@ -860,7 +860,8 @@ struct GpuRunner::Impl {
           cuda::fake_quant_dynamic_copy_bad_channel(dyn_workspace.data(), cols, d.clusters,
                                                     dynamic_record(layer, chunk_index, t), compute);
         }
-      } else if (d.active) {
+      } else if (d.active && layer != hessian_layer) {
+        // (GPTQ's Hessian pass sees the layer's own static quantizers off, as the CPU's: quantize.h, LayerPasses.)
         cuda::fake_quant_clusters(x, rows, cols, d.q, compute);
       }
     }

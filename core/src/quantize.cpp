@@ -108,7 +108,7 @@ std::vector<NamedLinear> layer_linears(const ModelConfig& m, const DecoderLayerW
 void QuantizedModel::Hook::on_activation(int layer, Tap tap, const ActivationView& act) {
   if (layer >= enabled_layers || layer >= static_cast<int>(q_.layers_.size())) return;
   const TapQuantizer& tq = q_.layers_[static_cast<std::size_t>(layer)].taps[static_cast<std::size_t>(tap)];
-  if (!tq.active()) return;
+  if (!tq.active() || (layer == static_off_layer && !tq.dynamic)) return;
   if (tq.dynamic)
     fake_quant_clusters_dynamic(act.data, act.rows, act.cols, act.ld, tq.boundaries, tq.bits, tq.grid);
   else
@@ -237,7 +237,13 @@ std::unique_ptr<QuantizedModel> quantize_with(std::unique_ptr<Model> model, cons
     // 4. Weights, grouped by (output row) x (input cluster).
     if (cfg.quantizes_weights()) {
       std::map<Tap, HessianAccumulator> hessians;
-      if (gptq) hessians = runner->hessians(l, opts.progress);
+      if (gptq) {
+        // As the reference's GPTQ pass (RPTQ4LLM quant_layer), whose static activation quantizers are still
+        // calibrating and pass values through: this layer's static quantizers off, dynamic ones and the softmax's on.
+        hook.static_off_layer = l;
+        hessians = runner->hessians(l, opts.progress);
+        hook.static_off_layer = -1;
+      }
       for (const LinearRef& lr : linears(m, mod.layer(l))) {
         const std::int64_t out = lr.w->out(), in = lr.w->in();
         const std::vector<std::int64_t> groups =

@@ -83,8 +83,9 @@ class LayerPasses {
   virtual LayerRanges ranges(int l, const LayerwiseCallback& progress) = 0;
   // Layer l's weights (reordered, then packed) or its activation quantizers changed.
   virtual void changed(int l) = 0;
-  // The Hessians of layer l's linear inputs (kLinearInputTaps: what its linears see, its activation quantizers
-  // on), over every window.
+  // The Hessians of layer l's linear inputs (kLinearInputTaps: what its linears see), over every window, as the
+  // reference's GPTQ pass sees them: layer l's static activation quantizers off (they are still calibrating there),
+  // its dynamic ones and the softmax quantizer on, earlier layers fully quantized.
   virtual std::map<Tap, HessianAccumulator> hessians(int l, const LayerwiseCallback& progress) = 0;
   // Runs layer l, quantized, and makes its outputs the inputs of layer l + 1.
   virtual void advance(int l, const LayerwiseCallback& progress) = 0;
@@ -132,6 +133,7 @@ class QuantizedModel {
     explicit Hook(QuantizedModel& q) : q_(q) {}
     void on_activation(int layer, Tap tap, const ActivationView& act) override;
     int enabled_layers = 1 << 30;  // layers >= this are not quantized (while the pipeline is still running)
+    int static_off_layer = -1;     // this layer's static quantizers pass values through (GPTQ's Hessian pass)
 
    private:
     QuantizedModel& q_;
