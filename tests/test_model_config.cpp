@@ -56,6 +56,72 @@ TEST(ModelConfig, FamilyDifferencesAreConfig) {
   EXPECT_EQ(l.q_dim(), 128);
 }
 
+// transformers 5 writes the rotary settings as rope_parameters (SmolLM2-135M-Instruct saved by transformers 5.25:
+// "rope_parameters": {"rope_theta": 100000.0, "rope_type": "default"}, no top-level rope_theta or rope_scaling).
+const char* kLlamaV5 = R"({"model_type": "llama", "hidden_size": 576, "intermediate_size": 1536,
+  "num_hidden_layers": 30, "num_attention_heads": 9, "num_key_value_heads": 3, "head_dim": 64, "vocab_size": 49152,
+  "max_position_embeddings": 8192, "rms_norm_eps": 1e-05, "tie_word_embeddings": true, "bos_token_id": 1,
+  "eos_token_id": 2, "pad_token_id": 2, "dtype": "float32", "transformers_version": "5.25.0",
+  "rope_parameters": {"rope_theta": 100000.0, "rope_type": "default"}})";
+
+std::string with_rope(const std::string& rope) {
+  std::string j = kLlamaV5;
+  const std::string key = R"("rope_parameters": {"rope_theta": 100000.0, "rope_type": "default"})";
+  j.replace(j.find(key), key.size(), rope);
+  return j;
+}
+
+TEST(ModelConfig, Transformers5RopeParameters) {
+  EXPECT_FLOAT_EQ(parse(kLlamaV5).rope_theta, 100000.0f);  // was silently 10000
+  // "type" as the older spelling of rope_type; rope_type omitted means default, as in transformers.
+  EXPECT_FLOAT_EQ(parse(with_rope(R"("rope_parameters": {"rope_theta": 5e5, "type": "default"})")).rope_theta, 5e5f);
+  EXPECT_FLOAT_EQ(parse(with_rope(R"("rope_parameters": {"rope_theta": 250000})")).rope_theta, 250000.0f);
+  // Without a theta in rope_parameters, the top-level one, else 10000.
+  EXPECT_FLOAT_EQ(parse(with_rope(R"("rope_parameters": {"rope_type": "default"}, "rope_theta": 40000)")).rope_theta,
+                  40000.0f);
+  EXPECT_FLOAT_EQ(parse(with_rope(R"("rope_parameters": {"rope_type": "default"})")).rope_theta, 10000.0f);
+  EXPECT_FLOAT_EQ(parse(with_rope(R"("rope_parameters": null, "rope_theta": 40000)")).rope_theta, 40000.0f);
+  // Both spellings agreeing, and with a default rope_scaling beside them: fine.
+  EXPECT_FLOAT_EQ(parse(with_rope(R"("rope_parameters": {"rope_theta": 100000.0, "rope_type": "default"},
+    "rope_theta": 100000, "rope_scaling": {"rope_type": "default"})")).rope_theta, 100000.0f);
+}
+
+TEST(ModelConfig, Transformers5UnsupportedRopeTypeIsRefusedByName) {
+  for (const char* type : {"llama3", "yarn", "linear", "dynamic", "longrope"}) {
+    const std::string e = error_of(with_rope(std::string(R"("rope_parameters": {"rope_theta": 500000.0, "rope_type": ")") +
+                                             type + R"(", "factor": 8.0})"));
+    EXPECT_EQ(e.rfind("config.json: ", 0), 0u) << e;
+    EXPECT_NE(e.find("rope_parameters"), std::string::npos) << e;
+    EXPECT_NE(e.find(std::string("\"") + type + "\""), std::string::npos) << e;
+  }
+  // The older key name, too.
+  EXPECT_NE(error_of(with_rope(R"("rope_parameters": {"rope_theta": 1e4, "type": "yarn"})")).find("yarn"),
+            std::string::npos);
+  // Per-layer-type parameters (Gemma 3 style) and partial rotary are not plain rotary embedding either.
+  EXPECT_NE(error_of(with_rope(R"("rope_parameters": {"full_attention": {"rope_theta": 1e6, "rope_type": "default"}})"))
+                .find("full_attention"),
+            std::string::npos);
+  EXPECT_NE(error_of(with_rope(R"("rope_parameters": {"rope_theta": 1e4, "partial_rotary_factor": 0.5})"))
+                .find("partial_rotary_factor"),
+            std::string::npos);
+  // Malformed values name the field.
+  EXPECT_NE(error_of(with_rope(R"("rope_parameters": [100000])")).find("rope_parameters"), std::string::npos);
+  EXPECT_NE(error_of(with_rope(R"("rope_parameters": {"rope_theta": "1e5"})")).find("rope_theta"), std::string::npos);
+  EXPECT_NE(error_of(with_rope(R"("rope_parameters": {"rope_theta": 0})")).find("rope_theta"), std::string::npos);
+  EXPECT_NE(error_of(with_rope(R"("rope_theta": -1)")).find("rope_theta"), std::string::npos);
+}
+
+// A top-level rope_theta that disagrees with rope_parameters': transformers 4 would run the first and
+// transformers 5 the second, so the config is refused with both values rather than guessed.
+TEST(ModelConfig, ConflictingRopeThetaIsRefused) {
+  const std::string e = error_of(with_rope(R"("rope_parameters": {"rope_theta": 100000.0, "rope_type": "default"},
+    "rope_theta": 10000.0)"));
+  EXPECT_EQ(e.rfind("config.json: ", 0), 0u) << e;
+  EXPECT_NE(e.find("100000"), std::string::npos) << e;
+  EXPECT_NE(e.find("10000 "), std::string::npos) << e;
+  EXPECT_NE(e.find("disagrees"), std::string::npos) << e;
+}
+
 TEST(ModelConfig, OptVariants) {
   auto c = parse(R"({"model_type": "opt", "hidden_size": 1024, "ffn_dim": 4096, "num_hidden_layers": 24,
     "num_attention_heads": 16, "vocab_size": 50272, "max_position_embeddings": 2048, "do_layer_norm_before": false,

@@ -55,10 +55,58 @@ struct Reader {
   }
 };
 
+float check_theta(const std::string& src, const char* what, double theta) {
+  if (!(theta > 1.0 && theta < 1e12)) {  // also false for NaN
+    std::ostringstream msg;
+    msg << src << ": " << what << " = " << theta << " is outside the supported range (1, 1e12)";
+    throw InputError(msg.str());
+  }
+  return static_cast<float>(theta);
+}
+
 void require_positive(const std::string& src, const char* what, std::int64_t v, std::int64_t limit) {
   if (v <= 0 || v > limit)
     throw InputError(src + ": " + what + " = " + std::to_string(v) + " is outside the supported range 1.." +
                      std::to_string(limit));
+}
+
+// The rotary base of a LLaMA-family config. transformers 4 writes a top-level `rope_theta` (and `rope_scaling`);
+// transformers 5 writes `rope_parameters: {"rope_theta": ..., "rope_type": "default"}` and no top-level key
+// (SmolLM2 saved by transformers 5.25: "rope_parameters": {"rope_theta": 100000.0, "rope_type": "default"}).
+// transformers 5 takes rope_parameters' value over a top-level one; transformers 4 reads only the top level. A
+// config where the two disagree runs differently under the two versions, so it is refused rather than guessed.
+// Only plain rotary embedding is supported: another rope_type (llama3, yarn, linear, dynamic, ...) is refused.
+float read_rope_theta(const json& j, const Reader& r, const std::string& src) {
+  const double top = r.number("rope_theta", 10000.0);
+  if (!r.has("rope_parameters")) return check_theta(src, "rope_theta", top);
+  const json& rp = j.at("rope_parameters");
+  if (!rp.is_object()) throw InputError(src + ": field \"rope_parameters\" must be an object");
+  for (const auto& [key, value] : rp.items())
+    if (value.is_object())  // {"full_attention": {...}, "sliding_attention": {...}}: Gemma-style, per layer type
+      throw InputError(src + ": rope_parameters per layer type (\"" + key + "\") are not supported");
+  std::string type = "default";
+  for (const char* k : {"rope_type", "type"}) {
+    if (!rp.contains(k) || rp.at(k).is_null()) continue;
+    if (!rp.at(k).is_string()) throw InputError(src + ": rope_parameters " + k + " must be a string");
+    type = rp.at(k).get<std::string>();
+    break;
+  }
+  if (type != "default")
+    throw InputError(src + ": rope_parameters rope_type \"" + type +
+                     "\" is not supported (only \"default\", plain rotary embedding with rope_theta)");
+  if (rp.contains("partial_rotary_factor") && !rp.at("partial_rotary_factor").is_null() &&
+      !(rp.at("partial_rotary_factor").is_number() && rp.at("partial_rotary_factor").get<double>() == 1.0))
+    throw InputError(src + ": rope_parameters partial_rotary_factor is not supported (rotary over the whole head)");
+  if (!rp.contains("rope_theta") || rp.at("rope_theta").is_null()) return check_theta(src, "rope_theta", top);
+  if (!rp.at("rope_theta").is_number()) throw InputError(src + ": rope_parameters rope_theta must be a number");
+  const double theta = rp.at("rope_theta").get<double>();
+  if (r.has("rope_theta") && static_cast<float>(top) != static_cast<float>(theta)) {
+    std::ostringstream msg;
+    msg << src << ": rope_theta " << top << " disagrees with rope_parameters rope_theta " << theta
+        << " (transformers 4 would use the first, transformers 5 the second)";
+    throw InputError(msg.str());
+  }
+  return check_theta(src, "rope_parameters rope_theta", theta);
 }
 
 }  // namespace
@@ -114,7 +162,7 @@ ModelConfig ModelConfig::parse(const std::string& text, const std::string& src) 
     c.vocab = r.integer("vocab_size");
     c.max_positions = r.integer("max_position_embeddings", 2048);
     c.norm_eps = static_cast<float>(r.number("rms_norm_eps", 1e-6));
-    c.rope_theta = static_cast<float>(r.number("rope_theta", 10000.0));
+    c.rope_theta = read_rope_theta(j, r, src);
     c.tie_embeddings = r.boolean("tie_word_embeddings", c.model_type == "qwen2" ? false : false);
     c.activation = r.string("hidden_act", "silu");
     if (c.activation != "silu")

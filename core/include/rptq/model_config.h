@@ -32,7 +32,7 @@ struct ModelConfig {
   std::string activation = "relu";  // OPT activation_function / LLaMA hidden_act
 
   // LLaMA family
-  float rope_theta = 10000.0f;
+  float rope_theta = 10000.0f;  // top-level rope_theta (transformers 4) or rope_parameters.rope_theta (5)
   bool qkv_bias = false;       // qwen2 always; llama attention_bias
   bool o_bias = false;         // llama attention_bias
   bool mlp_bias = false;       // llama mlp_bias
@@ -43,7 +43,8 @@ struct ModelConfig {
   std::int32_t pad_token = -1;
 
   // Reads DIR/config.json. Throws InputError naming the file and the field for a missing or bad field, an
-  // unsupported model_type or an unsupported rope_scaling.
+  // unsupported model_type, an unsupported rope_scaling or rope_parameters rope_type (only "default"), or a
+  // top-level rope_theta that disagrees with rope_parameters'.
   static ModelConfig load(const std::filesystem::path& model_dir);
   static ModelConfig parse(const std::string& json_text, const std::string& source_name);
 
