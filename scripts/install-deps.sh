@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs every Debian package RPTQ Workbench needs to build, test and benchmark, and to check its Debian package
 # (desktop-file-utils, appstream, strace; dpkg-shlibdeps comes with build-essential's dpkg-dev), and to run the
-# OpenGL scatter test on a virtual X display (xvfb, xauth, Mesa's software OpenGL).
+# OpenGL scatter test on a virtual X display (xvfb, xauth, Mesa's software OpenGL), and for scripts/fetch-models.sh
+# (python3-venv, python3-pip: the GGUF converter's venv).
 # Usage: scripts/install-deps.sh [--bench]   (--bench adds PyTorch for the side-by-side benchmarks)
 set -euo pipefail
 SUDO=""
@@ -13,7 +14,7 @@ PKGS=(
   libgtest-dev libgmock-dev
   desktop-file-utils appstream strace
   xvfb xauth libgl1-mesa-dri libglx-mesa0
-  python3 python3-h5py python3-numpy
+  python3 python3-h5py python3-numpy python3-venv python3-pip
 )
 if [ "${1:-}" = "--bench" ]; then PKGS+=(python3-torch python3-numpy); fi
 export DEBIAN_FRONTEND=noninteractive

