@@ -19,6 +19,7 @@ void add_generate(CLI::App& app);
 void add_calibrate(CLI::App& app);
 void add_clusters(CLI::App& app);
 void add_compare(CLI::App& app);
+void add_sensitivity(CLI::App& app);
 void add_export(CLI::App& app);
 void add_memory(CLI::App& app);
 

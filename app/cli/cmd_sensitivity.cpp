@@ -1,0 +1,134 @@
+#include <algorithm>
+#include <cstdio>
+#include <iostream>
+#include <nlohmann/json.hpp>
+
+#include "cli.h"
+#include "quant_args.h"
+#include "rptq/error.h"
+#include "rptq/model_info.h"
+#include "rptq/sensitivity.h"
+#include "rptq/stats_file.h"
+#include "rptq/tokenizer.h"
+
+namespace rptq::cli {
+
+namespace {
+struct SensitivityArgs {
+  std::string model, data;
+  std::int64_t seqlen = 0, max_windows = 0;
+  int threads = 0;
+  bool json = false;
+  QuantArgs quant;
+};
+
+nlohmann::json cell_json(const SensitivityCell& c) {
+  return {{"kl", c.kl}, {"ppl", c.ppl}, {"top1_agreement", c.top1_agreement}};
+}
+nlohmann::json sum_json(const SensitivityCell& c) {
+  return {{"kl", c.kl}, {"ppl_increase", c.ppl}, {"top1_changed", c.top1_agreement}};
+}
+
+void run_sensitivity(const SensitivityArgs& a) {
+  set_num_threads(a.threads);
+  if (a.quant.reorder_only) throw InputError("--reorder-only quantizes nothing: there is nothing to probe");
+  const QuantConfig cfg = build_quant_config(a.quant);
+  const ChannelStats stats = load_stats(a.quant.stats);
+  const std::string text = read_text_file(a.data);
+  auto tok = Tokenizer::load(a.model);
+  const auto ids = tok->encode(text, true);
+  auto model = load_model(a.model);
+  check_stats_match(stats, model->config(), a.quant.stats);
+  PerplexityOptions po;
+  po.seqlen = a.seqlen > 0 ? a.seqlen : std::min<std::int64_t>(2048, model->config().max_positions);
+  if (model->config().arch == Architecture::OPT && po.seqlen > model->config().max_positions)
+    throw InputError("--seqlen " + std::to_string(po.seqlen) + " is longer than the model's " +
+                     std::to_string(model->config().max_positions) + " positions");
+  po.max_windows = a.max_windows;
+  const QuantizeOptions qo = build_quantize_options(a.quant, stats);
+  auto q = quantize_for_sensitivity(std::move(model), stats, cfg, qo.stat, qo.seed);
+  Progress p("probing");
+  const SensitivityResult r = activation_sensitivity(*q, ids, po, [&](std::int64_t done, std::int64_t total) {
+    p.update(static_cast<double>(done), static_cast<double>(total), " probes");
+    return true;
+  });
+  p.finish();
+  if (a.json) {
+    nlohmann::json j = quant_settings_json(q->config(), a.quant);
+    j["model"] = a.model;
+    j["data"] = a.data;
+    j["weights_quantized"] = false;
+    j["ppl_fp"] = r.ppl_fp;
+    j["windows"] = r.windows;
+    j["seqlen"] = r.seqlen;
+    j["positions"] = r.positions;
+    j["seconds"] = r.seconds;
+    j["taps"] = r.taps;
+    nlohmann::json cells = nlohmann::json::array();
+    for (int l = 0; l < r.layers; ++l)
+      for (std::size_t t = 0; t < r.taps.size(); ++t) {
+        nlohmann::json c = cell_json(r.cell(l, t));
+        c["layer"] = l;
+        c["tap"] = r.taps[t];
+        cells.push_back(std::move(c));
+      }
+    j["cells"] = std::move(cells);
+    nlohmann::json per_layer = nlohmann::json::array(), per_tap = nlohmann::json::object();
+    for (int l = 0; l < r.layers; ++l) per_layer.push_back(sum_json(r.layer_sum(l)));
+    for (std::size_t t = 0; t < r.taps.size(); ++t) per_tap[r.taps[t]] = sum_json(r.tap_sum(t));
+    j["per_layer"] = std::move(per_layer);
+    j["per_tap"] = std::move(per_tap);
+    std::cout << j.dump(2) << "\n";
+    return;
+  }
+  std::printf("%s; each (layer, tap) alone, weights and every other activation in full precision\n",
+              q->config().describe().c_str());
+  std::printf("%lld windows of %lld tokens; FP perplexity %.4f\n", (long long)r.windows, (long long)r.seqlen,
+              r.ppl_fp);
+  std::printf("KL(FP || probe), nats per token:\n%6s", "layer");
+  for (const std::string& t : r.taps) std::printf(" %11s", t.c_str());
+  std::printf(" %11s\n", "sum");
+  for (int l = 0; l < r.layers; ++l) {
+    std::printf("%6d", l);
+    for (std::size_t t = 0; t < r.taps.size(); ++t) std::printf(" %11.5f", r.cell(l, t).kl);
+    std::printf(" %11.5f\n", r.layer_sum(l).kl);
+  }
+  std::printf("%6s", "sum");
+  for (std::size_t t = 0; t < r.taps.size(); ++t) std::printf(" %11.5f", r.tap_sum(t).kl);
+  std::printf("\n");
+  // The worst probes by KL, with their perplexity and top-1 agreement.
+  std::vector<std::pair<int, std::size_t>> order;
+  for (int l = 0; l < r.layers; ++l)
+    for (std::size_t t = 0; t < r.taps.size(); ++t) order.emplace_back(l, t);
+  std::sort(order.begin(), order.end(), [&](const auto& x, const auto& y) {
+    return r.cell(x.first, x.second).kl > r.cell(y.first, y.second).kl;
+  });
+  std::printf("worst:\n");
+  for (std::size_t i = 0; i < std::min<std::size_t>(10, order.size()); ++i) {
+    const SensitivityCell& c = r.cell(order[i].first, order[i].second);
+    std::printf("  layer %2d %-11s KL %.5f  ppl %.4f (%+.2f%%)  top-1 %.2f%%\n", order[i].first,
+                r.taps[order[i].second].c_str(), c.kl, c.ppl, 100.0 * (c.ppl / r.ppl_fp - 1.0),
+                100.0 * c.top1_agreement);
+  }
+}
+}  // namespace
+
+void add_sensitivity(CLI::App& app) {
+  auto a = std::make_shared<SensitivityArgs>();
+  auto* cmd = app.add_subcommand(
+      "sensitivity", "Which activation hurts: each (layer, tap) quantized alone (weights and the rest in FP), KL / "
+                     "ppl / top-1 against the FP model, with per-layer and per-tap sums");
+  cmd->add_option("MODEL", a->model, "Hugging Face model folder")->required();
+  cmd->add_option("--data", a->data, "Evaluation text file, tokenized whole with one BOS")->required();
+  cmd->add_option("--seqlen", a->seqlen, "Window length in tokens (default 2048, or the model's positions)")
+      ->check(CLI::Range(2, 1 << 20));
+  cmd->add_option("--max-windows", a->max_windows, "Evaluate at most this many windows (default: all)")
+      ->check(CLI::Range(1, 1 << 30));
+  cmd->add_option("--threads", a->threads, "CPU threads (default: all cores)")->check(CLI::Range(0, 4096));
+  cmd->add_flag("--json", a->json, "Print JSON: taps, cells (layer, tap, kl, ppl, top1_agreement), per_layer, "
+                                   "per_tap and the settings");
+  add_quant_options(cmd, a->quant, /*stats_required=*/true);
+  cmd->callback([a] { run_sensitivity(*a); });
+}
+
+}  // namespace rptq::cli
