@@ -283,6 +283,74 @@ TEST_P(AppliedClusters, ExploreRuleGivesTheAppliedPartition) {
 }
 INSTANTIATE_TEST_SUITE_P(BundledModels, AppliedClusters, ::testing::Values("stories260k", "tiny-opt-16m"));
 
+// The full-precision prefix (QuantConfig::fp_prefix, a remedy for massive first-token activations): the first
+// positions of each sequence pass every static quantizer unchanged and stay out of the re-measured ranges; later
+// positions, and a decoding step past the prefix, are quantized as before. It needs sequential quantization and
+// static ranges, keeps the KV cache in float, and is refused on the GPU.
+TEST(FpPrefix, FirstTokensStayFullPrecisionAndOutOfTheRanges) {
+  const auto dir = rptq::test::resources_dir() / "models" / "tiny-opt-16m";
+  auto fp = rptq::Model::load(dir);
+  const auto ids = rptq::Tokenizer::load(dir)->encode(
+      rptq::test::read_file(rptq::test::resources_dir() / "data" / "c4-sample.txt"), true);
+  rptq::CalibrationSettings cs;
+  cs.samples = 2;
+  cs.seqlen = 64;
+  const rptq::ChannelStats stats = rptq::calibrate(*fp, dir.string(), ids, "c4-sample.txt", "", cs);
+  rptq::QuantConfig c = rptq::QuantConfig::preset("W4A8");
+  c.weight_method = rptq::WeightMethod::RTN;
+  c.fp_prefix = 1;
+  auto q = rptq::quantize(rptq::Model::load(dir), stats, c);
+  EXPECT_EQ(q->kv_quantization(), nullptr);
+  EXPECT_NE(c.describe().find("first 1 token FP"), std::string::npos);
+
+  // Two sequences of 4 rows at position 0: row 0 of each kept, rows 1..3 on the cluster grids.
+  const std::int64_t d = q->model().config().hidden, seq = 4;
+  std::vector<float> x(static_cast<std::size_t>(2 * seq * d));
+  for (std::size_t i = 0; i < x.size(); ++i) x[i] = std::sin(0.37f * static_cast<float>(i)) * 3.0f;
+  std::vector<float> y = x;
+  q->hook()->on_activation(1, Tap::FfnInput, {y.data(), 2 * seq, d, d, seq, 0});
+  std::vector<float> z = x;  // the same rows quantized without a prefix
+  const rptq::TapQuantizer& tq = q->layer(1).taps[static_cast<std::size_t>(Tap::FfnInput)];
+  rptq::fake_quant_clusters(z.data(), 2 * seq, d, d, tq.boundaries, tq.params);
+  for (std::int64_t r = 0; r < 2 * seq; ++r) {
+    const bool kept = r % seq == 0;
+    for (std::int64_t k = 0; k < d; ++k) {
+      const auto i = static_cast<std::size_t>(r * d + k);
+      ASSERT_EQ(y[i], kept ? x[i] : z[i]) << "row " << r << " channel " << k;
+    }
+  }
+  // A decoding step at position 5 is past the prefix: quantized.
+  std::vector<float> step(x.begin(), x.begin() + d), want = step;
+  q->hook()->on_activation(1, Tap::FfnInput, {step.data(), 1, d, d, 1, 5});
+  rptq::fake_quant_clusters(want.data(), 1, d, d, tq.boundaries, tq.params);
+  EXPECT_EQ(step, want);
+
+  // The applied ranges leave position 0 out: layer 0's ranges over positions 1.. of each window, by hand.
+  std::vector<float> hi(static_cast<std::size_t>(d), -INFINITY);
+  struct Grab : rptq::ActivationHook {
+    std::vector<float>* hi;
+    void on_activation(int layer, Tap tap, const rptq::ActivationView& a) override {
+      if (layer != 0 || tap != Tap::FfnInput) return;
+      for (std::int64_t r = 1; r < a.rows; ++r)
+        for (std::int64_t k = 0; k < a.cols; ++k) (*hi)[k] = std::max((*hi)[k], a.row(r)[k]);
+    }
+  } grab;
+  grab.hi = &hi;
+  for (int w = 0; w < 2; ++w) fp->forward(std::span(stats.tokens).subspan(static_cast<std::size_t>(w * 64), 64), 1, nullptr, &grab);
+  EXPECT_EQ(q->layer(0).ranges.tap(Tap::FfnInput).max, hi);
+  EXPECT_NE(stats.ranges[0].tap(Tap::FfnInput).max, hi);  // position 0 matters in this model
+
+  rptq::QuantizeOptions fast;
+  fast.sequential = false;
+  EXPECT_THROW(rptq::quantize(rptq::Model::load(dir), stats, c, fast), rptq::InputError);
+  rptq::QuantConfig dyn = c;
+  dyn.range_mode = rptq::RangeMode::Dynamic;
+  EXPECT_THROW(dyn.validate(), rptq::InputError);
+  rptq::QuantConfig neg = c;
+  neg.fp_prefix = -1;
+  EXPECT_THROW(neg.validate(), rptq::InputError);
+}
+
 TEST(CompareModels, KlFromLogitsByHand) {
   const float p[] = {0.0f, 1.0f, 2.0f}, q[] = {0.0f, 0.0f, 0.0f};
   bool same = true;

@@ -35,6 +35,11 @@ void add_quant_options(CLI::App* cmd, QuantArgs& a, bool stats_required) {
                 "outputs of the already-quantized layers (faster)");
   cmd->add_flag("--reorder-only", a.reorder_only, "Fold the reorder into the weights and quantize nothing");
   cmd->add_option("--kmeans-seed", a.seed, "k-means seed (default 0)");
+  cmd->add_option("--fp-prefix", a.fp_prefix,
+                  "Remedy, not a paper setting: keep the first N tokens of every sequence (activations and K/V) in "
+                  "full precision and out of the quantizers' ranges, for models with massive first-token "
+                  "activations (LLaMA family); CPU only; default 0")
+      ->check(CLI::Range(0, 1 << 20));
 }
 
 QuantConfig build_quant_config(const QuantArgs& a) {
@@ -57,6 +62,7 @@ QuantConfig build_quant_config(const QuantArgs& a) {
   c.weight_group = a.weight_group;
   c.grid = parse_grid(a.grid);
   c.range_mode = a.dynamic ? RangeMode::Dynamic : RangeMode::Static;
+  c.fp_prefix = a.fp_prefix;
   c.validate();
   return c;
 }
@@ -136,6 +142,7 @@ nlohmann::json quant_settings_json(const QuantConfig& c, const QuantArgs& a) {
   j["weight_group"] = c.weight_group;
   j["grid"] = grid_name(c.grid);
   j["ranges"] = c.range_mode == RangeMode::Static ? "static" : "dynamic";
+  j["fp_prefix"] = c.fp_prefix;
   j["sequential"] = !a.no_sequential;
   j["reorder_only"] = a.reorder_only;
   return j;

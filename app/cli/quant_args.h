@@ -14,7 +14,7 @@ namespace rptq::cli {
 
 struct QuantArgs {
   std::string stats, preset, clusters, weights = "gptq", grid = "exact", stat;
-  int wbits = 0, abits = 0, kvbits = 0, weight_group = 0, softmax_bits = 0;
+  int wbits = 0, abits = 0, kvbits = 0, weight_group = 0, softmax_bits = 0, fp_prefix = 0;
   bool reorder_only = false, dynamic = false, no_sequential = false;
   std::uint64_t seed = 0;
 };

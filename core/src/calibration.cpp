@@ -221,7 +221,17 @@ RangeRecorder::RangeRecorder(const ModelConfig& cfg, std::vector<LayerRanges>& r
 void RangeRecorder::on_activation(int layer, Tap tap, const ActivationView& act) {
   LayerRanges& lr = ranges_.at(static_cast<std::size_t>(layer));
   std::vector<float> mx, mn;
-  channel_max_min(act, mx, mn);
+  const std::int64_t skip = std::clamp<std::int64_t>(skip_prefix_ - act.past, 0, act.rows);
+  if (skip > 0 && act.seq > 0 && act.seq != act.rows)
+    throw std::logic_error("RangeRecorder: a prefix can be skipped in one sequence at a time");
+  if (skip >= act.rows)
+    throw InputError("calibration windows of " + std::to_string(act.rows) + " tokens leave nothing beside a " +
+                     std::to_string(skip_prefix_) + "-token full-precision prefix");
+  ActivationView tail = act;
+  tail.data = act.row(skip);
+  tail.rows = act.rows - skip;
+  tail.past = act.past + skip;
+  channel_max_min(tail, mx, mn);
   lr.tap(tap).add_sample(mx, mn);
 
   if (tap == Tap::Q) {

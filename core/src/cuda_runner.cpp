@@ -1354,8 +1354,17 @@ auto guarded(const char* what, std::size_t held, F&& f) -> decltype(f()) {
 
 }  // namespace
 
+namespace {
+const QuantizedModel* gpu_supported(const QuantizedModel* q) {
+  if (q && q->config().fp_prefix > 0)
+    throw InputError("a full-precision prefix (fp_prefix " + std::to_string(q->config().fp_prefix) +
+                     ") runs on the CPU only so far: choose the CPU device");
+  return q;
+}
+}  // namespace
+
 GpuRunner::GpuRunner(const Model& model, const QuantizedModel* quantized, const GpuOptions& opts)
-    : impl_(std::make_unique<Impl>(model, quantized, opts)) {
+    : impl_(std::make_unique<Impl>(model, gpu_supported(quantized), opts)) {
   guarded("while uploading the model", 0, [&] { impl_->init(); });
 }
 
@@ -1582,6 +1591,9 @@ class GpuLayerPasses : public LayerPasses {
 std::unique_ptr<QuantizedModel> quantize_gpu(std::unique_ptr<Model> model, const ChannelStats& stats,
                                              const QuantConfig& cfg, const QuantizeOptions& opts,
                                              const GpuOptions& gpu, std::int64_t batch) {
+  if (cfg.fp_prefix > 0)
+    throw InputError("a full-precision prefix (fp_prefix " + std::to_string(cfg.fp_prefix) +
+                     ") runs on the CPU only so far: choose the CPU device");
   return quantize_with(std::move(model), stats, cfg, opts, [&](QuantizedModel& q, int passes_per_layer) {
     return make_gpu_layer_passes(q, stats, passes_per_layer, gpu, batch);
   });

@@ -333,9 +333,9 @@ void Model::attention_block(int layer, const float* x, float* out, std::int64_t 
     ops::rotary(k.data(), rows, cfg_.kv_heads, cfg_.head_dim, pos.data(), cfg_.rope_theta, fi, 1);
   }
   if (hook) {
-    hook->on_activation(layer, Tap::Q, {q.data(), rows, qd, qd});
-    hook->on_activation(layer, Tap::K, {k.data(), rows, kvd, kvd});
-    hook->on_activation(layer, Tap::V, {v.data(), rows, kvd, kvd});
+    hook->on_activation(layer, Tap::Q, {q.data(), rows, qd, qd, seq, past});
+    hook->on_activation(layer, Tap::K, {k.data(), rows, kvd, kvd, seq, past});
+    hook->on_activation(layer, Tap::V, {v.data(), rows, kvd, kvd, seq, past});
   }
 
   ops::AttentionShape s;
@@ -375,12 +375,12 @@ void Model::attention_block(int layer, const float* x, float* out, std::int64_t 
   s.kv_ld = kvd;
   Tensor& attn = sized(ws.attn, rows, qd);
   ops::attention(q.data(), kp, vp, attn.data(), s);
-  if (hook) hook->on_activation(layer, Tap::AttnOutput, {attn.data(), rows, qd, qd});
+  if (hook) hook->on_activation(layer, Tap::AttnOutput, {attn.data(), rows, qd, qd, seq, past});
   run_linear(w.o, attn.data(), qd, rows, w.o.bias_data(), out, /*accumulate=*/true, ws.wtile);
 }
 
-void Model::ffn_block(int layer, const float* x, float* out, std::int64_t rows, ActivationHook* hook,
-                      Scratch& ws) const {
+void Model::ffn_block(int layer, const float* x, float* out, std::int64_t rows, std::int64_t seq,
+                      std::int64_t past, ActivationHook* hook, Scratch& ws) const {
   const DecoderLayerWeights& w = layers_[static_cast<std::size_t>(layer)];
   const std::int64_t d = cfg_.hidden, f = cfg_.intermediate;
   Tensor& hidden = sized(ws.hidden, rows, f);
@@ -401,7 +401,7 @@ void Model::ffn_block(int layer, const float* x, float* out, std::int64_t rows, 
     ops::silu_mul(hidden.data(), up.data(), rows, f);
     down = &w.down;
   }
-  if (hook) hook->on_activation(layer, Tap::FfnHidden, {hidden.data(), rows, f, f});
+  if (hook) hook->on_activation(layer, Tap::FfnHidden, {hidden.data(), rows, f, f, seq, past});
   run_linear(*down, hidden.data(), f, rows, down->bias_data(), out, /*accumulate=*/true, ws.wtile);
 }
 
@@ -422,20 +422,20 @@ void Model::layer_forward(int layer, Tensor& h, std::int64_t batch, KvCache* cac
   if (cfg_.pre_layer_norm) {
     // x = norm(h); h += attn(x); x = norm(h); h += ffn(x). The residual stream h keeps the original order.
     norm(w.attn_norm, h.data(), x.data(), rows, d);
-    if (hook) hook->on_activation(layer, Tap::AttnInput, {x.data(), rows, d, d});
+    if (hook) hook->on_activation(layer, Tap::AttnInput, {x.data(), rows, d, d, seq, past});
     attention_block(layer, x.data(), h.data(), batch, seq, past, cache, hook, ws);
     norm(w.ffn_norm, h.data(), x.data(), rows, d);
-    if (hook) hook->on_activation(layer, Tap::FfnInput, {x.data(), rows, d, d});
-    ffn_block(layer, x.data(), h.data(), rows, hook, ws);
+    if (hook) hook->on_activation(layer, Tap::FfnInput, {x.data(), rows, d, d, seq, past});
+    ffn_block(layer, x.data(), h.data(), rows, seq, past, hook, ws);
   } else {
     // Post-LN OPT (350m): h = LN(h + attn(h)); h = LN(h + ffn(h)).
     std::memcpy(x.data(), h.data(), static_cast<std::size_t>(rows * d) * 4);
-    if (hook) hook->on_activation(layer, Tap::AttnInput, {x.data(), rows, d, d});
+    if (hook) hook->on_activation(layer, Tap::AttnInput, {x.data(), rows, d, d, seq, past});
     attention_block(layer, x.data(), h.data(), batch, seq, past, cache, hook, ws);
     norm(w.attn_norm, h.data(), x.data(), rows, d);
     std::memcpy(h.data(), x.data(), static_cast<std::size_t>(rows * d) * 4);
-    if (hook) hook->on_activation(layer, Tap::FfnInput, {x.data(), rows, d, d});
-    ffn_block(layer, x.data(), h.data(), rows, hook, ws);
+    if (hook) hook->on_activation(layer, Tap::FfnInput, {x.data(), rows, d, d, seq, past});
+    ffn_block(layer, x.data(), h.data(), rows, seq, past, hook, ws);
     norm(w.ffn_norm, h.data(), x.data(), rows, d);
     std::memcpy(h.data(), x.data(), static_cast<std::size_t>(rows * d) * 4);
   }

@@ -218,6 +218,7 @@ void export_checkpoint(const QuantizedModel& q, const ChannelStats& stats, const
   w.attr("/quantization", "weight_method", std::string(weight_method_name(c.weight_method)));
   w.attr("/quantization", "weight_group", std::int64_t{c.weight_group});
   w.attr("/quantization", "softmax_bits", std::int64_t{c.softmax_bits});
+  w.attr("/quantization", "fp_prefix", std::int64_t{c.fp_prefix});
   w.attr("/quantization", "grid", std::string(grid_name(c.grid)));
   w.attr("/quantization", "ranges", std::string(c.range_mode == RangeMode::Static ? "static" : "dynamic"));
   for (int i = 0; i < kReorderIndices; ++i)
@@ -525,6 +526,11 @@ std::unique_ptr<QuantizedModel> load_checkpoint(const std::filesystem::path& pat
   c.weight_method = parse_weight_method(f.attr_string("/quantization", "weight_method"));
   c.weight_group = static_cast<int>(f.attr_int("/quantization", "weight_group"));
   c.softmax_bits = static_cast<int>(f.attr_int("/quantization", "softmax_bits"));
+  if (f.has_attr("/quantization", "fp_prefix")) {  // written since the remedy exists; 0 before
+    const std::int64_t n = f.attr_int("/quantization", "fp_prefix");
+    if (n < 0 || n > (1 << 20)) f.fail("/quantization fp_prefix " + std::to_string(n) + " is out of range");
+    c.fp_prefix = static_cast<int>(n);
+  }
   c.grid = parse_grid(f.attr_string("/quantization", "grid"));
   c.range_mode = f.attr_string("/quantization", "ranges") == "dynamic" ? RangeMode::Dynamic : RangeMode::Static;
   for (int i = 0; i < kReorderIndices; ++i)

@@ -46,6 +46,10 @@ void QuantConfig::validate() const {
   if (weight_group < 0) throw InputError("weight group size must be 0 (per input cluster) or positive");
   if (gptq_block < 1) throw InputError("GPTQ block size must be positive");
   if (!(gptq_damp > 0.0 && gptq_damp < 1.0)) throw InputError("GPTQ dampening must be in (0, 1)");
+  if (fp_prefix < 0 || fp_prefix > (1 << 20))
+    throw InputError("the full-precision prefix must be 0..1048576 tokens; got " + std::to_string(fp_prefix));
+  if (fp_prefix > 0 && range_mode == RangeMode::Dynamic)
+    throw InputError("a full-precision prefix is for static ranges (dynamic ranges are measured per forward pass)");
 }
 
 std::string QuantConfig::describe() const {
@@ -74,6 +78,7 @@ std::string QuantConfig::describe() const {
     for (int i = 0; i < kReorderIndices; ++i) o << (i ? "," : " ") << "R" << i + 1 << "=" << clusters[i];
     o << "; " << grid_name(grid) << " grid; " << (range_mode == RangeMode::Static ? "static" : "dynamic")
       << " ranges";
+    if (fp_prefix > 0) o << "; first " << fp_prefix << (fp_prefix == 1 ? " token" : " tokens") << " FP";
   }
   o << ")";
   return o.str();

@@ -1,5 +1,6 @@
 #include "rptq/quantize.h"
 
+#include <algorithm>
 #include <chrono>
 #include <map>
 
@@ -52,6 +53,7 @@ class CpuLayerPasses : public LayerPasses {
   LayerRanges ranges(int l, const LayerwiseCallback& progress) override {
     std::vector<LayerRanges> measured(static_cast<std::size_t>(q_.model().config().layers));
     RangeRecorder rec(q_.model().config(), measured);
+    rec.set_skip_prefix(q_.config().fp_prefix);
     runner_.observe(&rec, progress);
     return std::move(measured[static_cast<std::size_t>(l)]);
   }
@@ -109,14 +111,26 @@ void QuantizedModel::Hook::on_activation(int layer, Tap tap, const ActivationVie
   if (layer >= enabled_layers || layer >= static_cast<int>(q_.layers_.size())) return;
   const TapQuantizer& tq = q_.layers_[static_cast<std::size_t>(layer)].taps[static_cast<std::size_t>(tap)];
   if (!tq.active() || (layer == static_off_layer && !tq.dynamic)) return;
-  if (tq.dynamic)
+  if (tq.dynamic) {
     fake_quant_clusters_dynamic(act.data, act.rows, act.cols, act.ld, tq.boundaries, tq.bits, tq.grid);
-  else
+    return;
+  }
+  // Each sequence's tokens past the full-precision prefix (all of them without one).
+  const std::int64_t seq = act.seq > 0 ? act.seq : act.rows;
+  const std::int64_t skip = std::clamp<std::int64_t>(q_.cfg_.fp_prefix - act.past, 0, seq);
+  if (skip == 0) {
     fake_quant_clusters(act.data, act.rows, act.cols, act.ld, tq.boundaries, tq.params);
+    return;
+  }
+  for (std::int64_t r0 = 0; r0 + seq <= act.rows; r0 += seq)
+    fake_quant_clusters(act.row(r0 + skip), seq - skip, act.cols, act.ld, tq.boundaries, tq.params);
 }
 
 std::shared_ptr<const KvQuantization> QuantizedModel::kv_quantization() const {
   if (!cfg_.quantizes(Tap::K) || !cfg_.quantizes(Tap::V)) return nullptr;
+  // The prefix's K/V stay in float: the cache holds every row in float, quantized by the hook (simulated, as the
+  // reference's KV cache), not packed.
+  if (cfg_.fp_prefix > 0) return nullptr;
   if (cfg_.range_mode == RangeMode::Dynamic)
     throw InputError("a packed KV cache needs static K/V ranges from calibration (not --dynamic)");
   auto q = std::make_shared<KvQuantization>();
@@ -182,6 +196,9 @@ std::unique_ptr<QuantizedModel> quantize_with(std::unique_ptr<Model> model, cons
   cfg.validate();
   const ModelConfig& m = model->config();
   check_stats_match(stats, m, stats.model_path);
+  if (cfg.fp_prefix > 0 && !opts.sequential && !opts.reorder_only)
+    throw InputError("a full-precision prefix needs each layer's ranges measured without it (sequential "
+                     "quantization); the statistics file's ranges include every token");
   std::unique_ptr<QuantizedModel> q(new QuantizedModel());
   q->model_ = std::move(model);
   q->cfg_ = cfg;

@@ -107,12 +107,15 @@ class RangeRecorder : public ActivationHook {
  public:
   RangeRecorder(const ModelConfig& cfg, std::vector<LayerRanges>& ranges);
   void on_activation(int layer, Tap tap, const ActivationView& act) override;
+  // Leaves the first n positions of the sequence out of the taps' ranges (QuantConfig::fp_prefix).
+  void set_skip_prefix(std::int64_t n) { skip_prefix_ = n; }
 
  private:
   const ModelConfig& cfg_;
   std::vector<LayerRanges>& ranges_;
   ActivationView last_q_;
   int last_q_layer_ = -1;
+  std::int64_t skip_prefix_ = 0;
   std::vector<float> scores_;
 };
 

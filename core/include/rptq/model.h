@@ -24,6 +24,9 @@ class Checkpoint;
 struct ActivationView {
   float* data = nullptr;
   std::int64_t rows = 0, cols = 0, ld = 0;
+  // The rows are sequences of `seq` consecutive tokens (0: all rows are one sequence), the first of each at
+  // position `past` (a KV cache's length), so a hook can tell the tokens apart (QuantConfig::fp_prefix).
+  std::int64_t seq = 0, past = 0;
   float* row(std::int64_t r) const { return data + r * ld; }
 };
 
@@ -178,7 +181,8 @@ class Model {
   Model() = default;
   void attention_block(int layer, const float* x, float* out, std::int64_t batch, std::int64_t seq,
                        std::int64_t past, KvCache* cache, ActivationHook* hook, Scratch& ws) const;
-  void ffn_block(int layer, const float* x, float* out, std::int64_t rows, ActivationHook* hook, Scratch& ws) const;
+  void ffn_block(int layer, const float* x, float* out, std::int64_t rows, std::int64_t seq, std::int64_t past,
+                 ActivationHook* hook, Scratch& ws) const;
   void norm(const NormWeights& n, const float* x, float* y, std::int64_t rows, std::int64_t cols) const;
 
   ModelConfig cfg_;

@@ -46,6 +46,11 @@ struct QuantConfig {
   std::array<int, kReorderIndices> clusters{32, 4, 4, 32, 32};  // R1..R5; R2 and R3 count per head
   QuantGrid grid = QuantGrid::Exact;
   RangeMode range_mode = RangeMode::Static;
+  // Not a paper setting (a remedy, 0 = off): the first fp_prefix positions of every sequence keep their activations
+  // and K/V in full precision, and are left out of the ranges measured for the quantizers. LLaMA-family models put
+  // token-specific massive activations on the first token (the attention sink), which a static per-cluster range
+  // cannot hold without wiping out the other tokens' values in those channels (docs/rptq-results.md).
+  int fp_prefix = 0;
 
   int bits(Tap t) const { return abits[static_cast<int>(t)]; }
   bool quantizes(Tap t) const { return bits(t) < kFullPrecisionBits; }
