@@ -880,6 +880,45 @@ class GuiTest : public QObject {
     save_shot(w_.get(), QStringLiteral("quantized"));
   }
 
+  // After Quantize, Explore's "applied by quantization" view shows exactly the partition the quantized model uses
+  // (its re-measured ranges, its k and seed), labelled as such; without a quantized model it is not offered.
+  void exploreShowsAppliedClusters() {
+    open_window();
+    calibrate_small(tmp("stats.h5"));
+    rptq::ui::ExplorePage* e = w_->explore_page();
+    w_->go_to(MainWindow::ExploreStep);
+    e->source_combo()->setCurrentIndex(1);
+    QVERIFY(!e->showing_applied());
+    QCOMPARE(e->source_combo()->currentIndex(), 0);
+    quantize_small(QStringLiteral("W4A8"));
+    const rptq::QuantizedModel* q = w_->session()->quantized();
+    QVERIFY(q);
+    w_->go_to(MainWindow::ExploreStep);
+    e->source_combo()->setCurrentIndex(1);
+    QVERIFY(e->showing_applied());
+    QVERIFY(!e->k_spin()->isEnabled());
+    for (int layer : {0, 3})
+      for (int index : {1, 2, 3, 5}) {
+        e->select(layer, index, 7);  // k is the quantization's in this view
+        QTRY_VERIFY_WITH_TIMEOUT(e->up_to_date(), 30000);
+        const rptq::ui::ClusterSnapshot* s = e->shown();
+        QVERIFY(s);
+        QVERIFY(s->request.applied);
+        QCOMPARE(s->request.layer, layer);
+        QCOMPARE(s->request.k, q->config().clusters_of(index));
+        QCOMPARE(e->k_spin()->value(), q->config().clusters_of(index));
+        QVERIFY2(s->order == q->layer(layer).reorder.index(index).order,
+                 qPrintable(QStringLiteral("layer %1 R%2: Explore's partition is not the applied one").arg(layer).arg(index)));
+        QVERIFY(e->findChild<QLabel*>(QStringLiteral("exploreInfo"))->text().startsWith(QStringLiteral("Applied by quantization")));
+      }
+    save_shot(w_.get(), QStringLiteral("explore-applied"));
+    // Back to the calibration ranges: k is free again; a new statistics file drops the quantized model and the view.
+    e->source_combo()->setCurrentIndex(0);
+    QVERIFY(e->k_spin()->isEnabled());
+    w_->session()->clear_quantized();
+    QVERIFY(!e->showing_applied());
+  }
+
   void comparesFpAndQuantized() {
     open_window();
     calibrate_small(tmp("stats.h5"));

@@ -49,7 +49,8 @@ ClusterSnapshot make_cluster_snapshot(const ClusterRequest& req) {
   rptq::TapClusters tc = rptq::cluster_reorder_index(req.index, shape, lr, req.k, req.layer, req.seed);
   s.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 
-  // The plotted feature is the one clustered: R3 clusters the attention output per KV head, over the group's query
+  // The plotted feature is the one clustered, the plain max/min over every calibration token (the statistic only
+  // chooses the quantizers' ranges, below): R3 clusters the attention output per KV head, over the group's query
   // heads (each channel's widest range among them); with one query head per KV head that is the tap itself.
   const rptq::TapRanges& tr = lr.tap(s.shown);
   if (req.index == 3) {
@@ -61,14 +62,14 @@ ClusterSnapshot make_cluster_snapshot(const ClusterRequest& req) {
       for (std::int64_t h = g * group; h < (g + 1) * group; ++h)
         for (std::int64_t c = 0; c < hd; ++c) {
           const auto dst = static_cast<std::size_t>(g * hd + c), src = static_cast<std::size_t>(h * hd + c);
-          s.max[dst] = std::max(s.max[dst], tr.hi(req.stat)[src]);
-          s.min[dst] = std::min(s.min[dst], tr.lo(req.stat)[src]);
+          s.max[dst] = std::max(s.max[dst], tr.max[src]);
+          s.min[dst] = std::min(s.min[dst], tr.min[src]);
         }
     s.description = group > 1 ? QStringLiteral("attn_output, widest over each KV group's %1 query heads").arg(group)
                               : QStringLiteral("attn_output (v and attn_output share these clusters)");
   } else {
-    s.max = tr.hi(req.stat);
-    s.min = tr.lo(req.stat);
+    s.max = tr.max;
+    s.min = tr.min;
     s.description = req.index == 2 ? QStringLiteral("k (clustered jointly with q, per head)")
                                    : QString::fromLatin1(rptq::tap_name(s.shown));
   }

@@ -20,7 +20,7 @@ struct ClusterRequest {
   int layer = 0;
   int index = 1;  // reorder index R1..R5
   int k = 8;      // clusters (per head for R2/R3)
-  rptq::RangeStat stat = rptq::RangeStat::Ema;
+  rptq::RangeStat stat = rptq::RangeStat::Ema;  // the cluster quantizers' range statistic
   int bits = 4;
   rptq::QuantGrid grid = rptq::QuantGrid::Exact;
   std::uint64_t seed = 0;  // base k-means seed (rptq::cluster_seed with the layer and index)
@@ -45,7 +45,8 @@ struct ClusterSnapshot {
   QString description;                     // "attn_input", "k (clustered jointly with q)", ...
   bool per_head = false;                   // R2/R3: k counts per (KV) head
   std::int64_t heads = 1;                  // heads the index clusters within (1 for R1/R4/R5)
-  std::vector<float> max, min;             // per plotted channel (original order): the clustered feature
+  std::vector<float> max, min;             // per plotted channel (original order): the clustered feature, the
+                                           // plain max/min (whatever request.stat)
   std::vector<std::int32_t> labels;        // per channel: its cluster
   std::vector<std::int32_t> order;         // reordered position -> channel (clusters contiguous)
   int clusters = 0;                        // clusters formed (R2/R3: over all heads)

@@ -86,8 +86,10 @@ ExplorePage::ExplorePage(Session* session, QWidget* parent)
   stat_combo_ = new QComboBox;
   stat_combo_->addItem(tr("EMA (reference)"), static_cast<int>(rptq::RangeStat::Ema));
   stat_combo_->addItem(tr("min/max"), static_cast<int>(rptq::RangeStat::MinMax));
-  stat_combo_->setToolTip(tr("Which recorded range each channel's point uses (the clusters are always formed on the "
-                              "plain min/max, as quantization forms them); the cluster quantizers' ranges follow it"));
+  stat_combo_->setToolTip(tr("The statistic of the cluster quantizers' ranges (EMA: the reference's EMA of each "
+                              "cluster's per-sample range) and of the layers \u00d7 taps overview. The points are "
+                              "each channel's plain max/min, on which the clusters are formed, as quantization "
+                              "forms them."));
   source_combo_ = new QComboBox;
   source_combo_->setObjectName(QStringLiteral("sourceCombo"));
   source_combo_->addItem(tr("calibration ranges"));
@@ -211,7 +213,11 @@ ExplorePage::ExplorePage(Session* session, QWidget* parent)
 
   connect(session_, &Session::stats_changed, this, &ExplorePage::stats_changed);
   connect(session_, &Session::quantized_changed, this, &ExplorePage::quantized_changed);
-  connect(source_combo_, &QComboBox::currentIndexChanged, this, [this] {
+  connect(source_combo_, &QComboBox::currentIndexChanged, this, [this](int i) {
+    if (i == 1 && !applied_stats()) {  // nothing quantized yet: the item is disabled, and so is choosing it
+      source_combo_->setCurrentIndex(0);
+      return;
+    }
     update_source_controls();
     request_clusters();
   });
@@ -307,7 +313,10 @@ void ExplorePage::select(int layer, int index, int k) {
   layer_spin_->setValue(layer);
   index_combo_->setCurrentIndex(std::clamp(index, 1, 5) - 1);
   updating_controls_ = false;
-  k_spin_->setValue(k);
+  if (showing_applied())
+    update_source_controls();  // k is the quantization's
+  else
+    k_spin_->setValue(k);
   request_clusters();
 }
 
