@@ -92,10 +92,10 @@ ExplorePage::ExplorePage(Session* session, QWidget* parent)
                               "forms them."));
   source_combo_ = new QComboBox;
   source_combo_->setObjectName(QStringLiteral("sourceCombo"));
-  source_combo_->addItem(tr("calibration ranges"));
-  source_combo_->addItem(tr("applied by quantization"));
-  source_combo_->setToolTip(tr("calibration ranges: the statistics file's, clustered at the chosen k.\n"
-                               "applied by quantization: the clusters, ranges and quantizers the quantized model "
+  source_combo_->addItem(tr("calibration"));
+  source_combo_->addItem(tr("applied"));
+  source_combo_->setToolTip(tr("calibration: the statistics file's ranges, clustered at the chosen k.\n"
+                               "applied: the clusters, ranges and quantizers the quantized model "
                                "actually uses (each layer's ranges re-measured on the already quantized earlier "
                                "layers; k, seed and statistic of the quantization). Available after Quantize."));
   k_spin_ = new QSpinBox;
@@ -103,7 +103,7 @@ ExplorePage::ExplorePage(Session* session, QWidget* parent)
   k_spin_->setPrefix(tr("k = "));
   k_slider_ = new QSlider(Qt::Horizontal);
   k_slider_->setObjectName(QStringLiteral("kSlider"));
-  k_slider_->setMinimumWidth(140);
+  k_slider_->setMinimumWidth(100);
   k_slider_->setToolTip(tr("Clusters: the channels of each cluster share one quantizer"));
   bits_spin_ = new QSpinBox;
   bits_spin_->setObjectName(QStringLiteral("bitsSpin"));
