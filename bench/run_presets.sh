@@ -5,7 +5,8 @@
 #   bench/run_presets.sh [BUILD_DIR]
 # Environment: RPTQ_MODEL (default ../shared/models/tiny-opt-16m), RPTQ_CALIB (../shared/data/c4-calib.txt),
 #   RPTQ_EVAL (../shared/data/wikitext2-test.txt), RPTQ_SEQLEN (512), RPTQ_SAMPLES (128), RPTQ_MAX_WINDOWS (40),
-#   RPTQ_OUT (bench/results/presets-<model>.txt)
+#   RPTQ_OUT (bench/results/presets-<model>.txt), RPTQ_ABLATIONS (1: the softmax, RTN, grid and --no-sequential
+#   rows), RPTQ_REMEDIES (0; 1: the W4A8/W4A4 remedies for massive first-token activations, --fp-prefix 1)
 set -euo pipefail
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 BUILD=${1:-$REPO/build}
@@ -32,6 +33,11 @@ trap 'rm -rf "$TMP"' EXIT
   }
   for p in W16A16 W4A16 W4A8 W4A4 W4A4KV W4A3KV W3A3KV; do run "$p" --preset "$p"; done
   run "W4A4 per-tensor (1 cluster per tap)" --preset W4A4 --clusters 1
+  if [ "${RPTQ_REMEDIES:-0}" = 1 ]; then
+    run "W4A8, first token FP (--fp-prefix 1)" --preset W4A8 --fp-prefix 1
+    run "W4A4, first token FP (--fp-prefix 1)" --preset W4A4 --fp-prefix 1
+  fi
+  [ "${RPTQ_ABLATIONS:-1}" = 1 ] || exit 0
   run "W4A8 with FP softmax" --preset W4A8 --softmax-bits 16
   run "W4A4 with FP softmax" --preset W4A4 --softmax-bits 16
   run "W4A16 RTN weights" --preset W4A16 --weights rtn
