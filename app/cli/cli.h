@@ -8,6 +8,7 @@
 #include <string>
 
 #include "rptq/model.h"
+#include "rptq/perplexity.h"
 
 namespace rptq::cli {
 
@@ -43,5 +44,14 @@ std::string human_bytes(std::uint64_t bytes);  // "31.0 MiB"
 
 // Model::load with a "loading" progress bar.
 std::unique_ptr<Model> load_model(const std::string& dir);
+
+// The evaluation windows of `eval`, `compare` and `sensitivity`: --seqlen and --max-windows.
+struct WindowArgs {
+  std::int64_t seqlen = 0, max_windows = 0;
+};
+void add_window_options(CLI::App* cmd, WindowArgs& a);
+// The reference convention: 2048-token windows, shortened to what the model's positions allow; throws InputError
+// for an OPT window longer than its positions.
+PerplexityOptions window_options(const WindowArgs& a, const ModelConfig& m);
 
 }  // namespace rptq::cli

@@ -16,7 +16,7 @@ namespace rptq::cli {
 namespace {
 struct CompareArgs {
   std::string model, data;
-  std::int64_t seqlen = 0, max_windows = 0;
+  WindowArgs windows;
   int threads = 0;
   bool json = false;
   QuantArgs quant;
@@ -31,12 +31,7 @@ void run_compare(const CompareArgs& a) {
   const auto ids = tok->encode(text, true);
   auto fp = load_model(a.model);
   auto q = load_and_quantize(a.model, a.quant, nullptr, device);
-  PerplexityOptions po;
-  po.seqlen = a.seqlen > 0 ? a.seqlen : std::min<std::int64_t>(2048, fp->config().max_positions);
-  if (fp->config().arch == Architecture::OPT && po.seqlen > fp->config().max_positions)
-    throw InputError("--seqlen " + std::to_string(po.seqlen) + " is longer than the model's " +
-                     std::to_string(fp->config().max_positions) + " positions");
-  po.max_windows = a.max_windows;
+  PerplexityOptions po = window_options(a.windows, fp->config());
   Progress p("comparing");
   po.progress = [&](std::int64_t done, std::int64_t total) {
     p.update(static_cast<double>(done), static_cast<double>(total), " windows");
@@ -79,10 +74,7 @@ void add_compare(CLI::App& app) {
   auto* cmd = app.add_subcommand("compare", "FP and quantized model side by side: perplexity, KL, top-1 agreement");
   cmd->add_option("MODEL", a->model, "Hugging Face model folder")->required();
   cmd->add_option("--data", a->data, "Evaluation text file, tokenized whole with one BOS")->required();
-  cmd->add_option("--seqlen", a->seqlen, "Window length in tokens (default 2048, or the model's positions)")
-      ->check(CLI::Range(2, 1 << 20));
-  cmd->add_option("--max-windows", a->max_windows, "Evaluate at most this many windows (default: all)")
-      ->check(CLI::Range(1, 1 << 30));
+  add_window_options(cmd, a->windows);
   cmd->add_option("--threads", a->threads, "CPU threads (default: all cores)")->check(CLI::Range(0, 4096));
   cmd->add_flag("--json", a->json, "Print JSON (ppl_fp, ppl_q, kl, top1_agreement and the settings)");
   add_quant_options(cmd, a->quant, /*stats_required=*/true);

@@ -18,7 +18,8 @@ namespace rptq::cli {
 namespace {
 struct EvalArgs {
   std::string model, data;
-  std::int64_t seqlen = 0, max_windows = 0, batch = 1;
+  WindowArgs windows;
+  std::int64_t batch = 1;
   int threads = 0;
   bool json = false;
   QuantArgs quant;
@@ -36,13 +37,7 @@ void run_eval(const EvalArgs& a) {
   const Model& m = src.model();
   ActivationHook* hook = src.hook();
   const QuantizedModel* quantized = src.quantized.get();
-  PerplexityOptions po;
-  // Reference convention: 2048-token windows, shortened to what the model's positions allow.
-  po.seqlen = a.seqlen > 0 ? a.seqlen : std::min<std::int64_t>(2048, m.config().max_positions);
-  if (m.config().arch == Architecture::OPT && po.seqlen > m.config().max_positions)
-    throw InputError("--seqlen " + std::to_string(po.seqlen) + " is longer than the model's " +
-                     std::to_string(m.config().max_positions) + " positions");
-  po.max_windows = a.max_windows;
+  PerplexityOptions po = window_options(a.windows, m.config());
   po.batch = a.batch;
   Progress p("evaluating");
   po.progress = [&](std::int64_t done, std::int64_t total) {
@@ -64,7 +59,7 @@ void run_eval(const EvalArgs& a) {
     j["ppl"] = r.ppl;
     j["windows"] = r.windows;
     j["seqlen"] = r.seqlen;
-    j["max_windows"] = a.max_windows > 0 ? nlohmann::json(a.max_windows) : nlohmann::json(nullptr);
+    j["max_windows"] = a.windows.max_windows > 0 ? nlohmann::json(a.windows.max_windows) : nlohmann::json(nullptr);
     j["tokens"] = r.tokens;
     j["tokens_in_file"] = r.tokens_in_text;
     j["seconds"] = r.seconds;
@@ -95,10 +90,7 @@ void add_eval(CLI::App& app) {
   auto* cmd = app.add_subcommand("eval", "Measure perplexity on a text file (GPTQ/RPTQ convention)");
   cmd->add_option("MODEL", a->model, "Hugging Face model folder")->required();
   cmd->add_option("--data", a->data, "Text file, tokenized whole with one BOS")->required();
-  cmd->add_option("--seqlen", a->seqlen, "Window length in tokens (default 2048, or the model's positions)")
-      ->check(CLI::Range(2, 1 << 20));
-  cmd->add_option("--max-windows", a->max_windows, "Evaluate at most this many windows (default: all)")
-      ->check(CLI::Range(1, 1 << 30));
+  add_window_options(cmd, a->windows);
   cmd->add_option("--batch", a->batch, "Windows per forward pass (default 1)")->check(CLI::Range(1, 1024));
   cmd->add_option("--threads", a->threads, "CPU threads (default: all cores)")->check(CLI::Range(0, 4096));
   cmd->add_flag("--json", a->json, "Print JSON (ppl, windows, seqlen, tokens, seconds, tokens_per_s, ...)");

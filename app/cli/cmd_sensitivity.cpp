@@ -16,7 +16,7 @@ namespace rptq::cli {
 namespace {
 struct SensitivityArgs {
   std::string model, data;
-  std::int64_t seqlen = 0, max_windows = 0;
+  WindowArgs windows;
   int threads = 0;
   bool json = false;
   QuantArgs quant;
@@ -39,12 +39,7 @@ void run_sensitivity(const SensitivityArgs& a) {
   const auto ids = tok->encode(text, true);
   auto model = load_model(a.model);
   check_stats_match(stats, model->config(), a.quant.stats);
-  PerplexityOptions po;
-  po.seqlen = a.seqlen > 0 ? a.seqlen : std::min<std::int64_t>(2048, model->config().max_positions);
-  if (model->config().arch == Architecture::OPT && po.seqlen > model->config().max_positions)
-    throw InputError("--seqlen " + std::to_string(po.seqlen) + " is longer than the model's " +
-                     std::to_string(model->config().max_positions) + " positions");
-  po.max_windows = a.max_windows;
+  const PerplexityOptions po = window_options(a.windows, model->config());
   const QuantizeOptions qo = build_quantize_options(a.quant, stats);
   auto q = quantize_for_sensitivity(std::move(model), stats, cfg, qo.stat, qo.seed);
   Progress p("probing");
@@ -120,10 +115,7 @@ void add_sensitivity(CLI::App& app) {
                      "ppl / top-1 against the FP model, with per-layer and per-tap sums");
   cmd->add_option("MODEL", a->model, "Hugging Face model folder")->required();
   cmd->add_option("--data", a->data, "Evaluation text file, tokenized whole with one BOS")->required();
-  cmd->add_option("--seqlen", a->seqlen, "Window length in tokens (default 2048, or the model's positions)")
-      ->check(CLI::Range(2, 1 << 20));
-  cmd->add_option("--max-windows", a->max_windows, "Evaluate at most this many windows (default: all)")
-      ->check(CLI::Range(1, 1 << 30));
+  add_window_options(cmd, a->windows);
   cmd->add_option("--threads", a->threads, "CPU threads (default: all cores)")->check(CLI::Range(0, 4096));
   cmd->add_flag("--json", a->json, "Print JSON: taps, cells (layer, tap, kl, ppl, top1_agreement), per_layer, "
                                    "per_tap and the settings");

@@ -1,9 +1,11 @@
 #include <unistd.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 
 #include "cli.h"
+#include "rptq/error.h"
 
 namespace rptq::cli {
 
@@ -48,6 +50,23 @@ std::string human_bytes(std::uint64_t bytes) {
   char buf[32];
   std::snprintf(buf, sizeof buf, u == 0 ? "%.0f %s" : "%.1f %s", v, units[u]);
   return buf;
+}
+
+void add_window_options(CLI::App* cmd, WindowArgs& a) {
+  cmd->add_option("--seqlen", a.seqlen, "Window length in tokens (default 2048, or the model's positions)")
+      ->check(CLI::Range(2, 1 << 20));
+  cmd->add_option("--max-windows", a.max_windows, "Evaluate at most this many windows (default: all)")
+      ->check(CLI::Range(1, 1 << 30));
+}
+
+PerplexityOptions window_options(const WindowArgs& a, const ModelConfig& m) {
+  PerplexityOptions po;
+  po.seqlen = a.seqlen > 0 ? a.seqlen : std::min<std::int64_t>(2048, m.max_positions);
+  if (m.arch == Architecture::OPT && po.seqlen > m.max_positions)
+    throw InputError("--seqlen " + std::to_string(po.seqlen) + " is longer than the model's " +
+                     std::to_string(m.max_positions) + " positions");
+  po.max_windows = a.max_windows;
+  return po;
 }
 
 std::unique_ptr<Model> load_model(const std::string& dir) {
