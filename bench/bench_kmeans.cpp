@@ -2,7 +2,8 @@
 // the interactive re-clustering goal: k = 32 with the default options in under 50 ms on the 2-core dev machine.
 //
 //   bench_kmeans [--n 36864] [--ks 4,8,32,64] [--threads 1,2] [--repeats 15] [--warmup 2] [--seed 1234]
-//                [--restarts R] [--max-iterations M] [--outliers 0.005] [--no-quality] [--wait-idle SECONDS]
+//                [--restarts R] [--restart-work W] [--max-iterations M] [--outliers 0.005] [--no-quality]
+//                [--wait-idle SECONDS]
 //
 // The points are (max, min) per channel, seeded: most channels in a narrow band (max ~ 1.5 e^(0.3 g), min ~
 // -1.5 e^(0.3 g), g standard normal), and a fraction --outliers of channels 50-500x larger on one or both sides,
@@ -56,7 +57,7 @@ struct Args {
 [[noreturn]] void usage(const char* why) {
   std::fprintf(stderr,
                "%s\nusage: bench_kmeans [--n 36864] [--ks 4,8,32,64] [--threads 1,2] [--repeats 15] [--warmup 2] "
-               "[--seed 1234] [--restarts R] [--max-iterations M] [--outliers 0.005] [--no-quality] "
+               "[--seed 1234] [--restarts R] [--restart-work W] [--max-iterations M] [--outliers 0.005] [--no-quality] "
                "[--wait-idle SECONDS]\n",
                why);
   std::exit(2);
@@ -87,6 +88,7 @@ Args parse_args(int argc, char** argv) {
       else if (s == "--warmup") a.warmup = std::stoi(value());
       else if (s == "--seed") a.seed = std::stoull(value());
       else if (s == "--restarts") a.opts.restarts = std::stoi(value());
+      else if (s == "--restart-work") a.opts.restart_work = std::stoll(value());
       else if (s == "--max-iterations") a.opts.max_iterations = std::stoi(value());
       else if (s == "--outliers") a.outliers = std::stod(value());
       else if (s == "--no-quality") a.quality = false;
@@ -177,6 +179,7 @@ int main(int argc, char** argv) {
                     {"outliers", a.outliers},
                     {"seed", a.seed},
                     {"restarts", a.opts.restarts},
+                    {"restart_work", a.opts.restart_work},
                     {"max_iterations", a.opts.max_iterations},
                     {"repeats", a.repeats},
                     {"warmup", a.warmup},
