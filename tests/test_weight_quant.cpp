@@ -177,34 +177,63 @@ TEST(WeightQuant, RtnMatchesScalarReimplementation) {
 }
 
 TEST(WeightQuant, HessianAccumulatesAsGptq) {
-  const std::int64_t in = 300, ld = 305;  // wider than one accumulation block of 256 rows of H
-  const std::vector<std::int64_t> batches = {100, 1, 57};
+  // Wider than one accumulation block of H's rows; batches before and after a read, and past the float sums'
+  // fold into double (every 2048 rows).
+  const std::int64_t in = 300, ld = 305;
+  const std::vector<std::vector<std::int64_t>> rounds = {{100, 1, 57}, {2100, 30}};
   rptq::HessianAccumulator h(in);
   std::vector<double> want(static_cast<std::size_t>(in * in), 0.0);
   std::int64_t n = 0;
   std::uint32_t seed = 40;
-  for (std::int64_t rows : batches) {
-    const std::vector<float> x = gaussian(static_cast<std::size_t>(rows * ld), seed++);
-    h.add(x.data(), rows, ld);
-    n += rows;
-    for (std::int64_t r = 0; r < rows; ++r)
-      for (std::int64_t i = 0; i < in; ++i)
-        for (std::int64_t j = 0; j < in; ++j)
-          want[static_cast<std::size_t>(i * in + j)] += static_cast<double>(x[static_cast<std::size_t>(r * ld + i)]) *
-                                                        x[static_cast<std::size_t>(r * ld + j)];
-  }
-  EXPECT_EQ(h.samples(), 158);
-  EXPECT_EQ(h.in(), in);
-  const std::vector<double>& H = h.hessian();
-  ASSERT_EQ(H.size(), static_cast<std::size_t>(in * in));
-  for (std::int64_t i = 0; i < in; ++i)
-    for (std::int64_t j = 0; j < in; ++j) {
-      const double expect = 2.0 / static_cast<double>(n) * want[static_cast<std::size_t>(i * in + j)];
-      ASSERT_NEAR(H[static_cast<std::size_t>(i * in + j)], expect, 1e-5 * (1.0 + std::fabs(expect))) << i << "," << j;
-      ASSERT_EQ(H[static_cast<std::size_t>(i * in + j)], H[static_cast<std::size_t>(j * in + i)]);  // symmetric
+  for (const auto& batches : rounds) {
+    for (std::int64_t rows : batches) {
+      const std::vector<float> x = gaussian(static_cast<std::size_t>(rows * ld), seed++);
+      h.add(x.data(), rows, ld);
+      n += rows;
+      for (std::int64_t r = 0; r < rows; ++r)
+        for (std::int64_t i = 0; i < in; ++i) {
+          const double xi = x[static_cast<std::size_t>(r * ld + i)];
+          double* wi = want.data() + i * in;
+          const float* xr = x.data() + r * ld;
+          for (std::int64_t j = 0; j < in; ++j) wi[j] += xi * xr[j];
+        }
     }
+    EXPECT_EQ(h.samples(), n);
+    EXPECT_EQ(h.in(), in);
+    const std::vector<double>& H = h.hessian();
+    ASSERT_EQ(H.size(), static_cast<std::size_t>(in * in));
+    for (std::int64_t i = 0; i < in; ++i)
+      for (std::int64_t j = 0; j < in; ++j) {
+        const double expect = 2.0 / static_cast<double>(n) * want[static_cast<std::size_t>(i * in + j)];
+        ASSERT_NEAR(H[static_cast<std::size_t>(i * in + j)], expect, 1e-5 * (1.0 + std::fabs(expect)))
+            << "after " << n << " rows: " << i << "," << j;
+        ASSERT_EQ(H[static_cast<std::size_t>(i * in + j)], H[static_cast<std::size_t>(j * in + i)]);  // symmetric
+      }
+  }
+  EXPECT_EQ(n, 2288);
   h.add(nullptr, 0, in);  // an empty batch changes nothing
-  EXPECT_EQ(h.samples(), 158);
+  EXPECT_EQ(h.samples(), n);
+}
+
+// permuted() is the Hessian of the inputs with their columns reordered.
+TEST(WeightQuant, HessianPermutedIsTheReorderedInputsHessian) {
+  const std::int64_t in = 37, rows = 90;
+  const std::vector<float> x = gaussian(static_cast<std::size_t>(rows * in), 7);
+  std::vector<std::int32_t> order(static_cast<std::size_t>(in));
+  for (std::int64_t i = 0; i < in; ++i) order[static_cast<std::size_t>(i)] = static_cast<std::int32_t>((i * 10) % in);
+  std::vector<float> xp(x.size());
+  for (std::int64_t r = 0; r < rows; ++r)
+    for (std::int64_t i = 0; i < in; ++i) xp[r * in + i] = x[r * in + order[static_cast<std::size_t>(i)]];
+  rptq::HessianAccumulator a(in), b(in);
+  a.add(x.data(), rows, in);
+  b.add(xp.data(), rows, in);
+  const rptq::HessianAccumulator p = a.permuted(order);
+  EXPECT_EQ(p.samples(), rows);
+  for (std::size_t k = 0; k < p.hessian().size(); ++k)
+    ASSERT_NEAR(p.hessian()[k], b.hessian()[k], 1e-5 * (1.0 + std::fabs(b.hessian()[k]))) << k;
+  order[3] = order[4];  // not a permutation
+  EXPECT_THROW(a.permuted(order), rptq::InputError);
+  EXPECT_THROW(a.permuted(std::span(order).first(5)), rptq::InputError);
 }
 
 // GPTQ as the paper writes it, column by column in double, with its own Cholesky: the reference for the blocked,

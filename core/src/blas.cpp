@@ -24,6 +24,7 @@ using SetThreadsFn = void (*)(int);
 using StringFn = char* (*)();
 // Fortran LAPACK: arguments by pointer, then the hidden length of the character argument (gfortran: size_t).
 using PotrfFn = void (*)(const char*, const int*, double*, const int*, int*, std::size_t);
+using TrtriFn = void (*)(const char*, const char*, const int*, double*, const int*, int*, std::size_t, std::size_t);
 
 struct Library {
   SgemmFn sgemm = nullptr;
@@ -32,6 +33,7 @@ struct Library {
   StringFn corename = nullptr;
   PotrfFn dpotrf = nullptr;  // LAPACK; null when the library has none
   PotrfFn dpotri = nullptr;
+  TrtriFn dtrtri = nullptr;
   Info info;
 };
 
@@ -64,6 +66,7 @@ Library load() {
   lib.corename = reinterpret_cast<StringFn>(dlsym(h, "openblas_get_corename"));
   lib.dpotrf = reinterpret_cast<PotrfFn>(dlsym(h, "dpotrf_"));
   lib.dpotri = reinterpret_cast<PotrfFn>(dlsym(h, "dpotri_"));
+  lib.dtrtri = reinterpret_cast<TrtriFn>(dlsym(h, "dtrtri_"));
   if (!lib.sgemm || !lib.set_threads)
     throw std::runtime_error(lib.info.library + " has no cblas_sgemm/openblas_set_num_threads: not OpenBLAS?");
   if (lib.config) lib.info.config = lib.config();
@@ -163,6 +166,17 @@ int dpotrf(char uplo, std::int64_t n, double* a, std::int64_t lda) {
 
 int dpotri(char uplo, std::int64_t n, double* a, std::int64_t lda) {
   return call_lapack(library().dpotri, "dpotri", uplo, n, a, lda);
+}
+
+int dtrtri(char uplo, std::int64_t n, double* a, std::int64_t lda) {
+  const TrtriFn fn = library().dtrtri;
+  if (!fn)
+    throw std::runtime_error(library().info.library + " has no LAPACK dtrtri_: install libopenblas0-openmp");
+  const int in = static_cast<int>(n), ilda = static_cast<int>(lda);
+  const char diag = 'N';
+  int info = 0;
+  fn(&uplo, &diag, &in, a, &ilda, &info, 1, 1);
+  return info;
 }
 
 void set_num_threads(int n) { library().set_threads(n); }

@@ -20,8 +20,10 @@ constexpr std::int64_t kParallelElements = 1 << 14;
 // GPTQ's per-column work is independent between output rows, so a block is processed by chunks of rows, each by
 // one thread, with the block's columns of the chunk (block x chunk floats) kept in cache.
 constexpr std::int64_t kRowChunk = 256;
-// Hessian accumulation: rows of H computed per sgemm call (bounds the float scratch to kHessianRows x in).
-constexpr std::int64_t kHessianRows = 256;
+// Hessian accumulation: rows of H computed per sgemm call (row blocks of the upper triangle: the smaller, the
+// fewer products below the diagonal), and the input rows summed in float before they are folded into H in double.
+constexpr std::int64_t kHessianRows = 128;
+constexpr std::int64_t kHessianFlushRows = 2048;
 
 void check_weight_args(const float* w, std::int64_t out, std::int64_t in, int bits,
                        const std::vector<std::int64_t>& boundaries, const char* what) {
@@ -288,81 +290,152 @@ void HessianAccumulator::add(const float* x, std::int64_t rows, std::int64_t ld)
                      ", width " + std::to_string(in_) + ")");
   if (rows == 0) return;
   if (!x) throw InputError("Hessian: null input batch");
-  // GPTQ's running form: H = N/(N + rows) H + 2/(N + rows) X^T X, so H stays 2/N sum x x^T after every batch.
-  const double keep = static_cast<double>(samples_) / static_cast<double>(samples_ + rows);
-  samples_ += rows;
-  const double a = 2.0 / static_cast<double>(samples_);
   const std::int64_t n = in_;
-  std::vector<float> s(static_cast<std::size_t>(std::min(kHessianRows, n) * n));
+  if (pending_.empty()) pending_.assign(static_cast<std::size_t>(n * n), 0.0f);
+  const float beta = pending_rows_ > 0 ? 1.0f : 0.0f;
   for (std::int64_t i0 = 0; i0 < n; i0 += kHessianRows) {
     // Rows i0..i1 of X^T X from column i0 on: the upper triangle (and the diagonal block whole), in float.
     const std::int64_t i1 = std::min(n, i0 + kHessianRows), w = n - i0;
-    blas::sgemm(true, false, i1 - i0, w, rows, 1.0f, x + i0, ld, x + i0, ld, 0.0f, s.data(), w);
-    // Only j >= i is taken and mirrored, so H stays exactly symmetric.
-#pragma omp parallel for schedule(dynamic, 16) if ((i1 - i0) * w > kParallelElements)
-    for (std::int64_t i = i0; i < i1; ++i) {
-      const float* si = s.data() + (i - i0) * w - i0;
-      double* hi = h_.data() + i * n;
-      for (std::int64_t j = i; j < n; ++j) {
-        const double v = keep * hi[j] + a * static_cast<double>(si[j]);
-        hi[j] = v;
-        h_[static_cast<std::size_t>(j * n + i)] = v;
-      }
-    }
+    blas::sgemm(true, false, i1 - i0, w, rows, 1.0f, x + i0, ld, x + i0, ld, beta, pending_.data() + i0 * n + i0, n);
   }
+  pending_rows_ += rows;
+  if (pending_rows_ >= kHessianFlushRows) flush();
+}
+
+void HessianAccumulator::flush() const {
+  if (pending_rows_ == 0) return;
+  // GPTQ's running form: H = N/(N + rows) H + 2/(N + rows) X^T X, so H stays 2/N sum x x^T after every batch.
+  const double keep = static_cast<double>(samples_) / static_cast<double>(samples_ + pending_rows_);
+  samples_ += pending_rows_;
+  pending_rows_ = 0;
+  const double a = 2.0 / static_cast<double>(samples_);
+  const std::int64_t n = in_;
+  // Only j >= i is taken (mirrored by hessian()), so H stays exactly symmetric.
+#pragma omp parallel for schedule(dynamic, 16) if (n * n > 2 * kParallelElements)
+  for (std::int64_t i = 0; i < n; ++i) {
+    const float* si = pending_.data() + i * n;
+    double* hi = h_.data() + i * n;
+#pragma omp simd
+    for (std::int64_t j = i; j < n; ++j) hi[j] = keep * hi[j] + a * static_cast<double>(si[j]);
+  }
+  lower_stale_ = true;
+}
+
+const std::vector<double>& HessianAccumulator::hessian() const {
+  flush();
+  if (lower_stale_) {
+    const std::int64_t n = in_;
+    double* h = h_.data();
+    for (std::int64_t i = 0; i < n; ++i)
+      for (std::int64_t j = i + 1; j < n; ++j) h[j * n + i] = h[i * n + j];
+    lower_stale_ = false;
+  }
+  return h_;
+}
+
+HessianAccumulator HessianAccumulator::permuted(std::span<const std::int32_t> order) const {
+  const std::int64_t n = in_;
+  if (static_cast<std::int64_t>(order.size()) != n)
+    throw InputError("Hessian: a permutation of " + std::to_string(order.size()) +
+                     " channels for an accumulator of width " + std::to_string(n));
+  std::vector<char> seen(static_cast<std::size_t>(n), 0);
+  for (std::int32_t o : order) {
+    if (o < 0 || o >= n || seen[static_cast<std::size_t>(o)])
+      throw InputError("Hessian: the channel order is not a permutation of 0.." + std::to_string(n - 1));
+    seen[static_cast<std::size_t>(o)] = 1;
+  }
+  const std::vector<double>& h = hessian();
+  std::vector<double> p(static_cast<std::size_t>(n * n));
+  for (std::int64_t i = 0; i < n; ++i) {
+    const double* hi = h.data() + static_cast<std::int64_t>(order[static_cast<std::size_t>(i)]) * n;
+    double* pi = p.data() + i * n;
+    for (std::int64_t j = 0; j < n; ++j) pi[j] = hi[order[static_cast<std::size_t>(j)]];
+  }
+  return HessianAccumulator(n, std::move(p), samples());
 }
 
 QuantizedWeight quantize_gptq(const float* w, std::int64_t out, std::int64_t in, int bits, QuantGrid grid,
                               const std::vector<std::int64_t>& group_boundaries, const HessianAccumulator& h,
                               int block_size, double damp) {
-  // Group quantizers from the original weight, before any update.
-  QuantizedWeight q = group_quantizers(w, out, in, bits, grid, group_boundaries, "quantize_gptq");
+  // The arguments the factor does not see are checked first, so errors come in the order they always did.
+  group_quantizers(w, out, in, bits, grid, group_boundaries, "quantize_gptq");
   if (h.in() != in)
     throw InputError("quantize_gptq: the Hessian is " + std::to_string(h.in()) + " wide but the weight has " +
                      std::to_string(in) + " input columns");
+  return quantize_gptq(w, out, in, bits, grid, group_boundaries, gptq_factor(h, damp), block_size);
+}
+
+GptqFactor gptq_factor(const HessianAccumulator& h, double damp) {
   if (h.samples() == 0) throw InputError("quantize_gptq: the Hessian has no calibration samples");
-  if (block_size < 1)
-    throw InputError("quantize_gptq: block size must be positive; got " + std::to_string(block_size));
   if (!(damp >= 0.0) || !std::isfinite(damp))
     throw InputError("quantize_gptq: dampening must be a finite value >= 0; got " + std::to_string(damp));
-  const std::int64_t n = in;
+  const std::int64_t n = h.in();
   const auto nn = static_cast<std::size_t>(n);
+  GptqFactor f;
+  f.in = n;
+  f.dead.assign(nn, 0);
 
-  // H with dead inputs set to 1 and the dampening added, in double.
-  std::vector<double> H = h.hessian();
-  for (double v : H)
+  // H with dead inputs set to 1 and the dampening added, in double, with rows and columns in reverse order:
+  // R[i][j] = H[n-1-i][n-1-j] (see below).
+  const std::vector<double>& H = h.hessian();
+  std::vector<double> R(nn * nn);
+  for (std::int64_t i = 0; i < n; ++i) {
+    const double* src = H.data() + (n - 1 - i) * n;
+    double* dst = R.data() + i * n;
+    for (std::int64_t j = 0; j < n; ++j) dst[j] = src[n - 1 - j];
+  }
+  for (double v : R)
     if (!std::isfinite(v))
       throw InputError("quantize_gptq: the Hessian holds NaN or infinity (non-finite calibration inputs?)");
-  std::vector<char> dead(nn, 0);
   double mean_diag = 0.0;
   for (std::int64_t i = 0; i < n; ++i) {
-    double& d = H[static_cast<std::size_t>(i * n + i)];
+    double& d = R[static_cast<std::size_t>(i * n + i)];
     if (d == 0.0) {
       d = 1.0;
-      dead[static_cast<std::size_t>(i)] = 1;
+      f.dead[static_cast<std::size_t>(n - 1 - i)] = 1;
     }
     mean_diag += d;
   }
   mean_diag /= static_cast<double>(n);
-  for (std::int64_t i = 0; i < n; ++i) H[static_cast<std::size_t>(i * n + i)] += damp * mean_diag;
+  for (std::int64_t i = 0; i < n; ++i) R[static_cast<std::size_t>(i * n + i)] += damp * mean_diag;
 
-  // Hinv = U with H^-1 = U^T U (U upper, row-major). On the row-major buffer LAPACK sees the transpose, so the
-  // column-major 'L' routines work on our upper triangle: H = L L^T, H^-1 from it, then H^-1 = L2 L2^T = U^T U.
+  // U with H^-1 = U^T U, U upper. With J the reversal, J H J = L L^T (Cholesky, L lower) gives H = (J L J)(J L J)^T
+  // where J L J is upper, so H^-1 = U^T U with U = (J L J)^-1 = J L^-1 J: upper with a positive diagonal, hence
+  // the factor itself (unique). One Cholesky and one triangular inverse (2/3 n^3), not a Cholesky, an inverse
+  // and a second Cholesky (4/3 n^3). On the row-major buffer LAPACK sees the transpose: its column-major 'L'
+  // routines leave L (then L^-1) as the row-major upper triangle, element (a, b) of L^-1 at [b][a].
+  int info = blas::dpotrf('L', n, R.data(), n);
   const char* why = nullptr;
-  int info = blas::dpotrf('L', n, H.data(), n);
-  if (info == 0 && (info = blas::dpotri('L', n, H.data(), n)) != 0) why = "inverting";
-  if (info == 0 && (info = blas::dpotrf('L', n, H.data(), n)) != 0) why = "factoring the inverse of";
-  if (info != 0)
+  if (info == 0 && (info = blas::dtrtri('L', n, R.data(), n)) != 0) why = "inverting the Cholesky factor of";
+  if (info != 0) {
+    // A failure at column k of the reversed matrix is at column n + 1 - k of H.
     throw InputError(std::string("quantize_gptq: ") + (why ? why : "factoring") + " the Hessian failed at column " +
-                     std::to_string(info) + " of " + std::to_string(n) +
+                     std::to_string(n + 1 - info) + " of " + std::to_string(n) +
                      ": it is not positive definite even after dampening " + std::to_string(damp) +
                      " (degenerate calibration inputs?)");
-  std::vector<float> U(nn * nn, 0.0f);
+  }
+  f.u.assign(nn * nn, 0.0f);
+  // U[i][j] = L^-1(n-1-i, n-1-j) = buffer[(n-1-j)][(n-1-i)] for j >= i.
 #pragma omp parallel for schedule(static) if (n * n > kParallelElements)
   for (std::int64_t i = 0; i < n; ++i)
     for (std::int64_t j = i; j < n; ++j)
-      U[static_cast<std::size_t>(i * n + j)] = static_cast<float>(H[static_cast<std::size_t>(i * n + j)]);
-  H = {};
+      f.u[static_cast<std::size_t>(i * n + j)] = static_cast<float>(R[static_cast<std::size_t>((n - 1 - j) * n + (n - 1 - i))]);
+  return f;
+}
+
+QuantizedWeight quantize_gptq(const float* w, std::int64_t out, std::int64_t in, int bits, QuantGrid grid,
+                              const std::vector<std::int64_t>& group_boundaries, const GptqFactor& f,
+                              int block_size) {
+  // Group quantizers from the original weight, before any update.
+  QuantizedWeight q = group_quantizers(w, out, in, bits, grid, group_boundaries, "quantize_gptq");
+  if (f.in != in)
+    throw InputError("quantize_gptq: the Hessian is " + std::to_string(f.in) + " wide but the weight has " +
+                     std::to_string(in) + " input columns");
+  if (block_size < 1)
+    throw InputError("quantize_gptq: block size must be positive; got " + std::to_string(block_size));
+  const std::int64_t n = in;
+  const std::vector<float>& U = f.u;
+  const std::vector<char>& dead = f.dead;
 
   // The working weight: dead input columns are zero (their inputs are).
   std::vector<float> W(w, w + out * n);
@@ -384,12 +457,16 @@ QuantizedWeight quantize_gptq(const float* w, std::int64_t out, std::int64_t in,
 
   const std::int64_t B = std::min<std::int64_t>(block_size, n);
   std::vector<float> W1(static_cast<std::size_t>(B * out)), E1(static_cast<std::size_t>(B * out));  // [B, out]
+  // Row chunks (rows are independent within a block): at most kRowChunk rows, at least two per thread.
+  const std::int64_t threads = std::max(1, omp_get_max_threads());
+  const std::int64_t row_chunk =
+      std::clamp<std::int64_t>(((out + 2 * threads - 1) / (2 * threads) + 15) & ~std::int64_t{15}, 16, kRowChunk);
+  const std::int64_t chunks = (out + row_chunk - 1) / row_chunk;
   for (std::int64_t i1 = 0; i1 < n; i1 += B) {
     const std::int64_t i2 = std::min(n, i1 + B), count = i2 - i1;
-    const std::int64_t chunks = (out + kRowChunk - 1) / kRowChunk;
 #pragma omp parallel for schedule(dynamic, 1) if (out * count > kParallelElements)
     for (std::int64_t ch = 0; ch < chunks; ++ch) {
-      const std::int64_t r0 = ch * kRowChunk, r1 = std::min(out, r0 + kRowChunk), m = r1 - r0;
+      const std::int64_t r0 = ch * row_chunk, r1 = std::min(out, r0 + row_chunk), m = r1 - r0;
       // The block's columns of these rows, transposed so the loops below run over contiguous rows.
       for (std::int64_t r = r0; r < r1; ++r)
         for (std::int64_t i = 0; i < count; ++i)

@@ -38,6 +38,8 @@ void set_num_threads(int n);
 int dpotrf(char uplo, std::int64_t n, double* a, std::int64_t lda);
 // The inverse of a from its Cholesky factor (as dpotrf left it), in place in the same triangle.
 int dpotri(char uplo, std::int64_t n, double* a, std::int64_t lda);
+// The inverse of a non-unit triangular matrix, in place in that triangle (info k > 0: a is singular at k).
+int dtrtri(char uplo, std::int64_t n, double* a, std::int64_t lda);
 
 struct Info {
   std::string library;   // the file loaded

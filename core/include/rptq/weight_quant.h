@@ -9,6 +9,7 @@
 // except for a group without a range (min == max: a single column or equal weights), which takes [min(c, 0),
 // max(c, 0)] so that its value lies on the grid's end with a zero point inside the code range.
 #include <cstdint>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -96,12 +97,22 @@ class HessianAccumulator {
   // Adds rows input vectors x[rows, in] with row stride ld >= in.
   void add(const float* x, std::int64_t rows, std::int64_t ld);
   std::int64_t in() const { return in_; }
-  std::int64_t samples() const { return samples_; }  // N, the rows added so far
-  const std::vector<double>& hessian() const { return h_; }  // [in, in] row-major, symmetric
+  std::int64_t samples() const { return samples_ + pending_rows_; }  // N, the rows added so far
+  const std::vector<double>& hessian() const;  // [in, in] row-major, symmetric
+  // The Hessian of the same inputs with their columns permuted: H'[i][j] = H[order[i]][order[j]] (the input of a
+  // linear whose input channels were reordered so that new channel i is old channel order[i]).
+  HessianAccumulator permuted(std::span<const std::int32_t> order) const;
 
  private:
-  std::int64_t in_ = 0, samples_ = 0;
-  std::vector<double> h_;
+  void flush() const;
+  std::int64_t in_ = 0;
+  // add() sums X^T X of the batches in float (pending_, the upper triangle by row blocks) and folds that into H
+  // in double (GPTQ's running form) every few thousand rows; h_ is kept as its upper triangle and hessian()
+  // mirrors it into the lower one.
+  mutable std::int64_t samples_ = 0, pending_rows_ = 0;
+  mutable std::vector<double> h_;
+  mutable std::vector<float> pending_;
+  mutable bool lower_stale_ = false;
 };
 
 // GPTQ: columns are quantized left to right, each with its group's quantizer, and each column's rounding error is
@@ -113,5 +124,18 @@ class HessianAccumulator {
 QuantizedWeight quantize_gptq(const float* w, std::int64_t out, std::int64_t in, int bits, QuantGrid grid,
                               const std::vector<std::int64_t>& group_boundaries, const HessianAccumulator& h,
                               int block_size = 128, double damp = 0.01);
+
+// What GPTQ needs of a Hessian, computed once for every linear that reads the same input (q, k and v; gate and
+// up): U, the upper Cholesky factor of (H dampened)^-1 (H^-1 = U^T U, [in, in] row-major, float), and the dead
+// inputs. Throws InputError as quantize_gptq.
+struct GptqFactor {
+  std::int64_t in = 0;
+  std::vector<float> u;
+  std::vector<char> dead;
+};
+GptqFactor gptq_factor(const HessianAccumulator& h, double damp = 0.01);
+QuantizedWeight quantize_gptq(const float* w, std::int64_t out, std::int64_t in, int bits, QuantGrid grid,
+                              const std::vector<std::int64_t>& group_boundaries, const GptqFactor& f,
+                              int block_size = 128);
 
 }  // namespace rptq
