@@ -113,6 +113,50 @@ TEST(CalibrationWindows, SeededSlicesOfTheText) {
   EXPECT_THROW(rptq::calibration_windows(ids, 0, 64, 0), rptq::InputError);
 }
 
+// The score ranges over many 64-query tiles (causal, GQA, with and without a sliding window, padded rows) equal a
+// brute-force double-precision pass over every visible (query, key) pair.
+TEST(AttentionScoreRange, TiledEqualsBruteForce) {
+  for (const std::int64_t window : {std::int64_t{0}, std::int64_t{37}}) {
+    for (const auto arch : {rptq::Architecture::Llama, rptq::Architecture::OPT}) {
+      rptq::ModelConfig cfg;
+      cfg.arch = arch;
+      cfg.heads = 6;
+      cfg.kv_heads = 2;
+      cfg.head_dim = 16;
+      cfg.sliding_window = window;
+      const std::int64_t T = 203, q_ld = cfg.heads * cfg.head_dim + 3, k_ld = cfg.kv_heads * cfg.head_dim + 5;
+      std::vector<float> q(static_cast<std::size_t>(T * q_ld)), k(static_cast<std::size_t>(T * k_ld));
+      std::uint32_t st = 12345u + static_cast<std::uint32_t>(window);
+      auto next = [&] {
+        st = st * 1664525u + 1013904223u;
+        return static_cast<float>(static_cast<double>(st >> 8) / 16777216.0 * 4.0 - 2.0);
+      };
+      for (float& v : q) v = next();
+      for (float& v : k) v = next();
+      std::vector<float> hmax, hmin;
+      rptq::attention_score_range(cfg, {q.data(), T, cfg.heads * cfg.head_dim, q_ld},
+                                  {k.data(), T, cfg.kv_heads * cfg.head_dim, k_ld}, hmax, hmin);
+      ASSERT_EQ(hmax.size(), static_cast<std::size_t>(cfg.heads));
+      const double scale = arch == rptq::Architecture::OPT ? 1.0 : 0.25;
+      for (std::int64_t h = 0; h < cfg.heads; ++h) {
+        double hi = -INFINITY, lo = INFINITY;
+        for (std::int64_t i = 0; i < T; ++i)
+          for (std::int64_t j = window > 0 ? std::max<std::int64_t>(0, i - window + 1) : 0; j <= i; ++j) {
+            double dot = 0;
+            for (std::int64_t c = 0; c < cfg.head_dim; ++c)
+              dot += static_cast<double>(q[static_cast<std::size_t>(i * q_ld + h * cfg.head_dim + c)]) *
+                     k[static_cast<std::size_t>(j * k_ld + (h / 3) * cfg.head_dim + c)];
+            hi = std::max(hi, dot * scale);
+            lo = std::min(lo, dot * scale);
+          }
+        SCOPED_TRACE("window " + std::to_string(window) + " head " + std::to_string(h));
+        EXPECT_NEAR(hmax[static_cast<std::size_t>(h)], hi, 1e-4 * (1 + std::abs(hi)));
+        EXPECT_NEAR(hmin[static_cast<std::size_t>(h)], lo, 1e-4 * (1 + std::abs(lo)));
+      }
+    }
+  }
+}
+
 // Records every tap of every layer while running whole forward passes, one window at a time.
 class PlainRecorder : public rptq::ActivationHook {
  public:

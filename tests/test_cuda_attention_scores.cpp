@@ -74,11 +74,10 @@ Ranges cpu_ranges(const Case& c, std::vector<float>& q, std::vector<float>& k) {
   const rptq::ModelConfig cfg = config_of(c);
   const std::int64_t q_ld = c.heads * c.head_dim + c.pad, k_ld = c.kv_heads * c.head_dim + c.pad;
   Ranges r;
-  std::vector<float> hmax, hmin, scratch;
+  std::vector<float> hmax, hmin;
   for (std::int64_t b = 0; b < c.batch; ++b) {
     rptq::attention_score_range(cfg, {q.data() + b * c.seq * q_ld, c.seq, c.heads * c.head_dim, q_ld},
-                                {k.data() + b * c.seq * k_ld, c.seq, c.kv_heads * c.head_dim, k_ld}, hmax, hmin,
-                                scratch);
+                                {k.data() + b * c.seq * k_ld, c.seq, c.kv_heads * c.head_dim, k_ld}, hmax, hmin);
     r.max.insert(r.max.end(), hmax.begin(), hmax.end());
     r.min.insert(r.min.end(), hmin.begin(), hmin.end());
   }

@@ -148,7 +148,7 @@ void LayerwiseRunner::run(bool keep, ActivationHook* hook, const LayerwiseCallba
       model_.layer_forward(next_layer_, h, 1, nullptr, hook);
     } else {
       scratch = h;
-      model_.layer_forward(next_layer_, scratch, 1, nullptr, hook);
+      model_.layer_forward(next_layer_, scratch, 1, nullptr, hook, /*taps_only=*/true);
     }
     p.sample = i + 1;
     p.done = ++steps_done_;
@@ -186,31 +186,50 @@ void channel_max_min(const ActivationView& act, std::vector<float>& mx, std::vec
 }
 
 void attention_score_range(const ModelConfig& cfg, const ActivationView& q_tap, const ActivationView& k_tap,
-                           std::vector<float>& hmax, std::vector<float>& hmin, std::vector<float>& scratch) {
-  // The softmax input of each head: scaled q k^T over the causal (and windowed) entries of this one sequence.
+                           std::vector<float>& hmax, std::vector<float>& hmin) {
+  // The softmax input of each head: scaled q k^T over the causal (and windowed) entries of this one sequence,
+  // tiled as ops::attention: blocks of queries against the keys they see only (no T x T matrix).
+  constexpr std::int64_t kBlock = 64;
   const std::int64_t T = k_tap.rows, hd = cfg.head_dim, heads = cfg.heads;
   const std::int64_t group = cfg.heads / cfg.kv_heads;
+  const std::int64_t window = cfg.sliding_window;
   // OPT's Q tap is already scaled by head_dim^-0.5; LLaMA's attention scales the product.
   const float scale = cfg.arch == Architecture::OPT ? 1.0f : 1.0f / std::sqrt(static_cast<float>(hd));
-  scratch.resize(static_cast<std::size_t>(T * T));
-  hmax.assign(static_cast<std::size_t>(heads), 0.0f);
-  hmin.assign(static_cast<std::size_t>(heads), 0.0f);
-  for (std::int64_t h = 0; h < heads; ++h) {
-    const float* q = q_tap.data + h * hd;
-    const float* k = k_tap.data + (h / group) * hd;
-    blas::sgemm(false, true, T, T, hd, scale, q, q_tap.ld, k, k_tap.ld, 0.0f, scratch.data(), T);
-    float hi = -INFINITY, lo = INFINITY;
-#pragma omp parallel for reduction(max : hi) reduction(min : lo) schedule(static) if (T * T > (1 << 16))
-    for (std::int64_t i = 0; i < T; ++i) {
-      const float* row = scratch.data() + i * T;
-      const std::int64_t j0 = cfg.sliding_window > 0 ? std::max<std::int64_t>(0, i - cfg.sliding_window + 1) : 0;
-      for (std::int64_t j = j0; j <= i; ++j) {
-        hi = row[j] > hi ? row[j] : hi;
-        lo = row[j] < lo ? row[j] : lo;
+  const std::int64_t blocks = (T + kBlock - 1) / kBlock, tasks = heads * blocks;
+  std::vector<float> tmax(static_cast<std::size_t>(tasks)), tmin(static_cast<std::size_t>(tasks));
+#pragma omp parallel if (tasks > 1 && T * T * heads > (1 << 16))
+  {
+    std::vector<float> sc;
+#pragma omp for schedule(dynamic, 1)
+    for (std::int64_t task = 0; task < tasks; ++task) {
+      const std::int64_t blk = blocks - 1 - task % blocks, h = task / blocks;
+      const std::int64_t i0 = blk * kBlock, i1 = std::min(T, i0 + kBlock), m = i1 - i0;
+      const std::int64_t key_begin = window > 0 ? std::max<std::int64_t>(0, i0 - window + 1) : 0;
+      const std::int64_t nk = i1 - key_begin;
+      sc.resize(static_cast<std::size_t>(m * nk));
+      const float* q = q_tap.row(i0) + h * hd;
+      const float* k = k_tap.row(key_begin) + (h / group) * hd;
+      blas::sgemm(false, true, m, nk, hd, scale, q, q_tap.ld, k, k_tap.ld, 0.0f, sc.data(), nk);
+      float hi = -INFINITY, lo = INFINITY;
+      for (std::int64_t r = 0; r < m; ++r) {
+        const std::int64_t i = i0 + r;
+        const float* row = sc.data() + r * nk - key_begin;
+        const std::int64_t j0 = window > 0 ? std::max<std::int64_t>(0, i - window + 1) : 0;
+        for (std::int64_t j = j0; j <= i; ++j) {
+          hi = row[j] > hi ? row[j] : hi;
+          lo = row[j] < lo ? row[j] : lo;
+        }
       }
+      tmax[static_cast<std::size_t>(task)] = hi;
+      tmin[static_cast<std::size_t>(task)] = lo;
     }
-    hmax[static_cast<std::size_t>(h)] = hi;
-    hmin[static_cast<std::size_t>(h)] = lo;
+  }
+  hmax.assign(static_cast<std::size_t>(heads), -INFINITY);
+  hmin.assign(static_cast<std::size_t>(heads), INFINITY);
+  for (std::int64_t task = 0; task < tasks; ++task) {
+    const auto h = static_cast<std::size_t>(task / blocks);
+    hmax[h] = std::max(hmax[h], tmax[static_cast<std::size_t>(task)]);
+    hmin[h] = std::min(hmin[h], tmin[static_cast<std::size_t>(task)]);
   }
 }
 
@@ -239,7 +258,7 @@ void RangeRecorder::on_activation(int layer, Tap tap, const ActivationView& act)
     last_q_layer_ = layer;
   } else if (tap == Tap::K && last_q_layer_ == layer) {
     std::vector<float> hmax, hmin;
-    attention_score_range(cfg_, last_q_, act, hmax, hmin, scores_);
+    attention_score_range(cfg_, last_q_, act, hmax, hmin);
     lr.scores.add_sample(hmax, hmin, /*keep_sample=*/false);
     last_q_layer_ = -1;
   }

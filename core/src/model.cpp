@@ -380,7 +380,7 @@ void Model::attention_block(int layer, const float* x, float* out, std::int64_t 
 }
 
 void Model::ffn_block(int layer, const float* x, float* out, std::int64_t rows, std::int64_t seq,
-                      std::int64_t past, ActivationHook* hook, Scratch& ws) const {
+                      std::int64_t past, ActivationHook* hook, Scratch& ws, bool taps_only) const {
   const DecoderLayerWeights& w = layers_[static_cast<std::size_t>(layer)];
   const std::int64_t d = cfg_.hidden, f = cfg_.intermediate;
   Tensor& hidden = sized(ws.hidden, rows, f);
@@ -402,10 +402,12 @@ void Model::ffn_block(int layer, const float* x, float* out, std::int64_t rows, 
     down = &w.down;
   }
   if (hook) hook->on_activation(layer, Tap::FfnHidden, {hidden.data(), rows, f, f, seq, past});
+  if (taps_only) return;
   run_linear(*down, hidden.data(), f, rows, down->bias_data(), out, /*accumulate=*/true, ws.wtile);
 }
 
-void Model::layer_forward(int layer, Tensor& h, std::int64_t batch, KvCache* cache, ActivationHook* hook) const {
+void Model::layer_forward(int layer, Tensor& h, std::int64_t batch, KvCache* cache, ActivationHook* hook,
+                          bool taps_only) const {
   if (layer < 0 || layer >= static_cast<int>(layers_.size()))
     throw std::out_of_range("layer " + std::to_string(layer) + " out of range");
   const std::int64_t rows = h.dim(0), d = cfg_.hidden;
@@ -426,7 +428,7 @@ void Model::layer_forward(int layer, Tensor& h, std::int64_t batch, KvCache* cac
     attention_block(layer, x.data(), h.data(), batch, seq, past, cache, hook, ws);
     norm(w.ffn_norm, h.data(), x.data(), rows, d);
     if (hook) hook->on_activation(layer, Tap::FfnInput, {x.data(), rows, d, d, seq, past});
-    ffn_block(layer, x.data(), h.data(), rows, seq, past, hook, ws);
+    ffn_block(layer, x.data(), h.data(), rows, seq, past, hook, ws, taps_only);
   } else {
     // Post-LN OPT (350m): h = LN(h + attn(h)); h = LN(h + ffn(h)).
     std::memcpy(x.data(), h.data(), static_cast<std::size_t>(rows * d) * 4);
@@ -435,7 +437,8 @@ void Model::layer_forward(int layer, Tensor& h, std::int64_t batch, KvCache* cac
     norm(w.attn_norm, h.data(), x.data(), rows, d);
     std::memcpy(h.data(), x.data(), static_cast<std::size_t>(rows * d) * 4);
     if (hook) hook->on_activation(layer, Tap::FfnInput, {x.data(), rows, d, d, seq, past});
-    ffn_block(layer, x.data(), h.data(), rows, seq, past, hook, ws);
+    ffn_block(layer, x.data(), h.data(), rows, seq, past, hook, ws, taps_only);
+    if (taps_only) return;
     norm(w.ffn_norm, h.data(), x.data(), rows, d);
     std::memcpy(h.data(), x.data(), static_cast<std::size_t>(rows * d) * 4);
   }

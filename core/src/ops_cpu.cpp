@@ -9,6 +9,7 @@
 #include "cpu_dispatch.h"
 #include "rptq/blas.h"
 #include "rptq/ops.h"
+#include "rptq/quantizer.h"
 
 namespace rptq::ops {
 
@@ -163,13 +164,26 @@ void bias_gelu_tanh(float* x, std::int64_t rows, std::int64_t cols, const float*
   }
 }
 
-void silu_mul(float* gate, const float* up, std::int64_t rows, std::int64_t cols) {
-  const std::int64_t n = rows * cols;
-#pragma omp parallel for schedule(static) if (n > kParallelElements)
+namespace {
+// silu(g) * u over a contiguous run: g sigmoid(g) with exp of -|g| only (exp_approx's domain), so the loop
+// vectorises: sigmoid(g) = 1 / (1 + e) for g >= 0 and e / (1 + e) for g < 0, e = exp(-|g|).
+RPTQ_VECTOR_CLONES void silu_mul_run(float* gate, const float* up, std::int64_t n) {
+#pragma omp simd
   for (std::int64_t i = 0; i < n; ++i) {
     const float g = gate[i];
-    gate[i] = g / (1.0f + std::exp(-g)) * up[i];
+    const float e = exp_approx(-std::fabs(g));
+    const float s = (g >= 0.0f ? 1.0f : e) / (1.0f + e);
+    gate[i] = g * s * up[i];
   }
+}
+}  // namespace
+
+void silu_mul(float* gate, const float* up, std::int64_t rows, std::int64_t cols) {
+  const std::int64_t n = rows * cols;
+  constexpr std::int64_t kRun = 4096;
+  const std::int64_t runs = (n + kRun - 1) / kRun;
+#pragma omp parallel for schedule(static) if (n > kParallelElements)
+  for (std::int64_t r = 0; r < runs; ++r) silu_mul_run(gate + r * kRun, up + r * kRun, std::min(kRun, n - r * kRun));
 }
 
 void add(float* x, const float* y, std::int64_t n) {
@@ -284,7 +298,7 @@ void attention(const float* q, const float* k, const float* v, float* out, const
           // The quantized probabilities themselves feed PV, so normalise before rounding.
           const float inv = inv_sum[r];
 #pragma omp simd
-          for (std::int64_t j = lo; j <= hi; ++j) row[j] = std::nearbyint(row[j] * inv * 255.0f) / 255.0f;
+          for (std::int64_t j = lo; j <= hi; ++j) row[j] = round_half_even(row[j] * inv * 255.0f) / 255.0f;
           inv_sum[r] = 1.0f;
         }
       }

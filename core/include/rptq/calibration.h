@@ -116,13 +116,12 @@ class RangeRecorder : public ActivationHook {
   ActivationView last_q_;
   int last_q_layer_ = -1;
   std::int64_t skip_prefix_ = 0;
-  std::vector<float> scores_;
 };
 
 // The range of the attention scores (the softmax input: scaled q k^T over the causal, windowed entries) of one
 // sequence, per head, from its Q and K taps ([seqlen, heads * head_dim] and [seqlen, kv_heads * head_dim]).
 void attention_score_range(const ModelConfig& cfg, const ActivationView& q_tap, const ActivationView& k_tap,
-                           std::vector<float>& hmax, std::vector<float>& hmin, std::vector<float>& scratch);
+                           std::vector<float>& hmax, std::vector<float>& hmin);
 
 // Per-channel max/min of a [rows, cols] activation over its rows.
 void channel_max_min(const ActivationView& act, std::vector<float>& mx, std::vector<float>& mn);

@@ -151,8 +151,10 @@ class Model {
 
   // The pieces of forward(), for layer-by-layer work (calibration). `hidden` is [batch * seq, hidden].
   Tensor embed(std::span<const std::int32_t> tokens, std::int64_t batch, std::int64_t past = 0) const;
+  // taps_only: stop after the layer's last tap (FfnHidden), skipping the down projection; `hidden` is left
+  // half-updated (a measuring pass that throws the outputs away).
   void layer_forward(int layer, Tensor& hidden, std::int64_t batch, KvCache* cache = nullptr,
-                     ActivationHook* hook = nullptr) const;
+                     ActivationHook* hook = nullptr, bool taps_only = false) const;
   // Final norm (+ project_out) then the output head: logits [rows, vocab] for hidden [rows, hidden].
   Tensor head(const Tensor& hidden) const;
   // The same into `logits`, reusing its allocation (evaluation loops call this once per chunk of rows).
@@ -182,7 +184,7 @@ class Model {
   void attention_block(int layer, const float* x, float* out, std::int64_t batch, std::int64_t seq,
                        std::int64_t past, KvCache* cache, ActivationHook* hook, Scratch& ws) const;
   void ffn_block(int layer, const float* x, float* out, std::int64_t rows, std::int64_t seq, std::int64_t past,
-                 ActivationHook* hook, Scratch& ws) const;
+                 ActivationHook* hook, Scratch& ws, bool taps_only = false) const;
   void norm(const NormWeights& n, const float* x, float* y, std::int64_t rows, std::int64_t cols) const;
 
   ModelConfig cfg_;
