@@ -102,6 +102,38 @@ TEST(CliRptq, EvalWithStatsAndCompare) {
   }
 }
 
+// --override (repeatable): the JSON lists the overrides in order, the description names them, and the quantization
+// differs from the plain preset; a bad override or one for a layer the model lacks exits 2 with one line; the
+// export's timing JSON has the pipeline's phases.
+TEST(CliRptq, OverridesAndQuantizeTiming) {
+  const std::vector<std::string> base = {"compare", model("stories260k"), "--data", stories(), "--seqlen", "128",
+                                         "--stats", stats_file(), "--preset", "W4A8", "--weights", "rtn", "--json"};
+  const CliRun plain = rptq_cli(base);
+  ASSERT_EQ(plain.code, 0) << plain.err;
+  std::vector<std::string> args = base;
+  for (const char* o : {"--override", "layers=0-4,ffn_hidden,attn_output:abits=16", "--override", "layers=1,q:dynamic"})
+    args.push_back(o);
+  const CliRun over = rptq_cli(args);
+  ASSERT_EQ(over.code, 0) << over.err;
+  const auto jp = nlohmann::json::parse(plain.out), jo = nlohmann::json::parse(over.out);
+  EXPECT_EQ(jp["overrides"].size(), 0u);
+  ASSERT_EQ(jo["overrides"].size(), 2u);
+  EXPECT_EQ(jo["overrides"][0], "layers=0-4,ffn_hidden,attn_output:abits=16");
+  EXPECT_EQ(jo["overrides"][1], "layers=1,q:dynamic");
+  EXPECT_NE(jo["description"].get<std::string>().find("overrides layers=0-4"), std::string::npos) << jo["description"];
+  EXPECT_NE(jo["kl"].get<double>(), jp["kl"].get<double>());
+  for (const char* phase : {"measure", "cluster", "hessians", "weights", "advance"})
+    EXPECT_GE(jo["quantize_phases"][phase].get<double>(), 0.0) << phase;
+  for (const char* bad : {"k:abits=16", "layers=5,q:abits=16", "ffn_hidden:abits=3x"}) {
+    std::vector<std::string> b = base;
+    b.push_back("--override");
+    b.push_back(bad);
+    const CliRun r = rptq_cli(b);
+    EXPECT_EQ(r.code, 2) << bad << ": " << r.err;
+    EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.err;
+  }
+}
+
 // --device on eval, calibrate, compare, generate and export: cuda without a usable GPU exits 2 with the reason; auto falls back to
 // the CPU (and says so); --json names the device used.
 TEST(CliRptq, DeviceOption) {

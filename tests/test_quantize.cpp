@@ -1,14 +1,17 @@
 // The RPTQ pipeline end to end: reorder fusion, activation quantizers per cluster, weight quantization, and the
 // FP-versus-quantized comparison.
 #include <cmath>
+#include <map>
 #include <set>
 
 #include "rptq/calibration.h"
 #include "rptq/compare.h"
 #include "rptq/error.h"
 #include "rptq/generate.h"
+#include "rptq/qcheckpoint.h"
 #include "rptq/quantize.h"
 #include "rptq/tokenizer.h"
+#include "rptq/weight_quant.h"
 #include "test_support.h"
 
 namespace {
@@ -278,8 +281,10 @@ TEST_P(AppliedClusters, ExploreRuleGivesTheAppliedPartition) {
     }
   }
   EXPECT_GT(differs_from_file, 0) << "the re-measured ranges never changed a partition: the test shows nothing";
-  // Layer 0 sees the FP embeddings either way: its applied ranges are the file's.
-  EXPECT_EQ(applied.ranges[0].tap(Tap::FfnHidden).max, stats.ranges[0].tap(Tap::FfnHidden).max);
+  // Layer 0 sees the FP embeddings either way: its applied ranges before the attention are the file's (later taps
+  // differ: the measuring pass applies the layer's 8-bit softmax, as the reference's calibration pass does).
+  EXPECT_EQ(applied.ranges[0].tap(Tap::AttnInput).max, stats.ranges[0].tap(Tap::AttnInput).max);
+  EXPECT_EQ(applied.ranges[0].tap(Tap::V).min, stats.ranges[0].tap(Tap::V).min);
 }
 INSTANTIATE_TEST_SUITE_P(BundledModels, AppliedClusters, ::testing::Values("stories260k", "tiny-opt-16m"));
 
@@ -336,6 +341,7 @@ TEST(FpPrefix, FirstTokensStayFullPrecisionAndOutOfTheRanges) {
     }
   } grab;
   grab.hi = &hi;
+  fp->layer(0).quantize_softmax = true;  // the measuring pass runs the layer with its softmax quantizer on
   for (int w = 0; w < 2; ++w) fp->forward(std::span(stats.tokens).subspan(static_cast<std::size_t>(w * 64), 64), 1, nullptr, &grab);
   EXPECT_EQ(q->layer(0).ranges.tap(Tap::FfnInput).max, hi);
   EXPECT_NE(stats.ranges[0].tap(Tap::FfnInput).max, hi);  // position 0 matters in this model
@@ -349,6 +355,126 @@ TEST(FpPrefix, FirstTokensStayFullPrecisionAndOutOfTheRanges) {
   rptq::QuantConfig neg = c;
   neg.fp_prefix = -1;
   EXPECT_THROW(neg.validate(), rptq::InputError);
+}
+
+// Overrides (mixed precision, a remedy): the selected (layer, tap) quantizers get the override's bits / range mode
+// and nothing else changes; a later override wins; a dynamic tap gets GPTQ's Hessians with its dynamic quantizer
+// on (a pass of its own); the checkpoint records the overrides and gives the same quantizers back.
+TEST(Overrides, SelectedTapsOnlyAndThroughTheCheckpoint) {
+  const auto dir = rptq::test::resources_dir() / "models" / "stories260k";
+  auto fp = rptq::Model::load(dir);
+  const auto ids = rptq::Tokenizer::load(dir)->encode(
+      rptq::test::read_file(rptq::test::resources_dir() / "data" / "stories.txt"), true);
+  rptq::CalibrationSettings cs;
+  cs.samples = 2;
+  cs.seqlen = 48;
+  const rptq::ChannelStats stats = rptq::calibrate(*fp, dir.string(), ids, "stories.txt", "", cs);
+  const int L = static_cast<int>(fp->config().layers);
+  ASSERT_GE(L, 3);
+  rptq::QuantConfig base = rptq::QuantConfig::preset("W4A8");
+  rptq::QuantConfig c = base;
+  c.overrides.push_back(rptq::parse_override("layers=0+2,ffn_hidden,R3:abits=16"));
+  c.overrides.push_back(rptq::parse_override("layers=2,attn_output:abits=6"));  // later wins
+  c.overrides.push_back(rptq::parse_override("layers=1,ffn_input:dynamic"));
+  c.validate();
+  EXPECT_NE(c.describe().find("overrides layers=0+2,ffn_hidden,R3:abits=16;"), std::string::npos);
+  auto q = rptq::quantize(rptq::Model::load(dir), stats, c);
+  auto plain = rptq::quantize(rptq::Model::load(dir), stats, base);
+  for (int l = 0; l < L; ++l)
+    for (Tap t : rptq::kAllTaps) {
+      SCOPED_TRACE("layer " + std::to_string(l) + " " + rptq::tap_name(t));
+      const rptq::TapQuantizer& tq = q->layer(l).taps[static_cast<std::size_t>(t)];
+      int want_bits = 8;
+      if ((l == 0 || l == 2) && (t == Tap::FfnHidden || t == Tap::AttnOutput)) want_bits = 16;
+      if (l == 2 && t == Tap::AttnOutput) want_bits = 6;
+      EXPECT_EQ(tq.bits, want_bits);
+      EXPECT_EQ(c.bits(l, t), want_bits);
+      const bool want_dynamic = l == 1 && t == Tap::FfnInput;
+      EXPECT_EQ(tq.dynamic, want_dynamic);
+      EXPECT_EQ(tq.params.empty(), want_dynamic || want_bits == 16);
+      // Layer 0 sees the same inputs in both quantizations: its untouched taps equal the plain preset's.
+      if (l == 0 && want_bits == 8) {
+        const rptq::TapQuantizer& pq = plain->layer(0).taps[static_cast<std::size_t>(t)];
+        ASSERT_EQ(tq.params.size(), pq.params.size());
+        for (std::size_t i = 0; i < pq.params.size(); ++i) EXPECT_EQ(tq.params[i].scale, pq.params[i].scale);
+      }
+    }
+  const auto path = rptq::test::temp_dir("overrides") / "q.h5";
+  rptq::export_checkpoint(*q, stats, dir, path);
+  auto back = rptq::load_checkpoint(path);
+  EXPECT_EQ(back->config().overrides_spec(), c.overrides_spec());
+  for (int l = 0; l < L; ++l)
+    for (Tap t : rptq::kAllTaps) {
+      EXPECT_EQ(back->layer(l).taps[static_cast<std::size_t>(t)].bits, q->layer(l).taps[static_cast<std::size_t>(t)].bits);
+      EXPECT_EQ(back->layer(l).taps[static_cast<std::size_t>(t)].dynamic,
+                q->layer(l).taps[static_cast<std::size_t>(t)].dynamic);
+    }
+
+  // Refused by name: K/V, bad bits, unknown parts, layers the model lacks.
+  for (const char* bad : {"k:abits=16", "layers=0,v:abits=8", "ffn_hidden:abits=9", "ffn_hidden:abits=1", "ffn_hiden:abits=8",
+                          "layers=3-1,q:abits=8", "layers=x:abits=8", "ffn_hidden", "ffn_hidden:", "ffn_hidden:fast"})
+    EXPECT_THROW(rptq::parse_override(bad), rptq::InputError) << bad;
+  rptq::QuantConfig far = base;
+  far.overrides.push_back(rptq::parse_override("layers=" + std::to_string(L) + ",q:abits=16"));
+  EXPECT_THROW(rptq::quantize(rptq::Model::load(dir), stats, far), rptq::InputError);
+  rptq::QuantConfig prefix = base;
+  prefix.fp_prefix = 1;
+  prefix.overrides.push_back(rptq::parse_override("q:dynamic"));
+  EXPECT_THROW(prefix.validate(), rptq::InputError);
+}
+
+// GPTQ's Hessians come from the measuring pass, in the layer's original channel order, and are permuted into the
+// reordered layout: layer 0 of a W4A16 GPTQ quantization (no activation quantizers, FP inputs) equals GPTQ run here
+// on Hessians collected the plain way, in the reordered model, up to the few codes a last-bit difference of H (its
+// sums in another order) flips. A wrong permutation would change a large share of the codes.
+TEST(GptqHessians, PermutedFromTheMeasuringPassEqualCollectedAfterTheReorder) {
+  const auto dir = rptq::test::resources_dir() / "models" / "stories260k";
+  auto fp = rptq::Model::load(dir);
+  const auto ids = rptq::Tokenizer::load(dir)->encode(
+      rptq::test::read_file(rptq::test::resources_dir() / "data" / "stories.txt"), true);
+  rptq::CalibrationSettings cs;
+  cs.samples = 3;
+  cs.seqlen = 48;
+  const rptq::ChannelStats stats = rptq::calibrate(*fp, dir.string(), ids, "stories.txt", "", cs);
+  rptq::QuantConfig c = rptq::QuantConfig::preset("W4A16");
+  rptq::parse_clusters("R1=4,R2=2,R3=2,R4=4,R5=6", c);
+  auto q = rptq::quantize(rptq::Model::load(dir), stats, c);
+  rptq::QuantConfig ro = c;
+  ro.name = "reorder-only";
+  rptq::QuantizeOptions o;
+  o.reorder_only = true;
+  auto r = rptq::quantize(rptq::Model::load(dir), stats, ro, o);  // layer 0 reordered as q's (same ranges, seed)
+  ASSERT_EQ(r->layer(0).reorder.r1.order, q->layer(0).reorder.r1.order);
+  ASSERT_EQ(r->layer(0).reorder.r5.order, q->layer(0).reorder.r5.order);
+  struct Collect : rptq::ActivationHook {
+    std::map<Tap, rptq::HessianAccumulator> h;
+    void on_activation(int layer, Tap tap, const rptq::ActivationView& a) override {
+      auto it = h.find(tap);
+      if (layer == 0 && it != h.end()) it->second.add(a.data, a.rows, a.ld);
+    }
+  } col;
+  const rptq::ModelConfig& m = r->model().config();
+  for (Tap t : rptq::kLinearInputTaps) col.h.emplace(t, rptq::HessianAccumulator(rptq::tap_channels(m, t)));
+  for (int w = 0; w < 3; ++w)
+    r->model().forward(std::span(stats.tokens).subspan(static_cast<std::size_t>(w * 48), 48), 1, nullptr, &col);
+  std::int64_t total = 0, same = 0;
+  for (const rptq::NamedLinear& nl : rptq::layer_linears(m, r->model().layer(0))) {
+    const rptq::LinearWeights& w = *nl.weights;
+    const std::vector<std::int64_t> groups = rptq::tap_boundaries(m, r->layer(0).reorder, nl.input);
+    const rptq::QuantizedWeight want = rptq::quantize_gptq(w.weight.data(), w.out(), w.in(), 4, c.grid, groups,
+                                                           col.h.at(nl.input), c.gptq_block, c.gptq_damp);
+    const rptq::PackedWeight want_packed = rptq::PackedWeight::pack(want);
+    std::vector<float> a(static_cast<std::size_t>(w.out() * w.in())), b(a.size());
+    want_packed.dequantize(a.data());
+    const rptq::LinearWeights* got = nullptr;
+    for (const rptq::NamedLinear& g : rptq::layer_linears(m, q->model().layer(0)))
+      if (std::string(g.name) == nl.name) got = g.weights;
+    ASSERT_TRUE(got && got->packed) << nl.name;
+    got->packed->dequantize(b.data());
+    for (std::size_t i = 0; i < a.size(); ++i) same += a[i] == b[i];
+    total += static_cast<std::int64_t>(a.size());
+  }
+  EXPECT_GE(static_cast<double>(same), 0.995 * static_cast<double>(total)) << same << " of " << total;
 }
 
 TEST(CompareModels, KlFromLogitsByHand) {

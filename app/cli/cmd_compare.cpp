@@ -53,7 +53,7 @@ void run_compare(const CompareArgs& a) {
     j["positions"] = r.positions;
     j["tokens_per_s_fp"] = r.fp.tokens_per_s;
     j["tokens_per_s_q"] = r.q.tokens_per_s;
-    j["quantize_seconds"] = q->seconds;
+    add_quantize_time_json(j, *q);
     j["seconds"] = r.seconds;
     add_device_json(j, device);
     std::cout << j.dump(2) << "\n";

@@ -72,7 +72,7 @@ void run_eval(const EvalArgs& a) {
     if (quantized) {
       j["quantization"] = quant_settings_json(quantized->config(), a.quant);
       j["checkpoint"] = src.checkpoint;
-      j["quantize_seconds"] = quantized->seconds;
+      add_quantize_time_json(j, *quantized);
     }
     std::cout << j.dump(2) << "\n";
     return;

@@ -61,7 +61,7 @@ void run_export(const ExportArgs& a) {
     j["out"] = abs;
     j["format"] = a.format;
     j["bytes"] = bytes;
-    j["quantize_seconds"] = q->seconds;
+    add_quantize_time_json(j, *q);
     add_device_json(j, device);
     std::cout << j.dump(2) << "\n";
     return;

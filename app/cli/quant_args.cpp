@@ -40,6 +40,12 @@ void add_quant_options(CLI::App* cmd, QuantArgs& a, bool stats_required) {
                   "full precision and out of the quantizers' ranges, for models with massive first-token "
                   "activations (LLaMA family); CPU only; default 0")
       ->check(CLI::Range(0, 1 << 20));
+  cmd->add_option("--override", a.overrides,
+                  "Remedy / mixed precision, not a paper setting (repeatable, later ones win): \"[SELECT:]SET\" "
+                  "changes some layers' activation quantizers, e.g. \"layers=0,attn_output:abits=16\" or "
+                  "\"layers=25-29+0,ffn_hidden:dynamic\". SELECT: layers=A[-B][+...], tap names, R1..R5 "
+                  "(default: all layers, all taps but K/V); SET: abits=N (2-8, 16 = FP), dynamic, static")
+      ->allow_extra_args(false);
 }
 
 QuantConfig build_quant_config(const QuantArgs& a) {
@@ -63,6 +69,7 @@ QuantConfig build_quant_config(const QuantArgs& a) {
   c.grid = parse_grid(a.grid);
   c.range_mode = a.dynamic ? RangeMode::Dynamic : RangeMode::Static;
   c.fp_prefix = a.fp_prefix;
+  for (const std::string& o : a.overrides) c.overrides.push_back(parse_override(o));
   c.validate();
   return c;
 }
@@ -125,6 +132,13 @@ ModelSource open_model(const std::string& path, const QuantArgs& a, Device devic
   return src;
 }
 
+void add_quantize_time_json(nlohmann::json& j, const QuantizedModel& q) {
+  j["quantize_seconds"] = q.seconds;
+  j["quantize_phases"] = {{"measure", q.phases.measure},   {"cluster", q.phases.cluster},
+                          {"hessians", q.phases.hessians}, {"weights", q.phases.weights},
+                          {"advance", q.phases.advance}};
+}
+
 nlohmann::json quant_settings_json(const QuantConfig& c, const QuantArgs& a) {
   nlohmann::json j;
   j["stats"] = a.stats;
@@ -143,6 +157,8 @@ nlohmann::json quant_settings_json(const QuantConfig& c, const QuantArgs& a) {
   j["grid"] = grid_name(c.grid);
   j["ranges"] = c.range_mode == RangeMode::Static ? "static" : "dynamic";
   j["fp_prefix"] = c.fp_prefix;
+  j["overrides"] = nlohmann::json::array();
+  for (const TapOverride& o : c.overrides) j["overrides"].push_back(o.spec);
   j["sequential"] = !a.no_sequential;
   j["reorder_only"] = a.reorder_only;
   return j;

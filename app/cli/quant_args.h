@@ -5,6 +5,7 @@
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <string>
+#include <vector>
 
 #include "rptq/device.h"
 #include "rptq/quantize.h"
@@ -17,6 +18,7 @@ struct QuantArgs {
   int wbits = 0, abits = 0, kvbits = 0, weight_group = 0, softmax_bits = 0, fp_prefix = 0;
   bool reorder_only = false, dynamic = false, no_sequential = false;
   std::uint64_t seed = 0;
+  std::vector<std::string> overrides;
 };
 
 // stats_required: the command needs --stats (compare); otherwise the options apply only when --stats is given.
@@ -45,5 +47,8 @@ ModelSource open_model(const std::string& path, const QuantArgs& a, Device devic
 
 // The settings as JSON: preset, description, bits per tap, clusters, weights method, grid, stat, stats file.
 nlohmann::json quant_settings_json(const QuantConfig& c, const QuantArgs& a);
+
+// Sets j["quantize_seconds"] (the pipeline's wall time) and j["quantize_phases"] (where it went).
+void add_quantize_time_json(nlohmann::json& j, const QuantizedModel& q);
 
 }  // namespace rptq::cli

@@ -1038,53 +1038,59 @@ struct GpuRunner::Impl {
   }
 
   LayerRanges layerwise_ranges(int l, const LayerwiseCallback& progress) {
-    begin_recording(lw_samples);
-    recording = true;
-    LayerRanges lr;
-    try {
-      layerwise_pass(l, /*keep=*/false, progress);
-      read_recorded(lr, lw_samples);
-    } catch (...) {
-      recording = false;
-      throw;
-    }
-    recording = false;
-    return lr;
+    return layerwise_measure(l, true, false, progress).ranges;
   }
 
   std::map<Tap, HessianAccumulator> layerwise_hessians(int l, const LayerwiseCallback& progress) {
-    for (Tap t : kLinearInputTaps) {
-      const auto ti = static_cast<std::size_t>(t);
-      const std::int64_t n = tap_channels(cfg, t);
-      if (hess[ti].size() != static_cast<std::size_t>(n * n)) {
-        sync();
-        note_free(hess[ti].bytes());
-        mem.activation_bytes -= std::min(mem.activation_bytes, hess[ti].bytes());
-        hess[ti] = cuda::DeviceBuffer<double>();
-        hess[ti] = cuda::DeviceBuffer<double>(static_cast<std::size_t>(n * n));
-        note_alloc(hess[ti].bytes());
-        mem.activation_bytes += hess[ti].bytes();
+    return layerwise_measure(l, false, true, progress).hessians;
+  }
+
+  // One pass over layer l recording its ranges and/or adding its linears' inputs to the Hessians (the tap does
+  // both: quantizers of hessian_layer off, then hessian_add, then the ranges).
+  LayerMeasurement layerwise_measure(int l, bool want_ranges, bool want_hessians, const LayerwiseCallback& progress) {
+    LayerMeasurement out;
+    if (want_hessians) {
+      for (Tap t : kLinearInputTaps) {
+        const auto ti = static_cast<std::size_t>(t);
+        const std::int64_t n = tap_channels(cfg, t);
+        if (hess[ti].size() != static_cast<std::size_t>(n * n)) {
+          sync();
+          note_free(hess[ti].bytes());
+          mem.activation_bytes -= std::min(mem.activation_bytes, hess[ti].bytes());
+          hess[ti] = cuda::DeviceBuffer<double>();
+          hess[ti] = cuda::DeviceBuffer<double>(static_cast<std::size_t>(n * n));
+          note_alloc(hess[ti].bytes());
+          mem.activation_bytes += hess[ti].bytes();
+        }
+        RPTQ_CUDA_CHECK(cudaMemsetAsync(hess[ti].data(), 0, hess[ti].bytes(), compute));
+        hess_samples[ti] = 0;
       }
-      RPTQ_CUDA_CHECK(cudaMemsetAsync(hess[ti].data(), 0, hess[ti].bytes(), compute));
-      hess_samples[ti] = 0;
+      hessian_layer = l;
     }
-    hessian_layer = l;
+    if (want_ranges) {
+      begin_recording(lw_samples);
+      recording = true;
+    }
     try {
       layerwise_pass(l, /*keep=*/false, progress);
+      if (want_ranges) read_recorded(out.ranges, lw_samples);
     } catch (...) {
+      recording = false;
       hessian_layer = -1;
       throw;
     }
+    recording = false;
     hessian_layer = -1;
-    std::map<Tap, HessianAccumulator> out;
-    for (Tap t : kLinearInputTaps) {
-      const auto ti = static_cast<std::size_t>(t);
-      const std::int64_t n = tap_channels(cfg, t);
-      std::vector<double> h(static_cast<std::size_t>(n * n));
-      RPTQ_CUDA_CHECK(cudaMemcpyAsync(h.data(), hess[ti].data(), h.size() * sizeof(double), cudaMemcpyDeviceToHost,
-                                      compute));
-      sync();
-      out.emplace(t, HessianAccumulator(n, std::move(h), hess_samples[ti]));
+    if (want_hessians) {
+      for (Tap t : kLinearInputTaps) {
+        const auto ti = static_cast<std::size_t>(t);
+        const std::int64_t n = tap_channels(cfg, t);
+        std::vector<double> h(static_cast<std::size_t>(n * n));
+        RPTQ_CUDA_CHECK(cudaMemcpyAsync(h.data(), hess[ti].data(), h.size() * sizeof(double),
+                                        cudaMemcpyDeviceToHost, compute));
+        sync();
+        out.hessians.emplace(t, HessianAccumulator(n, std::move(h), hess_samples[ti]));
+      }
     }
     return out;
   }
@@ -1561,6 +1567,10 @@ class GpuLayerPasses : public LayerPasses {
   }
   std::map<Tap, HessianAccumulator> hessians(int l, const LayerwiseCallback& progress) override {
     return guarded("while quantizing", m_.held, [&] { return m_.layerwise_hessians(l, progress); });
+  }
+  LayerMeasurement measure(int l, bool want_ranges, bool want_hessians, const LayerwiseCallback& progress) override {
+    return guarded("while quantizing", m_.held,
+                   [&] { return m_.layerwise_measure(l, want_ranges, want_hessians, progress); });
   }
   void advance(int l, const LayerwiseCallback& progress) override {
     guarded("while quantizing", m_.held, [&] { m_.layerwise_pass(l, /*keep=*/true, progress); });

@@ -219,6 +219,7 @@ void export_checkpoint(const QuantizedModel& q, const ChannelStats& stats, const
   w.attr("/quantization", "weight_group", std::int64_t{c.weight_group});
   w.attr("/quantization", "softmax_bits", std::int64_t{c.softmax_bits});
   w.attr("/quantization", "fp_prefix", std::int64_t{c.fp_prefix});
+  w.attr("/quantization", "overrides", c.overrides_spec());
   w.attr("/quantization", "grid", std::string(grid_name(c.grid)));
   w.attr("/quantization", "ranges", std::string(c.range_mode == RangeMode::Static ? "static" : "dynamic"));
   for (int i = 0; i < kReorderIndices; ++i)
@@ -539,6 +540,14 @@ std::unique_ptr<QuantizedModel> load_checkpoint(const std::filesystem::path& pat
     c.abits[static_cast<std::size_t>(t)] =
         static_cast<int>(f.attr_int("/quantization", std::string("abits_") + tap_name(static_cast<Tap>(t))));
   try {
+    if (f.has_attr("/quantization", "overrides")) {  // written since overrides exist (the taps hold their effect)
+      const std::string all = f.attr_string("/quantization", "overrides");
+      for (std::size_t a = 0; a < all.size();) {
+        const std::size_t b = std::min(all.find(';', a), all.size());
+        c.overrides.push_back(parse_override(all.substr(a, b - a)));
+        a = b + 1;
+      }
+    }
     c.validate();
   } catch (const InputError& e) {
     f.fail(std::string("/quantization: ") + e.what());

@@ -1,7 +1,9 @@
 #include "rptq/quant_config.h"
 
 #include <algorithm>
+#include <array>
 #include <cctype>
+#include <initializer_list>
 #include <sstream>
 
 #include "rptq/error.h"
@@ -21,6 +23,110 @@ void set_taps(QuantConfig& c, std::initializer_list<Tap> taps, int bits) {
   for (Tap t : taps) c.abits[static_cast<int>(t)] = bits;
 }
 }  // namespace
+
+bool TapOverride::selects(int layer, Tap t) const {
+  if (!(taps & (1u << static_cast<unsigned>(t)))) return false;
+  if (!layer_list.empty()) return std::find(layer_list.begin(), layer_list.end(), layer) != layer_list.end();
+  return layer >= first_layer && (last_layer < 0 || layer <= last_layer);
+}
+
+TapOverride parse_override(const std::string& spec) {
+  TapOverride o;
+  o.spec = spec;
+  auto bad = [&](const std::string& part, const std::string& why) {
+    return InputError("--override: \"" + part + "\" " + why + " (in \"" + spec + "\")");
+  };
+  auto to_int = [&](const std::string& s, const std::string& part) {
+    std::size_t used = 0;
+    int v = -1;
+    try {
+      v = std::stoi(s, &used);
+    } catch (const std::exception&) {
+      used = 0;
+    }
+    if (used == 0 || used != s.size() || v < 0) throw bad(part, "is not a number >= 0");
+    return v;
+  };
+  auto split = [](const std::string& s, char sep) {
+    std::vector<std::string> v;
+    std::stringstream ss(s);
+    std::string p;
+    while (std::getline(ss, p, sep)) v.push_back(p);
+    if (!s.empty() && s.back() == sep) v.push_back("");
+    return v;
+  };
+  const auto colon = spec.find(':');
+  const std::string select = colon == std::string::npos ? "" : spec.substr(0, colon);
+  const std::string set = colon == std::string::npos ? spec : spec.substr(colon + 1);
+  bool have_layers = false;
+  for (const std::string& part : select.empty() ? std::vector<std::string>{} : split(select, ',')) {
+    const std::string l = lower(part);
+    if (l.rfind("layers=", 0) == 0) {
+      if (have_layers) throw bad(part, "repeats the layers");
+      have_layers = true;
+      for (const std::string& r : split(l.substr(7), '+')) {
+        const auto dash = r.find('-');
+        const int a = to_int(r.substr(0, dash), part);
+        const int b = dash == std::string::npos ? a : to_int(r.substr(dash + 1), part);
+        if (b < a) throw bad(part, "has a range that runs backwards");
+        for (int i = a; i <= b; ++i) o.layer_list.push_back(i);
+      }
+      continue;
+    }
+    if (l.size() == 2 && l[0] == 'r' && l[1] >= '1' && l[1] <= '5') {
+      static constexpr std::array<std::initializer_list<Tap>, 5> kByIndex = {
+          {{Tap::AttnInput}, {Tap::Q}, {Tap::AttnOutput}, {Tap::FfnInput}, {Tap::FfnHidden}}};
+      // R2 also orders K and R3 V, which cannot be overridden: the index selects its other taps.
+      for (Tap t : kByIndex[static_cast<std::size_t>(l[1] - '1')]) o.taps |= 1u << static_cast<unsigned>(t);
+      continue;
+    }
+    bool found = false;
+    for (Tap t : kAllTaps)
+      if (l == tap_name(t)) {
+        if (t == Tap::K || t == Tap::V) throw bad(part, "is the KV cache, one layout for every layer: not overridable");
+        o.taps |= 1u << static_cast<unsigned>(t);
+        found = true;
+      }
+    if (!found) throw bad(part, "is neither layers=..., a tap name (attn_input, q, attn_output, ffn_input, "
+                                "ffn_hidden) nor R1..R5");
+  }
+  if (o.taps == 0)
+    for (Tap t : kAllTaps)
+      if (t != Tap::K && t != Tap::V) o.taps |= 1u << static_cast<unsigned>(t);
+  if (set.empty()) throw bad(spec, "sets nothing (abits=N, dynamic or static after the colon)");
+  for (const std::string& part : split(set, ',')) {
+    const std::string l = lower(part);
+    if (l.rfind("abits=", 0) == 0) {
+      o.abits = to_int(l.substr(6), part);
+      if (o.abits != kFullPrecisionBits && (o.abits < 2 || o.abits > 8)) throw bad(part, "needs 2..8 or 16 bits");
+    } else if (l == "dynamic" || l == "static") {
+      o.dynamic = l == "dynamic" ? 1 : 0;
+    } else {
+      throw bad(part, "is not abits=N, dynamic or static");
+    }
+  }
+  return o;
+}
+
+int QuantConfig::bits(int layer, Tap t) const {
+  int b = bits(t);
+  for (const TapOverride& o : overrides)
+    if (o.abits > 0 && o.selects(layer, t)) b = o.abits;
+  return b;
+}
+
+bool QuantConfig::dynamic(int layer, Tap t) const {
+  bool d = range_mode == RangeMode::Dynamic;
+  for (const TapOverride& o : overrides)
+    if (o.dynamic >= 0 && o.selects(layer, t)) d = o.dynamic == 1;
+  return d;
+}
+
+std::string QuantConfig::overrides_spec() const {
+  std::string s;
+  for (const TapOverride& o : overrides) s += (s.empty() ? "" : ";") + o.spec;
+  return s;
+}
 
 bool QuantConfig::quantizes_activations() const {
   if (softmax_bits < kFullPrecisionBits) return true;
@@ -48,6 +154,13 @@ void QuantConfig::validate() const {
   if (!(gptq_damp > 0.0 && gptq_damp < 1.0)) throw InputError("GPTQ dampening must be in (0, 1)");
   if (fp_prefix < 0 || fp_prefix > (1 << 20))
     throw InputError("the full-precision prefix must be 0..1048576 tokens; got " + std::to_string(fp_prefix));
+  for (const TapOverride& ov : overrides) {
+    if (ov.dynamic == 1 && fp_prefix > 0)
+      throw InputError("--override " + ov.spec + ": dynamic ranges do not combine with a full-precision prefix");
+    for (Tap t : {Tap::K, Tap::V})
+      if (ov.taps & (1u << static_cast<unsigned>(t)))
+        throw InputError("--override " + ov.spec + ": K and V (the KV cache) cannot be overridden");
+  }
   if (fp_prefix > 0 && range_mode == RangeMode::Dynamic)
     throw InputError("a full-precision prefix is for static ranges (dynamic ranges are measured per forward pass)");
 }
@@ -80,6 +193,7 @@ std::string QuantConfig::describe() const {
       << " ranges";
     if (fp_prefix > 0) o << "; first " << fp_prefix << (fp_prefix == 1 ? " token" : " tokens") << " FP";
   }
+  if (!overrides.empty()) o << "; overrides " << overrides_spec();
   o << ")";
   return o.str();
 }

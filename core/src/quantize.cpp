@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <chrono>
 #include <map>
+#include <optional>
 
 #include "rptq/error.h"
 
@@ -23,24 +24,36 @@ std::vector<LinearRef> linears(const ModelConfig& m, DecoderLayerWeights& w) {
   return v;
 }
 
-// Accumulates the Hessian of each linear input of one layer (after that layer's activation quantizers: what the
-// linear sees when the model runs quantized).
-class HessianCollector : public ActivationHook {
+// At one layer's taps: its ranges (a RangeRecorder) and/or the Hessians of its linears' inputs, after the quantized
+// model's hook (which quantizes the earlier layers, and this one as the caller set it).
+class MeasuringHook : public ActivationHook {
  public:
-  HessianCollector(ActivationHook& quant, int layer, const ModelConfig& m) : quant_(quant), layer_(layer) {
-    for (Tap t : kLinearInputTaps) h.emplace(t, HessianAccumulator(tap_channels(m, t)));
+  MeasuringHook(ActivationHook& quant, int layer, const ModelConfig& m, bool want_ranges, bool want_hessians,
+                std::int64_t skip_prefix)
+      : quant_(quant), layer_(layer) {
+    if (want_ranges) {
+      measured_.resize(static_cast<std::size_t>(m.layers));
+      rec_.emplace(m, measured_);
+      rec_->set_skip_prefix(skip_prefix);
+    }
+    if (want_hessians)
+      for (Tap t : kLinearInputTaps) h.emplace(t, HessianAccumulator(tap_channels(m, t)));
   }
   void on_activation(int layer, Tap tap, const ActivationView& act) override {
     quant_.on_activation(layer, tap, act);
     if (layer != layer_) return;
+    if (rec_) rec_->on_activation(layer, tap, act);
     auto it = h.find(tap);
     if (it != h.end()) it->second.add(act.data, act.rows, act.ld);
   }
+  LayerRanges ranges() { return rec_ ? std::move(measured_[static_cast<std::size_t>(layer_)]) : LayerRanges(); }
   std::map<Tap, HessianAccumulator> h;
 
  private:
   ActivationHook& quant_;
   int layer_;
+  std::vector<LayerRanges> measured_;
+  std::optional<RangeRecorder> rec_;
 };
 
 // The CPU's passes: a LayerwiseRunner over the windows, the quantized model's hook at the taps.
@@ -51,17 +64,19 @@ class CpuLayerPasses : public LayerPasses {
     runner_.set_progress_plan(passes_per_layer);
   }
   LayerRanges ranges(int l, const LayerwiseCallback& progress) override {
-    std::vector<LayerRanges> measured(static_cast<std::size_t>(q_.model().config().layers));
-    RangeRecorder rec(q_.model().config(), measured);
-    rec.set_skip_prefix(q_.config().fp_prefix);
-    runner_.observe(&rec, progress);
-    return std::move(measured[static_cast<std::size_t>(l)]);
+    return measure(l, true, false, progress).ranges;
   }
   void changed(int) override {}  // the runner reads the model as it is
   std::map<Tap, HessianAccumulator> hessians(int l, const LayerwiseCallback& progress) override {
-    HessianCollector hc(*q_.hook(), l, q_.model().config());
-    runner_.observe(&hc, progress);
-    return std::move(hc.h);
+    return measure(l, false, true, progress).hessians;
+  }
+  LayerMeasurement measure(int l, bool want_ranges, bool want_hessians, const LayerwiseCallback& progress) override {
+    MeasuringHook mh(*q_.hook(), l, q_.model().config(), want_ranges, want_hessians, q_.config().fp_prefix);
+    runner_.observe(&mh, progress);
+    LayerMeasurement out;
+    out.ranges = mh.ranges();
+    out.hessians = std::move(mh.h);
+    return out;
   }
   void advance(int, const LayerwiseCallback& progress) override { runner_.advance(q_.hook(), progress); }
   Tensor hidden(std::int64_t i) override { return runner_.hidden(i); }
@@ -220,62 +235,112 @@ std::unique_ptr<QuantizedModel> quantize_with(std::unique_ptr<Model> model, cons
     return q;
   }
 
+  for (const TapOverride& o : cfg.overrides)
+    for (int layer : o.layer_list)
+      if (layer >= L) throw InputError("--override " + o.spec + ": the model has layers 0.." + std::to_string(L - 1));
   const bool gptq = cfg.quantizes_weights() && cfg.weight_method == WeightMethod::GPTQ;
-  const bool passes = opts.sequential || gptq;
+  // GPTQ's Hessians come from the measuring pass (permuted into the reordered layout after), as the reference's
+  // calibration pass feeds both, unless the layer's dynamic quantizers must be on for them: then a pass of its own.
+  auto layer_dynamic = [&](int l) {
+    return std::any_of(std::begin(kAllTaps), std::end(kAllTaps),
+                       [&](Tap t) { return cfg.bits(l, t) < kFullPrecisionBits && cfg.dynamic(l, t); });
+  };
+  bool any_dynamic = false, any_static = false;
+  for (int l = 0; l < L; ++l) (layer_dynamic(l) ? any_dynamic : any_static) = true;
+  const bool measure_passes = opts.sequential || (gptq && any_static);
+  const bool hessian_passes = gptq && any_dynamic;
   std::unique_ptr<LayerPasses> runner;
-  if (passes) runner = make_passes(*q, (opts.sequential ? 1 : 0) + (gptq ? 1 : 0) + 1);
+  if (measure_passes || hessian_passes)
+    runner = make_passes(*q, (measure_passes ? 1 : 0) + (hessian_passes ? 1 : 0) + 1);
   QuantizedModel::Hook& hook = q->hook_;
+  auto since = [](std::chrono::steady_clock::time_point& t) {
+    const auto now = std::chrono::steady_clock::now();
+    const double s = std::chrono::duration<double>(now - t).count();
+    t = now;
+    return s;
+  };
+  auto t = std::chrono::steady_clock::now();
+  std::vector<std::pair<LinearWeights*, std::shared_ptr<const PackedWeight>>> packed;  // one layer's, pending
   for (int l = 0; l < L; ++l) {
     LayerQuantization& lq = q->layers_[static_cast<std::size_t>(l)];
-    // 1. This layer's ranges, measured on its actual (quantized-prefix) inputs, its own quantizers off.
+    const bool measure_pass = opts.sequential || (gptq && !layer_dynamic(l));
+    const bool hessian_pass = gptq && layer_dynamic(l);
+    // 1. This layer's ranges, measured on its actual (quantized-prefix) inputs, its own activation quantizers off
+    // and its softmax quantizer on (the reference's calibration pass: its fixed-grid softmax quantizer never
+    // calibrates); with GPTQ, the Hessians of its linears' inputs from the same pass.
     hook.enabled_layers = l;
+    mod.layer(l).quantize_softmax = cfg.softmax_bits < kFullPrecisionBits;
+    LayerMeasurement measured;
+    if (runner) {
+      runner->changed(l);
+      if (measure_pass) measured = runner->measure(l, opts.sequential, gptq && !hessian_pass, opts.progress);
+    }
     if (opts.sequential)
-      lq.ranges = runner->ranges(l, opts.progress);
+      lq.ranges = std::move(measured.ranges);
     else
       lq.ranges = stats.ranges[static_cast<std::size_t>(l)];
     const LayerRanges& ranges = lq.ranges;
+    q->phases.measure += since(t);
     // 2. Cluster (on the plain max/min) and fold the reorder.
     lq.reorder = plan_layer_reorder(m, ranges, cfg, l, opts.seed);
     apply_reorder(mod, l, lq.reorder);
     // 3. Activation quantizers per cluster, in the reordered layout, each from its cluster's range (opts.stat).
     for (Tap t : kAllTaps) {
       TapQuantizer& tq = lq.taps[static_cast<std::size_t>(t)];
-      tq.bits = cfg.bits(t);
+      tq.bits = cfg.bits(l, t);
       tq.grid = cfg.grid;
       tq.boundaries = tap_boundaries(m, lq.reorder, t);
-      tq.dynamic = cfg.range_mode == RangeMode::Dynamic;
+      tq.dynamic = cfg.dynamic(l, t);
       if (!tq.active() || tq.dynamic) continue;
       tq.params = tap_cluster_params(ranges.tap(t), opts.stat, tap_order(m, lq.reorder, t), tq.boundaries, tq.bits,
                                      tq.grid);
     }
-    mod.layer(l).quantize_softmax = cfg.softmax_bits < kFullPrecisionBits;
     hook.enabled_layers = l + 1;
     if (runner) runner->changed(l);
+    q->phases.cluster += since(t);
     // 4. Weights, grouped by (output row) x (input cluster).
     if (cfg.quantizes_weights()) {
       std::map<Tap, HessianAccumulator> hessians;
-      if (gptq) {
+      std::map<Tap, GptqFactor> factors;  // one per input tap, shared by the linears that read it
+      if (hessian_pass) {
         // As the reference's GPTQ pass (RPTQ4LLM quant_layer), whose static activation quantizers are still
         // calibrating and pass values through: this layer's static quantizers off, dynamic ones and the softmax's on.
         hook.static_off_layer = l;
         hessians = runner->hessians(l, opts.progress);
         hook.static_off_layer = -1;
+        q->phases.hessians += since(t);
+      } else if (gptq) {
+        for (auto& [tap, h] : measured.hessians) hessians.emplace(tap, h.permuted(tap_order(m, lq.reorder, tap)));
       }
       for (const LinearRef& lr : linears(m, mod.layer(l))) {
         const std::int64_t out = lr.w->out(), in = lr.w->in();
         const std::vector<std::int64_t> groups =
             cfg.weight_group > 0 ? fixed_group_boundaries(in, cfg.weight_group) : tap_boundaries(m, lq.reorder, lr.input);
+        if (gptq && !factors.contains(lr.input))
+          factors.emplace(lr.input, gptq_factor(hessians.at(lr.input), cfg.gptq_damp));
         QuantizedWeight qw = gptq ? quantize_gptq(lr.w->weight.data(), out, in, cfg.wbits, cfg.grid, groups,
-                                                  hessians.at(lr.input), cfg.gptq_block, cfg.gptq_damp)
+                                                  factors.at(lr.input), cfg.gptq_block)
                                   : quantize_rtn(lr.w->weight.data(), out, in, cfg.wbits, cfg.grid, groups);
-        // From here on the layer computes with the packed codes (dequantized per tile in the GEMM path).
-        lr.w->packed = std::make_shared<const PackedWeight>(PackedWeight::pack(qw));
-        lr.w->weight = Tensor();
+        // The advance pass below computes with the dequantized weights as floats (the values the packed codes
+        // stand for, without unpacking them for every window); after it, the layer keeps only the packed codes.
+        auto pw = std::make_shared<const PackedWeight>(PackedWeight::pack(qw));
+        pw->dequantize(lr.w->weight.data());
+        packed.emplace_back(lr.w, std::move(pw));
       }
       if (runner) runner->changed(l);
+      q->phases.weights += since(t);
     }
     // 5. The quantized layer's outputs become the next layer's inputs.
     if (runner && l + 1 < L) runner->advance(l, opts.progress);
+    if (!packed.empty()) {
+      for (auto& [w, pw] : packed) {
+        w->packed = std::move(pw);
+        w->weight = Tensor();
+      }
+      packed.clear();
+      if (runner) runner->changed(l);
+    }
+    q->phases.advance += since(t);
   }
   hook.enabled_layers = 1 << 30;
   q->seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();

@@ -3,6 +3,7 @@
 // the cluster count of each reorder index, and the quantizer conventions. The presets are the settings of the
 // paper and the reference code (W4A8, W4A4KV, ...), with exactly their meaning (docs: rptq-method.md).
 #include <array>
+#include <cstdint>
 #include <string>
 #include <vector>
 
@@ -33,6 +34,25 @@ enum class RangeMode {
 constexpr int kFullPrecisionBits = 16;  // a bit width of 16 means "not quantized" (kept in float)
 constexpr int kReorderIndices = 5;      // R1..R5
 
+// Not a paper setting: a change of some (layer, tap) quantizers of one quantization (mixed precision, or dynamic
+// ranges where a static range cannot hold the values). Written "[SELECT:]SET", e.g. "layers=0,attn_output:abits=16"
+// or "layers=25-29+0,ffn_hidden:dynamic": SELECT is a comma list of layers=A[-B][+...] (default: every layer) and
+// tap names or reorder indices R1..R5 (the taps each clusters; default: every tap but K and V); SET is a comma list
+// of abits=N (2..8, or 16 to keep them in float), dynamic, static. K and V are one KV cache layout for all layers
+// and cannot be overridden.
+struct TapOverride {
+  std::string spec;                 // as written
+  int first_layer = 0;
+  int last_layer = -1;              // inclusive; -1: to the last layer
+  std::vector<int> layer_list;      // when non-empty: these layers (ranges expanded), instead of first..last
+  std::uint32_t taps = 0;           // bit (1 << Tap)
+  int abits = 0;                    // 0: unchanged
+  int dynamic = -1;                 // -1 unchanged, 0 static, 1 dynamic
+  bool selects(int layer, Tap t) const;
+};
+// Parses one override spec; throws InputError naming the bad part.
+TapOverride parse_override(const std::string& spec);
+
 struct QuantConfig {
   std::string name = "custom";  // preset name, or "custom"
   int wbits = kFullPrecisionBits;
@@ -52,7 +72,14 @@ struct QuantConfig {
   // cannot hold without wiping out the other tokens' values in those channels (docs/rptq-results.md).
   int fp_prefix = 0;
 
+  std::vector<TapOverride> overrides;  // in order: a later one wins where two select the same (layer, tap)
+
   int bits(Tap t) const { return abits[static_cast<int>(t)]; }
+  // With the overrides: what layer l's tap t gets.
+  int bits(int layer, Tap t) const;
+  bool dynamic(int layer, Tap t) const;
+  // The overrides' specs joined by ";" ("" without any), as the checkpoint records them.
+  std::string overrides_spec() const;
   bool quantizes(Tap t) const { return bits(t) < kFullPrecisionBits; }
   bool quantizes_weights() const { return wbits < kFullPrecisionBits; }
   bool quantizes_activations() const;  // any tap or the softmax

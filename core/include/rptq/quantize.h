@@ -70,16 +70,23 @@ class QuantizedModel;
 // The taps whose values are the inputs of a decoder layer's linears: the Hessians GPTQ needs.
 inline constexpr Tap kLinearInputTaps[] = {Tap::AttnInput, Tap::AttnOutput, Tap::FfnInput, Tap::FfnHidden};
 
+// What one measuring pass over a layer gives (LayerPasses::measure).
+struct LayerMeasurement {
+  LayerRanges ranges;                             // when asked for
+  std::map<Tap, HessianAccumulator> hessians;     // when asked for: kLinearInputTaps, in the layer's current order
+};
+
 // The passes over the calibration windows that quantize() makes, layer by layer, as the reference does: the inputs
 // of layer l are the windows as they come out of layers 0 .. l-1, already quantized. quantize() runs them on the
 // CPU (LayerwiseRunner, one window at a time); quantize_gpu() (cuda_runner.h) on the GPU. Layer l's calls come in
-// this order: ranges (when sequential), changed (reorder and activation quantizers in place), hessians (GPTQ),
-// changed (packed weights), advance (but not for the last layer).
+// this order: changed (its softmax quantizer set), measure (ranges when sequential, and GPTQ's Hessians unless
+// its activation ranges are dynamic), changed (reorder and activation quantizers in place), hessians (GPTQ with
+// dynamic ranges only), changed (packed weights), advance (but not for the last layer).
 class LayerPasses {
  public:
   virtual ~LayerPasses() = default;
   // Layer l's ranges (what RangeRecorder records: per sample, and the attention scores) on its inputs, with the
-  // quantizers of layers < l on and layer l's off.
+  // quantizers of layers < l on and layer l's off (its softmax quantizer as set).
   virtual LayerRanges ranges(int l, const LayerwiseCallback& progress) = 0;
   // Layer l's weights (reordered, then packed) or its activation quantizers changed.
   virtual void changed(int l) = 0;
@@ -87,6 +94,14 @@ class LayerPasses {
   // reference's GPTQ pass sees them: layer l's static activation quantizers off (they are still calibrating there),
   // its dynamic ones and the softmax quantizer on, earlier layers fully quantized.
   virtual std::map<Tap, HessianAccumulator> hessians(int l, const LayerwiseCallback& progress) = 0;
+  // ranges() and, while layer l has no activation quantizers yet, hessians() in one pass where the device can
+  // (the reference's calibration pass, which also feeds GPTQ): by default the two passes one after the other.
+  virtual LayerMeasurement measure(int l, bool want_ranges, bool want_hessians, const LayerwiseCallback& progress) {
+    LayerMeasurement m;
+    if (want_ranges) m.ranges = ranges(l, progress);
+    if (want_hessians) m.hessians = hessians(l, progress);
+    return m;
+  }
   // Runs layer l, quantized, and makes its outputs the inputs of layer l + 1.
   virtual void advance(int l, const LayerwiseCallback& progress) = 0;
   // Window i's hidden state [seqlen, hidden], the input of the next layer: read, or replaced (for checks that keep
@@ -95,7 +110,7 @@ class LayerPasses {
   virtual void set_hidden(std::int64_t i, const Tensor& h) = 0;
 };
 // Makes the passes for a quantization in progress: q's model and quantizers as they stand when each pass runs;
-// passes_per_layer (1 to 3) is how many of ranges, hessians and advance each layer gets, for progress totals.
+// passes_per_layer (1 to 3) is how many passes over the windows each layer gets, for progress totals.
 using LayerPassesFactory = std::function<std::unique_ptr<LayerPasses>(QuantizedModel& q, int passes_per_layer)>;
 
 // The CPU's passes (what quantize() uses), for callers of quantize_with that compare or wrap them.
@@ -119,6 +134,14 @@ class QuantizedModel {
   // possible).
   std::shared_ptr<const KvQuantization> kv_quantization() const;
   double seconds = 0;  // the quantization pipeline's wall time
+  // Where that time went, summed over the layers (seconds; the profile of bench/run_quantize_bench.sh).
+  struct PhaseSeconds {
+    double measure = 0;   // the measuring passes (ranges, and GPTQ's Hessians with static ranges)
+    double cluster = 0;   // k-means, folding the reorder, the activation quantizers
+    double hessians = 0;  // separate Hessian passes (dynamic ranges only)
+    double weights = 0;   // GPTQ or round-to-nearest, and packing
+    double advance = 0;   // running each quantized layer to make the next layer's inputs
+  } phases;
   std::uint64_t kmeans_seed = 0;     // QuantizeOptions::seed it was clustered with (cluster_seed)
   RangeStat stat = RangeStat::Ema;   // QuantizeOptions::stat its static activation ranges were built from
   bool sequential = true;            // QuantizeOptions::sequential: layer ranges re-measured on the quantized prefix
