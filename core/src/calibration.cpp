@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <cstring>
 #include <cstdio>
 #include <ctime>
 #include <filesystem>
@@ -141,18 +142,30 @@ void LayerwiseRunner::run(bool keep, ActivationHook* hook, const LayerwiseCallba
   p.layers = layers;
   p.samples = samples_;
   p.total = static_cast<std::int64_t>(layers) * passes_per_layer_ * samples_;
-  Tensor scratch;
-  for (std::int64_t i = 0; i < samples_; ++i) {
-    Tensor& h = hidden_[static_cast<std::size_t>(i)];
-    if (keep) {
-      model_.layer_forward(next_layer_, h, 1, nullptr, hook);
+  // Several windows per layer_forward (about kBatchRows rows): larger GEMMs and fewer parallel regions. The hooks
+  // see them as sequences of seqlen rows (ActivationView::seq), one calibration sample each.
+  const std::int64_t per = std::max<std::int64_t>(1, kBatchRows / seqlen_);
+  const std::int64_t d = model_.config().hidden;
+  const auto window_bytes = static_cast<std::size_t>(seqlen_ * d) * sizeof(float);
+  Tensor batch;
+  for (std::int64_t i = 0; i < samples_;) {
+    const std::int64_t nb = std::min(per, samples_ - i);
+    if (nb == 1 && keep) {
+      model_.layer_forward(next_layer_, hidden_[static_cast<std::size_t>(i)], 1, nullptr, hook);
     } else {
-      scratch = h;
-      model_.layer_forward(next_layer_, scratch, 1, nullptr, hook, /*taps_only=*/true);
+      if (batch.numel() != nb * seqlen_ * d) batch = Tensor::uninitialized({nb * seqlen_, d});
+      for (std::int64_t b = 0; b < nb; ++b)
+        std::memcpy(batch.data() + b * seqlen_ * d, hidden_[static_cast<std::size_t>(i + b)].data(), window_bytes);
+      model_.layer_forward(next_layer_, batch, nb, nullptr, hook, /*taps_only=*/!keep);
+      if (keep)
+        for (std::int64_t b = 0; b < nb; ++b)
+          std::memcpy(hidden_[static_cast<std::size_t>(i + b)].data(), batch.data() + b * seqlen_ * d, window_bytes);
     }
-    p.sample = i + 1;
-    p.done = ++steps_done_;
-    if (progress && !progress(p)) throw Cancelled();
+    for (std::int64_t b = 0; b < nb; ++b) {
+      p.sample = ++i;
+      p.done = ++steps_done_;
+      if (progress && !progress(p)) throw Cancelled();
+    }
   }
   if (keep) ++next_layer_;
 }
@@ -239,27 +252,40 @@ RangeRecorder::RangeRecorder(const ModelConfig& cfg, std::vector<LayerRanges>& r
 
 void RangeRecorder::on_activation(int layer, Tap tap, const ActivationView& act) {
   LayerRanges& lr = ranges_.at(static_cast<std::size_t>(layer));
-  std::vector<float> mx, mn;
-  const std::int64_t skip = std::clamp<std::int64_t>(skip_prefix_ - act.past, 0, act.rows);
-  if (skip > 0 && act.seq > 0 && act.seq != act.rows)
-    throw std::logic_error("RangeRecorder: a prefix can be skipped in one sequence at a time");
-  if (skip >= act.rows)
-    throw InputError("calibration windows of " + std::to_string(act.rows) + " tokens leave nothing beside a " +
+  // One sample per sequence (a window), in order.
+  const std::int64_t seq = act.seq > 0 ? act.seq : act.rows;
+  if (seq < 1 || act.rows % seq != 0) throw std::logic_error("RangeRecorder: the rows are not whole sequences");
+  auto sequence = [&](const ActivationView& v, std::int64_t r0) {
+    ActivationView one = v;
+    one.data = v.row(r0);
+    one.rows = seq;
+    one.seq = seq;
+    return one;
+  };
+  const std::int64_t skip = std::clamp<std::int64_t>(skip_prefix_ - act.past, 0, seq);
+  if (skip >= seq)
+    throw InputError("calibration windows of " + std::to_string(seq) + " tokens leave nothing beside a " +
                      std::to_string(skip_prefix_) + "-token full-precision prefix");
-  ActivationView tail = act;
-  tail.data = act.row(skip);
-  tail.rows = act.rows - skip;
-  tail.past = act.past + skip;
-  channel_max_min(tail, mx, mn);
-  lr.tap(tap).add_sample(mx, mn);
+  std::vector<float> mx, mn;
+  for (std::int64_t r0 = 0; r0 < act.rows; r0 += seq) {
+    ActivationView tail = sequence(act, r0);
+    tail.data = tail.row(skip);
+    tail.rows = seq - skip;
+    tail.past = act.past + skip;
+    channel_max_min(tail, mx, mn);
+    lr.tap(tap).add_sample(mx, mn);
+  }
 
   if (tap == Tap::Q) {
     last_q_ = act;
     last_q_layer_ = layer;
   } else if (tap == Tap::K && last_q_layer_ == layer) {
+    if (last_q_.rows != act.rows) throw std::logic_error("RangeRecorder: Q and K of different lengths");
     std::vector<float> hmax, hmin;
-    attention_score_range(cfg_, last_q_, act, hmax, hmin);
-    lr.scores.add_sample(hmax, hmin, /*keep_sample=*/false);
+    for (std::int64_t r0 = 0; r0 < act.rows; r0 += seq) {
+      attention_score_range(cfg_, sequence(last_q_, r0), sequence(act, r0), hmax, hmin);
+      lr.scores.add_sample(hmax, hmin, /*keep_sample=*/false);
+    }
     last_q_layer_ = -1;
   }
 }

@@ -126,12 +126,15 @@ void QuantizedModel::Hook::on_activation(int layer, Tap tap, const ActivationVie
   if (layer >= enabled_layers || layer >= static_cast<int>(q_.layers_.size())) return;
   const TapQuantizer& tq = q_.layers_[static_cast<std::size_t>(layer)].taps[static_cast<std::size_t>(tap)];
   if (!tq.active() || (layer == static_off_layer && !tq.dynamic)) return;
+  const std::int64_t seq = act.seq > 0 ? act.seq : act.rows;
   if (tq.dynamic) {
-    fake_quant_clusters_dynamic(act.data, act.rows, act.cols, act.ld, tq.boundaries, tq.bits, tq.grid);
+    // Each sequence's own ranges (a batch of windows quantizes as the windows one at a time).
+    for (std::int64_t r0 = 0; r0 < act.rows; r0 += seq)
+      fake_quant_clusters_dynamic(act.row(r0), std::min(seq, act.rows - r0), act.cols, act.ld, tq.boundaries, tq.bits,
+                                  tq.grid);
     return;
   }
   // Each sequence's tokens past the full-precision prefix (all of them without one).
-  const std::int64_t seq = act.seq > 0 ? act.seq : act.rows;
   const std::int64_t skip = std::clamp<std::int64_t>(q_.cfg_.fp_prefix - act.past, 0, seq);
   if (skip == 0) {
     fake_quant_clusters(act.data, act.rows, act.cols, act.ld, tq.boundaries, tq.params);

@@ -93,6 +93,7 @@ class LayerwiseRunner {
 
  private:
   void run(bool keep, ActivationHook* hook, const LayerwiseCallback& progress);
+  static constexpr std::int64_t kBatchRows = 2048;
   const Model& model_;
   std::int64_t samples_, seqlen_;
   int next_layer_ = 0;
@@ -101,8 +102,9 @@ class LayerwiseRunner {
   std::vector<Tensor> hidden_;
 };
 
-// A hook that records the ranges of every tap of every layer into `ranges` (one sample per on_activation call), and
-// the attention score range per head at the K tap (from the Q it saw just before).
+// A hook that records the ranges of every tap of every layer into `ranges` (one sample per sequence of a call:
+// ActivationView::seq, or the whole call), and the attention score range per head and sequence at the K tap (from
+// the Q it saw just before).
 class RangeRecorder : public ActivationHook {
  public:
   RangeRecorder(const ModelConfig& cfg, std::vector<LayerRanges>& ranges);
