@@ -6,7 +6,9 @@
 # Environment: RPTQ_MODEL (default ../shared/models/tiny-opt-16m), RPTQ_CALIB (../shared/data/c4-calib.txt),
 #   RPTQ_EVAL (../shared/data/wikitext2-test.txt), RPTQ_SEQLEN (512), RPTQ_SAMPLES (128), RPTQ_MAX_WINDOWS (40),
 #   RPTQ_OUT (bench/results/presets-<model>.txt), RPTQ_ABLATIONS (1: the softmax, RTN, grid and --no-sequential
-#   rows), RPTQ_REMEDIES (0; 1: the W4A8/W4A4 remedies for massive first-token activations, --fp-prefix 1)
+#   rows), RPTQ_REMEDIES (0; 1: the W4A8 remedies for LLaMA-family activations: --fp-prefix 1, --dynamic,
+#   per-token and 16-bit overrides of the o_proj / down_proj inputs, and W16A8 with and without per-token ranges),
+#   RPTQ_STATS (a statistics file to use instead of calibrating; its sha256 goes into the output)
 set -euo pipefail
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 BUILD=${1:-$REPO/build}
@@ -24,7 +26,12 @@ trap 'rm -rf "$TMP"' EXIT
 {
   echo "# rptq presets on $NAME: calibration $(basename "$CALIB") ($SAMPLES x $SEQLEN, seed 2), evaluation $(basename "$EVAL") ($WINDOWS windows of $SEQLEN)"
   echo "# $(date -u +%Y-%m-%dT%H:%M:%SZ) git $(git -C "$REPO" rev-parse --short HEAD) $(lscpu | grep 'Model name' | sed 's/  */ /g'), $(nproc) cores"
-  "$RPTQ" calibrate "$MODEL" --data "$CALIB" --samples "$SAMPLES" --seqlen "$SEQLEN" --out "$TMP/stats.h5" --json
+  if [ -n "${RPTQ_STATS:-}" ]; then
+    echo "# statistics: $RPTQ_STATS (sha256 $(sha256sum "$RPTQ_STATS" | cut -d' ' -f1)), not recalibrated"
+    ln -s "$(cd "$(dirname "$RPTQ_STATS")" && pwd)/$(basename "$RPTQ_STATS")" "$TMP/stats.h5"
+  else
+    "$RPTQ" calibrate "$MODEL" --data "$CALIB" --samples "$SAMPLES" --seqlen "$SEQLEN" --out "$TMP/stats.h5" --json
+  fi
   run() {  # label, extra args...
     local label=$1; shift
     echo "## $label: rptq compare $*"
@@ -34,8 +41,14 @@ trap 'rm -rf "$TMP"' EXIT
   for p in W16A16 W4A16 W4A8 W4A4 W4A4KV W4A3KV W3A3KV; do run "$p" --preset "$p"; done
   run "W4A4 per-tensor (1 cluster per tap)" --preset W4A4 --clusters 1
   if [ "${RPTQ_REMEDIES:-0}" = 1 ]; then
+    run "W4A8 per-tensor (1 cluster per tap)" --preset W4A8 --clusters 1
     run "W4A8, first token FP (--fp-prefix 1)" --preset W4A8 --fp-prefix 1
-    run "W4A4, first token FP (--fp-prefix 1)" --preset W4A4 --fp-prefix 1
+    run "W4A8, dynamic ranges (--dynamic)" --preset W4A8 --dynamic
+    run "W4A8, per-token ranges on every tap but K/V" --preset W4A8 --override "per-token"
+    run "W4A8, o_proj and down_proj inputs per-token" --preset W4A8 --override "attn_output,ffn_hidden:per-token"
+    run "W4A8, o_proj and down_proj inputs FP" --preset W4A8 --override "attn_output,ffn_hidden:abits=16"
+    run "W16A8" --wbits 16 --abits 8
+    run "W16A8, per-token ranges on every tap but K/V" --wbits 16 --abits 8 --override "per-token"
   fi
   [ "${RPTQ_ABLATIONS:-1}" = 1 ] || exit 0
   run "W4A8 with FP softmax" --preset W4A8 --softmax-bits 16

@@ -17,6 +17,7 @@
 #   RPTQ_QBENCH_REPEATS    runs per preset (default 1)
 #   RPTQ_BENCH_THREADS     threads (default nproc)
 #   RPTQ_BENCH_QUIET_WAIT  before each run, wait up to this many seconds (default 300) for idle CPUs
+#   RPTQ_QBENCH_BASELINE   another rptq binary (e.g. an older commit's build) to time the same way, before ours
 set -euo pipefail
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -100,15 +101,22 @@ marker "\"what\":\"bench_forward\""
 "$BENCH" "$MODEL" --seqlen 512 --batch 1 --threads "$THREADS" --repeats 5 --warmup 1 | grep '^{' | grep -v '"kind":"sgemm"'
 after
 
-for preset in $PRESETS; do
-  for ((r = 1; r <= REPEATS; r++)); do
-    marker "\"what\":\"export\",\"preset\":\"$preset\",\"repeat\":$r"
-    /usr/bin/time -f '{"kind":"time","wall_s":%e,"user_s":%U,"sys_s":%S,"max_rss_kb":%M}' -o "$TMP/time.json" \
-      "$RPTQ" export "$MODEL" --stats "$STATS" --preset "$preset" --out "$TMP/q.h5" --force --json \
-      --threads "$THREADS" > "$TMP/out.json"
-    python3 -c 'import json,sys; j=json.load(open(sys.argv[1])); print(json.dumps({"kind":"export","preset":j["preset"],"quantize_seconds":j["quantize_seconds"],"quantize_phases":j["quantize_phases"],"bytes":j["bytes"],"description":j["description"]}))' "$TMP/out.json"
-    cat "$TMP/time.json"
-    after
+BINARIES=("$RPTQ")
+if [[ -n ${RPTQ_QBENCH_BASELINE:-} ]]; then
+  echo "## baseline: $RPTQ_QBENCH_BASELINE: $("$RPTQ_QBENCH_BASELINE" --version)"
+  BINARIES=("$RPTQ_QBENCH_BASELINE" "$RPTQ")
+fi
+for bin in "${BINARIES[@]}"; do
+  for preset in $PRESETS; do
+    for ((r = 1; r <= REPEATS; r++)); do
+      marker "\"what\":\"export\",\"binary\":\"$bin\",\"preset\":\"$preset\",\"repeat\":$r"
+      /usr/bin/time -f '{"kind":"time","wall_s":%e,"user_s":%U,"sys_s":%S,"max_rss_kb":%M}' -o "$TMP/time.json" \
+        "$bin" export "$MODEL" --stats "$STATS" --preset "$preset" --out "$TMP/q.h5" --force --json \
+        --threads "$THREADS" > "$TMP/out.json"
+      python3 -c 'import json,sys; j=json.load(open(sys.argv[1])); print(json.dumps({"kind":"export","binary":sys.argv[2],"preset":j["preset"],"quantize_seconds":j["quantize_seconds"],"quantize_phases":j.get("quantize_phases"),"bytes":j["bytes"],"description":j["description"]}))' "$TMP/out.json" "$bin"
+      cat "$TMP/time.json"
+      after
+    done
   done
 done
 echo "## load after: $(cat /proc/loadavg)"

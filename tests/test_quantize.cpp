@@ -376,6 +376,7 @@ TEST(Overrides, SelectedTapsOnlyAndThroughTheCheckpoint) {
   c.overrides.push_back(rptq::parse_override("layers=0+2,ffn_hidden,R3:abits=16"));
   c.overrides.push_back(rptq::parse_override("layers=2,attn_output:abits=6"));  // later wins
   c.overrides.push_back(rptq::parse_override("layers=1,ffn_input:dynamic"));
+  c.overrides.push_back(rptq::parse_override("layers=2,attn_input:per-token"));
   c.validate();
   EXPECT_NE(c.describe().find("overrides layers=0+2,ffn_hidden,R3:abits=16;"), std::string::npos);
   auto q = rptq::quantize(rptq::Model::load(dir), stats, c);
@@ -389,8 +390,10 @@ TEST(Overrides, SelectedTapsOnlyAndThroughTheCheckpoint) {
       if (l == 2 && t == Tap::AttnOutput) want_bits = 6;
       EXPECT_EQ(tq.bits, want_bits);
       EXPECT_EQ(c.bits(l, t), want_bits);
-      const bool want_dynamic = l == 1 && t == Tap::FfnInput;
+      const bool want_per_token = l == 2 && t == Tap::AttnInput;
+      const bool want_dynamic = (l == 1 && t == Tap::FfnInput) || want_per_token;
       EXPECT_EQ(tq.dynamic, want_dynamic);
+      EXPECT_EQ(tq.per_token, want_per_token);
       EXPECT_EQ(tq.params.empty(), want_dynamic || want_bits == 16);
       // Layer 0 sees the same inputs in both quantizations: its untouched taps equal the plain preset's.
       if (l == 0 && want_bits == 8) {
@@ -402,12 +405,25 @@ TEST(Overrides, SelectedTapsOnlyAndThroughTheCheckpoint) {
   const auto path = rptq::test::temp_dir("overrides") / "q.h5";
   rptq::export_checkpoint(*q, stats, dir, path);
   auto back = rptq::load_checkpoint(path);
+  // The per-token tap quantizes each token alone: the hook on a batch equals per-token fake quantization.
+  {
+    const rptq::TapQuantizer& tq = q->layer(2).taps[static_cast<std::size_t>(Tap::AttnInput)];
+    const std::int64_t d = q->model().config().hidden;
+    std::vector<float> x(static_cast<std::size_t>(6 * d));
+    for (std::size_t i = 0; i < x.size(); ++i) x[i] = std::cos(0.11f * static_cast<float>(i)) * (i % 17 == 0 ? 40.0f : 1.0f);
+    std::vector<float> want = x;
+    rptq::fake_quant_clusters_per_token(want.data(), 6, d, d, tq.boundaries, tq.bits, tq.grid);
+    q->hook()->on_activation(2, Tap::AttnInput, {x.data(), 6, d, d, 3, 0});
+    EXPECT_EQ(x, want);
+  }
   EXPECT_EQ(back->config().overrides_spec(), c.overrides_spec());
   for (int l = 0; l < L; ++l)
     for (Tap t : rptq::kAllTaps) {
       EXPECT_EQ(back->layer(l).taps[static_cast<std::size_t>(t)].bits, q->layer(l).taps[static_cast<std::size_t>(t)].bits);
       EXPECT_EQ(back->layer(l).taps[static_cast<std::size_t>(t)].dynamic,
                 q->layer(l).taps[static_cast<std::size_t>(t)].dynamic);
+      EXPECT_EQ(back->layer(l).taps[static_cast<std::size_t>(t)].per_token,
+                q->layer(l).taps[static_cast<std::size_t>(t)].per_token);
     }
 
   // Refused by name: K/V, bad bits, unknown parts, layers the model lacks.

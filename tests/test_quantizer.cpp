@@ -237,6 +237,39 @@ TEST(Quantizer, DynamicClustersMatchScalarLoop) {
       }
 }
 
+// Per token: every (row, cluster) quantized with that row's own min/max over the cluster, by a scalar loop; a
+// padded row stride is left alone; a non-finite value is refused.
+TEST(Quantizer, PerTokenClustersMatchScalarLoop) {
+  const std::vector<std::int64_t> b = {0, 3, 30, 31, 50};
+  for (QuantGrid grid : {QuantGrid::Exact, QuantGrid::Reference})
+    for (int bits : {3, 8})
+      for (std::int64_t rows : {std::int64_t{1}, std::int64_t{700}}) {
+        const std::int64_t cols = 50, ld = 53;
+        std::vector<float> x = random_activations(rows, ld, static_cast<std::uint32_t>(bits * 10 + rows));
+        const std::vector<float> orig = x;
+        rptq::fake_quant_clusters_per_token(x.data(), rows, cols, ld, b, bits, grid);
+        for (std::int64_t r = 0; r < rows; ++r) {
+          for (std::size_t k = 0; k + 1 < b.size(); ++k) {
+            float mn = INFINITY, mx = -INFINITY;
+            for (std::int64_t c = b[k]; c < b[k + 1]; ++c) {
+              mn = std::min(mn, orig[static_cast<std::size_t>(r * ld + c)]);
+              mx = std::max(mx, orig[static_cast<std::size_t>(r * ld + c)]);
+            }
+            const QuantParams want = rptq::quant_params(mn, mx, bits, grid);
+            for (std::int64_t c = b[k]; c < b[k + 1]; ++c) {
+              const auto i = static_cast<std::size_t>(r * ld + c);
+              ASSERT_EQ(x[i], rptq::fake_quant(orig[i], want)) << "row " << r << " col " << c;
+            }
+          }
+          for (std::int64_t c = cols; c < ld; ++c)
+            ASSERT_EQ(x[static_cast<std::size_t>(r * ld + c)], orig[static_cast<std::size_t>(r * ld + c)]);
+        }
+      }
+  std::vector<float> bad = random_activations(4, 50, 1);
+  bad[2 * 50 + 7] = NAN;
+  EXPECT_THROW(rptq::fake_quant_clusters_per_token(bad.data(), 4, 50, 50, b, 8, QuantGrid::Exact), rptq::InputError);
+}
+
 TEST(Quantizer, ClusterParamsFromChannelRanges) {
   const std::vector<float> mn = {-1.0f, -3.0f, 0.5f, 2.0f, 4.0f}, mx = {1.0f, 0.0f, 0.7f, 5.0f, 4.5f};
   const std::vector<std::int64_t> b = {0, 2, 2, 5};

@@ -1361,10 +1361,19 @@ auto guarded(const char* what, std::size_t held, F&& f) -> decltype(f()) {
 }  // namespace
 
 namespace {
+bool any_per_token(const QuantConfig& c) {
+  return std::any_of(c.overrides.begin(), c.overrides.end(), [](const TapOverride& o) { return o.dynamic == 2; });
+}
 const QuantizedModel* gpu_supported(const QuantizedModel* q) {
   if (q && q->config().fp_prefix > 0)
     throw InputError("a full-precision prefix (fp_prefix " + std::to_string(q->config().fp_prefix) +
                      ") runs on the CPU only so far: choose the CPU device");
+  if (q)
+    for (int l = 0; l < q->layers(); ++l)
+      for (const TapQuantizer& tq : q->layer(l).taps)
+        if (tq.active() && tq.per_token)
+          throw InputError("per-token activation ranges (an --override) run on the CPU only so far: choose the CPU "
+                           "device");
   return q;
 }
 }  // namespace
@@ -1604,6 +1613,8 @@ std::unique_ptr<QuantizedModel> quantize_gpu(std::unique_ptr<Model> model, const
   if (cfg.fp_prefix > 0)
     throw InputError("a full-precision prefix (fp_prefix " + std::to_string(cfg.fp_prefix) +
                      ") runs on the CPU only so far: choose the CPU device");
+  if (any_per_token(cfg))
+    throw InputError("per-token activation ranges (an --override) run on the CPU only so far: choose the CPU device");
   return quantize_with(std::move(model), stats, cfg, opts, [&](QuantizedModel& q, int passes_per_layer) {
     return make_gpu_layer_passes(q, stats, passes_per_layer, gpu, batch);
   });

@@ -273,6 +273,7 @@ void export_checkpoint(const QuantizedModel& q, const ChannelStats& stats, const
       w.group(tg);
       w.attr(tg, "bits", std::int64_t{tq.bits});
       w.attr(tg, "dynamic", std::int64_t{tq.dynamic ? 1 : 0});
+      w.attr(tg, "per_token", std::int64_t{tq.per_token ? 1 : 0});
       w.attr(tg, "grid", std::string(grid_name(tq.grid)));
       const auto b = to_i32(tq.boundaries);
       w.write_i32(tg + "/boundaries", {static_cast<std::int64_t>(b.size())}, b.data());
@@ -586,6 +587,7 @@ std::unique_ptr<QuantizedModel> load_checkpoint(const std::filesystem::path& pat
       if (!f.exists(tg)) continue;
       tq.bits = static_cast<int>(f.attr_int(tg, "bits"));
       tq.dynamic = f.attr_int(tg, "dynamic") != 0;
+      tq.per_token = tq.dynamic && f.has_attr(tg, "per_token") && f.attr_int(tg, "per_token") != 0;
       tq.grid = parse_grid(f.attr_string(tg, "grid"));
       const auto b = f.read_i32(tg + "/boundaries");
       tq.boundaries.assign(b.begin(), b.end());

@@ -93,16 +93,16 @@ TapOverride parse_override(const std::string& spec) {
   if (o.taps == 0)
     for (Tap t : kAllTaps)
       if (t != Tap::K && t != Tap::V) o.taps |= 1u << static_cast<unsigned>(t);
-  if (set.empty()) throw bad(spec, "sets nothing (abits=N, dynamic or static after the colon)");
+  if (set.empty()) throw bad(spec, "sets nothing (abits=N, dynamic, per-token or static after the colon)");
   for (const std::string& part : split(set, ',')) {
     const std::string l = lower(part);
     if (l.rfind("abits=", 0) == 0) {
       o.abits = to_int(l.substr(6), part);
       if (o.abits != kFullPrecisionBits && (o.abits < 2 || o.abits > 8)) throw bad(part, "needs 2..8 or 16 bits");
-    } else if (l == "dynamic" || l == "static") {
-      o.dynamic = l == "dynamic" ? 1 : 0;
+    } else if (l == "dynamic" || l == "static" || l == "per-token" || l == "per_token") {
+      o.dynamic = l == "dynamic" ? 1 : l == "static" ? 0 : 2;
     } else {
-      throw bad(part, "is not abits=N, dynamic or static");
+      throw bad(part, "is not abits=N, dynamic, per-token or static");
     }
   }
   return o;
@@ -118,8 +118,15 @@ int QuantConfig::bits(int layer, Tap t) const {
 bool QuantConfig::dynamic(int layer, Tap t) const {
   bool d = range_mode == RangeMode::Dynamic;
   for (const TapOverride& o : overrides)
-    if (o.dynamic >= 0 && o.selects(layer, t)) d = o.dynamic == 1;
+    if (o.dynamic >= 0 && o.selects(layer, t)) d = o.dynamic >= 1;
   return d;
+}
+
+bool QuantConfig::per_token(int layer, Tap t) const {
+  bool p = false;
+  for (const TapOverride& o : overrides)
+    if (o.dynamic >= 0 && o.selects(layer, t)) p = o.dynamic == 2;
+  return p;
 }
 
 std::string QuantConfig::overrides_spec() const {
@@ -155,7 +162,7 @@ void QuantConfig::validate() const {
   if (fp_prefix < 0 || fp_prefix > (1 << 20))
     throw InputError("the full-precision prefix must be 0..1048576 tokens; got " + std::to_string(fp_prefix));
   for (const TapOverride& ov : overrides) {
-    if (ov.dynamic == 1 && fp_prefix > 0)
+    if (ov.dynamic >= 1 && fp_prefix > 0)
       throw InputError("--override " + ov.spec + ": dynamic ranges do not combine with a full-precision prefix");
     for (Tap t : {Tap::K, Tap::V})
       if (ov.taps & (1u << static_cast<unsigned>(t)))

@@ -127,6 +127,10 @@ void QuantizedModel::Hook::on_activation(int layer, Tap tap, const ActivationVie
   const TapQuantizer& tq = q_.layers_[static_cast<std::size_t>(layer)].taps[static_cast<std::size_t>(tap)];
   if (!tq.active() || (layer == static_off_layer && !tq.dynamic)) return;
   const std::int64_t seq = act.seq > 0 ? act.seq : act.rows;
+  if (tq.dynamic && tq.per_token) {
+    fake_quant_clusters_per_token(act.data, act.rows, act.cols, act.ld, tq.boundaries, tq.bits, tq.grid);
+    return;
+  }
   if (tq.dynamic) {
     // Each sequence's own ranges (a batch of windows quantizes as the windows one at a time).
     for (std::int64_t r0 = 0; r0 < act.rows; r0 += seq)
@@ -294,6 +298,7 @@ std::unique_ptr<QuantizedModel> quantize_with(std::unique_ptr<Model> model, cons
       tq.grid = cfg.grid;
       tq.boundaries = tap_boundaries(m, lq.reorder, t);
       tq.dynamic = cfg.dynamic(l, t);
+      tq.per_token = cfg.per_token(l, t);
       if (!tq.active() || tq.dynamic) continue;
       tq.params = tap_cluster_params(ranges.tap(t), opts.stat, tap_order(m, lq.reorder, t), tq.boundaries, tq.bits,
                                      tq.grid);

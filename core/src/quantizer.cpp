@@ -200,6 +200,38 @@ std::vector<QuantParams> fake_quant_clusters_dynamic(float* x, std::int64_t rows
   return params;
 }
 
+void fake_quant_clusters_per_token(float* x, std::int64_t rows, std::int64_t cols, std::int64_t ld,
+                                   const std::vector<std::int64_t>& boundaries, int bits, QuantGrid grid) {
+  check_bits(bits);
+  check_matrix(x, rows, cols, ld, "fake_quant_clusters_per_token");
+  check_boundaries(boundaries, cols, "fake_quant_clusters_per_token");
+  const auto g = static_cast<std::int64_t>(boundaries.size()) - 1;
+  std::int64_t bad_row = -1;
+#pragma omp parallel if (rows * cols > kParallelElements)
+  {
+    std::vector<float> row(static_cast<std::size_t>(cols));
+#pragma omp for schedule(static)
+    for (std::int64_t r = 0; r < rows; ++r) {
+      float* xr = x + r * ld;
+      bool finite = true;
+      for (std::int64_t j = 0; j < cols; ++j) finite = finite && std::isfinite(xr[j]);
+      if (!finite) {
+#pragma omp critical
+        bad_row = bad_row < 0 ? r : std::min(bad_row, r);
+        continue;
+      }
+      std::copy_n(xr, cols, row.data());
+      const std::vector<QuantParams> params = cluster_params(row, row, boundaries, bits, grid);
+      for (std::int64_t c = 0; c < g; ++c) {
+        fake_quant_run(xr + boundaries[c], boundaries[c + 1] - boundaries[c], lane(params[static_cast<std::size_t>(c)]));
+      }
+    }
+  }
+  if (bad_row >= 0)
+    throw InputError("fake_quant_clusters_per_token: row " + std::to_string(bad_row) +
+                     " holds a non-finite value (NaN or infinity)");
+}
+
 void fake_quant_softmax(std::span<float> p) { softmax_run(p.data(), static_cast<std::int64_t>(p.size())); }
 
 void fake_quant_softmax(float* p, std::int64_t rows, std::int64_t cols, std::int64_t ld) {

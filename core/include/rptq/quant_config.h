@@ -38,7 +38,8 @@ constexpr int kReorderIndices = 5;      // R1..R5
 // ranges where a static range cannot hold the values). Written "[SELECT:]SET", e.g. "layers=0,attn_output:abits=16"
 // or "layers=25-29+0,ffn_hidden:dynamic": SELECT is a comma list of layers=A[-B][+...] (default: every layer) and
 // tap names or reorder indices R1..R5 (the taps each clusters; default: every tap but K and V); SET is a comma list
-// of abits=N (2..8, or 16 to keep them in float), dynamic, static. K and V are one KV cache layout for all layers
+// of abits=N (2..8, or 16 to keep them in float), dynamic, per-token (dynamic ranges of each token alone), static.
+// K and V are one KV cache layout for all layers
 // and cannot be overridden.
 struct TapOverride {
   std::string spec;                 // as written
@@ -47,7 +48,7 @@ struct TapOverride {
   std::vector<int> layer_list;      // when non-empty: these layers (ranges expanded), instead of first..last
   std::uint32_t taps = 0;           // bit (1 << Tap)
   int abits = 0;                    // 0: unchanged
-  int dynamic = -1;                 // -1 unchanged, 0 static, 1 dynamic
+  int dynamic = -1;                 // -1 unchanged, 0 static, 1 dynamic, 2 per-token (dynamic per row)
   bool selects(int layer, Tap t) const;
 };
 // Parses one override spec; throws InputError naming the bad part.
@@ -77,7 +78,8 @@ struct QuantConfig {
   int bits(Tap t) const { return abits[static_cast<int>(t)]; }
   // With the overrides: what layer l's tap t gets.
   int bits(int layer, Tap t) const;
-  bool dynamic(int layer, Tap t) const;
+  bool dynamic(int layer, Tap t) const;    // per-token taps are dynamic too
+  bool per_token(int layer, Tap t) const;
   // The overrides' specs joined by ";" ("" without any), as the checkpoint records them.
   std::string overrides_spec() const;
   bool quantizes(Tap t) const { return bits(t) < kFullPrecisionBits; }

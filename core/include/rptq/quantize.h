@@ -25,6 +25,7 @@ struct TapQuantizer {
   std::vector<std::int64_t> boundaries;    // clusters, in the reordered layout
   std::vector<QuantParams> params;         // static: one per cluster (empty when dynamic)
   bool dynamic = false;
+  bool per_token = false;                  // dynamic, one range per (token, cluster) (an --override remedy)
   QuantGrid grid = QuantGrid::Exact;
   bool active() const { return bits < kFullPrecisionBits; }
 };

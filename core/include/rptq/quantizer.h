@@ -78,6 +78,11 @@ std::vector<QuantParams> fake_quant_clusters_dynamic(float* x, std::int64_t rows
                                                      const std::vector<std::int64_t>& boundaries, int bits,
                                                      QuantGrid grid);
 
+// Per token: each row's clusters get their own range (that row's min and max over the cluster's channels): the
+// dynamic quantizer applied to every row alone. Throws InputError on a non-finite value.
+void fake_quant_clusters_per_token(float* x, std::int64_t rows, std::int64_t cols, std::int64_t ld,
+                                   const std::vector<std::int64_t>& boundaries, int bits, QuantGrid grid);
+
 // Softmax probabilities on the fixed 8-bit grid of [0, 1], in place: p -> round(clamp(p, 0, 1) * 255) / 255,
 // whatever the other settings (the reference's convention).
 void fake_quant_softmax(std::span<float> p);
