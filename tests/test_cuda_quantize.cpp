@@ -78,7 +78,8 @@ class CheckedPasses : public rptq::LayerPasses {
   // hessian_bound: the relative Frobenius bound of each Hessian (see the test).
   CheckedPasses(rptq::QuantizedModel& q, const rptq::ChannelStats& stats, int passes, double hessian_bound,
                 Checked& out)
-      : out_(out),
+      : q_(q),
+        out_(out),
         hessian_bound_(hessian_bound),
         samples_(stats.settings.samples),
         cpu_(rptq::make_cpu_layer_passes(q, stats, passes)),
@@ -87,8 +88,15 @@ class CheckedPasses : public rptq::LayerPasses {
   rptq::LayerRanges ranges(int l, const rptq::LayerwiseCallback& progress) override {
     rptq::LayerRanges c = cpu_->ranges(l, progress);
     const rptq::LayerRanges g = gpu_->ranges(l, {});
-    for (rptq::Tap t : rptq::kAllTaps) compare(l, rptq::tap_name(t), c.tap(t), g.tap(t));
-    compare(l, "scores", c.scores, g.scores);
+    // The measuring pass applies the layer's 8-bit softmax (as the reference's calibration pass): a probability at
+    // a rounding tie (the CPU's exp against CUDA's expf) moves by 1/255, and with it the attention output and the
+    // taps after it. Measured under the emulator: 4.8e-4 (stories260k W4A4 GPTQ, layer 3's ffn_hidden).
+    const bool after_softmax_grid = q_.model().layer(l).quantize_softmax;
+    for (rptq::Tap t : rptq::kAllTaps) {
+      const bool late = t == rptq::Tap::AttnOutput || t == rptq::Tap::FfnInput || t == rptq::Tap::FfnHidden;
+      compare(l, rptq::tap_name(t), c.tap(t), g.tap(t), late && after_softmax_grid ? 2e-3 : 1e-4);
+    }
+    compare(l, "scores", c.scores, g.scores, 1e-4);
     ++out_.range_layers;
     return c;
   }
@@ -148,7 +156,7 @@ class CheckedPasses : public rptq::LayerPasses {
   }
 
  private:
-  void compare(int l, const char* what, const rptq::TapRanges& c, const rptq::TapRanges& g) {
+  void compare(int l, const char* what, const rptq::TapRanges& c, const rptq::TapRanges& g, double bound) {
     ASSERT_EQ(g.max.size(), c.max.size()) << what;
     EXPECT_EQ(g.samples, c.samples);
     for (std::size_t i = 0; i < c.max.size(); ++i) {
@@ -156,11 +164,12 @@ class CheckedPasses : public rptq::LayerPasses {
                                  std::pair{g.ema_max[i], c.ema_max[i]}, std::pair{g.ema_min[i], c.ema_min[i]}}) {
         const double e = std::abs(static_cast<double>(x) - y) / (1.0 + std::abs(static_cast<double>(y)));
         out_.worst_range = std::max(out_.worst_range, e);
-        if (e > 1e-4 && out_.bad_range++ < 5)
+        if (e > bound && out_.bad_range++ < 5)
           ADD_FAILURE() << "layer " << l << " " << what << " channel " << i << ": CPU " << y << ", GPU " << x;
       }
     }
   }
+  rptq::QuantizedModel& q_;
   Checked& out_;
   double hessian_bound_;
   std::int64_t samples_;
