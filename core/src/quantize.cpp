@@ -260,13 +260,13 @@ std::unique_ptr<QuantizedModel> quantize_with(std::unique_ptr<Model> model, cons
   if (measure_passes || hessian_passes)
     runner = make_passes(*q, (measure_passes ? 1 : 0) + (hessian_passes ? 1 : 0) + 1);
   QuantizedModel::Hook& hook = q->hook_;
-  auto since = [](std::chrono::steady_clock::time_point& t) {
+  auto mark = std::chrono::steady_clock::now();
+  auto since_mark = [&mark] {
     const auto now = std::chrono::steady_clock::now();
-    const double s = std::chrono::duration<double>(now - t).count();
-    t = now;
+    const double s = std::chrono::duration<double>(now - mark).count();
+    mark = now;
     return s;
   };
-  auto t = std::chrono::steady_clock::now();
   std::vector<std::pair<LinearWeights*, std::shared_ptr<const PackedWeight>>> packed;  // one layer's, pending
   for (int l = 0; l < L; ++l) {
     LayerQuantization& lq = q->layers_[static_cast<std::size_t>(l)];
@@ -287,7 +287,7 @@ std::unique_ptr<QuantizedModel> quantize_with(std::unique_ptr<Model> model, cons
     else
       lq.ranges = stats.ranges[static_cast<std::size_t>(l)];
     const LayerRanges& ranges = lq.ranges;
-    q->phases.measure += since(t);
+    q->phases.measure += since_mark();
     // 2. Cluster (on the plain max/min) and fold the reorder.
     lq.reorder = plan_layer_reorder(m, ranges, cfg, l, opts.seed);
     apply_reorder(mod, l, lq.reorder);
@@ -305,7 +305,7 @@ std::unique_ptr<QuantizedModel> quantize_with(std::unique_ptr<Model> model, cons
     }
     hook.enabled_layers = l + 1;
     if (runner) runner->changed(l);
-    q->phases.cluster += since(t);
+    q->phases.cluster += since_mark();
     // 4. Weights, grouped by (output row) x (input cluster).
     if (cfg.quantizes_weights()) {
       std::map<Tap, HessianAccumulator> hessians;
@@ -316,7 +316,7 @@ std::unique_ptr<QuantizedModel> quantize_with(std::unique_ptr<Model> model, cons
         hook.static_off_layer = l;
         hessians = runner->hessians(l, opts.progress);
         hook.static_off_layer = -1;
-        q->phases.hessians += since(t);
+        q->phases.hessians += since_mark();
       } else if (gptq) {
         for (auto& [tap, h] : measured.hessians) hessians.emplace(tap, h.permuted(tap_order(m, lq.reorder, tap)));
       }
@@ -336,7 +336,7 @@ std::unique_ptr<QuantizedModel> quantize_with(std::unique_ptr<Model> model, cons
         packed.emplace_back(lr.w, std::move(pw));
       }
       if (runner) runner->changed(l);
-      q->phases.weights += since(t);
+      q->phases.weights += since_mark();
     }
     // 5. The quantized layer's outputs become the next layer's inputs.
     if (runner && l + 1 < L) runner->advance(l, opts.progress);
@@ -348,7 +348,7 @@ std::unique_ptr<QuantizedModel> quantize_with(std::unique_ptr<Model> model, cons
       packed.clear();
       if (runner) runner->changed(l);
     }
-    q->phases.advance += since(t);
+    q->phases.advance += since_mark();
   }
   hook.enabled_layers = 1 << 30;
   q->seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
