@@ -26,8 +26,7 @@ void set_taps(QuantConfig& c, std::initializer_list<Tap> taps, int bits) {
 
 bool TapOverride::selects(int layer, Tap t) const {
   if (!(taps & (1u << static_cast<unsigned>(t)))) return false;
-  if (!layer_list.empty()) return std::find(layer_list.begin(), layer_list.end(), layer) != layer_list.end();
-  return layer >= first_layer && (last_layer < 0 || layer <= last_layer);
+  return layer_list.empty() || std::find(layer_list.begin(), layer_list.end(), layer) != layer_list.end();
 }
 
 TapOverride parse_override(const std::string& spec) {

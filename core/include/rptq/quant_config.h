@@ -43,9 +43,7 @@ constexpr int kReorderIndices = 5;      // R1..R5
 // and cannot be overridden.
 struct TapOverride {
   std::string spec;                 // as written
-  int first_layer = 0;
-  int last_layer = -1;              // inclusive; -1: to the last layer
-  std::vector<int> layer_list;      // when non-empty: these layers (ranges expanded), instead of first..last
+  std::vector<int> layer_list;      // the layers= list, ranges expanded; empty: every layer
   std::uint32_t taps = 0;           // bit (1 << Tap)
   int abits = 0;                    // 0: unchanged
   int dynamic = -1;                 // -1 unchanged, 0 static, 1 dynamic, 2 per-token (dynamic per row)
