@@ -102,6 +102,32 @@ TEST(CliRptq, EvalWithStatsAndCompare) {
   }
 }
 
+// Weight remedies from the command line: --weight-clip mse, --act-order and a wbits override are in the JSON and
+// change the result; act-order with RTN exits 2 with one line.
+TEST(CliRptq, WeightRemedies) {
+  const std::vector<std::string> base = {"compare", model("stories260k"), "--data", stories(), "--seqlen", "128",
+                                         "--stats", stats_file(), "--preset", "W4A16", "--json"};
+  const CliRun plain = rptq_cli(base);
+  ASSERT_EQ(plain.code, 0) << plain.err;
+  std::vector<std::string> args = base;
+  for (const char* o : {"--weight-clip", "mse", "--act-order", "--override", "layers=0:wbits=8"}) args.push_back(o);
+  const CliRun r = rptq_cli(args);
+  ASSERT_EQ(r.code, 0) << r.err;
+  const auto jp = nlohmann::json::parse(plain.out), jr = nlohmann::json::parse(r.out);
+  EXPECT_EQ(jp["weight_clip"], "minmax");
+  EXPECT_EQ(jp["act_order"], false);
+  EXPECT_EQ(jr["weight_clip"], "mse");
+  EXPECT_EQ(jr["act_order"], true);
+  EXPECT_NE(jr["description"].get<std::string>().find("mse ranges, act-order"), std::string::npos) << jr["description"];
+  EXPECT_NE(jr["kl"].get<double>(), jp["kl"].get<double>());
+  std::vector<std::string> bad = base;
+  for (const char* o : {"--weights", "rtn", "--act-order"}) bad.push_back(o);
+  const CliRun b = rptq_cli(bad);
+  EXPECT_EQ(b.code, 2) << b.err;
+  EXPECT_NE(b.err.find("act-order"), std::string::npos) << b.err;
+  EXPECT_EQ(std::count(b.err.begin(), b.err.end(), '\n'), 1) << b.err;
+}
+
 // --override (repeatable): the JSON lists the overrides in order, the description names them, and the quantization
 // differs from the plain preset; a bad override or one for a layer the model lacks exits 2 with one line; the
 // export's timing JSON has the pipeline's phases.
@@ -124,7 +150,7 @@ TEST(CliRptq, OverridesAndQuantizeTiming) {
   EXPECT_NE(jo["kl"].get<double>(), jp["kl"].get<double>());
   for (const char* phase : {"measure", "cluster", "hessians", "weights", "advance"})
     EXPECT_GE(jo["quantize_phases"][phase].get<double>(), 0.0) << phase;
-  for (const char* bad : {"k:abits=16", "layers=5,q:abits=16", "ffn_hidden:abits=3x"}) {
+  for (const char* bad : {"k:abits=16", "layers=5,q:abits=16", "ffn_hidden:abits=3x", "q:wbits=8"}) {
     std::vector<std::string> b = base;
     b.push_back("--override");
     b.push_back(bad);

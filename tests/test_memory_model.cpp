@@ -114,6 +114,22 @@ TEST(MemoryModel, Opt125mW4A16ByHand) {
   expect_sums(e);
 }
 
+// Weight-bit overrides (mixed precision): layers 0-2's fc2 at 8 bits, layer 11's q/k/v in FP16; the rest 4-bit.
+TEST(MemoryModel, Opt125mWeightBitOverridesByHand) {
+  QuantConfig q = QuantConfig::preset("W4A16");
+  q.overrides.push_back(rptq::parse_override("layers=0-2,ffn_hidden:wbits=8"));
+  q.overrides.push_back(rptq::parse_override("layers=11,attn_input:wbits=16"));
+  const auto e = estimate_memory(rptq::opt_arch("opt-125m"), q, 2, 16);
+  // fc2 is [d, f]; q, k, v are [d, d]: 3 fc2 gain 4 bits per weight, 3 [d, d] go from 4 bits to 16 and lose their
+  // group parameters (R1 = 32 groups per row).
+  EXPECT_EQ(e.linear_weight_bytes, kLinear / 2 + 3 * d * f / 2 + 3 * d * d * 3 / 2);
+  EXPECT_EQ(e.linear_param_bytes, kW4Params - 3 * d * 32 * 4);
+  expect_sums(e);
+  // Without an override the estimate is the preset's.
+  EXPECT_EQ(estimate_memory(rptq::opt_arch("opt-125m"), QuantConfig::preset("W4A16"), 2, 16).linear_weight_bytes,
+            kLinear / 2);
+}
+
 TEST(MemoryModel, Opt125mW4A4ByHand) {
   const auto e = estimate_memory(rptq::opt_arch("opt-125m"), QuantConfig::preset("W4A4"), 3, 10);
   const u64 T = 3 * 10;

@@ -439,6 +439,80 @@ TEST(Overrides, SelectedTapsOnlyAndThroughTheCheckpoint) {
   EXPECT_THROW(prefix.validate(), rptq::InputError);
 }
 
+// Weight remedies: wbits overrides give the selected layers' linears their bits (16: left in float), the others
+// keep wbits; with the MSE range search and act-order on, the quantization still runs, lowers or keeps each
+// linear's error as written in its own tests, and the checkpoint records all of it and runs the same.
+TEST(Overrides, WeightBitsPerLinearAndThroughTheCheckpoint) {
+  const auto dir = rptq::test::resources_dir() / "models" / "stories260k";
+  auto fp = rptq::Model::load(dir);
+  const auto ids = rptq::Tokenizer::load(dir)->encode(
+      rptq::test::read_file(rptq::test::resources_dir() / "data" / "stories.txt"), true);
+  rptq::CalibrationSettings cs;
+  cs.samples = 2;
+  cs.seqlen = 48;
+  const rptq::ChannelStats stats = rptq::calibrate(*fp, dir.string(), ids, "stories.txt", "", cs);
+  const int L = static_cast<int>(fp->config().layers);
+  rptq::QuantConfig c = rptq::QuantConfig::preset("W4A8");
+  c.weight_clip = rptq::WeightClip::Mse;
+  c.act_order = true;
+  c.overrides.push_back(rptq::parse_override("layers=0,ffn_hidden:wbits=8"));
+  c.overrides.push_back(rptq::parse_override("layers=1,attn_input:wbits=16"));
+  c.overrides.push_back(rptq::parse_override("layers=1,R4:wbits=3"));
+  c.validate();
+  EXPECT_NE(c.describe().find("mse ranges, act-order"), std::string::npos) << c.describe();
+  auto q = rptq::quantize(rptq::Model::load(dir), stats, c);
+  auto want_bits = [](int l, Tap input) {
+    if (l == 0 && input == Tap::FfnHidden) return 8;
+    if (l == 1 && input == Tap::AttnInput) return 16;
+    if (l == 1 && input == Tap::FfnInput) return 3;
+    return 4;
+  };
+  const rptq::ModelConfig& m = q->model().config();
+  for (int l = 0; l < L; ++l)
+    for (const rptq::NamedLinear& n : rptq::layer_linears(m, q->model().layer(l))) {
+      SCOPED_TRACE("layer " + std::to_string(l) + " " + n.name);
+      EXPECT_EQ(c.weight_bits(l, n.input), want_bits(l, n.input));
+      if (want_bits(l, n.input) == 16) {
+        EXPECT_FALSE(n.weights->packed);
+        EXPECT_EQ(n.weights->weight.numel(), n.weights->out() * n.weights->in());
+      } else {
+        ASSERT_TRUE(n.weights->packed);
+        EXPECT_EQ(n.weights->packed->bits, want_bits(l, n.input));
+      }
+    }
+  const auto path = rptq::test::temp_dir("wbits-overrides") / "q.h5";
+  rptq::export_checkpoint(*q, stats, dir, path);
+  auto back = rptq::load_checkpoint(path);
+  EXPECT_EQ(back->config().overrides_spec(), c.overrides_spec());
+  EXPECT_EQ(back->config().weight_clip, rptq::WeightClip::Mse);
+  EXPECT_TRUE(back->config().act_order);
+  for (int l = 0; l < L; ++l) {
+    const auto a = rptq::layer_linears(m, q->model().layer(l)), b = rptq::layer_linears(m, back->model().layer(l));
+    ASSERT_EQ(a.size(), b.size());
+    for (std::size_t i = 0; i < a.size(); ++i) {
+      ASSERT_EQ(static_cast<bool>(a[i].weights->packed), static_cast<bool>(b[i].weights->packed)) << a[i].name;
+      if (a[i].weights->packed) EXPECT_EQ(a[i].weights->packed->codes, b[i].weights->packed->codes) << a[i].name;
+    }
+  }
+  const std::vector<std::int32_t> eval(ids.begin(), ids.begin() + 97);
+  rptq::PerplexityOptions po;
+  po.seqlen = 48;
+  const double p_q = rptq::perplexity(q->model(), eval, po, q->hook()).ppl;
+  EXPECT_TRUE(std::isfinite(p_q));
+  EXPECT_NEAR(rptq::perplexity(back->model(), eval, po, back->hook()).ppl, p_q, 1e-4 * p_q);
+
+  // Refused by name: bits, a selection without a linear's input, FP weights, RTN with act-order.
+  for (const char* bad : {"wbits=9", "ffn_hidden:wbits=1", "q:wbits=8", "layers=0,q:wbits=8"})
+    EXPECT_THROW(rptq::parse_override(bad), rptq::InputError) << bad;
+  rptq::QuantConfig fpw = rptq::QuantConfig::preset("W16A16");
+  fpw.overrides.push_back(rptq::parse_override("wbits=4"));
+  EXPECT_THROW(fpw.validate(), rptq::InputError);
+  rptq::QuantConfig rtn = rptq::QuantConfig::preset("W4A16");
+  rtn.weight_method = rptq::WeightMethod::RTN;
+  rtn.act_order = true;
+  EXPECT_THROW(rtn.validate(), rptq::InputError);
+}
+
 // GPTQ's Hessians come from the measuring pass, in the layer's original channel order, and are permuted into the
 // reordered layout: layer 0 of a W4A16 GPTQ quantization (no activation quantizers, FP inputs) equals GPTQ run here
 // on Hessians collected the plain way, in the reordered model, up to the few codes a last-bit difference of H (its

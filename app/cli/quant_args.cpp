@@ -25,6 +25,12 @@ void add_quant_options(CLI::App* cmd, QuantArgs& a, bool stats_required) {
       ->check(CLI::IsMember({"gptq", "rtn"}));
   cmd->add_option("--weight-group", a.weight_group, "Fixed weight group size (default: the input clusters)")
       ->check(CLI::Range(1, 1 << 20));
+  cmd->add_option("--weight-clip", a.weight_clip,
+                  "Remedy, not a paper setting: weight group ranges by min/max (default) or mse (the range shrunk "
+                  "to the least error, weighted by the Hessian diagonal with GPTQ)")
+      ->check(CLI::IsMember({"minmax", "mse"}));
+  cmd->add_flag("--act-order", a.act_order,
+                "Remedy, not a paper setting: GPTQ quantizes columns by decreasing Hessian diagonal (desc_act)");
   cmd->add_option("--grid", a.grid, "Integer grid: exact (2^n - 1 steps, default) or reference (2^n, as RPTQ's code)")
       ->check(CLI::IsMember({"exact", "reference"}));
   cmd->add_option("--stat", a.stat, "Range statistic: ema or minmax (default: the statistics file's)")
@@ -44,7 +50,8 @@ void add_quant_options(CLI::App* cmd, QuantArgs& a, bool stats_required) {
                   "Remedy / mixed precision, not a paper setting (repeatable, later ones win): \"[SELECT:]SET\" "
                   "changes some layers' activation quantizers, e.g. \"layers=0,attn_output:abits=16\" or "
                   "\"layers=25-29+0,ffn_hidden:dynamic\". SELECT: layers=A[-B][+...], tap names, R1..R5 "
-                  "(default: all layers, all taps but K/V); SET: abits=N (2-8, 16 = FP), dynamic, static")
+                  "(default: all layers, all taps but K/V); SET: abits=N (2-8, 16 = FP), wbits=N (the weights of "
+                  "the linears reading those taps), dynamic, per-token, static")
       ->allow_extra_args(false);
 }
 
@@ -66,6 +73,8 @@ QuantConfig build_quant_config(const QuantArgs& a) {
   if (a.softmax_bits) c.softmax_bits = a.softmax_bits;
   c.weight_method = parse_weight_method(a.weights);
   c.weight_group = a.weight_group;
+  c.weight_clip = parse_weight_clip(a.weight_clip);
+  c.act_order = a.act_order;
   c.grid = parse_grid(a.grid);
   c.range_mode = a.dynamic ? RangeMode::Dynamic : RangeMode::Static;
   c.fp_prefix = a.fp_prefix;
@@ -154,6 +163,8 @@ nlohmann::json quant_settings_json(const QuantConfig& c, const QuantArgs& a) {
                    {"R5", c.clusters[4]}};
   j["weights"] = weight_method_name(c.weight_method);
   j["weight_group"] = c.weight_group;
+  j["weight_clip"] = weight_clip_name(c.weight_clip);
+  j["act_order"] = c.act_order;
   j["grid"] = grid_name(c.grid);
   j["ranges"] = c.range_mode == RangeMode::Static ? "static" : "dynamic";
   j["fp_prefix"] = c.fp_prefix;

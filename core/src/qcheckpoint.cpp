@@ -219,6 +219,8 @@ void export_checkpoint(const QuantizedModel& q, const ChannelStats& stats, const
   w.attr("/quantization", "weight_group", std::int64_t{c.weight_group});
   w.attr("/quantization", "softmax_bits", std::int64_t{c.softmax_bits});
   w.attr("/quantization", "fp_prefix", std::int64_t{c.fp_prefix});
+  w.attr("/quantization", "weight_clip", std::string(weight_clip_name(c.weight_clip)));
+  w.attr("/quantization", "act_order", std::int64_t{c.act_order ? 1 : 0});
   w.attr("/quantization", "overrides", c.overrides_spec());
   w.attr("/quantization", "grid", std::string(grid_name(c.grid)));
   w.attr("/quantization", "ranges", std::string(c.range_mode == RangeMode::Static ? "static" : "dynamic"));
@@ -533,6 +535,12 @@ std::unique_ptr<QuantizedModel> load_checkpoint(const std::filesystem::path& pat
     if (n < 0 || n > (1 << 20)) f.fail("/quantization fp_prefix " + std::to_string(n) + " is out of range");
     c.fp_prefix = static_cast<int>(n);
   }
+  if (f.has_attr("/quantization", "weight_clip")) {  // how the weights were quantized; informative only
+    const std::string clip = f.attr_string("/quantization", "weight_clip");
+    if (clip != "minmax" && clip != "mse") f.fail("/quantization weight_clip \"" + clip + "\" is unknown");
+    c.weight_clip = parse_weight_clip(clip);
+  }
+  if (f.has_attr("/quantization", "act_order")) c.act_order = f.attr_int("/quantization", "act_order") != 0;
   c.grid = parse_grid(f.attr_string("/quantization", "grid"));
   c.range_mode = f.attr_string("/quantization", "ranges") == "dynamic" ? RangeMode::Dynamic : RangeMode::Static;
   for (int i = 0; i < kReorderIndices; ++i)

@@ -92,16 +92,25 @@ TapOverride parse_override(const std::string& spec) {
   if (o.taps == 0)
     for (Tap t : kAllTaps)
       if (t != Tap::K && t != Tap::V) o.taps |= 1u << static_cast<unsigned>(t);
-  if (set.empty()) throw bad(spec, "sets nothing (abits=N, dynamic, per-token or static after the colon)");
+  if (set.empty()) throw bad(spec, "sets nothing (abits=N, wbits=N, dynamic, per-token or static after the colon)");
   for (const std::string& part : split(set, ',')) {
     const std::string l = lower(part);
     if (l.rfind("abits=", 0) == 0) {
       o.abits = to_int(l.substr(6), part);
       if (o.abits != kFullPrecisionBits && (o.abits < 2 || o.abits > 8)) throw bad(part, "needs 2..8 or 16 bits");
+    } else if (l.rfind("wbits=", 0) == 0) {
+      o.wbits = to_int(l.substr(6), part);
+      if (o.wbits != kFullPrecisionBits && (o.wbits < 2 || o.wbits > 8)) throw bad(part, "needs 2..8 or 16 bits");
+      constexpr std::uint32_t kLinearInputs = (1u << static_cast<unsigned>(Tap::AttnInput)) |
+                                              (1u << static_cast<unsigned>(Tap::AttnOutput)) |
+                                              (1u << static_cast<unsigned>(Tap::FfnInput)) |
+                                              (1u << static_cast<unsigned>(Tap::FfnHidden));
+      if ((o.taps & kLinearInputs) == 0)
+        throw bad(part, "selects no linear's input (attn_input, attn_output, ffn_input or ffn_hidden; R1, R3, R4, R5)");
     } else if (l == "dynamic" || l == "static" || l == "per-token" || l == "per_token") {
       o.dynamic = l == "dynamic" ? 1 : l == "static" ? 0 : 2;
     } else {
-      throw bad(part, "is not abits=N, dynamic, per-token or static");
+      throw bad(part, "is not abits=N, wbits=N, dynamic, per-token or static");
     }
   }
   return o;
@@ -111,6 +120,13 @@ int QuantConfig::bits(int layer, Tap t) const {
   int b = bits(t);
   for (const TapOverride& o : overrides)
     if (o.abits > 0 && o.selects(layer, t)) b = o.abits;
+  return b;
+}
+
+int QuantConfig::weight_bits(int layer, Tap input) const {
+  int b = wbits;
+  for (const TapOverride& o : overrides)
+    if (o.wbits > 0 && o.selects(layer, input)) b = o.wbits;
   return b;
 }
 
@@ -157,6 +173,8 @@ void QuantConfig::validate() const {
                        std::to_string(clusters[static_cast<std::size_t>(i)]));
   if (weight_group < 0) throw InputError("weight group size must be 0 (per input cluster) or positive");
   if (gptq_block < 1) throw InputError("GPTQ block size must be positive");
+  if (act_order && weight_method != WeightMethod::GPTQ)
+    throw InputError("act-order is a GPTQ option (it orders GPTQ's columns); RTN has no column order");
   if (!(gptq_damp > 0.0 && gptq_damp < 1.0)) throw InputError("GPTQ dampening must be in (0, 1)");
   if (fp_prefix < 0 || fp_prefix > (1 << 20))
     throw InputError("the full-precision prefix must be 0..1048576 tokens; got " + std::to_string(fp_prefix));
@@ -166,6 +184,8 @@ void QuantConfig::validate() const {
     for (Tap t : {Tap::K, Tap::V})
       if (ov.taps & (1u << static_cast<unsigned>(t)))
         throw InputError("--override " + ov.spec + ": K and V (the KV cache) cannot be overridden");
+    if (ov.wbits > 0 && !quantizes_weights())
+      throw InputError("--override " + ov.spec + ": weight-bit overrides need quantized weights (wbits < 16)");
   }
   if (fp_prefix > 0 && range_mode == RangeMode::Dynamic)
     throw InputError("a full-precision prefix is for static ranges (dynamic ranges are measured per forward pass)");
@@ -176,7 +196,9 @@ std::string QuantConfig::describe() const {
   o << name << " (weights ";
   if (quantizes_weights())
     o << wbits << "-bit " << weight_method_name(weight_method)
-      << (weight_group ? " group " + std::to_string(weight_group) : std::string(" per input cluster"));
+      << (weight_group ? " group " + std::to_string(weight_group) : std::string(" per input cluster"))
+      << (weight_clip == WeightClip::Mse ? ", mse ranges" : "")
+      << (act_order && weight_method == WeightMethod::GPTQ ? ", act-order" : "");
   else
     o << "FP";
   // Group the taps by bit width.
@@ -301,6 +323,14 @@ WeightMethod parse_weight_method(const std::string& s) {
   if (l == "rtn") return WeightMethod::RTN;
   if (l == "gptq") return WeightMethod::GPTQ;
   throw InputError("unknown weight quantization method \"" + s + "\" (rtn or gptq)");
+}
+
+const char* weight_clip_name(WeightClip c) { return c == WeightClip::Mse ? "mse" : "minmax"; }
+WeightClip parse_weight_clip(const std::string& s) {
+  const std::string l = lower(s);
+  if (l == "minmax") return WeightClip::MinMax;
+  if (l == "mse") return WeightClip::Mse;
+  throw InputError("unknown weight range search \"" + s + "\" (minmax or mse)");
 }
 
 }  // namespace rptq

@@ -321,14 +321,17 @@ std::unique_ptr<QuantizedModel> quantize_with(std::unique_ptr<Model> model, cons
         for (auto& [tap, h] : measured.hessians) hessians.emplace(tap, h.permuted(tap_order(m, lq.reorder, tap)));
       }
       for (const LinearRef& lr : linears(m, mod.layer(l))) {
+        const int wbits = cfg.weight_bits(l, lr.input);
+        if (wbits >= kFullPrecisionBits) continue;  // kept in float by an override
         const std::int64_t out = lr.w->out(), in = lr.w->in();
         const std::vector<std::int64_t> groups =
             cfg.weight_group > 0 ? fixed_group_boundaries(in, cfg.weight_group) : tap_boundaries(m, lq.reorder, lr.input);
         if (gptq && !factors.contains(lr.input))
-          factors.emplace(lr.input, gptq_factor(hessians.at(lr.input), cfg.gptq_damp));
-        QuantizedWeight qw = gptq ? quantize_gptq(lr.w->weight.data(), out, in, cfg.wbits, cfg.grid, groups,
-                                                  factors.at(lr.input), cfg.gptq_block)
-                                  : quantize_rtn(lr.w->weight.data(), out, in, cfg.wbits, cfg.grid, groups);
+          factors.emplace(lr.input, gptq_factor(hessians.at(lr.input), cfg.gptq_damp, cfg.act_order));
+        QuantizedWeight qw = gptq ? quantize_gptq(lr.w->weight.data(), out, in, wbits, cfg.grid, groups,
+                                                  factors.at(lr.input), cfg.gptq_block, cfg.weight_clip)
+                                  : quantize_rtn(lr.w->weight.data(), out, in, wbits, cfg.grid, groups,
+                                                 cfg.weight_clip);
         // The advance pass below computes with the dequantized weights as floats (the values the packed codes
         // stand for, without unpacking them for every window); after it, the layer keeps only the packed codes.
         auto pw = std::make_shared<const PackedWeight>(PackedWeight::pack(qw));

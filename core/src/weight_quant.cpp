@@ -7,6 +7,8 @@
 #include <limits>
 #include <stdexcept>
 #include <string>
+#include <tuple>
+#include <utility>
 
 #include "rptq/bitpack.h"
 #include "rptq/blas.h"
@@ -36,9 +38,49 @@ void check_weight_args(const float* w, std::int64_t out, std::int64_t in, int bi
   check_boundaries(boundaries, in, what);
 }
 
-// The codes, scales and zero points of (row, group) from the weight's own min/max; codes left empty.
+// The range search's candidates: the min/max range shrunk by p = 1, 0.99, ..., 0.5 (GPTQ's grid of 100 steps;
+// its search goes down to 0.2, but the best shrink of 4-bit weight groups lies far above 0.5).
+constexpr int kClipGrid = 100, kClipSteps = 51;
+
+// [mn, mx] shrunk by p: toward 0 when the range holds it (GPTQ's ranges always do), else toward its middle.
+std::pair<float, float> shrunk_range(float mn, float mx, float p) {
+  const float c = (mn <= 0.0f && mx >= 0.0f) ? 0.0f : 0.5f * (mn + mx);
+  return {c + p * (mn - c), c + p * (mx - c)};
+}
+
+// The candidate range of one group with the least sum over its columns of importance * (w - fake_quant(w))^2
+// (importance 1 without a vector); the first (the unshrunk range) wins ties.
+std::pair<float, float> mse_range(const float* wr, std::int64_t c0, std::int64_t c1, const float* importance,
+                                  float mn, float mx, int bits, QuantGrid grid) {
+  const float lo = static_cast<float>(code_min(bits)), hi = static_cast<float>(code_max(bits));
+  double best = std::numeric_limits<double>::infinity();
+  std::pair<float, float> best_range{mn, mx};
+  for (int i = 0; i < kClipSteps; ++i) {
+    const auto [a, b] = shrunk_range(mn, mx, 1.0f - static_cast<float>(i) / kClipGrid);
+    const QuantParams p = weight_quant_params(a, b, bits, grid);
+    const float s = p.scale, z = p.zero_point;
+    float err = 0.0f;
+#pragma omp simd reduction(+ : err)
+    for (std::int64_t c = c0; c < c1; ++c) {
+      float code = round_half_even(wr[c] / s) + z;
+      code = code < lo ? lo : code;
+      code = code > hi ? hi : code;
+      const float e = wr[c] - (code - z) * s;
+      err += (importance ? importance[c] : 1.0f) * e * e;
+    }
+    if (err < best) {
+      best = err;
+      best_range = {a, b};
+    }
+  }
+  return best_range;
+}
+
+// The codes, scales and zero points of (row, group) from the weight's own min/max (or the range search's best
+// range); codes left empty.
 QuantizedWeight group_quantizers(const float* w, std::int64_t out, std::int64_t in, int bits, QuantGrid grid,
-                                 const std::vector<std::int64_t>& boundaries, const char* what) {
+                                 const std::vector<std::int64_t>& boundaries, const char* what,
+                                 WeightClip clip = WeightClip::MinMax, const float* importance = nullptr) {
   check_weight_args(w, out, in, bits, boundaries, what);
   QuantizedWeight q;
   q.out = out;
@@ -76,6 +118,8 @@ QuantizedWeight group_quantizers(const float* w, std::int64_t out, std::int64_t 
       if (mn == mx) {
         mn = std::min(mn, 0.0f);
         mx = std::max(mx, 0.0f);
+      } else if (clip == WeightClip::Mse) {
+        std::tie(mn, mx) = mse_range(wr, boundaries[k], boundaries[k + 1], importance, mn, mx, bits, grid);
       }
       const QuantParams p = weight_quant_params(mn, mx, bits, grid);
       q.scales[static_cast<std::size_t>(r * g + k)] = p.scale;
@@ -256,8 +300,13 @@ void packed_linear(const float* x, std::int64_t ldx, std::int64_t rows, const Pa
 }
 
 QuantizedWeight quantize_rtn(const float* w, std::int64_t out, std::int64_t in, int bits, QuantGrid grid,
-                             const std::vector<std::int64_t>& group_boundaries) {
-  QuantizedWeight q = group_quantizers(w, out, in, bits, grid, group_boundaries, "quantize_rtn");
+                             const std::vector<std::int64_t>& group_boundaries, WeightClip clip,
+                             std::span<const float> importance) {
+  if (!importance.empty() && static_cast<std::int64_t>(importance.size()) != in)
+    throw InputError("quantize_rtn: " + std::to_string(importance.size()) + " column importances for " +
+                     std::to_string(in) + " input columns");
+  QuantizedWeight q = group_quantizers(w, out, in, bits, grid, group_boundaries, "quantize_rtn", clip,
+                                       importance.empty() ? nullptr : importance.data());
   q.codes.resize(static_cast<std::size_t>(out * in));
   const std::int64_t g = q.groups();
 #pragma omp parallel for schedule(static) if (out * in > kParallelElements)
@@ -356,16 +405,16 @@ HessianAccumulator HessianAccumulator::permuted(std::span<const std::int32_t> or
 
 QuantizedWeight quantize_gptq(const float* w, std::int64_t out, std::int64_t in, int bits, QuantGrid grid,
                               const std::vector<std::int64_t>& group_boundaries, const HessianAccumulator& h,
-                              int block_size, double damp) {
+                              int block_size, double damp, WeightClip clip, bool act_order) {
   // The arguments the factor does not see are checked first, so errors come in the order they always did.
   group_quantizers(w, out, in, bits, grid, group_boundaries, "quantize_gptq");
   if (h.in() != in)
     throw InputError("quantize_gptq: the Hessian is " + std::to_string(h.in()) + " wide but the weight has " +
                      std::to_string(in) + " input columns");
-  return quantize_gptq(w, out, in, bits, grid, group_boundaries, gptq_factor(h, damp), block_size);
+  return quantize_gptq(w, out, in, bits, grid, group_boundaries, gptq_factor(h, damp, act_order), block_size, clip);
 }
 
-GptqFactor gptq_factor(const HessianAccumulator& h, double damp) {
+GptqFactor gptq_factor(const HessianAccumulator& h, double damp, bool act_order) {
   if (h.samples() == 0) throw InputError("quantize_gptq: the Hessian has no calibration samples");
   if (!(damp >= 0.0) || !std::isfinite(damp))
     throw InputError("quantize_gptq: dampening must be a finite value >= 0; got " + std::to_string(damp));
@@ -375,18 +424,29 @@ GptqFactor gptq_factor(const HessianAccumulator& h, double damp) {
   f.in = n;
   f.dead.assign(nn, 0);
 
-  // H with dead inputs set to 1 and the dampening added, in double, with rows and columns in reverse order:
-  // R[i][j] = H[n-1-i][n-1-j] (see below).
   const std::vector<double>& H = h.hessian();
-  std::vector<double> R(nn * nn);
-  for (std::int64_t i = 0; i < n; ++i) {
-    const double* src = H.data() + (n - 1 - i) * n;
-    double* dst = R.data() + i * n;
-    for (std::int64_t j = 0; j < n; ++j) dst[j] = src[n - 1 - j];
-  }
-  for (double v : R)
+  for (double v : H)
     if (!std::isfinite(v))
       throw InputError("quantize_gptq: the Hessian holds NaN or infinity (non-finite calibration inputs?)");
+  // The columns' importance (H's diagonal) and their order: as given, or (act-order) by decreasing diagonal with
+  // dead inputs counted as 1, as the reference's desc_act (which sets them to 1 before sorting).
+  f.importance.resize(nn);
+  for (std::int64_t i = 0; i < n; ++i) f.importance[static_cast<std::size_t>(i)] = static_cast<float>(H[i * n + i]);
+  std::vector<std::int32_t> order(nn);
+  for (std::int64_t i = 0; i < n; ++i) order[static_cast<std::size_t>(i)] = static_cast<std::int32_t>(i);
+  if (act_order) {
+    auto key = [&](std::int32_t c) { return H[c * n + c] == 0.0 ? 1.0 : H[c * n + c]; };
+    std::stable_sort(order.begin(), order.end(), [&](std::int32_t a, std::int32_t b) { return key(a) > key(b); });
+    f.order = order;
+  }
+  // H in that order with dead inputs set to 1 and the dampening added, in double, rows and columns reversed:
+  // R[i][j] = H[o[n-1-i]][o[n-1-j]] (see below).
+  std::vector<double> R(nn * nn);
+  for (std::int64_t i = 0; i < n; ++i) {
+    const double* src = H.data() + static_cast<std::int64_t>(order[static_cast<std::size_t>(n - 1 - i)]) * n;
+    double* dst = R.data() + i * n;
+    for (std::int64_t j = 0; j < n; ++j) dst[j] = src[order[static_cast<std::size_t>(n - 1 - j)]];
+  }
   double mean_diag = 0.0;
   for (std::int64_t i = 0; i < n; ++i) {
     double& d = R[static_cast<std::size_t>(i * n + i)];
@@ -425,23 +485,30 @@ GptqFactor gptq_factor(const HessianAccumulator& h, double damp) {
 
 QuantizedWeight quantize_gptq(const float* w, std::int64_t out, std::int64_t in, int bits, QuantGrid grid,
                               const std::vector<std::int64_t>& group_boundaries, const GptqFactor& f,
-                              int block_size) {
-  // Group quantizers from the original weight, before any update.
-  QuantizedWeight q = group_quantizers(w, out, in, bits, grid, group_boundaries, "quantize_gptq");
+                              int block_size, WeightClip clip) {
+  check_weight_args(w, out, in, bits, group_boundaries, "quantize_gptq");
   if (f.in != in)
     throw InputError("quantize_gptq: the Hessian is " + std::to_string(f.in) + " wide but the weight has " +
                      std::to_string(in) + " input columns");
+  // Group quantizers from the original weight, before any update.
+  QuantizedWeight q = group_quantizers(w, out, in, bits, grid, group_boundaries, "quantize_gptq", clip,
+                                       f.importance.empty() ? nullptr : f.importance.data());
   if (block_size < 1)
     throw InputError("quantize_gptq: block size must be positive; got " + std::to_string(block_size));
   const std::int64_t n = in;
   const std::vector<float>& U = f.u;
   const std::vector<char>& dead = f.dead;
 
-  // The working weight: dead input columns are zero (their inputs are).
-  std::vector<float> W(w, w + out * n);
+  // The working weight, its columns in the factor's order (position c holds column col[c]); dead input columns
+  // are zero (their inputs are).
+  std::vector<std::int32_t> col(static_cast<std::size_t>(n));
   for (std::int64_t c = 0; c < n; ++c)
-    if (dead[static_cast<std::size_t>(c)])
-      for (std::int64_t r = 0; r < out; ++r) W[static_cast<std::size_t>(r * n + c)] = 0.0f;
+    col[static_cast<std::size_t>(c)] = f.order.empty() ? static_cast<std::int32_t>(c) : f.order[static_cast<std::size_t>(c)];
+  std::vector<float> W(static_cast<std::size_t>(out * n));
+#pragma omp parallel for schedule(static) if (out * n > kParallelElements)
+  for (std::int64_t r = 0; r < out; ++r)
+    for (std::int64_t c = 0; c < n; ++c)
+      W[static_cast<std::size_t>(r * n + c)] = dead[static_cast<std::size_t>(c)] ? 0.0f : w[r * n + col[static_cast<std::size_t>(c)]];
 
   // Group quantizers transposed to [g, out], so one column's quantizers are contiguous over the rows.
   const std::int64_t g = q.groups();
@@ -451,7 +518,12 @@ QuantizedWeight quantize_gptq(const float* w, std::int64_t out, std::int64_t in,
       sT[static_cast<std::size_t>(k * out + r)] = q.scales[static_cast<std::size_t>(r * g + k)];
       zT[static_cast<std::size_t>(k * out + r)] = q.zero_points[static_cast<std::size_t>(r * g + k)];
     }
-  const std::vector<std::int32_t> group_of = column_groups(group_boundaries, n);
+  std::vector<std::int32_t> group_of = column_groups(group_boundaries, n);
+  if (!f.order.empty()) {
+    std::vector<std::int32_t> g2(static_cast<std::size_t>(n));
+    for (std::int64_t c = 0; c < n; ++c) g2[static_cast<std::size_t>(c)] = group_of[static_cast<std::size_t>(col[static_cast<std::size_t>(c)])];
+    group_of = std::move(g2);
+  }
   const float lo = static_cast<float>(code_min(bits)), hi = static_cast<float>(code_max(bits));
   q.codes.assign(static_cast<std::size_t>(out * n), 0);
 
@@ -479,7 +551,7 @@ QuantizedWeight quantize_gptq(const float* w, std::int64_t out, std::int64_t in,
         const float* z = zT.data() + group_of[static_cast<std::size_t>(c)] * out + r0;
         float* wi = W1.data() + i * out + r0;
         float* ei = E1.data() + i * out + r0;
-        std::int8_t* codes = q.codes.data() + c;
+        std::int8_t* codes = q.codes.data() + col[static_cast<std::size_t>(c)];
         for (std::int64_t r = 0; r < m; ++r) {
           float code = round_half_even(wi[r] / s[r]) + z[r];
           code = code < lo ? lo : code;

@@ -25,6 +25,12 @@ enum class RangeStat {
 
 enum class WeightMethod { RTN, GPTQ };
 
+// How a weight group's [min, max] is chosen (weight_quant.h). MinMax is the paper's and the reference's; Mse is
+// GPTQ's optional grid search (quant.py find_params with mse=True), here with the error weighted by each input
+// channel's Hessian diagonal (the mean square of its activation) where a Hessian exists: a remedy, not a paper
+// setting.
+enum class WeightClip { MinMax, Mse };
+
 // Where activation ranges come from.
 enum class RangeMode {
   Static,   // from calibration (the default)
@@ -38,7 +44,9 @@ constexpr int kReorderIndices = 5;      // R1..R5
 // ranges where a static range cannot hold the values). Written "[SELECT:]SET", e.g. "layers=0,attn_output:abits=16"
 // or "layers=25-29+0,ffn_hidden:dynamic": SELECT is a comma list of layers=A[-B][+...] (default: every layer) and
 // tap names or reorder indices R1..R5 (the taps each clusters; default: every tap but K and V); SET is a comma list
-// of abits=N (2..8, or 16 to keep them in float), dynamic, per-token (dynamic ranges of each token alone), static.
+// of abits=N (2..8, or 16 to keep them in float), wbits=N (the weights of the linears reading a selected tap:
+// attn_input for q/k/v, attn_output for o, ffn_input for fc1 or gate/up, ffn_hidden for fc2 or down; 16 keeps them
+// in float), dynamic, per-token (dynamic ranges of each token alone), static.
 // K and V are one KV cache layout for all layers
 // and cannot be overridden.
 struct TapOverride {
@@ -46,6 +54,7 @@ struct TapOverride {
   std::vector<int> layer_list;      // the layers= list, ranges expanded; empty: every layer
   std::uint32_t taps = 0;           // bit (1 << Tap)
   int abits = 0;                    // 0: unchanged
+  int wbits = 0;                    // 0: unchanged; else the weight bits of the linears reading a selected tap
   int dynamic = -1;                 // -1 unchanged, 0 static, 1 dynamic, 2 per-token (dynamic per row)
   bool selects(int layer, Tap t) const;
 };
@@ -59,6 +68,10 @@ struct QuantConfig {
   int weight_group = 0;            // 0: groups are (output row) x (input cluster); else a fixed group size
   double gptq_damp = 0.01;         // fraction of the mean Hessian diagonal added to the diagonal
   int gptq_block = 128;            // columns per lazy-update block
+  // Not paper settings (remedies for weights): the group range search, and GPTQ's act-order (desc_act: columns
+  // quantized in the order of decreasing Hessian diagonal; groups stay the same column sets).
+  WeightClip weight_clip = WeightClip::MinMax;
+  bool act_order = false;
   std::array<int, kTapCount> abits{kFullPrecisionBits, kFullPrecisionBits, kFullPrecisionBits, kFullPrecisionBits,
                                    kFullPrecisionBits, kFullPrecisionBits, kFullPrecisionBits};  // indexed by Tap
   int softmax_bits = kFullPrecisionBits;  // 8 when the attention probabilities are quantized (fixed [0, 1] grid)
@@ -78,6 +91,9 @@ struct QuantConfig {
   int bits(int layer, Tap t) const;
   bool dynamic(int layer, Tap t) const;    // per-token taps are dynamic too
   bool per_token(int layer, Tap t) const;
+  // The weight bits of layer l's linears that read tap `input` (attn_input: q, k, v; attn_output: o; ffn_input:
+  // fc1 or gate and up; ffn_hidden: fc2 or down): wbits, or an override's (16: the linear stays in float).
+  int weight_bits(int layer, Tap input) const;
   // The overrides' specs joined by ";" ("" without any), as the checkpoint records them.
   std::string overrides_spec() const;
   bool quantizes(Tap t) const { return bits(t) < kFullPrecisionBits; }
@@ -108,6 +124,8 @@ QuantGrid parse_grid(const std::string& s);  // throws InputError
 const char* range_stat_name(RangeStat s);    // "ema", "minmax"
 RangeStat parse_range_stat(const std::string& s);
 const char* weight_method_name(WeightMethod m);  // "rtn", "gptq"
+const char* weight_clip_name(WeightClip c);      // "minmax", "mse"
+WeightClip parse_weight_clip(const std::string& s);  // throws InputError
 WeightMethod parse_weight_method(const std::string& s);
 
 }  // namespace rptq

@@ -1,6 +1,6 @@
 #pragma once
-// Weight quantization: round-to-nearest and GPTQ (Frantar et al. 2022, as in the reference gptq.py, without
-// act-order), per group = (output row) x (input column group). The column groups are the input clusters of the
+// Weight quantization: round-to-nearest and GPTQ (Frantar et al. 2022, as in the reference gptq.py; act-order
+// and an MSE range search as options), per group = (output row) x (input column group). The column groups are the input clusters of the
 // reorder index on the weight's input (after reordering, contiguous ranges), or a fixed group size.
 //
 // A group's quantizer comes from the min and max of its weights with the grid of quantizer.h (Exact or
@@ -83,9 +83,14 @@ void packed_linear(const float* x, std::int64_t ldx, std::int64_t rows, const Pa
 std::int64_t packed_tile_rows(std::int64_t rows, std::int64_t in, std::int64_t out);
 
 // Round to nearest: every weight by its group's quantizer. w is [out, in] row-major (nn.Linear's layout).
-// Throws InputError on bad sizes, bits outside 2..8, bad boundaries or a non-finite weight.
+// With WeightClip::Mse a group's range is the one of min/max shrunk by p = 1, 0.99, ..., 0.5 (toward 0, which
+// weight groups' ranges hold, else toward their middle) whose quantization error sum importance[c] * e^2 over the
+// group is least (importance empty: 1 for every column); GPTQ passes its Hessian diagonal.
+// Throws InputError on bad sizes, bits outside 2..8, bad boundaries, an importance of another width or a
+// non-finite weight.
 QuantizedWeight quantize_rtn(const float* w, std::int64_t out, std::int64_t in, int bits, QuantGrid grid,
-                             const std::vector<std::int64_t>& group_boundaries);
+                             const std::vector<std::int64_t>& group_boundaries,
+                             WeightClip clip = WeightClip::MinMax, std::span<const float> importance = {});
 
 // The Hessian of a layer's reconstruction loss in its input: H = 2/N sum x x^T over the N input rows seen,
 // accumulated batch by batch as GPTQ does (H *= N / (N + rows); N += rows; H += 2/N X^T X). Held in double.
@@ -123,19 +128,26 @@ class HessianAccumulator {
 // or of another width, or when H is not positive definite even after dampening.
 QuantizedWeight quantize_gptq(const float* w, std::int64_t out, std::int64_t in, int bits, QuantGrid grid,
                               const std::vector<std::int64_t>& group_boundaries, const HessianAccumulator& h,
-                              int block_size = 128, double damp = 0.01);
+                              int block_size = 128, double damp = 0.01, WeightClip clip = WeightClip::MinMax,
+                              bool act_order = false);
 
 // What GPTQ needs of a Hessian, computed once for every linear that reads the same input (q, k and v; gate and
-// up): U, the upper Cholesky factor of (H dampened)^-1 (H^-1 = U^T U, [in, in] row-major, float), and the dead
-// inputs. Throws InputError as quantize_gptq.
+// up): the column order (act-order: GPTQ's desc_act, columns by decreasing H_ii, dead inputs counted as 1, ties
+// in column order; else the given order), U, the upper Cholesky factor of (H dampened)^-1 with H's rows and
+// columns in that order (H^-1 = U^T U, [in, in] row-major, float), the dead inputs (by position in that order),
+// and H's diagonal by column (the importance of the MSE range search). Throws InputError as quantize_gptq.
+// Act-order changes only the order in which columns are quantized and compensated: a column keeps its group and
+// the group quantizers still come from the original weight.
 struct GptqFactor {
   std::int64_t in = 0;
+  std::vector<std::int32_t> order;  // empty: 0, 1, ..., in - 1
   std::vector<float> u;
   std::vector<char> dead;
+  std::vector<float> importance;
 };
-GptqFactor gptq_factor(const HessianAccumulator& h, double damp = 0.01);
+GptqFactor gptq_factor(const HessianAccumulator& h, double damp = 0.01, bool act_order = false);
 QuantizedWeight quantize_gptq(const float* w, std::int64_t out, std::int64_t in, int bits, QuantGrid grid,
                               const std::vector<std::int64_t>& group_boundaries, const GptqFactor& f,
-                              int block_size = 128);
+                              int block_size = 128, WeightClip clip = WeightClip::MinMax);
 
 }  // namespace rptq
