@@ -2,6 +2,7 @@
 // that touch device memory skip when no GPU is present.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <cstdio>
 #include <stdexcept>
@@ -31,6 +32,73 @@ TEST(DeviceInfo, IsConsistent) {
   // A reason exactly when there is no usable GPU.
   EXPECT_EQ(info.cuda_devices == 0, !info.unavailable_reason.empty()) << info.unavailable_reason;
   std::printf("device_info: %s\n", info.description.c_str());
+}
+
+// The device list, faked: a machine whose GPU 0 cannot run the kernels and whose GPU 1 can. The ordinal a run
+// takes is GPU 1's (not "the first of cuda_devices = 1 supported", i.e. 0), 0 is refused saying why, and an ordinal
+// past the list is refused naming the list.
+namespace {
+rptq::GpuInfo fake_gpu(int ordinal, const char* name, int major, int minor, bool supported) {
+  rptq::GpuInfo g;
+  g.ordinal = ordinal;
+  g.name = name;
+  g.cc_major = major;
+  g.cc_minor = minor;
+  g.supported = supported;
+  if (!supported) g.why_not = "sm_" + std::to_string(major) + std::to_string(minor) + "; this build has kernels for sm_80";
+  g.total_bytes = std::uint64_t{8} << 30;
+  return g;
+}
+}  // namespace
+
+TEST(DeviceInfo, FakedListPicksTheSupportedOrdinal) {
+  const rptq::DeviceInfo info =
+      rptq::make_device_info(true, {fake_gpu(0, "Old GPU", 6, 1, false), fake_gpu(1, "New GPU", 9, 0, true)});
+  EXPECT_EQ(info.cuda_devices, 1);
+  ASSERT_EQ(info.gpus.size(), 2u);
+  EXPECT_EQ(info.first_usable_gpu(), 1);
+  EXPECT_EQ(info.pick_gpu(-1), 1);
+  EXPECT_EQ(info.pick_gpu(1), 1);
+  EXPECT_TRUE(info.unavailable_reason.empty());
+  EXPECT_EQ(info.description,
+            "CUDA: cuda:0 Old GPU (sm_61, 8.0 GiB) [unsupported]; cuda:1 New GPU (sm_90, 8.0 GiB)");
+  try {
+    info.pick_gpu(0);
+    ADD_FAILURE() << "GPU 0 is unsupported";
+  } catch (const rptq::InputError& e) {
+    EXPECT_NE(std::string(e.what()).find("cuda:0 Old GPU"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("sm_61; this build has kernels for sm_80"), std::string::npos) << e.what();
+  }
+  try {
+    info.pick_gpu(2);
+    ADD_FAILURE() << "there is no GPU 2";
+  } catch (const rptq::InputError& e) {
+    EXPECT_NE(std::string(e.what()).find("no GPU cuda:2"), std::string::npos) << e.what();
+  }
+  EXPECT_EQ(info.gpu(1)->name, "New GPU");
+  EXPECT_EQ(info.gpu(5), nullptr);
+
+  // Only the unsupported one: no usable GPU, and the reason names it.
+  const rptq::DeviceInfo old_only = rptq::make_device_info(true, {fake_gpu(0, "Old GPU", 6, 1, false)});
+  EXPECT_EQ(old_only.cuda_devices, 0);
+  EXPECT_EQ(old_only.first_usable_gpu(), -1);
+  EXPECT_NE(old_only.unavailable_reason.find("no GPU the kernels support (cuda:0 Old GPU"), std::string::npos)
+      << old_only.unavailable_reason;
+  EXPECT_THROW(old_only.pick_gpu(-1), rptq::InputError);
+  // No GPU listed at all: the runtime's reason; not compiled in: says so whatever the list.
+  EXPECT_EQ(rptq::make_device_info(true, {}, "no driver").unavailable_reason, "no driver");
+  EXPECT_EQ(rptq::make_device_info(true, {}).unavailable_reason, "no GPU found");
+  const rptq::DeviceInfo cpu = rptq::make_device_info(false, {fake_gpu(0, "New GPU", 9, 0, true)});
+  EXPECT_EQ(cpu.cuda_devices, 0);
+  EXPECT_TRUE(cpu.gpus.empty());
+  EXPECT_EQ(cpu.unavailable_reason, "CUDA support not compiled in");
+  // The real list agrees with itself.
+  const rptq::DeviceInfo real = rptq::device_info();
+  EXPECT_EQ(real.cuda_compiled, rptq::cuda_compiled_in());
+  EXPECT_EQ(static_cast<int>(std::count_if(real.gpus.begin(), real.gpus.end(), [](const rptq::GpuInfo& g) {
+              return g.supported;
+            })),
+            real.cuda_devices);
 }
 
 TEST(DeviceInfo, ResolveDevice) {

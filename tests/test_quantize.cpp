@@ -491,7 +491,9 @@ TEST(Overrides, WeightBitsPerLinearAndThroughTheCheckpoint) {
     ASSERT_EQ(a.size(), b.size());
     for (std::size_t i = 0; i < a.size(); ++i) {
       ASSERT_EQ(static_cast<bool>(a[i].weights->packed), static_cast<bool>(b[i].weights->packed)) << a[i].name;
-      if (a[i].weights->packed) EXPECT_EQ(a[i].weights->packed->codes, b[i].weights->packed->codes) << a[i].name;
+      if (a[i].weights->packed) {
+        EXPECT_EQ(a[i].weights->packed->codes, b[i].weights->packed->codes) << a[i].name;
+      }
     }
   }
   const std::vector<std::int32_t> eval(ids.begin(), ids.begin() + 97);

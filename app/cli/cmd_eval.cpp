@@ -88,7 +88,7 @@ void run_eval(const EvalArgs& a) {
 void add_eval(CLI::App& app) {
   auto a = std::make_shared<EvalArgs>();
   auto* cmd = app.add_subcommand("eval", "Measure perplexity on a text file (GPTQ/RPTQ convention)");
-  cmd->add_option("MODEL", a->model, "Hugging Face model folder")->required();
+  cmd->add_option("MODEL", a->model, "Hugging Face model folder, or an RPTQ checkpoint (.h5 from rptq export)")->required();
   cmd->add_option("--data", a->data, "Text file, tokenized whole with one BOS")->required();
   add_window_options(cmd, a->windows);
   cmd->add_option("--batch", a->batch, "Windows per forward pass (default 1)")->check(CLI::Range(1, 1024));

@@ -99,7 +99,7 @@ void run_generate(const GenerateArgs& a) {
 void add_generate(CLI::App& app) {
   auto a = std::make_shared<GenerateArgs>();
   auto* cmd = app.add_subcommand("generate", "Continue a prompt, streaming the text as it is generated");
-  cmd->add_option("MODEL", a->model, "Hugging Face model folder")->required();
+  cmd->add_option("MODEL", a->model, "Hugging Face model folder, or an RPTQ checkpoint (.h5 from rptq export)")->required();
   cmd->add_option("--prompt", a->prompt, "The prompt text")->required();
   cmd->add_option("--max-new-tokens", a->max_new_tokens, "Tokens to generate (default 64)")
       ->check(CLI::Range(0, 1 << 20));

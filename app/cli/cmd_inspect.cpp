@@ -116,7 +116,7 @@ void run_inspect(const InspectArgs& a) {
 void add_inspect(CLI::App& app) {
   auto a = std::make_shared<InspectArgs>();
   auto* cmd = app.add_subcommand("inspect", "Show a model's architecture, dimensions, parameters, dtypes and files");
-  cmd->add_option("MODEL", a->model, "Hugging Face model folder")->required();
+  cmd->add_option("MODEL", a->model, "Hugging Face model folder, or an RPTQ checkpoint (.h5 from rptq export)")->required();
   cmd->add_flag("--json", a->json, "Print JSON");
   cmd->callback([a] { run_inspect(*a); });
 }

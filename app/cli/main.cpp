@@ -7,6 +7,7 @@
 #include <iostream>
 
 #include "cli.h"
+#include "rptq/device.h"
 #include "rptq/error.h"
 #include "rptq/version_info.h"
 
@@ -14,11 +15,7 @@ int main(int argc, char** argv) {
   CLI::App app{"rptq: reorder-based post-training quantization (RPTQ) of large language models"};
   app.require_subcommand(1);
   app.set_version_flag("--version", std::string("rptq ") + RPTQ_VERSION_STRING + " (git " + RPTQ_GIT_REVISION +
-#ifdef RPTQ_WITH_CUDA
-                                        ", CUDA kernels compiled in"
-#else
-                                        ", CPU only"
-#endif
+                                        (rptq::cuda_compiled_in() ? ", CUDA kernels compiled in" : ", CPU only") +
                                         ")");
   rptq::cli::add_inspect(app);
   rptq::cli::add_tokenize(app);
@@ -40,6 +37,10 @@ int main(int argc, char** argv) {
     return app.exit(e);
   } catch (const CLI::ParseError& e) {
     std::cerr << "rptq: " << e.what() << " (see rptq --help)\n";
+    return 2;
+  } catch (const rptq::OutputExists& e) {
+    std::cout.flush();
+    std::cerr << "rptq: error: " << e.what() << " (use --force to overwrite)\n";
     return 2;
   } catch (const rptq::InputError& e) {
     std::cout.flush();

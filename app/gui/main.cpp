@@ -16,13 +16,8 @@
 
 #include "main/main_window.h"
 #include "main/screenshot.h"
+#include "rptq/device.h"
 #include "rptq/version_info.h"
-
-#ifdef RPTQ_WITH_CUDA
-#define RPTQ_WORKBENCH_BUILD_KIND "CUDA kernels compiled in"
-#else
-#define RPTQ_WORKBENCH_BUILD_KIND "CPU only"
-#endif
 
 int main(int argc, char** argv) {
   // The screenshot mode needs no display: choose the offscreen platform before Qt starts, unless one is forced.
@@ -39,7 +34,8 @@ int main(int argc, char** argv) {
   QApplication::setApplicationDisplayName(QStringLiteral("RPTQ Workbench"));
   // --version says what `rptq --version` says: version, git revision, and whether the CUDA kernels are compiled in.
   QApplication::setApplicationVersion(
-      QStringLiteral(RPTQ_VERSION_STRING " (git " RPTQ_GIT_REVISION ", " RPTQ_WORKBENCH_BUILD_KIND ")"));
+      QStringLiteral(RPTQ_VERSION_STRING " (git " RPTQ_GIT_REVISION ", %1)")
+          .arg(rptq::cuda_compiled_in() ? QStringLiteral("CUDA kernels compiled in") : QStringLiteral("CPU only")));
   // The installed desktop entry and icon (packaging/): the Wayland app id, and the window icon from the theme.
   QGuiApplication::setDesktopFileName(QStringLiteral("io.github.rptq.Workbench"));
   QApplication::setWindowIcon(QIcon::fromTheme(QStringLiteral("io.github.rptq.Workbench")));

@@ -24,62 +24,8 @@ const char* gpu_layer_placement_name(GpuLayerPlacement p) {
 
 }  // namespace rptq
 
-#ifndef RPTQ_WITH_CUDA
-
-namespace rptq {
-
-namespace {
-[[noreturn]] void no_cuda() {
-  throw InputError("CUDA support was not compiled in (this build runs on the CPU only; use --device cpu)");
-}
-}  // namespace
-
-struct GpuRunner::Impl {
-  GpuMemoryStats mem;
-};
-GpuRunner::GpuRunner(const Model&, const QuantizedModel*, const GpuOptions&) { no_cuda(); }
-GpuRunner::~GpuRunner() = default;
-Tensor GpuRunner::forward(std::span<const std::int32_t>, std::int64_t) { no_cuda(); }
-PerplexityResult GpuRunner::perplexity(std::span<const std::int32_t>, const PerplexityOptions&) { no_cuda(); }
-std::vector<LayerRanges> GpuRunner::calibration_ranges(std::span<const std::int32_t>, std::int64_t, std::int64_t,
-                                                       std::int64_t, const LayerwiseCallback&) {
-  no_cuda();
-}
-const GpuMemoryStats& GpuRunner::memory() const { no_cuda(); }
-std::string GpuRunner::device_description() const { no_cuda(); }
-void GpuRunner::set_tap_observer(GpuTapObserver) { no_cuda(); }
-GenerateResult GpuRunner::generate(std::span<const std::int32_t>, const GenerateOptions&,
-                                   const std::function<bool(std::int32_t)>&) {
-  no_cuda();
-}
-void GpuRunner::start_cache(std::int64_t, std::shared_ptr<const KvQuantization>) { no_cuda(); }
-Tensor GpuRunner::step(std::span<const std::int32_t>) { no_cuda(); }
-std::int64_t GpuRunner::cache_length() const { no_cuda(); }
-GenerateResult generate_gpu(const Model&, const QuantizedModel*, std::span<const std::int32_t>,
-                            const GenerateOptions&, const std::function<bool(std::int32_t)>&, const GpuOptions&) {
-  no_cuda();
-}
-ChannelStats calibrate_gpu(const Model&, const std::string&, std::span<const std::int32_t>, const std::string&,
-                           const std::string&, const CalibrationSettings&, const LayerwiseCallback&,
-                           const GpuOptions&, std::int64_t) {
-  no_cuda();
-}
-CompareResult compare_models_gpu(const Model&, const QuantizedModel*, const Model&, const QuantizedModel*,
-                                 std::span<const std::int32_t>, const PerplexityOptions&, const GpuOptions&) {
-  no_cuda();
-}
-std::unique_ptr<QuantizedModel> quantize_gpu(std::unique_ptr<Model>, const ChannelStats&, const QuantConfig&,
-                                             const QuantizeOptions&, const GpuOptions&, std::int64_t) {
-  no_cuda();
-}
-std::unique_ptr<LayerPasses> make_gpu_layer_passes(QuantizedModel&, const ChannelStats&, int, const GpuOptions&,
-                                                   std::int64_t) {
-  no_cuda();
-}
-
-}  // namespace rptq
-
-#else  // RPTQ_WITH_CUDA
+// The GPU runner; a CPU-only build gets cuda_runner_none.cpp instead.
+#ifdef RPTQ_WITH_CUDA
 
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
@@ -462,11 +408,8 @@ struct GpuRunner::Impl {
   // Setup
 
   void init() {
-    const DeviceInfo info = device_info();
-    if (info.cuda_devices <= 0) throw InputError("CUDA is unavailable: " + info.unavailable_reason);
-    if (opts.device < 0 || opts.device >= info.cuda_devices)
-      throw InputError("CUDA device " + std::to_string(opts.device) + " does not exist (" +
-                       std::to_string(info.cuda_devices) + " usable)");
+    // The ordinal asked for (it must name a supported GPU), or the first supported one.
+    opts.device = device_info().pick_gpu(opts.device);
     RPTQ_CUDA_CHECK(cudaSetDevice(opts.device));
     RPTQ_CUDA_CHECK(cudaStreamCreateWithFlags(&compute, cudaStreamNonBlocking));
     RPTQ_CUDA_CHECK(cudaStreamCreateWithFlags(&upload, cudaStreamNonBlocking));
@@ -1350,8 +1293,8 @@ auto guarded(const char* what, std::size_t held, F&& f) -> decltype(f()) {
   } catch (const CudaError& e) {
     if (e.out_of_memory())
       throw InputError(std::string("GPU out of memory ") + what + " (" + mib(held) +
-                       " already allocated by this run): use a smaller --batch or --seqlen, or fewer calibration "
-                       "samples per step (" + e.what() + ")");
+                       " already allocated by this run): use fewer windows per step or shorter "
+                       "windows (" + e.what() + ")");
     throw;
   } catch (const std::invalid_argument& e) {
     throw InputError(std::string("GPU ") + what + ": " + e.what());
@@ -1372,7 +1315,7 @@ const QuantizedModel* gpu_supported(const QuantizedModel* q) {
     for (int l = 0; l < q->layers(); ++l)
       for (const TapQuantizer& tq : q->layer(l).taps)
         if (tq.active() && tq.per_token)
-          throw InputError("per-token activation ranges (an --override) run on the CPU only so far: choose the CPU "
+          throw InputError("per-token activation ranges (an override) run on the CPU only so far: choose the CPU "
                            "device");
   return q;
 }
@@ -1614,7 +1557,7 @@ std::unique_ptr<QuantizedModel> quantize_gpu(std::unique_ptr<Model> model, const
     throw InputError("a full-precision prefix (fp_prefix " + std::to_string(cfg.fp_prefix) +
                      ") runs on the CPU only so far: choose the CPU device");
   if (any_per_token(cfg))
-    throw InputError("per-token activation ranges (an --override) run on the CPU only so far: choose the CPU device");
+    throw InputError("per-token activation ranges (an override) run on the CPU only so far: choose the CPU device");
   return quantize_with(std::move(model), stats, cfg, opts, [&](QuantizedModel& q, int passes_per_layer) {
     return make_gpu_layer_passes(q, stats, passes_per_layer, gpu, batch);
   });

@@ -5,77 +5,79 @@
 #include <cstdio>
 #include <exception>
 
+#include "device_probe.h"
 #include "rptq/error.h"
-
-#ifdef RPTQ_WITH_CUDA
-#include "device.cuh"
-#endif
 
 namespace rptq {
 
-namespace {
-
-#ifdef RPTQ_WITH_CUDA
-// "cuda:0 NVIDIA H100 80GB HBM3 (sm_90, 79.1 GiB)"; names a GPU the kernels cannot run on as such.
-std::string describe_gpu(int device, const cuda::ComputeCapability& cc, bool supported) {
+std::string GpuInfo::describe() const {
   char memory[32];
-  std::snprintf(memory, sizeof(memory), "%.1f GiB", cuda::total_memory(device) / 1073741824.0);
-  std::string text = "cuda:" + std::to_string(device) + " " + cuda::device_name(device) + " (sm_" +
-                     std::to_string(cc.major) + std::to_string(cc.minor) + ", " + memory + ")";
+  std::snprintf(memory, sizeof(memory), "%.1f GiB", static_cast<double>(total_bytes) / 1073741824.0);
+  std::string text = "cuda:" + std::to_string(ordinal) + " " + name + " (sm_" + std::to_string(cc_major) +
+                     std::to_string(cc_minor) + ", " + memory + ")";
   if (!supported) text += " [unsupported]";
   return text;
 }
 
-std::string kernel_architecture_list() {
-  std::string text;
-  for (int arch : cuda::kernel_architectures()) text += (text.empty() ? "sm_" : ", sm_") + std::to_string(arch);
-  return text;
+int DeviceInfo::first_usable_gpu() const {
+  for (const GpuInfo& g : gpus)
+    if (g.supported) return g.ordinal;
+  return -1;
 }
-#endif
 
-DeviceInfo probe() {
+const GpuInfo* DeviceInfo::gpu(int ordinal) const {
+  for (const GpuInfo& g : gpus)
+    if (g.ordinal == ordinal) return &g;
+  return nullptr;
+}
+
+int DeviceInfo::pick_gpu(int requested) const {
+  if (cuda_devices <= 0) throw InputError("CUDA is unavailable: " + unavailable_reason);
+  if (requested < 0) return first_usable_gpu();
+  const GpuInfo* g = gpu(requested);
+  if (!g)
+    throw InputError("there is no GPU cuda:" + std::to_string(requested) + " (this machine has " +
+                     std::to_string(gpus.size()) + (gpus.size() == 1 ? " GPU: " : " GPUs: ") + description + ")");
+  if (!g->supported) throw InputError("GPU " + g->describe() + " cannot run this build's kernels: " + g->why_not);
+  return requested;
+}
+
+DeviceInfo make_device_info(bool cuda_compiled, std::vector<GpuInfo> gpus, const std::string& reason) {
   DeviceInfo info;
-#ifdef RPTQ_WITH_CUDA
-  info.cuda_compiled = true;
-  std::string reason;
-  const int count = cuda::device_count(&reason);
+  info.cuda_compiled = cuda_compiled;
+  if (!cuda_compiled) {
+    info.unavailable_reason = "CUDA support not compiled in";
+    info.description = "CPU only (CUDA support not compiled in)";
+    return info;
+  }
+  info.gpus = std::move(gpus);
   std::string listed, unsupported;
-  try {
-    for (int d = 0; d < count; ++d) {
-      const cuda::ComputeCapability cc = cuda::compute_capability(d);
-      const bool supported = cuda::kernels_support(cc);
-      if (supported) ++info.cuda_devices;
-      const std::string gpu = describe_gpu(d, cc, supported);
-      listed += (listed.empty() ? "" : "; ") + gpu;
-      if (!supported) unsupported += (unsupported.empty() ? "" : "; ") + gpu;
-    }
-  } catch (const std::exception& e) {  // a GPU that cannot even be queried is not usable
-    info.cuda_devices = 0;
-    listed.clear();
-    reason = e.what();
+  for (const GpuInfo& g : info.gpus) {
+    if (g.supported) ++info.cuda_devices;
+    listed += (listed.empty() ? "" : "; ") + g.describe();
+    if (!g.supported) unsupported += (unsupported.empty() ? "" : "; ") + g.describe() + ": " + g.why_not;
   }
   if (info.cuda_devices > 0) {
     info.description = "CUDA: " + listed;
   } else {
-    if (reason.empty())
-      reason = "no GPU the kernels support (" + unsupported + "; this build has kernels for " +
-               kernel_architecture_list() + ")";
-    info.unavailable_reason = reason;
-    info.description = "CPU only (CUDA unavailable: " + reason + ")";
+    info.unavailable_reason = !reason.empty()         ? reason
+                              : info.gpus.empty()     ? std::string("no GPU found")
+                                                      : "no GPU the kernels support (" + unsupported + ")";
+    info.description = "CPU only (CUDA unavailable: " + info.unavailable_reason + ")";
   }
-#else
-  info.unavailable_reason = "CUDA support not compiled in";
-  info.description = "CPU only (CUDA support not compiled in)";
-#endif
   return info;
 }
-
-}  // namespace
 
 DeviceInfo device_info() {
-  static const DeviceInfo info = probe();
+  static const DeviceInfo info = [] {
+    std::string reason;
+    std::vector<GpuInfo> gpus = detail::probe_gpus(&reason);
+    return make_device_info(cuda_compiled_in(), std::move(gpus), reason);
+  }();
   return info;
 }
+
+GpuMemory gpu_memory(int ordinal) { return detail::probe_memory(device_info().pick_gpu(ordinal)); }
 
 Device resolve_device(const std::string& name) {
   std::string key = name;

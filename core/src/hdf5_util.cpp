@@ -195,7 +195,7 @@ Writer::Writer(const std::filesystem::path& target, bool overwrite) : target_(ta
   quiet();
   std::error_code ec;
   if (!overwrite && std::filesystem::exists(target, ec))
-    throw InputError(target.string() + ": exists (use --force to overwrite)");
+    throw OutputExists(target.string() + ": exists, and overwriting it was not asked for");
   const auto dir = target.has_parent_path() ? target.parent_path() : std::filesystem::path(".");
   if (!std::filesystem::is_directory(dir, ec)) throw InputError(target.string() + ": no such directory " + dir.string());
   std::random_device rd;

@@ -238,7 +238,7 @@ void export_hf_folder(const QuantizedModel& q, const fs::path& source_model_dir,
     if (fs::equivalent(out_dir, source_model_dir, ec))
       throw InputError(out_dir.string() + ": is the source model's folder; export into another folder");
     if (!overwrite && !fs::is_empty(out_dir, ec))
-      throw InputError(out_dir.string() + ": folder exists and is not empty (use --force to overwrite)");
+      throw OutputExists(out_dir.string() + ": folder exists and is not empty, and overwriting it was not asked for");
   }
   fs::create_directories(out_dir, ec);
   if (ec) throw InputError(out_dir.string() + ": cannot create the folder (" + ec.message() + ")");

@@ -33,7 +33,7 @@ TapOverride parse_override(const std::string& spec) {
   TapOverride o;
   o.spec = spec;
   auto bad = [&](const std::string& part, const std::string& why) {
-    return InputError("--override: \"" + part + "\" " + why + " (in \"" + spec + "\")");
+    return InputError("override \"" + spec + "\": \"" + part + "\" " + why);
   };
   auto to_int = [&](const std::string& s, const std::string& part) {
     std::size_t used = 0;
@@ -180,12 +180,12 @@ void QuantConfig::validate() const {
     throw InputError("the full-precision prefix must be 0..1048576 tokens; got " + std::to_string(fp_prefix));
   for (const TapOverride& ov : overrides) {
     if (ov.dynamic >= 1 && fp_prefix > 0)
-      throw InputError("--override " + ov.spec + ": dynamic ranges do not combine with a full-precision prefix");
+      throw InputError("override \"" + ov.spec + "\": dynamic ranges do not combine with a full-precision prefix");
     for (Tap t : {Tap::K, Tap::V})
       if (ov.taps & (1u << static_cast<unsigned>(t)))
-        throw InputError("--override " + ov.spec + ": K and V (the KV cache) cannot be overridden");
+        throw InputError("override \"" + ov.spec + "\": K and V (the KV cache) cannot be overridden");
     if (ov.wbits > 0 && !quantizes_weights())
-      throw InputError("--override " + ov.spec + ": weight-bit overrides need quantized weights (wbits < 16)");
+      throw InputError("override \"" + ov.spec + "\": weight-bit overrides need quantized weights (wbits < 16)");
   }
   if (fp_prefix > 0 && range_mode == RangeMode::Dynamic)
     throw InputError("a full-precision prefix is for static ranges (dynamic ranges are measured per forward pass)");
@@ -284,7 +284,7 @@ void parse_clusters(const std::string& spec, QuantConfig& cfg) {
       used = 0;
     }
     if (used == 0 || used != s.size() || v < 1)
-      throw InputError("--clusters: \"" + s + "\" is not a positive cluster count (in \"" + spec + "\")");
+      throw InputError("clusters: \"" + s + "\" is not a positive cluster count (in \"" + spec + "\")");
     return v;
   };
   if (spec.find('=') == std::string::npos) {
@@ -298,7 +298,7 @@ void parse_clusters(const std::string& spec, QuantConfig& cfg) {
     const auto eq = part.find('=');
     const std::string key = eq == std::string::npos ? part : upper(part.substr(0, eq));
     if (eq == std::string::npos || key.size() != 2 || key[0] != 'R' || key[1] < '1' || key[1] > '5')
-      throw InputError("--clusters: \"" + part + "\" is not of the form R1..R5=N (in \"" + spec + "\")");
+      throw InputError("clusters: \"" + part + "\" is not of the form R1..R5=N (in \"" + spec + "\")");
     cfg.clusters[static_cast<std::size_t>(key[1] - '1')] = to_int(part.substr(eq + 1));
   }
 }

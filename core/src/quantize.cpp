@@ -154,7 +154,7 @@ std::shared_ptr<const KvQuantization> QuantizedModel::kv_quantization() const {
   // reference's KV cache), not packed.
   if (cfg_.fp_prefix > 0) return nullptr;
   if (cfg_.range_mode == RangeMode::Dynamic)
-    throw InputError("a packed KV cache needs static K/V ranges from calibration (not --dynamic)");
+    throw InputError("a packed KV cache needs static K/V ranges from calibration (not dynamic ranges)");
   auto q = std::make_shared<KvQuantization>();
   for (const LayerQuantization& l : layers_) {
     for (Tap t : {Tap::K, Tap::V}) {
@@ -244,7 +244,7 @@ std::unique_ptr<QuantizedModel> quantize_with(std::unique_ptr<Model> model, cons
 
   for (const TapOverride& o : cfg.overrides)
     for (int layer : o.layer_list)
-      if (layer >= L) throw InputError("--override " + o.spec + ": the model has layers 0.." + std::to_string(L - 1));
+      if (layer >= L) throw InputError("override \"" + o.spec + "\": the model has layers 0.." + std::to_string(L - 1));
   const bool gptq = cfg.quantizes_weights() && cfg.weight_method == WeightMethod::GPTQ;
   // GPTQ's Hessians come from the measuring pass (permuted into the reordered layout after), as the reference's
   // calibration pass feeds both, unless the layer's dynamic quantizers must be on for them: then a pass of its own.

@@ -42,6 +42,7 @@
 #include "common/chart_view.h"
 #include "common/cluster_palette.h"
 #include "common/device_choice.h"
+#include "rptq/error.h"
 #include "common/resources.h"
 #include "compare/compare_page.h"
 #include "compare/generation_job.h"
@@ -592,6 +593,31 @@ class GuiTest : public QObject {
     w_.reset();
     open_window();
     QCOMPARE(w_->calibrate_page()->last_stats_offer(), out);
+  }
+
+  // On a machine whose GPU 0 cannot run the kernels and whose GPU 1 can (a faked device list), the device choice
+  // offers GPU 1 by its ordinal, and the engine's check accepts that ordinal and refuses 0 by name.
+  void deviceChoiceTakesTheSupportedGpusOrdinal() {
+    rptq::GpuInfo old_gpu, new_gpu;
+    old_gpu.ordinal = 0;
+    old_gpu.name = "Old GPU";
+    old_gpu.cc_major = 6;
+    old_gpu.cc_minor = 1;
+    old_gpu.why_not = "sm_61; this build has kernels for sm_80";
+    new_gpu.ordinal = 1;
+    new_gpu.name = "New GPU";
+    new_gpu.cc_major = 9;
+    new_gpu.supported = true;
+    const rptq::DeviceInfo info = rptq::make_device_info(true, {old_gpu, new_gpu});
+    const rptq::ui::GpuAvailability g = rptq::ui::gpu_availability(info);
+    QVERIFY(g.usable);
+    QCOMPARE(g.device, 1);
+    QCOMPARE(g.name, QStringLiteral("New GPU"));
+    QCOMPARE(info.pick_gpu(g.device), 1);
+    QVERIFY_THROWS_EXCEPTION(rptq::InputError, info.pick_gpu(0));
+    const rptq::ui::GpuAvailability none = rptq::ui::gpu_availability(rptq::make_device_info(true, {old_gpu}));
+    QVERIFY(!none.usable);
+    QVERIFY2(none.reason.contains(QStringLiteral("sm_61")), qPrintable(none.reason));
   }
 
   // Both steps list the GPU. Without a usable one (this build or machine) it is disabled, saying why, the CPU is

@@ -7,36 +7,21 @@
 #include <QStandardItemModel>
 #include <QThread>
 
-#include <exception>
-
 #include "common/task.h"
-
-#ifdef RPTQ_WITH_CUDA
-#include "device.cuh"
-#endif
 
 namespace rptq::ui {
 
-GpuAvailability probe_gpu_availability() {
+GpuAvailability probe_gpu_availability() { return gpu_availability(rptq::device_info()); }
+
+GpuAvailability gpu_availability(const rptq::DeviceInfo& info) {
   GpuAvailability g;
-  const rptq::DeviceInfo info = rptq::device_info();
-#ifdef RPTQ_WITH_CUDA
-  if (info.cuda_devices > 0) {
-    try {
-      // The first GPU the kernels support (the one the status bar names).
-      for (int d = 0; d < rptq::cuda::device_count(); ++d) {
-        if (!rptq::cuda::kernels_support(rptq::cuda::compute_capability(d))) continue;
-        g.usable = true;
-        g.device = d;
-        g.name = QString::fromStdString(rptq::cuda::device_name(d));
-        return g;
-      }
-    } catch (const std::exception& e) {
-      g.reason = QString::fromStdString(e.what());
-      return g;
-    }
+  const int first = info.first_usable_gpu();  // the one the status bar names
+  if (const rptq::GpuInfo* gpu = info.gpu(first)) {
+    g.usable = true;
+    g.device = first;
+    g.name = QString::fromStdString(gpu->name);
+    return g;
   }
-#endif
   g.reason = QString::fromStdString(info.unavailable_reason);
   if (g.reason.isEmpty()) g.reason = QStringLiteral("no usable GPU found");
   return g;
@@ -93,7 +78,8 @@ void DeviceChoice::set_gpu(const GpuAvailability& gpu) {
   if (auto* m = qobject_cast<QStandardItemModel*>(combo_->model())) m->item(GpuEntry)->setEnabled(gpu_.usable);
   if (gpu_.usable) {
     combo_->setItemText(GpuEntry, tr("GPU: %1").arg(gpu_.name));
-    combo_->setItemData(GpuEntry, tr("CUDA device %1; decoder layers are streamed to it one at a time")
+    combo_->setItemData(GpuEntry, tr("CUDA device %1; the decoder layers stay on it when they fit in its memory, else they are streamed to it "
+                                         "one at a time")
                                       .arg(gpu_.device),
                         Qt::ToolTipRole);
     note_->clear();

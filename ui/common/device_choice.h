@@ -17,13 +17,15 @@ namespace rptq::ui {
 // What the probe found: the first GPU the kernels run on, or why there is none.
 struct GpuAvailability {
   bool usable = false;
-  int device = 0;  // CUDA device index (rptq::GpuOptions::device)
+  int device = -1;  // CUDA device ordinal (rptq::GpuOptions::device) when usable
   QString name;    // as the driver reports it, e.g. "NVIDIA H100 80GB HBM3"
   QString reason;  // why usable is false; empty otherwise
 };
 
 // Never throws; may take a while (it starts the CUDA runtime): call it off the UI thread.
 GpuAvailability probe_gpu_availability();
+// The same answer for a given device list (the first supported GPU, whatever its ordinal).
+GpuAvailability gpu_availability(const rptq::DeviceInfo& info);
 
 class DeviceChoice : public QWidget {
   Q_OBJECT

@@ -21,6 +21,8 @@
 #include <QThreadPool>
 #include <QTimer>
 
+#include <exception>
+
 #include "calibration/calibrate_page.h"
 #include "common/chart_view.h"
 #include "common/device_choice.h"
@@ -36,9 +38,6 @@
 #include "model/model_source.h"
 #include "quantize/quantize_page.h"
 #include "rptq/device.h"
-#ifdef RPTQ_WITH_CUDA
-#include "device.cuh"
-#endif
 #include "rptq/model.h"
 #include "rptq/quantize.h"
 #include "rptq/version_info.h"
@@ -320,18 +319,15 @@ DeviceStatus probe_device_status(int threads) {
   const rptq::DeviceInfo info = rptq::device_info();
   DeviceStatus d;
   d.tooltip = QString::fromStdString(info.description);
-#ifdef RPTQ_WITH_CUDA
-  if (info.cuda_devices > 0) {
-    for (int g = 0; g < rptq::cuda::device_count(); ++g) {
-      if (!rptq::cuda::kernels_support(rptq::cuda::compute_capability(g))) continue;
-      const rptq::cuda::MemoryInfo m = rptq::cuda::memory_info(g);
+  if (const rptq::GpuInfo* gpu = info.gpu(info.first_usable_gpu())) {
+    try {
+      const rptq::GpuMemory m = rptq::gpu_memory(gpu->ordinal);
       d.text = QCoreApplication::translate("rptq::ui::MainWindow", "%1 \u00b7 %2 free of %3")
-                   .arg(QString::fromStdString(rptq::cuda::device_name(g)), human_bytes(m.free_bytes),
-                        human_bytes(m.total_bytes));
+                   .arg(QString::fromStdString(gpu->name), human_bytes(m.free_bytes), human_bytes(m.total_bytes));
       return d;
+    } catch (const std::exception&) {  // a GPU whose memory cannot be read: say CPU, as without one
     }
   }
-#endif
   d.text = QCoreApplication::translate("rptq::ui::MainWindow", "CPU \u00b7 %n thread(s)", "", threads);
   return d;
 }
@@ -444,11 +440,8 @@ void MainWindow::about() {
          "language models: calibrate, explore the channel clusters, quantize, compare.</p><p>Version %1, git "
          "revision %2<br>%3<br>Compute device: %4</p>")
           .arg(QStringLiteral(RPTQ_VERSION_STRING), QStringLiteral(RPTQ_GIT_REVISION),
-#ifdef RPTQ_WITH_CUDA
-               tr("Built with the CUDA kernels compiled in"),
-#else
-               tr("Built for the CPU only (no CUDA support compiled in)"),
-#endif
+               rptq::cuda_compiled_in() ? tr("Built with the CUDA kernels compiled in")
+                                        : tr("Built for the CPU only (no CUDA support compiled in)"),
                QString::fromStdString(rptq::device_info().description).toHtmlEscaped()));
 }
 

@@ -57,7 +57,7 @@ const char* gpu_layer_placement_name(GpuLayerPlacement p);  // "auto", "stream",
 
 struct GpuOptions {
   GpuPrecision precision = GpuPrecision::FP32;
-  int device = 0;
+  int device = -1;  // the CUDA ordinal; -1: the first GPU the kernels support (DeviceInfo::pick_gpu)
   bool overlap_upload = true;  // streaming: a second stream and slot prefetch the next layer (false: one slot)
   GpuLayerPlacement layers = GpuLayerPlacement::Auto;
 };

@@ -13,6 +13,13 @@ class InputError : public std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 
+// The output path exists and overwriting it was not asked for (an InputError: the front end says how to allow
+// it, e.g. the CLI's --force).
+class OutputExists : public InputError {
+ public:
+  using InputError::InputError;
+};
+
 // The user cancelled a long operation through its progress callback.
 class Cancelled : public std::runtime_error {
  public:
