@@ -4,7 +4,7 @@
 
 #include "cli.h"
 #include "device_args.h"
-#include "rptq/cuda_runner.h"
+#include "rptq/engine.h"
 #include "rptq/calibration.h"
 #include "rptq/error.h"
 #include "rptq/model.h"
@@ -46,9 +46,7 @@ void run_calibrate(const CalibrateArgs& a) {
     return true;
   };
   const std::string sha = sha256_file(a.data);
-  const ChannelStats st = device == Device::CUDA
-                              ? calibrate_gpu(*model, a.model, ids, a.data, sha, cs, progress, {}, a.batch)
-                              : calibrate(*model, a.model, ids, a.data, sha, cs, progress);
+  const ChannelStats st = calibrate(*model, a.model, ids, a.data, sha, cs, progress, Execution{device, {}, a.batch});
   p.finish();
   save_stats(a.out, st, a.force);
   if (a.json) {

@@ -5,7 +5,7 @@
 #include "cli.h"
 #include "device_args.h"
 #include "quant_args.h"
-#include "rptq/cuda_runner.h"
+#include "rptq/engine.h"
 #include "rptq/compare.h"
 #include "rptq/error.h"
 #include "rptq/model_info.h"
@@ -37,8 +37,7 @@ void run_compare(const CompareArgs& a) {
     p.update(static_cast<double>(done), static_cast<double>(total), " windows");
     return true;
   };
-  const CompareResult r = device == Device::CUDA ? compare_models_gpu(*fp, nullptr, q->model(), q.get(), ids, po)
-                                                 : compare_models(*fp, nullptr, q->model(), q->hook(), ids, po);
+  const CompareResult r = compare_models(*fp, nullptr, q->model(), q.get(), ids, po, Execution{device});
   p.finish();
   if (a.json) {
     nlohmann::json j = quant_settings_json(q->config(), a.quant);

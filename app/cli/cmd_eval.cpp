@@ -6,7 +6,7 @@
 #include "cli.h"
 #include "device_args.h"
 #include "quant_args.h"
-#include "rptq/cuda_runner.h"
+#include "rptq/engine.h"
 #include "rptq/error.h"
 #include "rptq/model.h"
 #include "rptq/model_info.h"
@@ -35,7 +35,6 @@ void run_eval(const EvalArgs& a) {
   const auto ids = src.tokenizer->encode(text, true);
   const double tokenize_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   const Model& m = src.model();
-  ActivationHook* hook = src.hook();
   const QuantizedModel* quantized = src.quantized.get();
   PerplexityOptions po = window_options(a.windows, m.config());
   po.batch = a.batch;
@@ -44,13 +43,7 @@ void run_eval(const EvalArgs& a) {
     p.update(static_cast<double>(done), static_cast<double>(total), " windows");
     return true;
   };
-  PerplexityResult r;
-  if (device == Device::CUDA) {
-    GpuRunner gpu(m, quantized);
-    r = gpu.perplexity(ids, po);
-  } else {
-    r = perplexity(m, ids, po, hook);
-  }
+  const PerplexityResult r = perplexity(m, quantized, ids, po, Execution{device});
   p.finish();
   if (a.json) {
     nlohmann::json j;

@@ -5,7 +5,7 @@
 #include "cli.h"
 #include "device_args.h"
 #include "quant_args.h"
-#include "rptq/cuda_runner.h"
+#include "rptq/engine.h"
 #include "rptq/generate.h"
 #include "rptq/model.h"
 #include "rptq/tokenizer.h"
@@ -30,7 +30,6 @@ void run_generate(const GenerateArgs& a) {
   const ModelSource src = open_model(a.model, a.quant, device);
   const Tokenizer* tok = src.tokenizer.get();
   const Model* model = &src.model();
-  ActivationHook* hook = src.hook();
   const QuantizedModel* quantized = src.quantized.get();
   const auto prompt = tok->encode(a.prompt, true);
   GenerateOptions go;
@@ -60,8 +59,7 @@ void run_generate(const GenerateArgs& a) {
     }
     return true;
   };
-  const GenerateResult r = device == Device::CUDA ? generate_gpu(*model, quantized, prompt, go, on_token)
-                                                  : generate(*model, prompt, go, on_token, hook);
+  const GenerateResult r = generate(*model, quantized, prompt, go, on_token, Execution{device});
   const std::string rest = stream.finish();
   text += rest;
   const double decode_tps = r.decode_seconds > 0 ? (r.tokens.size() > 1 ? (r.tokens.size() - 1) / r.decode_seconds : 0) : 0;

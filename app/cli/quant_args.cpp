@@ -3,7 +3,7 @@
 #include <stdlib.h>
 
 #include "cli.h"
-#include "rptq/cuda_runner.h"
+#include "rptq/engine.h"
 #include "rptq/error.h"
 #include "rptq/qcheckpoint.h"
 #include "rptq/stats_file.h"
@@ -104,8 +104,7 @@ std::unique_ptr<QuantizedModel> load_and_quantize(const std::string& model_dir, 
     p.update(static_cast<double>(lp.done), static_cast<double>(lp.total), " steps");
     return true;
   };
-  auto q = device == Device::CUDA ? quantize_gpu(std::move(model), stats, cfg, o)
-                                   : quantize(std::move(model), stats, cfg, o);
+  auto q = quantize(std::move(model), stats, cfg, o, Execution{device});
   p.finish();
   if (stats_out) *stats_out = std::move(stats);
   return q;

@@ -368,8 +368,7 @@ void CalibratePage::start() {
   r.out_path = out;
   r.settings = settings();
   r.threads = threads_->value();
-  r.device = device_->device();
-  r.gpu_device = device_->gpu_device();
+  r.exec = device_->execution();
   layers_model_->reset(static_cast<int>(model->model->config().layers));
   overall_->setValue(0);
   eta_->clear();

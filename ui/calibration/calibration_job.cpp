@@ -5,7 +5,7 @@
 
 #include <chrono>
 
-#include "rptq/cuda_runner.h"
+#include "rptq/engine.h"
 #include "rptq/error.h"
 #include "rptq/model_info.h"
 #include "rptq/stats_file.h"
@@ -61,12 +61,8 @@ void CalibrationJob::start(const CalibrationRequest& request) {
           shared->set(p);
           return !shared->cancelled();
         };
-        rptq::GpuOptions gpu;
-        gpu.device = request.gpu_device;
         rptq::ChannelStats st =
-            request.device == rptq::Device::CUDA
-                ? rptq::calibrate_gpu(*request.model->model, model_dir, ids, data, sha, request.settings, progress, gpu)
-                : rptq::calibrate(*request.model->model, model_dir, ids, data, sha, request.settings, progress);
+            rptq::calibrate(*request.model->model, model_dir, ids, data, sha, request.settings, progress, request.exec);
         if (shared->cancelled()) throw rptq::Cancelled();
         p.stage = CalibrationProgress::Stage::Saving;
         shared->set(p);

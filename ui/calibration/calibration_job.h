@@ -10,7 +10,7 @@
 #include "common/job_progress.h"
 #include "common/task.h"
 #include "rptq/calibration.h"
-#include "rptq/device.h"
+#include "rptq/execution.h"
 #include "session/loaded_model.h"
 
 namespace rptq::ui {
@@ -21,8 +21,7 @@ struct CalibrationRequest {
   QString out_path;                          // statistics file to write (replaced when it exists)
   rptq::CalibrationSettings settings;
   int threads = 0;                           // rptq::set_num_threads (0: all cores)
-  rptq::Device device = rptq::Device::CPU;   // where the forward passes run
-  int gpu_device = 0;                        // the CUDA device when device is CUDA
+  rptq::Execution exec;                      // where the forward passes run
 };
 
 struct CalibrationProgress {

@@ -63,6 +63,13 @@ DeviceChoice::DeviceChoice(const QString& settings_key, QWidget* parent)
       });
 }
 
+rptq::Execution DeviceChoice::execution() const {
+  rptq::Execution e;
+  e.device = device();
+  if (e.device == rptq::Device::CUDA) e.gpu.device = gpu_.device;
+  return e;
+}
+
 rptq::Device DeviceChoice::device() const {
   return combo_->currentIndex() == GpuEntry && gpu_.usable ? rptq::Device::CUDA : rptq::Device::CPU;
 }

@@ -7,7 +7,7 @@
 #include <QString>
 #include <QWidget>
 
-#include "rptq/device.h"
+#include "rptq/execution.h"
 
 class QComboBox;
 class QLabel;
@@ -39,6 +39,8 @@ class DeviceChoice : public QWidget {
   const GpuAvailability& gpu() const { return gpu_; }
   rptq::Device device() const;  // what the next job runs on
   int gpu_device() const { return gpu_.device; }
+  // What a job runs with: the chosen device, and on the GPU the probed one's ordinal.
+  rptq::Execution execution() const;
   QString preference() const { return preferred_; }  // "cpu" or "cuda", as saved
 
   QComboBox* combo() const { return combo_; }

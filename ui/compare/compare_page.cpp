@@ -29,7 +29,7 @@
 #include "common/task.h"
 #include "compare/generation_job.h"
 #include "compare/memory_chart.h"
-#include "rptq/cuda_runner.h"
+#include "rptq/engine.h"
 #include "rptq/error.h"
 #include "rptq/model.h"
 #include "rptq/model_info.h"
@@ -283,9 +283,8 @@ void ComparePage::run_comparison() {
   rptq::PerplexityOptions po;
   po.seqlen = seqlen_->value();
   po.max_windows = windows_->value();
-  const bool on_gpu = device_->device() == rptq::Device::CUDA;
-  rptq::GpuOptions gpu;
-  gpu.device = device_->gpu_device();
+  const rptq::Execution exec = device_->execution();
+  const bool on_gpu = exec.device == rptq::Device::CUDA;
   status_->setText(on_gpu ? tr("Comparing on %1 (GPU)\u2026").arg(QFileInfo(data).fileName())
                           : tr("Comparing on %1\u2026").arg(QFileInfo(data).fileName()));
   bar_->setValue(0);
@@ -295,7 +294,7 @@ void ComparePage::run_comparison() {
   Q_EMIT running_changed(true);
   run_task(
       this, nullptr,
-      [fp, q, data, dir, po, progress, on_gpu, gpu]() mutable {
+      [fp, q, data, dir, po, progress, exec]() mutable {
         const std::string text = rptq::read_text_file(data.toStdString());
         const auto tok = rptq::Tokenizer::load(dir.toStdString());
         const std::vector<std::int32_t> ids = tok->encode(text, true);
@@ -303,8 +302,7 @@ void ComparePage::run_comparison() {
           progress->set({total > 0 ? static_cast<double>(done) / static_cast<double>(total) : 0.0, QString()});
           return !progress->cancelled();
         };
-        return on_gpu ? rptq::compare_models_gpu(*fp, nullptr, q->model(), q.get(), ids, po, gpu)
-                      : rptq::compare_models(*fp, nullptr, q->model(), q->hook(), ids, po);
+        return rptq::compare_models(*fp, nullptr, q->model(), q.get(), ids, po, exec);
       },
       [this, progress, q](rptq::CompareResult r) {
         if (progress != comparing_) return;
@@ -378,8 +376,7 @@ void ComparePage::run_generation() {
   r.quantized = q;
   r.prompt = prompt_->text();
   r.max_new_tokens = new_tokens_->value();
-  r.on_gpu = device_->device() == rptq::Device::CUDA;
-  r.gpu.device = device_->gpu_device();
+  r.exec = device_->execution();
   divergence_ = -1;
   for (int side = 0; side < 2; ++side) {
     ids_[side].clear();
@@ -392,7 +389,7 @@ void ComparePage::run_generation() {
     grey.setForeground(QColor(0x80, 0x80, 0x80));
     c.insertText(r.prompt, grey);
   }
-  gen_status_->setText(r.on_gpu ? tr("Generating on the GPU\u2026") : tr("Generating\u2026"));
+  gen_status_->setText(r.on_gpu() ? tr("Generating on the GPU\u2026") : tr("Generating\u2026"));
   stopped_ = false;
   session_->begin_quantized_use(kGenerationUse);
   gen_->start(r);

@@ -1,5 +1,6 @@
 #include "compare/generation_job.h"
 
+#include "rptq/engine.h"
 #include "rptq/tokenizer.h"
 
 namespace rptq::ui {
@@ -37,7 +38,7 @@ void GenerationJob::start(const GenerationRequest& r) {
   running_ = 2;
   Q_EMIT running_changed(true);
   start_side(r, FP, stop, relay);
-  if (!r.on_gpu) start_side(r, Quantized, stop, relay);
+  if (!r.on_gpu()) start_side(r, Quantized, stop, relay);
 }
 
 void GenerationJob::start_side(const GenerationRequest& r, int side, const std::shared_ptr<std::atomic<bool>>& stop,
@@ -46,7 +47,7 @@ void GenerationJob::start_side(const GenerationRequest& r, int side, const std::
   // On the GPU the quantized side follows the FP side, however that one ended; after a stop it ends at once,
   // with no tokens.
   auto next = [this, r, side, stop, relay] {
-    if (!r.on_gpu || side != FP) return;
+    if (!r.on_gpu() || side != FP) return;
     if (stop->load()) {
       Q_EMIT side_finished(Quantized, rptq::GenerateResult());
       side_done();
@@ -81,9 +82,7 @@ void GenerationJob::start_side(const GenerationRequest& r, int side, const std::
           return true;
         };
         rptq::GenerateResult res =
-            r.on_gpu ? rptq::generate_gpu(model, side == Quantized ? r.quantized.get() : nullptr, prompt, go,
-                                          on_token, r.gpu)
-                     : rptq::generate(model, prompt, go, on_token, side == Quantized ? r.quantized->hook() : nullptr);
+            rptq::generate(model, side == Quantized ? r.quantized.get() : nullptr, prompt, go, on_token, r.exec);
         const std::string rest = stream.finish();
         if (!rest.empty()) Q_EMIT relay->token(side, -1, QString::fromStdString(rest));
         return res;

@@ -11,7 +11,7 @@
 #include <memory>
 
 #include "common/task.h"
-#include "rptq/cuda_runner.h"
+#include "rptq/execution.h"
 #include "rptq/generate.h"
 #include "rptq/model.h"
 #include "rptq/quantize.h"
@@ -24,8 +24,8 @@ struct GenerationRequest {
   std::shared_ptr<rptq::QuantizedModel> quantized;
   QString prompt;
   std::int64_t max_new_tokens = 32;
-  bool on_gpu = false;     // run both sides on the GPU (one after the other), with these options
-  rptq::GpuOptions gpu;
+  rptq::Execution exec;    // on the GPU both sides run one after the other
+  bool on_gpu() const { return exec.device == rptq::Device::CUDA; }
 };
 
 class GenerationJob : public QObject {

@@ -1,5 +1,6 @@
 #include "quantize/quantize_job.h"
 
+#include "rptq/engine.h"
 #include "rptq/error.h"
 #include "rptq/model.h"
 
@@ -62,8 +63,7 @@ void QuantizeJob::start(const QuantizeRequest& request) {
           return !shared->cancelled();
         };
         std::shared_ptr<rptq::QuantizedModel> q =
-            request.on_gpu ? rptq::quantize_gpu(std::move(model), *request.stats, request.config, o, request.gpu)
-                           : rptq::quantize(std::move(model), *request.stats, request.config, o);
+            rptq::quantize(std::move(model), *request.stats, request.config, o, request.exec);
         if (shared->cancelled()) throw rptq::Cancelled();
         auto summary = std::make_shared<QuantizationSummary>(summarize_quantization(*q, request.fp_weight_bytes));
         summary->model_path = request.model_dir;

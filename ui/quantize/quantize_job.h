@@ -11,7 +11,7 @@
 #include "common/job_progress.h"
 #include "common/task.h"
 #include "rptq/calibration.h"
-#include "rptq/cuda_runner.h"
+#include "rptq/execution.h"
 #include "rptq/quantize.h"
 #include "session/quantization_summary.h"
 
@@ -23,8 +23,7 @@ struct QuantizeRequest {
   QString stats_path;
   rptq::QuantConfig config;
   bool sequential = true;        // QuantizeOptions::sequential
-  bool on_gpu = false;           // the calibration passes on the GPU (quantize_gpu), with these options
-  rptq::GpuOptions gpu;
+  rptq::Execution exec;          // where the calibration passes run
   std::size_t fp_weight_bytes = 0;  // the session's FP model's Model::weight_bytes()
 };
 

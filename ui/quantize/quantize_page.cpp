@@ -327,13 +327,12 @@ void QuantizePage::start() {
   r.stats = stats;
   r.stats_path = session_->stats_path();
   r.sequential = sequential_->isChecked();
-  r.on_gpu = device_->device() == rptq::Device::CUDA;
-  r.gpu.device = device_->gpu_device();
+  r.exec = device_->execution();
   r.fp_weight_bytes = model->model->weight_bytes();
   session_->clear_quantized();
   bar_->setValue(0);
   status_->setText(tr("Loading a second copy of %1 to quantize%2\u2026")
-                       .arg(model->display_name(), r.on_gpu ? tr(" on the GPU") : QString()));
+                       .arg(model->display_name(), r.exec.device == rptq::Device::CUDA ? tr(" on the GPU") : QString()));
   set_running(true);
   job_->start(r);
   Q_EMIT running_changed(true);  // running() is true from here

@@ -26,6 +26,7 @@
 
 #include "rptq/calibration.h"
 #include "rptq/compare.h"
+#include "rptq/execution.h"
 #include "rptq/generate.h"
 #include "rptq/perplexity.h"
 #include "rptq/quantize.h"
@@ -37,30 +38,6 @@ namespace rptq {
 class Model;
 class QuantizedModel;
 
-// Inputs of the decoder layers' GEMMs; accumulation and everything else is float32. The output head and
-// project_in / project_out always run in FP32.
-enum class GpuPrecision {
-  FP32,  // parity with the CPU path (cuBLAS in true single precision, never TF32)
-  FP16,  // dense weights uploaded as FP16, activations rounded to FP16 before each product
-  BF16,
-};
-
-// Where the decoder layers' weights live on the device.
-enum class GpuLayerPlacement {
-  Auto,      // Resident when they fit, else Stream. They fit when all layers (as uploaded, in the precision used)
-             // plus the upload's conversion buffer take at most the device's free memory after the outer weights
-             // less a margin for the activations: max(2 GiB, 20% of the device's total memory).
-  Stream,    // layer streaming: every forward copies each layer into one of the reused slots
-  Resident,  // every layer uploaded once, at construction, and kept (not fitting: the out-of-memory InputError)
-};
-const char* gpu_layer_placement_name(GpuLayerPlacement p);  // "auto", "stream", "resident"
-
-struct GpuOptions {
-  GpuPrecision precision = GpuPrecision::FP32;
-  int device = -1;  // the CUDA ordinal; -1: the first GPU the kernels support (DeviceInfo::pick_gpu)
-  bool overlap_upload = true;  // streaming: a second stream and slot prefetch the next layer (false: one slot)
-  GpuLayerPlacement layers = GpuLayerPlacement::Auto;
-};
 
 // Device memory the runner allocated (its own buffers and the cuBLAS scratch it asked for), in bytes.
 // Streaming: peak_bytes = outer_bytes + layer_slots x layer_slot_bytes + activation_bytes (+ kv_cache_bytes).

@@ -1,0 +1,45 @@
+#pragma once
+// The engine's operations with the device chosen once: each takes an Execution and runs on the CPU or on the GPU it
+// names, with the same results (within float rounding) and the same errors. Front ends call these, never a
+// device's own implementation.
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <span>
+#include <string>
+
+#include "rptq/calibration.h"
+#include "rptq/compare.h"
+#include "rptq/execution.h"
+#include "rptq/generate.h"
+#include "rptq/perplexity.h"
+#include "rptq/quantize.h"
+
+namespace rptq {
+
+// calibrate() of calibration.h.
+ChannelStats calibrate(const Model& model, const std::string& model_dir, std::span<const std::int32_t> text_ids,
+                       const std::string& data_path, const std::string& data_sha256,
+                       const CalibrationSettings& settings, const LayerwiseCallback& progress, const Execution& exec);
+
+// quantize() of quantize.h, its calibration passes where exec says (the clustering, reorder and GPTQ solves run on
+// the host either way).
+std::unique_ptr<QuantizedModel> quantize(std::unique_ptr<Model> model, const ChannelStats& stats,
+                                         const QuantConfig& cfg, const QuantizeOptions& opts, const Execution& exec);
+
+// perplexity() of perplexity.h; `quantized` (may be null) is the model's QuantizedModel, whose quantizers act at
+// the taps.
+PerplexityResult perplexity(const Model& model, const QuantizedModel* quantized, std::span<const std::int32_t> ids,
+                            const PerplexityOptions& opts, const Execution& exec);
+
+// compare_models() of compare.h; fp_quant / q_quant (may be null) are the models' QuantizedModels.
+CompareResult compare_models(const Model& fp, const QuantizedModel* fp_quant, const Model& q,
+                             const QuantizedModel* q_quant, std::span<const std::int32_t> ids,
+                             const PerplexityOptions& opts, const Execution& exec);
+
+// generate() of generate.h; `quantized` as for perplexity.
+GenerateResult generate(const Model& model, const QuantizedModel* quantized, std::span<const std::int32_t> prompt,
+                        const GenerateOptions& opts, const std::function<bool(std::int32_t)>& on_token,
+                        const Execution& exec);
+
+}  // namespace rptq
