@@ -791,17 +791,22 @@ struct GpuRunner::Impl {
     if (!tapq.empty() && layer < static_cast<int>(tapq.size())) {
       TapQ& d = tapq[static_cast<std::size_t>(layer)][static_cast<std::size_t>(t)];
       if (d.active && d.dynamic) {
-        cuda::fake_quant_clusters_dynamic(x, rows, cols, cols, d.boundaries.data(), d.clusters, d.bits, d.grid,
-                                          cuda::DynamicRange::AllRows, dyn_workspace.data(), nullptr, nullptr,
-                                          compute);
-        if (observer) {
-          // The observer waits for every tap anyway: fail at the tap, before it sees the unquantized values.
-          const std::int64_t bad = cuda::fake_quant_dynamic_bad_channel(dyn_workspace.data(), cols, d.clusters,
-                                                                        compute);
-          if (bad >= 0) throw bad_dynamic_range(layer, t, bad);
-        } else {
-          cuda::fake_quant_dynamic_copy_bad_channel(dyn_workspace.data(), cols, d.clusters,
-                                                    dynamic_record(layer, chunk_index, t), compute);
+        // Each sequence's own ranges, as the CPU's hook (a batch of windows quantizes as the windows one at a time).
+        for (std::int64_t s = 0; s < nseq; ++s) {
+          cuda::fake_quant_clusters_dynamic(x + s * seq * cols, seq, cols, cols, d.boundaries.data(), d.clusters,
+                                            d.bits, d.grid, cuda::DynamicRange::AllRows, dyn_workspace.data(),
+                                            nullptr, nullptr, compute);
+          if (observer || nseq > 1) {
+            // The observer waits for every tap anyway: fail at the tap, before it sees the unquantized values.
+            // Several sequences: the workspace records only the last call, so each is checked here (a wait per
+            // sequence: dynamic ranges are a remedy, not the fast path).
+            const std::int64_t bad = cuda::fake_quant_dynamic_bad_channel(dyn_workspace.data(), cols, d.clusters,
+                                                                          compute);
+            if (bad >= 0) throw bad_dynamic_range(layer, t, bad);
+          } else {
+            cuda::fake_quant_dynamic_copy_bad_channel(dyn_workspace.data(), cols, d.clusters,
+                                                      dynamic_record(layer, chunk_index, t), compute);
+          }
         }
       } else if (d.active && layer != hessian_layer) {
         // (GPTQ's Hessian pass sees the layer's own static quantizers off, as the CPU's: quantize.h, LayerPasses.)
