@@ -79,15 +79,15 @@
 #include "device.cuh"
 #include "gemm.cuh"
 #include "packed_gemm.cuh"
-#include "rptq/bitpack.h"
-#include "rptq/calibration.h"
-#include "rptq/cuda_runner.h"
+#include "rptq/base/bitpack.h"
+#include "rptq/method/calibration.h"
+#include "rptq/cuda/cuda_runner.h"
 #include "rptq/device.h"
-#include "rptq/error.h"
-#include "rptq/model.h"
-#include "rptq/model_config.h"
-#include "rptq/perplexity.h"
-#include "rptq/tap.h"
+#include "rptq/base/error.h"
+#include "rptq/model/model.h"
+#include "rptq/model/model_config.h"
+#include "rptq/eval/perplexity.h"
+#include "rptq/model/tap.h"
 
 namespace {
 

@@ -30,9 +30,9 @@
 
 #include <nlohmann/json.hpp>
 
-#include "rptq/blas.h"
-#include "rptq/model.h"
-#include "rptq/ops.h"
+#include "rptq/model/blas.h"
+#include "rptq/model/model.h"
+#include "rptq/model/ops.h"
 
 namespace {
 

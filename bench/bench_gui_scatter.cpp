@@ -47,8 +47,8 @@
 #include "explore/range_order_chart.h"
 #include "explore/scatter_chart.h"
 #include "main/main_window.h"
-#include "rptq/model.h"
-#include "rptq/reorder.h"
+#include "rptq/model/model.h"
+#include "rptq/method/reorder.h"
 #include "session/session.h"
 #include "synthetic_ranges.h"
 

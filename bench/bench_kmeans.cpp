@@ -34,7 +34,7 @@
 
 #include <nlohmann/json.hpp>
 
-#include "rptq/kmeans.h"
+#include "rptq/method/kmeans.h"
 #include "synthetic_ranges.h"
 
 namespace {

@@ -7,7 +7,7 @@
 #
 # The bundle holds bin/bench_cuda and lib/: every shared library bench_cuda needs except the C runtime and the CUDA
 # libraries (the GPU machine brings its own CUDA 13 runtime and cuBLAS; the build must use the same major version),
-# plus libopenblas.so.0, which rptq loads at run time (core/src/blas.cpp; RPTQ_BLAS_LIBRARY points at it). Use a
+# plus libopenblas.so.0, which rptq loads at run time (core/src/model/blas.cpp; RPTQ_BLAS_LIBRARY points at it). Use a
 # build configured with -DRPTQ_ENABLE_ONEDNN=OFF to leave oneDNN (40 MB) out: it only serves CPU GEMMs. The test
 # binaries are not packed: they find their data by paths compiled in. Builds nothing.
 set -euo pipefail

@@ -162,7 +162,7 @@ use_prebuilt() {
   p=$(cd "$p" && pwd)
   BIN=$p/bin
   # Only for bench_cuda (PyTorch keeps the machine's own libraries): the bundle's libraries, then CUDA's; rptq
-  # loads OpenBLAS at run time (core/src/blas.cpp), the bundle's copy when it has one.
+  # loads OpenBLAS at run time (core/src/model/blas.cpp), the bundle's copy when it has one.
   RUNENV=(env "LD_LIBRARY_PATH=$p/lib:/usr/local/cuda/lib64:/usr/local/cuda/targets/x86_64-linux/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}")
   [[ -f $p/lib/libopenblas.so.0 ]] && RUNENV+=("RPTQ_BLAS_LIBRARY=$p/lib/libopenblas.so.0")
   say "using the prebuilt binaries in $BIN (${RUNENV[*]:1})"

@@ -13,7 +13,7 @@ with torch_dtype=float16; softmax in float32 for fp16 as it upcasts; float32 mat
     logits of every position, then the next-token NLL in float32 per window, ppl = exp(mean of window means), as
     GpuRunner::perplexity computes it. --attention sdpa also times F.scaled_dot_product_attention (torch >= 2).
   * calibration: `calib-samples` windows through the decoder layers (no head), `calib-batch` at a time, with a hook
-    at the taps rptq's calibration records (core/include/rptq/tap.h): per window and channel the max and min over
+    at the taps rptq's calibration records (core/include/rptq/model/tap.h): per window and channel the max and min over
     tokens, folded per window into the EMA(0.99) and the running max / min, and per head the range of the scaled
     q k^T over the causal entries (the softmax input) - the same work as GpuRunner::calibration_ranges, kept on the
     GPU. The ranges' checksum is printed as bench_cuda prints it.

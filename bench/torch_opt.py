@@ -9,7 +9,7 @@ softmax / bmm part by F.scaled_dot_product_attention(is_causal=True) (torch >= 2
 
 Weights are read from model.safetensors with numpy (format parsed here; F32, F16 and BF16 supported) into float32
 CPU tensors; OPT.to(device, dtype) makes a copy on a device in a dtype. forward() takes an optional tap hook that
-sees the activations RPTQ calibrates (core/include/rptq/tap.h), so calibration can be timed with the same work:
+sees the activations RPTQ calibrates (core/include/rptq/model/tap.h), so calibration can be timed with the same work:
 hook(layer, name, x) with x [B, T, C] for attn_input, q (scaled), k, v, attn_output, ffn_input, ffn_hidden, and
 hook(layer, "scores", (scores, causal)) with the [B, H, T, T] scaled q k^T before the mask and the additive mask.
 Only torch and numpy are needed; importing this module imports torch, so callers set thread variables first.

@@ -1,6 +1,6 @@
 #pragma once
 // The attention-score ranges that calibration records, on the GPU: the CUDA twin of rptq::attention_score_range
-// (core/src/calibration.cpp) for a batch of sequences. For each sequence b and query head h, the max and the min of
+// (core/src/method/calibration.cpp) for a batch of sequences. For each sequence b and query head h, the max and the min of
 // the softmax input scale * q_i . k_j over the entries the causal (and sliding-window) mask keeps: keys j <= i, and
 // i - j < window when window > 0 (no past: every sequence starts at position 0).
 //   q: [batch * seq, heads * head_dim] with row stride q_ld; row b * seq + i is query i of sequence b.

@@ -3,7 +3,7 @@
 // passes over both rows: the maxima and argmaxes, the sums of exp(x - max), then the KL terms. A second kernel
 // of one block adds the blocks' partial sums in a fixed tree and adds the result to *out.
 //
-// Numerics, against the CPU (core/src/compare.cpp, perplexity.cpp, ops_cpu.cpp):
+// Numerics, against the CPU (core/src/eval/compare.cpp, perplexity.cpp, ops_cpu.cpp):
 // - log-sum-exp: the arithmetic of nll_rows (softmax.cu): each thread sums its strided share of exp(x - max) in
 //   float (CUDA's expf), the partial sums are added in double, the log is taken in double, rounded to float and
 //   added to the maximum in float. The CPU sums blocks of 256 terms of its polynomial exp in float and adds the

@@ -1,6 +1,6 @@
 #pragma once
 // The FP / quantized comparison's per-position statistics on the GPU: what rptq::CompareAccumulator::add_rows
-// (core/src/compare.cpp) computes on the host from two models' logit rows, without copying the [rows, vocab]
+// (core/src/eval/compare.cpp) computes on the host from two models' logit rows, without copying the [rows, vocab]
 // logits of either model to the host.
 // p and q are row-major float32 [rows, vocab] with row strides ld_p, ld_q >= vocab (the FP and the quantized
 // model's logits at the same positions). Asynchronous on `stream`; shapes are checked (std::invalid_argument)

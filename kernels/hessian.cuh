@@ -1,5 +1,5 @@
 #pragma once
-// GPTQ's Hessian on the GPU: the CUDA twin of rptq::HessianAccumulator::add (core/src/weight_quant.cpp).
+// GPTQ's Hessian on the GPU: the CUDA twin of rptq::HessianAccumulator::add (core/src/method/weight_quant.cpp).
 // h is a device double [in, in] row-major matrix, the accumulator's H; samples_before is N, the rows added before
 // this batch. hessian_add adds the rows of x [rows, in] (device float32, row stride ld >= in):
 //   H = N/(N + rows) H + 2/(N + rows) X^T X

@@ -11,11 +11,11 @@
 #include <string>
 #include <vector>
 
-#include "rptq/calibration.h"
+#include "rptq/method/calibration.h"
 #include "rptq/device.h"
-#include "rptq/model.h"
-#include "rptq/tensor.h"
-#include "rptq/tokenizer.h"
+#include "rptq/model/model.h"
+#include "rptq/base/tensor.h"
+#include "rptq/tokenizer/tokenizer.h"
 #include "test_support.h"
 
 namespace rptq::test {

@@ -1,10 +1,10 @@
 // Bit packing: the documented little-endian, LSB-first layout, byte for byte, against a bit-by-bit packer.
-#include "rptq/bitpack.h"
+#include "rptq/base/bitpack.h"
 
 #include <random>
 #include <vector>
 
-#include "rptq/error.h"
+#include "rptq/base/error.h"
 #include "test_support.h"
 
 namespace {

@@ -4,11 +4,11 @@
 #include <cmath>
 #include <cstring>
 
-#include "rptq/calibration.h"
-#include "rptq/error.h"
-#include "rptq/model.h"
-#include "rptq/stats_file.h"
-#include "rptq/tokenizer.h"
+#include "rptq/method/calibration.h"
+#include "rptq/base/error.h"
+#include "rptq/model/model.h"
+#include "rptq/export/stats_file.h"
+#include "rptq/tokenizer/tokenizer.h"
 #include "test_support.h"
 
 namespace {

@@ -6,10 +6,10 @@
 #include <cmath>
 #include <cstring>
 
-#include "rptq/checkpoint.h"
-#include "rptq/error.h"
-#include "rptq/safetensors.h"
-#include "rptq/torch_pickle.h"
+#include "rptq/io/checkpoint.h"
+#include "rptq/base/error.h"
+#include "rptq/io/safetensors.h"
+#include "rptq/io/torch_pickle.h"
 #include "test_checkpoint_util.h"
 #include "test_support.h"
 

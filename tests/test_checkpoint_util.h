@@ -11,8 +11,8 @@
 #include <utility>
 #include <vector>
 
-#include "rptq/error.h"
-#include "rptq/zip_archive.h"
+#include "rptq/base/error.h"
+#include "rptq/io/zip_archive.h"
 #include "test_support.h"
 
 namespace rptq::test {

@@ -4,7 +4,7 @@
 
 #include <cstdlib>
 
-#include "rptq/memory_model.h"
+#include "rptq/eval/memory_model.h"
 #include "cli_support.h"
 #include "test_support.h"
 

@@ -4,7 +4,7 @@
 
 #include "cli_support.h"
 #include "rptq/device.h"
-#include "rptq/stats_file.h"
+#include "rptq/export/stats_file.h"
 #include "test_support.h"
 
 namespace {

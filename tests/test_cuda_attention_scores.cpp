@@ -21,9 +21,9 @@
 #include <string>
 #include <vector>
 
-#include "rptq/calibration.h"
+#include "rptq/method/calibration.h"
 #include "rptq/device.h"
-#include "rptq/model_config.h"
+#include "rptq/model/model_config.h"
 #include "test_support.h"
 
 #ifdef RPTQ_WITH_CUDA

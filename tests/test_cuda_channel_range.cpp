@@ -16,7 +16,7 @@
 #include <string>
 #include <vector>
 
-#include "rptq/calibration.h"
+#include "rptq/method/calibration.h"
 #include "rptq/device.h"
 #include "test_support.h"
 

@@ -16,13 +16,13 @@
 #include <filesystem>
 #include <string>
 
-#include "rptq/calibration.h"
-#include "rptq/compare.h"
-#include "rptq/cuda_runner.h"
+#include "rptq/method/calibration.h"
+#include "rptq/eval/compare.h"
+#include "rptq/cuda/cuda_runner.h"
 #include "rptq/device.h"
-#include "rptq/model.h"
-#include "rptq/quantize.h"
-#include "rptq/tokenizer.h"
+#include "rptq/model/model.h"
+#include "rptq/method/quantize.h"
+#include "rptq/tokenizer/tokenizer.h"
 #include "cuda_test_support.h"
 
 namespace {

@@ -28,10 +28,10 @@
 #include <string>
 #include <vector>
 
-#include "rptq/compare.h"
+#include "rptq/eval/compare.h"
 #include "rptq/device.h"
-#include "rptq/ops.h"
-#include "rptq/perplexity.h"
+#include "rptq/model/ops.h"
+#include "rptq/eval/perplexity.h"
 #include "test_support.h"
 
 #ifdef RPTQ_WITH_CUDA

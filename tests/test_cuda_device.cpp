@@ -11,7 +11,7 @@
 
 #include "rptq/device.h"
 #include "test_support.h"
-#include "rptq/error.h"
+#include "rptq/base/error.h"
 
 #ifdef RPTQ_WITH_CUDA
 #include "cuda_check.cuh"

@@ -21,8 +21,8 @@
 #include <vector>
 
 #include "rptq/device.h"
-#include "rptq/error.h"
-#include "rptq/quantizer.h"
+#include "rptq/base/error.h"
+#include "rptq/base/quantizer.h"
 #include "test_support.h"
 
 #ifdef RPTQ_WITH_CUDA

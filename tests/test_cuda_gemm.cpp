@@ -26,7 +26,7 @@
 #include <vector>
 
 #include "rptq/device.h"
-#include "rptq/ops.h"
+#include "rptq/model/ops.h"
 #include "test_support.h"
 
 #ifdef RPTQ_WITH_CUDA

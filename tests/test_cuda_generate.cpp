@@ -1,4 +1,4 @@
-// Generation on the GPU (GpuRunner::start_cache / step / generate, core/src/cuda_runner.cpp) against the CPU's
+// Generation on the GPU (GpuRunner::start_cache / step / generate, core/src/cuda/cuda_runner.cpp) against the CPU's
 // generate() and Model::forward with a KvCache: every decoding step's logits, the float32 and the packed KV cache,
 // greedy tokens, and the errors. Skipped (with the reason) without a usable GPU; the no-GPU message is checked
 // everywhere.
@@ -27,14 +27,14 @@
 #include <string>
 #include <vector>
 
-#include "rptq/calibration.h"
-#include "rptq/cuda_runner.h"
+#include "rptq/method/calibration.h"
+#include "rptq/cuda/cuda_runner.h"
 #include "rptq/device.h"
-#include "rptq/error.h"
-#include "rptq/generate.h"
-#include "rptq/model.h"
-#include "rptq/quantize.h"
-#include "rptq/tokenizer.h"
+#include "rptq/base/error.h"
+#include "rptq/eval/generate.h"
+#include "rptq/model/model.h"
+#include "rptq/method/quantize.h"
+#include "rptq/tokenizer/tokenizer.h"
 #include "cuda_test_support.h"
 
 namespace {

@@ -26,7 +26,7 @@
 #include <vector>
 
 #include "rptq/device.h"
-#include "rptq/weight_quant.h"
+#include "rptq/method/weight_quant.h"
 #include "test_support.h"
 
 #ifdef RPTQ_WITH_CUDA

@@ -21,9 +21,9 @@
 #include <string>
 #include <vector>
 
-#include "rptq/bitpack.h"
+#include "rptq/base/bitpack.h"
 #include "rptq/device.h"
-#include "rptq/model.h"
+#include "rptq/model/model.h"
 #include "test_support.h"
 
 #ifdef RPTQ_WITH_CUDA

@@ -1,4 +1,4 @@
-// The GPU forward path (core/src/cuda_runner.cpp) end to end against the CPU model: logits, perplexity,
+// The GPU forward path (core/src/cuda/cuda_runner.cpp) end to end against the CPU model: logits, perplexity,
 // calibration ranges and a W4A4 quantized model, on the two shared models and several architecture variants, plus
 // layer streaming's memory bound and resident layers against streamed ones. Skipped (with the reason) without a
 // usable GPU; the no-GPU message is checked everywhere.
@@ -61,14 +61,14 @@
 #include <utility>
 #include <vector>
 
-#include "rptq/calibration.h"
-#include "rptq/cuda_runner.h"
+#include "rptq/method/calibration.h"
+#include "rptq/cuda/cuda_runner.h"
 #include "rptq/device.h"
-#include "rptq/error.h"
-#include "rptq/model.h"
-#include "rptq/perplexity.h"
-#include "rptq/quantize.h"
-#include "rptq/tokenizer.h"
+#include "rptq/base/error.h"
+#include "rptq/model/model.h"
+#include "rptq/eval/perplexity.h"
+#include "rptq/method/quantize.h"
+#include "rptq/tokenizer/tokenizer.h"
 #include "cuda_test_support.h"
 
 namespace {

@@ -24,7 +24,7 @@
 
 #include "rptq/device.h"
 #include "test_support.h"
-#include "rptq/ops.h"
+#include "rptq/model/ops.h"
 
 #ifdef RPTQ_WITH_CUDA
 #include "device.cuh"

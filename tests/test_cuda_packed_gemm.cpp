@@ -26,10 +26,10 @@
 #include <string>
 #include <vector>
 
-#include "rptq/bitpack.h"
+#include "rptq/base/bitpack.h"
 #include "rptq/device.h"
-#include "rptq/ops.h"
-#include "rptq/weight_quant.h"
+#include "rptq/model/ops.h"
+#include "rptq/method/weight_quant.h"
 #include "test_support.h"
 
 #ifdef RPTQ_WITH_CUDA

@@ -1,4 +1,4 @@
-// Quantization's calibration passes on the GPU (quantize_gpu, make_gpu_layer_passes: core/src/cuda_runner.cpp)
+// Quantization's calibration passes on the GPU (quantize_gpu, make_gpu_layer_passes: core/src/cuda/cuda_runner.cpp)
 // against the CPU's (make_cpu_layer_passes). Skipped (with the reason) without a usable GPU; the no-GPU message is
 // checked everywhere.
 //
@@ -29,14 +29,14 @@
 #include <string>
 #include <vector>
 
-#include "rptq/calibration.h"
-#include "rptq/cuda_runner.h"
+#include "rptq/method/calibration.h"
+#include "rptq/cuda/cuda_runner.h"
 #include "rptq/device.h"
-#include "rptq/error.h"
-#include "rptq/model.h"
-#include "rptq/perplexity.h"
-#include "rptq/quantize.h"
-#include "rptq/tokenizer.h"
+#include "rptq/base/error.h"
+#include "rptq/model/model.h"
+#include "rptq/eval/perplexity.h"
+#include "rptq/method/quantize.h"
+#include "rptq/tokenizer/tokenizer.h"
 #include "cuda_test_support.h"
 
 namespace {

@@ -6,9 +6,9 @@
 #include <vector>
 
 #include "rptq/engine.h"
-#include "rptq/error.h"
-#include "rptq/model.h"
-#include "rptq/tokenizer.h"
+#include "rptq/base/error.h"
+#include "rptq/model/model.h"
+#include "rptq/tokenizer/tokenizer.h"
 #include "test_support.h"
 
 namespace {

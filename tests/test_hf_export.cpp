@@ -9,14 +9,14 @@
 #include <nlohmann/json.hpp>
 #include <set>
 
-#include "rptq/calibration.h"
-#include "rptq/checkpoint.h"
-#include "rptq/error.h"
-#include "rptq/hf_export.h"
-#include "rptq/quantize.h"
-#include "rptq/reorder.h"
-#include "rptq/safetensors.h"
-#include "rptq/safetensors_writer.h"
+#include "rptq/method/calibration.h"
+#include "rptq/io/checkpoint.h"
+#include "rptq/base/error.h"
+#include "rptq/export/hf_export.h"
+#include "rptq/method/quantize.h"
+#include "rptq/method/reorder.h"
+#include "rptq/io/safetensors.h"
+#include "rptq/io/safetensors_writer.h"
 #include "test_support.h"
 
 namespace {

@@ -6,12 +6,12 @@
 #include <cstring>
 #include <random>
 
-#include "rptq/checkpoint.h"
-#include "rptq/error.h"
-#include "rptq/mapped_file.h"
-#include "rptq/safetensors.h"
-#include "rptq/torch_pickle.h"
-#include "rptq/zip_archive.h"
+#include "rptq/io/checkpoint.h"
+#include "rptq/base/error.h"
+#include "rptq/io/mapped_file.h"
+#include "rptq/io/safetensors.h"
+#include "rptq/io/torch_pickle.h"
+#include "rptq/io/zip_archive.h"
 #include "test_checkpoint_util.h"
 #include "test_support.h"
 

@@ -2,7 +2,7 @@
 // of separated blobs, determinism across seeds-equal runs and thread counts, the centroid order of cluster ids, the
 // reorder index, fewer distinct points than k, input errors, the swap search, and the inertia against scikit-learn's
 // KMeans(n_init=10) on real channel ranges (tests/data/kmeans).
-#include "rptq/kmeans.h"
+#include "rptq/method/kmeans.h"
 
 #include <gtest/gtest.h>
 #include <omp.h>
@@ -20,7 +20,7 @@
 #include <string>
 #include <vector>
 
-#include "rptq/error.h"
+#include "rptq/base/error.h"
 
 namespace {
 

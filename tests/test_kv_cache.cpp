@@ -2,12 +2,12 @@
 #include <cmath>
 #include <cstring>
 
-#include "rptq/bitpack.h"
-#include "rptq/calibration.h"
-#include "rptq/error.h"
-#include "rptq/generate.h"
-#include "rptq/quantize.h"
-#include "rptq/tokenizer.h"
+#include "rptq/base/bitpack.h"
+#include "rptq/method/calibration.h"
+#include "rptq/base/error.h"
+#include "rptq/eval/generate.h"
+#include "rptq/method/quantize.h"
+#include "rptq/tokenizer/tokenizer.h"
 #include "test_support.h"
 
 namespace {

@@ -4,9 +4,9 @@
 #include <cstdint>
 #include <functional>
 
-#include "rptq/error.h"
-#include "rptq/memory_model.h"
-#include "rptq/model.h"
+#include "rptq/base/error.h"
+#include "rptq/eval/memory_model.h"
+#include "rptq/model/model.h"
 #include "test_support.h"
 
 namespace {

@@ -1,6 +1,6 @@
 // config.json parsing: the fields that decide how a model computes, and clear errors for what is unsupported.
-#include "rptq/error.h"
-#include "rptq/model_config.h"
+#include "rptq/base/error.h"
+#include "rptq/model/model_config.h"
 #include "test_support.h"
 
 namespace {

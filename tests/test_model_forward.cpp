@@ -2,10 +2,10 @@
 #include <cmath>
 #include <cstring>
 
-#include "rptq/error.h"
-#include "rptq/generate.h"
-#include "rptq/model.h"
-#include "rptq/tokenizer.h"
+#include "rptq/base/error.h"
+#include "rptq/eval/generate.h"
+#include "rptq/model/model.h"
+#include "rptq/tokenizer/tokenizer.h"
 #include "test_support.h"
 
 namespace {

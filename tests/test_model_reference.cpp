@@ -4,9 +4,9 @@
 #include <cmath>
 #include <cstring>
 
-#include "rptq/model.h"
-#include "rptq/perplexity.h"
-#include "rptq/tokenizer.h"
+#include "rptq/model/model.h"
+#include "rptq/eval/perplexity.h"
+#include "rptq/tokenizer/tokenizer.h"
 #include "test_support.h"
 
 namespace {

@@ -19,9 +19,9 @@
 #include <span>
 #include <sstream>
 
-#include "rptq/error.h"
-#include "rptq/model.h"
-#include "rptq/model_config.h"
+#include "rptq/base/error.h"
+#include "rptq/model/model.h"
+#include "rptq/model/model_config.h"
 #include "test_support.h"
 
 namespace {

@@ -2,8 +2,8 @@
 #include <cmath>
 #include <random>
 
-#include "rptq/blas.h"
-#include "rptq/ops.h"
+#include "rptq/model/blas.h"
+#include "rptq/model/ops.h"
 #include "test_support.h"
 
 namespace {

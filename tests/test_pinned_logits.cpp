@@ -25,11 +25,11 @@
 #include <string>
 #include <vector>
 
-#include "rptq/blas.h"
-#include "rptq/calibration.h"
-#include "rptq/model.h"
-#include "rptq/quantize.h"
-#include "rptq/tokenizer.h"
+#include "rptq/model/blas.h"
+#include "rptq/method/calibration.h"
+#include "rptq/model/model.h"
+#include "rptq/method/quantize.h"
+#include "rptq/tokenizer/tokenizer.h"
 #include "test_support.h"
 
 namespace {

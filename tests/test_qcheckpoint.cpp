@@ -13,14 +13,14 @@
 #include <thread>
 
 #include "cli_support.h"
-#include "rptq/bitpack.h"
-#include "rptq/calibration.h"
-#include "rptq/error.h"
-#include "rptq/generate.h"
-#include "rptq/perplexity.h"
-#include "rptq/qcheckpoint.h"
-#include "rptq/stats_file.h"
-#include "rptq/tokenizer.h"
+#include "rptq/base/bitpack.h"
+#include "rptq/method/calibration.h"
+#include "rptq/base/error.h"
+#include "rptq/eval/generate.h"
+#include "rptq/eval/perplexity.h"
+#include "rptq/export/qcheckpoint.h"
+#include "rptq/export/stats_file.h"
+#include "rptq/tokenizer/tokenizer.h"
 #include "test_support.h"
 
 namespace {

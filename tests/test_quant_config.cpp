@@ -1,7 +1,7 @@
 // QuantConfig: the presets mean exactly what the reference's settings mean (rptq-method.md), and bad settings are
 // refused with a message naming them.
-#include "rptq/error.h"
-#include "rptq/quant_config.h"
+#include "rptq/base/error.h"
+#include "rptq/method/quant_config.h"
 #include "test_support.h"
 
 namespace {

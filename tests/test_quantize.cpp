@@ -4,14 +4,14 @@
 #include <map>
 #include <set>
 
-#include "rptq/calibration.h"
-#include "rptq/compare.h"
-#include "rptq/error.h"
-#include "rptq/generate.h"
-#include "rptq/qcheckpoint.h"
-#include "rptq/quantize.h"
-#include "rptq/tokenizer.h"
-#include "rptq/weight_quant.h"
+#include "rptq/method/calibration.h"
+#include "rptq/eval/compare.h"
+#include "rptq/base/error.h"
+#include "rptq/eval/generate.h"
+#include "rptq/export/qcheckpoint.h"
+#include "rptq/method/quantize.h"
+#include "rptq/tokenizer/tokenizer.h"
+#include "rptq/method/weight_quant.h"
 #include "test_support.h"
 
 namespace {

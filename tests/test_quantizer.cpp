@@ -1,12 +1,12 @@
 // Activation quantizers: the reference and exact grids, round-half-to-even, per-cluster static and dynamic
 // matrix quantization against a scalar loop, and the fixed 8-bit softmax grid.
-#include "rptq/quantizer.h"
+#include "rptq/base/quantizer.h"
 
 #include <cmath>
 #include <limits>
 #include <random>
 
-#include "rptq/error.h"
+#include "rptq/base/error.h"
 #include "test_support.h"
 
 namespace {

@@ -3,10 +3,10 @@
 #include <cmath>
 #include <numeric>
 
-#include "rptq/calibration.h"
-#include "rptq/error.h"
-#include "rptq/reorder.h"
-#include "rptq/tokenizer.h"
+#include "rptq/method/calibration.h"
+#include "rptq/base/error.h"
+#include "rptq/method/reorder.h"
+#include "rptq/tokenizer/tokenizer.h"
 #include "test_support.h"
 
 namespace {

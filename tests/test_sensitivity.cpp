@@ -4,12 +4,12 @@
 #include <nlohmann/json.hpp>
 
 #include "cli_support.h"
-#include "rptq/calibration.h"
-#include "rptq/compare.h"
-#include "rptq/error.h"
-#include "rptq/sensitivity.h"
-#include "rptq/stats_file.h"
-#include "rptq/tokenizer.h"
+#include "rptq/method/calibration.h"
+#include "rptq/eval/compare.h"
+#include "rptq/base/error.h"
+#include "rptq/method/sensitivity.h"
+#include "rptq/export/stats_file.h"
+#include "rptq/tokenizer/tokenizer.h"
 #include "test_support.h"
 
 namespace {

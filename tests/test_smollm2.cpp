@@ -10,9 +10,9 @@
 #include <cstring>
 
 #include "cli_support.h"
-#include "rptq/model.h"
-#include "rptq/perplexity.h"
-#include "rptq/tokenizer.h"
+#include "rptq/model/model.h"
+#include "rptq/eval/perplexity.h"
+#include "rptq/tokenizer/tokenizer.h"
 #include "test_support.h"
 
 namespace {

@@ -9,8 +9,8 @@
 #include <set>
 #include <thread>
 
-#include "rptq/error.h"
-#include "rptq/tokenizer.h"
+#include "rptq/base/error.h"
+#include "rptq/tokenizer/tokenizer.h"
 #include "test_support.h"
 
 namespace {

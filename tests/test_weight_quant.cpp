@@ -1,6 +1,6 @@
 // Weight quantization: RTN against a scalar reimplementation, the Hessian accumulation, and GPTQ against RTN (it
 // must lower the layer's output error on correlated inputs) and against a plain double-precision GPTQ.
-#include "rptq/weight_quant.h"
+#include "rptq/method/weight_quant.h"
 
 #include <algorithm>
 #include <cmath>
@@ -9,8 +9,8 @@
 #include <stdexcept>
 #include <vector>
 
-#include "rptq/error.h"
-#include "rptq/ops.h"
+#include "rptq/base/error.h"
+#include "rptq/model/ops.h"
 #include "test_support.h"
 
 namespace {

@@ -7,8 +7,8 @@
 #include <memory>
 #include <string>
 
-#include "rptq/model.h"
-#include "rptq/perplexity.h"
+#include "rptq/model/model.h"
+#include "rptq/eval/perplexity.h"
 
 namespace rptq::cli {
 

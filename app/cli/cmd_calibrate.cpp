@@ -5,12 +5,12 @@
 #include "cli.h"
 #include "device_args.h"
 #include "rptq/engine.h"
-#include "rptq/calibration.h"
-#include "rptq/error.h"
-#include "rptq/model.h"
-#include "rptq/model_info.h"
-#include "rptq/stats_file.h"
-#include "rptq/tokenizer.h"
+#include "rptq/method/calibration.h"
+#include "rptq/base/error.h"
+#include "rptq/model/model.h"
+#include "rptq/model/model_info.h"
+#include "rptq/export/stats_file.h"
+#include "rptq/tokenizer/tokenizer.h"
 
 namespace rptq::cli {
 

@@ -3,9 +3,9 @@
 #include <nlohmann/json.hpp>
 
 #include "cli.h"
-#include "rptq/error.h"
-#include "rptq/reorder.h"
-#include "rptq/stats_file.h"
+#include "rptq/base/error.h"
+#include "rptq/method/reorder.h"
+#include "rptq/export/stats_file.h"
 
 namespace rptq::cli {
 

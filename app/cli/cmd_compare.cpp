@@ -6,10 +6,10 @@
 #include "device_args.h"
 #include "quant_args.h"
 #include "rptq/engine.h"
-#include "rptq/compare.h"
-#include "rptq/error.h"
-#include "rptq/model_info.h"
-#include "rptq/tokenizer.h"
+#include "rptq/eval/compare.h"
+#include "rptq/base/error.h"
+#include "rptq/model/model_info.h"
+#include "rptq/tokenizer/tokenizer.h"
 
 namespace rptq::cli {
 

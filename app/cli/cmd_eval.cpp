@@ -7,11 +7,11 @@
 #include "device_args.h"
 #include "quant_args.h"
 #include "rptq/engine.h"
-#include "rptq/error.h"
-#include "rptq/model.h"
-#include "rptq/model_info.h"
-#include "rptq/perplexity.h"
-#include "rptq/tokenizer.h"
+#include "rptq/base/error.h"
+#include "rptq/model/model.h"
+#include "rptq/model/model_info.h"
+#include "rptq/eval/perplexity.h"
+#include "rptq/tokenizer/tokenizer.h"
 
 namespace rptq::cli {
 

@@ -5,9 +5,9 @@
 #include "cli.h"
 #include "device_args.h"
 #include "quant_args.h"
-#include "rptq/error.h"
-#include "rptq/hf_export.h"
-#include "rptq/qcheckpoint.h"
+#include "rptq/base/error.h"
+#include "rptq/export/hf_export.h"
+#include "rptq/export/qcheckpoint.h"
 
 namespace rptq::cli {
 

@@ -6,9 +6,9 @@
 #include "device_args.h"
 #include "quant_args.h"
 #include "rptq/engine.h"
-#include "rptq/generate.h"
-#include "rptq/model.h"
-#include "rptq/tokenizer.h"
+#include "rptq/eval/generate.h"
+#include "rptq/model/model.h"
+#include "rptq/tokenizer/tokenizer.h"
 
 namespace rptq::cli {
 

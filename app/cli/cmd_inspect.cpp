@@ -3,8 +3,8 @@
 #include <nlohmann/json.hpp>
 
 #include "cli.h"
-#include "rptq/model_info.h"
-#include "rptq/qcheckpoint.h"
+#include "rptq/model/model_info.h"
+#include "rptq/export/qcheckpoint.h"
 
 namespace rptq::cli {
 

@@ -7,8 +7,8 @@
 #include <nlohmann/json.hpp>
 
 #include "cli.h"
-#include "rptq/error.h"
-#include "rptq/memory_model.h"
+#include "rptq/base/error.h"
+#include "rptq/eval/memory_model.h"
 
 namespace rptq::cli {
 

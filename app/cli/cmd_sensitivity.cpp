@@ -5,11 +5,11 @@
 
 #include "cli.h"
 #include "quant_args.h"
-#include "rptq/error.h"
-#include "rptq/model_info.h"
-#include "rptq/sensitivity.h"
-#include "rptq/stats_file.h"
-#include "rptq/tokenizer.h"
+#include "rptq/base/error.h"
+#include "rptq/model/model_info.h"
+#include "rptq/method/sensitivity.h"
+#include "rptq/export/stats_file.h"
+#include "rptq/tokenizer/tokenizer.h"
 
 namespace rptq::cli {
 

@@ -3,9 +3,9 @@
 #include <sstream>
 
 #include "cli.h"
-#include "rptq/error.h"
-#include "rptq/model_info.h"
-#include "rptq/tokenizer.h"
+#include "rptq/base/error.h"
+#include "rptq/model/model_info.h"
+#include "rptq/tokenizer/tokenizer.h"
 
 namespace rptq::cli {
 

@@ -8,7 +8,7 @@
 
 #include "cli.h"
 #include "rptq/device.h"
-#include "rptq/error.h"
+#include "rptq/base/error.h"
 #include "rptq/version_info.h"
 
 int main(int argc, char** argv) {

@@ -5,7 +5,7 @@
 #include <cstdio>
 
 #include "cli.h"
-#include "rptq/error.h"
+#include "rptq/base/error.h"
 
 namespace rptq::cli {
 

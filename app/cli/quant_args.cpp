@@ -4,9 +4,9 @@
 
 #include "cli.h"
 #include "rptq/engine.h"
-#include "rptq/error.h"
-#include "rptq/qcheckpoint.h"
-#include "rptq/stats_file.h"
+#include "rptq/base/error.h"
+#include "rptq/export/qcheckpoint.h"
+#include "rptq/export/stats_file.h"
 
 namespace rptq::cli {
 

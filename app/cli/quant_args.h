@@ -8,8 +8,8 @@
 #include <vector>
 
 #include "rptq/device.h"
-#include "rptq/quantize.h"
-#include "rptq/tokenizer.h"
+#include "rptq/method/quantize.h"
+#include "rptq/tokenizer/tokenizer.h"
 
 namespace rptq::cli {
 

@@ -5,8 +5,8 @@
 #include <cstdio>
 #include <exception>
 
-#include "device_probe.h"
-#include "rptq/error.h"
+#include "cuda/device_probe.h"
+#include "rptq/base/error.h"
 
 namespace rptq {
 

@@ -1,7 +1,7 @@
 #include "rptq/engine.h"
 
-#include "rptq/cuda_runner.h"
-#include "rptq/model.h"
+#include "rptq/cuda/cuda_runner.h"
+#include "rptq/model/model.h"
 
 namespace rptq {
 

@@ -3,7 +3,7 @@
 
 For every (layer, R1..R5) of each statistics file (`rptq calibrate`) and every k, runs `rptq clusters STATS --layer L
 --tap R --k K --json --stat minmax` (the clusters quantization forms: the same features, seed rule and restarts),
-rebuilds the same features here from the file's plain max/min (as core/src/reorder.cpp builds them), and fits
+rebuilds the same features here from the file's plain max/min (as core/src/method/reorder.cpp builds them), and fits
 `sklearn.cluster.KMeans(n_clusters=k, n_init=10, random_state=0)` on them as float32, per KV head for R2/R3, as the
 reference (RPTQ4LLM) does.
 

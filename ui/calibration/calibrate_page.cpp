@@ -32,9 +32,9 @@
 #include "common/resources.h"
 #include "common/task.h"
 #include "model/model_source.h"
-#include "rptq/error.h"
-#include "rptq/quantize.h"
-#include "rptq/stats_file.h"
+#include "rptq/base/error.h"
+#include "rptq/method/quantize.h"
+#include "rptq/export/stats_file.h"
 #include "session/persisted.h"
 #include "session/session.h"
 

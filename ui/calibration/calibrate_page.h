@@ -7,7 +7,7 @@
 
 #include <memory>
 
-#include "rptq/calibration.h"
+#include "rptq/method/calibration.h"
 
 class QComboBox;
 class QFrame;

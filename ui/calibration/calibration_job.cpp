@@ -6,10 +6,10 @@
 #include <chrono>
 
 #include "rptq/engine.h"
-#include "rptq/error.h"
-#include "rptq/model_info.h"
-#include "rptq/stats_file.h"
-#include "rptq/tokenizer.h"
+#include "rptq/base/error.h"
+#include "rptq/model/model_info.h"
+#include "rptq/export/stats_file.h"
+#include "rptq/tokenizer/tokenizer.h"
 
 namespace rptq::ui {
 

@@ -9,7 +9,7 @@
 
 #include "common/job_progress.h"
 #include "common/task.h"
-#include "rptq/calibration.h"
+#include "rptq/method/calibration.h"
 #include "rptq/execution.h"
 #include "session/loaded_model.h"
 

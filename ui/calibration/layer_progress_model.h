@@ -4,7 +4,7 @@
 
 #include <vector>
 
-#include "rptq/calibration.h"
+#include "rptq/method/calibration.h"
 
 namespace rptq::ui {
 

@@ -3,7 +3,7 @@
 #include <exception>
 #include <new>
 
-#include "rptq/error.h"
+#include "rptq/base/error.h"
 
 namespace rptq::ui {
 

@@ -11,9 +11,9 @@
 #include <vector>
 
 #include "common/job_progress.h"
-#include "rptq/compare.h"
-#include "rptq/generate.h"
-#include "rptq/quant_config.h"
+#include "rptq/eval/compare.h"
+#include "rptq/eval/generate.h"
+#include "rptq/method/quant_config.h"
 
 class QLabel;
 class QLineEdit;

@@ -1,7 +1,7 @@
 #include "compare/generation_job.h"
 
 #include "rptq/engine.h"
-#include "rptq/tokenizer.h"
+#include "rptq/tokenizer/tokenizer.h"
 
 namespace rptq::ui {
 

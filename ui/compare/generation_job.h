@@ -12,9 +12,9 @@
 
 #include "common/task.h"
 #include "rptq/execution.h"
-#include "rptq/generate.h"
-#include "rptq/model.h"
-#include "rptq/quantize.h"
+#include "rptq/eval/generate.h"
+#include "rptq/model/model.h"
+#include "rptq/method/quantize.h"
 
 namespace rptq::ui {
 

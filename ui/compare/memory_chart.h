@@ -6,9 +6,9 @@
 
 #include <optional>
 
-#include "rptq/memory_model.h"
-#include "rptq/model_config.h"
-#include "rptq/quant_config.h"
+#include "rptq/eval/memory_model.h"
+#include "rptq/model/model_config.h"
+#include "rptq/method/quant_config.h"
 
 class QBarSet;
 class QBarCategoryAxis;

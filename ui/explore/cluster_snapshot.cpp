@@ -4,9 +4,9 @@
 #include <chrono>
 #include <cmath>
 
-#include "rptq/error.h"
-#include "rptq/quantizer.h"
-#include "rptq/reorder.h"
+#include "rptq/base/error.h"
+#include "rptq/base/quantizer.h"
+#include "rptq/method/reorder.h"
 
 namespace rptq::ui {
 

@@ -9,9 +9,9 @@
 #include <memory>
 #include <vector>
 
-#include "rptq/calibration.h"
-#include "rptq/quant_config.h"
-#include "rptq/tap.h"
+#include "rptq/method/calibration.h"
+#include "rptq/method/quant_config.h"
+#include "rptq/model/tap.h"
 
 namespace rptq::ui {
 

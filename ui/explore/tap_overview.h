@@ -6,9 +6,9 @@
 #include <cstdint>
 #include <vector>
 
-#include "rptq/calibration.h"
-#include "rptq/quant_config.h"
-#include "rptq/tap.h"
+#include "rptq/method/calibration.h"
+#include "rptq/method/quant_config.h"
+#include "rptq/model/tap.h"
 
 namespace rptq::ui {
 

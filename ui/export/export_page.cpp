@@ -25,9 +25,9 @@
 #include "common/format.h"
 #include "common/page_heading.h"
 #include "common/task.h"
-#include "rptq/error.h"
-#include "rptq/hf_export.h"
-#include "rptq/qcheckpoint.h"
+#include "rptq/base/error.h"
+#include "rptq/export/hf_export.h"
+#include "rptq/export/qcheckpoint.h"
 #include "session/quantization_summary.h"
 #include "session/session.h"
 

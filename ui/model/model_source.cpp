@@ -4,8 +4,8 @@
 #include <QElapsedTimer>
 #include <QFileInfo>
 
-#include "rptq/error.h"
-#include "rptq/stats_file.h"
+#include "rptq/base/error.h"
+#include "rptq/export/stats_file.h"
 
 namespace rptq::ui {
 

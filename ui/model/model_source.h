@@ -6,7 +6,7 @@
 #include <memory>
 
 #include "common/job_progress.h"
-#include "rptq/calibration.h"
+#include "rptq/method/calibration.h"
 #include "session/loaded_model.h"
 
 namespace rptq::ui {

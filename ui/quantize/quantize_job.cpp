@@ -1,8 +1,8 @@
 #include "quantize/quantize_job.h"
 
 #include "rptq/engine.h"
-#include "rptq/error.h"
-#include "rptq/model.h"
+#include "rptq/base/error.h"
+#include "rptq/model/model.h"
 
 namespace rptq::ui {
 

@@ -10,9 +10,9 @@
 
 #include "common/job_progress.h"
 #include "common/task.h"
-#include "rptq/calibration.h"
+#include "rptq/method/calibration.h"
 #include "rptq/execution.h"
-#include "rptq/quantize.h"
+#include "rptq/method/quantize.h"
 #include "session/quantization_summary.h"
 
 namespace rptq::ui {

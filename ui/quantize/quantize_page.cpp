@@ -22,7 +22,7 @@
 #include "common/page_heading.h"
 #include "common/task.h"
 #include "quantize/quantize_job.h"
-#include "rptq/error.h"
+#include "rptq/base/error.h"
 #include "session/quantization_summary.h"
 #include "session/session.h"
 

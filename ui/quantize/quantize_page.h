@@ -11,7 +11,7 @@
 #include <array>
 #include <memory>
 
-#include "rptq/quant_config.h"
+#include "rptq/method/quant_config.h"
 
 class QCheckBox;
 class QComboBox;

@@ -6,9 +6,9 @@
 #include <memory>
 #include <optional>
 
-#include "rptq/model.h"
-#include "rptq/model_info.h"
-#include "rptq/qcheckpoint.h"
+#include "rptq/model/model.h"
+#include "rptq/model/model_info.h"
+#include "rptq/export/qcheckpoint.h"
 
 namespace rptq::ui {
 

@@ -1,7 +1,7 @@
 #include "session/quantization_summary.h"
 
-#include "rptq/quantize.h"
-#include "rptq/weight_quant.h"
+#include "rptq/method/quantize.h"
+#include "rptq/method/weight_quant.h"
 
 namespace rptq::ui {
 

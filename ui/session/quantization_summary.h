@@ -9,8 +9,8 @@
 #include <memory>
 #include <vector>
 
-#include "rptq/calibration.h"
-#include "rptq/quant_config.h"
+#include "rptq/method/calibration.h"
+#include "rptq/method/quant_config.h"
 
 namespace rptq {
 class QuantizedModel;

@@ -7,8 +7,8 @@
 
 #include <memory>
 
-#include "rptq/calibration.h"
-#include "rptq/quantize.h"
+#include "rptq/method/calibration.h"
+#include "rptq/method/quantize.h"
 #include "session/loaded_model.h"
 #include "session/quantization_summary.h"
 

@@ -8,12 +8,12 @@
 #include <span>
 #include <string>
 
-#include "rptq/calibration.h"
-#include "rptq/compare.h"
+#include "rptq/method/calibration.h"
+#include "rptq/eval/compare.h"
 #include "rptq/execution.h"
-#include "rptq/generate.h"
-#include "rptq/perplexity.h"
-#include "rptq/quantize.h"
+#include "rptq/eval/generate.h"
+#include "rptq/eval/perplexity.h"
+#include "rptq/method/quantize.h"
 
 namespace rptq {
 

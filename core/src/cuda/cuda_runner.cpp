@@ -1,0 +1,1627 @@
+#include "rptq/cuda/cuda_runner.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <array>
+#include <cstring>
+#include <functional>
+#include <type_traits>
+
+#include "rptq/base/error.h"
+#include "rptq/model/model.h"
+#include "rptq/method/quantize.h"
+
+namespace rptq {
+
+const char* gpu_layer_placement_name(GpuLayerPlacement p) {
+  switch (p) {
+    case GpuLayerPlacement::Stream: return "stream";
+    case GpuLayerPlacement::Resident: return "resident";
+    default: return "auto";
+  }
+}
+
+}  // namespace rptq
+
+// The GPU runner; a CPU-only build gets cuda_runner_none.cpp instead.
+#ifdef RPTQ_WITH_CUDA
+
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+
+#include "attention.cuh"
+#include "attention_scores.cuh"
+#include "channel_range.cuh"
+#include "compare_logits.cuh"
+#include "cuda_check.cuh"
+#include "device.cuh"
+#include "elementwise.cuh"
+#include "fake_quant.cuh"
+#include "gemm.cuh"
+#include "hessian.cuh"
+#include "kv_pack.cuh"
+#include "norm.cuh"
+#include "packed_gemm.cuh"
+#include "rotary.cuh"
+#include "rptq/device.h"
+#include "rptq/method/weight_quant.h"
+#include "softmax.cuh"
+
+namespace rptq {
+
+namespace {
+
+constexpr std::size_t kAlign = 256;
+std::size_t align_up(std::size_t v) { return (v + kAlign - 1) / kAlign * kAlign; }
+// Dequantized rows per packed-linear tile: at most 16 MiB of float32 weights in the cuBLAS scratch.
+constexpr std::size_t kPackedTileBytes = std::size_t{16} << 20;
+// Rows of the output head per step: bounds the [rows, vocab] logits buffer.
+constexpr std::int64_t kHeadRows = 512;
+// Resident FP16 / BF16 layers: float32 weights pass through a device buffer of at most this many floats (16 MiB)
+// on their way to being rounded.
+constexpr std::size_t kConvertChunk = std::size_t{4} << 20;
+// GpuLayerPlacement::Auto keeps this much of the device free for activations: max(2 GiB, total / 5).
+constexpr std::size_t kResidentMarginMin = std::size_t{2} << 30;
+constexpr std::size_t kResidentMarginDivisor = 5;
+
+std::string mib(std::size_t bytes) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.1f MiB", static_cast<double>(bytes) / 1048576.0);
+  return buf;
+}
+
+// A decoder layer's weights as placed in a device slot (pointers into the slot).
+struct DevNorm {
+  const float *gamma = nullptr, *beta = nullptr;
+  const std::int32_t* gather = nullptr;
+};
+struct DevLinear {
+  std::int64_t in = 0, out = 0;
+  const void* w = nullptr;  // float, __half or __nv_bfloat16 [out, in] (dense)
+  const float* bias = nullptr;
+  bool packed = false;
+  cuda::PackedWeightView pw;
+};
+struct DevLayer {
+  DevNorm attn_norm, ffn_norm;
+  DevLinear q, k, v, o, fc1, fc2, gate, up, down;
+  const std::int32_t* rope_index = nullptr;
+  bool quantize_softmax = false;
+};
+
+// A dense weight to be rounded to FP16 / BF16 on the device (resident layers): n floats at src, to dst.
+struct DeferredRounding {
+  const float* src = nullptr;
+  void* dst = nullptr;
+  std::size_t n = 0;
+};
+
+// Lays a layer's tensors out at 256-byte aligned offsets: sizes the slot (host == nullptr) or fills the host
+// staging buffer, returning pointers into the device slot at `dev`. With `deferred`, the 16-bit weights are not
+// rounded on the host: their place is left as it is and they are listed there, to be rounded on the device.
+class Stager {
+ public:
+  Stager(std::uint8_t* host, std::uintptr_t dev, std::vector<DeferredRounding>* deferred = nullptr)
+      : host_(host), dev_(dev), deferred_(deferred) {}
+  template <typename T>
+  const T* put(const T* src, std::size_t n) {
+    if (n == 0) return nullptr;
+    off_ = align_up(off_);
+    if (host_) std::memcpy(host_ + off_, src, n * sizeof(T));
+    const T* p = reinterpret_cast<const T*>(dev_ + off_);
+    off_ += n * sizeof(T);
+    return p;
+  }
+  // float32 rounded to a 16-bit type (round to nearest even), as gemm.cuh's convert() does.
+  template <typename H>
+  const H* put_rounded(const float* src, std::size_t n) {
+    off_ = align_up(off_);
+    if (deferred_) {
+      deferred_->push_back({src, reinterpret_cast<void*>(dev_ + off_), n});
+    } else if (host_) {
+      H* dst = reinterpret_cast<H*>(host_ + off_);
+      for (std::size_t i = 0; i < n; ++i) {
+        if constexpr (std::is_same_v<H, __half>)
+          dst[i] = __float2half_rn(src[i]);
+        else
+          dst[i] = __float2bfloat16_rn(src[i]);
+      }
+    }
+    const H* p = reinterpret_cast<const H*>(dev_ + off_);
+    off_ += n * sizeof(H);
+    return p;
+  }
+  std::size_t bytes() const { return align_up(off_); }
+
+ private:
+  std::uint8_t* host_;
+  std::uintptr_t dev_;
+  std::vector<DeferredRounding>* deferred_;
+  std::size_t off_ = 0;
+};
+
+cuda::GemmInputs gemm_inputs(GpuPrecision p) {
+  return p == GpuPrecision::FP16 ? cuda::GemmInputs::FP16
+         : p == GpuPrecision::BF16 ? cuda::GemmInputs::BF16
+                                   : cuda::GemmInputs::FP32;
+}
+
+// One tap's running ranges (TapRanges) while a layer is calibrated, and its per-sample scratch: pointers into the
+// runner's calibration arena.
+struct DevTapRanges {
+  std::int64_t channels = 0;
+  float *ema_max = nullptr, *ema_min = nullptr, *max = nullptr, *min = nullptr, *smax = nullptr, *smin = nullptr;
+};
+
+}  // namespace
+
+struct GpuRunner::Impl {
+  const Model& model;
+  const ModelConfig& cfg;
+  const QuantizedModel* quantized;
+  GpuOptions opts;
+  GpuMemoryStats mem;
+  std::size_t held = 0;  // bytes allocated now (tracked buffers and the cuBLAS scratch asked for)
+
+  cudaStream_t compute = nullptr, upload = nullptr;
+  cuda::BlasHandle blas;
+  std::size_t blas_scratch = 0;  // what the handle's scratch has grown to (BlasHandle::scratch's rule)
+
+  // Outer weights, uploaded once.
+  cuda::DeviceBuffer<float> embed_tokens, embed_positions, project_in, project_out, final_gamma, final_beta, lm_head;
+  // Activation quantizers per layer and tap (static: scales; dynamic: boundaries only) and the dynamic workspace.
+  struct TapQ {
+    bool active = false, dynamic = false;
+    int bits = 8;
+    cuda::Grid grid = cuda::Grid::Exact;
+    std::int64_t cols = 0, clusters = 0;
+    cuda::ClusterQuantizer q;  // static
+    cuda::DeviceBuffer<std::int32_t> boundaries;  // dynamic
+  };
+  std::vector<std::array<TapQ, kTapCount>> tapq;
+  cuda::DeviceBuffer<std::uint8_t> dyn_workspace;
+  // Dynamic taps record their bad-channel word in DynBad ((layer * pass_chunks + chunk) * kTapCount + tap), read
+  // once per pass (calibration: per layer) instead of once per tap.
+  bool any_dynamic = false;
+  std::int64_t pass_chunks = 1, chunk_index = 0;
+
+  // Layer slots: device memory, pinned staging, and the events that order them.
+  int slots = 2;
+  std::vector<cuda::DeviceBuffer<std::uint8_t>> slot;
+  std::vector<std::uint8_t*> staging;
+  std::vector<std::vector<std::uint8_t>> staging_fallback;  // when pinned memory cannot be had
+  std::vector<bool> staging_pinned;
+  std::vector<cudaEvent_t> copied, computed;
+  std::vector<int> slot_layer;
+  std::vector<DevLayer> slot_view;
+  // Resident layers: one device buffer and its view per decoder layer, uploaded once by init().
+  bool resident = false;
+  std::vector<cuda::DeviceBuffer<std::uint8_t>> resident_layer;
+  std::vector<DevLayer> resident_view;
+
+  // Activations, grown as needed.
+  enum Buf {
+    H, X, Q, K, V, Attn, Hid, Up, XHalf, Ids, Pos, Logits, HeadX, HeadY, Targets, Nll, Total, Tmp, ScoreRange, DynBad,
+    HCopy, kBufs
+  };
+  std::array<cuda::DeviceBuffer<std::uint8_t>, kBufs> bufs;
+
+  // Calibration state: the running ranges of the layer being calibrated, per tap (indexed by Tap) and then the
+  // attention scores (one channel per head), and every tap's per-sample ranges, in one arena (rec_result_floats,
+  // all of it) that the host reads with one copy per layer.
+  bool recording = false;
+  std::int64_t rec_samples = 0;  // windows the recording arena holds per-sample ranges for
+  std::vector<DevTapRanges> rec;
+  cuda::DeviceBuffer<float> rec_arena;
+  std::size_t rec_result_floats = 0;
+  std::vector<float> rec_host;
+  std::int64_t sample0 = 0;  // index of the chunk's first window
+
+  GpuTapObserver observer;
+  Tensor observed_before, observed_after;
+
+  // Generation: the KV cache of one sequence (start_cache). While `cached` is set, attention_block appends each
+  // layer's K / V at position `past` and attends over the cache.
+  struct KvCacheDev {
+    std::int64_t capacity = 0, length = 0;
+    std::shared_ptr<const KvQuantization> quant;       // null: float32
+    std::vector<cuda::DeviceBuffer<float>> k, v;        // float32: per layer [capacity, kv_dim]
+    std::vector<cuda::DeviceBuffer<std::uint8_t>> kc, vc;  // packed: per layer [capacity, row bytes]
+    std::vector<cuda::KvChannelQuant> kq, vq;           // packed: per layer, expanded per channel
+    cuda::DeviceBuffer<float> k_scratch, v_scratch;     // packed: the cache read back, [capacity, kv_dim]
+    std::size_t bytes = 0;       // the cache's allocations (codes and parameters when packed)
+    std::size_t fp16_bytes = 0;  // the same cache in FP16
+  } kv;
+  bool cached = false;
+  std::int64_t past = 0;
+
+  // Quantization's layer-by-layer passes (GpuLayerPasses): every calibration window's hidden state in H, the input
+  // of layer lw_next; while hessian_layer >= 0 the taps of its linears' inputs add to the Hessians (per Tap).
+  std::int64_t lw_samples = 0, lw_seqlen = 0, lw_batch = 8, lw_done = 0, lw_total = 0;
+  float* lw_h = nullptr;
+  int hessian_layer = -1;
+  std::array<cuda::DeviceBuffer<double>, kTapCount> hess;
+  std::array<std::int64_t, kTapCount> hess_samples{};
+
+  Impl(const Model& m, const QuantizedModel* qm, const GpuOptions& o)
+      : model(m), cfg(m.config()), quantized(qm), opts(o) {}
+
+  ~Impl() {
+    for (cudaEvent_t e : copied)
+      if (e) cudaEventDestroy(e);
+    for (cudaEvent_t e : computed)
+      if (e) cudaEventDestroy(e);
+    for (std::size_t i = 0; i < staging.size(); ++i)
+      if (staging_pinned[i] && staging[i]) cudaFreeHost(staging[i]);
+    if (compute) cudaStreamSynchronize(compute);
+    if (upload) cudaStreamSynchronize(upload);
+    try {
+      blas.close();
+    } catch (const std::exception&) {  // a destructor must not throw
+    }
+    if (compute) cudaStreamDestroy(compute);
+    if (upload) cudaStreamDestroy(upload);
+    cudaGetLastError();
+  }
+
+  void note_alloc(std::size_t bytes) {
+    held += bytes;
+    mem.peak_bytes = std::max(mem.peak_bytes, held);
+  }
+  void note_free(std::size_t bytes) { held -= std::min(held, bytes); }
+
+  // Drops the KV cache and its accounting.
+  void free_cache() {
+    note_free(mem.kv_cache_bytes);
+    mem.kv_cache_bytes = 0;
+    kv = KvCacheDev();
+  }
+
+  // An empty cache of `capacity` tokens: per layer K and V as float32, or as the packed codes of kv_quant (with
+  // each side's per-channel parameters and one float32 scratch pair all layers share).
+  void start_cache(std::int64_t capacity, std::shared_ptr<const KvQuantization> quant) {
+    if (capacity < 1) throw InputError("a KV cache needs room for at least one token");
+    RPTQ_CUDA_CHECK(cudaStreamSynchronize(compute));  // the old cache may still be read
+    free_cache();
+    try {
+      make_cache(capacity, std::move(quant));
+    } catch (...) {
+      free_cache();  // no half-made cache: step() refuses to run without one
+      throw;
+    }
+  }
+  void make_cache(std::int64_t capacity, std::shared_ptr<const KvQuantization> quant) {
+    const std::int64_t kvd = cfg.kv_dim();
+    const auto L = static_cast<std::size_t>(cfg.layers);
+    kv.capacity = capacity;
+    kv.fp16_bytes = 2 * L * static_cast<std::size_t>(capacity * kvd) * 2;
+    std::size_t total = 0;
+    auto track = [&](std::size_t b) {
+      total += b;
+      note_alloc(b);
+      mem.kv_cache_bytes += b;
+    };
+    if (quant) {
+      if (quant->k.size() != L || quant->v.size() != L)
+        throw InputError("the KV-cache quantization has " + std::to_string(quant->k.size()) + " layers; the model " +
+                         std::to_string(cfg.layers));
+      kv.quant = quant;
+      for (std::size_t l = 0; l < L; ++l) {
+        for (int side = 0; side < 2; ++side) {
+          const KvSideQuantization& q = side == 0 ? quant->k[l] : quant->v[l];
+          cuda::KvChannelQuant dq;
+          try {
+            dq = cuda::upload_kv_side(q.bits, q.boundaries, q.scale, q.zero_point, kvd);
+          } catch (const std::invalid_argument& e) {
+            throw InputError("layer " + std::to_string(l) + (side == 0 ? " K" : " V") + " cache quantizer: " +
+                             e.what());
+          }
+          track(dq.scale.bytes() + dq.inv_scale.bytes() + dq.zero.bytes());
+          const auto row = static_cast<std::size_t>(cuda::bitpack_bytes(kvd, q.bits));
+          cuda::DeviceBuffer<std::uint8_t> codes(static_cast<std::size_t>(capacity) * row);
+          track(codes.bytes());
+          (side == 0 ? kv.kc : kv.vc).push_back(std::move(codes));
+          (side == 0 ? kv.kq : kv.vq).push_back(std::move(dq));
+        }
+      }
+      kv.bytes = total;
+      kv.k_scratch = cuda::DeviceBuffer<float>(static_cast<std::size_t>(capacity * kvd));
+      kv.v_scratch = cuda::DeviceBuffer<float>(static_cast<std::size_t>(capacity * kvd));
+      track(kv.k_scratch.bytes() + kv.v_scratch.bytes());
+    } else {
+      for (std::size_t l = 0; l < L; ++l) {
+        kv.k.emplace_back(static_cast<std::size_t>(capacity * kvd));
+        kv.v.emplace_back(static_cast<std::size_t>(capacity * kvd));
+        track(kv.k.back().bytes() + kv.v.back().bytes());
+      }
+      kv.bytes = total;
+    }
+  }
+
+  // Runs `tokens` after the cached ones, appends their K / V, and leaves the last token's logits in Logits.
+  const float* step(std::span<const std::int32_t> tokens) {
+    if (kv.capacity == 0) throw std::logic_error("GpuRunner::step before start_cache");
+    const auto seq = static_cast<std::int64_t>(tokens.size());
+    if (seq < 1) throw InputError("a decoding step needs at least one token");
+    if (kv.length + seq > kv.capacity)
+      throw InputError("KV cache holds 1 x " + std::to_string(kv.capacity) + " tokens; 1 x " +
+                       std::to_string(kv.length + seq) + " needed");
+    float* h = embed(tokens, 1, seq, kv.length);
+    cached = true;
+    past = kv.length;
+    try {
+      run_layers(h, 1, seq, 1);
+    } catch (...) {
+      cached = false;
+      past = 0;
+      throw;
+    }
+    cached = false;
+    past = 0;
+    kv.length += seq;
+    return head(h + (seq - 1) * cfg.hidden, 1);
+  }
+
+  template <typename T>
+  cuda::DeviceBuffer<T> upload_tensor(const T* host, std::size_t n) {
+    cuda::DeviceBuffer<T> b(n);
+    note_alloc(b.bytes());
+    mem.outer_bytes += b.bytes();
+    b.copy_from_host(host, n);
+    return b;
+  }
+  cuda::DeviceBuffer<float> upload_tensor(const Tensor& t) {
+    return t.empty() ? cuda::DeviceBuffer<float>() : upload_tensor(t.data(), static_cast<std::size_t>(t.numel()));
+  }
+
+  template <typename T>
+  T* buf(Buf id, std::size_t count) {
+    const std::size_t bytes = align_up(std::max<std::size_t>(count * sizeof(T), 1));
+    cuda::DeviceBuffer<std::uint8_t>& b = bufs[id];
+    if (b.bytes() < bytes) {
+      RPTQ_CUDA_CHECK(cudaStreamSynchronize(compute));  // work in flight may still use the old buffer
+      note_free(b.bytes());
+      mem.activation_bytes -= std::min(mem.activation_bytes, b.bytes());
+      b = cuda::DeviceBuffer<std::uint8_t>();
+      b = cuda::DeviceBuffer<std::uint8_t>(bytes);
+      note_alloc(bytes);
+      mem.activation_bytes += bytes;
+    }
+    return reinterpret_cast<T*>(b.data());
+  }
+
+  // The cuBLAS scratch a packed linear asks for (packed_gemm.cu: [x as 16-bit][one tile]); BlasHandle grows it to
+  // 1.5 times the request.
+  void note_blas_scratch(std::size_t request) {
+    if (request <= blas_scratch) return;
+    const std::size_t want = request + request / 2;
+    note_free(blas_scratch);
+    mem.activation_bytes -= std::min(mem.activation_bytes, blas_scratch);
+    blas_scratch = want;
+    note_alloc(want);
+    mem.activation_bytes += want;
+  }
+
+  // -------------------------------------------------------------------------------------------------------------
+  // Setup
+
+  void init() {
+    // The ordinal asked for (it must name a supported GPU), or the first supported one.
+    opts.device = device_info().pick_gpu(opts.device);
+    RPTQ_CUDA_CHECK(cudaSetDevice(opts.device));
+    RPTQ_CUDA_CHECK(cudaStreamCreateWithFlags(&compute, cudaStreamNonBlocking));
+    RPTQ_CUDA_CHECK(cudaStreamCreateWithFlags(&upload, cudaStreamNonBlocking));
+    blas.set_stream(compute);
+
+    const auto ow = model.outer_weights();
+    embed_tokens = upload_tensor(ow.embed_tokens);
+    embed_positions = upload_tensor(ow.embed_positions);
+    project_in = upload_tensor(ow.project_in.weight);
+    project_out = upload_tensor(ow.project_out.weight);
+    final_gamma = upload_tensor(ow.final_norm.gamma);
+    final_beta = upload_tensor(ow.final_norm.beta);
+    lm_head = upload_tensor(ow.lm_head);
+    if (!ow.final_norm.gather.empty()) throw InputError("the final norm has a gather (not supported on the GPU)");
+
+    upload_quantizers();
+
+    std::size_t slot_bytes = 0, largest_rounding = 0;
+    std::vector<std::size_t> layer_bytes;
+    std::vector<DeferredRounding> rounding;
+    for (int l = 0; l < cfg.layers; ++l) {
+      rounding.clear();
+      const std::size_t b = stage_layer(l, nullptr, 0, &rounding).second;
+      for (const DeferredRounding& r : rounding) largest_rounding = std::max(largest_rounding, r.n);
+      layer_bytes.push_back(b);
+      slot_bytes = std::max(slot_bytes, b);
+      mem.model_layer_bytes += b;
+    }
+    const std::size_t scratch_floats = std::min(largest_rounding, kConvertChunk);
+    resident = choose_resident(mem.model_layer_bytes + scratch_floats * sizeof(float));
+    if (resident) {
+      upload_resident(layer_bytes, slot_bytes, scratch_floats);
+      return;
+    }
+    mem.layers = GpuLayerPlacement::Stream;
+    slots = opts.overlap_upload ? 2 : 1;
+    mem.layer_slot_bytes = slot_bytes;
+    mem.layer_slots = slots;
+    make_slot_buffers(slot_bytes);
+    for (int s = 0; s < slots; ++s) {
+      cudaEvent_t e1 = nullptr, e2 = nullptr;
+      RPTQ_CUDA_CHECK(cudaEventCreateWithFlags(&e1, cudaEventDisableTiming));
+      copied.push_back(e1);
+      RPTQ_CUDA_CHECK(cudaEventCreateWithFlags(&e2, cudaEventDisableTiming));
+      computed.push_back(e2);
+      slot_layer.push_back(-1);
+      slot_view.emplace_back();
+    }
+    // The outer weights were copied with cudaMemcpy on the legacy stream, which the non-blocking compute stream
+    // does not wait for.
+    RPTQ_CUDA_CHECK(cudaDeviceSynchronize());
+  }
+
+  // The streamed layers' slots of `bytes` each, device memory and host staging (pinned when it can be had),
+  // replacing any earlier ones (nothing may be in flight).
+  void make_slot_buffers(std::size_t bytes) {
+    for (std::size_t i = 0; i < slot.size(); ++i) {
+      note_free(slot[i].bytes());
+      if (staging_pinned[i] && staging[i]) cudaFreeHost(staging[i]);
+    }
+    slot.clear();
+    staging.clear();
+    staging_pinned.clear();
+    staging_fallback.clear();
+    for (int s = 0; s < slots; ++s) {
+      slot.emplace_back(bytes);
+      note_alloc(bytes);
+      void* p = nullptr;
+      const bool pinned = cudaMallocHost(&p, std::max<std::size_t>(bytes, 1)) == cudaSuccess;
+      if (!pinned) {
+        cudaGetLastError();
+        staging_fallback.emplace_back(bytes);
+        p = staging_fallback.back().data();
+      }
+      staging.push_back(static_cast<std::uint8_t*>(p));
+      staging_pinned.push_back(pinned);
+    }
+    mem.layer_slot_bytes = bytes;
+  }
+
+  // Whether the decoder layers stay on the device: GpuOptions::layers, and for Auto whether `bytes` fit in the
+  // free memory less the activations' margin.
+  bool choose_resident(std::size_t bytes) const {
+    if (opts.layers != GpuLayerPlacement::Auto) return opts.layers == GpuLayerPlacement::Resident;
+    if (cfg.layers == 0) return false;
+    const cuda::MemoryInfo info = cuda::memory_info(opts.device);
+    const std::size_t margin = std::max(kResidentMarginMin, info.total_bytes / kResidentMarginDivisor);
+    return info.free_bytes > margin && bytes <= info.free_bytes - margin;
+  }
+
+  // Every decoder layer into its own device buffer, once: the bytes that need no rounding from a host staging
+  // buffer, the FP16 / BF16 weights as float32 through a device buffer of at most kConvertChunk floats, rounded
+  // there by cuda::convert (round to nearest even: the bits __float2half_rn / __float2bfloat16_rn give the
+  // streamed slots on the host, test_cuda_gemm's ConversionsRoundToNearestEven).
+  void upload_resident(const std::vector<std::size_t>& layer_bytes, std::size_t largest, std::size_t scratch_floats) {
+    mem.layers = GpuLayerPlacement::Resident;
+    mem.layer_slot_bytes = 0;
+    mem.layer_slots = 0;
+    cuda::DeviceBuffer<float> scratch;
+    if (scratch_floats > 0) {
+      scratch = cuda::DeviceBuffer<float>(scratch_floats);
+      note_alloc(scratch.bytes());
+      mem.upload_scratch_bytes = scratch.bytes();
+    }
+    std::vector<std::uint8_t> host(largest);
+    // The outer weights' cudaMemcpy ran on the legacy stream; the copies below run on the compute stream.
+    RPTQ_CUDA_CHECK(cudaDeviceSynchronize());
+    for (int l = 0; l < cfg.layers; ++l) {
+      const std::size_t bytes = layer_bytes[static_cast<std::size_t>(l)];
+      resident_layer.emplace_back(bytes);
+      note_alloc(bytes);
+      resident_view.push_back(upload_layer_to(l, resident_layer.back().data(), bytes, host.data(), scratch.data(),
+                                              scratch_floats));
+    }
+    note_free(scratch.bytes());
+  }
+
+  // Uploads layer l into `dev` (`bytes` as stage_layer sized it) through the host buffer `host` (as large) and, for
+  // FP16 / BF16 weights, the device buffer `scratch` (scratch_floats floats) where they are rounded; returns the
+  // layer's view. Waits for the copies (`host` and `scratch` may be reused at once).
+  DevLayer upload_layer_to(int l, std::uint8_t* dev, std::size_t bytes, std::uint8_t* host, float* scratch,
+                           std::size_t scratch_floats) {
+    std::vector<DeferredRounding> rounding;
+    const DevLayer view = stage_layer(l, host, reinterpret_cast<std::uintptr_t>(dev), &rounding).first;
+    RPTQ_CUDA_CHECK(cudaMemcpyAsync(dev, host, bytes, cudaMemcpyHostToDevice, compute));
+    for (const DeferredRounding& r : rounding) {
+      for (std::size_t i0 = 0; i0 < r.n; i0 += scratch_floats) {
+        const std::size_t n = std::min(scratch_floats, r.n - i0);
+        RPTQ_CUDA_CHECK(cudaMemcpyAsync(scratch, r.src + i0, n * sizeof(float), cudaMemcpyHostToDevice, compute));
+        const auto count = static_cast<std::int64_t>(n);
+        if (opts.precision == GpuPrecision::FP16)
+          cuda::convert(scratch, static_cast<__half*>(r.dst) + i0, count, compute);
+        else
+          cuda::convert(scratch, static_cast<__nv_bfloat16*>(r.dst) + i0, count, compute);
+      }
+    }
+    RPTQ_CUDA_CHECK(cudaStreamSynchronize(compute));
+    return view;
+  }
+
+  // Layer l's weights changed on the host (a quantization in progress: reordered, then packed): a resident layer
+  // is uploaded again, a streamed one staged afresh at its next use.
+  void restage_layer(int l) {
+    if (!resident) {
+      for (int& sl : slot_layer)
+        if (sl == l) sl = -1;
+      // A reorder adds the norms' gathers (and LLaMA's rope index): the layer may no longer fit a slot.
+      const std::size_t bytes = stage_layer(l, nullptr, 0).second;
+      if (bytes > mem.layer_slot_bytes) {
+        RPTQ_CUDA_CHECK(cudaStreamSynchronize(compute));
+        RPTQ_CUDA_CHECK(cudaStreamSynchronize(upload));
+        make_slot_buffers(bytes);
+        for (int& sl : slot_layer) sl = -1;
+      }
+      return;
+    }
+    std::vector<DeferredRounding> rounding;
+    const std::size_t bytes = stage_layer(l, nullptr, 0, &rounding).second;
+    std::size_t largest = 0;
+    for (const DeferredRounding& r : rounding) largest = std::max(largest, r.n);
+    const std::size_t scratch_floats = std::min(largest, kConvertChunk);
+    RPTQ_CUDA_CHECK(cudaStreamSynchronize(compute));  // work in flight may still read the old layer
+    cuda::DeviceBuffer<std::uint8_t>& slot_l = resident_layer[static_cast<std::size_t>(l)];
+    note_free(slot_l.bytes());
+    mem.model_layer_bytes -= std::min(mem.model_layer_bytes, slot_l.bytes());
+    slot_l = cuda::DeviceBuffer<std::uint8_t>();
+    slot_l = cuda::DeviceBuffer<std::uint8_t>(bytes);
+    note_alloc(slot_l.bytes());
+    mem.model_layer_bytes += slot_l.bytes();
+    cuda::DeviceBuffer<float> scratch;
+    if (scratch_floats > 0) {
+      scratch = cuda::DeviceBuffer<float>(scratch_floats);
+      note_alloc(scratch.bytes());
+    }
+    std::vector<std::uint8_t> host(bytes);
+    resident_view[static_cast<std::size_t>(l)] =
+        upload_layer_to(l, slot_l.data(), bytes, host.data(), scratch.data(), scratch_floats);
+    note_free(scratch.bytes());
+  }
+
+  void upload_quantizers() {
+    if (!quantized) return;
+    if (&quantized->model() != &model) throw std::logic_error("GpuRunner: the quantizers belong to another model");
+    tapq.resize(static_cast<std::size_t>(cfg.layers));
+    for (int l = 0; l < std::min<int>(quantized->layers(), static_cast<int>(cfg.layers)); ++l)
+      upload_layer_quantizers(l);
+  }
+
+  // Layer l's activation quantizers as the QuantizedModel holds them now (replacing what was uploaded before).
+  void upload_layer_quantizers(int l) {
+    RPTQ_CUDA_CHECK(cudaStreamSynchronize(compute));  // work in flight may still read the ones replaced here
+    std::size_t workspace = 0;
+    for (Tap t : kAllTaps) {
+      const TapQuantizer& tq = quantized->layer(l).taps[static_cast<std::size_t>(t)];
+      TapQ& d = tapq[static_cast<std::size_t>(l)][static_cast<std::size_t>(t)];
+      if (d.active) {
+        const std::size_t b = d.boundaries.bytes() + d.q.boundaries.bytes() + d.q.scale.bytes() +
+                              d.q.zero_point.bytes();
+        note_free(b);
+        mem.outer_bytes -= std::min(mem.outer_bytes, b);
+        d = TapQ();
+      }
+      if (!tq.active()) continue;
+      d.active = true;
+      d.dynamic = tq.dynamic;
+      d.bits = tq.bits;
+      d.grid = tq.grid == QuantGrid::Reference ? cuda::Grid::Reference : cuda::Grid::Exact;
+      d.cols = tap_channels(cfg, t);
+      d.clusters = static_cast<std::int64_t>(tq.boundaries.size()) - 1;
+      if (tq.dynamic) {
+        any_dynamic = true;
+        const std::vector<std::int32_t> b32(tq.boundaries.begin(), tq.boundaries.end());
+        d.boundaries = upload_tensor(b32.data(), b32.size());
+        workspace = std::max(workspace, cuda::fake_quant_dynamic_workspace_bytes(d.cols, d.clusters));
+      } else {
+        std::vector<float> scale, zero;
+        for (const QuantParams& p : tq.params) {
+          scale.push_back(p.scale);
+          zero.push_back(p.zero_point);
+        }
+        try {
+          d.q = cuda::upload_cluster_quantizer(tq.boundaries, scale, zero, tq.bits, d.cols);
+        } catch (const std::invalid_argument& e) {
+          throw InputError("layer " + std::to_string(l) + " tap " + tap_name(t) + ": " + e.what());
+        }
+        const std::size_t b = d.q.boundaries.bytes() + d.q.scale.bytes() + d.q.zero_point.bytes();
+        note_alloc(b);
+        mem.outer_bytes += b;
+      }
+    }
+    if (workspace > dyn_workspace.bytes()) {
+      note_free(dyn_workspace.bytes());
+      mem.outer_bytes -= std::min(mem.outer_bytes, dyn_workspace.bytes());
+      dyn_workspace = cuda::DeviceBuffer<std::uint8_t>();
+      dyn_workspace = upload_tensor(std::vector<std::uint8_t>(workspace, 0).data(), workspace);
+    }
+  }
+
+  // Fills `host` (when not null) with layer l's weights as uploaded and returns their pointers in a slot at `dev`,
+  // and the slot bytes they need. With `deferred`, the FP16 / BF16 dense weights are listed there instead of
+  // rounded into `host`.
+  std::pair<DevLayer, std::size_t> stage_layer(int l, std::uint8_t* host, std::uintptr_t dev,
+                                               std::vector<DeferredRounding>* deferred = nullptr) const {
+    const DecoderLayerWeights& w = model.layer(l);
+    Stager st(host, dev, deferred);
+    DevLayer d;
+    auto norm = [&](const NormWeights& n) {
+      DevNorm dn;
+      dn.gamma = st.put(n.gamma.empty() ? nullptr : n.gamma.data(), static_cast<std::size_t>(n.gamma.numel()));
+      dn.beta = st.put(n.beta.empty() ? nullptr : n.beta.data(), static_cast<std::size_t>(n.beta.numel()));
+      dn.gather = st.put(n.gather.data(), n.gather.size());
+      return dn;
+    };
+    auto linear = [&](const LinearWeights& lw) {
+      DevLinear dl;
+      if (!lw.packed && lw.weight.empty()) return dl;
+      dl.in = lw.in();
+      dl.out = lw.out();
+      dl.bias = st.put(lw.bias.empty() ? nullptr : lw.bias.data(), static_cast<std::size_t>(lw.bias.numel()));
+      if (lw.packed) {
+        const PackedWeight& p = *lw.packed;
+        dl.packed = true;
+        dl.pw.out = p.out;
+        dl.pw.in = p.in;
+        dl.pw.bits = p.bits;
+        dl.pw.groups = p.groups();
+        dl.pw.codes = st.put(p.codes.data(), p.codes.size());
+        dl.pw.scales = st.put(p.scales.data(), p.scales.size());
+        dl.pw.zero_points = st.put(p.zero_points.data(), p.zero_points.size());
+        const std::vector<std::int32_t> b32(p.group_boundaries.begin(), p.group_boundaries.end());
+        dl.pw.group_boundaries = st.put(b32.data(), b32.size());
+      } else {
+        const std::size_t n = static_cast<std::size_t>(lw.weight.numel());
+        if (opts.precision == GpuPrecision::FP16)
+          dl.w = st.put_rounded<__half>(lw.weight.data(), n);
+        else if (opts.precision == GpuPrecision::BF16)
+          dl.w = st.put_rounded<__nv_bfloat16>(lw.weight.data(), n);
+        else
+          dl.w = st.put(lw.weight.data(), n);
+      }
+      return dl;
+    };
+    d.attn_norm = norm(w.attn_norm);
+    d.ffn_norm = norm(w.ffn_norm);
+    d.q = linear(w.q);
+    d.k = linear(w.k);
+    d.v = linear(w.v);
+    d.o = linear(w.o);
+    d.fc1 = linear(w.fc1);
+    d.fc2 = linear(w.fc2);
+    d.gate = linear(w.gate);
+    d.up = linear(w.up);
+    d.down = linear(w.down);
+    d.rope_index = st.put(w.rope_index.data(), w.rope_index.size());
+    d.quantize_softmax = w.quantize_softmax;
+    return {d, st.bytes()};
+  }
+
+  // Starts copying layer l into its slot on the upload stream (after the compute that last used the slot).
+  void upload_layer(int l) {
+    if (resident) return;
+    const int s = l % slots;
+    if (slot_layer[static_cast<std::size_t>(s)] == l) return;  // still there (a model with <= slots layers)
+    // The staging buffer may still be read by the previous copy out of it.
+    RPTQ_CUDA_CHECK(cudaEventSynchronize(copied[static_cast<std::size_t>(s)]));
+    auto [view, bytes] = stage_layer(l, staging[static_cast<std::size_t>(s)],
+                                     reinterpret_cast<std::uintptr_t>(slot[static_cast<std::size_t>(s)].data()));
+    RPTQ_CUDA_CHECK(cudaStreamWaitEvent(upload, computed[static_cast<std::size_t>(s)], 0));
+    RPTQ_CUDA_CHECK(cudaMemcpyAsync(slot[static_cast<std::size_t>(s)].data(), staging[static_cast<std::size_t>(s)],
+                                    bytes, cudaMemcpyHostToDevice, upload));
+    RPTQ_CUDA_CHECK(cudaEventRecord(copied[static_cast<std::size_t>(s)], upload));
+    if (!staging_pinned[static_cast<std::size_t>(s)]) RPTQ_CUDA_CHECK(cudaStreamSynchronize(upload));
+    slot_layer[static_cast<std::size_t>(s)] = l;
+    slot_view[static_cast<std::size_t>(s)] = view;
+  }
+  const DevLayer& begin_layer(int l) {
+    if (resident) return resident_view[static_cast<std::size_t>(l)];
+    const int s = l % slots;
+    RPTQ_CUDA_CHECK(cudaStreamWaitEvent(compute, copied[static_cast<std::size_t>(s)], 0));
+    return slot_view[static_cast<std::size_t>(s)];
+  }
+  void end_layer(int l) {
+    if (!resident) RPTQ_CUDA_CHECK(cudaEventRecord(computed[static_cast<std::size_t>(l % slots)], compute));
+  }
+
+  // -------------------------------------------------------------------------------------------------------------
+  // Ops
+
+  void run_linear(const DevLinear& L, const float* x, std::int64_t ldx, std::int64_t rows, const float* bias,
+                  float* y, bool accumulate) {
+    if (L.packed) {
+      const std::size_t esize = opts.precision == GpuPrecision::FP32 ? 4 : 2;
+      std::int64_t tile = static_cast<std::int64_t>(kPackedTileBytes / (static_cast<std::size_t>(L.in) * esize));
+      tile = std::clamp<std::int64_t>(tile / 8 * 8, 8, std::max<std::int64_t>(L.out, 8));
+      const std::size_t x_bytes = esize == 4 ? 0 : align_up(static_cast<std::size_t>(rows * L.in) * esize);
+      note_blas_scratch(x_bytes + static_cast<std::size_t>(std::min(tile, L.out) * L.in) * esize);
+      cuda::packed_linear(blas, x, ldx, rows, L.pw, bias, y, accumulate, gemm_inputs(opts.precision), tile);
+      return;
+    }
+    switch (opts.precision) {
+      case GpuPrecision::FP32:
+        return cuda::linear(blas, x, ldx, rows, L.in, static_cast<const float*>(L.w), bias, L.out, y, accumulate);
+      case GpuPrecision::FP16: {
+        __half* xh = buf<__half>(XHalf, static_cast<std::size_t>(rows * L.in));
+        cuda::convert_rows(x, ldx, rows, L.in, xh, compute);
+        return cuda::linear(blas, xh, L.in, rows, L.in, static_cast<const __half*>(L.w), bias, L.out, y, accumulate);
+      }
+      case GpuPrecision::BF16: {
+        __nv_bfloat16* xh = buf<__nv_bfloat16>(XHalf, static_cast<std::size_t>(rows * L.in));
+        cuda::convert_rows(x, ldx, rows, L.in, xh, compute);
+        return cuda::linear(blas, xh, L.in, rows, L.in, static_cast<const __nv_bfloat16*>(L.w), bias, L.out, y,
+                            accumulate);
+      }
+    }
+  }
+
+  void norm(const float* gamma, const float* beta, const std::int32_t* gather, const float* x, float* y,
+            std::int64_t rows) {
+    if (cfg.arch == Architecture::OPT)
+      cuda::layer_norm(x, y, rows, cfg.hidden, gamma, beta, cfg.norm_eps, gather, compute);
+    else
+      cuda::rms_norm(x, y, rows, cfg.hidden, gamma, cfg.norm_eps, gather, compute);
+  }
+  void norm(const DevNorm& n, const float* x, float* y, std::int64_t rows) {
+    norm(n.gamma, n.beta, n.gather, x, y, rows);
+  }
+
+  void copy_to_host(const float* x, std::int64_t rows, std::int64_t cols, Tensor& out) {
+    out.resize({rows, cols});
+    RPTQ_CUDA_CHECK(cudaMemcpyAsync(out.data(), x, static_cast<std::size_t>(rows * cols) * 4, cudaMemcpyDeviceToHost,
+                                    compute));
+    RPTQ_CUDA_CHECK(cudaStreamSynchronize(compute));
+  }
+
+  // The device hook: the tap's quantizer, then (calibrating) its ranges per window. x is [nseq * seq, cols].
+  void tap(int layer, Tap t, float* x, std::int64_t nseq, std::int64_t seq, std::int64_t cols) {
+    const std::int64_t rows = nseq * seq;
+    if (observer) copy_to_host(x, rows, cols, observed_before);
+    if (!tapq.empty() && layer < static_cast<int>(tapq.size())) {
+      TapQ& d = tapq[static_cast<std::size_t>(layer)][static_cast<std::size_t>(t)];
+      if (d.active && d.dynamic) {
+        // Each sequence's own ranges, as the CPU's hook (a batch of windows quantizes as the windows one at a time).
+        for (std::int64_t s = 0; s < nseq; ++s) {
+          cuda::fake_quant_clusters_dynamic(x + s * seq * cols, seq, cols, cols, d.boundaries.data(), d.clusters,
+                                            d.bits, d.grid, cuda::DynamicRange::AllRows, dyn_workspace.data(),
+                                            nullptr, nullptr, compute);
+          if (observer || nseq > 1) {
+            // The observer waits for every tap anyway: fail at the tap, before it sees the unquantized values.
+            // Several sequences: the workspace records only the last call, so each is checked here (a wait per
+            // sequence: dynamic ranges are a remedy, not the fast path).
+            const std::int64_t bad = cuda::fake_quant_dynamic_bad_channel(dyn_workspace.data(), cols, d.clusters,
+                                                                          compute);
+            if (bad >= 0) throw bad_dynamic_range(layer, t, bad);
+          } else {
+            cuda::fake_quant_dynamic_copy_bad_channel(dyn_workspace.data(), cols, d.clusters,
+                                                      dynamic_record(layer, chunk_index, t), compute);
+          }
+        }
+      } else if (d.active && layer != hessian_layer) {
+        // (GPTQ's Hessian pass sees the layer's own static quantizers off, as the CPU's: quantize.h, LayerPasses.)
+        cuda::fake_quant_clusters(x, rows, cols, d.q, compute);
+      }
+    }
+    if (observer) {
+      copy_to_host(x, rows, cols, observed_after);
+      observer(layer, t, observed_before, observed_after);
+    }
+    if (layer == hessian_layer) {
+      const auto ti = static_cast<std::size_t>(t);
+      if (!hess[ti].empty()) {
+        cuda::hessian_add(blas, x, rows, cols, cols, hess_samples[ti], hess[ti].data());
+        hess_samples[ti] += rows;
+      }
+    }
+    if (!recording) return;
+    DevTapRanges& r = rec[static_cast<std::size_t>(t)];
+    for (std::int64_t b = 0; b < nseq; ++b) {
+      // Each window's ranges in its own row of [samples, channels] (TapRanges::sample_max/min).
+      float* smax = r.smax + (sample0 + b) * cols;
+      float* smin = r.smin + (sample0 + b) * cols;
+      cuda::channel_range(x + b * seq * cols, seq, cols, cols, smax, smin, cuda::RangeUpdate::Write, compute);
+      cuda::tap_ranges_add_sample(smax, smin, r.ema_max, r.ema_min, r.max, r.min, cols, sample0 + b == 0, compute);
+    }
+  }
+
+  static InputError bad_dynamic_range(int layer, Tap t, std::int64_t channel) {
+    return InputError("layer " + std::to_string(layer) + " tap " + tap_name(t) + ": channel " +
+                      std::to_string(channel) + " has no finite range (dynamic quantization)");
+  }
+  std::uint32_t* dynamic_record(int layer, std::int64_t chunk, Tap t) {
+    const std::size_t records = static_cast<std::size_t>(cfg.layers * pass_chunks * kTapCount);
+    return buf<std::uint32_t>(DynBad, records) + (layer * pass_chunks + chunk) * kTapCount + static_cast<int>(t);
+  }
+  // Throws, as the tap would have, for the first dynamic tap of layers [l0, l1) of this pass (in the order they
+  // ran: layer, chunk, tap) whose range was not finite. One copy and one wait for all of them.
+  void check_dynamic_ranges(int l0, int l1) {
+    if (!any_dynamic || observer || l0 >= l1) return;
+    const std::size_t per_layer = static_cast<std::size_t>(pass_chunks * kTapCount);
+    std::vector<std::uint32_t> rec(static_cast<std::size_t>(l1 - l0) * per_layer);
+    const std::uint32_t* first = dynamic_record(l0, 0, Tap::AttnInput);
+    RPTQ_CUDA_CHECK(cudaMemcpyAsync(rec.data(), first, rec.size() * sizeof(std::uint32_t), cudaMemcpyDeviceToHost,
+                                    compute));
+    RPTQ_CUDA_CHECK(cudaStreamSynchronize(compute));
+    for (int l = l0; l < l1 && l < static_cast<int>(tapq.size()); ++l)
+      for (std::int64_t c = 0; c < pass_chunks; ++c)
+        for (Tap t : kAllTaps) {
+          const TapQ& d = tapq[static_cast<std::size_t>(l)][static_cast<std::size_t>(t)];
+          if (!d.active || !d.dynamic) continue;
+          const std::uint32_t bad =
+              rec[static_cast<std::size_t>(l - l0) * per_layer + static_cast<std::size_t>(c * kTapCount) +
+                  static_cast<std::size_t>(t)];
+          if (bad != cuda::kDynamicAllFinite) throw bad_dynamic_range(l, t, static_cast<std::int64_t>(bad));
+        }
+  }
+
+  // Calibration: allocates the arena of the ranges of `samples` windows: every tap's and then the scores' [ema_max,
+  // ema_min, max, min], then every tap's per-sample [smax, smin] ([samples, channels] each), all of which the host
+  // reads per layer (the scores' per-sample scratch is the ScoreRange buffer), and points `rec` into it.
+  void begin_recording(std::int64_t samples) {
+    std::vector<std::int64_t> channels;
+    for (Tap t : kAllTaps) channels.push_back(tap_channels(cfg, t));
+    channels.push_back(cfg.heads);
+    std::size_t results = 0;
+    for (std::size_t i = 0; i < channels.size(); ++i) {
+      results += 4 * static_cast<std::size_t>(channels[i]);
+      if (i < kTapCount) results += 2 * static_cast<std::size_t>(samples * channels[i]);
+    }
+    sync();  // a cancelled calibration may have left work that reads the old arena
+    note_free(rec_arena.bytes());
+    mem.activation_bytes -= std::min(mem.activation_bytes, rec_arena.bytes());
+    rec_arena = cuda::DeviceBuffer<float>();
+    rec_arena = cuda::DeviceBuffer<float>(results);
+    note_alloc(rec_arena.bytes());
+    mem.activation_bytes += rec_arena.bytes();
+    rec_result_floats = results;
+    rec_samples = samples;
+    rec.assign(channels.size(), DevTapRanges{});
+    float* at = rec_arena.data();
+    for (std::size_t i = 0; i < channels.size(); ++i) {
+      DevTapRanges& r = rec[i];
+      r.channels = channels[i];
+      for (float** p : {&r.ema_max, &r.ema_min, &r.max, &r.min}) {
+        *p = at;
+        at += r.channels;
+      }
+    }
+    for (std::size_t i = 0; i < kTapCount; ++i) {
+      DevTapRanges& r = rec[i];
+      for (float** p : {&r.smax, &r.smin}) {
+        *p = at;
+        at += samples * r.channels;
+      }
+    }
+  }
+
+  // The recorded ranges of the layer just run, all in one copy on the compute stream (which wrote them) and one
+  // wait.
+  void read_recorded(LayerRanges& lr, std::int64_t samples) {
+    if (samples != rec_samples) throw std::logic_error("read_recorded: the arena holds another sample count");
+    rec_host.resize(rec_result_floats);
+    RPTQ_CUDA_CHECK(cudaMemcpyAsync(rec_host.data(), rec_arena.data(), rec_result_floats * sizeof(float),
+                                    cudaMemcpyDeviceToHost, compute));
+    sync();
+    const float* at = rec_host.data();
+    for (std::size_t i = 0; i < rec.size(); ++i) {
+      const std::size_t c = static_cast<std::size_t>(rec[i].channels);
+      TapRanges& tr = i < kTapCount ? lr.taps[i] : lr.scores;
+      for (std::vector<float>* v : {&tr.ema_max, &tr.ema_min, &tr.max, &tr.min}) {
+        v->assign(at, at + c);
+        at += c;
+      }
+      tr.samples = samples;
+    }
+    for (std::size_t i = 0; i < kTapCount; ++i) {
+      const std::size_t n = static_cast<std::size_t>(samples * rec[i].channels);
+      TapRanges& tr = lr.taps[i];
+      tr.sample_max.assign(at, at + n);
+      at += n;
+      tr.sample_min.assign(at, at + n);
+      at += n;
+    }
+  }
+
+  // -------------------------------------------------------------------------------------------------------------
+  // Quantization's passes (GpuLayerPasses): the windows' hidden states stay in H, one layer runs at a time.
+
+  void begin_layerwise(std::span<const std::int32_t> tokens, std::int64_t samples, std::int64_t seqlen,
+                       std::int64_t batch, int passes_per_layer) {
+    if (samples < 1 || seqlen < 1 || static_cast<std::int64_t>(tokens.size()) != samples * seqlen)
+      throw InputError("calibration tokens: " + std::to_string(tokens.size()) + " ids cannot be " +
+                       std::to_string(samples) + " windows of " + std::to_string(seqlen));
+    lw_samples = samples;
+    lw_seqlen = seqlen;
+    lw_batch = std::clamp<std::int64_t>(batch, 1, samples);
+    lw_done = 0;
+    lw_total = cfg.layers * passes_per_layer * samples;
+    lw_h = embed(tokens, samples, seqlen);
+  }
+
+  // Layer l over every window: in place (keep), or on a copy of each chunk of windows. Dynamic activation ranges
+  // are taken per window, as the CPU's passes (one window per call) take them.
+  void layerwise_pass(int l, bool keep, const LayerwiseCallback& progress) {
+    const std::int64_t S = lw_samples, T = lw_seqlen, d = cfg.hidden;
+    const std::int64_t chunk = any_dynamic ? 1 : lw_batch;
+    pass_chunks = (S + chunk - 1) / chunk;
+    upload_layer(l);
+    const DevLayer w = begin_layer(l);
+    LayerwiseProgress p;
+    p.layer = l;
+    p.layers = static_cast<int>(cfg.layers);
+    p.samples = S;
+    p.total = lw_total;
+    for (std::int64_t s0 = 0; s0 < S; s0 += chunk) {
+      const std::int64_t nb = std::min(chunk, S - s0);
+      sample0 = s0;
+      chunk_index = s0 / chunk;
+      float* h = lw_h + s0 * T * d;
+      if (!keep) {
+        float* copy = buf<float>(HCopy, static_cast<std::size_t>(chunk * T * d));
+        RPTQ_CUDA_CHECK(cudaMemcpyAsync(copy, h, static_cast<std::size_t>(nb * T * d) * 4, cudaMemcpyDeviceToDevice,
+                                        compute));
+        h = copy;
+      }
+      layer_forward(l, w, h, nb, T);
+      p.sample = s0 + nb;
+      p.done = lw_done += nb;
+      if (progress) {
+        sync();  // progress as done, not as queued
+        if (!progress(p)) throw Cancelled();
+      }
+    }
+    end_layer(l);
+    check_dynamic_ranges(l, l + 1);
+  }
+
+  LayerRanges layerwise_ranges(int l, const LayerwiseCallback& progress) {
+    return layerwise_measure(l, true, false, progress).ranges;
+  }
+
+  std::map<Tap, HessianAccumulator> layerwise_hessians(int l, const LayerwiseCallback& progress) {
+    return layerwise_measure(l, false, true, progress).hessians;
+  }
+
+  // One pass over layer l recording its ranges and/or adding its linears' inputs to the Hessians (the tap does
+  // both: quantizers of hessian_layer off, then hessian_add, then the ranges).
+  LayerMeasurement layerwise_measure(int l, bool want_ranges, bool want_hessians, const LayerwiseCallback& progress) {
+    LayerMeasurement out;
+    if (want_hessians) {
+      for (Tap t : kLinearInputTaps) {
+        const auto ti = static_cast<std::size_t>(t);
+        const std::int64_t n = tap_channels(cfg, t);
+        if (hess[ti].size() != static_cast<std::size_t>(n * n)) {
+          sync();
+          note_free(hess[ti].bytes());
+          mem.activation_bytes -= std::min(mem.activation_bytes, hess[ti].bytes());
+          hess[ti] = cuda::DeviceBuffer<double>();
+          hess[ti] = cuda::DeviceBuffer<double>(static_cast<std::size_t>(n * n));
+          note_alloc(hess[ti].bytes());
+          mem.activation_bytes += hess[ti].bytes();
+        }
+        RPTQ_CUDA_CHECK(cudaMemsetAsync(hess[ti].data(), 0, hess[ti].bytes(), compute));
+        hess_samples[ti] = 0;
+      }
+      hessian_layer = l;
+    }
+    if (want_ranges) {
+      begin_recording(lw_samples);
+      recording = true;
+    }
+    try {
+      layerwise_pass(l, /*keep=*/false, progress);
+      if (want_ranges) read_recorded(out.ranges, lw_samples);
+    } catch (...) {
+      recording = false;
+      hessian_layer = -1;
+      throw;
+    }
+    recording = false;
+    hessian_layer = -1;
+    if (want_hessians) {
+      for (Tap t : kLinearInputTaps) {
+        const auto ti = static_cast<std::size_t>(t);
+        const std::int64_t n = tap_channels(cfg, t);
+        std::vector<double> h(static_cast<std::size_t>(n * n));
+        RPTQ_CUDA_CHECK(cudaMemcpyAsync(h.data(), hess[ti].data(), h.size() * sizeof(double),
+                                        cudaMemcpyDeviceToHost, compute));
+        sync();
+        out.hessians.emplace(t, HessianAccumulator(n, std::move(h), hess_samples[ti]));
+      }
+    }
+    return out;
+  }
+
+  // The attention score ranges of each window of the chunk (attention_score_range of calibration.cpp on the
+  // device), folded window by window into the layer's running score ranges, as RangeRecorder adds them.
+  void record_scores(const float* q, const float* k, std::int64_t nseq, std::int64_t seq) {
+    const std::int64_t heads = cfg.heads;
+    cuda::ScoreRangeShape s;
+    s.batch = nseq;
+    s.seq = seq;
+    s.heads = heads;
+    s.kv_heads = cfg.kv_heads;
+    s.head_dim = cfg.head_dim;
+    s.q_ld = cfg.q_dim();
+    s.k_ld = cfg.kv_dim();
+    s.window = cfg.sliding_window;
+    // OPT's Q tap is already scaled by head_dim^-0.5; LLaMA's attention scales the product (calibration.cpp).
+    s.scale = cfg.arch == Architecture::OPT ? 1.0f : 1.0f / std::sqrt(static_cast<float>(cfg.head_dim));
+    float* hmax = buf<float>(ScoreRange, static_cast<std::size_t>(2 * nseq * heads));
+    float* hmin = hmax + nseq * heads;
+    cuda::attention_score_range(q, k, hmax, hmin, s, compute);
+    DevTapRanges& r = rec[kTapCount];
+    for (std::int64_t b = 0; b < nseq; ++b)
+      cuda::tap_ranges_add_sample(hmax + b * heads, hmin + b * heads, r.ema_max, r.ema_min, r.max, r.min, heads,
+                                  sample0 + b == 0, compute);
+  }
+
+  // One decoder layer over nseq windows of seq tokens: h [nseq * seq, hidden] in place (model.cpp's layer_forward).
+  void layer_forward(int l, const DevLayer& w, float* h, std::int64_t nseq, std::int64_t seq) {
+    const std::int64_t rows = nseq * seq, d = cfg.hidden;
+    float* x = buf<float>(X, static_cast<std::size_t>(rows * d));
+    if (cfg.pre_layer_norm) {
+      norm(w.attn_norm, h, x, rows);
+      tap(l, Tap::AttnInput, x, nseq, seq, d);
+      attention_block(l, w, x, h, nseq, seq);
+      norm(w.ffn_norm, h, x, rows);
+      tap(l, Tap::FfnInput, x, nseq, seq, d);
+      ffn_block(l, w, x, h, nseq, seq);
+    } else {
+      const std::size_t bytes = static_cast<std::size_t>(rows * d) * 4;
+      RPTQ_CUDA_CHECK(cudaMemcpyAsync(x, h, bytes, cudaMemcpyDeviceToDevice, compute));
+      tap(l, Tap::AttnInput, x, nseq, seq, d);
+      attention_block(l, w, x, h, nseq, seq);
+      norm(w.attn_norm, h, x, rows);
+      RPTQ_CUDA_CHECK(cudaMemcpyAsync(h, x, bytes, cudaMemcpyDeviceToDevice, compute));
+      tap(l, Tap::FfnInput, x, nseq, seq, d);
+      ffn_block(l, w, x, h, nseq, seq);
+      norm(w.ffn_norm, h, x, rows);
+      RPTQ_CUDA_CHECK(cudaMemcpyAsync(h, x, bytes, cudaMemcpyDeviceToDevice, compute));
+    }
+  }
+
+  void attention_block(int l, const DevLayer& w, const float* x, float* out, std::int64_t nseq, std::int64_t seq) {
+    const std::int64_t rows = nseq * seq, d = cfg.hidden, qd = cfg.q_dim(), kvd = cfg.kv_dim();
+    float* q = buf<float>(Q, static_cast<std::size_t>(rows * qd));
+    float* k = buf<float>(K, static_cast<std::size_t>(rows * kvd));
+    float* v = buf<float>(V, static_cast<std::size_t>(rows * kvd));
+    run_linear(w.q, x, d, rows, w.q.bias, q, false);
+    run_linear(w.k, x, d, rows, w.k.bias, k, false);
+    run_linear(w.v, x, d, rows, w.v.bias, v, false);
+    float scale = 1.0f / std::sqrt(static_cast<float>(cfg.head_dim));
+    if (cfg.arch == Architecture::OPT) {
+      cuda::scale(q, rows * qd, scale, compute);  // HF's OPT scales q (bias included); the Q tap sees it scaled
+      scale = 1.0f;
+    } else {
+      // Every window chunk starts at the same position (0, or the cache's length when generating): the prefix of
+      // Pos filled by embed() serves each chunk.
+      const std::int64_t* pos = buf<std::int64_t>(Pos, static_cast<std::size_t>(rows));
+      cuda::rotary(q, rows, cfg.heads, cfg.head_dim, pos, cfg.rope_theta, w.rope_index, cfg.heads / cfg.kv_heads,
+                   compute);
+      cuda::rotary(k, rows, cfg.kv_heads, cfg.head_dim, pos, cfg.rope_theta, w.rope_index, 1, compute);
+    }
+    tap(l, Tap::Q, q, nseq, seq, qd);
+    tap(l, Tap::K, k, nseq, seq, kvd);
+    if (recording) record_scores(q, k, nseq, seq);
+    tap(l, Tap::V, v, nseq, seq, kvd);
+
+    cuda::AttentionShape s;
+    s.batch = nseq;
+    s.tq = seq;
+    s.past = 0;
+    s.heads = cfg.heads;
+    s.kv_heads = cfg.kv_heads;
+    s.head_dim = cfg.head_dim;
+    s.kv_batch_stride = seq * kvd;
+    s.kv_ld = kvd;
+    s.window = cfg.sliding_window;
+    s.scale = scale;
+    s.quantize_probs = w.quantize_softmax;
+    const float* keys = k;
+    const float* values = v;
+    if (cached) attend_cache(l, k, v, seq, s, keys, values);
+    float* attn = buf<float>(Attn, static_cast<std::size_t>(rows * qd));
+    cuda::attention(q, keys, values, attn, s, compute);
+    tap(l, Tap::AttnOutput, attn, nseq, seq, qd);
+    run_linear(w.o, attn, qd, rows, w.o.bias, out, /*accumulate=*/true);
+  }
+
+  // Generation (one sequence): appends the seq new rows of K and V to layer l's cache at position `past` and points
+  // the attention at the whole cache, as Model::attention_block does with a KvCache: the float32 cache directly;
+  // the packed one through its codes, read back into the scratch pair (positions 0 .. past + seq - 1).
+  void attend_cache(int l, const float* k, const float* v, std::int64_t seq, cuda::AttentionShape& s,
+                    const float*& keys, const float*& values) {
+    const std::int64_t kvd = cfg.kv_dim(), len = past + seq;
+    const auto li = static_cast<std::size_t>(l);
+    s.past = past;
+    if (kv.quant) {
+      cuda::kv_pack(k, 1, seq, kvd, kv.kq[li], kv.kc[li].data(), kv.capacity, past, compute);
+      cuda::kv_pack(v, 1, seq, kvd, kv.vq[li], kv.vc[li].data(), kv.capacity, past, compute);
+      cuda::kv_unpack(kv.kc[li].data(), 1, len, kv.kq[li], kv.capacity, kv.k_scratch.data(), compute);
+      cuda::kv_unpack(kv.vc[li].data(), 1, len, kv.vq[li], kv.capacity, kv.v_scratch.data(), compute);
+      keys = kv.k_scratch.data();
+      values = kv.v_scratch.data();
+      s.kv_batch_stride = len * kvd;
+    } else {
+      const std::size_t bytes = static_cast<std::size_t>(seq * kvd) * 4;
+      RPTQ_CUDA_CHECK(cudaMemcpyAsync(kv.k[li].data() + past * kvd, k, bytes, cudaMemcpyDeviceToDevice, compute));
+      RPTQ_CUDA_CHECK(cudaMemcpyAsync(kv.v[li].data() + past * kvd, v, bytes, cudaMemcpyDeviceToDevice, compute));
+      keys = kv.k[li].data();
+      values = kv.v[li].data();
+      s.kv_batch_stride = kv.capacity * kvd;
+    }
+  }
+
+  void ffn_block(int l, const DevLayer& w, const float* x, float* out, std::int64_t nseq, std::int64_t seq) {
+    const std::int64_t rows = nseq * seq, d = cfg.hidden, f = cfg.intermediate;
+    float* hid = buf<float>(Hid, static_cast<std::size_t>(rows * f));
+    const DevLinear* down;
+    if (cfg.arch == Architecture::OPT) {
+      run_linear(w.fc1, x, d, rows, nullptr, hid, false);
+      if (cfg.activation == "relu")
+        cuda::bias_relu(hid, rows, f, w.fc1.bias, compute);
+      else if (cfg.activation == "gelu_new")
+        cuda::bias_gelu_tanh(hid, rows, f, w.fc1.bias, compute);
+      else
+        cuda::bias_gelu(hid, rows, f, w.fc1.bias, compute);
+      down = &w.fc2;
+    } else {
+      float* up = buf<float>(Up, static_cast<std::size_t>(rows * f));
+      run_linear(w.gate, x, d, rows, w.gate.bias, hid, false);
+      run_linear(w.up, x, d, rows, w.up.bias, up, false);
+      cuda::silu_mul(hid, up, rows, f, compute);
+      down = &w.down;
+    }
+    tap(l, Tap::FfnHidden, hid, nseq, seq, f);
+    run_linear(*down, hid, f, rows, down->bias, out, /*accumulate=*/true);
+  }
+
+  // Embeds nseq sequences of seq tokens, continuing `past` cached ones, into H [nseq * seq, hidden] (Model::embed).
+  float* embed(std::span<const std::int32_t> tokens, std::int64_t nseq, std::int64_t seq, std::int64_t past = 0) {
+    const std::int64_t n = nseq * seq, d = cfg.hidden, e = cfg.embed_dim;
+    if (static_cast<std::int64_t>(tokens.size()) != n || nseq < 1)
+      throw InputError(std::to_string(tokens.size()) + " tokens cannot form " + std::to_string(nseq) +
+                       " equal sequences");
+    for (std::int32_t id : tokens)
+      if (id < 0 || id >= cfg.vocab)
+        throw InputError("token id " + std::to_string(id) + " is outside the vocabulary (size " +
+                         std::to_string(cfg.vocab) + ")");
+    if (cfg.arch == Architecture::OPT && past + seq > cfg.max_positions)
+      throw InputError("sequence of " + std::to_string(past + seq) + " tokens is longer than the model's " +
+                       std::to_string(cfg.max_positions) + " positions");
+    std::int32_t* ids = buf<std::int32_t>(Ids, static_cast<std::size_t>(n));
+    RPTQ_CUDA_CHECK(cudaMemcpyAsync(ids, tokens.data(), static_cast<std::size_t>(n) * 4, cudaMemcpyHostToDevice,
+                                    compute));
+    float* h = buf<float>(H, static_cast<std::size_t>(n * d));
+    const std::int64_t pos_rows = cfg.max_positions + 2;
+    std::vector<std::int64_t> pos;  // a host temporary: lives until the wait below
+    if (cfg.arch != Architecture::OPT) {
+      // Rotary positions of every row, for the layers.
+      pos.resize(static_cast<std::size_t>(n));
+      for (std::size_t r = 0; r < pos.size(); ++r) pos[r] = past + static_cast<std::int64_t>(r) % seq;
+      std::int64_t* p = buf<std::int64_t>(Pos, pos.size());
+      RPTQ_CUDA_CHECK(cudaMemcpyAsync(p, pos.data(), pos.size() * 8, cudaMemcpyHostToDevice, compute));
+      cuda::embedding(ids, n, embed_tokens.data(), cfg.vocab, e, h, compute);
+    } else if (e == d) {
+      cuda::embedding_with_positions(ids, n, embed_tokens.data(), cfg.vocab, d, seq, past, embed_positions.data(),
+                                     pos_rows, 2, h, compute);
+    } else {
+      float* tok = buf<float>(Tmp, static_cast<std::size_t>(n * e));
+      cuda::embedding(ids, n, embed_tokens.data(), cfg.vocab, e, tok, compute);
+      cuda::linear(blas, tok, e, n, e, project_in.data(), nullptr, d, h, false);
+      cuda::add_positions(h, n, seq, past, embed_positions.data(), pos_rows, d, 2, compute);
+    }
+    RPTQ_CUDA_CHECK(cudaStreamSynchronize(compute));  // `tokens` (and `pos`) may be temporaries
+    return h;
+  }
+
+  // Every decoder layer over the windows in H, `chunk` windows per step, layer weights streamed or resident.
+  // Nothing here waits for the GPU, except a streamed layer's staging (for the copy out of its buffer before) and
+  // the dynamic-range check: once at the end, or before each after_layer.
+  void run_layers(float* h, std::int64_t nseq, std::int64_t seq, std::int64_t chunk,
+                  const std::function<void(int)>& after_layer = {}) {
+    const int L = static_cast<int>(cfg.layers);
+    if (L == 0) return;
+    pass_chunks = (nseq + chunk - 1) / chunk;
+    upload_layer(0);
+    for (int l = 0; l < L; ++l) {
+      const DevLayer w = begin_layer(l);
+      for (std::int64_t s0 = 0; s0 < nseq; s0 += chunk) {
+        const std::int64_t nb = std::min(chunk, nseq - s0);
+        sample0 = s0;
+        chunk_index = s0 / chunk;
+        layer_forward(l, w, h + s0 * seq * cfg.hidden, nb, seq);
+      }
+      end_layer(l);
+      // Staged on the host while the GPU works through the layer just queued; its copy waits only for the
+      // compute that last read the other slot.
+      if (slots > 1 && l + 1 < L) upload_layer(l + 1);
+      if (after_layer) {
+        check_dynamic_ranges(l, l + 1);
+        after_layer(l);
+      }
+      if (slots == 1 && l + 1 < L) upload_layer(l + 1);
+    }
+    if (!after_layer) check_dynamic_ranges(0, L);
+  }
+
+  // Logits [rows, vocab] of hidden rows [rows, hidden] into Logits (Model::head).
+  float* head(const float* hidden, std::int64_t rows) {
+    const std::int64_t d = cfg.hidden, e = cfg.embed_dim;
+    float* x = buf<float>(HeadX, static_cast<std::size_t>(rows * d));
+    if (cfg.arch != Architecture::OPT || cfg.final_layer_norm)
+      norm(final_gamma.data(), final_beta.data(), nullptr, hidden, x, rows);
+    else
+      RPTQ_CUDA_CHECK(cudaMemcpyAsync(x, hidden, static_cast<std::size_t>(rows * d) * 4, cudaMemcpyDeviceToDevice,
+                                      compute));
+    if (e != d) {
+      float* y = buf<float>(HeadY, static_cast<std::size_t>(rows * e));
+      cuda::linear(blas, x, d, rows, d, project_out.data(), nullptr, e, y, false);
+      x = y;
+    }
+    const float* w = lm_head.empty() ? embed_tokens.data() : lm_head.data();
+    float* logits = buf<float>(Logits, static_cast<std::size_t>(rows * cfg.vocab));
+    cuda::linear(blas, x, e, rows, e, w, nullptr, cfg.vocab, logits, false);
+    return logits;
+  }
+
+  void logits_to_host(const float* hidden, std::int64_t rows, Tensor& out) {
+    out.resize({rows, cfg.vocab});
+    const float* lg = head(hidden, rows);
+    RPTQ_CUDA_CHECK(cudaMemcpyAsync(out.data(), lg, static_cast<std::size_t>(rows * cfg.vocab) * 4,
+                                    cudaMemcpyDeviceToHost, compute));
+    RPTQ_CUDA_CHECK(cudaStreamSynchronize(compute));
+  }
+
+  void sync() { RPTQ_CUDA_CHECK(cudaStreamSynchronize(compute)); }
+};
+
+namespace {
+
+// Runs f, turning an out-of-memory CUDA error into an InputError a user can act on.
+template <typename F>
+auto guarded(const char* what, std::size_t held, F&& f) -> decltype(f()) {
+  try {
+    return f();
+  } catch (const CudaError& e) {
+    if (e.out_of_memory())
+      throw InputError(std::string("GPU out of memory ") + what + " (" + mib(held) +
+                       " already allocated by this run): use fewer windows per step or shorter "
+                       "windows (" + e.what() + ")");
+    throw;
+  } catch (const std::invalid_argument& e) {
+    throw InputError(std::string("GPU ") + what + ": " + e.what());
+  }
+}
+
+}  // namespace
+
+namespace {
+bool any_per_token(const QuantConfig& c) {
+  return std::any_of(c.overrides.begin(), c.overrides.end(), [](const TapOverride& o) { return o.dynamic == 2; });
+}
+const QuantizedModel* gpu_supported(const QuantizedModel* q) {
+  if (q && q->config().fp_prefix > 0)
+    throw InputError("a full-precision prefix (fp_prefix " + std::to_string(q->config().fp_prefix) +
+                     ") runs on the CPU only so far: choose the CPU device");
+  if (q)
+    for (int l = 0; l < q->layers(); ++l)
+      for (const TapQuantizer& tq : q->layer(l).taps)
+        if (tq.active() && tq.per_token)
+          throw InputError("per-token activation ranges (an override) run on the CPU only so far: choose the CPU "
+                           "device");
+  return q;
+}
+}  // namespace
+
+GpuRunner::GpuRunner(const Model& model, const QuantizedModel* quantized, const GpuOptions& opts)
+    : impl_(std::make_unique<Impl>(model, gpu_supported(quantized), opts)) {
+  guarded("while uploading the model", 0, [&] { impl_->init(); });
+}
+
+GpuRunner::~GpuRunner() = default;
+
+const GpuMemoryStats& GpuRunner::memory() const { return impl_->mem; }
+
+std::string GpuRunner::device_description() const {
+  const GpuMemoryStats& m = impl_->mem;
+  return device_info().description + (m.layers == GpuLayerPlacement::Resident
+                                          ? std::string("; decoder layers resident")
+                                          : "; decoder layers streamed through " + std::to_string(m.layer_slots) +
+                                                (m.layer_slots == 1 ? " slot" : " slots"));
+}
+
+void GpuRunner::set_tap_observer(GpuTapObserver observer) { impl_->observer = std::move(observer); }
+
+void GpuRunner::start_cache(std::int64_t capacity, std::shared_ptr<const KvQuantization> kv_quant) {
+  Impl& m = *impl_;
+  guarded("while making the KV cache", m.held, [&] { m.start_cache(capacity, std::move(kv_quant)); });
+}
+
+Tensor GpuRunner::step(std::span<const std::int32_t> tokens) {
+  Impl& m = *impl_;
+  Tensor out;
+  guarded("while generating", m.held, [&] {
+    const float* lg = m.step(tokens);
+    m.copy_to_host(lg, 1, m.cfg.vocab, out);
+  });
+  return out;
+}
+
+std::int64_t GpuRunner::cache_length() const { return impl_->kv.length; }
+
+GenerateResult GpuRunner::generate(std::span<const std::int32_t> prompt, const GenerateOptions& opts,
+                                   const std::function<bool(std::int32_t)>& on_token) {
+  Impl& m = *impl_;
+  const std::int64_t capacity = generation_capacity(m.model, prompt, opts);
+  start_cache(capacity, opts.kv_quant);
+  GenerateResult res;
+  res.kv_cache_bytes = m.kv.bytes;
+  res.kv_cache_fp16_bytes = m.kv.fp16_bytes;
+  Tensor logits;
+  generation_loop(res, prompt, opts, m.cfg.vocab, capacity,
+                  [&](std::span<const std::int32_t> tokens) {
+                    logits = step(tokens);
+                    return logits.data();
+                  },
+                  on_token);
+  return res;
+}
+
+GenerateResult generate_gpu(const Model& model, const QuantizedModel* quantized, std::span<const std::int32_t> prompt,
+                            const GenerateOptions& opts, const std::function<bool(std::int32_t)>& on_token,
+                            const GpuOptions& gpu) {
+  GpuRunner runner(model, quantized, gpu);
+  return runner.generate(prompt, opts, on_token);
+}
+
+Tensor GpuRunner::forward(std::span<const std::int32_t> tokens, std::int64_t batch) {
+  Impl& m = *impl_;
+  return guarded("in the forward pass", m.held, [&] {
+    if (batch < 1 || tokens.size() % static_cast<std::size_t>(batch) != 0)
+      throw InputError(std::to_string(tokens.size()) + " tokens cannot form " + std::to_string(batch) +
+                       " equal sequences");
+    const std::int64_t seq = static_cast<std::int64_t>(tokens.size()) / batch;
+    float* h = m.embed(tokens, batch, seq);
+    m.run_layers(h, batch, seq, batch);
+    const std::int64_t rows = batch * seq, V = m.cfg.vocab;
+    Tensor logits = Tensor::uninitialized({rows, V});
+    // Each block of logits straight into its rows; the next block's head waits for the copy (one stream).
+    for (std::int64_t r0 = 0; r0 < rows; r0 += kHeadRows) {
+      const std::int64_t n = std::min(kHeadRows, rows - r0);
+      const float* lg = m.head(h + r0 * m.cfg.hidden, n);
+      RPTQ_CUDA_CHECK(cudaMemcpyAsync(logits.data() + r0 * V, lg, static_cast<std::size_t>(n * V) * 4,
+                                      cudaMemcpyDeviceToHost, m.compute));
+    }
+    m.sync();
+    return logits;
+  });
+}
+
+PerplexityResult GpuRunner::perplexity(std::span<const std::int32_t> ids, const PerplexityOptions& opts) {
+  Impl& m = *impl_;
+  PerplexityResult res = perplexity_windows(ids, opts);
+  const std::int64_t windows = res.windows;
+  const auto start = std::chrono::steady_clock::now();
+  guarded("while evaluating perplexity", m.held, [&] {
+    const std::int64_t T = opts.seqlen, V = m.cfg.vocab;
+    for (std::int64_t w0 = 0; w0 < windows; w0 += opts.batch) {
+      const std::int64_t nb = std::min(opts.batch, windows - w0);
+      auto batch_ids = ids.subspan(static_cast<std::size_t>(w0 * T), static_cast<std::size_t>(nb * T));
+      // Row t of a window predicts token t + 1; the window's last row predicts nothing.
+      std::vector<std::int32_t> targets(static_cast<std::size_t>(nb * T), 0);
+      for (std::int64_t b = 0; b < nb; ++b)
+        for (std::int64_t t = 0; t + 1 < T; ++t)
+          targets[static_cast<std::size_t>(b * T + t)] = batch_ids[static_cast<std::size_t>(b * T + t + 1)];
+      std::int32_t* dt = m.buf<std::int32_t>(Impl::Targets, targets.size());
+      RPTQ_CUDA_CHECK(cudaMemcpyAsync(dt, targets.data(), targets.size() * 4, cudaMemcpyHostToDevice, m.compute));
+      float* h = m.embed(batch_ids, nb, T);  // synchronises: `targets` is safe to free after it
+      m.run_layers(h, nb, T, nb);
+      // Each block of rows sums its NLL into its own entry of Total; all are read with one copy after the batch
+      // and added on the host in the order the blocks ran, as the per-block reads did.
+      const std::int64_t blocks = (T - 1 + kHeadRows - 1) / kHeadRows;
+      double* nll = m.buf<double>(Impl::Nll, static_cast<std::size_t>(kHeadRows));
+      double* total = m.buf<double>(Impl::Total, static_cast<std::size_t>(std::max<std::int64_t>(nb * blocks, 1)));
+      for (std::int64_t b = 0; b < nb; ++b) {
+        for (std::int64_t i = 0; i < blocks; ++i) {
+          const std::int64_t r0 = i * kHeadRows, r1 = std::min(T - 1, r0 + kHeadRows);
+          const float* lg = m.head(h + (b * T + r0) * m.cfg.hidden, r1 - r0);
+          cuda::nll_rows(lg, r1 - r0, V, V, dt + b * T + r0, nll, total + b * blocks + i, m.compute);
+        }
+      }
+      std::vector<double> parts(static_cast<std::size_t>(nb * blocks));
+      RPTQ_CUDA_CHECK(cudaMemcpyAsync(parts.data(), total, parts.size() * sizeof(double), cudaMemcpyDeviceToHost,
+                                      m.compute));
+      m.sync();
+      for (std::int64_t b = 0; b < nb; ++b) {
+        double sum = 0.0;
+        for (std::int64_t i = 0; i < blocks; ++i) sum += parts[static_cast<std::size_t>(b * blocks + i)];
+        res.window_nll.push_back(sum / static_cast<double>(T - 1));
+      }
+      if (opts.progress && !opts.progress(w0 + nb, windows)) throw Cancelled();
+    }
+  });
+  finish_perplexity(res, std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
+  return res;
+}
+
+std::vector<LayerRanges> GpuRunner::calibration_ranges(std::span<const std::int32_t> tokens, std::int64_t samples,
+                                                       std::int64_t seqlen, std::int64_t batch,
+                                                       const LayerwiseCallback& progress) {
+  Impl& m = *impl_;
+  if (samples < 1 || seqlen < 1 || static_cast<std::int64_t>(tokens.size()) != samples * seqlen)
+    throw InputError("calibration tokens: " + std::to_string(tokens.size()) + " ids cannot be " +
+                     std::to_string(samples) + " windows of " + std::to_string(seqlen));
+  batch = std::clamp<std::int64_t>(batch, 1, samples);
+  std::vector<LayerRanges> ranges(static_cast<std::size_t>(m.cfg.layers));
+  guarded("while calibrating", m.held, [&] {
+    m.begin_recording(samples);
+    m.recording = true;
+    struct Off {
+      Impl& m;
+      ~Off() { m.recording = false; }
+    } off{m};
+    float* h = m.embed(tokens, samples, seqlen);
+    LayerwiseProgress p;
+    p.layers = static_cast<int>(m.cfg.layers);
+    p.samples = samples;
+    p.total = m.cfg.layers * samples;
+    m.run_layers(h, samples, seqlen, batch, [&](int l) {
+      m.read_recorded(ranges[static_cast<std::size_t>(l)], samples);
+      p.layer = l;
+      p.sample = samples;
+      p.done = static_cast<std::int64_t>(l + 1) * samples;
+      if (progress && !progress(p)) throw Cancelled();
+    });
+  });
+  return ranges;
+}
+
+ChannelStats calibrate_gpu(const Model& model, const std::string& model_dir, std::span<const std::int32_t> text_ids,
+                           const std::string& data_path, const std::string& data_sha256,
+                           const CalibrationSettings& settings, const LayerwiseCallback& progress,
+                           const GpuOptions& opts, std::int64_t batch) {
+  const auto t0 = std::chrono::steady_clock::now();
+  ChannelStats st = calibration_start(model, model_dir, text_ids, data_path, data_sha256, settings);
+  GpuRunner runner(model, nullptr, opts);
+  st.ranges = runner.calibration_ranges(st.tokens, settings.samples, settings.seqlen, batch, progress);
+  st.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  return st;
+}
+
+namespace {
+
+// quantize()'s passes on the GPU: a runner over the model being quantized, with its quantizers as they are set.
+class GpuLayerPasses : public LayerPasses {
+ public:
+  GpuLayerPasses(QuantizedModel& q, const ChannelStats& stats, int passes_per_layer, const GpuOptions& gpu,
+                 std::int64_t batch)
+      : runner_(q.model(), &q, gpu), m_(runner_.impl()) {
+    guarded("while quantizing", m_.held, [&] {
+      m_.begin_layerwise(stats.tokens, stats.settings.samples, stats.settings.seqlen, batch, passes_per_layer);
+    });
+  }
+  LayerRanges ranges(int l, const LayerwiseCallback& progress) override {
+    return guarded("while quantizing", m_.held, [&] { return m_.layerwise_ranges(l, progress); });
+  }
+  void changed(int l) override {
+    guarded("while quantizing", m_.held, [&] {
+      m_.upload_layer_quantizers(l);
+      m_.restage_layer(l);
+    });
+  }
+  std::map<Tap, HessianAccumulator> hessians(int l, const LayerwiseCallback& progress) override {
+    return guarded("while quantizing", m_.held, [&] { return m_.layerwise_hessians(l, progress); });
+  }
+  LayerMeasurement measure(int l, bool want_ranges, bool want_hessians, const LayerwiseCallback& progress) override {
+    return guarded("while quantizing", m_.held,
+                   [&] { return m_.layerwise_measure(l, want_ranges, want_hessians, progress); });
+  }
+  void advance(int l, const LayerwiseCallback& progress) override {
+    guarded("while quantizing", m_.held, [&] { m_.layerwise_pass(l, /*keep=*/true, progress); });
+  }
+  Tensor hidden(std::int64_t i) override {
+    Tensor t;
+    m_.copy_to_host(window_state(i), m_.lw_seqlen, m_.cfg.hidden, t);
+    return t;
+  }
+  void set_hidden(std::int64_t i, const Tensor& h) override {
+    if (h.numel() != m_.lw_seqlen * m_.cfg.hidden) throw std::invalid_argument("set_hidden: wrong shape");
+    RPTQ_CUDA_CHECK(cudaMemcpyAsync(window_state(i), h.data(), static_cast<std::size_t>(h.numel()) * 4,
+                                    cudaMemcpyHostToDevice, m_.compute));
+    m_.sync();
+  }
+
+ private:
+  float* window_state(std::int64_t i) {
+    if (i < 0 || i >= m_.lw_samples) throw std::out_of_range("window " + std::to_string(i) + " out of range");
+    return m_.lw_h + i * m_.lw_seqlen * m_.cfg.hidden;
+  }
+  GpuRunner runner_;
+  GpuRunner::Impl& m_;
+};
+
+}  // namespace
+
+std::unique_ptr<QuantizedModel> quantize_gpu(std::unique_ptr<Model> model, const ChannelStats& stats,
+                                             const QuantConfig& cfg, const QuantizeOptions& opts,
+                                             const GpuOptions& gpu, std::int64_t batch) {
+  if (cfg.fp_prefix > 0)
+    throw InputError("a full-precision prefix (fp_prefix " + std::to_string(cfg.fp_prefix) +
+                     ") runs on the CPU only so far: choose the CPU device");
+  if (any_per_token(cfg))
+    throw InputError("per-token activation ranges (an override) run on the CPU only so far: choose the CPU device");
+  return quantize_with(std::move(model), stats, cfg, opts, [&](QuantizedModel& q, int passes_per_layer) {
+    return make_gpu_layer_passes(q, stats, passes_per_layer, gpu, batch);
+  });
+}
+
+std::unique_ptr<LayerPasses> make_gpu_layer_passes(QuantizedModel& q, const ChannelStats& stats, int passes_per_layer,
+                                                   const GpuOptions& gpu, std::int64_t batch) {
+  return std::make_unique<GpuLayerPasses>(q, stats, passes_per_layer, gpu, batch);
+}
+
+CompareResult compare_models_gpu(const Model& fp, const QuantizedModel* fp_quant, const Model& q,
+                                 const QuantizedModel* q_quant, std::span<const std::int32_t> ids,
+                                 const PerplexityOptions& opts, const GpuOptions& gpu) {
+  CompareAccumulator acc(ids, opts, fp.config().vocab, q.config().vocab);
+  GpuRunner rf(fp, fp_quant, gpu), rq(q, q_quant, gpu);
+  GpuRunner::Impl& mf = rf.impl();
+  GpuRunner::Impl& mq = rq.impl();
+  const std::int64_t T = opts.seqlen, V = fp.config().vocab;
+  const auto start = std::chrono::steady_clock::now();
+  guarded("while comparing", mf.held + mq.held, [&] {
+    // The NLL, KL and top-1 sums of a window, on the device: only they come back, not the logits.
+    cuda::DeviceBuffer<cuda::CompareRowSums> sums(1);
+    mf.note_alloc(sums.bytes());
+    for (std::int64_t w = 0; w < acc.windows(); ++w) {
+      const auto win = acc.window(w);
+      const auto t0 = std::chrono::steady_clock::now();
+      float* hf = mf.embed(win, 1, T);
+      mf.run_layers(hf, 1, T, 1);
+      mf.sync();
+      const auto t1 = std::chrono::steady_clock::now();
+      float* hq = mq.embed(win, 1, T);
+      mq.run_layers(hq, 1, T, 1);
+      mq.sync();
+      const auto t2 = std::chrono::steady_clock::now();
+      // Targets: position r predicts token r + 1 of the window.
+      std::int32_t* targets = mq.buf<std::int32_t>(GpuRunner::Impl::Targets, static_cast<std::size_t>(T - 1));
+      RPTQ_CUDA_CHECK(cudaMemcpyAsync(targets, win.data() + 1, static_cast<std::size_t>(T - 1) * 4,
+                                      cudaMemcpyHostToDevice, mq.compute));
+      RPTQ_CUDA_CHECK(cudaMemsetAsync(sums.data(), 0, sums.bytes(), mq.compute));
+      for (std::int64_t r0 = 0; r0 < T - 1; r0 += kHeadRows) {
+        const std::int64_t n = std::min(T - 1, r0 + kHeadRows) - r0;
+        const float* lf = mf.head(hf + r0 * fp.config().hidden, n);
+        mf.sync();  // the quantized side's stream reads the FP logits
+        const float* lq = mq.head(hq + r0 * q.config().hidden, n);
+        cuda::compare_logits_rows(lf, lq, n, V, V, V, targets + r0, sums.data(), mq.compute);
+        mq.sync();  // the FP side's next head overwrites its logits
+      }
+      cuda::CompareRowSums host;
+      RPTQ_CUDA_CHECK(cudaMemcpyAsync(&host, sums.data(), sizeof host, cudaMemcpyDeviceToHost, mq.compute));
+      mq.sync();
+      acc.add_sums(T - 1, host.nll_p, host.nll_q, host.kl, host.agree);
+      acc.end_window(std::chrono::duration<double>(t1 - t0).count(), std::chrono::duration<double>(t2 - t1).count());
+      if (opts.progress && !opts.progress(w + 1, acc.windows())) throw Cancelled();
+    }
+    mf.note_free(sums.bytes());
+  });
+  return acc.finish(std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
+}
+
+}  // namespace rptq
+
+#endif  // RPTQ_WITH_CUDA

@@ -1,0 +1,336 @@
+#include "rptq/method/quant_config.h"
+
+#include <algorithm>
+#include <array>
+#include <cctype>
+#include <initializer_list>
+#include <sstream>
+
+#include "rptq/base/error.h"
+
+namespace rptq {
+
+namespace {
+std::string lower(std::string s) {
+  for (char& c : s) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  return s;
+}
+std::string upper(std::string s) {
+  for (char& c : s) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+  return s;
+}
+void set_taps(QuantConfig& c, std::initializer_list<Tap> taps, int bits) {
+  for (Tap t : taps) c.abits[static_cast<int>(t)] = bits;
+}
+}  // namespace
+
+bool TapOverride::selects(int layer, Tap t) const {
+  if (!(taps & (1u << static_cast<unsigned>(t)))) return false;
+  return layer_list.empty() || std::find(layer_list.begin(), layer_list.end(), layer) != layer_list.end();
+}
+
+TapOverride parse_override(const std::string& spec) {
+  TapOverride o;
+  o.spec = spec;
+  auto bad = [&](const std::string& part, const std::string& why) {
+    return InputError("override \"" + spec + "\": \"" + part + "\" " + why);
+  };
+  auto to_int = [&](const std::string& s, const std::string& part) {
+    std::size_t used = 0;
+    int v = -1;
+    try {
+      v = std::stoi(s, &used);
+    } catch (const std::exception&) {
+      used = 0;
+    }
+    if (used == 0 || used != s.size() || v < 0) throw bad(part, "is not a number >= 0");
+    return v;
+  };
+  auto split = [](const std::string& s, char sep) {
+    std::vector<std::string> v;
+    std::stringstream ss(s);
+    std::string p;
+    while (std::getline(ss, p, sep)) v.push_back(p);
+    if (!s.empty() && s.back() == sep) v.push_back("");
+    return v;
+  };
+  const auto colon = spec.find(':');
+  const std::string select = colon == std::string::npos ? "" : spec.substr(0, colon);
+  const std::string set = colon == std::string::npos ? spec : spec.substr(colon + 1);
+  bool have_layers = false;
+  for (const std::string& part : select.empty() ? std::vector<std::string>{} : split(select, ',')) {
+    const std::string l = lower(part);
+    if (l.rfind("layers=", 0) == 0) {
+      if (have_layers) throw bad(part, "repeats the layers");
+      have_layers = true;
+      for (const std::string& r : split(l.substr(7), '+')) {
+        const auto dash = r.find('-');
+        const int a = to_int(r.substr(0, dash), part);
+        const int b = dash == std::string::npos ? a : to_int(r.substr(dash + 1), part);
+        if (b < a) throw bad(part, "has a range that runs backwards");
+        for (int i = a; i <= b; ++i) o.layer_list.push_back(i);
+      }
+      continue;
+    }
+    if (l.size() == 2 && l[0] == 'r' && l[1] >= '1' && l[1] <= '5') {
+      static constexpr std::array<std::initializer_list<Tap>, 5> kByIndex = {
+          {{Tap::AttnInput}, {Tap::Q}, {Tap::AttnOutput}, {Tap::FfnInput}, {Tap::FfnHidden}}};
+      // R2 also orders K and R3 V, which cannot be overridden: the index selects its other taps.
+      for (Tap t : kByIndex[static_cast<std::size_t>(l[1] - '1')]) o.taps |= 1u << static_cast<unsigned>(t);
+      continue;
+    }
+    bool found = false;
+    for (Tap t : kAllTaps)
+      if (l == tap_name(t)) {
+        if (t == Tap::K || t == Tap::V) throw bad(part, "is the KV cache, one layout for every layer: not overridable");
+        o.taps |= 1u << static_cast<unsigned>(t);
+        found = true;
+      }
+    if (!found) throw bad(part, "is neither layers=..., a tap name (attn_input, q, attn_output, ffn_input, "
+                                "ffn_hidden) nor R1..R5");
+  }
+  if (o.taps == 0)
+    for (Tap t : kAllTaps)
+      if (t != Tap::K && t != Tap::V) o.taps |= 1u << static_cast<unsigned>(t);
+  if (set.empty()) throw bad(spec, "sets nothing (abits=N, wbits=N, dynamic, per-token or static after the colon)");
+  for (const std::string& part : split(set, ',')) {
+    const std::string l = lower(part);
+    if (l.rfind("abits=", 0) == 0) {
+      o.abits = to_int(l.substr(6), part);
+      if (o.abits != kFullPrecisionBits && (o.abits < 2 || o.abits > 8)) throw bad(part, "needs 2..8 or 16 bits");
+    } else if (l.rfind("wbits=", 0) == 0) {
+      o.wbits = to_int(l.substr(6), part);
+      if (o.wbits != kFullPrecisionBits && (o.wbits < 2 || o.wbits > 8)) throw bad(part, "needs 2..8 or 16 bits");
+      constexpr std::uint32_t kLinearInputs = (1u << static_cast<unsigned>(Tap::AttnInput)) |
+                                              (1u << static_cast<unsigned>(Tap::AttnOutput)) |
+                                              (1u << static_cast<unsigned>(Tap::FfnInput)) |
+                                              (1u << static_cast<unsigned>(Tap::FfnHidden));
+      if ((o.taps & kLinearInputs) == 0)
+        throw bad(part, "selects no linear's input (attn_input, attn_output, ffn_input or ffn_hidden; R1, R3, R4, R5)");
+    } else if (l == "dynamic" || l == "static" || l == "per-token" || l == "per_token") {
+      o.dynamic = l == "dynamic" ? 1 : l == "static" ? 0 : 2;
+    } else {
+      throw bad(part, "is not abits=N, wbits=N, dynamic, per-token or static");
+    }
+  }
+  return o;
+}
+
+int QuantConfig::bits(int layer, Tap t) const {
+  int b = bits(t);
+  for (const TapOverride& o : overrides)
+    if (o.abits > 0 && o.selects(layer, t)) b = o.abits;
+  return b;
+}
+
+int QuantConfig::weight_bits(int layer, Tap input) const {
+  int b = wbits;
+  for (const TapOverride& o : overrides)
+    if (o.wbits > 0 && o.selects(layer, input)) b = o.wbits;
+  return b;
+}
+
+bool QuantConfig::dynamic(int layer, Tap t) const {
+  bool d = range_mode == RangeMode::Dynamic;
+  for (const TapOverride& o : overrides)
+    if (o.dynamic >= 0 && o.selects(layer, t)) d = o.dynamic >= 1;
+  return d;
+}
+
+bool QuantConfig::per_token(int layer, Tap t) const {
+  bool p = false;
+  for (const TapOverride& o : overrides)
+    if (o.dynamic >= 0 && o.selects(layer, t)) p = o.dynamic == 2;
+  return p;
+}
+
+std::string QuantConfig::overrides_spec() const {
+  std::string s;
+  for (const TapOverride& o : overrides) s += (s.empty() ? "" : ";") + o.spec;
+  return s;
+}
+
+bool QuantConfig::quantizes_activations() const {
+  if (softmax_bits < kFullPrecisionBits) return true;
+  return std::any_of(abits.begin(), abits.end(), [](int b) { return b < kFullPrecisionBits; });
+}
+
+int QuantConfig::kv_bits() const { return std::min(bits(Tap::K), bits(Tap::V)); }
+
+void QuantConfig::validate() const {
+  auto check_bits = [](int b, const std::string& what) {
+    if (b != kFullPrecisionBits && (b < 2 || b > 8))
+      throw InputError(what + " bits must be 2..8, or 16 for full precision; got " + std::to_string(b));
+  };
+  check_bits(wbits, "weight");
+  for (Tap t : kAllTaps) check_bits(bits(t), std::string("activation (") + tap_name(t) + ")");
+  if (softmax_bits != kFullPrecisionBits && softmax_bits != 8)
+    throw InputError("softmax probabilities are quantized on the fixed 8-bit grid or not at all; got " +
+                     std::to_string(softmax_bits) + " bits");
+  for (int i = 0; i < kReorderIndices; ++i)
+    if (clusters[static_cast<std::size_t>(i)] < 1)
+      throw InputError("R" + std::to_string(i + 1) + " needs at least 1 cluster; got " +
+                       std::to_string(clusters[static_cast<std::size_t>(i)]));
+  if (weight_group < 0) throw InputError("weight group size must be 0 (per input cluster) or positive");
+  if (gptq_block < 1) throw InputError("GPTQ block size must be positive");
+  if (act_order && weight_method != WeightMethod::GPTQ)
+    throw InputError("act-order is a GPTQ option (it orders GPTQ's columns); RTN has no column order");
+  if (!(gptq_damp > 0.0 && gptq_damp < 1.0)) throw InputError("GPTQ dampening must be in (0, 1)");
+  if (fp_prefix < 0 || fp_prefix > (1 << 20))
+    throw InputError("the full-precision prefix must be 0..1048576 tokens; got " + std::to_string(fp_prefix));
+  for (const TapOverride& ov : overrides) {
+    if (ov.dynamic >= 1 && fp_prefix > 0)
+      throw InputError("override \"" + ov.spec + "\": dynamic ranges do not combine with a full-precision prefix");
+    for (Tap t : {Tap::K, Tap::V})
+      if (ov.taps & (1u << static_cast<unsigned>(t)))
+        throw InputError("override \"" + ov.spec + "\": K and V (the KV cache) cannot be overridden");
+    if (ov.wbits > 0 && !quantizes_weights())
+      throw InputError("override \"" + ov.spec + "\": weight-bit overrides need quantized weights (wbits < 16)");
+  }
+  if (fp_prefix > 0 && range_mode == RangeMode::Dynamic)
+    throw InputError("a full-precision prefix is for static ranges (dynamic ranges are measured per forward pass)");
+}
+
+std::string QuantConfig::describe() const {
+  std::ostringstream o;
+  o << name << " (weights ";
+  if (quantizes_weights())
+    o << wbits << "-bit " << weight_method_name(weight_method)
+      << (weight_group ? " group " + std::to_string(weight_group) : std::string(" per input cluster"))
+      << (weight_clip == WeightClip::Mse ? ", mse ranges" : "")
+      << (act_order && weight_method == WeightMethod::GPTQ ? ", act-order" : "");
+  else
+    o << "FP";
+  // Group the taps by bit width.
+  std::vector<int> widths;
+  for (int b : abits)
+    if (b < kFullPrecisionBits && std::find(widths.begin(), widths.end(), b) == widths.end()) widths.push_back(b);
+  std::sort(widths.begin(), widths.end());
+  if (widths.empty()) o << "; activations FP";
+  for (int w : widths) {
+    o << ";";
+    for (Tap t : kAllTaps)
+      if (bits(t) == w) o << " " << tap_name(t);
+    o << " " << w << "-bit";
+  }
+  if (softmax_bits < kFullPrecisionBits) o << "; softmax 8-bit";
+  if (quantizes_activations()) {
+    o << "; clusters";
+    for (int i = 0; i < kReorderIndices; ++i) o << (i ? "," : " ") << "R" << i + 1 << "=" << clusters[i];
+    o << "; " << grid_name(grid) << " grid; " << (range_mode == RangeMode::Static ? "static" : "dynamic")
+      << " ranges";
+    if (fp_prefix > 0) o << "; first " << fp_prefix << (fp_prefix == 1 ? " token" : " tokens") << " FP";
+  }
+  if (!overrides.empty()) o << "; overrides " << overrides_spec();
+  o << ")";
+  return o.str();
+}
+
+const std::vector<std::string>& QuantConfig::preset_names() {
+  static const std::vector<std::string> names = {"W16A16", "W4A16", "W4A8", "W4A4", "W4A4KV", "W4A3KV", "W3A3KV"};
+  return names;
+}
+
+QuantConfig QuantConfig::preset(const std::string& name_in) {
+  const std::string n = upper(name_in);
+  QuantConfig c;
+  c.name = n;
+  if (n == "W16A16") return c;
+  if (n == "W4A16") {
+    c.wbits = 4;
+  } else if (n == "W4A8") {
+    c.wbits = 4;
+    for (Tap t : kAllTaps) c.abits[static_cast<int>(t)] = 8;
+    c.softmax_bits = 8;
+  } else if (n == "W4A4") {
+    // out_proj input, fc2 input, Q, K, V at 4 bits; the two norm outputs stay at 8 (the reference's W4A4).
+    c.wbits = 4;
+    set_taps(c, {Tap::AttnOutput, Tap::FfnHidden, Tap::Q, Tap::K, Tap::V}, 4);
+    set_taps(c, {Tap::AttnInput, Tap::FfnInput}, 8);
+    c.softmax_bits = 8;
+  } else if (n == "W4A4KV" || n == "W4A3KV" || n == "W3A3KV") {
+    c.wbits = n[1] - '0';
+    set_taps(c, {Tap::K, Tap::V}, n[3] - '0');
+  } else {
+    std::string all;
+    for (const auto& p : preset_names()) {
+      if (!all.empty()) all += ", ";
+      all += p;
+    }
+    throw InputError("unknown preset \"" + name_in + "\" (known: " + all + ")");
+  }
+  return c;
+}
+
+QuantConfig QuantConfig::custom(int wbits, int abits, int kvbits) {
+  QuantConfig c;
+  c.name = std::string("W").append(std::to_string(wbits)).append("A").append(std::to_string(abits));
+  c.name.append("KV").append(std::to_string(kvbits));
+  c.wbits = wbits;
+  for (Tap t : kAllTaps) c.abits[static_cast<int>(t)] = abits;
+  set_taps(c, {Tap::K, Tap::V}, kvbits);
+  if (c.quantizes_activations()) c.softmax_bits = 8;
+  c.validate();
+  return c;
+}
+
+void parse_clusters(const std::string& spec, QuantConfig& cfg) {
+  auto to_int = [&](const std::string& s) {
+    std::size_t used = 0;
+    int v = 0;
+    try {
+      v = std::stoi(s, &used);
+    } catch (const std::exception&) {
+      used = 0;
+    }
+    if (used == 0 || used != s.size() || v < 1)
+      throw InputError("clusters: \"" + s + "\" is not a positive cluster count (in \"" + spec + "\")");
+    return v;
+  };
+  if (spec.find('=') == std::string::npos) {
+    const int n = to_int(spec);
+    cfg.clusters.fill(n);
+    return;
+  }
+  std::stringstream ss(spec);
+  std::string part;
+  while (std::getline(ss, part, ',')) {
+    const auto eq = part.find('=');
+    const std::string key = eq == std::string::npos ? part : upper(part.substr(0, eq));
+    if (eq == std::string::npos || key.size() != 2 || key[0] != 'R' || key[1] < '1' || key[1] > '5')
+      throw InputError("clusters: \"" + part + "\" is not of the form R1..R5=N (in \"" + spec + "\")");
+    cfg.clusters[static_cast<std::size_t>(key[1] - '1')] = to_int(part.substr(eq + 1));
+  }
+}
+
+const char* grid_name(QuantGrid g) { return g == QuantGrid::Exact ? "exact" : "reference"; }
+QuantGrid parse_grid(const std::string& s) {
+  const std::string l = lower(s);
+  if (l == "exact") return QuantGrid::Exact;
+  if (l == "reference") return QuantGrid::Reference;
+  throw InputError("unknown quantization grid \"" + s + "\" (exact or reference)");
+}
+const char* range_stat_name(RangeStat s) { return s == RangeStat::Ema ? "ema" : "minmax"; }
+RangeStat parse_range_stat(const std::string& s) {
+  const std::string l = lower(s);
+  if (l == "ema") return RangeStat::Ema;
+  if (l == "minmax") return RangeStat::MinMax;
+  throw InputError("unknown range statistic \"" + s + "\" (ema or minmax)");
+}
+const char* weight_method_name(WeightMethod m) { return m == WeightMethod::RTN ? "rtn" : "gptq"; }
+WeightMethod parse_weight_method(const std::string& s) {
+  const std::string l = lower(s);
+  if (l == "rtn") return WeightMethod::RTN;
+  if (l == "gptq") return WeightMethod::GPTQ;
+  throw InputError("unknown weight quantization method \"" + s + "\" (rtn or gptq)");
+}
+
+const char* weight_clip_name(WeightClip c) { return c == WeightClip::Mse ? "mse" : "minmax"; }
+WeightClip parse_weight_clip(const std::string& s) {
+  const std::string l = lower(s);
+  if (l == "minmax") return WeightClip::MinMax;
+  if (l == "mse") return WeightClip::Mse;
+  throw InputError("unknown weight range search \"" + s + "\" (minmax or mse)");
+}
+
+}  // namespace rptq

@@ -1,0 +1,495 @@
+#include "rptq/model/model.h"
+
+#include <omp.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+
+#include "rptq/model/blas.h"
+#include "rptq/io/checkpoint.h"
+#include "rptq/base/error.h"
+#include "rptq/model/ops.h"
+#include "rptq/method/weight_quant.h"
+
+namespace rptq {
+
+void set_num_threads(int n) {
+  if (n <= 0) n = omp_get_num_procs();
+  omp_set_num_threads(n);
+  blas::set_num_threads(n);
+}
+
+int num_threads() { return omp_get_max_threads(); }
+
+// ---------------------------------------------------------------------------------------------------------------
+// Scratch buffers of one layer's forward pass, kept per thread and reused: a fresh multi-megabyte buffer per op is
+// page-faulted in every time, which costs more than some of the GEMMs. A forward pass started from inside a hook
+// on the same thread (nested) gets its own buffers.
+
+struct Model::Scratch {
+  Tensor x, q, k, v, attn, hidden, up;
+  Tensor kc, vc;             // a packed KV cache's layer, dequantized
+  std::vector<float> wtile;  // a tile of a packed linear's weight, dequantized
+};
+
+namespace {
+thread_local Model::Scratch* t_scratch = nullptr;
+thread_local int t_scratch_depth = 0;
+}  // namespace
+
+class ScratchLease {
+ public:
+  ScratchLease() : nested_(t_scratch_depth++ > 0) {
+    if (!nested_ && !t_scratch) t_scratch = new Model::Scratch();  // lives as long as the thread
+  }
+  ~ScratchLease() { --t_scratch_depth; }
+  Model::Scratch& get() { return nested_ ? own_ : *t_scratch; }
+
+ private:
+  bool nested_;
+  Model::Scratch own_;
+};
+
+namespace {
+
+Tensor& sized(Tensor& t, std::int64_t rows, std::int64_t cols) {
+  t.resize({rows, cols});
+  return t;
+}
+
+// y[rows, out] = x[rows, in] * W^T (+ bias) (+ y when accumulate) for a float or a packed weight.
+void run_linear(const LinearWeights& l, const float* x, std::int64_t ldx, std::int64_t rows, const float* bias,
+                float* y, bool accumulate, std::vector<float>& tile) {
+  if (l.packed) return packed_linear(x, ldx, rows, *l.packed, bias, y, accumulate, tile);
+  ops::linear(x, ldx, rows, l.in(), l.weight.data(), bias, l.out(), y, accumulate);
+}
+}  // namespace
+
+std::int64_t LinearWeights::in() const { return packed ? packed->in : weight.dim(1); }
+std::int64_t LinearWeights::out() const { return packed ? packed->out : weight.dim(0); }
+
+Tensor LinearWeights::dense() const {
+  if (!packed) return weight;
+  Tensor t = Tensor::uninitialized({packed->out, packed->in});
+  packed->dequantize(t.data());
+  return t;
+}
+
+std::size_t LinearWeights::bytes() const {
+  return (packed ? packed->bytes() : static_cast<std::size_t>(weight.numel()) * sizeof(float)) +
+         static_cast<std::size_t>(bias.numel()) * sizeof(float);
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Loading
+
+namespace {
+
+// Finds a weight under the name prefixes Hugging Face checkpoints use (with and without the "model." of the
+// *ForCausalLM wrapper) and converts it to float32 after checking its shape.
+class WeightReader {
+ public:
+  WeightReader(const Checkpoint& ckpt, std::vector<std::string> prefixes, const LoadOptions& opts, std::size_t total)
+      : ckpt_(ckpt), prefixes_(std::move(prefixes)), opts_(opts), total_(total) {}
+
+  const RawTensor* find(const std::string& name) const {
+    for (const auto& p : prefixes_)
+      if (ckpt_.contains(p + name)) return &ckpt_.get(p + name);
+    return nullptr;
+  }
+
+  Tensor get(const std::string& name, std::vector<std::int64_t> shape) {
+    const RawTensor* t = find(name);
+    if (!t)
+      throw InputError(ckpt_.dir().string() + ": missing tensor \"" + prefixes_.front() + name +
+                       "\" (the model's config.json says it should be there)");
+    return convert(*t, std::move(shape));
+  }
+
+  // A packed linear given in LoadOptions under one of the prefixed names, or null.
+  std::shared_ptr<const PackedWeight> packed(const std::string& name) const {
+    for (const auto& p : prefixes_) {
+      auto it = opts_.packed.find(p + name);
+      if (it != opts_.packed.end()) return it->second;
+    }
+    return nullptr;
+  }
+  std::string dir() const { return ckpt_.dir().string(); }
+
+  Tensor get_optional(const std::string& name, std::vector<std::int64_t> shape) {
+    const RawTensor* t = find(name);
+    return t ? convert(*t, std::move(shape)) : Tensor();
+  }
+
+  Tensor convert(const RawTensor& t, std::vector<std::int64_t> shape) {
+    if (t.shape != shape)
+      throw InputError(t.file + ": tensor \"" + t.name + "\" has shape " + t.shape_string() + ", expected " +
+                       shape_to_string(shape) + " from config.json");
+    Tensor out = Tensor::uninitialized(shape);
+    t.to_f32(out.data());
+    done_ += t.nbytes();
+    if (opts_.progress && !opts_.progress(total_ ? static_cast<double>(done_) / total_ : 1.0, t.name))
+      throw Cancelled();
+    return out;
+  }
+
+ private:
+  const Checkpoint& ckpt_;
+  std::vector<std::string> prefixes_;
+  const LoadOptions& opts_;
+  std::size_t total_;
+  std::size_t done_ = 0;
+};
+
+LinearWeights read_linear(WeightReader& r, const std::string& name, std::int64_t out, std::int64_t in, bool bias) {
+  LinearWeights l;
+  if (auto p = r.packed(name + ".weight")) {
+    if (p->out != out || p->in != in)
+      throw InputError(r.dir() + ": packed weight \"" + name + ".weight\" is [" + std::to_string(p->out) + ", " +
+                       std::to_string(p->in) + "], expected [" + std::to_string(out) + ", " + std::to_string(in) +
+                       "] from config.json");
+    l.packed = std::move(p);
+  } else {
+    l.weight = r.get(name + ".weight", {out, in});
+  }
+  if (bias) l.bias = r.get(name + ".bias", {out});
+  return l;
+}
+
+NormWeights read_norm(WeightReader& r, const std::string& name, std::int64_t dim, bool affine, bool has_beta) {
+  NormWeights n;
+  if (affine) {
+    n.gamma = r.get(name + ".weight", {dim});
+    if (has_beta) n.beta = r.get(name + ".bias", {dim});
+  }
+  return n;
+}
+
+}  // namespace
+
+std::unique_ptr<Model> Model::load(const std::filesystem::path& model_dir, const LoadOptions& opts) {
+  const ModelConfig cfg = ModelConfig::load(model_dir);
+  const Checkpoint ckpt = Checkpoint::open(model_dir);
+  return from_checkpoint(cfg, ckpt, opts);
+}
+
+std::unique_ptr<Model> Model::from_checkpoint(const ModelConfig& cfg, const Checkpoint& ckpt,
+                                              const LoadOptions& opts) {
+  std::unique_ptr<Model> m(new Model());
+  m->cfg_ = cfg;
+  std::size_t total = 0;
+  for (const auto& [name, t] : ckpt.tensors()) total += t.nbytes();
+  const std::int64_t d = cfg.hidden;
+  const std::string L = "layers.";
+
+  if (cfg.arch == Architecture::OPT) {
+    WeightReader r(ckpt, {"model.decoder.", "decoder.", ""}, opts, total);
+    m->embed_tokens_ = r.get("embed_tokens.weight", {cfg.vocab, cfg.embed_dim});
+    m->embed_positions_ = r.get("embed_positions.weight", {cfg.max_positions + 2, d});
+    if (cfg.embed_dim != d) {
+      m->project_in_.weight = r.get("project_in.weight", {d, cfg.embed_dim});
+      m->project_out_.weight = r.get("project_out.weight", {cfg.embed_dim, d});
+    }
+    if (cfg.final_layer_norm) m->final_norm_ = read_norm(r, "final_layer_norm", d, cfg.norm_affine, true);
+    for (std::int64_t i = 0; i < cfg.layers; ++i) {
+      const std::string p = L + std::to_string(i) + ".";
+      DecoderLayerWeights w;
+      w.attn_norm = read_norm(r, p + "self_attn_layer_norm", d, cfg.norm_affine, true);
+      w.ffn_norm = read_norm(r, p + "final_layer_norm", d, cfg.norm_affine, true);
+      w.q = read_linear(r, p + "self_attn.q_proj", d, d, cfg.linear_bias);
+      w.k = read_linear(r, p + "self_attn.k_proj", d, d, cfg.linear_bias);
+      w.v = read_linear(r, p + "self_attn.v_proj", d, d, cfg.linear_bias);
+      w.o = read_linear(r, p + "self_attn.out_proj", d, d, cfg.linear_bias);
+      w.fc1 = read_linear(r, p + "fc1", cfg.intermediate, d, cfg.linear_bias);
+      w.fc2 = read_linear(r, p + "fc2", d, cfg.intermediate, cfg.linear_bias);
+      m->layers_.push_back(std::move(w));
+    }
+    WeightReader top(ckpt, {""}, opts, total);
+    if (!cfg.tie_embeddings) m->lm_head_ = top.get("lm_head.weight", {cfg.vocab, cfg.embed_dim});
+  } else {
+    WeightReader r(ckpt, {"model.", ""}, opts, total);
+    m->embed_tokens_ = r.get("embed_tokens.weight", {cfg.vocab, d});
+    m->final_norm_ = read_norm(r, "norm", d, true, false);
+    for (std::int64_t i = 0; i < cfg.layers; ++i) {
+      const std::string p = L + std::to_string(i) + ".";
+      DecoderLayerWeights w;
+      w.attn_norm = read_norm(r, p + "input_layernorm", d, true, false);
+      w.ffn_norm = read_norm(r, p + "post_attention_layernorm", d, true, false);
+      w.q = read_linear(r, p + "self_attn.q_proj", cfg.q_dim(), d, cfg.qkv_bias);
+      w.k = read_linear(r, p + "self_attn.k_proj", cfg.kv_dim(), d, cfg.qkv_bias);
+      w.v = read_linear(r, p + "self_attn.v_proj", cfg.kv_dim(), d, cfg.qkv_bias);
+      w.o = read_linear(r, p + "self_attn.o_proj", d, cfg.q_dim(), cfg.o_bias);
+      w.gate = read_linear(r, p + "mlp.gate_proj", cfg.intermediate, d, cfg.mlp_bias);
+      w.up = read_linear(r, p + "mlp.up_proj", cfg.intermediate, d, cfg.mlp_bias);
+      w.down = read_linear(r, p + "mlp.down_proj", d, cfg.intermediate, cfg.mlp_bias);
+      m->layers_.push_back(std::move(w));
+    }
+    WeightReader top(ckpt, {""}, opts, total);
+    if (!cfg.tie_embeddings) m->lm_head_ = top.get("lm_head.weight", {cfg.vocab, d});
+  }
+  return m;
+}
+
+std::int64_t Model::parameter_count() const {
+  std::int64_t n = embed_tokens_.numel() + embed_positions_.numel() + lm_head_.numel();
+  auto lin = [](const LinearWeights& l) { return (l.packed ? l.out() * l.in() : l.weight.numel()) + l.bias.numel(); };
+  auto nrm = [](const NormWeights& w) { return w.gamma.numel() + w.beta.numel(); };
+  n += lin(project_in_) + lin(project_out_) + nrm(final_norm_);
+  for (const auto& w : layers_) {
+    n += nrm(w.attn_norm) + nrm(w.ffn_norm) + lin(w.q) + lin(w.k) + lin(w.v) + lin(w.o);
+    n += lin(w.fc1) + lin(w.fc2) + lin(w.gate) + lin(w.up) + lin(w.down);
+  }
+  return n;
+}
+
+std::size_t Model::weight_bytes() const {
+  auto t = [](const Tensor& x) { return static_cast<std::size_t>(x.numel()) * sizeof(float); };
+  auto nrm = [&](const NormWeights& w) { return t(w.gamma) + t(w.beta); };
+  std::size_t n = t(embed_tokens_) + t(embed_positions_) + t(lm_head_) + project_in_.bytes() + project_out_.bytes() +
+                  nrm(final_norm_);
+  for (const auto& w : layers_) {
+    n += nrm(w.attn_norm) + nrm(w.ffn_norm) + w.q.bytes() + w.k.bytes() + w.v.bytes() + w.o.bytes();
+    n += w.fc1.bytes() + w.fc2.bytes() + w.gate.bytes() + w.up.bytes() + w.down.bytes();
+  }
+  return n;
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Forward pass
+
+Tensor Model::embed(std::span<const std::int32_t> tokens, std::int64_t batch, std::int64_t past) const {
+  const std::int64_t n = static_cast<std::int64_t>(tokens.size());
+  if (batch <= 0 || n % batch != 0)
+    throw InputError(std::to_string(n) + " tokens cannot form " + std::to_string(batch) + " equal sequences");
+  const std::int64_t seq = n / batch;
+  for (std::int32_t id : tokens)
+    if (id < 0 || id >= cfg_.vocab)
+      throw InputError("token id " + std::to_string(id) + " is outside the vocabulary (size " +
+                       std::to_string(cfg_.vocab) + ")");
+  if (cfg_.arch == Architecture::OPT && past + seq > cfg_.max_positions)
+    throw InputError("sequence of " + std::to_string(past + seq) + " tokens is longer than the model's " +
+                     std::to_string(cfg_.max_positions) + " positions");
+
+  const std::int64_t d = cfg_.hidden, e = cfg_.embed_dim;
+  Tensor tok = Tensor::uninitialized({n, e});
+#pragma omp parallel for schedule(static) if (n * e > (1 << 14))
+  for (std::int64_t i = 0; i < n; ++i)
+    std::memcpy(tok.data() + i * e, embed_tokens_.data() + static_cast<std::int64_t>(tokens[i]) * e,
+                static_cast<std::size_t>(e) * sizeof(float));
+  if (cfg_.arch != Architecture::OPT) return tok;
+
+  Tensor h;
+  if (e != d) {
+    h = Tensor::uninitialized({n, d});
+    ops::linear(tok.data(), e, n, e, project_in_.weight.data(), nullptr, d, h.data());
+  } else {
+    h = std::move(tok);
+  }
+  // OPT's learned positions start at offset 2 (fairseq's padding convention).
+#pragma omp parallel for schedule(static) if (n * d > (1 << 14))
+  for (std::int64_t i = 0; i < n; ++i) {
+    const float* pe = embed_positions_.data() + (past + i % seq + 2) * d;
+    float* hr = h.data() + i * d;
+    for (std::int64_t c = 0; c < d; ++c) hr[c] += pe[c];
+  }
+  return h;
+}
+
+void Model::norm(const NormWeights& n, const float* x, float* y, std::int64_t rows, std::int64_t cols) const {
+  const float* gamma = n.gamma.empty() ? nullptr : n.gamma.data();
+  const std::int32_t* gather = n.gather.empty() ? nullptr : n.gather.data();
+  if (cfg_.arch == Architecture::OPT)
+    ops::layer_norm(x, y, rows, cols, gamma, n.beta.empty() ? nullptr : n.beta.data(), cfg_.norm_eps, gather);
+  else
+    ops::rms_norm(x, y, rows, cols, gamma, cfg_.norm_eps, gather);
+}
+
+void Model::attention_block(int layer, const float* x, float* out, std::int64_t batch, std::int64_t seq,
+                            std::int64_t past, KvCache* cache, ActivationHook* hook, Scratch& ws) const {
+  const DecoderLayerWeights& w = layers_[static_cast<std::size_t>(layer)];
+  const std::int64_t rows = batch * seq, d = cfg_.hidden, qd = cfg_.q_dim(), kvd = cfg_.kv_dim();
+  Tensor& q = sized(ws.q, rows, qd);
+  Tensor& k = sized(ws.k, rows, kvd);
+  Tensor& v = sized(ws.v, rows, kvd);
+  run_linear(w.q, x, d, rows, w.q.bias_data(), q.data(), false, ws.wtile);
+  run_linear(w.k, x, d, rows, w.k.bias_data(), k.data(), false, ws.wtile);
+  run_linear(w.v, x, d, rows, w.v.bias_data(), v.data(), false, ws.wtile);
+
+  float scale = 1.0f / std::sqrt(static_cast<float>(cfg_.head_dim));
+  if (cfg_.arch == Architecture::OPT) {
+    // Hugging Face's OPT scales q (bias included) before QK^T; the Q tap sees that scaled q.
+    float* qp = q.data();
+    const std::int64_t nq = q.numel();
+#pragma omp parallel for schedule(static) if (nq > (1 << 14))
+    for (std::int64_t i = 0; i < nq; ++i) qp[i] *= scale;
+    scale = 1.0f;
+  } else {
+    std::vector<std::int64_t> pos(static_cast<std::size_t>(rows));
+    for (std::int64_t r = 0; r < rows; ++r) pos[r] = past + r % seq;
+    const std::int32_t* fi = w.rope_index.empty() ? nullptr : w.rope_index.data();
+    ops::rotary(q.data(), rows, cfg_.heads, cfg_.head_dim, pos.data(), cfg_.rope_theta, fi,
+                cfg_.heads / cfg_.kv_heads);
+    ops::rotary(k.data(), rows, cfg_.kv_heads, cfg_.head_dim, pos.data(), cfg_.rope_theta, fi, 1);
+  }
+  if (hook) {
+    hook->on_activation(layer, Tap::Q, {q.data(), rows, qd, qd, seq, past});
+    hook->on_activation(layer, Tap::K, {k.data(), rows, kvd, kvd, seq, past});
+    hook->on_activation(layer, Tap::V, {v.data(), rows, kvd, kvd, seq, past});
+  }
+
+  ops::AttentionShape s;
+  s.batch = batch;
+  s.tq = seq;
+  s.past = past;
+  s.heads = cfg_.heads;
+  s.kv_heads = cfg_.kv_heads;
+  s.head_dim = cfg_.head_dim;
+  s.window = cfg_.sliding_window;
+  s.scale = scale;
+  s.quantize_probs = w.quantize_softmax;
+  const float* kp = k.data();
+  const float* vp = v.data();
+  if (cache && cache->packed()) {
+    cache->store(layer, k.data(), v.data(), seq, past);
+    Tensor& kc = sized(ws.kc, batch * (past + seq), kvd);
+    Tensor& vc = sized(ws.vc, batch * (past + seq), kvd);
+    cache->load(layer, past + seq, kc.data(), vc.data());
+    kp = kc.data();
+    vp = vc.data();
+    s.kv_batch_stride = (past + seq) * kvd;
+  } else if (cache) {
+    float* ck = cache->keys(layer);
+    float* cv = cache->values(layer);
+    const std::int64_t cap = cache->capacity();
+    for (std::int64_t b = 0; b < batch; ++b) {
+      std::memcpy(ck + (b * cap + past) * kvd, k.data() + b * seq * kvd, static_cast<std::size_t>(seq * kvd) * 4);
+      std::memcpy(cv + (b * cap + past) * kvd, v.data() + b * seq * kvd, static_cast<std::size_t>(seq * kvd) * 4);
+    }
+    kp = ck;
+    vp = cv;
+    s.kv_batch_stride = cap * kvd;
+  } else {
+    s.kv_batch_stride = seq * kvd;
+  }
+  s.kv_ld = kvd;
+  Tensor& attn = sized(ws.attn, rows, qd);
+  ops::attention(q.data(), kp, vp, attn.data(), s);
+  if (hook) hook->on_activation(layer, Tap::AttnOutput, {attn.data(), rows, qd, qd, seq, past});
+  run_linear(w.o, attn.data(), qd, rows, w.o.bias_data(), out, /*accumulate=*/true, ws.wtile);
+}
+
+void Model::ffn_block(int layer, const float* x, float* out, std::int64_t rows, std::int64_t seq,
+                      std::int64_t past, ActivationHook* hook, Scratch& ws, bool taps_only) const {
+  const DecoderLayerWeights& w = layers_[static_cast<std::size_t>(layer)];
+  const std::int64_t d = cfg_.hidden, f = cfg_.intermediate;
+  Tensor& hidden = sized(ws.hidden, rows, f);
+  const LinearWeights* down;
+  if (cfg_.arch == Architecture::OPT) {
+    run_linear(w.fc1, x, d, rows, nullptr, hidden.data(), false, ws.wtile);
+    if (cfg_.activation == "relu")
+      ops::bias_relu(hidden.data(), rows, f, w.fc1.bias_data());
+    else if (cfg_.activation == "gelu_new")
+      ops::bias_gelu_tanh(hidden.data(), rows, f, w.fc1.bias_data());
+    else
+      ops::bias_gelu(hidden.data(), rows, f, w.fc1.bias_data());
+    down = &w.fc2;
+  } else {
+    Tensor& up = sized(ws.up, rows, f);
+    run_linear(w.gate, x, d, rows, w.gate.bias_data(), hidden.data(), false, ws.wtile);
+    run_linear(w.up, x, d, rows, w.up.bias_data(), up.data(), false, ws.wtile);
+    ops::silu_mul(hidden.data(), up.data(), rows, f);
+    down = &w.down;
+  }
+  if (hook) hook->on_activation(layer, Tap::FfnHidden, {hidden.data(), rows, f, f, seq, past});
+  if (taps_only) return;
+  run_linear(*down, hidden.data(), f, rows, down->bias_data(), out, /*accumulate=*/true, ws.wtile);
+}
+
+void Model::layer_forward(int layer, Tensor& h, std::int64_t batch, KvCache* cache, ActivationHook* hook,
+                          bool taps_only) const {
+  if (layer < 0 || layer >= static_cast<int>(layers_.size()))
+    throw std::out_of_range("layer " + std::to_string(layer) + " out of range");
+  const std::int64_t rows = h.dim(0), d = cfg_.hidden;
+  const std::int64_t seq = rows / batch;
+  const std::int64_t past = cache ? cache->length() : 0;
+  if (cache && (cache->batch() != batch || past + seq > cache->capacity()))
+    throw InputError("KV cache holds " + std::to_string(cache->batch()) + " x " + std::to_string(cache->capacity()) +
+                     " tokens; " + std::to_string(batch) + " x " + std::to_string(past + seq) + " needed");
+  const DecoderLayerWeights& w = layers_[static_cast<std::size_t>(layer)];
+  ScratchLease lease;
+  Scratch& ws = lease.get();
+  Tensor& x = sized(ws.x, rows, d);
+
+  if (cfg_.pre_layer_norm) {
+    // x = norm(h); h += attn(x); x = norm(h); h += ffn(x). The residual stream h keeps the original order.
+    norm(w.attn_norm, h.data(), x.data(), rows, d);
+    if (hook) hook->on_activation(layer, Tap::AttnInput, {x.data(), rows, d, d, seq, past});
+    attention_block(layer, x.data(), h.data(), batch, seq, past, cache, hook, ws);
+    norm(w.ffn_norm, h.data(), x.data(), rows, d);
+    if (hook) hook->on_activation(layer, Tap::FfnInput, {x.data(), rows, d, d, seq, past});
+    ffn_block(layer, x.data(), h.data(), rows, seq, past, hook, ws, taps_only);
+  } else {
+    // Post-LN OPT (350m): h = LN(h + attn(h)); h = LN(h + ffn(h)).
+    std::memcpy(x.data(), h.data(), static_cast<std::size_t>(rows * d) * 4);
+    if (hook) hook->on_activation(layer, Tap::AttnInput, {x.data(), rows, d, d, seq, past});
+    attention_block(layer, x.data(), h.data(), batch, seq, past, cache, hook, ws);
+    norm(w.attn_norm, h.data(), x.data(), rows, d);
+    std::memcpy(h.data(), x.data(), static_cast<std::size_t>(rows * d) * 4);
+    if (hook) hook->on_activation(layer, Tap::FfnInput, {x.data(), rows, d, d, seq, past});
+    ffn_block(layer, x.data(), h.data(), rows, seq, past, hook, ws, taps_only);
+    if (taps_only) return;
+    norm(w.ffn_norm, h.data(), x.data(), rows, d);
+    std::memcpy(h.data(), x.data(), static_cast<std::size_t>(rows * d) * 4);
+  }
+}
+
+Tensor Model::head(const Tensor& hidden) const {
+  Tensor logits;
+  head(hidden.data(), hidden.dim(0), logits);
+  return logits;
+}
+
+void Model::head(const float* hidden, std::int64_t rows, Tensor& logits) const {
+  const std::int64_t d = cfg_.hidden, e = cfg_.embed_dim;
+  Tensor x = Tensor::uninitialized({rows, d});
+  if (cfg_.arch != Architecture::OPT || cfg_.final_layer_norm)
+    norm(final_norm_, hidden, x.data(), rows, d);
+  else
+    std::memcpy(x.data(), hidden, static_cast<std::size_t>(rows * d) * 4);
+  if (e != d) {
+    Tensor y = Tensor::uninitialized({rows, e});
+    ops::linear(x.data(), d, rows, d, project_out_.weight.data(), nullptr, e, y.data());
+    x = std::move(y);
+  }
+  const Tensor& w = lm_head_.empty() ? embed_tokens_ : lm_head_;
+  logits.resize({rows, cfg_.vocab});
+  ops::linear(x.data(), e, rows, e, w.data(), nullptr, cfg_.vocab, logits.data());
+}
+
+Tensor Model::forward(std::span<const std::int32_t> tokens, std::int64_t batch, KvCache* cache,
+                      ActivationHook* hook, bool last_only) const {
+  Tensor logits;
+  forward(tokens, batch, logits, cache, hook, last_only);
+  return logits;
+}
+
+void Model::forward(std::span<const std::int32_t> tokens, std::int64_t batch, Tensor& logits, KvCache* cache,
+                    ActivationHook* hook, bool last_only) const {
+  const std::int64_t past = cache ? cache->length() : 0;
+  Tensor h = embed(tokens, batch, past);
+  const std::int64_t seq = h.dim(0) / batch;
+  for (int l = 0; l < static_cast<int>(layers_.size()); ++l) layer_forward(l, h, batch, cache, hook);
+  if (cache) cache->length_ += seq;
+  if (last_only && seq > 1) {
+    const std::int64_t d = cfg_.hidden;
+    Tensor last = Tensor::uninitialized({batch, d});
+    for (std::int64_t b = 0; b < batch; ++b)
+      std::memcpy(last.data() + b * d, h.data() + ((b + 1) * seq - 1) * d, static_cast<std::size_t>(d) * 4);
+    head(last.data(), batch, logits);
+    return;
+  }
+  head(h.data(), h.dim(0), logits);
+}
+
+}  // namespace rptq
