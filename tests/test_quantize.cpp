@@ -357,19 +357,35 @@ TEST(FpPrefix, FirstTokensStayFullPrecisionAndOutOfTheRanges) {
   EXPECT_THROW(neg.validate(), rptq::InputError);
 }
 
-// Overrides (mixed precision, a remedy): the selected (layer, tap) quantizers get the override's bits / range mode
-// and nothing else changes; a later override wins; a dynamic tap gets GPTQ's Hessians with its dynamic quantizer
-// on (a pass of its own); the checkpoint records the overrides and gives the same quantizers back.
-TEST(Overrides, SelectedTapsOnlyAndThroughTheCheckpoint) {
-  const auto dir = rptq::test::resources_dir() / "models" / "stories260k";
-  auto fp = rptq::Model::load(dir);
-  const auto ids = rptq::Tokenizer::load(dir)->encode(
+// stories260k, its bundled text's ids and a small calibration of it (2 windows of 48 tokens).
+struct StoriesSetup {
+  std::filesystem::path dir;
+  std::vector<std::int32_t> ids;
+  rptq::ChannelStats stats;
+  int layers = 0;
+};
+StoriesSetup calibrated_stories() {
+  StoriesSetup s;
+  s.dir = rptq::test::resources_dir() / "models" / "stories260k";
+  auto fp = rptq::Model::load(s.dir);
+  s.ids = rptq::Tokenizer::load(s.dir)->encode(
       rptq::test::read_file(rptq::test::resources_dir() / "data" / "stories.txt"), true);
   rptq::CalibrationSettings cs;
   cs.samples = 2;
   cs.seqlen = 48;
-  const rptq::ChannelStats stats = rptq::calibrate(*fp, dir.string(), ids, "stories.txt", "", cs);
-  const int L = static_cast<int>(fp->config().layers);
+  s.stats = rptq::calibrate(*fp, s.dir.string(), s.ids, "stories.txt", "", cs);
+  s.layers = static_cast<int>(fp->config().layers);
+  return s;
+}
+
+// Overrides (mixed precision, a remedy): the selected (layer, tap) quantizers get the override's bits / range mode
+// and nothing else changes; a later override wins; a dynamic tap gets GPTQ's Hessians with its dynamic quantizer
+// on (a pass of its own); the checkpoint records the overrides and gives the same quantizers back.
+TEST(Overrides, SelectedTapsOnlyAndThroughTheCheckpoint) {
+  const StoriesSetup st = calibrated_stories();
+  const auto& dir = st.dir;
+  const rptq::ChannelStats& stats = st.stats;
+  const int L = st.layers;
   ASSERT_GE(L, 3);
   rptq::QuantConfig base = rptq::QuantConfig::preset("W4A8");
   rptq::QuantConfig c = base;
@@ -443,15 +459,11 @@ TEST(Overrides, SelectedTapsOnlyAndThroughTheCheckpoint) {
 // keep wbits; with the MSE range search and act-order on, the quantization still runs, lowers or keeps each
 // linear's error as written in its own tests, and the checkpoint records all of it and runs the same.
 TEST(Overrides, WeightBitsPerLinearAndThroughTheCheckpoint) {
-  const auto dir = rptq::test::resources_dir() / "models" / "stories260k";
-  auto fp = rptq::Model::load(dir);
-  const auto ids = rptq::Tokenizer::load(dir)->encode(
-      rptq::test::read_file(rptq::test::resources_dir() / "data" / "stories.txt"), true);
-  rptq::CalibrationSettings cs;
-  cs.samples = 2;
-  cs.seqlen = 48;
-  const rptq::ChannelStats stats = rptq::calibrate(*fp, dir.string(), ids, "stories.txt", "", cs);
-  const int L = static_cast<int>(fp->config().layers);
+  const StoriesSetup st = calibrated_stories();
+  const auto& dir = st.dir;
+  const auto& ids = st.ids;
+  const rptq::ChannelStats& stats = st.stats;
+  const int L = st.layers;
   rptq::QuantConfig c = rptq::QuantConfig::preset("W4A8");
   c.weight_clip = rptq::WeightClip::Mse;
   c.act_order = true;

@@ -192,7 +192,7 @@ std::vector<std::int64_t> expand_boundaries(const std::vector<std::int64_t>& kv,
 namespace {
 TapClusters cluster_2d(std::span<const float> hi, std::span<const float> lo, int k, std::uint64_t seed,
                        int restarts) {
-  if (hi.size() != lo.size() || hi.empty()) throw std::logic_error("cluster_ranges: bad ranges");
+  if (hi.size() != lo.size() || hi.empty()) throw std::logic_error("cluster_2d: bad ranges");
   std::vector<float> x(hi.size() * 2);
   for (std::size_t c = 0; c < hi.size(); ++c) {
     x[2 * c] = hi[c];
@@ -207,11 +207,6 @@ TapClusters cluster_2d(std::span<const float> hi, std::span<const float> lo, int
   return t;
 }
 }  // namespace
-
-ReorderIndex cluster_ranges(std::span<const float> hi, std::span<const float> lo, int k, std::uint64_t seed,
-                            int restarts) {
-  return cluster_2d(hi, lo, k, seed, restarts).index;
-}
 
 std::uint64_t cluster_seed(std::uint64_t seed, int layer, int r) {
   return (seed + static_cast<std::uint64_t>(layer)) * 5 + static_cast<std::uint64_t>(r);

@@ -43,11 +43,6 @@ struct LayerReorder {
   const ReorderIndex& index(int r) const;  // 1..5
 };
 
-// Clusters 2-D (max, min) channel features into k clusters (k-means, ordered by centroid) and orders the channels
-// by cluster (stable inside a cluster).
-ReorderIndex cluster_ranges(std::span<const float> hi, std::span<const float> lo, int k, std::uint64_t seed,
-                            int restarts = 8);
-
 // The clusters of one reorder index (1..5) of a layer: R1/R4/R5 k-means of (max, min) per channel; R2 per KV head
 // of (q max, k max, q min, k min) (rotary models: per channel pair; OPT's q before its head_dim^-0.5 scaling, as the
 // reference); R3 per KV head of the attention output's (max, min). k counts per head for R2/R3. The features are
