@@ -46,7 +46,7 @@ void run_calibrate(const CalibrateArgs& a) {
     return true;
   };
   const std::string sha = sha256_file(a.data);
-  const ChannelStats st = calibrate(*model, a.model, ids, a.data, sha, cs, progress, Execution{device, {}, a.batch});
+  const ChannelStats st = calibrate(*model, a.model, ids, a.data, sha, cs, progress, Execution::on(device, a.batch));
   p.finish();
   save_stats(a.out, st, a.force);
   if (a.json) {

@@ -37,7 +37,7 @@ void run_compare(const CompareArgs& a) {
     p.update(static_cast<double>(done), static_cast<double>(total), " windows");
     return true;
   };
-  const CompareResult r = compare_models(*fp, nullptr, q->model(), q.get(), ids, po, Execution{device});
+  const CompareResult r = compare_models(*fp, nullptr, q->model(), q.get(), ids, po, Execution::on(device));
   p.finish();
   if (a.json) {
     nlohmann::json j = quant_settings_json(q->config(), a.quant);

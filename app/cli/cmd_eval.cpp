@@ -43,7 +43,7 @@ void run_eval(const EvalArgs& a) {
     p.update(static_cast<double>(done), static_cast<double>(total), " windows");
     return true;
   };
-  const PerplexityResult r = perplexity(m, quantized, ids, po, Execution{device});
+  const PerplexityResult r = perplexity(m, quantized, ids, po, Execution::on(device));
   p.finish();
   if (a.json) {
     nlohmann::json j;

@@ -59,7 +59,7 @@ void run_generate(const GenerateArgs& a) {
     }
     return true;
   };
-  const GenerateResult r = generate(*model, quantized, prompt, go, on_token, Execution{device});
+  const GenerateResult r = generate(*model, quantized, prompt, go, on_token, Execution::on(device));
   const std::string rest = stream.finish();
   text += rest;
   const double decode_tps = r.decode_seconds > 0 ? (r.tokens.size() > 1 ? (r.tokens.size() - 1) / r.decode_seconds : 0) : 0;

@@ -104,7 +104,7 @@ std::unique_ptr<QuantizedModel> load_and_quantize(const std::string& model_dir, 
     p.update(static_cast<double>(lp.done), static_cast<double>(lp.total), " steps");
     return true;
   };
-  auto q = quantize(std::move(model), stats, cfg, o, Execution{device});
+  auto q = quantize(std::move(model), stats, cfg, o, Execution::on(device));
   p.finish();
   if (stats_out) *stats_out = std::move(stats);
   return q;

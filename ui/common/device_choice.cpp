@@ -85,9 +85,10 @@ void DeviceChoice::set_gpu(const GpuAvailability& gpu) {
   if (auto* m = qobject_cast<QStandardItemModel*>(combo_->model())) m->item(GpuEntry)->setEnabled(gpu_.usable);
   if (gpu_.usable) {
     combo_->setItemText(GpuEntry, tr("GPU: %1").arg(gpu_.name));
-    combo_->setItemData(GpuEntry, tr("CUDA device %1; the decoder layers stay on it when they fit in its memory, else they are streamed to it "
-                                         "one at a time")
-                                      .arg(gpu_.device),
+    combo_->setItemData(GpuEntry,
+                        tr("CUDA device %1; the decoder layers stay on it when they fit in its memory, else they "
+                           "are streamed to it one at a time")
+                            .arg(gpu_.device),
                         Qt::ToolTipRole);
     note_->clear();
     note_->setToolTip(QString());

@@ -38,6 +38,13 @@ struct Execution {
   GpuOptions gpu;          // with Device::CUDA: ordinal, precision, layer placement
   std::int64_t batch = 8;  // with Device::CUDA: windows per layer step of calibration and quantization passes
 
+  // On `device` with the default GPU options (the first supported GPU) and `batch` windows per layer step.
+  static Execution on(Device device, std::int64_t batch = 8) {
+    Execution e;
+    e.device = device;
+    e.batch = batch;
+    return e;
+  }
   // "CPU (2 threads)" or the GPU it runs on, as DeviceInfo describes it ("cuda:0 NVIDIA H100 ... (sm_90, ...)").
   std::string describe() const;
 };
