@@ -411,7 +411,7 @@ void ExplorePage::show_snapshot(std::shared_ptr<const ClusterSnapshot> s) {
                 : QString();
   info_->setText(source + tr("R%1 \u00b7 %2 \u00b7 %3 channels \u00b7 %4 clusters%5 \u00b7 inertia %6 \u00b7 clustered in %7")
                      .arg(r.index)
-                     .arg(s->description)
+                     .arg(s->description_text())
                      .arg(s->channels())
                      .arg(s->clusters)
                      .arg(s->per_head ? tr(" (%1 per head \u00d7 %2 heads)").arg(r.k).arg(s->heads) : QString())

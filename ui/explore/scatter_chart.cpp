@@ -136,7 +136,7 @@ void ScatterChart::set_snapshot(std::shared_ptr<const ClusterSnapshot> s) {
   const ClusterRequest& r = sn.request;
   chart()->setTitle(tr("Layer %1 \u00b7 %2 \u00b7 %3: %4 channels in %5 clusters%6")
                         .arg(r.layer)
-                        .arg(QStringLiteral("R%1").arg(r.index), sn.description)
+                        .arg(QStringLiteral("R%1").arg(r.index), sn.description_text())
                         .arg(sn.channels())
                         .arg(sn.clusters)
                         .arg(sn.per_head ? tr(" (%1 per head)").arg(r.k) : QString()));
