@@ -4,6 +4,7 @@
 
 #include "cli_support.h"
 #include "rptq/device.h"
+#include "rptq/method/cluster_view.h"
 #include "rptq/export/stats_file.h"
 #include "test_support.h"
 
@@ -61,6 +62,91 @@ TEST(CliRptq, ClustersJson) {
   EXPECT_EQ(rptq_cli({"clusters", stats_file(), "--layer", "9", "--tap", "R5", "--k", "4"}).code, 2);
   EXPECT_EQ(rptq_cli({"clusters", stats_file(), "--layer", "0", "--tap", "R7", "--k", "4"}).code, 2);
   EXPECT_EQ(rptq_cli({"clusters", stories(), "--layer", "0", "--tap", "R1", "--k", "4"}).code, 2);
+}
+
+// `rptq clusters` prints the core's cluster view (rptq::cluster_view), the computation Explore shows: the clustered
+// feature, the clusters and every cluster's quantizer, value for value. R3 on stories260k's KV groups of 2 query
+// heads (the feature widest over each group), and R1 with the file's EMA statistic and the default 4 bits.
+TEST(CliRptq, ClustersJsonIsTheCoreClusterView) {
+  const rptq::ChannelStats st = rptq::load_stats(stats_file());
+  struct Case {
+    std::vector<std::string> args;
+    int layer, index, k, bits;
+    rptq::RangeStat stat;
+    rptq::QuantGrid grid;
+    std::uint64_t seed;
+  };
+  const Case cases[] = {
+      {{"--layer", "2", "--tap", "R3", "--k", "3", "--stat", "minmax", "--bits", "3", "--grid", "reference", "--seed",
+        "5"},
+       2, 3, 3, 3, rptq::RangeStat::MinMax, rptq::QuantGrid::Reference, 5},
+      {{"--layer", "1", "--tap", "R1", "--k", "6"}, 1, 1, 6, 4, st.settings.stat, rptq::QuantGrid::Exact, 0},
+  };
+  for (const Case& c : cases) {
+    SCOPED_TRACE(::testing::Message() << "R" << c.index);
+    std::vector<std::string> args = {"clusters", stats_file()};
+    args.insert(args.end(), c.args.begin(), c.args.end());
+    args.push_back("--json");
+    const CliRun r = rptq_cli(args);
+    ASSERT_EQ(r.code, 0) << r.err;
+    const auto j = nlohmann::json::parse(r.out);
+    const rptq::ClusterView v = rptq::cluster_view(st, c.layer, c.index, c.k, c.stat, c.bits, c.grid, c.seed);
+    EXPECT_EQ(j["activation"], rptq::tap_name(v.shown));
+    EXPECT_EQ(j["description"], v.description);
+    EXPECT_EQ(j["stat"], rptq::range_stat_name(c.stat));
+    EXPECT_EQ(j["bits"], c.bits);
+    EXPECT_EQ(j["grid"], rptq::grid_name(c.grid));
+    EXPECT_EQ(j["quantizer_ranges"], v.stat_ranges ? rptq::range_stat_name(c.stat) : "feature");
+    EXPECT_EQ(j["per_head"], v.per_head);
+    EXPECT_EQ(j["heads"], v.heads);
+    EXPECT_EQ(j["clusters"], v.clusters);
+    EXPECT_EQ(j["max"].get<std::vector<float>>(), v.max);
+    EXPECT_EQ(j["min"].get<std::vector<float>>(), v.min);
+    EXPECT_EQ(j["labels"].get<std::vector<std::int32_t>>(), v.labels);
+    EXPECT_EQ(j["order"].get<std::vector<std::int32_t>>(), v.order);
+    EXPECT_EQ(j["boundaries"].get<std::vector<std::int64_t>>(), v.boundaries);
+    EXPECT_EQ(j["inertia"].get<double>(), v.inertia);
+    EXPECT_EQ(j["tensor"]["min"].get<float>(), v.tensor_min);
+    EXPECT_EQ(j["tensor"]["max"].get<float>(), v.tensor_max);
+    EXPECT_EQ(j["tensor"]["step"].get<float>(), v.tensor_step);
+    ASSERT_EQ(j["quantizers"].size(), v.quantizers.size());
+    for (std::size_t i = 0; i < v.quantizers.size(); ++i) {
+      const auto& jq = j["quantizers"][i];
+      const rptq::ClusterView::Quantizer& q = v.quantizers[i];
+      EXPECT_EQ(jq["cluster"], q.cluster);
+      EXPECT_EQ(jq["channels"], q.channels);
+      EXPECT_EQ(jq["min"].get<float>(), q.min);
+      EXPECT_EQ(jq["max"].get<float>(), q.max);
+      EXPECT_EQ(jq["step"].get<float>(), q.step);
+      EXPECT_EQ(jq["max_error"].get<double>(), q.max_error);
+      EXPECT_EQ(jq["rms_error"].get<double>(), q.rms_error);
+      EXPECT_EQ(jq["finer"].get<double>(), q.finer);
+    }
+  }
+  // R3 over query-head groups: the feature is the attention output's widest range over each group's query heads.
+  {
+    const CliRun r = rptq_cli({"clusters", stats_file(), "--layer", "2", "--tap", "R3", "--k", "3", "--json"});
+    ASSERT_EQ(r.code, 0) << r.err;
+    const auto j = nlohmann::json::parse(r.out);
+    EXPECT_EQ(j["activation"], "attn_output");
+    EXPECT_EQ(j["quantizer_ranges"], "feature");
+    const auto& ao = st.tap(2, rptq::Tap::AttnOutput);
+    EXPECT_EQ(j["max"][0].get<float>(), std::max(ao.max[0], ao.max[static_cast<std::size_t>(st.head_dim)]));
+    EXPECT_EQ(j["attn_output_max"].size(), ao.max.size());
+  }
+  // The text shows the same quantizers, and bad quantizer settings are usage errors.
+  const CliRun text = rptq_cli({"clusters", stats_file(), "--layer", "1", "--tap", "R1", "--k", "6"});
+  ASSERT_EQ(text.code, 0) << text.err;
+  const rptq::ClusterView v = rptq::cluster_view(st, 1, 1, 6, st.settings.stat, 4, rptq::QuantGrid::Exact, 0);
+  EXPECT_NE(text.out.find("4-bit quantizers (exact grid, ema ranges)"), std::string::npos) << text.out;
+  EXPECT_NE(text.out.find("max error"), std::string::npos) << text.out;
+  char row[128];
+  const rptq::ClusterView::Quantizer& q = v.quantizers.back();
+  std::snprintf(row, sizeof row, "%8d %8lld %14.6g %14.6g %12.4g %12.4g %12.4g %8.3g\n", q.cluster,
+                (long long)q.channels, q.min, q.max, q.step, q.max_error, q.rms_error, q.finer);
+  EXPECT_NE(text.out.find(row), std::string::npos) << row << " not in\n" << text.out;
+  EXPECT_EQ(rptq_cli({"clusters", stats_file(), "--layer", "1", "--tap", "R1", "--k", "6", "--bits", "9"}).code, 2);
+  EXPECT_EQ(rptq_cli({"clusters", stats_file(), "--layer", "1", "--tap", "R1", "--k", "6", "--grid", "x"}).code, 2);
 }
 
 TEST(CliRptq, EvalWithStatsAndCompare) {
