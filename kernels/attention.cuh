@@ -1,7 +1,7 @@
 #pragma once
 // Causal multi-head attention with grouped-query heads on the GPU: the CUDA twin of rptq::ops::attention, float32,
-// on device pointers, with the same AttentionShape (re-declared here as AttentionShape of rptq::cuda so that the
-// kernels need no core header; the fields and their meaning are the same):
+// on device pointers, with the CPU's AttentionShape (rptq/model/attention_shape.h, a plain header with no other
+// include; rptq::cuda::AttentionShape names the same type):
 //   q:    [batch * tq, heads * head_dim]; row b * tq + i is query i of sequence b, at absolute position past + i.
 //   k, v: per sequence b, rows [0, past + tq) at k + b * kv_batch_stride with row stride kv_ld (kv_heads * head_dim
 //         wide: head h reads kv head h / (heads / kv_heads)).
@@ -17,16 +17,11 @@
 #include <cstdint>
 
 #include "host_device.cuh"
+#include "rptq/model/attention_shape.h"
 
 namespace rptq::cuda {
 
-struct AttentionShape {
-  std::int64_t batch = 1, tq = 0, past = 0, heads = 0, kv_heads = 0, head_dim = 0;
-  std::int64_t kv_batch_stride = 0, kv_ld = 0;
-  std::int64_t window = 0;
-  float scale = 1.0f;
-  bool quantize_probs = false;
-};
+using rptq::AttentionShape;
 
 constexpr std::int64_t kAttentionMaxHeadDim = 256;
 

@@ -13,10 +13,13 @@ mkdir -p "$out/obj" "$out/bin"
 pids=""
 python3 "$here/patch.py" "$repo/kernels" "$out"
 FLAGS="-std=c++17 -O2 -g -fno-omit-frame-pointer -Wno-attributes -Wno-unknown-pragmas -isystem $cuda_include"
+# The newest header a kernel may include (patch.py rewrites a copy only when it changed): a changed header rebuilds
+# every kernel, as a header dependency would.
+newest_header=$(ls -t "$out"/src/*.cuh "$repo/core/include/rptq/model/attention_shape.h" "$here/emu_cuda.h" | head -1)
 for f in "$out"/src/*.cpp; do
   o="$out/obj/$(basename "$f" .cpp).o"
-  if [ ! -f "$o" ] || [ "$f" -nt "$o" ] || [ "$here/emu_cuda.h" -nt "$o" ]; then
-    g++ $FLAGS -include "$here/emu_cuda.h" -I"$out/src" -c "$f" -o "$o" &
+  if [ ! -f "$o" ] || [ "$f" -nt "$o" ] || [ "$newest_header" -nt "$o" ]; then
+    g++ $FLAGS -include "$here/emu_cuda.h" -I"$out/src" -I"$repo/core/include" -c "$f" -o "$o" &
     pids="$pids $!"
   fi
 done

@@ -46,6 +46,8 @@ const char* gpu_layer_placement_name(GpuLayerPlacement p) {
 #include "packed_gemm.cuh"
 #include "rotary.cuh"
 #include "rptq/device.h"
+#include "cuda/device_kv_cache.h"
+#include "model/decoder_layer.h"
 #include "rptq/method/weight_quant.h"
 #include "softmax.cuh"
 
@@ -222,20 +224,11 @@ struct GpuRunner::Impl {
   GpuTapObserver observer;
   Tensor observed_before, observed_after;
 
-  // Generation: the KV cache of one sequence (start_cache). While `cached` is set, attention_block appends each
-  // layer's K / V at position `past` and attends over the cache.
-  struct KvCacheDev {
-    std::int64_t capacity = 0, length = 0;
-    std::shared_ptr<const KvQuantization> quant;       // null: float32
-    std::vector<cuda::DeviceBuffer<float>> k, v;        // float32: per layer [capacity, kv_dim]
-    std::vector<cuda::DeviceBuffer<std::uint8_t>> kc, vc;  // packed: per layer [capacity, row bytes]
-    std::vector<cuda::KvChannelQuant> kq, vq;           // packed: per layer, expanded per channel
-    cuda::DeviceBuffer<float> k_scratch, v_scratch;     // packed: the cache read back, [capacity, kv_dim]
-    std::size_t bytes = 0;       // the cache's allocations (codes and parameters when packed)
-    std::size_t fp16_bytes = 0;  // the same cache in FP16
-  } kv;
+  // Generation: the KV cache of one sequence (start_cache). While `cached` is set, the decoder layer appends each
+  // layer's K / V to it and attends over the whole cache.
+  std::unique_ptr<DeviceKvCache> kv;
   bool cached = false;
-  std::int64_t past = 0;
+  const float* tapped_q = nullptr;  // the Q tap's activation, for the attention score ranges at the K tap
 
   // Quantization's layer-by-layer passes (GpuLayerPasses): every calibration window's hidden state in H, the input
   // of layer lw_next; while hessian_layer >= 0 the taps of its linears' inputs add to the Hessians (per Tap).
@@ -276,91 +269,38 @@ struct GpuRunner::Impl {
   void free_cache() {
     note_free(mem.kv_cache_bytes);
     mem.kv_cache_bytes = 0;
-    kv = KvCacheDev();
+    kv.reset();
   }
 
-  // An empty cache of `capacity` tokens: per layer K and V as float32, or as the packed codes of kv_quant (with
-  // each side's per-channel parameters and one float32 scratch pair all layers share).
+  // An empty cache of `capacity` tokens (DeviceKvCache): per layer K and V as float32, or as the packed codes of
+  // kv_quant.
   void start_cache(std::int64_t capacity, std::shared_ptr<const KvQuantization> quant) {
     if (capacity < 1) throw InputError("a KV cache needs room for at least one token");
     RPTQ_CUDA_CHECK(cudaStreamSynchronize(compute));  // the old cache may still be read
-    free_cache();
-    try {
-      make_cache(capacity, std::move(quant));
-    } catch (...) {
-      free_cache();  // no half-made cache: step() refuses to run without one
-      throw;
-    }
-  }
-  void make_cache(std::int64_t capacity, std::shared_ptr<const KvQuantization> quant) {
-    const std::int64_t kvd = cfg.kv_dim();
-    const auto L = static_cast<std::size_t>(cfg.layers);
-    kv.capacity = capacity;
-    kv.fp16_bytes = 2 * L * static_cast<std::size_t>(capacity * kvd) * 2;
-    std::size_t total = 0;
-    auto track = [&](std::size_t b) {
-      total += b;
-      note_alloc(b);
-      mem.kv_cache_bytes += b;
-    };
-    if (quant) {
-      if (quant->k.size() != L || quant->v.size() != L)
-        throw InputError("the KV-cache quantization has " + std::to_string(quant->k.size()) + " layers; the model " +
-                         std::to_string(cfg.layers));
-      kv.quant = quant;
-      for (std::size_t l = 0; l < L; ++l) {
-        for (int side = 0; side < 2; ++side) {
-          const KvSideQuantization& q = side == 0 ? quant->k[l] : quant->v[l];
-          cuda::KvChannelQuant dq;
-          try {
-            dq = cuda::upload_kv_side(q.bits, q.boundaries, q.scale, q.zero_point, kvd);
-          } catch (const std::invalid_argument& e) {
-            throw InputError("layer " + std::to_string(l) + (side == 0 ? " K" : " V") + " cache quantizer: " +
-                             e.what());
-          }
-          track(dq.scale.bytes() + dq.inv_scale.bytes() + dq.zero.bytes());
-          const auto row = static_cast<std::size_t>(cuda::bitpack_bytes(kvd, q.bits));
-          cuda::DeviceBuffer<std::uint8_t> codes(static_cast<std::size_t>(capacity) * row);
-          track(codes.bytes());
-          (side == 0 ? kv.kc : kv.vc).push_back(std::move(codes));
-          (side == 0 ? kv.kq : kv.vq).push_back(std::move(dq));
-        }
-      }
-      kv.bytes = total;
-      kv.k_scratch = cuda::DeviceBuffer<float>(static_cast<std::size_t>(capacity * kvd));
-      kv.v_scratch = cuda::DeviceBuffer<float>(static_cast<std::size_t>(capacity * kvd));
-      track(kv.k_scratch.bytes() + kv.v_scratch.bytes());
-    } else {
-      for (std::size_t l = 0; l < L; ++l) {
-        kv.k.emplace_back(static_cast<std::size_t>(capacity * kvd));
-        kv.v.emplace_back(static_cast<std::size_t>(capacity * kvd));
-        track(kv.k.back().bytes() + kv.v.back().bytes());
-      }
-      kv.bytes = total;
-    }
+    free_cache();  // no half-made cache: step() refuses to run without one
+    kv = std::make_unique<DeviceKvCache>(cfg, capacity, std::move(quant), compute);
+    note_alloc(kv->allocated());
+    mem.kv_cache_bytes = kv->allocated();
   }
 
   // Runs `tokens` after the cached ones, appends their K / V, and leaves the last token's logits in Logits.
   const float* step(std::span<const std::int32_t> tokens) {
-    if (kv.capacity == 0) throw std::logic_error("GpuRunner::step before start_cache");
+    if (!kv) throw std::logic_error("GpuRunner::step before start_cache");
     const auto seq = static_cast<std::int64_t>(tokens.size());
     if (seq < 1) throw InputError("a decoding step needs at least one token");
-    if (kv.length + seq > kv.capacity)
-      throw InputError("KV cache holds 1 x " + std::to_string(kv.capacity) + " tokens; 1 x " +
-                       std::to_string(kv.length + seq) + " needed");
-    float* h = embed(tokens, 1, seq, kv.length);
+    if (kv->length() + seq > kv->capacity())
+      throw InputError("KV cache holds 1 x " + std::to_string(kv->capacity()) + " tokens; 1 x " +
+                       std::to_string(kv->length() + seq) + " needed");
+    float* h = embed(tokens, 1, seq, kv->length());
     cached = true;
-    past = kv.length;
     try {
       run_layers(h, 1, seq, 1);
     } catch (...) {
       cached = false;
-      past = 0;
       throw;
     }
     cached = false;
-    past = 0;
-    kv.length += seq;
+    kv->advance(seq);
     return head(h + (seq - 1) * cfg.hidden, 1);
   }
 
@@ -785,7 +725,7 @@ struct GpuRunner::Impl {
   }
 
   // The device hook: the tap's quantizer, then (calibrating) its ranges per window. x is [nseq * seq, cols].
-  void tap(int layer, Tap t, float* x, std::int64_t nseq, std::int64_t seq, std::int64_t cols) {
+  void device_hook(int layer, Tap t, float* x, std::int64_t nseq, std::int64_t seq, std::int64_t cols) {
     const std::int64_t rows = nseq * seq;
     if (observer) copy_to_host(x, rows, cols, observed_before);
     if (!tapq.empty() && layer < static_cast<int>(tapq.size())) {
@@ -1067,125 +1007,64 @@ struct GpuRunner::Impl {
                                   sample0 + b == 0, compute);
   }
 
-  // One decoder layer over nseq windows of seq tokens: h [nseq * seq, hidden] in place (model.cpp's layer_forward).
+  // -------------------------------------------------------------------------------------------------------------
+  // The decoder layer's op set (model/decoder_layer.h): the kernels on the compute stream, the device hook, and the
+  // device KV cache while generating.
+
+  float* buffer(layer::LayerBuffer id, std::size_t n) {
+    switch (id) {
+      case layer::LayerBuffer::X: return buf<float>(X, n);
+      case layer::LayerBuffer::Q: return buf<float>(Q, n);
+      case layer::LayerBuffer::K: return buf<float>(K, n);
+      case layer::LayerBuffer::V: return buf<float>(V, n);
+      case layer::LayerBuffer::Attn: return buf<float>(Attn, n);
+      case layer::LayerBuffer::Hidden: return buf<float>(Hid, n);
+      case layer::LayerBuffer::Up: return buf<float>(Up, n);
+    }
+    throw std::logic_error("unknown layer buffer");
+  }
+  void linear(const DevLinear& w, const float* x, std::int64_t ldx, std::int64_t rows, float* y, bool accumulate,
+              bool bias) {
+    run_linear(w, x, ldx, rows, bias ? w.bias : nullptr, y, accumulate);
+  }
+  void copy(float* dst, const float* src, std::size_t n) {
+    RPTQ_CUDA_CHECK(cudaMemcpyAsync(dst, src, n * sizeof(float), cudaMemcpyDeviceToDevice, compute));
+  }
+  void scale(float* x, std::size_t n, float s) { cuda::scale(x, static_cast<std::int64_t>(n), s, compute); }
+  // Every chunk of a pass starts at the same position (0, or the cache's length when generating): the prefix of
+  // Pos filled by embed() serves each chunk.
+  void rotary(float* x, std::int64_t rows, std::int64_t heads, std::int64_t group, const DevLayer& w,
+              const layer::LayerPass&) {
+    const std::int64_t* pos = buf<std::int64_t>(Pos, static_cast<std::size_t>(rows));
+    cuda::rotary(x, rows, heads, cfg.head_dim, pos, cfg.rope_theta, w.rope_index, group, compute);
+  }
+  void bias_activation(layer::Activation a, float* x, std::int64_t rows, std::int64_t cols, const DevLinear& w) {
+    switch (a) {
+      case layer::Activation::Relu: return cuda::bias_relu(x, rows, cols, w.bias, compute);
+      case layer::Activation::GeluTanh: return cuda::bias_gelu_tanh(x, rows, cols, w.bias, compute);
+      case layer::Activation::Gelu: return cuda::bias_gelu(x, rows, cols, w.bias, compute);
+    }
+  }
+  void silu_mul(float* gate, const float* up, std::int64_t rows, std::int64_t cols) {
+    cuda::silu_mul(gate, up, rows, cols, compute);
+  }
+  void attention(const float* q, const float* k, const float* v, float* out, const AttentionShape& s) {
+    cuda::attention(q, k, v, out, s, compute);
+  }
+  void tap(int l, Tap t, float* x, std::int64_t cols, const layer::LayerPass& p) {
+    device_hook(l, t, x, p.nseq, p.seq, cols);
+    if (t == Tap::Q) tapped_q = x;
+    if (t == Tap::K && recording) record_scores(tapped_q, x, p.nseq, p.seq);
+  }
+  KvStore* cache() { return cached ? kv.get() : nullptr; }
+
+  // One decoder layer over nseq windows of seq tokens: h [nseq * seq, hidden] in place.
   void layer_forward(int l, const DevLayer& w, float* h, std::int64_t nseq, std::int64_t seq) {
-    const std::int64_t rows = nseq * seq, d = cfg.hidden;
-    float* x = buf<float>(X, static_cast<std::size_t>(rows * d));
-    if (cfg.pre_layer_norm) {
-      norm(w.attn_norm, h, x, rows);
-      tap(l, Tap::AttnInput, x, nseq, seq, d);
-      attention_block(l, w, x, h, nseq, seq);
-      norm(w.ffn_norm, h, x, rows);
-      tap(l, Tap::FfnInput, x, nseq, seq, d);
-      ffn_block(l, w, x, h, nseq, seq);
-    } else {
-      const std::size_t bytes = static_cast<std::size_t>(rows * d) * 4;
-      RPTQ_CUDA_CHECK(cudaMemcpyAsync(x, h, bytes, cudaMemcpyDeviceToDevice, compute));
-      tap(l, Tap::AttnInput, x, nseq, seq, d);
-      attention_block(l, w, x, h, nseq, seq);
-      norm(w.attn_norm, h, x, rows);
-      RPTQ_CUDA_CHECK(cudaMemcpyAsync(h, x, bytes, cudaMemcpyDeviceToDevice, compute));
-      tap(l, Tap::FfnInput, x, nseq, seq, d);
-      ffn_block(l, w, x, h, nseq, seq);
-      norm(w.ffn_norm, h, x, rows);
-      RPTQ_CUDA_CHECK(cudaMemcpyAsync(h, x, bytes, cudaMemcpyDeviceToDevice, compute));
-    }
-  }
-
-  void attention_block(int l, const DevLayer& w, const float* x, float* out, std::int64_t nseq, std::int64_t seq) {
-    const std::int64_t rows = nseq * seq, d = cfg.hidden, qd = cfg.q_dim(), kvd = cfg.kv_dim();
-    float* q = buf<float>(Q, static_cast<std::size_t>(rows * qd));
-    float* k = buf<float>(K, static_cast<std::size_t>(rows * kvd));
-    float* v = buf<float>(V, static_cast<std::size_t>(rows * kvd));
-    run_linear(w.q, x, d, rows, w.q.bias, q, false);
-    run_linear(w.k, x, d, rows, w.k.bias, k, false);
-    run_linear(w.v, x, d, rows, w.v.bias, v, false);
-    float scale = 1.0f / std::sqrt(static_cast<float>(cfg.head_dim));
-    if (cfg.arch == Architecture::OPT) {
-      cuda::scale(q, rows * qd, scale, compute);  // HF's OPT scales q (bias included); the Q tap sees it scaled
-      scale = 1.0f;
-    } else {
-      // Every window chunk starts at the same position (0, or the cache's length when generating): the prefix of
-      // Pos filled by embed() serves each chunk.
-      const std::int64_t* pos = buf<std::int64_t>(Pos, static_cast<std::size_t>(rows));
-      cuda::rotary(q, rows, cfg.heads, cfg.head_dim, pos, cfg.rope_theta, w.rope_index, cfg.heads / cfg.kv_heads,
-                   compute);
-      cuda::rotary(k, rows, cfg.kv_heads, cfg.head_dim, pos, cfg.rope_theta, w.rope_index, 1, compute);
-    }
-    tap(l, Tap::Q, q, nseq, seq, qd);
-    tap(l, Tap::K, k, nseq, seq, kvd);
-    if (recording) record_scores(q, k, nseq, seq);
-    tap(l, Tap::V, v, nseq, seq, kvd);
-
-    cuda::AttentionShape s;
-    s.batch = nseq;
-    s.tq = seq;
-    s.past = 0;
-    s.heads = cfg.heads;
-    s.kv_heads = cfg.kv_heads;
-    s.head_dim = cfg.head_dim;
-    s.kv_batch_stride = seq * kvd;
-    s.kv_ld = kvd;
-    s.window = cfg.sliding_window;
-    s.scale = scale;
-    s.quantize_probs = w.quantize_softmax;
-    const float* keys = k;
-    const float* values = v;
-    if (cached) attend_cache(l, k, v, seq, s, keys, values);
-    float* attn = buf<float>(Attn, static_cast<std::size_t>(rows * qd));
-    cuda::attention(q, keys, values, attn, s, compute);
-    tap(l, Tap::AttnOutput, attn, nseq, seq, qd);
-    run_linear(w.o, attn, qd, rows, w.o.bias, out, /*accumulate=*/true);
-  }
-
-  // Generation (one sequence): appends the seq new rows of K and V to layer l's cache at position `past` and points
-  // the attention at the whole cache, as Model::attention_block does with a KvCache: the float32 cache directly;
-  // the packed one through its codes, read back into the scratch pair (positions 0 .. past + seq - 1).
-  void attend_cache(int l, const float* k, const float* v, std::int64_t seq, cuda::AttentionShape& s,
-                    const float*& keys, const float*& values) {
-    const std::int64_t kvd = cfg.kv_dim(), len = past + seq;
-    const auto li = static_cast<std::size_t>(l);
-    s.past = past;
-    if (kv.quant) {
-      cuda::kv_pack(k, 1, seq, kvd, kv.kq[li], kv.kc[li].data(), kv.capacity, past, compute);
-      cuda::kv_pack(v, 1, seq, kvd, kv.vq[li], kv.vc[li].data(), kv.capacity, past, compute);
-      cuda::kv_unpack(kv.kc[li].data(), 1, len, kv.kq[li], kv.capacity, kv.k_scratch.data(), compute);
-      cuda::kv_unpack(kv.vc[li].data(), 1, len, kv.vq[li], kv.capacity, kv.v_scratch.data(), compute);
-      keys = kv.k_scratch.data();
-      values = kv.v_scratch.data();
-      s.kv_batch_stride = len * kvd;
-    } else {
-      const std::size_t bytes = static_cast<std::size_t>(seq * kvd) * 4;
-      RPTQ_CUDA_CHECK(cudaMemcpyAsync(kv.k[li].data() + past * kvd, k, bytes, cudaMemcpyDeviceToDevice, compute));
-      RPTQ_CUDA_CHECK(cudaMemcpyAsync(kv.v[li].data() + past * kvd, v, bytes, cudaMemcpyDeviceToDevice, compute));
-      keys = kv.k[li].data();
-      values = kv.v[li].data();
-      s.kv_batch_stride = kv.capacity * kvd;
-    }
-  }
-
-  void ffn_block(int l, const DevLayer& w, const float* x, float* out, std::int64_t nseq, std::int64_t seq) {
-    const std::int64_t rows = nseq * seq, d = cfg.hidden, f = cfg.intermediate;
-    float* hid = buf<float>(Hid, static_cast<std::size_t>(rows * f));
-    const DevLinear* down;
-    if (cfg.arch == Architecture::OPT) {
-      run_linear(w.fc1, x, d, rows, nullptr, hid, false);
-      if (cfg.activation == "relu")
-        cuda::bias_relu(hid, rows, f, w.fc1.bias, compute);
-      else if (cfg.activation == "gelu_new")
-        cuda::bias_gelu_tanh(hid, rows, f, w.fc1.bias, compute);
-      else
-        cuda::bias_gelu(hid, rows, f, w.fc1.bias, compute);
-      down = &w.fc2;
-    } else {
-      float* up = buf<float>(Up, static_cast<std::size_t>(rows * f));
-      run_linear(w.gate, x, d, rows, w.gate.bias, hid, false);
-      run_linear(w.up, x, d, rows, w.up.bias, up, false);
-      cuda::silu_mul(hid, up, rows, f, compute);
-      down = &w.down;
-    }
-    tap(l, Tap::FfnHidden, hid, nseq, seq, f);
-    run_linear(*down, hid, f, rows, down->bias, out, /*accumulate=*/true);
+    layer::LayerPass p;
+    p.nseq = nseq;
+    p.seq = seq;
+    p.past = cached ? kv->length() : 0;
+    layer::layer_forward(*this, cfg, l, w, h, p);
   }
 
   // Embeds nseq sequences of seq tokens, continuing `past` cached ones, into H [nseq * seq, hidden] (Model::embed).
@@ -1360,7 +1239,7 @@ Tensor GpuRunner::step(std::span<const std::int32_t> tokens) {
   return out;
 }
 
-std::int64_t GpuRunner::cache_length() const { return impl_->kv.length; }
+std::int64_t GpuRunner::cache_length() const { return impl_->kv ? impl_->kv->length() : 0; }
 
 GenerateResult GpuRunner::generate(std::span<const std::int32_t> prompt, const GenerateOptions& opts,
                                    const std::function<bool(std::int32_t)>& on_token) {
@@ -1368,8 +1247,8 @@ GenerateResult GpuRunner::generate(std::span<const std::int32_t> prompt, const G
   const std::int64_t capacity = generation_capacity(m.model, prompt, opts);
   start_cache(capacity, opts.kv_quant);
   GenerateResult res;
-  res.kv_cache_bytes = m.kv.bytes;
-  res.kv_cache_fp16_bytes = m.kv.fp16_bytes;
+  res.kv_cache_bytes = m.kv->bytes();
+  res.kv_cache_fp16_bytes = m.kv->fp16_bytes();
   Tensor logits;
   generation_loop(res, prompt, opts, m.cfg.vocab, capacity,
                   [&](std::span<const std::int32_t> tokens) {

@@ -1,4 +1,5 @@
 #include <cmath>
+#include <cstring>
 
 #include "rptq/base/bitpack.h"
 #include "rptq/base/error.h"
@@ -48,10 +49,25 @@ void pack_row(const KvChannelParams& q, const float* x, std::int64_t n, std::uin
 
 }  // namespace
 
+KvStore::KvStore(std::int64_t layers, std::int64_t batch, std::int64_t capacity, std::int64_t kv_dim)
+    : layers_(layers), batch_(batch), capacity_(capacity), kv_dim_(kv_dim) {
+  if (batch <= 0 || capacity <= 0) throw InputError("KV cache needs a positive batch and capacity");
+}
+
+void KvStore::check_room(std::int64_t seq) const {
+  if (seq < 0 || length_ + seq > capacity_)
+    throw InputError("KV cache holds " + std::to_string(batch_) + " x " + std::to_string(capacity_) + " tokens; " +
+                     std::to_string(batch_) + " x " + std::to_string(length_ + seq) + " needed");
+}
+
+void KvStore::advance(std::int64_t seq) {
+  check_room(seq);
+  length_ += seq;
+}
+
 KvCache::KvCache(const ModelConfig& cfg, std::int64_t batch, std::int64_t capacity,
                  std::shared_ptr<const KvQuantization> quant)
-    : batch_(batch), capacity_(capacity), kv_dim_(cfg.kv_dim()), quant_(std::move(quant)) {
-  if (batch <= 0 || capacity <= 0) throw InputError("KV cache needs a positive batch and capacity");
+    : KvStore(cfg.layers, batch, capacity, cfg.kv_dim()), quant_(std::move(quant)) {
   if (!quant_) {
     for (std::int64_t l = 0; l < cfg.layers; ++l) {
       k_.push_back(Tensor::uninitialized({batch, capacity, kv_dim_}));
@@ -93,9 +109,24 @@ std::size_t KvCache::bytes() const {
   return n;
 }
 
-std::size_t KvCache::fp16_bytes() const {
-  const std::size_t layers = quant_ ? kq_.size() : k_.size();
-  return 2 * layers * static_cast<std::size_t>(batch_ * capacity_ * kv_dim_) * 2;
+KvView KvCache::append(int layer, const float* k, const float* v, std::int64_t seq) {
+  check_room(seq);
+  const std::int64_t past = length_, len = past + seq;
+  if (quant_) {
+    store(layer, k, v, seq, past);
+    k_read_.resize(static_cast<std::size_t>(batch_ * len * kv_dim_));
+    v_read_.resize(k_read_.size());
+    load(layer, len, k_read_.data(), v_read_.data());
+    return {k_read_.data(), v_read_.data(), len * kv_dim_};
+  }
+  float* ck = keys(layer);
+  float* cv = values(layer);
+  const auto bytes = static_cast<std::size_t>(seq * kv_dim_) * sizeof(float);
+  for (std::int64_t b = 0; b < batch_; ++b) {
+    std::memcpy(ck + (b * capacity_ + past) * kv_dim_, k + b * seq * kv_dim_, bytes);
+    std::memcpy(cv + (b * capacity_ + past) * kv_dim_, v + b * seq * kv_dim_, bytes);
+  }
+  return {ck, cv, capacity_ * kv_dim_};
 }
 
 void KvCache::store(int layer, const float* k, const float* v, std::int64_t seq, std::int64_t past) {

@@ -11,6 +11,7 @@
 #include "rptq/base/error.h"
 #include "rptq/model/ops.h"
 #include "rptq/method/weight_quant.h"
+#include "model/decoder_layer.h"
 
 namespace rptq {
 
@@ -29,7 +30,6 @@ int num_threads() { return omp_get_max_threads(); }
 
 struct Model::Scratch {
   Tensor x, q, k, v, attn, hidden, up;
-  Tensor kc, vc;             // a packed KV cache's layer, dequantized
   std::vector<float> wtile;  // a tile of a packed linear's weight, dequantized
 };
 
@@ -52,11 +52,6 @@ class ScratchLease {
 };
 
 namespace {
-
-Tensor& sized(Tensor& t, std::int64_t rows, std::int64_t cols) {
-  t.resize({rows, cols});
-  return t;
-}
 
 // y[rows, out] = x[rows, in] * W^T (+ bias) (+ y when accumulate) for a float or a packed weight.
 void run_linear(const LinearWeights& l, const float* x, std::int64_t ldx, std::int64_t rows, const float* bias,
@@ -305,143 +300,89 @@ void Model::norm(const NormWeights& n, const float* x, float* y, std::int64_t ro
     ops::rms_norm(x, y, rows, cols, gamma, cfg_.norm_eps, gather);
 }
 
-void Model::attention_block(int layer, const float* x, float* out, std::int64_t batch, std::int64_t seq,
-                            std::int64_t past, KvCache* cache, ActivationHook* hook, Scratch& ws) const {
-  const DecoderLayerWeights& w = layers_[static_cast<std::size_t>(layer)];
-  const std::int64_t rows = batch * seq, d = cfg_.hidden, qd = cfg_.q_dim(), kvd = cfg_.kv_dim();
-  Tensor& q = sized(ws.q, rows, qd);
-  Tensor& k = sized(ws.k, rows, kvd);
-  Tensor& v = sized(ws.v, rows, kvd);
-  run_linear(w.q, x, d, rows, w.q.bias_data(), q.data(), false, ws.wtile);
-  run_linear(w.k, x, d, rows, w.k.bias_data(), k.data(), false, ws.wtile);
-  run_linear(w.v, x, d, rows, w.v.bias_data(), v.data(), false, ws.wtile);
+// The CPU's op set of the decoder layer (decoder_layer.h): ops_cpu.cpp's operators, the per-thread scratch, the
+// ActivationHook and the host KvCache.
+class Model::CpuLayerOps {
+ public:
+  CpuLayerOps(const Model& m, Scratch& ws, ActivationHook* hook, KvCache* cache)
+      : m_(m), ws_(ws), hook_(hook), cache_(cache) {}
 
-  float scale = 1.0f / std::sqrt(static_cast<float>(cfg_.head_dim));
-  if (cfg_.arch == Architecture::OPT) {
-    // Hugging Face's OPT scales q (bias included) before QK^T; the Q tap sees that scaled q.
-    float* qp = q.data();
-    const std::int64_t nq = q.numel();
-#pragma omp parallel for schedule(static) if (nq > (1 << 14))
-    for (std::int64_t i = 0; i < nq; ++i) qp[i] *= scale;
-    scale = 1.0f;
-  } else {
-    std::vector<std::int64_t> pos(static_cast<std::size_t>(rows));
-    for (std::int64_t r = 0; r < rows; ++r) pos[r] = past + r % seq;
-    const std::int32_t* fi = w.rope_index.empty() ? nullptr : w.rope_index.data();
-    ops::rotary(q.data(), rows, cfg_.heads, cfg_.head_dim, pos.data(), cfg_.rope_theta, fi,
-                cfg_.heads / cfg_.kv_heads);
-    ops::rotary(k.data(), rows, cfg_.kv_heads, cfg_.head_dim, pos.data(), cfg_.rope_theta, fi, 1);
-  }
-  if (hook) {
-    hook->on_activation(layer, Tap::Q, {q.data(), rows, qd, qd, seq, past});
-    hook->on_activation(layer, Tap::K, {k.data(), rows, kvd, kvd, seq, past});
-    hook->on_activation(layer, Tap::V, {v.data(), rows, kvd, kvd, seq, past});
-  }
-
-  ops::AttentionShape s;
-  s.batch = batch;
-  s.tq = seq;
-  s.past = past;
-  s.heads = cfg_.heads;
-  s.kv_heads = cfg_.kv_heads;
-  s.head_dim = cfg_.head_dim;
-  s.window = cfg_.sliding_window;
-  s.scale = scale;
-  s.quantize_probs = w.quantize_softmax;
-  const float* kp = k.data();
-  const float* vp = v.data();
-  if (cache && cache->packed()) {
-    cache->store(layer, k.data(), v.data(), seq, past);
-    Tensor& kc = sized(ws.kc, batch * (past + seq), kvd);
-    Tensor& vc = sized(ws.vc, batch * (past + seq), kvd);
-    cache->load(layer, past + seq, kc.data(), vc.data());
-    kp = kc.data();
-    vp = vc.data();
-    s.kv_batch_stride = (past + seq) * kvd;
-  } else if (cache) {
-    float* ck = cache->keys(layer);
-    float* cv = cache->values(layer);
-    const std::int64_t cap = cache->capacity();
-    for (std::int64_t b = 0; b < batch; ++b) {
-      std::memcpy(ck + (b * cap + past) * kvd, k.data() + b * seq * kvd, static_cast<std::size_t>(seq * kvd) * 4);
-      std::memcpy(cv + (b * cap + past) * kvd, v.data() + b * seq * kvd, static_cast<std::size_t>(seq * kvd) * 4);
+  float* buffer(layer::LayerBuffer id, std::size_t n) {
+    Tensor* t = nullptr;
+    switch (id) {
+      case layer::LayerBuffer::X: t = &ws_.x; break;
+      case layer::LayerBuffer::Q: t = &ws_.q; break;
+      case layer::LayerBuffer::K: t = &ws_.k; break;
+      case layer::LayerBuffer::V: t = &ws_.v; break;
+      case layer::LayerBuffer::Attn: t = &ws_.attn; break;
+      case layer::LayerBuffer::Hidden: t = &ws_.hidden; break;
+      case layer::LayerBuffer::Up: t = &ws_.up; break;
     }
-    kp = ck;
-    vp = cv;
-    s.kv_batch_stride = cap * kvd;
-  } else {
-    s.kv_batch_stride = seq * kvd;
+    t->resize({static_cast<std::int64_t>(n)});
+    return t->data();
   }
-  s.kv_ld = kvd;
-  Tensor& attn = sized(ws.attn, rows, qd);
-  ops::attention(q.data(), kp, vp, attn.data(), s);
-  if (hook) hook->on_activation(layer, Tap::AttnOutput, {attn.data(), rows, qd, qd, seq, past});
-  run_linear(w.o, attn.data(), qd, rows, w.o.bias_data(), out, /*accumulate=*/true, ws.wtile);
-}
+  void linear(const LinearWeights& w, const float* x, std::int64_t ldx, std::int64_t rows, float* y, bool accumulate,
+              bool bias) {
+    run_linear(w, x, ldx, rows, bias ? w.bias_data() : nullptr, y, accumulate, ws_.wtile);
+  }
+  void norm(const NormWeights& n, const float* x, float* y, std::int64_t rows) {
+    m_.norm(n, x, y, rows, m_.cfg_.hidden);
+  }
+  void copy(float* dst, const float* src, std::size_t n) { std::memcpy(dst, src, n * sizeof(float)); }
+  void scale(float* x, std::size_t n, float s) {
+    const auto count = static_cast<std::int64_t>(n);
+#pragma omp parallel for schedule(static) if (count > (1 << 14))
+    for (std::int64_t i = 0; i < count; ++i) x[i] *= s;
+  }
+  void rotary(float* x, std::int64_t rows, std::int64_t heads, std::int64_t group, const DecoderLayerWeights& w,
+              const layer::LayerPass& p) {
+    pos_.resize(static_cast<std::size_t>(rows));
+    for (std::int64_t r = 0; r < rows; ++r) pos_[static_cast<std::size_t>(r)] = p.past + r % p.seq;
+    const ModelConfig& cfg = m_.cfg_;
+    ops::rotary(x, rows, heads, cfg.head_dim, pos_.data(), cfg.rope_theta,
+                w.rope_index.empty() ? nullptr : w.rope_index.data(), group);
+  }
+  void bias_activation(layer::Activation a, float* x, std::int64_t rows, std::int64_t cols, const LinearWeights& w) {
+    switch (a) {
+      case layer::Activation::Relu: return ops::bias_relu(x, rows, cols, w.bias_data());
+      case layer::Activation::GeluTanh: return ops::bias_gelu_tanh(x, rows, cols, w.bias_data());
+      case layer::Activation::Gelu: return ops::bias_gelu(x, rows, cols, w.bias_data());
+    }
+  }
+  void silu_mul(float* gate, const float* up, std::int64_t rows, std::int64_t cols) {
+    ops::silu_mul(gate, up, rows, cols);
+  }
+  void attention(const float* q, const float* k, const float* v, float* out, const AttentionShape& s) {
+    ops::attention(q, k, v, out, s);
+  }
+  void tap(int layer, Tap t, float* x, std::int64_t cols, const layer::LayerPass& p) {
+    if (hook_) hook_->on_activation(layer, t, {x, p.rows(), cols, cols, p.seq, p.past});
+  }
+  KvStore* cache() { return cache_; }
 
-void Model::ffn_block(int layer, const float* x, float* out, std::int64_t rows, std::int64_t seq,
-                      std::int64_t past, ActivationHook* hook, Scratch& ws, bool taps_only) const {
-  const DecoderLayerWeights& w = layers_[static_cast<std::size_t>(layer)];
-  const std::int64_t d = cfg_.hidden, f = cfg_.intermediate;
-  Tensor& hidden = sized(ws.hidden, rows, f);
-  const LinearWeights* down;
-  if (cfg_.arch == Architecture::OPT) {
-    run_linear(w.fc1, x, d, rows, nullptr, hidden.data(), false, ws.wtile);
-    if (cfg_.activation == "relu")
-      ops::bias_relu(hidden.data(), rows, f, w.fc1.bias_data());
-    else if (cfg_.activation == "gelu_new")
-      ops::bias_gelu_tanh(hidden.data(), rows, f, w.fc1.bias_data());
-    else
-      ops::bias_gelu(hidden.data(), rows, f, w.fc1.bias_data());
-    down = &w.fc2;
-  } else {
-    Tensor& up = sized(ws.up, rows, f);
-    run_linear(w.gate, x, d, rows, w.gate.bias_data(), hidden.data(), false, ws.wtile);
-    run_linear(w.up, x, d, rows, w.up.bias_data(), up.data(), false, ws.wtile);
-    ops::silu_mul(hidden.data(), up.data(), rows, f);
-    down = &w.down;
-  }
-  if (hook) hook->on_activation(layer, Tap::FfnHidden, {hidden.data(), rows, f, f, seq, past});
-  if (taps_only) return;
-  run_linear(*down, hidden.data(), f, rows, down->bias_data(), out, /*accumulate=*/true, ws.wtile);
-}
+ private:
+  const Model& m_;
+  Scratch& ws_;
+  ActivationHook* hook_;
+  KvCache* cache_;
+  std::vector<std::int64_t> pos_;
+};
 
 void Model::layer_forward(int layer, Tensor& h, std::int64_t batch, KvCache* cache, ActivationHook* hook,
                           bool taps_only) const {
   if (layer < 0 || layer >= static_cast<int>(layers_.size()))
     throw std::out_of_range("layer " + std::to_string(layer) + " out of range");
-  const std::int64_t rows = h.dim(0), d = cfg_.hidden;
-  const std::int64_t seq = rows / batch;
-  const std::int64_t past = cache ? cache->length() : 0;
-  if (cache && (cache->batch() != batch || past + seq > cache->capacity()))
+  const std::int64_t rows = h.dim(0);
+  layer::LayerPass p;
+  p.nseq = batch;
+  p.seq = rows / batch;
+  p.past = cache ? cache->length() : 0;
+  if (cache && (cache->batch() != batch || p.past + p.seq > cache->capacity()))
     throw InputError("KV cache holds " + std::to_string(cache->batch()) + " x " + std::to_string(cache->capacity()) +
-                     " tokens; " + std::to_string(batch) + " x " + std::to_string(past + seq) + " needed");
-  const DecoderLayerWeights& w = layers_[static_cast<std::size_t>(layer)];
+                     " tokens; " + std::to_string(batch) + " x " + std::to_string(p.past + p.seq) + " needed");
   ScratchLease lease;
-  Scratch& ws = lease.get();
-  Tensor& x = sized(ws.x, rows, d);
-
-  if (cfg_.pre_layer_norm) {
-    // x = norm(h); h += attn(x); x = norm(h); h += ffn(x). The residual stream h keeps the original order.
-    norm(w.attn_norm, h.data(), x.data(), rows, d);
-    if (hook) hook->on_activation(layer, Tap::AttnInput, {x.data(), rows, d, d, seq, past});
-    attention_block(layer, x.data(), h.data(), batch, seq, past, cache, hook, ws);
-    norm(w.ffn_norm, h.data(), x.data(), rows, d);
-    if (hook) hook->on_activation(layer, Tap::FfnInput, {x.data(), rows, d, d, seq, past});
-    ffn_block(layer, x.data(), h.data(), rows, seq, past, hook, ws, taps_only);
-  } else {
-    // Post-LN OPT (350m): h = LN(h + attn(h)); h = LN(h + ffn(h)).
-    std::memcpy(x.data(), h.data(), static_cast<std::size_t>(rows * d) * 4);
-    if (hook) hook->on_activation(layer, Tap::AttnInput, {x.data(), rows, d, d, seq, past});
-    attention_block(layer, x.data(), h.data(), batch, seq, past, cache, hook, ws);
-    norm(w.attn_norm, h.data(), x.data(), rows, d);
-    std::memcpy(h.data(), x.data(), static_cast<std::size_t>(rows * d) * 4);
-    if (hook) hook->on_activation(layer, Tap::FfnInput, {x.data(), rows, d, d, seq, past});
-    ffn_block(layer, x.data(), h.data(), rows, seq, past, hook, ws, taps_only);
-    if (taps_only) return;
-    norm(w.ffn_norm, h.data(), x.data(), rows, d);
-    std::memcpy(h.data(), x.data(), static_cast<std::size_t>(rows * d) * 4);
-  }
+  CpuLayerOps ops(*this, lease.get(), hook, cache);
+  layer::layer_forward(ops, cfg_, layer, layers_[static_cast<std::size_t>(layer)], h.data(), p, taps_only);
 }
 
 Tensor Model::head(const Tensor& hidden) const {
@@ -480,7 +421,7 @@ void Model::forward(std::span<const std::int32_t> tokens, std::int64_t batch, Te
   Tensor h = embed(tokens, batch, past);
   const std::int64_t seq = h.dim(0) / batch;
   for (int l = 0; l < static_cast<int>(layers_.size()); ++l) layer_forward(l, h, batch, cache, hook);
-  if (cache) cache->length_ += seq;
+  if (cache) cache->advance(seq);
   if (last_only && seq > 1) {
     const std::int64_t d = cfg_.hidden;
     Tensor last = Tensor::uninitialized({batch, d});

@@ -84,25 +84,61 @@ struct KvQuantization {
 };
 struct KvChannelParams;  // kv_cache.cpp
 
-// The keys and values of the tokens seen so far, per layer, for incremental generation. Float32, or packed
-// codes when made with a KvQuantization (then attention reads each layer's K/V dequantized into a scratch buffer).
-class KvCache {
+// What attention reads of a KV cache once a step's keys and values are appended: positions 0 .. length() + seq - 1
+// of every sequence, float32 rows kv_dim wide, sequence b's at keys + b * batch_stride (host or device memory, as
+// the cache is).
+struct KvView {
+  const float* keys = nullptr;
+  const float* values = nullptr;
+  std::int64_t batch_stride = 0;
+};
+
+// The keys and values of the tokens seen so far, per layer, for incremental generation: the one interface the
+// decoder layer (core/src/model/decoder_layer.h) writes through, with a host implementation (KvCache, below) and a
+// device one (the CUDA runner's, core/src/cuda/device_kv_cache.h).
+class KvStore {
  public:
-  KvCache(const ModelConfig& cfg, std::int64_t batch, std::int64_t capacity,
-          std::shared_ptr<const KvQuantization> quant = nullptr);
+  virtual ~KvStore() = default;
   std::int64_t length() const { return length_; }      // tokens cached per sequence
   std::int64_t capacity() const { return capacity_; }
   std::int64_t batch() const { return batch_; }
-  std::size_t bytes() const;  // bytes of the allocations holding K and V (codes and cluster parameters)
+  std::int64_t kv_dim() const { return kv_dim_; }
+  virtual bool packed() const = 0;    // RPTQ's packed codes (a KvQuantization) rather than float32
+  virtual std::size_t bytes() const = 0;  // bytes of the allocations holding K and V (codes and cluster parameters)
   // What the same cache takes in FP16: 2 (K, V) x layers x batch x capacity x kv_dim x 2 bytes.
-  std::size_t fp16_bytes() const;
-  bool packed() const { return quant_ != nullptr; }
+  std::size_t fp16_bytes() const {
+    return 2 * static_cast<std::size_t>(layers_ * batch_ * capacity_ * kv_dim_) * 2;
+  }
   void clear() { length_ = 0; }
+
+  // Appends layer `layer`'s keys and values of a step, rows [batch, seq, kv_dim] (the cache's memory), at positions
+  // length() .. length() + seq - 1, and returns what attention reads. A packed cache rounds each value to its code
+  // (they must already be on the cluster grids, as RPTQ's K/V quantizers leave them) and reads the codes back.
+  virtual KvView append(int layer, const float* k, const float* v, std::int64_t seq) = 0;
+  // Once every layer has appended a step of `seq` tokens: they count as cached.
+  void advance(std::int64_t seq);
+
+ protected:
+  KvStore(std::int64_t layers, std::int64_t batch, std::int64_t capacity, std::int64_t kv_dim);
+  // Throws InputError when a step of `seq` tokens does not fit.
+  void check_room(std::int64_t seq) const;
+
+  std::int64_t layers_, batch_, capacity_, kv_dim_, length_ = 0;
+};
+
+// The host cache: float32, or packed codes when made with a KvQuantization (then attention reads each layer's K/V
+// dequantized into a scratch pair the cache keeps).
+class KvCache : public KvStore {
+ public:
+  KvCache(const ModelConfig& cfg, std::int64_t batch, std::int64_t capacity,
+          std::shared_ptr<const KvQuantization> quant = nullptr);
+  bool packed() const override { return quant_ != nullptr; }
+  std::size_t bytes() const override;
+  KvView append(int layer, const float* k, const float* v, std::int64_t seq) override;
 
   // Float cache: layer l's K or V, [batch, capacity, kv_dim].
   float* keys(int layer) { return k_[layer].data(); }
   float* values(int layer) { return v_[layer].data(); }
-  std::int64_t kv_dim() const { return kv_dim_; }
 
   // Packed cache: stores rows [batch, seq, kv_dim] of K and V at positions past .. past + seq - 1 (the values must
   // already be on the cluster grids, as RPTQ's K/V quantizers leave them; each is rounded to its code), and reads
@@ -111,13 +147,12 @@ class KvCache {
   void load(int layer, std::int64_t len, float* k, float* v) const;
 
  private:
-  friend class Model;
-  std::int64_t batch_, capacity_, kv_dim_, length_ = 0;
   std::vector<Tensor> k_, v_;
   std::shared_ptr<const KvQuantization> quant_;
   std::size_t k_row_bytes_ = 0, v_row_bytes_ = 0;
   std::vector<std::vector<std::uint8_t>> kq_, vq_;  // per layer: [batch, capacity, row bytes]
   std::vector<std::shared_ptr<const KvChannelParams>> kp_, vp_;  // per layer: parameters expanded per channel
+  std::vector<float> k_read_, v_read_;  // packed: the layer being attended, read back [batch, length, kv_dim]
 };
 
 struct LoadOptions {
@@ -180,11 +215,8 @@ class Model {
   struct Scratch;  // implementation detail: per-thread buffers of one layer's pass (model.cpp)
 
  private:
+  class CpuLayerOps;  // the decoder layer's CPU op set (model.cpp)
   Model() = default;
-  void attention_block(int layer, const float* x, float* out, std::int64_t batch, std::int64_t seq,
-                       std::int64_t past, KvCache* cache, ActivationHook* hook, Scratch& ws) const;
-  void ffn_block(int layer, const float* x, float* out, std::int64_t rows, std::int64_t seq, std::int64_t past,
-                 ActivationHook* hook, Scratch& ws, bool taps_only = false) const;
   void norm(const NormWeights& n, const float* x, float* y, std::int64_t rows, std::int64_t cols) const;
 
   ModelConfig cfg_;

@@ -3,6 +3,8 @@
 // what its caller guarantees (the model checks shapes once at load time); all are parallel over rows with OpenMP.
 #include <cstdint>
 
+#include "rptq/model/attention_shape.h"
+
 namespace rptq::ops {
 
 // y[r, k] = ((x[r, g] - mean_r) / sqrt(var_r + eps)) * gamma[g] + beta[g] with g = gather[k] (or k when gather is
@@ -37,18 +39,8 @@ void add(float* x, const float* y, std::int64_t n);
 void rotary(float* x, std::int64_t rows, std::int64_t heads, std::int64_t head_dim, const std::int64_t* positions,
             float theta, const std::int32_t* freq_index = nullptr, std::int64_t group = 1);
 
-// Causal multi-head attention with grouped-query heads.
-// q: [batch * tq, heads * hd] (row b*tq + i is query i of sequence b, at absolute position past + i);
-// k, v: per sequence b, rows [0, past + tq) at k + b * kv_batch_stride with row stride kv_ld (kv_heads * hd wide).
-// out: [batch * tq, heads * hd]. Query i sees keys j <= past + i (and past + i - j < window when window > 0).
-// Scores are scaled by `scale` before the softmax.
-struct AttentionShape {
-  std::int64_t batch = 1, tq = 0, past = 0, heads = 0, kv_heads = 0, head_dim = 0;
-  std::int64_t kv_batch_stride = 0, kv_ld = 0;
-  std::int64_t window = 0;
-  float scale = 1.0f;
-  bool quantize_probs = false;  // RPTQ: probabilities rounded to the fixed 8-bit grid round(p * 255) / 255
-};
+// Causal multi-head attention with grouped-query heads: the shape and its meaning in attention_shape.h.
+using rptq::AttentionShape;
 void attention(const float* q, const float* k, const float* v, float* out, const AttentionShape& s);
 
 // Row-wise log-softmax support: returns log(sum(exp(x))) of one row (numerically stable).
