@@ -30,6 +30,7 @@
 #include "rptq/device.h"
 #include "rptq/model/ops.h"
 #include "rptq/method/weight_quant.h"
+#include "rptq/model/packed_weight.h"
 #include "test_support.h"
 
 #ifdef RPTQ_WITH_CUDA

@@ -12,6 +12,7 @@
 #include "rptq/method/quantize.h"
 #include "rptq/tokenizer/tokenizer.h"
 #include "rptq/method/weight_quant.h"
+#include "rptq/model/packed_weight.h"
 #include "test_support.h"
 
 namespace {

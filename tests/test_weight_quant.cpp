@@ -1,6 +1,7 @@
 // Weight quantization: RTN against a scalar reimplementation, the Hessian accumulation, and GPTQ against RTN (it
 // must lower the layer's output error on correlated inputs) and against a plain double-precision GPTQ.
 #include "rptq/method/weight_quant.h"
+#include "rptq/model/packed_weight.h"
 
 #include <algorithm>
 #include <cmath>

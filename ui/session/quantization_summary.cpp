@@ -1,7 +1,7 @@
 #include "session/quantization_summary.h"
 
 #include "rptq/method/quantize.h"
-#include "rptq/method/weight_quant.h"
+#include "rptq/model/packed_weight.h"
 
 namespace rptq::ui {
 

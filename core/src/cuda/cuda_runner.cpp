@@ -49,6 +49,7 @@ const char* gpu_layer_placement_name(GpuLayerPlacement p) {
 #include "cuda/device_kv_cache.h"
 #include "model/decoder_layer.h"
 #include "rptq/method/weight_quant.h"
+#include "rptq/model/packed_weight.h"
 #include "softmax.cuh"
 
 namespace rptq {

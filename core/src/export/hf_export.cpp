@@ -9,7 +9,7 @@
 #include "rptq/base/error.h"
 #include "rptq/model/model_config.h"
 #include "rptq/io/safetensors_writer.h"
-#include "rptq/method/weight_quant.h"
+#include "rptq/model/packed_weight.h"
 
 namespace rptq {
 

@@ -13,7 +13,7 @@
 #include "rptq/base/dtype.h"
 #include "rptq/base/error.h"
 #include "rptq/version_info.h"
-#include "rptq/method/weight_quant.h"
+#include "rptq/model/packed_weight.h"
 
 namespace rptq {
 
@@ -56,7 +56,7 @@ void write_norm(h5::Writer& w, const std::string& g, const NormWeights& n) {
 
 std::vector<std::int32_t> to_i32(const std::vector<std::int64_t>& v) { return {v.begin(), v.end()}; }
 
-// Scales as FP16 relative to a power of two per row (weight_quant.h: the quantizer keeps them on that grid), so
+// Scales as FP16 relative to a power of two per row (packed_weight.h: the quantizer keeps them on that grid), so
 // 2 bytes each instead of 4; float32 when some scale is not on it (a model quantized by other means).
 void write_scales(h5::Writer& w, const std::string& g, const PackedWeight& qw) {
   const std::int64_t groups = qw.groups();

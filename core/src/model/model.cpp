@@ -10,7 +10,7 @@
 #include "rptq/io/checkpoint.h"
 #include "rptq/base/error.h"
 #include "rptq/model/ops.h"
-#include "rptq/method/weight_quant.h"
+#include "rptq/model/packed_weight.h"
 #include "model/decoder_layer.h"
 
 namespace rptq {

@@ -1,7 +1,8 @@
 #pragma once
 // Weight quantization: round-to-nearest and GPTQ (Frantar et al. 2022, as in the reference gptq.py; act-order
 // and an MSE range search as options), per group = (output row) x (input column group). The column groups are the input clusters of the
-// reorder index on the weight's input (after reordering, contiguous ranges), or a fixed group size.
+// reorder index on the weight's input (after reordering, contiguous ranges), or a fixed group size. They produce
+// a QuantizedWeight, the unpacked form of the model's weight format (model/packed_weight.h).
 //
 // A group's quantizer comes from the min and max of its weights with the grid of quantizer.h (Exact or
 // Reference). Unlike activations (clamped to [1e-4, 1e4], the reference's activation convention) the weight scale
@@ -10,23 +11,15 @@
 // max(c, 0)] so that its value lies on the grid's end with a zero point inside the code range.
 #include <cstdint>
 #include <span>
-#include <string>
 #include <vector>
 
 #include "rptq/method/quant_config.h"
 #include "rptq/base/quantizer.h"
+#include "rptq/model/packed_weight.h"
 
 namespace rptq {
 
 constexpr float kMinWeightScale = 1e-8f;
-
-// Weight scales are kept to 11 significant bits relative to a power of two per output row, so a checkpoint stores
-// them exactly as FP16 values plus one exponent per row (half the bytes of float32; plain FP16 would flush the tiny
-// scales that channel rescaling gives some rows). The row's exponent puts its largest scale in [2^14, 2^15) of the
-// FP16 range; a scale of that row is then half(s * 2^-e) * 2^e (a scale that would round to zero keeps the
-// smallest FP16 step). The quantizer rounds its scales this way before computing zero points and codes.
-int weight_scale_exponent(float max_scale_of_row);
-float storable_weight_scale(float scale, int row_exponent);
 
 // The quantizer of one weight group with range [min, max] (quant_params with the weight scale floor).
 QuantParams weight_quant_params(float min, float max, int bits, QuantGrid grid);
@@ -34,53 +27,6 @@ QuantParams weight_quant_params(float min, float max, int bits, QuantGrid grid);
 // Boundaries of fixed-size column groups: 0, size, 2 size, ..., in (the last group may be shorter).
 // Throws InputError when in < 1 or group_size < 1.
 std::vector<std::int64_t> fixed_group_boundaries(std::int64_t in, std::int64_t group_size);
-
-struct QuantizedWeight {
-  std::int64_t out = 0, in = 0;
-  int bits = 0;
-  std::vector<std::int64_t> group_boundaries;  // g + 1 column offsets
-  std::vector<float> scales, zero_points;      // [out, g]: the quantizer of (row, column group)
-  std::vector<std::int8_t> codes;              // [out, in] signed codes (pack them with bitpack for storage)
-
-  std::int64_t groups() const { return static_cast<std::int64_t>(group_boundaries.size()) - 1; }
-  QuantParams params(std::int64_t row, std::int64_t group) const;
-  // w[r, c] = (codes[r, c] - zero_points[r, g]) * scales[r, g], g the group of column c. w is [out, in].
-  void dequantize(float* w) const;
-};
-
-// A quantized weight as a model holds it at run time: the codes packed to their bit width (bitpack.h layout over
-// the whole row-major [out, in] matrix, stored unsigned: code + 2^(bits-1)), with the float32 scale and zero point
-// of every (row, column group). The forward pass dequantizes it tile by tile of output rows just before the GEMM
-// (Model's linear), so the float weights are never resident.
-struct PackedWeight {
-  std::int64_t out = 0, in = 0;
-  int bits = 0;
-  std::vector<std::int64_t> group_boundaries;  // g + 1 column offsets
-  std::vector<float> scales, zero_points;      // [out, g]
-  std::vector<std::uint8_t> codes;             // packed_bytes(out * in, bits)
-
-  static PackedWeight pack(const QuantizedWeight& q);
-  QuantizedWeight unpack() const;
-  std::int64_t groups() const { return static_cast<std::int64_t>(group_boundaries.size()) - 1; }
-  // Rows [r0, r1) dequantized into w[(r1 - r0), in], with exactly QuantizedWeight::dequantize's arithmetic.
-  // r0 must be a multiple of 8 (tiles start on a byte boundary of the code stream for every bit width).
-  void dequantize_rows(std::int64_t r0, std::int64_t r1, float* w) const;
-  void dequantize(float* w) const { dequantize_rows(0, out, w); }
-  // Bytes held: the packed codes plus the float32 scales and zero points.
-  std::size_t bytes() const { return codes.size() + (scales.size() + zero_points.size()) * sizeof(float); }
-  // Checks sizes, bits and boundaries; throws InputError starting with `what`.
-  void check(const std::string& what) const;
-};
-
-// y[rows, out] = x[rows, in] * W^T (+ bias[out]) (+ y when accumulate), the contract of ops::linear, for a packed
-// W: its output rows are dequantized tile by tile (packed_tile_rows) into `scratch`, each tile's GEMM writing its
-// columns of y. x has leading dimension ldx; y has out columns.
-void packed_linear(const float* x, std::int64_t ldx, std::int64_t rows, const PackedWeight& w, const float* bias,
-                   float* y, bool accumulate, std::vector<float>& scratch);
-// Output rows per tile: ~16 MiB of float weights when many rows go through (the GEMM keeps its efficiency; the
-// linears of small models fit whole), ~1 MiB for up to 64 rows (decoding: the tile stays in cache between its
-// dequantization and the GEMV that reads it). A multiple of 8, at least 8.
-std::int64_t packed_tile_rows(std::int64_t rows, std::int64_t in, std::int64_t out);
 
 // Round to nearest: every weight by its group's quantizer. w is [out, in] row-major (nn.Linear's layout).
 // With WeightClip::Mse a group's range is the one of min/max shrunk by p = 1, 0.99, ..., 0.5 (toward 0, which

@@ -37,7 +37,7 @@ class ActivationHook {
   virtual void on_activation(int layer, Tap tap, const ActivationView& act) = 0;
 };
 
-struct PackedWeight;  // weight_quant.h
+struct PackedWeight;  // packed_weight.h
 
 struct LinearWeights {
   Tensor weight;  // [out, in], as Hugging Face's nn.Linear stores it; empty when the weight is packed
