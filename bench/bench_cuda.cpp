@@ -81,7 +81,7 @@
 #include "packed_gemm.cuh"
 #include "rptq/base/bitpack.h"
 #include "rptq/method/calibration.h"
-#include "rptq/cuda/cuda_runner.h"
+#include "cuda/cuda_runner.h"
 #include "rptq/device.h"
 #include "rptq/base/error.h"
 #include "rptq/model/model.h"

@@ -18,7 +18,7 @@
 
 #include "rptq/method/calibration.h"
 #include "rptq/eval/compare.h"
-#include "rptq/cuda/cuda_runner.h"
+#include "cuda/cuda_runner.h"
 #include "rptq/device.h"
 #include "rptq/model/model.h"
 #include "rptq/method/quantize.h"

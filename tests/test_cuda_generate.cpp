@@ -28,7 +28,7 @@
 #include <vector>
 
 #include "rptq/method/calibration.h"
-#include "rptq/cuda/cuda_runner.h"
+#include "cuda/cuda_runner.h"
 #include "rptq/device.h"
 #include "rptq/base/error.h"
 #include "rptq/eval/generate.h"

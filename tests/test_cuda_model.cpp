@@ -62,7 +62,7 @@
 #include <vector>
 
 #include "rptq/method/calibration.h"
-#include "rptq/cuda/cuda_runner.h"
+#include "cuda/cuda_runner.h"
 #include "rptq/device.h"
 #include "rptq/base/error.h"
 #include "rptq/model/model.h"

@@ -1,6 +1,6 @@
 #include "rptq/engine.h"
 
-#include "rptq/cuda/cuda_runner.h"
+#include "cuda/cuda_runner.h"
 #include "rptq/model/model.h"
 
 namespace rptq {

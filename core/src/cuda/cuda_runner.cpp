@@ -1,4 +1,4 @@
-#include "rptq/cuda/cuda_runner.h"
+#include "cuda/cuda_runner.h"
 
 #include <algorithm>
 #include <chrono>
@@ -1168,6 +1168,12 @@ struct GpuRunner::Impl {
   void sync() { RPTQ_CUDA_CHECK(cudaStreamSynchronize(compute)); }
 };
 
+// The runner's state for this file's other GPU paths (the layer-wise passes of quantization, compare_models_gpu);
+// GpuRunner's header gives nothing else access to it.
+struct GpuRunnerAccess {
+  static GpuRunner::Impl& impl(GpuRunner& r) { return *r.impl_; }
+};
+
 namespace {
 
 // Runs f, turning an out-of-memory CUDA error into an InputError a user can act on.
@@ -1388,7 +1394,7 @@ class GpuLayerPasses : public LayerPasses {
  public:
   GpuLayerPasses(QuantizedModel& q, const ChannelStats& stats, int passes_per_layer, const GpuOptions& gpu,
                  std::int64_t batch)
-      : runner_(q.model(), &q, gpu), m_(runner_.impl()) {
+      : runner_(q.model(), &q, gpu), m_(GpuRunnerAccess::impl(runner_)) {
     guarded("while quantizing", m_.held, [&] {
       m_.begin_layerwise(stats.tokens, stats.settings.samples, stats.settings.seqlen, batch, passes_per_layer);
     });
@@ -1458,8 +1464,8 @@ CompareResult compare_models_gpu(const Model& fp, const QuantizedModel* fp_quant
                                  const PerplexityOptions& opts, const GpuOptions& gpu) {
   CompareAccumulator acc(ids, opts, fp.config().vocab, q.config().vocab);
   GpuRunner rf(fp, fp_quant, gpu), rq(q, q_quant, gpu);
-  GpuRunner::Impl& mf = rf.impl();
-  GpuRunner::Impl& mq = rq.impl();
+  GpuRunner::Impl& mf = GpuRunnerAccess::impl(rf);
+  GpuRunner::Impl& mq = GpuRunnerAccess::impl(rq);
   const std::int64_t T = opts.seqlen, V = fp.config().vocab;
   const auto start = std::chrono::steady_clock::now();
   guarded("while comparing", mf.held + mq.held, [&] {

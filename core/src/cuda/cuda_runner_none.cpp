@@ -1,7 +1,7 @@
 // The GPU runner of a CPU-only build (the CUDA kernels not compiled in): every entry point says so, as an
 // InputError a front end shows like any other.
 #ifndef RPTQ_WITH_CUDA
-#include "rptq/cuda/cuda_runner.h"
+#include "cuda/cuda_runner.h"
 #include "rptq/base/error.h"
 #include "rptq/model/model.h"
 #include "rptq/method/quantize.h"

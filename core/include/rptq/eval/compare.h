@@ -24,7 +24,7 @@ struct CompareResult {
 CompareResult compare_models(const Model& fp, ActivationHook* fp_hook, const Model& q, ActivationHook* q_hook,
                              std::span<const std::int32_t> ids, const PerplexityOptions& opts);
 
-// compare_models' bookkeeping, shared by the CPU and the GPU path (cuda_runner.h): the windows of `ids` (throws
+// compare_models' bookkeeping, shared by the CPU and the GPU path (core/src/cuda/cuda_runner.h): the windows of `ids` (throws
 // InputError as perplexity() does), the per-window NLL of both models and the KL / top-1 sums, and the result.
 class CompareAccumulator {
  public:

@@ -79,7 +79,7 @@ struct LayerMeasurement {
 
 // The passes over the calibration windows that quantize() makes, layer by layer, as the reference does: the inputs
 // of layer l are the windows as they come out of layers 0 .. l-1, already quantized. quantize() runs them on the
-// CPU (LayerwiseRunner, one window at a time); quantize_gpu() (cuda_runner.h) on the GPU. Layer l's calls come in
+// CPU (LayerwiseRunner, one window at a time); quantize_gpu() (core/src/cuda/cuda_runner.h) on the GPU. Layer l's calls come in
 // this order: changed (its softmax quantizer set), measure (ranges when sequential, and GPTQ's Hessians unless
 // its activation ranges are dynamic), changed (reorder and activation quantizers in place), hessians (GPTQ with
 // dynamic ranges only), changed (packed weights), advance (but not for the last layer).

@@ -1,4 +1,7 @@
 #pragma once
+// Internal to core: front ends reach the GPU through rptq/engine.h (an Execution value chooses the device) and learn
+// about GPUs from rptq/device.h. Tests and bench_cuda include this header to drive the runner directly.
+//
 // The forward pass on a CUDA GPU. The embeddings and the output head are uploaded once; the decoder layers are
 // either resident (every layer uploaded once, at construction, and kept: what a model that fits the GPU gets) or
 // streamed: only the decoder layer being computed has its weights on the device (each layer is copied through
@@ -105,10 +108,10 @@ class GpuRunner {
   // attn_output, ffn_input, ffn_hidden), once per layer step (a whole forward() batch is one step). Empty: none.
   void set_tap_observer(GpuTapObserver observer);
 
-  struct Impl;
-  Impl& impl() { return *impl_; }  // for this library's own GPU paths (cuda_runner.cpp)
+  struct Impl;  // defined in cuda_runner.cpp
 
  private:
+  friend struct GpuRunnerAccess;  // the library's own GPU paths (cuda_runner.cpp): layer-wise passes, compare
   std::unique_ptr<Impl> impl_;
 };
 
