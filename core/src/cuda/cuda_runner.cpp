@@ -681,6 +681,12 @@ struct GpuRunner::Impl {
 
   void run_linear(const DevLinear& L, const float* x, std::int64_t ldx, std::int64_t rows, const float* bias,
                   float* y, bool accumulate) {
+    if (L.packed && rows <= cuda::kPackedGemvMaxRows && opts.precision == GpuPrecision::FP32) {
+      // Decode steps (and other passes of a few rows): the fused kernel reads the codes once and dequantizes in
+      // registers, float32 throughout, with no scratch and no cuBLAS call.
+      cuda::packed_gemv(x, ldx, rows, L.pw, bias, y, accumulate, compute);
+      return;
+    }
     if (L.packed) {
       const std::size_t esize = opts.precision == GpuPrecision::FP32 ? 4 : 2;
       std::int64_t tile = static_cast<std::int64_t>(kPackedTileBytes / (static_cast<std::size_t>(L.in) * esize));
