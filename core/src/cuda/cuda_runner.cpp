@@ -47,6 +47,8 @@ const char* gpu_layer_placement_name(GpuLayerPlacement p) {
 #include "rotary.cuh"
 #include "rptq/device.h"
 #include "cuda/device_kv_cache.h"
+#include "cuda/device_layers.h"
+#include "cuda/device_range_recorder.h"
 #include "model/decoder_layer.h"
 #include "rptq/method/weight_quant.h"
 #include "rptq/model/packed_weight.h"
@@ -62,12 +64,6 @@ std::size_t align_up(std::size_t v) { return (v + kAlign - 1) / kAlign * kAlign;
 constexpr std::size_t kPackedTileBytes = std::size_t{16} << 20;
 // Rows of the output head per step: bounds the [rows, vocab] logits buffer.
 constexpr std::int64_t kHeadRows = 512;
-// Resident FP16 / BF16 layers: float32 weights pass through a device buffer of at most this many floats (16 MiB)
-// on their way to being rounded.
-constexpr std::size_t kConvertChunk = std::size_t{4} << 20;
-// GpuLayerPlacement::Auto keeps this much of the device free for activations: max(2 GiB, total / 5).
-constexpr std::size_t kResidentMarginMin = std::size_t{2} << 30;
-constexpr std::size_t kResidentMarginDivisor = 5;
 
 std::string mib(std::size_t bytes) {
   char buf[32];
@@ -75,88 +71,11 @@ std::string mib(std::size_t bytes) {
   return buf;
 }
 
-// A decoder layer's weights as placed in a device slot (pointers into the slot).
-struct DevNorm {
-  const float *gamma = nullptr, *beta = nullptr;
-  const std::int32_t* gather = nullptr;
-};
-struct DevLinear {
-  std::int64_t in = 0, out = 0;
-  const void* w = nullptr;  // float, __half or __nv_bfloat16 [out, in] (dense)
-  const float* bias = nullptr;
-  bool packed = false;
-  cuda::PackedWeightView pw;
-};
-struct DevLayer {
-  DevNorm attn_norm, ffn_norm;
-  DevLinear q, k, v, o, fc1, fc2, gate, up, down;
-  const std::int32_t* rope_index = nullptr;
-  bool quantize_softmax = false;
-};
-
-// A dense weight to be rounded to FP16 / BF16 on the device (resident layers): n floats at src, to dst.
-struct DeferredRounding {
-  const float* src = nullptr;
-  void* dst = nullptr;
-  std::size_t n = 0;
-};
-
-// Lays a layer's tensors out at 256-byte aligned offsets: sizes the slot (host == nullptr) or fills the host
-// staging buffer, returning pointers into the device slot at `dev`. With `deferred`, the 16-bit weights are not
-// rounded on the host: their place is left as it is and they are listed there, to be rounded on the device.
-class Stager {
- public:
-  Stager(std::uint8_t* host, std::uintptr_t dev, std::vector<DeferredRounding>* deferred = nullptr)
-      : host_(host), dev_(dev), deferred_(deferred) {}
-  template <typename T>
-  const T* put(const T* src, std::size_t n) {
-    if (n == 0) return nullptr;
-    off_ = align_up(off_);
-    if (host_) std::memcpy(host_ + off_, src, n * sizeof(T));
-    const T* p = reinterpret_cast<const T*>(dev_ + off_);
-    off_ += n * sizeof(T);
-    return p;
-  }
-  // float32 rounded to a 16-bit type (round to nearest even), as gemm.cuh's convert() does.
-  template <typename H>
-  const H* put_rounded(const float* src, std::size_t n) {
-    off_ = align_up(off_);
-    if (deferred_) {
-      deferred_->push_back({src, reinterpret_cast<void*>(dev_ + off_), n});
-    } else if (host_) {
-      H* dst = reinterpret_cast<H*>(host_ + off_);
-      for (std::size_t i = 0; i < n; ++i) {
-        if constexpr (std::is_same_v<H, __half>)
-          dst[i] = __float2half_rn(src[i]);
-        else
-          dst[i] = __float2bfloat16_rn(src[i]);
-      }
-    }
-    const H* p = reinterpret_cast<const H*>(dev_ + off_);
-    off_ += n * sizeof(H);
-    return p;
-  }
-  std::size_t bytes() const { return align_up(off_); }
-
- private:
-  std::uint8_t* host_;
-  std::uintptr_t dev_;
-  std::vector<DeferredRounding>* deferred_;
-  std::size_t off_ = 0;
-};
-
 cuda::GemmInputs gemm_inputs(GpuPrecision p) {
   return p == GpuPrecision::FP16 ? cuda::GemmInputs::FP16
          : p == GpuPrecision::BF16 ? cuda::GemmInputs::BF16
                                    : cuda::GemmInputs::FP32;
 }
-
-// One tap's running ranges (TapRanges) while a layer is calibrated, and its per-sample scratch: pointers into the
-// runner's calibration arena.
-struct DevTapRanges {
-  std::int64_t channels = 0;
-  float *ema_max = nullptr, *ema_min = nullptr, *max = nullptr, *min = nullptr, *smax = nullptr, *smin = nullptr;
-};
 
 }  // namespace
 
@@ -165,8 +84,9 @@ struct GpuRunner::Impl {
   const ModelConfig& cfg;
   const QuantizedModel* quantized;
   GpuOptions opts;
-  GpuMemoryStats mem;
-  std::size_t held = 0;  // bytes allocated now (tracked buffers and the cuBLAS scratch asked for)
+  DeviceLedger ledger;  // what all the runner's parts allocated, and the statistics
+  GpuMemoryStats& mem = ledger.stats;
+  std::size_t& held = ledger.held;  // bytes allocated now (tracked buffers and the cuBLAS scratch asked for)
 
   cudaStream_t compute = nullptr, upload = nullptr;
   cuda::BlasHandle blas;
@@ -190,19 +110,8 @@ struct GpuRunner::Impl {
   bool any_dynamic = false;
   std::int64_t pass_chunks = 1, chunk_index = 0;
 
-  // Layer slots: device memory, pinned staging, and the events that order them.
-  int slots = 2;
-  std::vector<cuda::DeviceBuffer<std::uint8_t>> slot;
-  std::vector<std::uint8_t*> staging;
-  std::vector<std::vector<std::uint8_t>> staging_fallback;  // when pinned memory cannot be had
-  std::vector<bool> staging_pinned;
-  std::vector<cudaEvent_t> copied, computed;
-  std::vector<int> slot_layer;
-  std::vector<DevLayer> slot_view;
-  // Resident layers: one device buffer and its view per decoder layer, uploaded once by init().
-  bool resident = false;
-  std::vector<cuda::DeviceBuffer<std::uint8_t>> resident_layer;
-  std::vector<DevLayer> resident_view;
+  // The decoder layers' weights, resident or streamed (made by init(), once the streams exist).
+  std::unique_ptr<DeviceLayers> layer_store;
 
   // Activations, grown as needed.
   enum Buf {
@@ -211,15 +120,10 @@ struct GpuRunner::Impl {
   };
   std::array<cuda::DeviceBuffer<std::uint8_t>, kBufs> bufs;
 
-  // Calibration state: the running ranges of the layer being calibrated, per tap (indexed by Tap) and then the
-  // attention scores (one channel per head), and every tap's per-sample ranges, in one arena (rec_result_floats,
-  // all of it) that the host reads with one copy per layer.
+  // Calibration: while `recording`, every tap's ranges (and the attention scores') of the layer being run go to the
+  // recorder (DeviceRangeRecorder), which the host reads with one copy per layer.
   bool recording = false;
-  std::int64_t rec_samples = 0;  // windows the recording arena holds per-sample ranges for
-  std::vector<DevTapRanges> rec;
-  cuda::DeviceBuffer<float> rec_arena;
-  std::size_t rec_result_floats = 0;
-  std::vector<float> rec_host;
+  DeviceRangeRecorder recorder;
   std::int64_t sample0 = 0;  // index of the chunk's first window
 
   GpuTapObserver observer;
@@ -243,14 +147,9 @@ struct GpuRunner::Impl {
       : model(m), cfg(m.config()), quantized(qm), opts(o) {}
 
   ~Impl() {
-    for (cudaEvent_t e : copied)
-      if (e) cudaEventDestroy(e);
-    for (cudaEvent_t e : computed)
-      if (e) cudaEventDestroy(e);
-    for (std::size_t i = 0; i < staging.size(); ++i)
-      if (staging_pinned[i] && staging[i]) cudaFreeHost(staging[i]);
     if (compute) cudaStreamSynchronize(compute);
     if (upload) cudaStreamSynchronize(upload);
+    layer_store.reset();  // its events and pinned staging, before the streams go
     try {
       blas.close();
     } catch (const std::exception&) {  // a destructor must not throw
@@ -260,11 +159,8 @@ struct GpuRunner::Impl {
     cudaGetLastError();
   }
 
-  void note_alloc(std::size_t bytes) {
-    held += bytes;
-    mem.peak_bytes = std::max(mem.peak_bytes, held);
-  }
-  void note_free(std::size_t bytes) { held -= std::min(held, bytes); }
+  void note_alloc(std::size_t bytes) { ledger.alloc(bytes); }
+  void note_free(std::size_t bytes) { ledger.free(bytes); }
 
   // Drops the KV cache and its accounting.
   void free_cache() {
@@ -368,167 +264,8 @@ struct GpuRunner::Impl {
 
     upload_quantizers();
 
-    std::size_t slot_bytes = 0, largest_rounding = 0;
-    std::vector<std::size_t> layer_bytes;
-    std::vector<DeferredRounding> rounding;
-    for (int l = 0; l < cfg.layers; ++l) {
-      rounding.clear();
-      const std::size_t b = stage_layer(l, nullptr, 0, &rounding).second;
-      for (const DeferredRounding& r : rounding) largest_rounding = std::max(largest_rounding, r.n);
-      layer_bytes.push_back(b);
-      slot_bytes = std::max(slot_bytes, b);
-      mem.model_layer_bytes += b;
-    }
-    const std::size_t scratch_floats = std::min(largest_rounding, kConvertChunk);
-    resident = choose_resident(mem.model_layer_bytes + scratch_floats * sizeof(float));
-    if (resident) {
-      upload_resident(layer_bytes, slot_bytes, scratch_floats);
-      return;
-    }
-    mem.layers = GpuLayerPlacement::Stream;
-    slots = opts.overlap_upload ? 2 : 1;
-    mem.layer_slot_bytes = slot_bytes;
-    mem.layer_slots = slots;
-    make_slot_buffers(slot_bytes);
-    for (int s = 0; s < slots; ++s) {
-      cudaEvent_t e1 = nullptr, e2 = nullptr;
-      RPTQ_CUDA_CHECK(cudaEventCreateWithFlags(&e1, cudaEventDisableTiming));
-      copied.push_back(e1);
-      RPTQ_CUDA_CHECK(cudaEventCreateWithFlags(&e2, cudaEventDisableTiming));
-      computed.push_back(e2);
-      slot_layer.push_back(-1);
-      slot_view.emplace_back();
-    }
-    // The outer weights were copied with cudaMemcpy on the legacy stream, which the non-blocking compute stream
-    // does not wait for.
-    RPTQ_CUDA_CHECK(cudaDeviceSynchronize());
-  }
-
-  // The streamed layers' slots of `bytes` each, device memory and host staging (pinned when it can be had),
-  // replacing any earlier ones (nothing may be in flight).
-  void make_slot_buffers(std::size_t bytes) {
-    for (std::size_t i = 0; i < slot.size(); ++i) {
-      note_free(slot[i].bytes());
-      if (staging_pinned[i] && staging[i]) cudaFreeHost(staging[i]);
-    }
-    slot.clear();
-    staging.clear();
-    staging_pinned.clear();
-    staging_fallback.clear();
-    for (int s = 0; s < slots; ++s) {
-      slot.emplace_back(bytes);
-      note_alloc(bytes);
-      void* p = nullptr;
-      const bool pinned = cudaMallocHost(&p, std::max<std::size_t>(bytes, 1)) == cudaSuccess;
-      if (!pinned) {
-        cudaGetLastError();
-        staging_fallback.emplace_back(bytes);
-        p = staging_fallback.back().data();
-      }
-      staging.push_back(static_cast<std::uint8_t*>(p));
-      staging_pinned.push_back(pinned);
-    }
-    mem.layer_slot_bytes = bytes;
-  }
-
-  // Whether the decoder layers stay on the device: GpuOptions::layers, and for Auto whether `bytes` fit in the
-  // free memory less the activations' margin.
-  bool choose_resident(std::size_t bytes) const {
-    if (opts.layers != GpuLayerPlacement::Auto) return opts.layers == GpuLayerPlacement::Resident;
-    if (cfg.layers == 0) return false;
-    const cuda::MemoryInfo info = cuda::memory_info(opts.device);
-    const std::size_t margin = std::max(kResidentMarginMin, info.total_bytes / kResidentMarginDivisor);
-    return info.free_bytes > margin && bytes <= info.free_bytes - margin;
-  }
-
-  // Every decoder layer into its own device buffer, once: the bytes that need no rounding from a host staging
-  // buffer, the FP16 / BF16 weights as float32 through a device buffer of at most kConvertChunk floats, rounded
-  // there by cuda::convert (round to nearest even: the bits __float2half_rn / __float2bfloat16_rn give the
-  // streamed slots on the host, test_cuda_gemm's ConversionsRoundToNearestEven).
-  void upload_resident(const std::vector<std::size_t>& layer_bytes, std::size_t largest, std::size_t scratch_floats) {
-    mem.layers = GpuLayerPlacement::Resident;
-    mem.layer_slot_bytes = 0;
-    mem.layer_slots = 0;
-    cuda::DeviceBuffer<float> scratch;
-    if (scratch_floats > 0) {
-      scratch = cuda::DeviceBuffer<float>(scratch_floats);
-      note_alloc(scratch.bytes());
-      mem.upload_scratch_bytes = scratch.bytes();
-    }
-    std::vector<std::uint8_t> host(largest);
-    // The outer weights' cudaMemcpy ran on the legacy stream; the copies below run on the compute stream.
-    RPTQ_CUDA_CHECK(cudaDeviceSynchronize());
-    for (int l = 0; l < cfg.layers; ++l) {
-      const std::size_t bytes = layer_bytes[static_cast<std::size_t>(l)];
-      resident_layer.emplace_back(bytes);
-      note_alloc(bytes);
-      resident_view.push_back(upload_layer_to(l, resident_layer.back().data(), bytes, host.data(), scratch.data(),
-                                              scratch_floats));
-    }
-    note_free(scratch.bytes());
-  }
-
-  // Uploads layer l into `dev` (`bytes` as stage_layer sized it) through the host buffer `host` (as large) and, for
-  // FP16 / BF16 weights, the device buffer `scratch` (scratch_floats floats) where they are rounded; returns the
-  // layer's view. Waits for the copies (`host` and `scratch` may be reused at once).
-  DevLayer upload_layer_to(int l, std::uint8_t* dev, std::size_t bytes, std::uint8_t* host, float* scratch,
-                           std::size_t scratch_floats) {
-    std::vector<DeferredRounding> rounding;
-    const DevLayer view = stage_layer(l, host, reinterpret_cast<std::uintptr_t>(dev), &rounding).first;
-    RPTQ_CUDA_CHECK(cudaMemcpyAsync(dev, host, bytes, cudaMemcpyHostToDevice, compute));
-    for (const DeferredRounding& r : rounding) {
-      for (std::size_t i0 = 0; i0 < r.n; i0 += scratch_floats) {
-        const std::size_t n = std::min(scratch_floats, r.n - i0);
-        RPTQ_CUDA_CHECK(cudaMemcpyAsync(scratch, r.src + i0, n * sizeof(float), cudaMemcpyHostToDevice, compute));
-        const auto count = static_cast<std::int64_t>(n);
-        if (opts.precision == GpuPrecision::FP16)
-          cuda::convert(scratch, static_cast<__half*>(r.dst) + i0, count, compute);
-        else
-          cuda::convert(scratch, static_cast<__nv_bfloat16*>(r.dst) + i0, count, compute);
-      }
-    }
-    RPTQ_CUDA_CHECK(cudaStreamSynchronize(compute));
-    return view;
-  }
-
-  // Layer l's weights changed on the host (a quantization in progress: reordered, then packed): a resident layer
-  // is uploaded again, a streamed one staged afresh at its next use.
-  void restage_layer(int l) {
-    if (!resident) {
-      for (int& sl : slot_layer)
-        if (sl == l) sl = -1;
-      // A reorder adds the norms' gathers (and LLaMA's rope index): the layer may no longer fit a slot.
-      const std::size_t bytes = stage_layer(l, nullptr, 0).second;
-      if (bytes > mem.layer_slot_bytes) {
-        RPTQ_CUDA_CHECK(cudaStreamSynchronize(compute));
-        RPTQ_CUDA_CHECK(cudaStreamSynchronize(upload));
-        make_slot_buffers(bytes);
-        for (int& sl : slot_layer) sl = -1;
-      }
-      return;
-    }
-    std::vector<DeferredRounding> rounding;
-    const std::size_t bytes = stage_layer(l, nullptr, 0, &rounding).second;
-    std::size_t largest = 0;
-    for (const DeferredRounding& r : rounding) largest = std::max(largest, r.n);
-    const std::size_t scratch_floats = std::min(largest, kConvertChunk);
-    RPTQ_CUDA_CHECK(cudaStreamSynchronize(compute));  // work in flight may still read the old layer
-    cuda::DeviceBuffer<std::uint8_t>& slot_l = resident_layer[static_cast<std::size_t>(l)];
-    note_free(slot_l.bytes());
-    mem.model_layer_bytes -= std::min(mem.model_layer_bytes, slot_l.bytes());
-    slot_l = cuda::DeviceBuffer<std::uint8_t>();
-    slot_l = cuda::DeviceBuffer<std::uint8_t>(bytes);
-    note_alloc(slot_l.bytes());
-    mem.model_layer_bytes += slot_l.bytes();
-    cuda::DeviceBuffer<float> scratch;
-    if (scratch_floats > 0) {
-      scratch = cuda::DeviceBuffer<float>(scratch_floats);
-      note_alloc(scratch.bytes());
-    }
-    std::vector<std::uint8_t> host(bytes);
-    resident_view[static_cast<std::size_t>(l)] =
-        upload_layer_to(l, slot_l.data(), bytes, host.data(), scratch.data(), scratch_floats);
-    note_free(scratch.bytes());
+    layer_store = std::make_unique<DeviceLayers>(model, opts, compute, upload, ledger);
+    layer_store->place();
   }
 
   void upload_quantizers() {
@@ -587,93 +324,6 @@ struct GpuRunner::Impl {
       dyn_workspace = cuda::DeviceBuffer<std::uint8_t>();
       dyn_workspace = upload_tensor(std::vector<std::uint8_t>(workspace, 0).data(), workspace);
     }
-  }
-
-  // Fills `host` (when not null) with layer l's weights as uploaded and returns their pointers in a slot at `dev`,
-  // and the slot bytes they need. With `deferred`, the FP16 / BF16 dense weights are listed there instead of
-  // rounded into `host`.
-  std::pair<DevLayer, std::size_t> stage_layer(int l, std::uint8_t* host, std::uintptr_t dev,
-                                               std::vector<DeferredRounding>* deferred = nullptr) const {
-    const DecoderLayerWeights& w = model.layer(l);
-    Stager st(host, dev, deferred);
-    DevLayer d;
-    auto norm = [&](const NormWeights& n) {
-      DevNorm dn;
-      dn.gamma = st.put(n.gamma.empty() ? nullptr : n.gamma.data(), static_cast<std::size_t>(n.gamma.numel()));
-      dn.beta = st.put(n.beta.empty() ? nullptr : n.beta.data(), static_cast<std::size_t>(n.beta.numel()));
-      dn.gather = st.put(n.gather.data(), n.gather.size());
-      return dn;
-    };
-    auto linear = [&](const LinearWeights& lw) {
-      DevLinear dl;
-      if (!lw.packed && lw.weight.empty()) return dl;
-      dl.in = lw.in();
-      dl.out = lw.out();
-      dl.bias = st.put(lw.bias.empty() ? nullptr : lw.bias.data(), static_cast<std::size_t>(lw.bias.numel()));
-      if (lw.packed) {
-        const PackedWeight& p = *lw.packed;
-        dl.packed = true;
-        dl.pw.out = p.out;
-        dl.pw.in = p.in;
-        dl.pw.bits = p.bits;
-        dl.pw.groups = p.groups();
-        dl.pw.codes = st.put(p.codes.data(), p.codes.size());
-        dl.pw.scales = st.put(p.scales.data(), p.scales.size());
-        dl.pw.zero_points = st.put(p.zero_points.data(), p.zero_points.size());
-        const std::vector<std::int32_t> b32(p.group_boundaries.begin(), p.group_boundaries.end());
-        dl.pw.group_boundaries = st.put(b32.data(), b32.size());
-      } else {
-        const std::size_t n = static_cast<std::size_t>(lw.weight.numel());
-        if (opts.precision == GpuPrecision::FP16)
-          dl.w = st.put_rounded<__half>(lw.weight.data(), n);
-        else if (opts.precision == GpuPrecision::BF16)
-          dl.w = st.put_rounded<__nv_bfloat16>(lw.weight.data(), n);
-        else
-          dl.w = st.put(lw.weight.data(), n);
-      }
-      return dl;
-    };
-    d.attn_norm = norm(w.attn_norm);
-    d.ffn_norm = norm(w.ffn_norm);
-    d.q = linear(w.q);
-    d.k = linear(w.k);
-    d.v = linear(w.v);
-    d.o = linear(w.o);
-    d.fc1 = linear(w.fc1);
-    d.fc2 = linear(w.fc2);
-    d.gate = linear(w.gate);
-    d.up = linear(w.up);
-    d.down = linear(w.down);
-    d.rope_index = st.put(w.rope_index.data(), w.rope_index.size());
-    d.quantize_softmax = w.quantize_softmax;
-    return {d, st.bytes()};
-  }
-
-  // Starts copying layer l into its slot on the upload stream (after the compute that last used the slot).
-  void upload_layer(int l) {
-    if (resident) return;
-    const int s = l % slots;
-    if (slot_layer[static_cast<std::size_t>(s)] == l) return;  // still there (a model with <= slots layers)
-    // The staging buffer may still be read by the previous copy out of it.
-    RPTQ_CUDA_CHECK(cudaEventSynchronize(copied[static_cast<std::size_t>(s)]));
-    auto [view, bytes] = stage_layer(l, staging[static_cast<std::size_t>(s)],
-                                     reinterpret_cast<std::uintptr_t>(slot[static_cast<std::size_t>(s)].data()));
-    RPTQ_CUDA_CHECK(cudaStreamWaitEvent(upload, computed[static_cast<std::size_t>(s)], 0));
-    RPTQ_CUDA_CHECK(cudaMemcpyAsync(slot[static_cast<std::size_t>(s)].data(), staging[static_cast<std::size_t>(s)],
-                                    bytes, cudaMemcpyHostToDevice, upload));
-    RPTQ_CUDA_CHECK(cudaEventRecord(copied[static_cast<std::size_t>(s)], upload));
-    if (!staging_pinned[static_cast<std::size_t>(s)]) RPTQ_CUDA_CHECK(cudaStreamSynchronize(upload));
-    slot_layer[static_cast<std::size_t>(s)] = l;
-    slot_view[static_cast<std::size_t>(s)] = view;
-  }
-  const DevLayer& begin_layer(int l) {
-    if (resident) return resident_view[static_cast<std::size_t>(l)];
-    const int s = l % slots;
-    RPTQ_CUDA_CHECK(cudaStreamWaitEvent(compute, copied[static_cast<std::size_t>(s)], 0));
-    return slot_view[static_cast<std::size_t>(s)];
-  }
-  void end_layer(int l) {
-    if (!resident) RPTQ_CUDA_CHECK(cudaEventRecord(computed[static_cast<std::size_t>(l % slots)], compute));
   }
 
   // -------------------------------------------------------------------------------------------------------------
@@ -771,15 +421,7 @@ struct GpuRunner::Impl {
         hess_samples[ti] += rows;
       }
     }
-    if (!recording) return;
-    DevTapRanges& r = rec[static_cast<std::size_t>(t)];
-    for (std::int64_t b = 0; b < nseq; ++b) {
-      // Each window's ranges in its own row of [samples, channels] (TapRanges::sample_max/min).
-      float* smax = r.smax + (sample0 + b) * cols;
-      float* smin = r.smin + (sample0 + b) * cols;
-      cuda::channel_range(x + b * seq * cols, seq, cols, cols, smax, smin, cuda::RangeUpdate::Write, compute);
-      cuda::tap_ranges_add_sample(smax, smin, r.ema_max, r.ema_min, r.max, r.min, cols, sample0 + b == 0, compute);
-    }
+    if (recording) recorder.add_tap(t, x, nseq, seq, sample0, compute);
   }
 
   static InputError bad_dynamic_range(int layer, Tap t, std::int64_t channel) {
@@ -816,69 +458,16 @@ struct GpuRunner::Impl {
   // ema_min, max, min], then every tap's per-sample [smax, smin] ([samples, channels] each), all of which the host
   // reads per layer (the scores' per-sample scratch is the ScoreRange buffer), and points `rec` into it.
   void begin_recording(std::int64_t samples) {
-    std::vector<std::int64_t> channels;
-    for (Tap t : kAllTaps) channels.push_back(tap_channels(cfg, t));
-    channels.push_back(cfg.heads);
-    std::size_t results = 0;
-    for (std::size_t i = 0; i < channels.size(); ++i) {
-      results += 4 * static_cast<std::size_t>(channels[i]);
-      if (i < kTapCount) results += 2 * static_cast<std::size_t>(samples * channels[i]);
-    }
     sync();  // a cancelled calibration may have left work that reads the old arena
-    note_free(rec_arena.bytes());
-    mem.activation_bytes -= std::min(mem.activation_bytes, rec_arena.bytes());
-    rec_arena = cuda::DeviceBuffer<float>();
-    rec_arena = cuda::DeviceBuffer<float>(results);
-    note_alloc(rec_arena.bytes());
-    mem.activation_bytes += rec_arena.bytes();
-    rec_result_floats = results;
-    rec_samples = samples;
-    rec.assign(channels.size(), DevTapRanges{});
-    float* at = rec_arena.data();
-    for (std::size_t i = 0; i < channels.size(); ++i) {
-      DevTapRanges& r = rec[i];
-      r.channels = channels[i];
-      for (float** p : {&r.ema_max, &r.ema_min, &r.max, &r.min}) {
-        *p = at;
-        at += r.channels;
-      }
-    }
-    for (std::size_t i = 0; i < kTapCount; ++i) {
-      DevTapRanges& r = rec[i];
-      for (float** p : {&r.smax, &r.smin}) {
-        *p = at;
-        at += samples * r.channels;
-      }
-    }
+    note_free(recorder.arena_bytes());
+    mem.activation_bytes -= std::min(mem.activation_bytes, recorder.arena_bytes());
+    recorder.begin(cfg, samples);
+    note_alloc(recorder.arena_bytes());
+    mem.activation_bytes += recorder.arena_bytes();
   }
 
-  // The recorded ranges of the layer just run, all in one copy on the compute stream (which wrote them) and one
-  // wait.
-  void read_recorded(LayerRanges& lr, std::int64_t samples) {
-    if (samples != rec_samples) throw std::logic_error("read_recorded: the arena holds another sample count");
-    rec_host.resize(rec_result_floats);
-    RPTQ_CUDA_CHECK(cudaMemcpyAsync(rec_host.data(), rec_arena.data(), rec_result_floats * sizeof(float),
-                                    cudaMemcpyDeviceToHost, compute));
-    sync();
-    const float* at = rec_host.data();
-    for (std::size_t i = 0; i < rec.size(); ++i) {
-      const std::size_t c = static_cast<std::size_t>(rec[i].channels);
-      TapRanges& tr = i < kTapCount ? lr.taps[i] : lr.scores;
-      for (std::vector<float>* v : {&tr.ema_max, &tr.ema_min, &tr.max, &tr.min}) {
-        v->assign(at, at + c);
-        at += c;
-      }
-      tr.samples = samples;
-    }
-    for (std::size_t i = 0; i < kTapCount; ++i) {
-      const std::size_t n = static_cast<std::size_t>(samples * rec[i].channels);
-      TapRanges& tr = lr.taps[i];
-      tr.sample_max.assign(at, at + n);
-      at += n;
-      tr.sample_min.assign(at, at + n);
-      at += n;
-    }
-  }
+  // The recorded ranges of the layer just run, all in one copy on the compute stream (which wrote them).
+  void read_recorded(LayerRanges& lr, std::int64_t samples) { recorder.read(lr, samples, compute); }
 
   // -------------------------------------------------------------------------------------------------------------
   // Quantization's passes (GpuLayerPasses): the windows' hidden states stay in H, one layer runs at a time.
@@ -902,8 +491,8 @@ struct GpuRunner::Impl {
     const std::int64_t S = lw_samples, T = lw_seqlen, d = cfg.hidden;
     const std::int64_t chunk = any_dynamic ? 1 : lw_batch;
     pass_chunks = (S + chunk - 1) / chunk;
-    upload_layer(l);
-    const DevLayer w = begin_layer(l);
+    layer_store->upload_layer(l);
+    const DevLayer w = layer_store->begin_layer(l);
     LayerwiseProgress p;
     p.layer = l;
     p.layers = static_cast<int>(cfg.layers);
@@ -928,7 +517,7 @@ struct GpuRunner::Impl {
         if (!progress(p)) throw Cancelled();
       }
     }
-    end_layer(l);
+    layer_store->end_layer(l);
     check_dynamic_ranges(l, l + 1);
   }
 
@@ -990,30 +579,6 @@ struct GpuRunner::Impl {
     return out;
   }
 
-  // The attention score ranges of each window of the chunk (attention_score_range of calibration.cpp on the
-  // device), folded window by window into the layer's running score ranges, as RangeRecorder adds them.
-  void record_scores(const float* q, const float* k, std::int64_t nseq, std::int64_t seq) {
-    const std::int64_t heads = cfg.heads;
-    cuda::ScoreRangeShape s;
-    s.batch = nseq;
-    s.seq = seq;
-    s.heads = heads;
-    s.kv_heads = cfg.kv_heads;
-    s.head_dim = cfg.head_dim;
-    s.q_ld = cfg.q_dim();
-    s.k_ld = cfg.kv_dim();
-    s.window = cfg.sliding_window;
-    // OPT's Q tap is already scaled by head_dim^-0.5; LLaMA's attention scales the product (calibration.cpp).
-    s.scale = cfg.arch == Architecture::OPT ? 1.0f : 1.0f / std::sqrt(static_cast<float>(cfg.head_dim));
-    float* hmax = buf<float>(ScoreRange, static_cast<std::size_t>(2 * nseq * heads));
-    float* hmin = hmax + nseq * heads;
-    cuda::attention_score_range(q, k, hmax, hmin, s, compute);
-    DevTapRanges& r = rec[kTapCount];
-    for (std::int64_t b = 0; b < nseq; ++b)
-      cuda::tap_ranges_add_sample(hmax + b * heads, hmin + b * heads, r.ema_max, r.ema_min, r.max, r.min, heads,
-                                  sample0 + b == 0, compute);
-  }
-
   // -------------------------------------------------------------------------------------------------------------
   // The decoder layer's op set (model/decoder_layer.h): the kernels on the compute stream, the device hook, and the
   // device KV cache while generating.
@@ -1061,7 +626,9 @@ struct GpuRunner::Impl {
   void tap(int l, Tap t, float* x, std::int64_t cols, const layer::LayerPass& p) {
     device_hook(l, t, x, p.nseq, p.seq, cols);
     if (t == Tap::Q) tapped_q = x;
-    if (t == Tap::K && recording) record_scores(tapped_q, x, p.nseq, p.seq);
+    if (t == Tap::K && recording)
+      recorder.add_scores(tapped_q, x, p.nseq, p.seq, sample0,
+                          buf<float>(ScoreRange, static_cast<std::size_t>(2 * p.nseq * cfg.heads)), compute);
   }
   KvStore* cache() { return cached ? kv.get() : nullptr; }
 
@@ -1121,24 +688,24 @@ struct GpuRunner::Impl {
     const int L = static_cast<int>(cfg.layers);
     if (L == 0) return;
     pass_chunks = (nseq + chunk - 1) / chunk;
-    upload_layer(0);
+    layer_store->upload_layer(0);
     for (int l = 0; l < L; ++l) {
-      const DevLayer w = begin_layer(l);
+      const DevLayer w = layer_store->begin_layer(l);
       for (std::int64_t s0 = 0; s0 < nseq; s0 += chunk) {
         const std::int64_t nb = std::min(chunk, nseq - s0);
         sample0 = s0;
         chunk_index = s0 / chunk;
         layer_forward(l, w, h + s0 * seq * cfg.hidden, nb, seq);
       }
-      end_layer(l);
+      layer_store->end_layer(l);
       // Staged on the host while the GPU works through the layer just queued; its copy waits only for the
       // compute that last read the other slot.
-      if (slots > 1 && l + 1 < L) upload_layer(l + 1);
+      if (layer_store->slot_count() > 1 && l + 1 < L) layer_store->upload_layer(l + 1);
       if (after_layer) {
         check_dynamic_ranges(l, l + 1);
         after_layer(l);
       }
-      if (slots == 1 && l + 1 < L) upload_layer(l + 1);
+      if (layer_store->slot_count() == 1 && l + 1 < L) layer_store->upload_layer(l + 1);
     }
     if (!after_layer) check_dynamic_ranges(0, L);
   }
@@ -1411,7 +978,7 @@ class GpuLayerPasses : public LayerPasses {
   void changed(int l) override {
     guarded("while quantizing", m_.held, [&] {
       m_.upload_layer_quantizers(l);
-      m_.restage_layer(l);
+      m_.layer_store->restage_layer(l);
     });
   }
   std::map<Tap, HessianAccumulator> hessians(int l, const LayerwiseCallback& progress) override {

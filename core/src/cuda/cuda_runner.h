@@ -7,14 +7,18 @@
 // streamed: only the decoder layer being computed has its weights on the device (each layer is copied through
 // pinned host memory into one of two reused device slots, the next layer's copy overlapping the current layer's
 // compute on a second stream). GpuOptions::layers chooses; GpuMemoryStats::layers says which was used. The
-// activations of the whole batch stay on the device. The math is model.cpp's, kernel for kernel (kernels/*.cuh),
-// including the fused R1/R4 gathers, rope_index, quantize_softmax, GQA and sliding windows, and it is the same in
+// activations of the whole batch stay on the device. The decoder layer is model.cpp's, written once for both devices
+// (model/decoder_layer.h over the runner's CUDA op set, kernels/*.cuh), including the fused R1/R4 gathers,
+// rope_index, quantize_softmax, GQA and sliding windows, and it is the same in
 // both placements: the same weights (FP16 / BF16 rounded on the host when streamed, on the device when resident,
 // both to nearest even) reach the same kernels, so the results are identical bit for bit.
 //
 // The taps run on the device too: QuantizedModel's activation quantizers (fake_quant, static and dynamic) and the
-// calibration ranges (channel_range, the per-sample max / min and EMA of RangeRecorder / TapRanges, and the
-// attention score ranges of attention_score_range, kernels/attention_scores.cuh).
+// calibration ranges (device_range_recorder.h: channel_range, the per-sample max / min and EMA of RangeRecorder /
+// TapRanges, and the attention score ranges of attention_score_range, kernels/attention_scores.cuh).
+// The runner's jobs live in their own files: placement (device_layers.h), the KV cache (device_kv_cache.h), the
+// calibration ranges (device_range_recorder.h); cuda_runner.cpp keeps the op set, the taps, the layer-wise passes
+// of quantization (ranges, Hessians) and the forward, perplexity, generation and comparison passes.
 //
 // Built with RPTQ_WITH_CUDA; without it every function here throws InputError("CUDA support was not compiled
 // in ..."), so callers need no #ifdef. A missing GPU or driver is an InputError naming the reason; running out of
