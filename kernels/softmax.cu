@@ -1,4 +1,4 @@
-// Log-sum-exp, log-softmax and NLL per row: one block of 256 threads per row (logit rows are long: 50k-250k
+// NLL per row (log-sum-exp less the target's logit): one block of 256 threads per row (logit rows are long: 50k-250k
 // entries), two passes over the row (maximum, then the sum of exp(x - max)); the second pass mostly hits L2.
 //
 // Numerics: each thread sums its ~cols / 256 terms in float, and the partial sums are added in double: the same
@@ -32,29 +32,17 @@ __device__ float row_log_sum_exp(const float* __restrict__ xr, std::int64_t cols
   return hd::add(mx, static_cast<float>(log(total)));
 }
 
-enum class Output { Lse, LogSoftmax, Nll };
-
-template <Output O>
 __global__ void __launch_bounds__(kThreads)
-    row_softmax_kernel(const float* __restrict__ x, std::int64_t rows, std::int64_t cols, std::int64_t ld,
-                       float* lse_out, float* y, std::int64_t ldy, const std::int32_t* __restrict__ targets,
-                       double* nll) {
+    nll_kernel(const float* __restrict__ x, std::int64_t rows, std::int64_t cols, std::int64_t ld,
+               const std::int32_t* __restrict__ targets, double* nll) {
   __shared__ float fscratch[kWarpSize];
   __shared__ double dscratch[kWarpSize];
   for (std::int64_t r = blockIdx.x; r < rows; r += gridDim.x) {
     const float* xr = x + r * ld;
     const float lse = row_log_sum_exp(xr, cols, fscratch, dscratch);
-    if constexpr (O == Output::Lse) {
-      if (threadIdx.x == 0) lse_out[r] = lse;
-    } else if constexpr (O == Output::LogSoftmax) {
-      float* yr = y + r * ldy;
-      for (std::int64_t c = threadIdx.x; c < cols; c += blockDim.x) yr[c] = xr[c] - lse;
-      __syncthreads();  // in place: every thread has read its row before any thread moves on
-    } else {
-      if (threadIdx.x == 0) {
-        const std::int32_t t = targets[r];
-        nll[r] = t >= 0 && t < cols ? static_cast<double>(lse) - static_cast<double>(xr[t]) : NAN;
-      }
+    if (threadIdx.x == 0) {
+      const std::int32_t t = targets[r];
+      nll[r] = t >= 0 && t < cols ? static_cast<double>(lse) - static_cast<double>(xr[t]) : NAN;
     }
   }
 }
@@ -80,32 +68,6 @@ unsigned blocks_for(std::int64_t rows) {
 
 }  // namespace
 
-void log_sum_exp_rows(const float* x, std::int64_t rows, std::int64_t cols, std::int64_t ld, float* out,
-                      cudaStream_t stream) {
-  const char* op = "log_sum_exp_rows";
-  check(op, x, rows, cols, ld);
-  require(cols > 0 || rows == 0, op, "a row of no columns has no log-sum-exp");
-  if (rows == 0) return;
-  require_data(op, out, "out");
-  row_softmax_kernel<Output::Lse><<<blocks_for(rows), kThreads, 0, stream>>>(x, rows, cols, ld, out, nullptr, 0,
-                                                                            nullptr, nullptr);
-  RPTQ_CUDA_CHECK_LAUNCH();
-}
-
-void log_softmax_rows(const float* x, std::int64_t rows, std::int64_t cols, std::int64_t ld, float* y,
-                      std::int64_t ldy, cudaStream_t stream) {
-  const char* op = "log_softmax_rows";
-  check(op, x, rows, cols, ld);
-  require(ldy >= cols, op, "y row stride " + std::to_string(ldy) + " is less than the " + std::to_string(cols) +
-                               " columns");
-  require(y != x || ldy == ld, op, "in place needs ldy == ld");
-  if (rows == 0 || cols == 0) return;
-  require_data(op, y, "y");
-  row_softmax_kernel<Output::LogSoftmax><<<blocks_for(rows), kThreads, 0, stream>>>(x, rows, cols, ld, nullptr, y,
-                                                                                   ldy, nullptr, nullptr);
-  RPTQ_CUDA_CHECK_LAUNCH();
-}
-
 void nll_rows(const float* x, std::int64_t rows, std::int64_t cols, std::int64_t ld, const std::int32_t* targets,
               double* nll, double* total, cudaStream_t stream) {
   const char* op = "nll_rows";
@@ -114,8 +76,7 @@ void nll_rows(const float* x, std::int64_t rows, std::int64_t cols, std::int64_t
   if (rows > 0) {
     require_data(op, targets, "targets");
     require_data(op, nll, "nll");
-    row_softmax_kernel<Output::Nll><<<blocks_for(rows), kThreads, 0, stream>>>(x, rows, cols, ld, nullptr, nullptr,
-                                                                              0, targets, nll);
+    nll_kernel<<<blocks_for(rows), kThreads, 0, stream>>>(x, rows, cols, ld, targets, nll);
     RPTQ_CUDA_CHECK_LAUNCH();
   }
   if (total) {

@@ -1,6 +1,6 @@
 #pragma once
-// Row-wise log-softmax support on the GPU: the CUDA twin of rptq::ops::log_sum_exp over every row of a matrix, the
-// full log-softmax, and the per-row negative log-likelihood of target ids that perplexity sums.
+// The per-row negative log-likelihood of target ids that perplexity sums, on the GPU: the CUDA twin of
+// rptq::ops::log_sum_exp over every row of a matrix, less the target's logit.
 // x is row-major float32 [rows, cols] with row stride ld >= cols (logits [tokens, vocab]).
 // Asynchronous on `stream`; shapes are checked (std::invalid_argument) before any CUDA call.
 // Plain host header: safe to include from .cpp.
@@ -10,12 +10,6 @@
 
 namespace rptq::cuda {
 
-// out[r] = log(sum_c exp(x[r, c])), numerically stable (the row maximum is subtracted first).
-void log_sum_exp_rows(const float* x, std::int64_t rows, std::int64_t cols, std::int64_t ld, float* out,
-                      cudaStream_t stream = 0);
-// y[r, c] = x[r, c] - log_sum_exp(x[r, :]); y has row stride ldy >= cols and may be x itself (with ldy == ld).
-void log_softmax_rows(const float* x, std::int64_t rows, std::int64_t cols, std::int64_t ld, float* y,
-                      std::int64_t ldy, cudaStream_t stream = 0);
 // nll[r] = log_sum_exp(x[r, :]) - x[r, targets[r]] in double, with the log-sum-exp rounded to float first, exactly
 // the term perplexity's window_mean_nll adds per token. A target outside [0, cols) gives NaN (a kernel cannot
 // throw). When total is not null, *total = the sum of nll over the rows, in double and in a fixed order (the same

@@ -1,15 +1,13 @@
-// GPU row log-sum-exp, log-softmax and NLL (kernels/softmax.cu) against rptq::ops::log_sum_exp and perplexity's
-// per-token term (double(log_sum_exp(row)) - row[target]): one column, odd widths, OPT's 50272 and Qwen's 151936
-// vocabularies, a row stride larger than the row, logits with a large common offset, and one huge logit (a row
-// whose softmax is one-hot). Outputs are poisoned.
+// GPU row NLL (kernels/softmax.cu) against perplexity's per-token term (double(ops::log_sum_exp(row)) -
+// row[target]): one column, odd widths, OPT's 50272 and Qwen's 151936 vocabularies, a row stride larger than the
+// row, logits with a large common offset, and one huge logit (a row whose softmax is one-hot). Outputs are poisoned.
 //
-// Tolerance: |gpu - cpu| <= 4e-6 * max(1, |cpu|) for the log-sum-exp (and 4e-6 * max(1, |lse|) + 1 ulp for the
-// log-softmax entries and NLL). Both sides subtract the same exact maximum and add the terms in float blocks
-// (the CPU's of 256, the GPU's of cols / 256 per thread, ~600 at 150k) whose partial sums they add in double; float
-// error of such a block is ~sqrt(terms) roundings, ~1e-6 relative, and the exponentials differ by a few 1e-7 each
-// (CUDA expf against the CPU's polynomial), averaging out. A relative error e of the sum is an absolute error e of
-// its log; the final float addition to the maximum rounds once more (ulp(16) = 2e-6 for a typical log-sum-exp
-// near 11-16). 4e-6 is twice the sum of those.
+// Tolerance: |gpu - cpu| <= 4e-6 * max(1, |lse|). Both sides subtract the same exact maximum and add the terms in
+// float blocks (the CPU's of 256, the GPU's of cols / 256 per thread, ~600 at 150k) whose partial sums they add in
+// double; float error of such a block is ~sqrt(terms) roundings, ~1e-6 relative, and the exponentials differ by a
+// few 1e-7 each (CUDA expf against the CPU's polynomial), averaging out. A relative error e of the sum is an
+// absolute error e of its log; the final float addition to the maximum rounds once more (ulp(16) = 2e-6 for a
+// typical log-sum-exp near 11-16). 4e-6 is twice the sum of those.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -59,51 +57,6 @@ std::vector<float> logits_for(const Shape& s, std::uint32_t seed) {
 }
 
 }  // namespace
-
-TEST(CudaSoftmax, LogSumExpMatchesCpu) {
-  RPTQ_REQUIRE_CUDA_DEVICE();
-  std::uint32_t seed = 1;
-  for (const Shape& s : kShapes) {
-    SCOPED_TRACE(describe(s));
-    const std::vector<float> x = logits_for(s, seed += 2);
-    DeviceBuffer<float> dx(x), dout(std::vector<float>(static_cast<std::size_t>(s.rows), std::nanf("")));
-    rptq::cuda::log_sum_exp_rows(dx.data(), s.rows, s.cols, s.ld, dout.data());
-    const std::vector<float> gpu = dout.to_host();
-    for (std::int64_t r = 0; r < s.rows; ++r) {
-      const float cpu = rptq::ops::log_sum_exp(x.data() + r * s.ld, s.cols);
-      ASSERT_LE(std::fabs(static_cast<double>(gpu[r]) - cpu), kTolerance * std::max(1.0f, std::fabs(cpu)))
-          << "row " << r << ": gpu " << gpu[r] << " cpu " << cpu;
-    }
-  }
-}
-
-TEST(CudaSoftmax, LogSoftmaxMatchesCpu) {
-  RPTQ_REQUIRE_CUDA_DEVICE();
-  std::uint32_t seed = 100;
-  for (const Shape& s : kShapes) {
-    SCOPED_TRACE(describe(s));
-    const std::vector<float> x = logits_for(s, seed += 2);
-    const std::int64_t ldy = s.cols + 1;
-    DeviceBuffer<float> dx(x), dy(std::vector<float>(static_cast<std::size_t>(s.rows * ldy), std::nanf("")));
-    rptq::cuda::log_softmax_rows(dx.data(), s.rows, s.cols, s.ld, dy.data(), ldy);
-    const std::vector<float> gpu = dy.to_host();
-    for (std::int64_t r = 0; r < s.rows; ++r) {
-      const float lse = rptq::ops::log_sum_exp(x.data() + r * s.ld, s.cols);
-      for (std::int64_t c = 0; c < s.cols; ++c) {
-        const float cpu = x[r * s.ld + c] - lse;
-        const double allowed = kTolerance * std::max(1.0f, std::fabs(lse)) + std::fabs(cpu) * 1.2e-7;
-        ASSERT_LE(std::fabs(static_cast<double>(gpu[r * ldy + c]) - cpu), allowed) << "row " << r << " col " << c;
-      }
-      EXPECT_TRUE(std::isnan(gpu[r * ldy + s.cols])) << "wrote past the row";
-    }
-    // In place.
-    DeviceBuffer<float> dz(x);
-    rptq::cuda::log_softmax_rows(dz.data(), s.rows, s.cols, s.ld, dz.data(), s.ld);
-    const std::vector<float> z = dz.to_host();
-    for (std::int64_t r = 0; r < s.rows; ++r)
-      for (std::int64_t c = 0; c < s.cols; ++c) ASSERT_EQ(z[r * s.ld + c], gpu[r * ldy + c]);
-  }
-}
 
 TEST(CudaSoftmax, NllMatchesPerplexityTerm) {
   RPTQ_REQUIRE_CUDA_DEVICE();
@@ -159,14 +112,11 @@ TEST(CudaSoftmax, EmptyAndInvalidShapes) {
   float f = 0.0f;
   double d = 0.0;
   std::int32_t t = 0;
-  EXPECT_NO_THROW(rptq::cuda::log_sum_exp_rows(nullptr, 0, 10, 10, nullptr));
-  EXPECT_NO_THROW(rptq::cuda::log_softmax_rows(nullptr, 4, 0, 0, nullptr, 0));
-  EXPECT_THROW(rptq::cuda::log_sum_exp_rows(&f, 2, 0, 0, &f), std::invalid_argument);  // nothing to sum
-  EXPECT_THROW(rptq::cuda::log_sum_exp_rows(&f, 2, 10, 9, &f), std::invalid_argument);
-  EXPECT_THROW(rptq::cuda::log_sum_exp_rows(&f, -2, 10, 10, &f), std::invalid_argument);
-  EXPECT_THROW(rptq::cuda::log_sum_exp_rows(&f, 2, 10, 10, nullptr), std::invalid_argument);
-  EXPECT_THROW(rptq::cuda::log_softmax_rows(&f, 2, 10, 10, &f, 9), std::invalid_argument);
-  EXPECT_THROW(rptq::cuda::log_softmax_rows(&f, 2, 10, 12, &f, 10), std::invalid_argument);  // in place, other ld
+  EXPECT_NO_THROW(rptq::cuda::nll_rows(nullptr, 0, 10, 10, nullptr, nullptr));
+  EXPECT_THROW(rptq::cuda::nll_rows(&f, 2, 0, 0, &t, &d), std::invalid_argument);  // nothing to sum
+  EXPECT_THROW(rptq::cuda::nll_rows(&f, 2, 10, 9, &t, &d), std::invalid_argument);
+  EXPECT_THROW(rptq::cuda::nll_rows(&f, -2, 10, 10, &t, &d), std::invalid_argument);
+  EXPECT_THROW(rptq::cuda::nll_rows(nullptr, 2, 10, 10, &t, &d), std::invalid_argument);
   EXPECT_THROW(rptq::cuda::nll_rows(&f, 2, 10, 10, nullptr, &d), std::invalid_argument);
   EXPECT_THROW(rptq::cuda::nll_rows(&f, 2, 10, 10, &t, nullptr), std::invalid_argument);
 }
