@@ -58,8 +58,6 @@ namespace rptq {
 
 namespace {
 
-constexpr std::size_t kAlign = 256;
-std::size_t align_up(std::size_t v) { return (v + kAlign - 1) / kAlign * kAlign; }
 // Dequantized rows per packed-linear tile: at most 16 MiB of float32 weights in the cuBLAS scratch.
 constexpr std::size_t kPackedTileBytes = std::size_t{16} << 20;
 // Rows of the output head per step: bounds the [rows, vocab] logits buffer.
@@ -215,7 +213,7 @@ struct GpuRunner::Impl {
 
   template <typename T>
   T* buf(Buf id, std::size_t count) {
-    const std::size_t bytes = align_up(std::max<std::size_t>(count * sizeof(T), 1));
+    const std::size_t bytes = device_align_up(std::max<std::size_t>(count * sizeof(T), 1));
     cuda::DeviceBuffer<std::uint8_t>& b = bufs[id];
     if (b.bytes() < bytes) {
       RPTQ_CUDA_CHECK(cudaStreamSynchronize(compute));  // work in flight may still use the old buffer
@@ -341,7 +339,7 @@ struct GpuRunner::Impl {
       const std::size_t esize = opts.precision == GpuPrecision::FP32 ? 4 : 2;
       std::int64_t tile = static_cast<std::int64_t>(kPackedTileBytes / (static_cast<std::size_t>(L.in) * esize));
       tile = std::clamp<std::int64_t>(tile / 8 * 8, 8, std::max<std::int64_t>(L.out, 8));
-      const std::size_t x_bytes = esize == 4 ? 0 : align_up(static_cast<std::size_t>(rows * L.in) * esize);
+      const std::size_t x_bytes = esize == 4 ? 0 : device_align_up(static_cast<std::size_t>(rows * L.in) * esize);
       note_blas_scratch(x_bytes + static_cast<std::size_t>(std::min(tile, L.out) * L.in) * esize);
       cuda::packed_linear(blas, x, ldx, rows, L.pw, bias, y, accumulate, gemm_inputs(opts.precision), tile);
       return;
@@ -592,6 +590,9 @@ struct GpuRunner::Impl {
       case layer::LayerBuffer::Attn: return buf<float>(Attn, n);
       case layer::LayerBuffer::Hidden: return buf<float>(Hid, n);
       case layer::LayerBuffer::Up: return buf<float>(Up, n);
+      case layer::LayerBuffer::Embed: return buf<float>(Tmp, n);
+      case layer::LayerBuffer::HeadX: return buf<float>(HeadX, n);
+      case layer::LayerBuffer::HeadY: return buf<float>(HeadY, n);
     }
     throw std::logic_error("unknown layer buffer");
   }
@@ -641,41 +642,61 @@ struct GpuRunner::Impl {
     layer::layer_forward(*this, cfg, l, w, h, p);
   }
 
+  // The ends' ops (decoder_layer.h's embed and head).
+  void embedding(std::span<const std::int32_t> tokens, float* y) {
+    const auto n = static_cast<std::int64_t>(tokens.size());
+    std::int32_t* ids = buf<std::int32_t>(Ids, tokens.size());
+    RPTQ_CUDA_CHECK(cudaMemcpyAsync(ids, tokens.data(), tokens.size() * sizeof(std::int32_t), cudaMemcpyHostToDevice,
+                                    compute));
+    cuda::embedding(ids, n, embed_tokens.data(), cfg.vocab, cfg.embed_dim, y, compute);
+  }
+  void add_positions(float* h, const layer::LayerPass& p) {
+    cuda::add_positions(h, p.rows(), p.seq, p.past, embed_positions.data(), cfg.max_positions + 2, cfg.hidden, 2,
+                        compute);
+  }
+  void embedding_with_positions(std::span<const std::int32_t> tokens, const layer::LayerPass& p, float* y) {
+    const auto n = static_cast<std::int64_t>(tokens.size());
+    std::int32_t* ids = buf<std::int32_t>(Ids, tokens.size());
+    RPTQ_CUDA_CHECK(cudaMemcpyAsync(ids, tokens.data(), tokens.size() * sizeof(std::int32_t), cudaMemcpyHostToDevice,
+                                    compute));
+    cuda::embedding_with_positions(ids, n, embed_tokens.data(), cfg.vocab, cfg.hidden, p.seq, p.past,
+                                   embed_positions.data(), cfg.max_positions + 2, 2, y, compute);
+  }
+  void project(layer::Projection which, const float* x, std::int64_t rows, float* y) {
+    const std::int64_t d = cfg.hidden, e = cfg.embed_dim;
+    switch (which) {
+      case layer::Projection::In:
+        return cuda::linear(blas, x, e, rows, e, project_in.data(), nullptr, d, y, false);
+      case layer::Projection::Out:
+        return cuda::linear(blas, x, d, rows, d, project_out.data(), nullptr, e, y, false);
+      case layer::Projection::Head: {
+        const float* w = lm_head.empty() ? embed_tokens.data() : lm_head.data();
+        return cuda::linear(blas, x, e, rows, e, w, nullptr, cfg.vocab, y, false);
+      }
+    }
+  }
+  void final_norm(const float* x, float* y, std::int64_t rows) {
+    norm(final_gamma.data(), final_beta.data(), nullptr, x, y, rows);
+  }
+
   // Embeds nseq sequences of seq tokens, continuing `past` cached ones, into H [nseq * seq, hidden] (Model::embed).
   float* embed(std::span<const std::int32_t> tokens, std::int64_t nseq, std::int64_t seq, std::int64_t past = 0) {
-    const std::int64_t n = nseq * seq, d = cfg.hidden, e = cfg.embed_dim;
-    if (static_cast<std::int64_t>(tokens.size()) != n || nseq < 1)
-      throw InputError(std::to_string(tokens.size()) + " tokens cannot form " + std::to_string(nseq) +
-                       " equal sequences");
-    for (std::int32_t id : tokens)
-      if (id < 0 || id >= cfg.vocab)
-        throw InputError("token id " + std::to_string(id) + " is outside the vocabulary (size " +
-                         std::to_string(cfg.vocab) + ")");
-    if (cfg.arch == Architecture::OPT && past + seq > cfg.max_positions)
-      throw InputError("sequence of " + std::to_string(past + seq) + " tokens is longer than the model's " +
-                       std::to_string(cfg.max_positions) + " positions");
-    std::int32_t* ids = buf<std::int32_t>(Ids, static_cast<std::size_t>(n));
-    RPTQ_CUDA_CHECK(cudaMemcpyAsync(ids, tokens.data(), static_cast<std::size_t>(n) * 4, cudaMemcpyHostToDevice,
-                                    compute));
-    float* h = buf<float>(H, static_cast<std::size_t>(n * d));
-    const std::int64_t pos_rows = cfg.max_positions + 2;
+    layer::LayerPass p;
+    p.nseq = nseq;
+    p.seq = layer::check_tokens(cfg, tokens, nseq, past);
+    p.past = past;
+    if (p.seq != seq) throw std::logic_error("GpuRunner::embed: tokens do not form windows of the length given");
+    const std::int64_t n = p.rows();
     std::vector<std::int64_t> pos;  // a host temporary: lives until the wait below
     if (cfg.arch != Architecture::OPT) {
       // Rotary positions of every row, for the layers.
       pos.resize(static_cast<std::size_t>(n));
       for (std::size_t r = 0; r < pos.size(); ++r) pos[r] = past + static_cast<std::int64_t>(r) % seq;
-      std::int64_t* p = buf<std::int64_t>(Pos, pos.size());
-      RPTQ_CUDA_CHECK(cudaMemcpyAsync(p, pos.data(), pos.size() * 8, cudaMemcpyHostToDevice, compute));
-      cuda::embedding(ids, n, embed_tokens.data(), cfg.vocab, e, h, compute);
-    } else if (e == d) {
-      cuda::embedding_with_positions(ids, n, embed_tokens.data(), cfg.vocab, d, seq, past, embed_positions.data(),
-                                     pos_rows, 2, h, compute);
-    } else {
-      float* tok = buf<float>(Tmp, static_cast<std::size_t>(n * e));
-      cuda::embedding(ids, n, embed_tokens.data(), cfg.vocab, e, tok, compute);
-      cuda::linear(blas, tok, e, n, e, project_in.data(), nullptr, d, h, false);
-      cuda::add_positions(h, n, seq, past, embed_positions.data(), pos_rows, d, 2, compute);
+      std::int64_t* dp = buf<std::int64_t>(Pos, pos.size());
+      RPTQ_CUDA_CHECK(cudaMemcpyAsync(dp, pos.data(), pos.size() * 8, cudaMemcpyHostToDevice, compute));
     }
+    float* h = buf<float>(H, static_cast<std::size_t>(n * cfg.hidden));
+    layer::embed(*this, cfg, tokens, p, h);
     RPTQ_CUDA_CHECK(cudaStreamSynchronize(compute));  // `tokens` (and `pos`) may be temporaries
     return h;
   }
@@ -712,21 +733,8 @@ struct GpuRunner::Impl {
 
   // Logits [rows, vocab] of hidden rows [rows, hidden] into Logits (Model::head).
   float* head(const float* hidden, std::int64_t rows) {
-    const std::int64_t d = cfg.hidden, e = cfg.embed_dim;
-    float* x = buf<float>(HeadX, static_cast<std::size_t>(rows * d));
-    if (cfg.arch != Architecture::OPT || cfg.final_layer_norm)
-      norm(final_gamma.data(), final_beta.data(), nullptr, hidden, x, rows);
-    else
-      RPTQ_CUDA_CHECK(cudaMemcpyAsync(x, hidden, static_cast<std::size_t>(rows * d) * 4, cudaMemcpyDeviceToDevice,
-                                      compute));
-    if (e != d) {
-      float* y = buf<float>(HeadY, static_cast<std::size_t>(rows * e));
-      cuda::linear(blas, x, d, rows, d, project_out.data(), nullptr, e, y, false);
-      x = y;
-    }
-    const float* w = lm_head.empty() ? embed_tokens.data() : lm_head.data();
     float* logits = buf<float>(Logits, static_cast<std::size_t>(rows * cfg.vocab));
-    cuda::linear(blas, x, e, rows, e, w, nullptr, cfg.vocab, logits, false);
+    layer::head(*this, cfg, hidden, rows, logits);
     return logits;
   }
 

@@ -18,8 +18,6 @@ namespace rptq {
 
 namespace {
 
-constexpr std::size_t kAlign = 256;
-std::size_t align_up(std::size_t v) { return (v + kAlign - 1) / kAlign * kAlign; }
 // Resident FP16 / BF16 layers: float32 weights pass through a device buffer of at most this many floats (16 MiB)
 // on their way to being rounded.
 constexpr std::size_t kConvertChunk = std::size_t{4} << 20;
@@ -37,7 +35,7 @@ class Stager {
   template <typename T>
   const T* put(const T* src, std::size_t n) {
     if (n == 0) return nullptr;
-    off_ = align_up(off_);
+    off_ = device_align_up(off_);
     if (host_) std::memcpy(host_ + off_, src, n * sizeof(T));
     const T* p = reinterpret_cast<const T*>(dev_ + off_);
     off_ += n * sizeof(T);
@@ -46,7 +44,7 @@ class Stager {
   // float32 rounded to a 16-bit type (round to nearest even), as gemm.cuh's convert() does.
   template <typename H>
   const H* put_rounded(const float* src, std::size_t n) {
-    off_ = align_up(off_);
+    off_ = device_align_up(off_);
     if (deferred_) {
       deferred_->push_back({src, reinterpret_cast<void*>(dev_ + off_), n});
     } else if (host_) {
@@ -62,7 +60,7 @@ class Stager {
     off_ += n * sizeof(H);
     return p;
   }
-  std::size_t bytes() const { return align_up(off_); }
+  std::size_t bytes() const { return device_align_up(off_); }
 
  private:
   std::uint8_t* host_;

@@ -21,6 +21,10 @@
 
 namespace rptq {
 
+// Device buffers and the tensors inside a layer slot start at 256-byte boundaries.
+constexpr std::size_t kDeviceAlign = 256;
+inline std::size_t device_align_up(std::size_t v) { return (v + kDeviceAlign - 1) / kDeviceAlign * kDeviceAlign; }
+
 // The device memory a runner holds now and the statistics it reports (GpuMemoryStats), kept by all its parts.
 struct DeviceLedger {
   GpuMemoryStats stats;

@@ -1,7 +1,9 @@
 #pragma once
 // The decoder layer, written once: the order of its operations, where its taps are, its residual wiring and its
 // KV-cache step, over an op set that runs them on the CPU (CpuLayerOps, model.cpp) or on a CUDA GPU (the runner's
-// ops, cuda/cuda_runner.cpp). A new architecture variant, or a fix, is made here for both devices.
+// ops, cuda/cuda_runner.cpp). A new architecture variant, or a fix, is made here for both devices. The model's two
+// ends (embed: token rows, OPT's projection and learned positions; head: final norm, projection, output head) are
+// written here once too.
 //
 // An op set `Ops` provides, on its device's memory (float32 activations, row-major [rows, cols]):
 //   float* buffer(LayerBuffer id, std::size_t n)   scratch of n floats, one per id, reused across calls
@@ -17,11 +19,20 @@
 //   void attention(const float* q, const float* k, const float* v, float* out, const AttentionShape& s)
 //   void tap(int layer, Tap t, float* x, std::int64_t cols, const LayerPass& p)   the activation hook
 //   KvStore* cache()                                the KV cache the pass appends to, or null
+// and for the model's ends:
+//   void embedding(std::span<const std::int32_t> tokens, float* y)      rows of the token embedding table
+//   void add_positions(float* h, const LayerPass& p)                    OPT's learned positions (offset 2)
+//   void embedding_with_positions(tokens, const LayerPass& p, float* y) the two at once (a kernel may fuse them)
+//   void project(Projection which, const float* x, std::int64_t rows, float* y)   an outer weight, no bias
+//   void final_norm(const float* x, float* y, std::int64_t rows)
 // where Linear, Norm and Layer are the op set's weight types (Layer has attn_norm, ffn_norm, q, k, v, o, fc1, fc2,
 // gate, up, down and quantize_softmax).
 #include <cmath>
 #include <cstdint>
+#include <span>
+#include <string>
 
+#include "rptq/base/error.h"
 #include "rptq/model/attention_shape.h"
 #include "rptq/model/model.h"
 #include "rptq/model/model_config.h"
@@ -35,7 +46,11 @@ struct LayerPass {
   std::int64_t rows() const { return nseq * seq; }
 };
 
-enum class LayerBuffer { X, Q, K, V, Attn, Hidden, Up };
+enum class LayerBuffer { X, Q, K, V, Attn, Hidden, Up, Embed, HeadX, HeadY };
+
+// The weights outside the decoder layers that the ends multiply by: OPT's project_in [hidden, embed_dim] and
+// project_out [embed_dim, hidden], and the output head [vocab, embed_dim] (the token embeddings when tied).
+enum class Projection { In, Out, Head };
 
 enum class Activation { Relu, Gelu, GeluTanh };
 
@@ -147,6 +162,58 @@ void layer_forward(Ops& ops, const ModelConfig& cfg, int l, const Layer& w, floa
     ops.norm(w.ffn_norm, h, x, rows);
     ops.copy(h, x, n);
   }
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// The model's ends
+
+// Checks a pass's tokens against the model, on either device: nseq equal sequences, every id inside the vocabulary,
+// and (OPT's learned positions) past + seq within the model's positions. Returns seq. Throws InputError.
+inline std::int64_t check_tokens(const ModelConfig& cfg, std::span<const std::int32_t> tokens, std::int64_t nseq,
+                                 std::int64_t past) {
+  const auto n = static_cast<std::int64_t>(tokens.size());
+  if (nseq <= 0 || n % nseq != 0)
+    throw InputError(std::to_string(n) + " tokens cannot form " + std::to_string(nseq) + " equal sequences");
+  const std::int64_t seq = n / nseq;
+  for (std::int32_t id : tokens)
+    if (id < 0 || id >= cfg.vocab)
+      throw InputError("token id " + std::to_string(id) + " is outside the vocabulary (size " +
+                       std::to_string(cfg.vocab) + ")");
+  if (cfg.arch == Architecture::OPT && past + seq > cfg.max_positions)
+    throw InputError("sequence of " + std::to_string(past + seq) + " tokens is longer than the model's " +
+                     std::to_string(cfg.max_positions) + " positions");
+  return seq;
+}
+
+// The hidden state h [rows, hidden] the first layer reads: the tokens' embedding rows; OPT projects them to hidden
+// when embed_dim differs and adds the learned positions past + r % seq.
+template <class Ops>
+void embed(Ops& ops, const ModelConfig& cfg, std::span<const std::int32_t> tokens, const LayerPass& p, float* h) {
+  const std::int64_t d = cfg.hidden, e = cfg.embed_dim;
+  if (cfg.arch != Architecture::OPT) return ops.embedding(tokens, h);
+  if (e == d) return ops.embedding_with_positions(tokens, p, h);
+  float* tok = ops.buffer(LayerBuffer::Embed, static_cast<std::size_t>(p.rows() * e));
+  ops.embedding(tokens, tok);
+  ops.project(Projection::In, tok, p.rows(), h);
+  ops.add_positions(h, p);
+}
+
+// Logits [rows, vocab] of the last layer's hidden rows [rows, hidden]: the final norm (OPT without one: none),
+// OPT's project_out when embed_dim differs, then the output head.
+template <class Ops>
+void head(Ops& ops, const ModelConfig& cfg, const float* hidden, std::int64_t rows, float* logits) {
+  const std::int64_t d = cfg.hidden, e = cfg.embed_dim;
+  float* x = ops.buffer(LayerBuffer::HeadX, static_cast<std::size_t>(rows * d));
+  if (cfg.arch != Architecture::OPT || cfg.final_layer_norm)
+    ops.final_norm(hidden, x, rows);
+  else
+    ops.copy(x, hidden, static_cast<std::size_t>(rows * d));
+  if (e != d) {
+    float* y = ops.buffer(LayerBuffer::HeadY, static_cast<std::size_t>(rows * e));
+    ops.project(Projection::Out, x, rows, y);
+    x = y;
+  }
+  ops.project(Projection::Head, x, rows, logits);
 }
 
 }  // namespace rptq::layer

@@ -29,7 +29,7 @@ int num_threads() { return omp_get_max_threads(); }
 // on the same thread (nested) gets its own buffers.
 
 struct Model::Scratch {
-  Tensor x, q, k, v, attn, hidden, up;
+  Tensor x, q, k, v, attn, hidden, up, embed, head_x, head_y;
   std::vector<float> wtile;  // a tile of a packed linear's weight, dequantized
 };
 
@@ -253,44 +253,6 @@ std::size_t Model::weight_bytes() const {
 // ---------------------------------------------------------------------------------------------------------------
 // Forward pass
 
-Tensor Model::embed(std::span<const std::int32_t> tokens, std::int64_t batch, std::int64_t past) const {
-  const std::int64_t n = static_cast<std::int64_t>(tokens.size());
-  if (batch <= 0 || n % batch != 0)
-    throw InputError(std::to_string(n) + " tokens cannot form " + std::to_string(batch) + " equal sequences");
-  const std::int64_t seq = n / batch;
-  for (std::int32_t id : tokens)
-    if (id < 0 || id >= cfg_.vocab)
-      throw InputError("token id " + std::to_string(id) + " is outside the vocabulary (size " +
-                       std::to_string(cfg_.vocab) + ")");
-  if (cfg_.arch == Architecture::OPT && past + seq > cfg_.max_positions)
-    throw InputError("sequence of " + std::to_string(past + seq) + " tokens is longer than the model's " +
-                     std::to_string(cfg_.max_positions) + " positions");
-
-  const std::int64_t d = cfg_.hidden, e = cfg_.embed_dim;
-  Tensor tok = Tensor::uninitialized({n, e});
-#pragma omp parallel for schedule(static) if (n * e > (1 << 14))
-  for (std::int64_t i = 0; i < n; ++i)
-    std::memcpy(tok.data() + i * e, embed_tokens_.data() + static_cast<std::int64_t>(tokens[i]) * e,
-                static_cast<std::size_t>(e) * sizeof(float));
-  if (cfg_.arch != Architecture::OPT) return tok;
-
-  Tensor h;
-  if (e != d) {
-    h = Tensor::uninitialized({n, d});
-    ops::linear(tok.data(), e, n, e, project_in_.weight.data(), nullptr, d, h.data());
-  } else {
-    h = std::move(tok);
-  }
-  // OPT's learned positions start at offset 2 (fairseq's padding convention).
-#pragma omp parallel for schedule(static) if (n * d > (1 << 14))
-  for (std::int64_t i = 0; i < n; ++i) {
-    const float* pe = embed_positions_.data() + (past + i % seq + 2) * d;
-    float* hr = h.data() + i * d;
-    for (std::int64_t c = 0; c < d; ++c) hr[c] += pe[c];
-  }
-  return h;
-}
-
 void Model::norm(const NormWeights& n, const float* x, float* y, std::int64_t rows, std::int64_t cols) const {
   const float* gamma = n.gamma.empty() ? nullptr : n.gamma.data();
   const std::int32_t* gather = n.gather.empty() ? nullptr : n.gather.data();
@@ -317,6 +279,9 @@ class Model::CpuLayerOps {
       case layer::LayerBuffer::Attn: t = &ws_.attn; break;
       case layer::LayerBuffer::Hidden: t = &ws_.hidden; break;
       case layer::LayerBuffer::Up: t = &ws_.up; break;
+      case layer::LayerBuffer::Embed: t = &ws_.embed; break;
+      case layer::LayerBuffer::HeadX: t = &ws_.head_x; break;
+      case layer::LayerBuffer::HeadY: t = &ws_.head_y; break;
     }
     t->resize({static_cast<std::int64_t>(n)});
     return t->data();
@@ -360,6 +325,48 @@ class Model::CpuLayerOps {
   }
   KvStore* cache() { return cache_; }
 
+  void embedding(std::span<const std::int32_t> tokens, float* y) {
+    const auto n = static_cast<std::int64_t>(tokens.size());
+    const std::int64_t e = m_.cfg_.embed_dim;
+    const float* table = m_.embed_tokens_.data();
+#pragma omp parallel for schedule(static) if (n * e > (1 << 14))
+    for (std::int64_t i = 0; i < n; ++i)
+      std::memcpy(y + i * e, table + static_cast<std::int64_t>(tokens[static_cast<std::size_t>(i)]) * e,
+                  static_cast<std::size_t>(e) * sizeof(float));
+  }
+  void add_positions(float* h, const layer::LayerPass& p) {
+    // OPT's learned positions start at offset 2 (fairseq's padding convention).
+    const std::int64_t n = p.rows(), d = m_.cfg_.hidden;
+    const float* table = m_.embed_positions_.data();
+#pragma omp parallel for schedule(static) if (n * d > (1 << 14))
+    for (std::int64_t i = 0; i < n; ++i) {
+      const float* pe = table + (p.past + i % p.seq + 2) * d;
+      float* hr = h + i * d;
+      for (std::int64_t c = 0; c < d; ++c) hr[c] += pe[c];
+    }
+  }
+  void embedding_with_positions(std::span<const std::int32_t> tokens, const layer::LayerPass& p, float* y) {
+    embedding(tokens, y);
+    add_positions(y, p);
+  }
+  void project(layer::Projection which, const float* x, std::int64_t rows, float* y) {
+    const ModelConfig& cfg = m_.cfg_;
+    const std::int64_t d = cfg.hidden, e = cfg.embed_dim;
+    switch (which) {
+      case layer::Projection::In:
+        return ops::linear(x, e, rows, e, m_.project_in_.weight.data(), nullptr, d, y);
+      case layer::Projection::Out:
+        return ops::linear(x, d, rows, d, m_.project_out_.weight.data(), nullptr, e, y);
+      case layer::Projection::Head: {
+        const Tensor& w = m_.lm_head_.empty() ? m_.embed_tokens_ : m_.lm_head_;
+        return ops::linear(x, e, rows, e, w.data(), nullptr, cfg.vocab, y);
+      }
+    }
+  }
+  void final_norm(const float* x, float* y, std::int64_t rows) {
+    m_.norm(m_.final_norm_, x, y, rows, m_.cfg_.hidden);
+  }
+
  private:
   const Model& m_;
   Scratch& ws_;
@@ -385,6 +392,18 @@ void Model::layer_forward(int layer, Tensor& h, std::int64_t batch, KvCache* cac
   layer::layer_forward(ops, cfg_, layer, layers_[static_cast<std::size_t>(layer)], h.data(), p, taps_only);
 }
 
+Tensor Model::embed(std::span<const std::int32_t> tokens, std::int64_t batch, std::int64_t past) const {
+  layer::LayerPass p;
+  p.nseq = batch;
+  p.seq = layer::check_tokens(cfg_, tokens, batch, past);
+  p.past = past;
+  Tensor h = Tensor::uninitialized({p.rows(), cfg_.arch == Architecture::OPT ? cfg_.hidden : cfg_.embed_dim});
+  ScratchLease lease;
+  CpuLayerOps ops(*this, lease.get(), nullptr, nullptr);
+  layer::embed(ops, cfg_, tokens, p, h.data());
+  return h;
+}
+
 Tensor Model::head(const Tensor& hidden) const {
   Tensor logits;
   head(hidden.data(), hidden.dim(0), logits);
@@ -392,20 +411,10 @@ Tensor Model::head(const Tensor& hidden) const {
 }
 
 void Model::head(const float* hidden, std::int64_t rows, Tensor& logits) const {
-  const std::int64_t d = cfg_.hidden, e = cfg_.embed_dim;
-  Tensor x = Tensor::uninitialized({rows, d});
-  if (cfg_.arch != Architecture::OPT || cfg_.final_layer_norm)
-    norm(final_norm_, hidden, x.data(), rows, d);
-  else
-    std::memcpy(x.data(), hidden, static_cast<std::size_t>(rows * d) * 4);
-  if (e != d) {
-    Tensor y = Tensor::uninitialized({rows, e});
-    ops::linear(x.data(), d, rows, d, project_out_.weight.data(), nullptr, e, y.data());
-    x = std::move(y);
-  }
-  const Tensor& w = lm_head_.empty() ? embed_tokens_ : lm_head_;
   logits.resize({rows, cfg_.vocab});
-  ops::linear(x.data(), e, rows, e, w.data(), nullptr, cfg_.vocab, logits.data());
+  ScratchLease lease;
+  CpuLayerOps ops(*this, lease.get(), nullptr, nullptr);
+  layer::head(ops, cfg_, hidden, rows, logits.data());
 }
 
 Tensor Model::forward(std::span<const std::int32_t> tokens, std::int64_t batch, KvCache* cache,
