@@ -133,10 +133,8 @@ struct GpuRunner::Impl {
   bool cached = false;
   const float* tapped_q = nullptr;  // the Q tap's activation, for the attention score ranges at the K tap
 
-  // Quantization's layer-by-layer passes (GpuLayerPasses): every calibration window's hidden state in H, the input
-  // of layer lw_next; while hessian_layer >= 0 the taps of its linears' inputs add to the Hessians (per Tap).
-  std::int64_t lw_samples = 0, lw_seqlen = 0, lw_batch = 8, lw_done = 0, lw_total = 0;
-  float* lw_h = nullptr;
+  // Quantization's layer-by-layer passes (GpuLayerPasses) add the taps of hessian_layer's linear inputs to the
+  // Hessians (per Tap) while it is >= 0.
   int hessian_layer = -1;
   std::array<cuda::DeviceBuffer<double>, kTapCount> hess;
   std::array<std::int64_t, kTapCount> hess_samples{};
@@ -466,116 +464,6 @@ struct GpuRunner::Impl {
 
   // The recorded ranges of the layer just run, all in one copy on the compute stream (which wrote them).
   void read_recorded(LayerRanges& lr, std::int64_t samples) { recorder.read(lr, samples, compute); }
-
-  // -------------------------------------------------------------------------------------------------------------
-  // Quantization's passes (GpuLayerPasses): the windows' hidden states stay in H, one layer runs at a time.
-
-  void begin_layerwise(std::span<const std::int32_t> tokens, std::int64_t samples, std::int64_t seqlen,
-                       std::int64_t batch, int passes_per_layer) {
-    if (samples < 1 || seqlen < 1 || static_cast<std::int64_t>(tokens.size()) != samples * seqlen)
-      throw InputError("calibration tokens: " + std::to_string(tokens.size()) + " ids cannot be " +
-                       std::to_string(samples) + " windows of " + std::to_string(seqlen));
-    lw_samples = samples;
-    lw_seqlen = seqlen;
-    lw_batch = std::clamp<std::int64_t>(batch, 1, samples);
-    lw_done = 0;
-    lw_total = cfg.layers * passes_per_layer * samples;
-    lw_h = embed(tokens, samples, seqlen);
-  }
-
-  // Layer l over every window: in place (keep), or on a copy of each chunk of windows. Dynamic activation ranges
-  // are taken per window, as the CPU's passes (one window per call) take them.
-  void layerwise_pass(int l, bool keep, const LayerwiseCallback& progress) {
-    const std::int64_t S = lw_samples, T = lw_seqlen, d = cfg.hidden;
-    const std::int64_t chunk = any_dynamic ? 1 : lw_batch;
-    pass_chunks = (S + chunk - 1) / chunk;
-    layer_store->upload_layer(l);
-    const DevLayer w = layer_store->begin_layer(l);
-    LayerwiseProgress p;
-    p.layer = l;
-    p.layers = static_cast<int>(cfg.layers);
-    p.samples = S;
-    p.total = lw_total;
-    for (std::int64_t s0 = 0; s0 < S; s0 += chunk) {
-      const std::int64_t nb = std::min(chunk, S - s0);
-      sample0 = s0;
-      chunk_index = s0 / chunk;
-      float* h = lw_h + s0 * T * d;
-      if (!keep) {
-        float* copy = buf<float>(HCopy, static_cast<std::size_t>(chunk * T * d));
-        RPTQ_CUDA_CHECK(cudaMemcpyAsync(copy, h, static_cast<std::size_t>(nb * T * d) * 4, cudaMemcpyDeviceToDevice,
-                                        compute));
-        h = copy;
-      }
-      layer_forward(l, w, h, nb, T);
-      p.sample = s0 + nb;
-      p.done = lw_done += nb;
-      if (progress) {
-        sync();  // progress as done, not as queued
-        if (!progress(p)) throw Cancelled();
-      }
-    }
-    layer_store->end_layer(l);
-    check_dynamic_ranges(l, l + 1);
-  }
-
-  LayerRanges layerwise_ranges(int l, const LayerwiseCallback& progress) {
-    return layerwise_measure(l, true, false, progress).ranges;
-  }
-
-  std::map<Tap, HessianAccumulator> layerwise_hessians(int l, const LayerwiseCallback& progress) {
-    return layerwise_measure(l, false, true, progress).hessians;
-  }
-
-  // One pass over layer l recording its ranges and/or adding its linears' inputs to the Hessians (the tap does
-  // both: quantizers of hessian_layer off, then hessian_add, then the ranges).
-  LayerMeasurement layerwise_measure(int l, bool want_ranges, bool want_hessians, const LayerwiseCallback& progress) {
-    LayerMeasurement out;
-    if (want_hessians) {
-      for (Tap t : kLinearInputTaps) {
-        const auto ti = static_cast<std::size_t>(t);
-        const std::int64_t n = tap_channels(cfg, t);
-        if (hess[ti].size() != static_cast<std::size_t>(n * n)) {
-          sync();
-          note_free(hess[ti].bytes());
-          mem.activation_bytes -= std::min(mem.activation_bytes, hess[ti].bytes());
-          hess[ti] = cuda::DeviceBuffer<double>();
-          hess[ti] = cuda::DeviceBuffer<double>(static_cast<std::size_t>(n * n));
-          note_alloc(hess[ti].bytes());
-          mem.activation_bytes += hess[ti].bytes();
-        }
-        RPTQ_CUDA_CHECK(cudaMemsetAsync(hess[ti].data(), 0, hess[ti].bytes(), compute));
-        hess_samples[ti] = 0;
-      }
-      hessian_layer = l;
-    }
-    if (want_ranges) {
-      begin_recording(lw_samples);
-      recording = true;
-    }
-    try {
-      layerwise_pass(l, /*keep=*/false, progress);
-      if (want_ranges) read_recorded(out.ranges, lw_samples);
-    } catch (...) {
-      recording = false;
-      hessian_layer = -1;
-      throw;
-    }
-    recording = false;
-    hessian_layer = -1;
-    if (want_hessians) {
-      for (Tap t : kLinearInputTaps) {
-        const auto ti = static_cast<std::size_t>(t);
-        const std::int64_t n = tap_channels(cfg, t);
-        std::vector<double> h(static_cast<std::size_t>(n * n));
-        RPTQ_CUDA_CHECK(cudaMemcpyAsync(h.data(), hess[ti].data(), h.size() * sizeof(double),
-                                        cudaMemcpyDeviceToHost, compute));
-        sync();
-        out.hessians.emplace(t, HessianAccumulator(n, std::move(h), hess_samples[ti]));
-      }
-    }
-    return out;
-  }
 
   // -------------------------------------------------------------------------------------------------------------
   // The decoder layer's op set (model/decoder_layer.h): the kernels on the compute stream, the device hook, and the
@@ -970,18 +858,21 @@ ChannelStats calibrate_gpu(const Model& model, const std::string& model_dir, std
 
 namespace {
 
-// quantize()'s passes on the GPU: a runner over the model being quantized, with its quantizers as they are set.
+// quantize()'s passes on the GPU, one layer at a time: a runner over the model being quantized, with its quantizers
+// as they are set, and every calibration window's hidden state kept on the device (the runner's H buffer), the
+// input of the next layer to run. The runner's taps do the measuring: its range recorder, and the Hessians of the
+// linears' inputs of hessian_layer.
 class GpuLayerPasses : public LayerPasses {
  public:
   GpuLayerPasses(QuantizedModel& q, const ChannelStats& stats, int passes_per_layer, const GpuOptions& gpu,
                  std::int64_t batch)
       : runner_(q.model(), &q, gpu), m_(GpuRunnerAccess::impl(runner_)) {
     guarded("while quantizing", m_.held, [&] {
-      m_.begin_layerwise(stats.tokens, stats.settings.samples, stats.settings.seqlen, batch, passes_per_layer);
+      begin(stats.tokens, stats.settings.samples, stats.settings.seqlen, batch, passes_per_layer);
     });
   }
   LayerRanges ranges(int l, const LayerwiseCallback& progress) override {
-    return guarded("while quantizing", m_.held, [&] { return m_.layerwise_ranges(l, progress); });
+    return guarded("while quantizing", m_.held, [&] { return measure_ranges(l, progress); });
   }
   void changed(int l) override {
     guarded("while quantizing", m_.held, [&] {
@@ -990,34 +881,143 @@ class GpuLayerPasses : public LayerPasses {
     });
   }
   std::map<Tap, HessianAccumulator> hessians(int l, const LayerwiseCallback& progress) override {
-    return guarded("while quantizing", m_.held, [&] { return m_.layerwise_hessians(l, progress); });
+    return guarded("while quantizing", m_.held, [&] { return measure_hessians(l, progress); });
   }
   LayerMeasurement measure(int l, bool want_ranges, bool want_hessians, const LayerwiseCallback& progress) override {
-    return guarded("while quantizing", m_.held,
-                   [&] { return m_.layerwise_measure(l, want_ranges, want_hessians, progress); });
+    return guarded("while quantizing", m_.held, [&] { return measure_layer(l, want_ranges, want_hessians, progress); });
   }
   void advance(int l, const LayerwiseCallback& progress) override {
-    guarded("while quantizing", m_.held, [&] { m_.layerwise_pass(l, /*keep=*/true, progress); });
+    guarded("while quantizing", m_.held, [&] { pass(l, /*keep=*/true, progress); });
   }
   Tensor hidden(std::int64_t i) override {
     Tensor t;
-    m_.copy_to_host(window_state(i), m_.lw_seqlen, m_.cfg.hidden, t);
+    m_.copy_to_host(window_state(i), seqlen_, m_.cfg.hidden, t);
     return t;
   }
   void set_hidden(std::int64_t i, const Tensor& h) override {
-    if (h.numel() != m_.lw_seqlen * m_.cfg.hidden) throw std::invalid_argument("set_hidden: wrong shape");
+    if (h.numel() != seqlen_ * m_.cfg.hidden) throw std::invalid_argument("set_hidden: wrong shape");
     RPTQ_CUDA_CHECK(cudaMemcpyAsync(window_state(i), h.data(), static_cast<std::size_t>(h.numel()) * 4,
                                     cudaMemcpyHostToDevice, m_.compute));
     m_.sync();
   }
 
  private:
-  float* window_state(std::int64_t i) {
-    if (i < 0 || i >= m_.lw_samples) throw std::out_of_range("window " + std::to_string(i) + " out of range");
-    return m_.lw_h + i * m_.lw_seqlen * m_.cfg.hidden;
+  void begin(std::span<const std::int32_t> tokens, std::int64_t samples, std::int64_t seqlen, std::int64_t batch,
+             int passes_per_layer) {
+    if (samples < 1 || seqlen < 1 || static_cast<std::int64_t>(tokens.size()) != samples * seqlen)
+      throw InputError("calibration tokens: " + std::to_string(tokens.size()) + " ids cannot be " +
+                       std::to_string(samples) + " windows of " + std::to_string(seqlen));
+    samples_ = samples;
+    seqlen_ = seqlen;
+    batch_ = std::clamp<std::int64_t>(batch, 1, samples);
+    done_ = 0;
+    total_ = m_.cfg.layers * passes_per_layer * samples;
+    h_ = m_.embed(tokens, samples, seqlen);
   }
+
+  // Layer l over every window: in place (keep), or on a copy of each chunk of windows. Dynamic activation ranges
+  // are taken per window, as the CPU's passes (one window per call) take them.
+  void pass(int l, bool keep, const LayerwiseCallback& progress) {
+    const std::int64_t S = samples_, T = seqlen_, d = m_.cfg.hidden;
+    const std::int64_t chunk = m_.any_dynamic ? 1 : batch_;
+    m_.pass_chunks = (S + chunk - 1) / chunk;
+    m_.layer_store->upload_layer(l);
+    const DevLayer w = m_.layer_store->begin_layer(l);
+    LayerwiseProgress p;
+    p.layer = l;
+    p.layers = static_cast<int>(m_.cfg.layers);
+    p.samples = S;
+    p.total = total_;
+    for (std::int64_t s0 = 0; s0 < S; s0 += chunk) {
+      const std::int64_t nb = std::min(chunk, S - s0);
+      m_.sample0 = s0;
+      m_.chunk_index = s0 / chunk;
+      float* h = h_ + s0 * T * d;
+      if (!keep) {
+        float* copy = m_.buf<float>(GpuRunner::Impl::HCopy, static_cast<std::size_t>(chunk * T * d));
+        RPTQ_CUDA_CHECK(cudaMemcpyAsync(copy, h, static_cast<std::size_t>(nb * T * d) * 4, cudaMemcpyDeviceToDevice,
+                                        m_.compute));
+        h = copy;
+      }
+      m_.layer_forward(l, w, h, nb, T);
+      p.sample = s0 + nb;
+      p.done = done_ += nb;
+      if (progress) {
+        m_.sync();  // progress as done, not as queued
+        if (!progress(p)) throw Cancelled();
+      }
+    }
+    m_.layer_store->end_layer(l);
+    m_.check_dynamic_ranges(l, l + 1);
+  }
+
+  LayerRanges measure_ranges(int l, const LayerwiseCallback& progress) {
+    return measure_layer(l, true, false, progress).ranges;
+  }
+
+  std::map<Tap, HessianAccumulator> measure_hessians(int l, const LayerwiseCallback& progress) {
+    return measure_layer(l, false, true, progress).hessians;
+  }
+
+  // One pass over layer l m_.recording its ranges and/or adding its linears' inputs to the Hessians (the tap does
+  // both: quantizers of m_.hessian_layer off, then hessian_add, then the ranges).
+  LayerMeasurement measure_layer(int l, bool want_ranges, bool want_hessians, const LayerwiseCallback& progress) {
+    LayerMeasurement out;
+    if (want_hessians) {
+      for (Tap t : kLinearInputTaps) {
+        const auto ti = static_cast<std::size_t>(t);
+        const std::int64_t n = tap_channels(m_.cfg, t);
+        if (m_.hess[ti].size() != static_cast<std::size_t>(n * n)) {
+          m_.sync();
+          m_.note_free(m_.hess[ti].bytes());
+          m_.mem.activation_bytes -= std::min(m_.mem.activation_bytes, m_.hess[ti].bytes());
+          m_.hess[ti] = cuda::DeviceBuffer<double>();
+          m_.hess[ti] = cuda::DeviceBuffer<double>(static_cast<std::size_t>(n * n));
+          m_.note_alloc(m_.hess[ti].bytes());
+          m_.mem.activation_bytes += m_.hess[ti].bytes();
+        }
+        RPTQ_CUDA_CHECK(cudaMemsetAsync(m_.hess[ti].data(), 0, m_.hess[ti].bytes(), m_.compute));
+        m_.hess_samples[ti] = 0;
+      }
+      m_.hessian_layer = l;
+    }
+    if (want_ranges) {
+      m_.begin_recording(samples_);
+      m_.recording = true;
+    }
+    try {
+      pass(l, /*keep=*/false, progress);
+      if (want_ranges) m_.read_recorded(out.ranges, samples_);
+    } catch (...) {
+      m_.recording = false;
+      m_.hessian_layer = -1;
+      throw;
+    }
+    m_.recording = false;
+    m_.hessian_layer = -1;
+    if (want_hessians) {
+      for (Tap t : kLinearInputTaps) {
+        const auto ti = static_cast<std::size_t>(t);
+        const std::int64_t n = tap_channels(m_.cfg, t);
+        std::vector<double> h(static_cast<std::size_t>(n * n));
+        RPTQ_CUDA_CHECK(cudaMemcpyAsync(h.data(), m_.hess[ti].data(), h.size() * sizeof(double),
+                                        cudaMemcpyDeviceToHost, m_.compute));
+        m_.sync();
+        out.hessians.emplace(t, HessianAccumulator(n, std::move(h), m_.hess_samples[ti]));
+      }
+    }
+    return out;
+  }
+
+  float* window_state(std::int64_t i) {
+    if (i < 0 || i >= samples_) throw std::out_of_range("window " + std::to_string(i) + " out of range");
+    return h_ + i * seqlen_ * m_.cfg.hidden;
+  }
+
   GpuRunner runner_;
   GpuRunner::Impl& m_;
+  std::int64_t samples_ = 0, seqlen_ = 0, batch_ = 8, done_ = 0, total_ = 0;
+  float* h_ = nullptr;  // the windows' hidden states, [samples, seqlen, hidden] (the runner's H)
 };
 
 }  // namespace
