@@ -14,7 +14,8 @@
 namespace {
 
 using rptq::Tap;
-using rptq::test::shared_dir;
+using rptq::test::shared_file;
+using rptq::test::shared_model;
 
 TEST(TapRanges, EmaAndMinMaxByHand) {
   rptq::TapRanges r;
@@ -197,11 +198,10 @@ class CalibrateTest : public ::testing::TestWithParam<const char*> {};
 // of the same windows (the FP model: nothing changes between layers), bit for bit for the taps; the attention score
 // ranges match a brute-force double-precision computation.
 TEST_P(CalibrateTest, LayerwiseEqualsWholeForwardPasses) {
-  RPTQ_REQUIRE_SHARED();
-  const auto dir = shared_dir() / "models" / GetParam();
+  const auto dir = shared_model(GetParam());
   auto m = rptq::Model::load(dir);
   auto tok = rptq::Tokenizer::load(dir);
-  const std::string text = rptq::test::read_file(shared_dir() / "data" / "stories.txt");
+  const std::string text = rptq::test::read_file(shared_file("data/stories.txt"));
   const auto ids = tok->encode(text, true);
   rptq::CalibrationSettings cs;
   cs.samples = 3;
@@ -249,8 +249,7 @@ TEST_P(CalibrateTest, LayerwiseEqualsWholeForwardPasses) {
 }
 
 TEST_P(CalibrateTest, CancelStopsThePass) {
-  RPTQ_REQUIRE_SHARED();
-  const auto dir = shared_dir() / "models" / GetParam();
+  const auto dir = shared_model(GetParam());
   auto m = rptq::Model::load(dir);
   std::vector<std::int32_t> ids(400, 5);
   rptq::CalibrationSettings cs;

@@ -19,7 +19,8 @@ using namespace rptq::test;
 
 namespace {
 
-fs::path model(const std::string& name) { return shared_dir() / "models" / name; }
+// The ../shared model folders (stories260k and tiny-opt-16m from resources/models, tiny-opt-16m-bin only there).
+fs::path model(const std::string& name) { return shared_model(name); }
 
 template <typename T>
 std::vector<T> values(const RawTensor& t) {
@@ -47,7 +48,6 @@ std::string f32_bytes(const std::vector<float>& v) { return bytes_of(v); }
 }  // namespace
 
 TEST(Checkpoint, TinyOptSafetensors) {
-  RPTQ_REQUIRE_SHARED();
   const Checkpoint ck = Checkpoint::open(model("tiny-opt-16m"));
   EXPECT_EQ(ck.format(), "safetensors");
   ASSERT_EQ(ck.files().size(), 1u);
@@ -71,7 +71,7 @@ TEST(Checkpoint, TinyOptSafetensors) {
 }
 
 TEST(Checkpoint, TinyOptBinMatchesSafetensorsBitForBit) {
-  RPTQ_REQUIRE_SHARED();
+  RPTQ_REQUIRE_SHARED_FILE("models/tiny-opt-16m-bin");  // 32 MB, saved by PyTorch: not carried
   const Checkpoint st = Checkpoint::open(model("tiny-opt-16m"));
   const Checkpoint bin = Checkpoint::open(model("tiny-opt-16m-bin"));
   EXPECT_EQ(bin.format(), "pytorch .bin");
@@ -89,7 +89,6 @@ TEST(Checkpoint, TinyOptBinMatchesSafetensorsBitForBit) {
 }
 
 TEST(Checkpoint, Stories260kF32) {
-  RPTQ_REQUIRE_SHARED();
   const Checkpoint ck = Checkpoint::open(model("stories260k"));
   EXPECT_EQ(ck.format(), "safetensors");
   EXPECT_EQ(ck.tensors().size(), 47u);  // 48 header entries, one is __metadata__
@@ -106,7 +105,6 @@ TEST(Checkpoint, Stories260kF32) {
 }
 
 TEST(Checkpoint, TensorsOutliveTheCheckpoint) {
-  RPTQ_REQUIRE_SHARED();
   RawTensor t;
   std::vector<float> expected;
   {
@@ -118,7 +116,6 @@ TEST(Checkpoint, TensorsOutliveTheCheckpoint) {
 }
 
 TEST(Checkpoint, MissingTensorError) {
-  RPTQ_REQUIRE_SHARED();
   const Checkpoint ck = Checkpoint::open(model("stories260k"));
   expect_input_error([&] { ck.get("no.such.weight"); }, {"missing tensor no.such.weight in", "stories260k"});
   const auto names = ck.names();

@@ -9,7 +9,7 @@
 
 namespace {
 
-using rptq::test::shared_dir;
+using rptq::test::shared_file;
 
 using rptq::test::CliRun;
 using rptq::test::rptq_cli;
@@ -70,8 +70,7 @@ TEST(Cli, InspectJson) {
 }
 
 TEST(Cli, TokenizeMatchesReferenceAndDecodes) {
-  RPTQ_REQUIRE_SHARED();
-  auto cases = nlohmann::json::parse(rptq::test::read_file(shared_dir() / "reference/tokenizer-opt.json"));
+  auto cases = nlohmann::json::parse(rptq::test::read_file(shared_file("reference/tokenizer-opt.json")));
   const std::string text = cases[1]["text"];
   const CliRun r = rptq_cli({"tokenize", model("tiny-opt-16m"), "--text", text, "--json"});
   ASSERT_EQ(r.code, 0) << r.err;
@@ -82,8 +81,7 @@ TEST(Cli, TokenizeMatchesReferenceAndDecodes) {
 }
 
 TEST(Cli, EvalJsonMatchesReference) {
-  RPTQ_REQUIRE_SHARED();
-  const CliRun r = rptq_cli({"eval", model("stories260k"), "--data", (shared_dir() / "data/stories.txt").string(),
+  const CliRun r = rptq_cli({"eval", model("stories260k"), "--data", shared_file("data/stories.txt").string(),
                           "--seqlen", "128", "--json"});
   ASSERT_EQ(r.code, 0) << r.err;
   auto j = nlohmann::json::parse(r.out);

@@ -115,10 +115,8 @@ TEST(CliMemory, TableOfEveryPreset) {
 }
 
 TEST(CliMemory, ModelFolderMatchesApi) {
-  RPTQ_REQUIRE_SHARED();
   for (const char* name : {"tiny-opt-16m", "stories260k"}) {
-    const auto dir = rptq::test::shared_dir() / "models" / name;
-    if (!std::filesystem::exists(dir / "config.json")) GTEST_SKIP() << "no " << dir;
+    const auto dir = rptq::test::shared_model(name);
     const CliRun r = rptq_cli({"memory", dir.string(), "--batch", "3", "--seqlen", "40", "--preset", "W4A4", "--json"});
     ASSERT_EQ(r.code, 0) << r.err;
     const auto j = nlohmann::json::parse(r.out);

@@ -186,13 +186,13 @@ TEST(SafetensorsWriter, RefusesBadInputAndFailsAtomically) {
 
 struct ModelCase {
   const char* name;
-  bool shared;  // in ../shared/models (else tests/data/variants)
+  bool shared;  // a ../shared model (shipped in resources/models), else one of tests/data/variants
 };
 
 void PrintTo(const ModelCase& c, std::ostream* os) { *os << c.name; }
 
 fs::path model_dir(const ModelCase& c) {
-  return c.shared ? rptq::test::shared_dir() / "models" / c.name : variants_dir() / c.name;
+  return c.shared ? rptq::test::shared_model(c.name) : variants_dir() / c.name;
 }
 
 // Calibrates on seeded random ids (3 x 32) and quantizes with RTN weights and small clusters: quick, and RTN
@@ -269,10 +269,7 @@ std::string exported_name(const std::string& n) {
 
 class HfExport : public ::testing::TestWithParam<ModelCase> {
  protected:
-  void SetUp() override {
-    if (GetParam().shared) RPTQ_REQUIRE_SHARED();
-    src = model_dir(GetParam());
-  }
+  void SetUp() override { src = model_dir(GetParam()); }
   fs::path src;
 };
 
@@ -546,7 +543,6 @@ class HfExportPython : public ::testing::TestWithParam<ModelCase> {
  protected:
   // Exports the W4A16 model and runs the script on it; `ready` stays false when it skipped or failed.
   void run(bool with_transformers) {
-    if (GetParam().shared) RPTQ_REQUIRE_SHARED();
     std::string tried;
     py = find_python(tried);
     if (!py.safetensors || (with_transformers && !py.transformers))

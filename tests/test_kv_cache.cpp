@@ -12,8 +12,6 @@
 
 namespace {
 
-using rptq::test::shared_dir;
-
 // A model config with a small KV width: only kv_dim and layers matter to the cache.
 rptq::ModelConfig small_config(std::int64_t kv_heads, std::int64_t head_dim, std::int64_t layers) {
   rptq::ModelConfig c;
@@ -100,10 +98,9 @@ class PackedGeneration : public ::testing::TestWithParam<const char*> {};
 // Generation with the packed 4-/3-bit cache gives exactly the tokens and logits of generation with a float cache
 // holding the same quantized values (the KV quantizers run either way); the cache is a fraction of FP16.
 TEST_P(PackedGeneration, EqualsFloatCacheOfQuantizedValues) {
-  RPTQ_REQUIRE_SHARED();
-  const auto dir = shared_dir() / "models" / GetParam();
+  const auto dir = rptq::test::shared_model(GetParam());
   auto tok = rptq::Tokenizer::load(dir);
-  const auto ids = tok->encode(rptq::test::read_file(shared_dir() / "data" / "stories.txt"), true);
+  const auto ids = tok->encode(rptq::test::read_file(rptq::test::shared_file("data/stories.txt")), true);
   auto fp = rptq::Model::load(dir);
   rptq::CalibrationSettings cs;
   cs.samples = 2;

@@ -272,9 +272,7 @@ TEST(MemoryModel, BadInputThrows) {
 // A real model folder: the estimate from its config.json is the hand formula, and its FP16 weights are exactly
 // 2 bytes per parameter of the loaded model.
 TEST(MemoryModel, TinyOptFolder) {
-  RPTQ_REQUIRE_SHARED();
-  const auto dir = rptq::test::shared_dir() / "models/tiny-opt-16m";
-  if (!std::filesystem::exists(dir / "config.json")) GTEST_SKIP() << "no " << dir;
+  const auto dir = rptq::test::shared_model("tiny-opt-16m");
   const ModelConfig c = ModelConfig::load(dir);
   // 4 layers, hidden 256, ffn 1024, 4 heads of 64, vocab 50272, 512 + 2 positions, tied head, biases.
   const u64 l = 4, h = 256, ff = 1024, nh = 4, T = 3 * 20;
@@ -293,9 +291,7 @@ TEST(MemoryModel, TinyOptFolder) {
 }
 
 TEST(MemoryModel, Stories260kFolder) {
-  RPTQ_REQUIRE_SHARED();
-  const auto dir = rptq::test::shared_dir() / "models/stories260k";
-  if (!std::filesystem::exists(dir / "config.json")) GTEST_SKIP() << "no " << dir;
+  const auto dir = rptq::test::shared_model("stories260k");
   const ModelConfig c = ModelConfig::load(dir);
   // LLaMA: 5 layers, hidden 64, FFN 172, 8 heads and 4 KV heads of 8 (q_dim 64, kv_dim 32), vocab 512, tied head,
   // RMSNorm (gamma only), no biases.

@@ -10,7 +10,7 @@
 
 namespace {
 
-using rptq::test::shared_dir;
+using rptq::test::shared_model;
 
 using rptq::test::some_ids;
 
@@ -24,8 +24,7 @@ class ForwardTest : public ::testing::TestWithParam<const char*> {};
 
 // A batch of sequences gives each sequence's logits as when run alone.
 TEST_P(ForwardTest, BatchEqualsSeparateSequences) {
-  RPTQ_REQUIRE_SHARED();
-  auto m = rptq::Model::load(shared_dir() / "models" / GetParam());
+  auto m = rptq::Model::load(shared_model(GetParam()));
   const std::int64_t T = 100, V = m->config().vocab;
   auto a = some_ids(T, static_cast<std::int32_t>(V), 1), b = some_ids(T, static_cast<std::int32_t>(V), 2);
   std::vector<std::int32_t> both(a);
@@ -38,8 +37,7 @@ TEST_P(ForwardTest, BatchEqualsSeparateSequences) {
 // forward() into a kept logits buffer gives exactly the logits of the allocating forward(), also when the buffer
 // is reused for a shorter and then a longer sequence, and last_only reuses it for one row.
 TEST_P(ForwardTest, ForwardIntoKeptBufferMatches) {
-  RPTQ_REQUIRE_SHARED();
-  auto m = rptq::Model::load(shared_dir() / "models" / GetParam());
+  auto m = rptq::Model::load(shared_model(GetParam()));
   const std::int64_t V = m->config().vocab;
   auto a = some_ids(90, static_cast<std::int32_t>(V), 11), b = some_ids(40, static_cast<std::int32_t>(V), 12);
   rptq::Tensor kept;
@@ -58,8 +56,7 @@ TEST_P(ForwardTest, ForwardIntoKeptBufferMatches) {
 
 // Feeding tokens one by one through the KV cache gives the logits of the full causal pass.
 TEST_P(ForwardTest, KvCacheMatchesFullPass) {
-  RPTQ_REQUIRE_SHARED();
-  auto m = rptq::Model::load(shared_dir() / "models" / GetParam());
+  auto m = rptq::Model::load(shared_model(GetParam()));
   const std::int64_t T = 70, V = m->config().vocab;
   auto ids = some_ids(T, static_cast<std::int32_t>(V), 3);
   rptq::Tensor full = m->forward(ids, 1);
@@ -91,8 +88,7 @@ class CountingHook : public rptq::ActivationHook {
 std::pair<int, int> key(int l, rptq::Tap t) { return {l, static_cast<int>(t)}; }
 
 TEST_P(ForwardTest, HookSeesEveryTap) {
-  RPTQ_REQUIRE_SHARED();
-  auto m = rptq::Model::load(shared_dir() / "models" / GetParam());
+  auto m = rptq::Model::load(shared_model(GetParam()));
   const auto& c = m->config();
   auto ids = some_ids(16, static_cast<std::int32_t>(c.vocab), 4);
   CountingHook hook;
@@ -117,8 +113,7 @@ TEST_P(ForwardTest, HookSeesEveryTap) {
 
 // Greedy generation is deterministic and equals repeated argmax over full passes.
 TEST_P(ForwardTest, GreedyGenerationMatchesArgmaxOfFullPasses) {
-  RPTQ_REQUIRE_SHARED();
-  auto m = rptq::Model::load(shared_dir() / "models" / GetParam());
+  auto m = rptq::Model::load(shared_model(GetParam()));
   const std::int64_t V = m->config().vocab;
   std::vector<std::int32_t> ids = some_ids(5, static_cast<std::int32_t>(V), 5);
   rptq::GenerateOptions go;
@@ -139,8 +134,7 @@ TEST_P(ForwardTest, GreedyGenerationMatchesArgmaxOfFullPasses) {
 }
 
 TEST_P(ForwardTest, BadTokenIdIsAnInputError) {
-  RPTQ_REQUIRE_SHARED();
-  auto m = rptq::Model::load(shared_dir() / "models" / GetParam());
+  auto m = rptq::Model::load(shared_model(GetParam()));
   std::vector<std::int32_t> ids{1, static_cast<std::int32_t>(m->config().vocab)};
   EXPECT_THROW(m->forward(ids, 1), rptq::InputError);
   std::vector<std::int32_t> odd{1, 2, 3};
@@ -151,13 +145,12 @@ INSTANTIATE_TEST_SUITE_P(SharedModels, ForwardTest, ::testing::Values("stories26
 
 // The Stories260K model greedily continues BOS with Karpathy's documented sample.
 TEST(Stories260k, GreedySampleFromBos) {
-  RPTQ_REQUIRE_SHARED();
-  auto m = rptq::Model::load(shared_dir() / "models/stories260k");
+  auto m = rptq::Model::load(shared_model("stories260k"));
   rptq::GenerateOptions go;
   go.max_new_tokens = 16;
   const std::vector<std::int32_t> bos{1};
   const auto r = rptq::generate(*m, bos, go);
-  auto tok = rptq::Tokenizer::load(shared_dir() / "models/stories260k");
+  auto tok = rptq::Tokenizer::load(shared_model("stories260k"));
   EXPECT_EQ(tok->decode(r.tokens).rfind("Once upon a time, there was a little girl named Lily", 0), 0u)
       << tok->decode(r.tokens);
 }

@@ -25,7 +25,8 @@
 
 namespace {
 
-using rptq::test::shared_dir;
+using rptq::test::shared_file;
+using rptq::test::shared_model;
 
 struct Quantized {
   std::filesystem::path model_dir;
@@ -35,10 +36,10 @@ struct Quantized {
 
 Quantized quantize_shared(const char* name, rptq::QuantConfig cfg) {
   Quantized r;
-  r.model_dir = shared_dir() / "models" / name;
+  r.model_dir = shared_model(name);
   auto fp = rptq::Model::load(r.model_dir);
   auto tok = rptq::Tokenizer::load(r.model_dir);
-  const auto ids = tok->encode(rptq::test::read_file(shared_dir() / "data" / "stories.txt"), true);
+  const auto ids = tok->encode(rptq::test::read_file(shared_file("data/stories.txt")), true);
   rptq::CalibrationSettings cs;
   cs.samples = 2;
   cs.seqlen = 64;
@@ -57,7 +58,6 @@ class CheckpointExport : public ::testing::TestWithParam<const char*> {};
 
 // Every preset writes a checkpoint whose metadata and packed sizes are what the quantized model holds.
 TEST_P(CheckpointExport, InspectReportsWhatWasWritten) {
-  RPTQ_REQUIRE_SHARED();
   const auto dir = rptq::test::temp_dir(std::string("ckpt-") + GetParam());
   for (const std::string& preset : rptq::QuantConfig::preset_names()) {
     SCOPED_TRACE(preset);
@@ -98,10 +98,9 @@ TEST_P(CheckpointExport, InspectReportsWhatWasWritten) {
 // logits bit for bit (same arithmetic on the same values), so the same perplexity, and the same generated tokens
 // with the packed KV cache.
 TEST_P(CheckpointExport, LoadedCheckpointGivesIdenticalLogits) {
-  RPTQ_REQUIRE_SHARED();
   const auto dir = rptq::test::temp_dir(std::string("ckpt-load-") + GetParam());
-  auto tok = rptq::Tokenizer::load(shared_dir() / "models" / GetParam());
-  const auto ids = tok->encode(rptq::test::read_file(shared_dir() / "data" / "stories.txt"), true);
+  auto tok = rptq::Tokenizer::load(shared_model(GetParam()));
+  const auto ids = tok->encode(rptq::test::read_file(shared_file("data/stories.txt")), true);
   const auto win = std::span(ids).first(96);
   for (const std::string& preset : rptq::QuantConfig::preset_names()) {
     SCOPED_TRACE(preset);
@@ -142,7 +141,6 @@ INSTANTIATE_TEST_SUITE_P(SharedModels, CheckpointExport, ::testing::Values("stor
 // scale and a packed zero point per group come on top). With tiny-opt-16m's default 32 clusters over 256 channels
 // (8-column groups) the parameters alone are 2.5 bytes per 8 weights: about 40% in all, printed, bounded at 45%.
 TEST(Checkpoint, FourBitLinearsUnderThirtyPercentOfFp16) {
-  RPTQ_REQUIRE_SHARED();
   for (int group : {128, 32, 0}) {
     SCOPED_TRACE("weight group " + std::to_string(group));
     rptq::QuantConfig c = rtn("W4A16");
@@ -163,7 +161,6 @@ TEST(Checkpoint, FourBitLinearsUnderThirtyPercentOfFp16) {
 // The h5py example in docs/checkpoint-format.md dequantizes a layer's packed weights to exactly the weights the
 // quantized model computes with.
 TEST(Checkpoint, H5pyExampleDequantizesExactly) {
-  RPTQ_REQUIRE_SHARED();
   if (std::system("/usr/bin/python3 -c 'import h5py, numpy' >/dev/null 2>&1") != 0)
     GTEST_SKIP() << "Debian's python3-h5py is not installed (scripts/install-deps.sh installs it)";
   const std::string doc = rptq::test::read_file(std::filesystem::path(RPTQ_RESOURCES_DIR).parent_path() / "docs" /
@@ -200,7 +197,6 @@ TEST(Checkpoint, H5pyExampleDequantizesExactly) {
 // A format 1 file (float32 scales; int8 zero points, or float32 when they do not fit) still loads, to the same
 // logits bit for bit. The test writes one by rewriting a format 2 export with Debian's h5py.
 TEST(Checkpoint, FormatOneFilesStillLoad) {
-  RPTQ_REQUIRE_SHARED();
   if (std::system("/usr/bin/python3 -c 'import h5py, numpy' >/dev/null 2>&1") != 0)
     GTEST_SKIP() << "Debian's python3-h5py is not installed (scripts/install-deps.sh installs it)";
   const auto dir = rptq::test::temp_dir("ckpt-v1");
@@ -253,7 +249,6 @@ void expect_inspect_error(const std::filesystem::path& p, const std::string& nee
 }
 
 TEST(Checkpoint, BadFilesGiveClearErrors) {
-  RPTQ_REQUIRE_SHARED();
   const auto dir = rptq::test::temp_dir("ckpt-bad");
   Quantized m = quantize_shared("stories260k", rtn("W4A4KV"));
   const auto good = dir / "good.h5";
@@ -288,11 +283,10 @@ TEST(Checkpoint, BadFilesGiveClearErrors) {
 // `rptq export` killed with SIGKILL while it writes leaves nothing at the target path; a run left alone completes a
 // valid checkpoint there.
 TEST(Checkpoint, KilledExportLeavesNoFileAtTheTarget) {
-  RPTQ_REQUIRE_SHARED();
   const auto dir = rptq::test::temp_dir("ckpt-kill");
   const auto stats = dir / "stats.h5";
-  const auto model = (shared_dir() / "models" / "tiny-opt-16m").string();
-  ASSERT_EQ(rptq::test::rptq_cli({"calibrate", model, "--data", (shared_dir() / "data" / "stories.txt").string(),
+  const auto model = shared_model("tiny-opt-16m").string();
+  ASSERT_EQ(rptq::test::rptq_cli({"calibrate", model, "--data", shared_file("data/stories.txt").string(),
                                   "--samples", "2", "--seqlen", "64", "--out", stats.string()})
                 .code,
             0);
@@ -349,7 +343,7 @@ TEST(Checkpoint, KilledExportLeavesNoFileAtTheTarget) {
 
   // eval and generate take the checkpoint wherever they take a model folder, and compute what the in-memory
   // quantized model computes.
-  const std::string data = (shared_dir() / "data" / "stories.txt").string();
+  const std::string data = shared_file("data/stories.txt").string();
   const auto from_file = rptq::test::rptq_cli({"eval", target.string(), "--data", data, "--seqlen", "64", "--json"});
   const auto in_memory = rptq::test::rptq_cli({"eval", model, "--stats", stats.string(), "--preset", "W4A4",
                                                "--weights", "rtn", "--data", data, "--seqlen", "64", "--json"});

@@ -18,16 +18,14 @@
 namespace {
 
 using rptq::Tap;
-using rptq::test::shared_dir;
 
 class QuantizeTest : public ::testing::TestWithParam<const char*> {
  protected:
   void SetUp() override {
-    if (!std::filesystem::exists(shared_dir() / "models")) GTEST_SKIP() << "no ../shared beside the checkout";
-    dir = shared_dir() / "models" / GetParam();
+    dir = rptq::test::shared_model(GetParam());
     fp = rptq::Model::load(dir);
     auto tok = rptq::Tokenizer::load(dir);
-    ids = tok->encode(rptq::test::read_file(shared_dir() / "data" / "stories.txt"), true);
+    ids = tok->encode(rptq::test::read_file(rptq::test::shared_file("data/stories.txt")), true);
     rptq::CalibrationSettings cs;
     cs.samples = 3;
     cs.seqlen = 64;

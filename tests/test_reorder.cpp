@@ -12,8 +12,6 @@
 namespace {
 
 using rptq::Tap;
-using rptq::test::shared_dir;
-
 using rptq::test::some_ids;
 
 // Largest |a - b| relative to the largest |b|.
@@ -29,11 +27,10 @@ double rel_diff(const rptq::Tensor& a, const rptq::Tensor& b) {
 class ReorderTest : public ::testing::TestWithParam<const char*> {
  protected:
   void SetUp() override {
-    if (!std::filesystem::exists(shared_dir() / "models")) GTEST_SKIP() << "no ../shared beside the checkout";
-    dir = shared_dir() / "models" / GetParam();
+    dir = rptq::test::shared_model(GetParam());
     model = rptq::Model::load(dir);
     auto tok = rptq::Tokenizer::load(dir);
-    const auto ids = tok->encode(rptq::test::read_file(shared_dir() / "data" / "stories.txt"), true);
+    const auto ids = tok->encode(rptq::test::read_file(rptq::test::shared_file("data/stories.txt")), true);
     rptq::CalibrationSettings cs;
     cs.samples = 2;
     cs.seqlen = 64;

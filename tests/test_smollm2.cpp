@@ -127,10 +127,10 @@ TEST(SmolLM2, TokenIdsMatchTransformers) {
 
 // The whole WikiText-2 test file, when ../shared is there: the token count transformers gives.
 TEST(SmolLM2, WikiTextTokenCountMatchesTransformers) {
-  RPTQ_REQUIRE_SHARED();
+  RPTQ_REQUIRE_SHARED_FILE("data/wikitext2-test.txt");
   RPTQ_REQUIRE_SMOLLM2(dir);
   const auto tok = rptq::Tokenizer::load(dir);
-  const auto ids = tok->encode(rptq::test::read_file(rptq::test::shared_dir() / "data/wikitext2-test.txt"), true);
+  const auto ids = tok->encode(rptq::test::read_file(rptq::test::shared_file("data/wikitext2-test.txt")), true);
   const json ppl = read_json("perplexity.json");
   EXPECT_EQ(static_cast<std::int64_t>(ids.size()), ppl.at("wikitext2_test").at("tokens_in_file").get<std::int64_t>());
 }

@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <cstdint>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <random>
@@ -14,8 +15,37 @@
 
 namespace rptq::test {
 
-inline std::filesystem::path shared_dir() { return RPTQ_SHARED_DIR; }
+// ../shared (models, data, reference outputs) beside the checkout, as configured (RPTQ_SHARED_DIR in CMake); the
+// environment variable RPTQ_SHARED_DIR, when set, names another folder at run time. A fresh clone has none: tests
+// reach its files through shared_file(), which prefers the copies the repo carries.
+inline std::filesystem::path shared_dir() {
+  const char* env = std::getenv("RPTQ_SHARED_DIR");
+  return env && *env ? std::filesystem::path(env) : std::filesystem::path(RPTQ_SHARED_DIR);
+}
 inline std::filesystem::path resources_dir() { return RPTQ_RESOURCES_DIR; }
+inline std::filesystem::path source_dir() { return resources_dir().parent_path(); }
+
+// The part of ../shared the repo carries, under the same paths (tests/data/README.md says how each file was made).
+inline std::filesystem::path carried_shared_dir() { return source_dir() / "tests" / "data" / "shared"; }
+
+// A file or folder of ../shared by its path there ("reference/perplexity.json", "models/stories260k",
+// "data/stories.txt"): the repo's byte-identical copy when it carries one (tests/data/shared, or resources/models
+// and resources/data, which hold the same files), else ../shared's own, which may not exist.
+inline std::filesystem::path shared_file(const std::filesystem::path& rel) {
+  const std::filesystem::path carried = carried_shared_dir() / rel;
+  if (std::filesystem::exists(carried)) return carried;
+  const auto top = rel.begin();
+  if (top != rel.end() && (*top == "models" || *top == "data")) {
+    const std::filesystem::path shipped = resources_dir() / rel;
+    if (std::filesystem::exists(shipped)) return shipped;
+  }
+  return shared_dir() / rel;
+}
+
+// A model folder of ../shared, by name ("stories260k", "tiny-opt-16m": the repo ships both in resources/models).
+inline std::filesystem::path shared_model(const std::string& name) {
+  return shared_file(std::filesystem::path("models") / name);
+}
 
 // A fresh empty directory for one test's files. ctest runs each test in its own process, several at once, so the
 // process id keeps equal names of concurrent tests apart.
@@ -62,6 +92,15 @@ inline std::vector<float> normal(std::size_t n, float mean, float stddev, std::u
   do {                                                                                      \
     if (!std::filesystem::exists(rptq::test::shared_dir() / "reference"))                   \
       GTEST_SKIP() << "shared reference data not found at " << rptq::test::shared_dir();    \
+  } while (0)
+
+// Skips the test (with the reason) when shared_file(rel) is neither carried in the repo nor in ../shared: for the
+// files too large to carry (tests/data/README.md lists them).
+#define RPTQ_REQUIRE_SHARED_FILE(rel)                                                                        \
+  do {                                                                                                       \
+    if (!std::filesystem::exists(rptq::test::shared_file(rel)))                                              \
+      GTEST_SKIP() << (rel) << " is not carried in the repo (tests/data/README.md) and ../shared is not at " \
+                   << rptq::test::shared_dir();                                                              \
   } while (0)
 
 // Skips the test (with the reason) when no usable CUDA device is present.

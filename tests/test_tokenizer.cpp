@@ -18,11 +18,12 @@ namespace {
 using nlohmann::json;
 using rptq::InputError;
 using rptq::Tokenizer;
-using rptq::test::shared_dir;
+using rptq::test::shared_file;
+using rptq::test::shared_model;
 using Ids = std::vector<std::int32_t>;
 
-std::filesystem::path opt_dir() { return shared_dir() / "models" / "tiny-opt-16m"; }
-std::filesystem::path stories_dir() { return shared_dir() / "models" / "stories260k"; }
+std::filesystem::path opt_dir() { return shared_model("tiny-opt-16m"); }
+std::filesystem::path stories_dir() { return shared_model("stories260k"); }
 
 json read_json(const std::filesystem::path& p) { return json::parse(rptq::test::read_file(p)); }
 
@@ -55,8 +56,7 @@ void check_reference(const std::filesystem::path& model, const std::filesystem::
 // ---- Reference ids ----
 
 TEST(Tokenizer, OptMatchesReference) {
-  RPTQ_REQUIRE_SHARED();
-  check_reference(opt_dir(), shared_dir() / "reference" / "tokenizer-opt.json");
+  check_reference(opt_dir(), shared_file("reference/tokenizer-opt.json"));
   auto tok = Tokenizer::load(opt_dir());
   EXPECT_EQ(tok->kind(), "byte-level BPE (vocab.json + merges.txt)");
   EXPECT_EQ(tok->bos_id(), 2);
@@ -67,8 +67,7 @@ TEST(Tokenizer, OptMatchesReference) {
 }
 
 TEST(Tokenizer, StoriesMatchesReference) {
-  RPTQ_REQUIRE_SHARED();
-  check_reference(stories_dir(), shared_dir() / "reference" / "tokenizer-stories260k.json");
+  check_reference(stories_dir(), shared_file("reference/tokenizer-stories260k.json"));
   auto tok = Tokenizer::load(stories_dir());
   EXPECT_EQ(tok->bos_id(), 1);
   EXPECT_EQ(tok->eos_id(), 2);
@@ -80,7 +79,6 @@ TEST(Tokenizer, StoriesMatchesReference) {
 
 // Special tokens written in the text are cut out before pre-tokenizing (expected ids from Hugging Face).
 TEST(Tokenizer, SpecialTokensInText) {
-  RPTQ_REQUIRE_SHARED();
   auto opt = Tokenizer::load(opt_dir());
   EXPECT_EQ(opt->encode("a</s>b <pad> c"), (Ids{2, 102, 2, 428, 1437, 1, 740}));
   // PTB writes <unk> literally: OPT's fairseq-order specials (<s> <pad> </s> <unk>) are all single tokens.
@@ -94,16 +92,21 @@ TEST(Tokenizer, SpecialTokensInText) {
   EXPECT_EQ(st->decode(st->encode("Hello<s>world")), "Hello world");
 }
 
-// The whole file, read as bytes and tokenized once with one BOS: the counts of perplexity.json.
+// The whole file, read as bytes and tokenized once with one BOS: the counts of perplexity.json. The repo carries
+// only stories.txt whole (resources/data); without ../shared the test checks it and then skips, naming the others.
 TEST(Tokenizer, WholeFileTokenCounts) {
-  RPTQ_REQUIRE_SHARED();
-  const json rows = read_json(shared_dir() / "reference" / "perplexity.json");
+  const json rows = read_json(shared_file("reference/perplexity.json"));
   std::set<std::pair<std::string, std::string>> done;
+  std::string missing;
   for (const auto& r : rows) {
     const std::string model = r.at("model"), data = r.at("data");
     if (!done.insert({model, data}).second) continue;
-    auto tok = Tokenizer::load(shared_dir() / model);
-    const std::string text = rptq::test::read_file(shared_dir() / data);
+    if (!std::filesystem::exists(shared_file(data))) {
+      missing += " " + data;
+      continue;
+    }
+    auto tok = Tokenizer::load(shared_file(model));
+    const std::string text = rptq::test::read_file(shared_file(data));
     ASSERT_FALSE(text.empty()) << data;
     const auto t0 = std::chrono::steady_clock::now();
     const Ids ids = tok->encode(text);
@@ -118,11 +121,15 @@ TEST(Tokenizer, WholeFileTokenCounts) {
     EXPECT_TRUE(tok->decode(ids) == plain) << data;
   }
   EXPECT_EQ(done.size(), 4u);
+  if (!missing.empty())
+    GTEST_SKIP() << "the whole files" << missing << " are not carried in the repo (tests/data/README.md) and ../shared "
+                 << "is not at " << rptq::test::shared_dir();
 }
 
+// The whole 1.3 MB file (the repo carries only its first 90 KB: too small to time).
 TEST(Tokenizer, WikitextIsFastWithWarmOrColdCache) {
-  RPTQ_REQUIRE_SHARED();
-  const std::string text = rptq::test::read_file(shared_dir() / "data" / "wikitext2-test.txt");
+  RPTQ_REQUIRE_SHARED_FILE("data/wikitext2-test.txt");
+  const std::string text = rptq::test::read_file(shared_file("data/wikitext2-test.txt"));
   auto tok = Tokenizer::load(opt_dir());  // fresh: the word cache starts empty
   const auto t0 = std::chrono::steady_clock::now();
   const Ids cold = tok->encode(text);
@@ -165,19 +172,17 @@ std::vector<std::string> round_trip_texts() {
       "\n\nnewlines first\r\nand CRLF\r\n",
       "🏳️‍🌈 zero-width joiner family 👨‍👩‍👧",
   };
-  const json cases = read_json(shared_dir() / "reference" / "tokenizer-opt.json");
+  const json cases = read_json(shared_file("reference/tokenizer-opt.json"));
   for (const auto& c : cases) texts.push_back(c.at("text"));
   return texts;
 }
 
 TEST(Tokenizer, OptRoundTrips) {
-  RPTQ_REQUIRE_SHARED();
   auto tok = Tokenizer::load(opt_dir());
   check_round_trips(*tok, round_trip_texts());
 }
 
 TEST(Tokenizer, StoriesRoundTrips) {
-  RPTQ_REQUIRE_SHARED();
   auto tok = Tokenizer::load(stories_dir());
   check_round_trips(*tok, round_trip_texts());
   // Byte-fallback tokens split characters: "日" is three <0xNN> tokens.
@@ -195,7 +200,6 @@ TEST(Tokenizer, StoriesRoundTrips) {
 }
 
 TEST(Tokenizer, TokenBytes) {
-  RPTQ_REQUIRE_SHARED();
   auto opt = Tokenizer::load(opt_dir());
   EXPECT_EQ(opt->token_bytes(232, true), " world");  // "Ġworld": byte-level keeps the space even first
   EXPECT_EQ(opt->token_bytes(2, false), "");          // </s>
@@ -235,21 +239,28 @@ TEST(Tokenizer, SanitizeUtf8) {
   EXPECT_EQ(sanitize_utf8(std::string("a\0b", 3)), std::string("a\0b", 3));
 }
 
+// Four threads encode 200,000 bytes at once with one fresh tokenizer (its word cache filling under them): the ids
+// of a sequential encode. On the C4 sample the repo ships, and on PTB (which writes OPT's <unk> literally) when
+// ../shared is there.
 TEST(Tokenizer, ConcurrentEncodeAgrees) {
-  RPTQ_REQUIRE_SHARED();
   auto tok = Tokenizer::load(opt_dir());
-  const std::string text = rptq::test::read_file(shared_dir() / "data" / "ptb-test.txt").substr(0, 200000);
-  const Ids want = tok->encode(text);
-  auto fresh = Tokenizer::load(opt_dir());
-  std::vector<Ids> got(4);
-  std::vector<std::thread> threads;
-  for (auto& g : got) threads.emplace_back([&] { g = fresh->encode(text); });
-  for (auto& t : threads) t.join();
-  for (const auto& g : got) EXPECT_EQ(g, want);
+  std::vector<std::filesystem::path> files = {rptq::test::resources_dir() / "data" / "c4-sample.txt"};
+  if (std::filesystem::exists(shared_file("data/ptb-test.txt"))) files.push_back(shared_file("data/ptb-test.txt"));
+  for (const auto& file : files) {
+    SCOPED_TRACE(file.string());
+    const std::string text = rptq::test::read_file(file).substr(0, 200000);
+    ASSERT_EQ(text.size(), 200000u);
+    const Ids want = tok->encode(text);
+    auto fresh = Tokenizer::load(opt_dir());
+    std::vector<Ids> got(4);
+    std::vector<std::thread> threads;
+    for (auto& g : got) threads.emplace_back([&] { g = fresh->encode(text); });
+    for (auto& t : threads) t.join();
+    for (const auto& g : got) EXPECT_EQ(g, want);
+  }
 }
 
 TEST(Tokenizer, InvalidUtf8InputDoesNotCrash) {
-  RPTQ_REQUIRE_SHARED();
   const std::string text = "ok \xFF\xFE broken \xE6\x97 end \xC0";
   for (const auto& dir : {opt_dir(), stories_dir()}) {
     auto tok = Tokenizer::load(dir);
@@ -319,7 +330,6 @@ TEST(Tokenizer, GarbageTokenizerJson) {
 
 // The real files cut short anywhere: an InputError naming the file, never a crash or a half-loaded tokenizer.
 TEST(Tokenizer, TruncatedRealFiles) {
-  RPTQ_REQUIRE_SHARED();
   const std::vector<std::pair<std::filesystem::path, std::vector<std::string>>> models = {
       {stories_dir(), {"tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"}},
       {opt_dir(), {"vocab.json", "tokenizer_config.json", "special_tokens_map.json"}},
@@ -665,7 +675,6 @@ void check_sentencepiece_variant(const std::string& name, const json& j, const s
 // The older layout: no normalizer, a Metaspace pre-tokenizer (split into words, prepend only at the start) and
 // a Metaspace decoder.
 TEST(Tokenizer, SentencePieceMetaspaceVariant) {
-  RPTQ_REQUIRE_SHARED();
   json j = read_json(stories_dir() / "tokenizer.json");
   j["normalizer"] = nullptr;
   j["pre_tokenizer"] = {{"type", "Metaspace"}, {"replacement", "\u2581"}, {"add_prefix_space", true},
@@ -686,7 +695,6 @@ TEST(Tokenizer, SentencePieceMetaspaceVariant) {
 
 // Without byte fallback, unknown characters become <unk>, runs of them fused into one.
 TEST(Tokenizer, SentencePieceUnkFusion) {
-  RPTQ_REQUIRE_SHARED();
   json j = read_json(stories_dir() / "tokenizer.json");
   j["model"]["byte_fallback"] = false;
   j["model"]["fuse_unk"] = true;
