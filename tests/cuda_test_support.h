@@ -32,13 +32,14 @@ inline std::filesystem::path variant_dir(const char* name) {
   return resources_dir().parent_path() / "tests" / "data" / "variants" / name;
 }
 
-// A model the GPU-path tests run on: ../shared/models/NAME when shared, else tests/data/variants/NAME.
+// A model the GPU-path tests run on: the bundled model NAME when shared (rptq::test::shared_model: resources/models
+// or ../shared), else tests/data/variants/NAME.
 struct ModelCase {
   const char* name;
   bool shared;
 };
 inline std::filesystem::path model_dir(const ModelCase& c) {
-  return c.shared ? shared_dir() / "models" / c.name : variant_dir(c.name);
+  return c.shared ? rptq::test::shared_model(c.name) : variant_dir(c.name);
 }
 // The two shared models and the five architecture variants (LLaMA with untied head and biases, Mistral's sliding
 // window, OPT-350m's post-LayerNorm and projections, OPT with GELU and no LayerNorm affine, Qwen2 with a tied head).
@@ -56,13 +57,13 @@ inline std::string model_case_name(const ::testing::TestParamInfo<ModelCase>& in
 inline std::vector<std::int32_t> case_ids(const ModelCase& c, const Model& m, std::size_t n, std::uint32_t seed) {
   if (!c.shared) return some_ids(static_cast<std::int64_t>(n), static_cast<std::int32_t>(m.config().vocab), seed);
   auto tok = Tokenizer::load(model_dir(c));
-  std::vector<std::int32_t> ids = tok->encode(read_file(shared_dir() / "data" / "stories.txt"), true);
+  std::vector<std::int32_t> ids = tok->encode(read_file(rptq::test::shared_file("data/stories.txt")), true);
   ids.resize(std::min(ids.size(), n));
   return ids;
 }
 
-// A shared model (../shared/models/NAME) with the stories text's token ids and a calibration on them (samples x
-// seqlen tokens, CPU).
+// A bundled model (rptq::test::shared_model(NAME)) with the stories text's token ids and a calibration on them
+// (samples x seqlen tokens, CPU).
 struct Calibrated {
   std::filesystem::path dir;
   std::unique_ptr<Model> fp;
@@ -71,10 +72,10 @@ struct Calibrated {
 };
 inline Calibrated calibrated(const char* name, std::int64_t samples, std::int64_t seqlen) {
   Calibrated s;
-  s.dir = shared_dir() / "models" / name;
+  s.dir = rptq::test::shared_model(name);
   s.fp = Model::load(s.dir);
   auto tok = Tokenizer::load(s.dir);
-  s.ids = tok->encode(read_file(shared_dir() / "data" / "stories.txt"), true);
+  s.ids = tok->encode(read_file(rptq::test::shared_file("data/stories.txt")), true);
   CalibrationSettings cs;
   cs.samples = samples;
   cs.seqlen = seqlen;

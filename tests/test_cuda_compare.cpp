@@ -27,13 +27,11 @@
 
 namespace {
 
-using rptq::test::shared_dir;
 
 class CudaCompareTest : public ::testing::TestWithParam<const char*> {};
 
 TEST_P(CudaCompareTest, MatchesCpuComparison) {
   SKIP_WITHOUT_GPU();
-  if (!std::filesystem::exists(shared_dir() / "models")) GTEST_SKIP() << "no ../shared";
   const rptq::test::Calibrated cal = rptq::test::calibrated(GetParam(), 2, 32);
   const auto& dir = cal.dir;
   const auto& fp = cal.fp;

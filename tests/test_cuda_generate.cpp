@@ -43,7 +43,6 @@ using rptq::test::gpu_available;
 using rptq::test::max_abs;
 using rptq::test::max_diff;
 using rptq::test::rel_fro;
-using rptq::test::shared_dir;
 using rptq::test::variant_dir;
 
 TEST(CudaGenerateNoGpu, GenerateThrowsInputErrorWithReason) {
@@ -66,7 +65,6 @@ class CudaGenerateTest : public ::testing::TestWithParam<Case> {
   void SetUp() override {
     SKIP_WITHOUT_GPU();
     const Case c = GetParam();
-    if (c.shared && !std::filesystem::exists(shared_dir() / "models")) GTEST_SKIP() << "no ../shared";
     dir = rptq::test::model_dir(c);
     fp = rptq::Model::load(dir);
     ids = rptq::test::case_ids(c, *fp, 64, 11);
@@ -170,7 +168,6 @@ class CudaPackedKvTest : public ::testing::TestWithParam<const char*> {};
 
 TEST_P(CudaPackedKvTest, PackedCacheStepsMatchCpu) {
   SKIP_WITHOUT_GPU();
-  if (!std::filesystem::exists(shared_dir() / "models")) GTEST_SKIP() << "no ../shared";
   const rptq::test::Calibrated cal = rptq::test::calibrated(GetParam(), 2, 32);
   const auto& dir = cal.dir;
   const auto& ids = cal.ids;

@@ -77,7 +77,6 @@ using rptq::test::gpu_available;
 using rptq::test::max_abs;
 using rptq::test::max_diff;
 using rptq::test::rel_fro;
-using rptq::test::shared_dir;
 
 // Without a GPU (or without CUDA compiled in) the runner says why, as an InputError.
 TEST(CudaModelNoGpu, ConstructionThrowsInputErrorWithReason) {
@@ -102,7 +101,6 @@ class CudaModelTest : public ::testing::TestWithParam<Case> {
   void SetUp() override {
     SKIP_WITHOUT_GPU();
     const Case c = GetParam();
-    if (c.shared && !std::filesystem::exists(shared_dir() / "models")) GTEST_SKIP() << "no ../shared";
     dir = model_dir(c);
     fp = rptq::Model::load(dir);
     ids = rptq::test::case_ids(c, *fp, c.shared ? 400 : 200, 7);
@@ -326,11 +324,11 @@ struct W4A4Setup {
 };
 
 W4A4Setup w4a4(const char* name, bool dynamic) {
-  const auto dir = shared_dir() / "models" / name;
+  const auto dir = rptq::test::shared_model(name);
   W4A4Setup s;
   s.fp = rptq::Model::load(dir);
   auto tok = rptq::Tokenizer::load(dir);
-  s.ids = tok->encode(rptq::test::read_file(shared_dir() / "data" / "stories.txt"), true);
+  s.ids = tok->encode(rptq::test::read_file(rptq::test::shared_file("data/stories.txt")), true);
   rptq::CalibrationSettings cs;
   cs.samples = 2;
   cs.seqlen = 32;
@@ -530,7 +528,6 @@ class FollowGpuTies : public rptq::ActivationHook {
 // W4A4 with static or dynamic ranges, `batch` sequences of 48 / batch tokens at three offsets of the text.
 void check_w4a4(const char* name, bool dynamic, std::int64_t batch) {
   SKIP_WITHOUT_GPU();
-  if (!std::filesystem::exists(shared_dir() / "models")) GTEST_SKIP() << "no ../shared";
   W4A4Setup s = w4a4(name, dynamic);
   const char* mode = dynamic ? "dynamic" : "static";
   for (int off : {100, 200, 300}) {
@@ -601,7 +598,6 @@ TEST_P(CudaQuantizedTest, W4A4DynamicLogitsMatchCpuQuantizedModel) {
 // or per calibrated layer, several windows per step), resident against streamed.
 TEST_P(CudaQuantizedTest, W4A4ResidentLayersMatchStreamingBitForBit) {
   SKIP_WITHOUT_GPU();
-  if (!std::filesystem::exists(shared_dir() / "models")) GTEST_SKIP() << "no ../shared";
   for (bool dynamic : {false, true}) {
     W4A4Setup s = w4a4(GetParam(), dynamic);
     const std::vector<std::int32_t> ids(s.ids.begin() + 100, s.ids.end());
@@ -619,7 +615,6 @@ TEST_P(CudaQuantizedTest, W4A4ResidentLayersMatchStreamingBitForBit) {
 // resident and streamed.
 TEST(CudaQuantizedErrors, DynamicNonFiniteRangeFailsThePassWithTheTapsError) {
   SKIP_WITHOUT_GPU();
-  if (!std::filesystem::exists(shared_dir() / "models")) GTEST_SKIP() << "no ../shared";
   W4A4Setup s = w4a4("tiny-opt-16m", true);
   ASSERT_TRUE(s.q->config().quantizes(rptq::Tap::Q));
   s.q->model().layer(1).q.bias.data()[5] = INFINITY;  // one channel of layer 1's Q tap is +inf in every row

@@ -42,7 +42,6 @@
 namespace {
 
 using rptq::test::gpu_available;
-using rptq::test::shared_dir;
 
 using rptq::test::Calibrated;
 // A model calibrated as these tests use it: 4 x 64 tokens unless said otherwise.
@@ -53,7 +52,6 @@ Calibrated calibrated(const char* name, std::int64_t samples = 4, std::int64_t s
 TEST(CudaQuantizeNoGpu, QuantizeGpuThrowsInputErrorWithReason) {
   std::string reason;
   if (gpu_available(&reason)) GTEST_SKIP() << "a GPU is available";
-  if (!std::filesystem::exists(shared_dir() / "models")) GTEST_SKIP() << "no ../shared";
   const Calibrated s = calibrated("stories260k", 2, 16);
   try {
     rptq::quantize_gpu(rptq::Model::load(s.dir), s.stats, rptq::QuantConfig::preset("W4A16"));
@@ -188,7 +186,6 @@ class CudaQuantizeTest : public ::testing::TestWithParam<Variant> {
  protected:
   void SetUp() override {
     SKIP_WITHOUT_GPU();
-    if (!std::filesystem::exists(shared_dir() / "models")) GTEST_SKIP() << "no ../shared";
     v = GetParam();
     s = calibrated(v.model);
     qc = rptq::QuantConfig::preset(v.preset);
@@ -323,7 +320,6 @@ TEST_P(CudaQuantizeTest, StreamedLayersQuantizeAsResidentBitForBit) {
 // Cancelling through the progress callback stops the GPU passes with Cancelled.
 TEST(CudaQuantizeCancel, ProgressFalseThrowsCancelled) {
   SKIP_WITHOUT_GPU();
-  if (!std::filesystem::exists(shared_dir() / "models")) GTEST_SKIP() << "no ../shared";
   const Calibrated s = calibrated("stories260k", 4, 32);
   rptq::QuantizeOptions qo;
   int calls = 0;
