@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 scripts/install-deps.sh
 # With CUDA found, the kernel-level CUDA tests also run under tools/cuda-emu (ctest label emu; no GPU needed).
 scripts/build.sh -DRPTQ_CUDA_EMU=ON
-# A failed fetch stops here; with RPTQ_SMOLLM2_DIR set, tests/test_smollm2.cpp fails instead of skipping.
+# A failed fetch stops here; with RPTQ_SMOLLM2_DIR set, tests/eval/test_smollm2.cpp fails instead of skipping.
 RPTQ_SMOLLM2_DIR="$(scripts/fetch-models.sh | tail -n 1)"
 export RPTQ_SMOLLM2_DIR
 ctest --test-dir build --output-on-failure -j"$(nproc)"

@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-"""Regenerates the PyTorch checkpoint fixtures used by tests/test_checkpoint*.cpp and tests/test_hostile_inputs.cpp.
+"""Regenerates the PyTorch checkpoint fixtures used by tests/io/test_checkpoint*.cpp and tests/io/test_hostile_inputs.cpp.
 
 Run from anywhere with a Python that has torch (Debian: apt-get install python3-torch):
     /usr/bin/python3 tests/data/make_fixtures.py

@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Regenerates tests/data/variants/: tiny random Hugging Face models and their logits, the independent references of
-tests/test_model_variants.cpp.
+tests/model/test_model_variants.cpp.
 
 Every model is built by transformers' own classes (LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM,
 OPTForCausalLM) in float32 with eager attention, filled with fixed-seed random values large enough that every

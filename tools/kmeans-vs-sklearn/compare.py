@@ -17,7 +17,7 @@ equal the inertia `rptq clusters` reports (relative 1e-6), which proves the feat
 
 Prints one line per case (file, layer, tap, k, heads, points, ours, sklearn, ratio ours/sklearn) and per file the
 worst ratio. --cache keeps sklearn's results between runs (keyed by the features' bytes and k). --fixture writes
-the named cases' features and sklearn's partition inertia as text, for tests/test_kmeans.cpp (--fixture-only:
+the named cases' features and sklearn's partition inertia as text, for tests/method/test_kmeans.cpp (--fixture-only:
 only those cases are run).
 """
 import argparse

@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Checks the SmolLM2 folder made by tools/smollm2/convert_gguf.py against transformers' own GGUF loading, then
-writes the reference outputs tests/test_smollm2.cpp compares with (see README.md beside this file).
+writes the reference outputs tests/eval/test_smollm2.cpp compares with (see README.md beside this file).
 
 Needs PyTorch (CPU), transformers (with accelerate, for GGUF loading) and gguf; nothing else in the project does:
     python3 -m venv /tmp/venv-ref && /tmp/venv-ref/bin/pip install torch transformers accelerate gguf numpy

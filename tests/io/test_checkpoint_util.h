@@ -18,7 +18,9 @@
 namespace rptq::test {
 
 // The PyTorch fixtures written by tests/data/make_fixtures.py.
-inline std::filesystem::path torch_fixtures() { return std::filesystem::path(__FILE__).parent_path() / "data" / "torch"; }
+inline std::filesystem::path torch_fixtures() {
+  return std::filesystem::path(RPTQ_RESOURCES_DIR).parent_path() / "tests" / "data" / "torch";
+}
 
 inline std::string le(std::uint64_t v, int bytes) {
   std::string s;

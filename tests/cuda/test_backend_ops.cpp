@@ -1,4 +1,4 @@
-// Every op of the decoder layer (core/src/model/decoder_layer.h) on every backend (tests/backend_ops.h: the CPU,
+// Every op of the decoder layer (core/src/model/decoder_layer.h) on every backend (tests/cuda/backend_ops.h: the CPU,
 // and the CUDA kernels when built with them and a GPU is usable) against one plain reference written here in
 // double, with the same test body per backend: ggml's test-backend-ops, CTranslate2's instantiated suites. Test
 // names say backend and case: cpu/BackendOps.MatchesReference/attention_gqa_window, cuda/..., and for the linear

@@ -113,7 +113,7 @@ TEST(PinnedLogits, UnchangedSinceRecorded) {
   if (const char* rec = std::getenv("RPTQ_RECORD_PINNED"); rec && *rec) {
     json j;
     j["signature"] = signature();
-    j["note"] = "Recorded by tests/test_pinned_logits.cpp (see its header); first " + std::to_string(kTokens) +
+    j["note"] = "Recorded by tests/model/test_pinned_logits.cpp (see its header); first " + std::to_string(kTokens) +
                 " tokens of each model's bundled text, batch 1.";
     for (const auto& [k, v] : now) j["cases"][k] = v;
     std::ofstream(rec) << j.dump(1) << "\n";
