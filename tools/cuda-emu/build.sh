@@ -23,10 +23,14 @@ for f in "$out"/src/*.cpp; do
     pids="$pids $!"
   fi
 done
-if [ ! -f "$out/obj/emu_runtime.o" ] || [ "$here/emu_runtime.cpp" -nt "$out/obj/emu_runtime.o" ]; then
-  g++ $FLAGS -c "$here/emu_runtime.cpp" -o "$out/obj/emu_runtime.o" &
-  pids="$pids $!"
-fi
+# The emulated CUDA runtime and cuBLAS, and the cuBLASLt subset bench_cuda calls (archive members: linked only
+# where called).
+for f in emu_runtime emu_cublaslt; do
+  if [ ! -f "$out/obj/$f.o" ] || [ "$here/$f.cpp" -nt "$out/obj/$f.o" ]; then
+    g++ $FLAGS -c "$here/$f.cpp" -o "$out/obj/$f.o" &
+    pids="$pids $!"
+  fi
+done
 for p in $pids; do wait "$p"; done  # a failed compile stops the script
 rm -f "$out/libemu.a"
 ar rcs "$out/libemu.a" "$out"/obj/*.o

@@ -5,9 +5,9 @@
 # Beyond the kernels library, a target may carry CUDA of its own:
 #   - its own .cu sources (e.g. a benchmark's kernel): each object nvcc made is replaced by the source patched as
 #     patch.py patches kernels/ and compiled with g++ against emu_cuda.h, as build.sh compiles the kernels;
-#   - libraries emu_runtime.cpp does not emulate (e.g. cuBLASLt): the target's source folder may hold
-#     cuda_emu_*.cpp files with a host emulation of what it calls; they are compiled and linked into that target.
-import glob, json, os, re, shutil, subprocess, sys
+#   - libraries beyond the runtime and cuBLAS: libemu.a also carries emu_cublaslt.cpp (the cuBLASLt calls
+#     bench_cuda makes), linked in only where a target calls them.
+import json, os, re, shutil, subprocess, sys
 
 here = os.path.dirname(os.path.abspath(__file__))
 repo = os.path.abspath(os.path.join(here, '..', '..'))
@@ -84,18 +84,6 @@ def emulated_cuda_object(target, obj):
     return o
 
 
-def target_shims(target):
-    """Objects of the cuda_emu_*.cpp files in the target's source folder."""
-    objs = []
-    for src in sorted(glob.glob(os.path.join(repo, os.path.dirname(target), 'cuda_emu_*.cpp'))):
-        o = os.path.join(out, 'targets', target.replace('/', '_'), 'obj',
-                         os.path.splitext(os.path.basename(src))[0] + '.o')
-        if stale(o, src):
-            compile_cpp(src, o, [])
-        objs.append(o)
-    return objs
-
-
 for t in sys.argv[3:]:
     target = resolve(t)
     cmd = subprocess.check_output(['ninja', '-t', 'commands', target], cwd=build, text=True).strip().splitlines()[-1]
@@ -113,7 +101,6 @@ for t in sys.argv[3:]:
         parts.append(p)
     i = parts.index('-o')
     parts[i + 1] = os.path.join(out, 'bin', os.path.basename(target))
-    parts[i + 2:i + 2] = target_shims(target)
     r = subprocess.run(' '.join(parts), shell=True, cwd=build)
     if r.returncode:
         sys.exit(r.returncode)

@@ -1,9 +1,9 @@
-// Host emulation of the cuBLASLt subset bench_cuda calls, for tools/cuda-emu: not part of the CMake build.
-// tools/cuda-emu/relink.py compiles the cuda_emu_*.cpp files of a target's source folder into its emulated binary,
-// since emu_runtime.cpp emulates cuBLAS's cublasGemmEx but not cuBLASLt. Like that cublasGemmEx it is naive: float
-// accumulation in sequential order, 16-bit inputs converted exactly; CUBLAS_COMPUTE_32F_FAST_TF32 rounds the
-// float inputs to TF32 (10 mantissa bits, nearest even) first. The heuristic offers two identical "algorithms", so
-// the caller's best-of loop runs more than once. Streams and workspaces are ignored (everything is synchronous).
+// Host emulation of the cuBLASLt subset bench_cuda calls (emu_runtime.cpp emulates cuBLAS's cublasGemmEx, not
+// cuBLASLt); build.sh puts it in libemu.a, so it is linked only into a target that calls it. Like that
+// cublasGemmEx it is naive: float accumulation in sequential order, 16-bit inputs converted exactly;
+// CUBLAS_COMPUTE_32F_FAST_TF32 rounds the float inputs to TF32 (10 mantissa bits, nearest even) first. The
+// heuristic offers two identical "algorithms", so the caller's best-of loop runs more than once. Streams and
+// workspaces are ignored (everything is synchronous).
 #include <cublasLt.h>
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
