@@ -521,22 +521,28 @@ struct Expected {
 
 // Loads a synthetic tokenizer.json and checks it on kSyntheticTexts against Hugging Face's ids and decoded text
 // (add_prefix_space and Removed splits make that differ from the input).
+// Each text's ids and decoded text, and the same text decoded token by token (StreamDecoder), against `want`.
+void check_texts(const std::string& name, const Tokenizer& tok, const std::vector<std::string>& texts,
+                 const std::vector<Expected>& want) {
+  ASSERT_EQ(want.size(), texts.size());
+  for (std::size_t i = 0; i < want.size(); ++i) {
+    const std::string& text = texts[i];
+    const Ids ids = tok.encode(text);
+    EXPECT_EQ(ids, want[i].ids) << name << ": " << text;
+    EXPECT_EQ(tok.decode(ids), want[i].decoded) << name << ": " << text;
+    rptq::StreamDecoder sd(tok);
+    std::string streamed;
+    for (std::int32_t id : ids) streamed += sd.push(id);
+    EXPECT_EQ(streamed + sd.finish(), want[i].decoded) << name << ": " << text;
+  }
+}
+
 void check_synthetic(const std::string& name, const json& j, const std::vector<Expected>& want) {
   const auto dir = rptq::test::temp_dir(name);
   rptq::test::write_file(dir / "tokenizer.json", j.dump(1));
   auto tok = Tokenizer::load(dir);
   EXPECT_EQ(tok->kind(), "byte-level BPE (tokenizer.json)");
-  ASSERT_EQ(want.size(), kSyntheticTexts.size());
-  for (std::size_t i = 0; i < want.size(); ++i) {
-    const std::string& text = kSyntheticTexts[i];
-    const Ids ids = tok->encode(text);
-    EXPECT_EQ(ids, want[i].ids) << name << ": " << text;
-    EXPECT_EQ(tok->decode(ids), want[i].decoded) << name << ": " << text;
-    rptq::StreamDecoder sd(*tok);
-    std::string streamed;
-    for (std::int32_t id : ids) streamed += sd.push(id);
-    EXPECT_EQ(streamed + sd.finish(), want[i].decoded) << name << ": " << text;
-  }
+  check_texts(name, *tok, kSyntheticTexts, want);
 }
 
 TEST(Tokenizer, SyntheticByteLevelLlama3Style) {
@@ -659,17 +665,7 @@ void check_sentencepiece_variant(const std::string& name, const json& j, const s
   const auto dir = rptq::test::temp_dir(name);
   rptq::test::write_file(dir / "tokenizer.json", j.dump(1));
   auto tok = Tokenizer::load(dir);
-  ASSERT_EQ(want.size(), kSentencePieceTexts.size());
-  for (std::size_t i = 0; i < want.size(); ++i) {
-    const std::string& text = kSentencePieceTexts[i];
-    const Ids ids = tok->encode(text);
-    EXPECT_EQ(ids, want[i].ids) << name << ": " << text;
-    EXPECT_EQ(tok->decode(ids), want[i].decoded) << name << ": " << text;
-    rptq::StreamDecoder sd(*tok);
-    std::string streamed;
-    for (std::int32_t id : ids) streamed += sd.push(id);
-    EXPECT_EQ(streamed + sd.finish(), want[i].decoded) << name << ": " << text;
-  }
+  check_texts(name, *tok, kSentencePieceTexts, want);
 }
 
 // The older layout: no normalizer, a Metaspace pre-tokenizer (split into words, prepend only at the start) and
