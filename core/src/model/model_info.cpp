@@ -4,21 +4,13 @@
 #include <sstream>
 
 #include "rptq/io/checkpoint.h"
+#include "rptq/io/files.h"
 #include "rptq/base/error.h"
 #include "rptq/tokenizer/tokenizer.h"
 
 namespace rptq {
 
-std::string read_text_file(const std::filesystem::path& path) {
-  std::error_code ec;
-  if (std::filesystem::is_directory(path, ec)) throw InputError(path.string() + ": is a folder, expected a file");
-  std::ifstream f(path, std::ios::binary);
-  if (!f) throw InputError(path.string() + ": cannot open");
-  std::ostringstream ss;
-  ss << f.rdbuf();
-  if (f.bad()) throw InputError(path.string() + ": read error");
-  return ss.str();
-}
+std::string read_text_file(const std::filesystem::path& path) { return read_file(path); }
 
 ModelInfo inspect_model(const std::filesystem::path& dir) {
   ModelInfo info;

@@ -1,0 +1,20 @@
+#pragma once
+// The user's files, read and written defensively. Inputs are regular files only: a FIFO, a device or a socket is
+// refused before anything blocks on it, and a read is bounded. Outputs go to new paths or replace regular files
+// only: a device node, FIFO or folder at the target is refused even with overwrite (replacing /dev/null with a
+// regular file, as root, would break the system).
+#include <cstdint>
+#include <filesystem>
+#include <string>
+
+namespace rptq {
+
+// The whole of a regular file. Throws InputError "PATH: ..." when it is missing, a folder, not a regular file,
+// unreadable, or larger than max_bytes (text inputs: config, tokenizer and data files).
+std::string read_file(const std::filesystem::path& path, std::uint64_t max_bytes = std::uint64_t{1} << 31);
+
+// Checks that `target` may be written: a new path, or (with overwrite) an existing regular file or a symlink to
+// one. Throws OutputExists when it exists and overwrite is false, InputError when it is not a regular file.
+void check_output_target(const std::filesystem::path& target, bool overwrite);
+
+}  // namespace rptq
