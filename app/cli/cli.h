@@ -5,6 +5,7 @@
 #include <chrono>
 #include <cstdint>
 #include <memory>
+#include <nlohmann/json.hpp>
 #include <string>
 
 #include "rptq/model/model.h"
@@ -41,6 +42,19 @@ class Progress {
 };
 
 std::string human_bytes(std::uint64_t bytes);  // "31.0 MiB"
+
+// A floating-point option's check: a finite number in [lo, hi]. CLI::Range lets NaN through (every comparison with
+// it is false), and "inf" or "nan" parse as numbers.
+CLI::Validator finite_range(double lo, double hi);
+
+// --threads N: sets the CPU threads (0 = all cores). More threads than the CPUs this process may run on only
+// oversubscribe them (and OpenBLAS, short of memory for its per-thread buffers, can spin): the count is clamped to
+// the available CPUs, with a note on stderr.
+void apply_threads(int requested);
+
+// JSON as the --json outputs print it: text that is not valid UTF-8 (a data file's bytes, a generated token that
+// ends inside a character, a file name) is written with U+FFFD in place of the bad bytes instead of failing.
+std::string json_text(const nlohmann::json& j, int indent = 2);
 
 // Model::load with a "loading" progress bar.
 std::unique_ptr<Model> load_model(const std::string& dir);

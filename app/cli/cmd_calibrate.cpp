@@ -26,7 +26,7 @@ struct CalibrateArgs {
 };
 
 void run_calibrate(const CalibrateArgs& a) {
-  set_num_threads(a.threads);
+  apply_threads(a.threads);
   const Device device = pick_device(a.device);
   CalibrationSettings cs;
   cs.samples = a.samples;
@@ -63,7 +63,7 @@ void run_calibrate(const CalibrateArgs& a) {
     j["seconds"] = st.seconds;
     j["file_bytes"] = std::filesystem::file_size(a.out);
     add_device_json(j, device);
-    std::cout << j.dump(2) << "\n";
+    std::cout << json_text(j) << "\n";
     return;
   }
   std::printf("calibrated %lld layers on %lld windows of %lld tokens (seed %llu) in %.2f s\n", (long long)st.layers,

@@ -24,7 +24,7 @@ struct CompareArgs {
 };
 
 void run_compare(const CompareArgs& a) {
-  set_num_threads(a.threads);
+  apply_threads(a.threads);
   const Device device = pick_device(a.device);
   const std::string text = read_text_file(a.data);
   auto tok = Tokenizer::load(a.model);
@@ -55,7 +55,7 @@ void run_compare(const CompareArgs& a) {
     add_quantize_time_json(j, *q);
     j["seconds"] = r.seconds;
     add_device_json(j, device);
-    std::cout << j.dump(2) << "\n";
+    std::cout << json_text(j) << "\n";
     return;
   }
   std::printf("%s\n", q->config().describe().c_str());

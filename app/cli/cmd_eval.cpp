@@ -27,7 +27,7 @@ struct EvalArgs {
 };
 
 void run_eval(const EvalArgs& a) {
-  set_num_threads(a.threads);
+  apply_threads(a.threads);
   const Device device = pick_device(a.device);
   const std::string text = read_text_file(a.data);
   const ModelSource src = open_model(a.model, a.quant, device);
@@ -67,7 +67,7 @@ void run_eval(const EvalArgs& a) {
       j["checkpoint"] = src.checkpoint;
       add_quantize_time_json(j, *quantized);
     }
-    std::cout << j.dump(2) << "\n";
+    std::cout << json_text(j) << "\n";
     return;
   }
   if (quantized) std::printf("%s\n", quantized->config().describe().c_str());

@@ -28,7 +28,7 @@ std::uint64_t folder_bytes(const std::filesystem::path& p) {
 }
 
 void run_export(const ExportArgs& a) {
-  set_num_threads(a.threads);
+  apply_threads(a.threads);
   if (!a.force && std::filesystem::exists(a.out)) throw InputError(a.out + ": exists (use --force to overwrite)");
   const Device device = pick_device(a.device);
   ChannelStats stats;
@@ -63,7 +63,7 @@ void run_export(const ExportArgs& a) {
     j["bytes"] = bytes;
     add_quantize_time_json(j, *q);
     add_device_json(j, device);
-    std::cout << j.dump(2) << "\n";
+    std::cout << json_text(j) << "\n";
     return;
   }
   std::printf("%s\n", q->config().describe().c_str());

@@ -25,7 +25,7 @@ struct GenerateArgs {
 };
 
 void run_generate(const GenerateArgs& a) {
-  set_num_threads(a.threads);
+  apply_threads(a.threads);
   const Device device = pick_device(a.device);
   const ModelSource src = open_model(a.model, a.quant, device);
   const Tokenizer* tok = src.tokenizer.get();
@@ -79,7 +79,7 @@ void run_generate(const GenerateArgs& a) {
     j["kv_cache_bits"] = r.kv_bits;
     add_device_json(j, device);
     if (quantized) j["quantization"] = quant_settings_json(quantized->config(), a.quant);
-    std::cout << j.dump(2) << "\n";
+    std::cout << json_text(j) << "\n";
     return;
   }
   std::fputs(rest.c_str(), stdout);
@@ -102,7 +102,7 @@ void add_generate(CLI::App& app) {
   cmd->add_option("--max-new-tokens", a->max_new_tokens, "Tokens to generate (default 64)")
       ->check(CLI::Range(0, 1 << 20));
   cmd->add_option("--temperature", a->temperature, "Sampling temperature; 0 = greedy (default)")
-      ->check(CLI::Range(0.0f, 100.0f));
+      ->check(finite_range(0.0, 100.0));
   cmd->add_option("--top-k", a->top_k, "Sample only from the k most likely tokens (0 = all)")
       ->check(CLI::Range(0, 1 << 24));
   cmd->add_option("--seed", a->seed, "Random seed for sampling (default 0)");

@@ -103,7 +103,7 @@ void run_memory(const MemoryArgs& a) {
       for (std::size_t i = 0; i < est.size(); ++i) j["presets"].push_back(estimate_json(est[i], presets[i]));
       if (saving) j["w4a4_saving_vs_w4a16_bytes"] = w4a16->total_bytes - w4a4->total_bytes;
     }
-    std::cout << j.dump(2) << "\n";
+    std::cout << json_text(j) << "\n";
     return;
   }
 

@@ -30,7 +30,7 @@ nlohmann::json sum_json(const SensitivityCell& c) {
 }
 
 void run_sensitivity(const SensitivityArgs& a) {
-  set_num_threads(a.threads);
+  apply_threads(a.threads);
   if (a.quant.reorder_only) throw InputError("--reorder-only quantizes nothing: there is nothing to probe");
   const QuantConfig cfg = build_quant_config(a.quant);
   const ChannelStats stats = load_stats(a.quant.stats);
@@ -73,7 +73,7 @@ void run_sensitivity(const SensitivityArgs& a) {
     for (std::size_t t = 0; t < r.taps.size(); ++t) per_tap[r.taps[t]] = sum_json(r.tap_sum(t));
     j["per_layer"] = std::move(per_layer);
     j["per_tap"] = std::move(per_tap);
-    std::cout << j.dump(2) << "\n";
+    std::cout << json_text(j) << "\n";
     return;
   }
   std::printf("%s; each (layer, tap) alone, weights and every other activation in full precision\n",

@@ -1,3 +1,4 @@
+#include <cstdint>
 #include <iostream>
 #include <nlohmann/json.hpp>
 #include <sstream>
@@ -15,19 +16,44 @@ struct TokenizeArgs {
   bool json = false, decode = false, no_special = false;
 };
 
-// Ids given as JSON ({"ids": [...]} or [...]) or as numbers separated by spaces or commas.
-std::vector<std::int32_t> parse_ids(const std::string& s) {
+// Ids given as JSON ({"ids": [...]} or [...]) or as numbers separated by spaces or commas; `source` (--text or the
+// file) names where they came from in errors. Each must be a whole number in 0..vocab-1.
+std::vector<std::int32_t> parse_ids(const std::string& s, const std::string& source, std::int32_t vocab) {
   std::vector<std::int32_t> ids;
+  const auto bad = [&](const std::string& shown, const std::string& why) -> InputError {
+    const std::string cut = shown.size() > 40 ? shown.substr(0, 40) + "..." : shown;
+    return InputError(source + ": token id " + cut + " " + why);
+  };
+  const auto checked = [&](long long v, const std::string& shown) {
+    if (v < 0 || v >= vocab)
+      throw bad(shown, "is outside the vocabulary (0.." + std::to_string(vocab - 1) + ")");
+    return static_cast<std::int32_t>(v);
+  };
   const auto first = s.find_first_not_of(" \t\r\n");
   if (first != std::string::npos && (s[first] == '{' || s[first] == '[')) {
+    nlohmann::json j;
     try {
-      auto j = nlohmann::json::parse(s);
-      if (j.is_object()) j = j.at("ids");
-      for (const auto& v : j) ids.push_back(v.get<std::int32_t>());
-      return ids;
+      j = nlohmann::json::parse(s);
     } catch (const nlohmann::json::exception& e) {
-      throw InputError(std::string("cannot read token ids from JSON: ") + e.what());
+      throw InputError(source + ": cannot read token ids from JSON: " + e.what());
     }
+    if (j.is_object()) {
+      if (!j.contains("ids")) throw InputError(source + ": a JSON object of token ids needs an \"ids\" list");
+      j = j.at("ids");
+    }
+    if (!j.is_array()) throw InputError(source + ": token ids must be a JSON list of whole numbers");
+    for (const auto& v : j) {
+      const std::string shown = v.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+      if (v.is_number_unsigned()) {
+        const auto u = v.get<std::uint64_t>();  // may exceed what a long long holds
+        ids.push_back(checked(u > static_cast<std::uint64_t>(INT32_MAX) ? -1LL : static_cast<long long>(u), shown));
+      } else if (v.is_number_integer()) {
+        ids.push_back(checked(v.get<long long>(), shown));
+      } else {
+        throw bad(shown, "is not a whole number");
+      }
+    }
+    return ids;
   }
   std::string t = s;
   for (char& c : t)
@@ -39,11 +65,13 @@ std::vector<std::int32_t> parse_ids(const std::string& s) {
     long long v = 0;
     try {
       v = std::stoll(word, &used);
+    } catch (const std::out_of_range&) {
+      throw bad(word, "is outside the vocabulary (0.." + std::to_string(vocab - 1) + ")");
     } catch (const std::exception&) {
       used = 0;
     }
-    if (used != word.size() || v < 0 || v > INT32_MAX) throw InputError("\"" + word + "\" is not a token id");
-    ids.push_back(static_cast<std::int32_t>(v));
+    if (used != word.size()) throw bad("\"" + word + "\"", "is not a whole number");
+    ids.push_back(checked(v, word));
   }
   return ids;
 }
@@ -52,21 +80,17 @@ void run_tokenize(const TokenizeArgs& a) {
   auto tok = Tokenizer::load(a.model);
   const std::string input = a.file.empty() ? a.text : read_text_file(a.file);
   if (a.decode) {
-    const auto ids = parse_ids(input);
-    for (auto id : ids)
-      if (id >= tok->vocab_size())
-        throw InputError("token id " + std::to_string(id) + " is outside the vocabulary (size " +
-                         std::to_string(tok->vocab_size()) + ")");
+    const auto ids = parse_ids(input, a.file.empty() ? std::string("--text") : a.file, tok->vocab_size());
     const std::string text = tok->decode(ids);
     if (a.json)
-      std::cout << nlohmann::json{{"text", text}}.dump() << "\n";
+      std::cout << json_text(nlohmann::json{{"text", text}}, -1) << "\n";
     else
       std::cout << text << "\n";
     return;
   }
   const auto ids = tok->encode(input, !a.no_special);
   if (a.json) {
-    std::cout << nlohmann::json{{"ids", ids}}.dump() << "\n";
+    std::cout << json_text(nlohmann::json{{"ids", ids}}, -1) << "\n";
     return;
   }
   for (std::size_t i = 0; i < ids.size(); ++i) std::cout << (i ? " " : "") << ids[i];

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <thread>
 
 #include "cli.h"
 #include "rptq/base/error.h"
@@ -50,6 +51,32 @@ std::string human_bytes(std::uint64_t bytes) {
   char buf[32];
   std::snprintf(buf, sizeof buf, u == 0 ? "%.0f %s" : "%.1f %s", v, units[u]);
   return buf;
+}
+
+CLI::Validator finite_range(double lo, double hi) {
+  const std::string desc = "FLOAT in [" + CLI::detail::to_string(lo) + " - " + CLI::detail::to_string(hi) + "]";
+  return CLI::Validator(
+      [lo, hi](std::string& in) -> std::string {
+        double v = 0;
+        if (!CLI::detail::lexical_cast(in, v)) return "\"" + in + "\" is not a number";
+        if (!std::isfinite(v)) return "\"" + in + "\" is not a finite number";
+        if (v < lo || v > hi)
+          return "value " + in + " is outside " + CLI::detail::to_string(lo) + ".." + CLI::detail::to_string(hi);
+        return {};
+      },
+      desc);
+}
+
+void apply_threads(int requested) {
+  if (requested < 0) throw InputError("--threads must be 0 (all cores) or more; got " + std::to_string(requested));
+  const int cpus = available_cpus();
+  if (requested > cpus)
+    std::fprintf(stderr, "note: --threads %d is more than the %d CPUs available; using %d\n", requested, cpus, cpus);
+  set_num_threads(requested);
+}
+
+std::string json_text(const nlohmann::json& j, int indent) {
+  return j.dump(indent, ' ', false, nlohmann::json::error_handler_t::replace);
 }
 
 void add_window_options(CLI::App* cmd, WindowArgs& a) {

@@ -160,6 +160,42 @@ TEST(ModelConfig, ClearErrors) {
   EXPECT_EQ(error_of(R"({"model_type": "bert"})").rfind("config.json", 0), 0u);
 }
 
+// A norm epsilon or rotary base that is zero, negative, infinite, out of range or not a number is refused by key.
+TEST(ModelConfig, BadEpsilonAndRopeThetaAreRefusedByKey) {
+  const auto with = [](const std::string& key, const std::string& value) {
+    std::string j = kLlama;
+    const auto at = j.find("\"rms_norm_eps\": 1e-5");
+    j.replace(at, std::string("\"rms_norm_eps\": 1e-5").size(), "\"" + key + "\": " + value);
+    if (key != "rms_norm_eps") j.insert(1, "\"rms_norm_eps\": 1e-5, ");
+    return j;
+  };
+  for (const std::string key : {"rms_norm_eps", "rope_theta"})
+    for (const std::string v : {"-1e-5", "0", "-3", "\"1e-5\"", "true", "[1]", "1e30"}) {
+      const std::string e = error_of(with(key, v));
+      EXPECT_EQ(e.rfind("config.json: ", 0), 0u) << key << " = " << v << ": " << e;
+      EXPECT_NE(e.find(key), std::string::npos) << key << " = " << v << ": " << e;
+    }
+  // NaN and Infinity are not JSON (Python's json module writes them), nor is a number beyond a double: refused as
+  // invalid JSON, naming the file.
+  for (const std::string v : {"NaN", "Infinity", "1e999", "-1e999"})
+    EXPECT_EQ(error_of(with("rms_norm_eps", v)).rfind("config.json: not valid JSON", 0), 0u) << v;
+  // OPT: transformers ignores layer_norm_eps, but a damaged one is still refused.
+  const std::string opt = R"({"model_type": "opt", "hidden_size": 64, "ffn_dim": 256, "num_hidden_layers": 2,
+    "num_attention_heads": 4, "vocab_size": 512, "layer_norm_eps": )";
+  for (const std::string v : {"-1", "0", "\"x\"", "2"}) {
+    const std::string e = error_of(opt + v + "}");
+    EXPECT_NE(e.find("layer_norm_eps"), std::string::npos) << v << ": " << e;
+  }
+  EXPECT_EQ(error_of(opt + "1e-5}"), "");
+  // Token ids out of the int32 range are refused; -1 (some configs' pad_token_id) means none.
+  std::string big = kLlama;
+  big.insert(1, R"("bos_token_id": 99999999999, )");
+  EXPECT_NE(error_of(big).find("bos_token_id"), std::string::npos);
+  std::string none = kLlama;
+  none.insert(1, R"("pad_token_id": -1, )");
+  EXPECT_EQ(parse(none).pad_token, -1);
+}
+
 TEST(ModelConfig, MissingFolderNamesThePath) {
   try {
     ModelConfig::load("/nonexistent/model");

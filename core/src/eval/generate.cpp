@@ -12,7 +12,8 @@ namespace rptq {
 
 Sampler::Sampler(float temperature, std::int64_t top_k, std::uint64_t seed)
     : temperature_(temperature), top_k_(top_k), state_(seed * 0x9E3779B97F4A7C15ull + 0x2545F4914F6CDD1Dull) {
-  if (temperature < 0) throw InputError("temperature must not be negative");
+  if (!(temperature >= 0.0f) || !std::isfinite(temperature))  // NaN fails the first test
+    throw InputError("temperature must be a finite number, 0 or more; got " + std::to_string(temperature));
   if (top_k < 0) throw InputError("top-k must not be negative");
 }
 

@@ -15,8 +15,11 @@
 
 namespace rptq {
 
+int available_cpus() { return std::max(1, omp_get_num_procs()); }
+
 void set_num_threads(int n) {
-  if (n <= 0) n = omp_get_num_procs();
+  const int cpus = available_cpus();
+  if (n <= 0 || n > cpus) n = cpus;
   omp_set_num_threads(n);
   blas::set_num_threads(n);
 }

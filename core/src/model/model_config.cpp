@@ -1,10 +1,12 @@
 #include "rptq/model/model_config.h"
 
-#include <fstream>
+#include <algorithm>
+#include <climits>
 #include <nlohmann/json.hpp>
 #include <sstream>
 
 #include "rptq/base/error.h"
+#include "rptq/io/files.h"
 
 namespace rptq {
 
@@ -41,10 +43,12 @@ struct Reader {
   // Token ids may be an int or a list of ints (eos_token_id in newer configs); take the first.
   std::int32_t token(const char* key) const {
     if (!has(key)) return -1;
-    const json& v = j.at(key);
-    if (v.is_number_integer()) return v.get<std::int32_t>();
-    if (v.is_array() && !v.empty() && v.front().is_number_integer()) return v.front().get<std::int32_t>();
-    throw InputError(src + ": field \"" + std::string(key) + "\" must be a token id");
+    const json* v = &j.at(key);
+    if (v->is_array() && !v->empty()) v = &v->front();
+    if (!v->is_number_integer()) throw InputError(src + ": field \"" + std::string(key) + "\" must be a token id");
+    if (v->is_number_unsigned() ? v->get<std::uint64_t>() > std::uint64_t{INT32_MAX} : v->get<std::int64_t>() > INT32_MAX)
+      throw InputError(src + ": field \"" + std::string(key) + "\" = " + v->dump() + " is not a token id");
+    return static_cast<std::int32_t>(std::max<std::int64_t>(-1, v->get<std::int64_t>()));  // -1 (or less): none
   }
 
  private:
@@ -62,6 +66,17 @@ float check_theta(const std::string& src, const char* what, double theta) {
     throw InputError(msg.str());
   }
   return static_cast<float>(theta);
+}
+
+// A normalization epsilon: a small positive number (transformers' configs: 1e-5, 1e-6). Zero, a negative value,
+// infinity or an epsilon of 1 or more would make the norms divide by zero or swamp the variance.
+float check_eps(const std::string& src, const char* key, double eps) {
+  if (!(eps > 0.0 && eps < 1.0)) {  // also false for NaN
+    std::ostringstream msg;
+    msg << src << ": " << key << " = " << eps << " is outside the supported range (0, 1)";
+    throw InputError(msg.str());
+  }
+  return static_cast<float>(eps);
 }
 
 void require_positive(const std::string& src, const char* what, std::int64_t v, std::int64_t limit) {
@@ -113,11 +128,11 @@ float read_rope_theta(const json& j, const Reader& r, const std::string& src) {
 
 ModelConfig ModelConfig::load(const std::filesystem::path& model_dir) {
   const auto path = model_dir / "config.json";
-  std::ifstream f(path, std::ios::binary);
-  if (!f) throw InputError(path.string() + ": cannot open (is " + model_dir.string() + " a Hugging Face model folder?)");
-  std::ostringstream ss;
-  ss << f.rdbuf();
-  return parse(ss.str(), path.string());
+  std::error_code ec;
+  if (!std::filesystem::exists(path, ec) && !std::filesystem::is_symlink(path, ec))
+    throw InputError(path.string() + ": no such file (is " + model_dir.string() + " a Hugging Face model folder?)");
+  // read_file refuses a FIFO or device without blocking on it; a config of more than 16 MiB is not a config.
+  return parse(read_file(path, std::uint64_t{16} << 20), path.string());
 }
 
 ModelConfig ModelConfig::parse(const std::string& text, const std::string& src) {
@@ -150,6 +165,8 @@ ModelConfig ModelConfig::parse(const std::string& text, const std::string& src) 
     c.activation = r.string("activation_function", "relu");
     c.tie_embeddings = r.boolean("tie_word_embeddings", true);
     c.norm_eps = 1e-5f;
+    // transformers' OPT ignores layer_norm_eps (its LayerNorms use 1e-5); a value present must still be sane.
+    if (r.has("layer_norm_eps")) check_eps(src, "layer_norm_eps", r.number("layer_norm_eps", 1e-5));
     if (c.activation != "relu" && c.activation != "gelu" && c.activation != "gelu_new")
       throw InputError(src + ": activation_function \"" + c.activation + "\" is not supported (relu, gelu, gelu_new)");
   } else if (c.model_type == "llama" || c.model_type == "mistral" || c.model_type == "qwen2") {
@@ -161,7 +178,7 @@ ModelConfig ModelConfig::parse(const std::string& text, const std::string& src) 
     c.kv_heads = r.integer("num_key_value_heads", c.heads);
     c.vocab = r.integer("vocab_size");
     c.max_positions = r.integer("max_position_embeddings", 2048);
-    c.norm_eps = static_cast<float>(r.number("rms_norm_eps", 1e-6));
+    c.norm_eps = check_eps(src, "rms_norm_eps", r.number("rms_norm_eps", 1e-6));
     c.rope_theta = read_rope_theta(j, r, src);
     c.tie_embeddings = r.boolean("tie_word_embeddings", c.model_type == "qwen2" ? false : false);
     c.activation = r.string("hidden_act", "silu");

@@ -228,8 +228,12 @@ class Model {
   std::vector<DecoderLayerWeights> layers_;
 };
 
-// Sets the threads used by OpenMP loops and OpenBLAS (0 = all cores).
+// Sets the threads used by OpenMP loops and OpenBLAS: 0 (or fewer) = all available CPUs; more than the available
+// CPUs is clamped to them (oversubscribing only slows the GEMMs, and OpenBLAS's threads, each with its own buffers,
+// can spin when short of memory).
 void set_num_threads(int n);
 int num_threads();
+// The CPUs this process may run on (its affinity mask).
+int available_cpus();
 
 }  // namespace rptq

@@ -1,0 +1,132 @@
+// The `rptq` command line against bad values, damaged or hostile files and unusable paths (issue 16): each is
+// refused with exit status 2 and one short line on stderr that names the option or file and the problem.
+#include <sys/stat.h>
+
+#include <chrono>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+#include "cli_support.h"
+#include "test_support.h"
+
+namespace {
+
+using rptq::test::CliRun;
+using rptq::test::rptq_cli;
+
+std::string model(const char* name) { return rptq::test::shared_model(name).string(); }
+std::string stories() { return rptq::test::shared_file("data/stories.txt").string(); }
+
+bool contains(const std::string& s, const std::string& part) { return s.find(part) != std::string::npos; }
+
+// Exit status 2 and one "rptq: error: ..." (or usage) line holding every one of `parts`.
+void expect_refused(const CliRun& r, const std::vector<std::string>& parts, const std::string& what) {
+  EXPECT_EQ(r.code, 2) << what << "\nstderr: " << r.err << "\nstdout: " << r.out.substr(0, 300);
+  ASSERT_FALSE(r.err.empty()) << what;
+  EXPECT_EQ(r.err.find('\n'), r.err.size() - 1) << what << ": one line: " << r.err;
+  EXPECT_EQ(r.err.rfind("rptq: ", 0), 0u) << what << ": " << r.err;
+  for (const std::string& p : parts) EXPECT_TRUE(contains(r.err, p)) << what << ": \"" << p << "\" in " << r.err;
+}
+
+// A copy of a model folder (its small files linked, not copied) with config.json replaced.
+std::filesystem::path model_with_config(const std::string& name, const std::string& base, const std::string& edit_key,
+                                        const nlohmann::json& value) {
+  const auto dir = rptq::test::temp_dir(name);
+  for (const auto& e : std::filesystem::directory_iterator(model(base.c_str())))
+    if (e.path().filename() != "config.json") std::filesystem::create_symlink(e.path(), dir / e.path().filename());
+  auto cfg = nlohmann::json::parse(rptq::test::read_file(std::filesystem::path(model(base.c_str())) / "config.json"));
+  cfg[edit_key] = value;
+  rptq::test::write_file(dir / "config.json", cfg.dump());
+  return dir;
+}
+
+// ---- Item 8: error messages are one short line ----
+
+TEST(CliBadInput, HugeMessageIsCutToOneLine) {
+  const auto dir = rptq::test::temp_dir("cli-huge-message");
+  // A model_type of 300 KB with newlines in it: the message quotes it.
+  std::string type(300 * 1024, 'x');
+  for (std::size_t i = 100; i < type.size(); i += 1000) type[i] = '\n';
+  rptq::test::write_file(dir / "config.json", nlohmann::json{{"model_type", type}}.dump());
+  const CliRun r = rptq_cli({"inspect", dir.string()});
+  expect_refused(r, {"config.json", "model_type", "bytes in all)"}, "huge model_type");
+  EXPECT_LT(r.err.size(), 700u) << r.err.substr(0, 800);
+  // The cut keeps the start of the message, which names the file.
+  EXPECT_EQ(r.err.rfind("rptq: error: " + (dir / "config.json").string(), 0), 0u) << r.err.substr(0, 200);
+}
+
+TEST(CliBadInput, NewlinesInMessageBecomeSpaces) {
+  const auto dir = rptq::test::temp_dir("cli-newline-message");
+  rptq::test::write_file(dir / "config.json", nlohmann::json{{"model_type", "gpt\nneox\r\tx"}}.dump());
+  const CliRun r = rptq_cli({"inspect", dir.string()});
+  expect_refused(r, {"config.json", "gpt neox"}, "newline in model_type");
+}
+
+// ---- Item 1: bad values are refused, not run with NaN or empty output ----
+
+TEST(CliBadInput, NonFiniteOrOutOfRangeOptionsAreRefused) {
+  const std::string m = model("stories260k");
+  struct Case {
+    std::vector<std::string> args;
+    std::string option;
+  };
+  const std::vector<Case> cases = {
+      {{"generate", m, "--prompt", "Once", "--temperature", "nan"}, "--temperature"},
+      {{"generate", m, "--prompt", "Once", "--temperature", "-nan"}, "--temperature"},
+      {{"generate", m, "--prompt", "Once", "--temperature", "inf"}, "--temperature"},
+      {{"generate", m, "--prompt", "Once", "--temperature", "-1"}, "--temperature"},
+      {{"generate", m, "--prompt", "Once", "--temperature", "1e9"}, "--temperature"},
+      {{"generate", m, "--prompt", "Once", "--temperature", "warm"}, "--temperature"},
+      {{"generate", m, "--prompt", "Once", "--top-k", "-1"}, "--top-k"},
+      {{"generate", m, "--prompt", "Once", "--max-new-tokens", "-5"}, "--max-new-tokens"},
+      {{"generate", m, "--prompt", "Once", "--max-new-tokens", "nan"}, "--max-new-tokens"},
+      {{"generate", m, "--prompt", "Once", "--threads", "-1"}, "--threads"},
+      {{"eval", m, "--data", stories(), "--seqlen", "0"}, "--seqlen"},
+      {{"eval", m, "--data", stories(), "--seqlen", "1e30"}, "--seqlen"},
+      {{"eval", m, "--data", stories(), "--max-windows", "-1"}, "--max-windows"},
+      {{"eval", m, "--data", stories(), "--batch", "0"}, "--batch"},
+      {{"calibrate", m, "--data", stories(), "--out", "x.h5", "--samples", "0"}, "--samples"},
+      {{"calibrate", m, "--data", stories(), "--out", "x.h5", "--samples", "inf"}, "--samples"},
+      {{"memory", "--arch", "opt-125m", "--batch", "0", "--seqlen", "8"}, "--batch"},
+      {{"memory", "--arch", "opt-125m", "--batch", "1", "--seqlen", "nan"}, "--seqlen"},
+  };
+  for (const Case& c : cases) {
+    const CliRun r = rptq_cli(c.args);
+    std::string what;
+    for (const auto& a : c.args) what += a + " ";
+    expect_refused(r, {c.option}, what);
+    EXPECT_TRUE(r.out.empty()) << what << ": " << r.out;
+  }
+}
+
+TEST(CliBadInput, BadTokenIdsAreRefused) {
+  const std::string m = model("stories260k");
+  for (const std::string ids : {"[-5]", "[1e20]", "[1.5]", "[18446744073709551615]", "{\"ids\": [1, \"a\"]}",
+                                "{\"ids\": 5}", "{\"tokens\": [1]}", "-5", "1 2 x", "99999999999999999999", "512"}) {
+    const CliRun r = rptq_cli({"tokenize", m, "--decode", "--text", ids});
+    expect_refused(r, {"--text", "token id"}, ids);
+  }
+  // From a file: the message names the file.
+  const auto dir = rptq::test::temp_dir("cli-bad-ids");
+  rptq::test::write_file(dir / "ids.json", "[1, -5]");
+  expect_refused(rptq_cli({"tokenize", m, "--decode", "--file", (dir / "ids.json").string()}),
+                 {(dir / "ids.json").string(), "-5", "outside the vocabulary"}, "ids file");
+  const CliRun ok = rptq_cli({"tokenize", m, "--decode", "--text", "[1, 300, 301]", "--json"});
+  EXPECT_EQ(ok.code, 0) << ok.err;
+}
+
+TEST(CliBadInput, BadConfigNumbersAreRefusedByKey) {
+  for (const auto& [key, value] : std::vector<std::pair<std::string, nlohmann::json>>{
+           {"rope_theta", -10000.0}, {"rope_theta", 0}, {"rope_theta", "10000"}, {"rms_norm_eps", -1e-5},
+           {"rms_norm_eps", 0}, {"rms_norm_eps", "1e-5"}, {"rms_norm_eps", 5.0}}) {
+    const auto dir = model_with_config("cli-bad-config", "stories260k", key, value);
+    const CliRun r = rptq_cli({"generate", dir.string(), "--prompt", "Once", "--max-new-tokens", "2"});
+    expect_refused(r, {(dir / "config.json").string(), key}, key + " = " + value.dump());
+  }
+  const auto dir = model_with_config("cli-bad-opt-config", "tiny-opt-16m", "layer_norm_eps", -1);
+  expect_refused(rptq_cli({"generate", dir.string(), "--prompt", "Once", "--max-new-tokens", "2"}),
+                 {(dir / "config.json").string(), "layer_norm_eps"}, "OPT layer_norm_eps");
+}
+
+}  // namespace
