@@ -53,7 +53,26 @@ void add_quant_options(CLI::App* cmd, QuantArgs& a, bool stats_required) {
                   "(default: all layers, all taps but K/V); SET: abits=N (2-8, 16 = FP), wbits=N (the weights of "
                   "the linears reading those taps), dynamic, per-token, static")
       ->allow_extra_args(false);
+  for (const char* name : {"--preset", "--wbits", "--abits", "--kvbits", "--softmax-bits", "--clusters", "--weights",
+                           "--weight-group", "--weight-clip", "--act-order", "--grid", "--stat", "--dynamic",
+                           "--no-sequential", "--reorder-only", "--kmeans-seed", "--fp-prefix", "--override"})
+    a.options.push_back(cmd->get_option(name));
 }
+
+std::vector<std::string> given_quant_options(const QuantArgs& a) {
+  std::vector<std::string> given;
+  for (const CLI::Option* o : a.options)
+    if (o->count() > 0) given.push_back(o->get_name());
+  return given;
+}
+
+namespace {
+std::string listed(const std::vector<std::string>& names) {
+  std::string s;
+  for (std::size_t i = 0; i < names.size(); ++i) s += (i == 0 ? "" : i + 1 == names.size() ? " and " : ", ") + names[i];
+  return s;
+}
+}  // namespace
 
 QuantConfig build_quant_config(const QuantArgs& a) {
   const bool custom = a.wbits || a.abits || a.kvbits;
@@ -112,8 +131,12 @@ std::unique_ptr<QuantizedModel> load_and_quantize(const std::string& model_dir, 
 
 ModelSource open_model(const std::string& path, const QuantArgs& a, Device device) {
   ModelSource src;
+  const std::vector<std::string> given = given_quant_options(a);
   if (std::filesystem::is_regular_file(path) && is_hdf5_file(path)) {
     if (!a.stats.empty()) throw InputError(path + " is a quantized checkpoint: it takes no --stats");
+    if (!given.empty())
+      throw InputError(path + " is a quantized checkpoint: it carries its own quantization, and " + listed(given) +
+                       (given.size() == 1 ? " does" : " do") + " not apply to it");
     src.checkpoint = true;
     // The tokenizer files travel inside the checkpoint; they are read from a private temporary folder.
     char tmpl[] = "/tmp/rptq-checkpoint-XXXXXX";
@@ -132,6 +155,10 @@ ModelSource open_model(const std::string& path, const QuantArgs& a, Device devic
     src.quantized = load_checkpoint(path);
     return src;
   }
+  if (a.stats.empty() && !given.empty())
+    throw InputError(listed(given) + (given.size() == 1 ? " needs" : " need") +
+                     " --stats STATS.h5 (the channel statistics from `rptq calibrate`); without --stats " + path +
+                     " runs in full precision");
   src.tokenizer = Tokenizer::load(path);
   if (a.stats.empty())
     src.fp = load_model(path);

@@ -19,7 +19,11 @@ struct QuantArgs {
   bool reorder_only = false, dynamic = false, no_sequential = false, act_order = false;
   std::uint64_t seed = 0;
   std::vector<std::string> overrides;
+  std::vector<const CLI::Option*> options;  // the quantization options but --stats (add_quant_options)
 };
+
+// The quantization options given on the command line (not --stats), e.g. {"--preset", "--weights"}.
+std::vector<std::string> given_quant_options(const QuantArgs& a);
 
 // stats_required: the command needs --stats (compare); otherwise the options apply only when --stats is given.
 void add_quant_options(CLI::App* cmd, QuantArgs& a, bool stats_required);
@@ -43,6 +47,8 @@ struct ModelSource {
   const Model& model() const { return quantized ? quantized->model() : *fp; }
   ActivationHook* hook() const { return quantized ? quantized->hook() : nullptr; }
 };
+// Throws InputError when a quantization option would be silently ignored: given without --stats, or given for a
+// checkpoint (which carries its own quantization).
 ModelSource open_model(const std::string& path, const QuantArgs& a, Device device = Device::CPU);
 
 // The settings as JSON: preset, description, bits per tap, clusters, weights method, grid, stat, stats file.

@@ -129,4 +129,48 @@ TEST(CliBadInput, BadConfigNumbersAreRefusedByKey) {
                  {(dir / "config.json").string(), "layer_norm_eps"}, "OPT layer_norm_eps");
 }
 
+// ---- Item 2: quantization options that would be silently ignored ----
+
+TEST(CliBadInput, QuantizationOptionsWithoutStatsAreRefused) {
+  const std::string m = model("stories260k");
+  for (const std::vector<std::string>& args : std::vector<std::vector<std::string>>{
+           {"eval", m, "--data", stories(), "--preset", "W4A8"},
+           {"eval", m, "--data", stories(), "--wbits", "4", "--abits", "8"},
+           {"generate", m, "--prompt", "Once", "--preset", "W4A4"},
+           {"generate", m, "--prompt", "Once", "--dynamic"}}) {
+    const CliRun r = rptq_cli(args);
+    expect_refused(r, {args[4], "--stats STATS.h5", "full precision"}, args[0] + " " + args[4]);
+    EXPECT_TRUE(r.out.empty()) << r.out;  // no FP perplexity or text printed as if quantized
+  }
+  const CliRun two = rptq_cli({"eval", m, "--data", stories(), "--preset", "W4A4", "--weights", "rtn"});
+  expect_refused(two, {"--preset and --weights need --stats"}, "two options");
+  // compare, sensitivity and export require --stats outright.
+  for (const std::string cmd : {"compare", "sensitivity", "export"}) {
+    std::vector<std::string> args = {cmd, m, "--preset", "W4A4"};
+    if (cmd == "export") args.insert(args.end(), {"--out", "x.h5"});
+    else args.insert(args.end(), {"--data", stories()});
+    expect_refused(rptq_cli(args), {"--stats"}, cmd);
+  }
+}
+
+TEST(CliBadInput, QuantizationOptionsForACheckpointAreRefused) {
+  const std::string m = model("stories260k");
+  const auto dir = rptq::test::temp_dir("cli-checkpoint-options");
+  const std::string stats = (dir / "stats.h5").string(), ckpt = (dir / "w4a4.h5").string();
+  const CliRun cal = rptq_cli({"calibrate", m, "--data", stories(), "--out", stats, "--samples", "2", "--seqlen", "64"});
+  ASSERT_EQ(cal.code, 0) << cal.err;
+  const CliRun ex = rptq_cli({"export", m, "--stats", stats, "--preset", "W4A4", "--weights", "rtn", "--out", ckpt});
+  ASSERT_EQ(ex.code, 0) << ex.err;
+  for (const std::vector<std::string>& args : std::vector<std::vector<std::string>>{
+           {"eval", ckpt, "--data", stories(), "--preset", "W4A4"},
+           {"eval", ckpt, "--data", stories(), "--wbits", "3", "--abits", "3"},
+           {"generate", ckpt, "--prompt", "Once", "--dynamic"}}) {
+    const CliRun r = rptq_cli(args);
+    expect_refused(r, {ckpt, "carries its own quantization", args[4], "not apply"}, args[0] + " " + args[4]);
+    EXPECT_TRUE(r.out.empty()) << r.out;
+  }
+  const CliRun ok = rptq_cli({"generate", ckpt, "--prompt", "Once", "--max-new-tokens", "2"});
+  EXPECT_EQ(ok.code, 0) << ok.err;
+}
+
 }  // namespace
