@@ -7,6 +7,7 @@
 #include "rptq/engine.h"
 #include "rptq/method/calibration.h"
 #include "rptq/base/error.h"
+#include "rptq/io/files.h"
 #include "rptq/model/model.h"
 #include "rptq/model/model_info.h"
 #include "rptq/export/stats_file.h"
@@ -26,14 +27,14 @@ struct CalibrateArgs {
 };
 
 void run_calibrate(const CalibrateArgs& a) {
+  // Before any work: an existing output without --force, or a FIFO, device or folder at --out (never replaced).
+  check_output_target(a.out, a.force);
   apply_threads(a.threads);
   const Device device = pick_device(a.device);
   CalibrationSettings cs;
   cs.samples = a.samples;
   cs.seed = a.seed;
   cs.stat = parse_range_stat(a.stat);
-  if (!a.force && std::filesystem::exists(a.out))
-    throw InputError(a.out + ": exists (use --force to overwrite)");
   const std::string text = read_text_file(a.data);
   auto tok = Tokenizer::load(a.model);
   const auto ids = tok->encode(text, true);

@@ -6,6 +6,7 @@
 #include "device_args.h"
 #include "quant_args.h"
 #include "rptq/base/error.h"
+#include "rptq/io/files.h"
 #include "rptq/export/hf_export.h"
 #include "rptq/export/qcheckpoint.h"
 
@@ -28,8 +29,13 @@ std::uint64_t folder_bytes(const std::filesystem::path& p) {
 }
 
 void run_export(const ExportArgs& a) {
+  // Before any work: an existing output without --force; a FIFO, device or socket at --out is never replaced.
+  if (a.format == "hdf5" || !std::filesystem::is_directory(a.out)) {
+    check_output_target(a.out, a.force);
+  } else if (!a.force) {
+    throw OutputExists(a.out + ": exists, and overwriting it was not asked for");
+  }
   apply_threads(a.threads);
-  if (!a.force && std::filesystem::exists(a.out)) throw InputError(a.out + ": exists (use --force to overwrite)");
   const Device device = pick_device(a.device);
   ChannelStats stats;
   auto q = load_and_quantize(a.model, a.quant, &stats, device);

@@ -1,6 +1,7 @@
 // The `rptq` command line against bad values, damaged or hostile files and unusable paths (issue 16): each is
 // refused with exit status 2 and one short line on stderr that names the option or file and the problem.
 #include <sys/stat.h>
+#include <sys/wait.h>
 
 #include <chrono>
 #include <nlohmann/json.hpp>
@@ -171,6 +172,97 @@ TEST(CliBadInput, QuantizationOptionsForACheckpointAreRefused) {
   }
   const CliRun ok = rptq_cli({"generate", ckpt, "--prompt", "Once", "--max-new-tokens", "2"});
   EXPECT_EQ(ok.code, 0) << ok.err;
+}
+
+// ---- Item 4: FIFOs and devices as inputs and outputs ----
+
+// A model folder whose `fifo_name` is a FIFO (named pipe) and whose other files link to stories260k's.
+std::filesystem::path model_with_fifo(const std::string& name, const std::string& fifo_name) {
+  const auto dir = rptq::test::temp_dir(name);
+  for (const auto& e : std::filesystem::directory_iterator(model("stories260k")))
+    if (e.path().filename() != fifo_name) std::filesystem::create_symlink(e.path(), dir / e.path().filename());
+  EXPECT_EQ(::mkfifo((dir / fifo_name).c_str(), 0600), 0);
+  return dir;
+}
+
+// Every case runs with a short timeout: a read that blocks on the FIFO would hang the test otherwise.
+CliRun rptq_quick(std::vector<std::string> args) {
+  args.insert(args.begin(), {"--kill-after=5", "20", RPTQ_CLI_PATH});
+  // rptq_cli runs RPTQ_CLI_PATH ARGS; here that is `timeout ... rptq ARGS` through a tiny shell wrapper.
+  const auto dir = rptq::test::temp_dir("cli-quick");
+  const auto wrapper = dir / "rptq-timeout.sh";
+  rptq::test::write_file(wrapper, "#!/bin/sh\nexec timeout \"$@\"\n");
+  std::filesystem::permissions(wrapper, std::filesystem::perms::owner_all);
+  std::string cmd = rptq::test::shell_quote(wrapper.string());
+  for (const auto& a : args) cmd.append(" ").append(rptq::test::shell_quote(a));
+  cmd.append(" >").append(rptq::test::shell_quote((dir / "out").string()));
+  cmd.append(" 2>").append(rptq::test::shell_quote((dir / "err").string())).append(" </dev/null");
+  const int status = std::system(cmd.c_str());
+  CliRun r;
+  r.code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+  r.out = rptq::test::read_file(dir / "out");
+  r.err = rptq::test::read_file(dir / "err");
+  return r;
+}
+
+TEST(CliBadInput, FifoInputsAreRefusedWithoutBlocking) {
+  const auto start = std::chrono::steady_clock::now();
+  for (const std::string file : {"config.json", "tokenizer.json", "tokenizer_config.json"}) {
+    const auto dir = model_with_fifo("cli-fifo-" + file, file);
+    const CliRun r = rptq_quick({"generate", dir.string(), "--prompt", "Once", "--max-new-tokens", "2"});
+    expect_refused(r, {(dir / file).string(), "FIFO"}, file);
+    if (file == "config.json") continue;  // the tokenizer does not read it
+    const CliRun t = rptq_quick({"tokenize", dir.string(), "--text", "Once"});
+    expect_refused(t, {(dir / file).string(), "FIFO"}, "tokenize, " + file);
+  }
+  const auto dir = rptq::test::temp_dir("cli-fifo-data");
+  ASSERT_EQ(::mkfifo((dir / "data.txt").c_str(), 0600), 0);
+  const std::string data = (dir / "data.txt").string();
+  for (const std::vector<std::string>& args : std::vector<std::vector<std::string>>{
+           {"eval", model("stories260k"), "--data", data},
+           {"calibrate", model("stories260k"), "--data", data, "--out", (dir / "stats.h5").string()},
+           {"tokenize", model("stories260k"), "--file", data}}) {
+    expect_refused(rptq_quick(args), {data, "FIFO"}, args[0] + " --data FIFO");
+  }
+  EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(15));
+}
+
+TEST(CliBadInput, FifoOrDeviceOutputsAreRefusedBeforeAnyWork) {
+  const auto dir = rptq::test::temp_dir("cli-fifo-out");
+  ASSERT_EQ(::mkfifo((dir / "out.h5").c_str(), 0600), 0);
+  ASSERT_EQ(::mkfifo((dir / "hf").c_str(), 0600), 0);
+  // The statistics file and data do not exist: were the output not checked first, the run would stop on them
+  // (and never write anything; /dev/null must not be replaced even when the tests run as root).
+  const std::string stats = (dir / "missing-stats.h5").string(), data = (dir / "missing.txt").string();
+  const std::string m = model("stories260k");
+  struct Case {
+    std::vector<std::string> args;
+    std::string target, kind;
+  };
+  const std::vector<Case> cases = {
+      {{"calibrate", m, "--data", data, "--out", (dir / "out.h5").string(), "--force"}, (dir / "out.h5").string(), "FIFO"},
+      {{"calibrate", m, "--data", data, "--out", "/dev/null", "--force"}, "/dev/null", "device"},
+      {{"export", m, "--stats", stats, "--preset", "W4A4", "--out", (dir / "out.h5").string(), "--force"},
+       (dir / "out.h5").string(), "FIFO"},
+      {{"export", m, "--stats", stats, "--preset", "W4A4", "--out", "/dev/null", "--force"}, "/dev/null", "device"},
+      {{"export", m, "--stats", stats, "--preset", "W4A4", "--format", "safetensors", "--out", (dir / "hf").string(),
+        "--force"},
+       (dir / "hf").string(), "FIFO"},
+      {{"export", m, "--stats", stats, "--preset", "W4A4", "--format", "safetensors", "--out", "/dev/null", "--force"},
+       "/dev/null", "device"},
+  };
+  for (const Case& c : cases) {
+    const CliRun r = rptq_quick(c.args);
+    expect_refused(r, {c.target, c.kind}, c.args[0] + " --out " + c.target);
+  }
+  struct stat st {};
+  ASSERT_EQ(::stat("/dev/null", &st), 0);
+  EXPECT_TRUE(S_ISCHR(st.st_mode));
+  // Without --force an existing regular file is kept, with the hint.
+  rptq::test::write_file(dir / "old.h5", "old");
+  const CliRun r = rptq_quick({"calibrate", m, "--data", data, "--out", (dir / "old.h5").string()});
+  expect_refused(r, {(dir / "old.h5").string(), "exists", "--force"}, "existing output");
+  EXPECT_EQ(rptq::test::read_file(dir / "old.h5"), "old");
 }
 
 }  // namespace

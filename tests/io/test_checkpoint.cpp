@@ -1,6 +1,7 @@
 // Checkpoint loading: the shared tiny models in both formats, the PyTorch fixtures from tests/data/torch, sharded
 // folders built in temp dirs, and the folder-level rules (preference order, missing weights, index checks).
 #include <gtest/gtest.h>
+#include <sys/stat.h>
 
 #include <algorithm>
 #include <cmath>
@@ -9,6 +10,7 @@
 #include "rptq/io/checkpoint.h"
 #include "rptq/base/error.h"
 #include "rptq/io/safetensors.h"
+#include "rptq/io/safetensors_writer.h"
 #include "rptq/io/torch_pickle.h"
 #include "test_checkpoint_util.h"
 #include "test_support.h"
@@ -243,6 +245,39 @@ TEST(Checkpoint, ShardedSafetensors) {
   EXPECT_EQ(ck.get("a.weight").to_f32(), ramp(4, 1));
   EXPECT_EQ(ck.get("b.weight").to_f32(), ramp(3, -1));
   EXPECT_NE(ck.get("b.weight").file.find("model-00002-of-00002"), std::string::npos);
+}
+
+// A FIFO where a file is read (a shard index) or written is refused at once, naming it, instead of blocking.
+TEST(Checkpoint, FifoIndexAndFifoOutputAreRefused) {
+  const fs::path dir = temp_dir("ck_fifo");
+  write_file(dir / "config.json", "{}");
+  ASSERT_EQ(::mkfifo((dir / "model.safetensors.index.json").c_str(), 0600), 0);
+  try {
+    Checkpoint::open(dir);
+    FAIL() << "a FIFO index was opened";
+  } catch (const InputError& e) {
+    EXPECT_NE(std::string(e.what()).find("model.safetensors.index.json: is a FIFO"), std::string::npos) << e.what();
+  }
+  ASSERT_EQ(::mkfifo((dir / "out.safetensors").c_str(), 0600), 0);
+  const std::vector<float> v = {1.0f, 2.0f};
+  try {
+    write_safetensors(dir / "out.safetensors", {{"w", {2}, v, {}}}, DType::F32, {});
+    FAIL() << "wrote through a FIFO";
+  } catch (const InputError& e) {
+    EXPECT_NE(std::string(e.what()).find("out.safetensors: is a FIFO"), std::string::npos) << e.what();
+  }
+  EXPECT_THROW(write_file_atomic(dir / "out.safetensors", "{}"), InputError);
+  struct stat st {};
+  ASSERT_EQ(::lstat((dir / "out.safetensors").c_str(), &st), 0);
+  EXPECT_TRUE(S_ISFIFO(st.st_mode));  // not replaced
+  // A tensor name that is not UTF-8 cannot go into the JSON header: an InputError, not a JSON exception.
+  try {
+    write_safetensors(dir / "bad-name.safetensors", {{std::string("w\xff"), {2}, v, {}}}, DType::F32, {});
+    FAIL() << "wrote a non-UTF-8 name";
+  } catch (const InputError& e) {
+    EXPECT_NE(std::string(e.what()).find("not valid UTF-8"), std::string::npos) << e.what();
+  }
+  EXPECT_FALSE(fs::exists(dir / "bad-name.safetensors"));
 }
 
 TEST(Checkpoint, ShardedBin) {

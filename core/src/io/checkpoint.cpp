@@ -1,10 +1,10 @@
 #include "rptq/io/checkpoint.h"
 
-#include <fstream>
 #include <nlohmann/json.hpp>
 #include <set>
 
 #include "rptq/base/error.h"
+#include "rptq/io/files.h"
 #include "rptq/io/safetensors.h"
 #include "rptq/io/torch_pickle.h"
 
@@ -31,16 +31,8 @@ std::vector<RawTensor> read_weights(const fs::path& p, Format f) {
   return f == Format::Safetensors ? read_safetensors(p).tensors : read_torch_checkpoint(p);
 }
 
-std::string read_small_file(const fs::path& p, std::uintmax_t max) {
-  std::error_code ec;
-  const auto size = fs::file_size(p, ec);
-  if (ec) throw InputError(p.string() + ": cannot read (" + ec.message() + ")");
-  if (size > max) throw InputError(p.string() + ": " + std::to_string(size) + " bytes is too large for an index file");
-  std::ifstream in(p, std::ios::binary);
-  std::string s(static_cast<std::size_t>(size), '\0');
-  if (!in.read(s.data(), static_cast<std::streamsize>(size))) throw InputError(p.string() + ": cannot read");
-  return s;
-}
+// An index file: read_file refuses a FIFO or device without blocking and bounds the size.
+std::string read_small_file(const fs::path& p, std::uintmax_t max) { return read_file(p, max); }
 
 // A shard name from an index must stay inside the model folder: relative, without "..". (Symlinked shards, as in
 // the Hugging Face cache, are fine: the check is on the name, not the resolved target.)

@@ -20,7 +20,8 @@ std::shared_ptr<const MappedFile> MappedFile::open(const std::filesystem::path& 
     throw InputError(name + ": cannot open (" + std::strerror(errno) + ")");
   if (!S_ISREG(st.st_mode)) throw InputError(name + ": not a regular file");
 
-  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  // O_NONBLOCK: should the path have become a FIFO since the stat, opening it does not wait for a writer.
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
   if (fd < 0) throw InputError(name + ": cannot open (" + std::strerror(errno) + ")");
   if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
     ::close(fd);

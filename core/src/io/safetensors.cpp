@@ -47,7 +47,7 @@ std::optional<std::uint64_t> json_uint(const json& v) {
 }
 
 std::string json_snippet(const json& v) {
-  std::string s = v.dump();
+  std::string s = v.dump(-1, ' ', false, json::error_handler_t::replace);
   if (s.size() > 80) s = s.substr(0, 77) + "...";
   return s;
 }

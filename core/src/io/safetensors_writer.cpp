@@ -12,6 +12,7 @@
 #include <set>
 
 #include "rptq/base/error.h"
+#include "rptq/io/files.h"
 #include "rptq/io/safetensors.h"
 #include "rptq/base/tensor.h"
 
@@ -35,6 +36,9 @@ class AtomicFile {
     std::error_code ec;
     if (!fs::is_directory(dir, ec)) fail("cannot write: no such folder " + dir.string());
     if (fs::is_directory(target, ec)) fail("cannot write: it is a folder");
+    // A FIFO, device or socket is never replaced (renaming over /dev/null as root would break the system); whether
+    // an existing regular file may be is the caller's decision.
+    check_output_target(target, /*overwrite=*/true);
     std::random_device rd;
     for (int attempt = 0; attempt < 16 && fd_ < 0; ++attempt) {
       // Built by append: GCC 12 warns falsely (-Wrestrict) on "." + std::string.
@@ -70,6 +74,7 @@ class AtomicFile {
     const int rc = ::close(fd_);
     fd_ = -1;
     if (rc != 0) fail("cannot close (" + errno_text() + ")");
+    check_output_target(target_, /*overwrite=*/true);  // again: the target may have changed while writing
     if (::rename(temp_.c_str(), target_.c_str()) != 0)
       fail("cannot move the finished file into place (" + errno_text() + ")");
     committed_ = true;
@@ -144,7 +149,12 @@ void write_safetensors(const fs::path& path, const std::vector<SafetensorsTensor
                        {"data_offsets", {offset, offset + bytes}}};
     offset += bytes;
   }
-  std::string text = header.dump();
+  std::string text;
+  try {
+    text = header.dump();
+  } catch (const nlohmann::json::type_error&) {  // 316: a string that is not UTF-8
+    fail("a tensor name or metadata value is not valid UTF-8 (safetensors headers are JSON text)");
+  }
   text.append((8 - (8 + text.size()) % 8) % 8, ' ');  // the data section starts 8-byte aligned
   if (text.size() > kSafetensorsMaxHeader)
     fail("header of " + std::to_string(text.size()) + " bytes exceeds the format's 100 MB limit");

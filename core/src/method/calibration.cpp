@@ -10,10 +10,10 @@
 #include <cstring>
 #include <ctime>
 #include <filesystem>
-#include <fstream>
 
 #include "rptq/model/blas.h"
 #include "rptq/base/error.h"
+#include "rptq/io/files.h"
 #include "rptq/version_info.h"
 
 namespace rptq {
@@ -376,27 +376,8 @@ std::string sha256_hex(std::string_view bytes) {
 }
 
 std::string sha256_file(const std::string& path) {
-  std::ifstream f(path, std::ios::binary);
-  if (!f) throw InputError(path + ": cannot be read");
-  EVP_MD_CTX* ctx = EVP_MD_CTX_new();
-  if (!ctx || !EVP_DigestInit_ex(ctx, EVP_sha256(), nullptr)) {
-    EVP_MD_CTX_free(ctx);
-    throw std::runtime_error("SHA-256 failed (OpenSSL)");
-  }
-  std::vector<char> buf(1 << 20);
-  while (f) {
-    f.read(buf.data(), static_cast<std::streamsize>(buf.size()));
-    if (f.gcount() > 0) EVP_DigestUpdate(ctx, buf.data(), static_cast<std::size_t>(f.gcount()));
-  }
-  if (f.bad()) {
-    EVP_MD_CTX_free(ctx);
-    throw InputError(path + ": read error");
-  }
-  unsigned char md[EVP_MAX_MD_SIZE];
-  unsigned int len = 0;
-  EVP_DigestFinal_ex(ctx, md, &len);
-  EVP_MD_CTX_free(ctx);
-  return to_hex(md, len);
+  // read_file: a regular file only (a FIFO or device is refused without blocking), bounded in size.
+  return sha256_hex(read_file(path));
 }
 
 }  // namespace rptq

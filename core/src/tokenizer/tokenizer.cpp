@@ -247,9 +247,14 @@ std::string StreamDecoder::finish() {
 
 std::unique_ptr<Tokenizer> Tokenizer::load(const std::filesystem::path& model_dir) {
   namespace fs = std::filesystem;
-  std::error_code ec;
-  if (fs::is_regular_file(model_dir / "tokenizer.json", ec)) return detail::load_tokenizer_json(model_dir);
-  if (fs::is_regular_file(model_dir / "vocab.json", ec) && fs::is_regular_file(model_dir / "merges.txt", ec))
+  // Present in any form (a FIFO or device too, or a dangling link): the loader reads it with read_file, which says
+  // what is wrong with it, rather than this saying there is no tokenizer.
+  const auto present = [](const fs::path& p) {
+    std::error_code ec;
+    return fs::symlink_status(p, ec).type() != fs::file_type::not_found && !ec;
+  };
+  if (present(model_dir / "tokenizer.json")) return detail::load_tokenizer_json(model_dir);
+  if (present(model_dir / "vocab.json") && present(model_dir / "merges.txt"))
     return detail::load_vocab_merges(model_dir);
   throw InputError("no tokenizer in " + model_dir.string() + ": expected tokenizer.json or vocab.json + merges.txt");
 }

@@ -1,12 +1,12 @@
 // Reading tokenizer files into a BpeSpec. Every problem becomes an InputError that names the file; the files may
 // be corrupt or hostile, so types, ids and references between tokens are all checked before use.
 #include <algorithm>
-#include <fstream>
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <sstream>
 
 #include "rptq/base/error.h"
+#include "rptq/io/files.h"
 #include "tokenizer/tokenizer_internal.h"
 
 namespace rptq::detail {
@@ -20,14 +20,9 @@ constexpr int kMaxNesting = 16;  // of Sequence steps
 
 [[noreturn]] void fail(const std::string& where, const std::string& what) { throw InputError(where + ": " + what); }
 
-std::string read_text(const fs::path& p) {
-  std::ifstream f(p, std::ios::binary);
-  if (!f) fail(p.string(), "cannot open file");
-  std::ostringstream ss;
-  ss << f.rdbuf();
-  if (f.bad()) fail(p.string(), "cannot read file");
-  return std::move(ss).str();
-}
+// A regular file only (a FIFO or device is refused without blocking on it), at most 1 GiB (the largest real
+// tokenizer.json files are tens of MB).
+std::string read_text(const fs::path& p) { return read_file(p, std::uint64_t{1} << 30); }
 
 json parse_json(const fs::path& p) {
   const std::string text = read_text(p);
