@@ -174,6 +174,29 @@ TEST(CliBadInput, QuantizationOptionsForACheckpointAreRefused) {
   EXPECT_EQ(ok.code, 0) << ok.err;
 }
 
+// ---- Item 3: text that is not UTF-8 with --json ----
+
+// The tokenizers take any bytes (byte fallback, byte-level BPE), so such text is evaluated; what --json prints is
+// valid JSON, with U+FFFD in place of the bytes that are not UTF-8 (in the data file's name, the prompt, the text).
+TEST(CliBadInput, NonUtf8TextGivesValidJson) {
+  const auto dir = rptq::test::temp_dir("cli-non-utf8");
+  const std::string data = (dir / "bad\xff name.txt").string();
+  rptq::test::write_file(data, rptq::test::read_file(stories()).substr(0, 2000) + "\xff\xfe bad \xc3");
+  for (const char* m : {"stories260k", "tiny-opt-16m"}) {
+    const CliRun r = rptq_cli({"eval", model(m), "--data", data, "--json", "--seqlen", "64", "--max-windows", "2"});
+    ASSERT_EQ(r.code, 0) << m << ": " << r.err;
+    const auto j = nlohmann::json::parse(r.out);
+    EXPECT_GT(j["ppl"].get<double>(), 1.0) << m;
+    EXPECT_EQ(j["data"], (dir / "bad\xef\xbf\xbd name.txt").string());
+    const CliRun t = rptq_cli({"tokenize", model(m), "--file", data, "--json"});
+    ASSERT_EQ(t.code, 0) << m << ": " << t.err;
+    EXPECT_GT(nlohmann::json::parse(t.out)["ids"].size(), 100u);
+    const CliRun g = rptq_cli({"generate", model(m), "--prompt", "Once \xff\xfe", "--max-new-tokens", "4", "--json"});
+    ASSERT_EQ(g.code, 0) << m << ": " << g.err;
+    EXPECT_EQ(nlohmann::json::parse(g.out)["prompt"], "Once \xef\xbf\xbd\xef\xbf\xbd");
+  }
+}
+
 // ---- Item 4: FIFOs and devices as inputs and outputs ----
 
 // A model folder whose `fifo_name` is a FIFO (named pipe) and whose other files link to stories260k's.
