@@ -197,6 +197,25 @@ TEST(CliBadInput, NonUtf8TextGivesValidJson) {
   }
 }
 
+// ---- Item 5: a tokenizer.json whose normalizer blows the text up ----
+
+TEST(CliBadInput, HostileNormalizerIsRefused) {
+  const auto dir = rptq::test::temp_dir("cli-hostile-normalizer");
+  for (const auto& e : std::filesystem::directory_iterator(model("stories260k")))
+    if (e.path().filename() != "tokenizer.json") std::filesystem::create_symlink(e.path(), dir / e.path().filename());
+  auto tok = nlohmann::json::parse(rptq::test::read_file(std::filesystem::path(model("stories260k")) / "tokenizer.json"));
+  nlohmann::json seq = nlohmann::json::array();
+  for (int i = 0; i < 20; ++i) seq.push_back({{"type", "Replace"}, {"pattern", {{"String", "a"}}}, {"content", "aa"}});
+  tok["normalizer"] = {{"type", "Sequence"}, {"normalizers", seq}};
+  rptq::test::write_file(dir / "tokenizer.json", tok.dump());
+  const std::string file = (dir / "tokenizer.json").string();
+  const auto start = std::chrono::steady_clock::now();
+  expect_refused(rptq_cli({"tokenize", dir.string(), "--text", std::string(64, 'a')}), {file, "normalizer"}, "tokenize");
+  expect_refused(rptq_cli({"generate", dir.string(), "--prompt", std::string(64, 'a'), "--max-new-tokens", "1"}),
+                 {file, "normalizer"}, "generate");
+  EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(10));
+}
+
 // ---- Item 4: FIFOs and devices as inputs and outputs ----
 
 // A model folder whose `fifo_name` is a FIFO (named pipe) and whose other files link to stories260k's.

@@ -328,6 +328,63 @@ TEST(Tokenizer, GarbageTokenizerJson) {
   }
 }
 
+// A tokenizer.json whose pipeline would blow a text up (Replace steps that each double it: 64 characters would take
+// 1.8 GB after 25 of them) is refused with an InputError naming the file and the step, at load when it has too many
+// steps and at encode / decode when what it makes of a text grows beyond (4 + 1) x + 1024 bytes.
+TEST(Tokenizer, HostilePipelineGrowthIsBounded) {
+  const auto dir = rptq::test::temp_dir("tok_hostile_growth");
+  const auto file = (dir / "tokenizer.json").string();
+  const auto doubling = [](int steps, const char* list, const char* kind) {
+    json seq = json::array();
+    for (int i = 0; i < steps; ++i)
+      seq.push_back({{"type", "Replace"}, {"pattern", {{"String", "a"}}}, {"content", "aa"}});
+    json j = {{"model", {{"type", "BPE"}, {"vocab", {{"a", 0}, {"aa", 1}}}, {"merges", json::array({"a a"})}}}};
+    j[kind] = {{"type", "Sequence"}, {list, seq}};
+    return j.dump();
+  };
+  // Load time: more steps than any real file has.
+  rptq::test::write_file(dir / "tokenizer.json", doubling(65, "normalizers", "normalizer"));
+  expect_input_error(dir, {file, "more than 64 normalizer steps"});
+  rptq::test::write_file(dir / "tokenizer.json", doubling(65, "decoders", "decoder"));
+  expect_input_error(dir, {file, "more than 64 decoder steps"});
+
+  // Encode time: 20 doublings load, but encoding 64 characters stops at once instead of allocating gigabytes.
+  rptq::test::write_file(dir / "tokenizer.json", doubling(20, "normalizers", "normalizer"));
+  auto tok = Tokenizer::load(dir);
+  try {
+    tok->encode(std::string(64, 'a'));
+    ADD_FAILURE() << "encoded through 20 doublings";
+  } catch (const InputError& e) {
+    EXPECT_NE(std::string(e.what()).find(file + ": the normalizer"), std::string::npos) << e.what();
+  }
+  EXPECT_EQ(tok->encode("bbb").size(), 0u);  // nothing to replace, nothing in the vocabulary: no ids, no error
+  // Two doublings (4x) stay within the bound.
+  rptq::test::write_file(dir / "tokenizer.json", doubling(2, "normalizers", "normalizer"));
+  EXPECT_EQ(Tokenizer::load(dir)->encode(std::string(1000, 'a')), Ids(2000, 1));
+
+  // Decode time: a decoder that doubles token "aa" 20 times.
+  rptq::test::write_file(dir / "tokenizer.json", doubling(20, "decoders", "decoder"));
+  tok = Tokenizer::load(dir);
+  try {
+    tok->decode(Ids{1});
+    ADD_FAILURE() << "decoded through 20 doublings";
+  } catch (const InputError& e) {
+    EXPECT_NE(std::string(e.what()).find(file + ": the decoder"), std::string::npos) << e.what();
+  }
+
+  // A Metaspace pre-tokenizer with a long replacement turns every space into it.
+  json j = {{"model", {{"type", "BPE"}, {"vocab", {{"a", 0}}}, {"merges", json::array()}}},
+            {"pre_tokenizer", {{"type", "Metaspace"}, {"replacement", std::string(100, 'a')}, {"split", false}}}};
+  rptq::test::write_file(dir / "tokenizer.json", j.dump());
+  tok = Tokenizer::load(dir);
+  try {
+    tok->encode(std::string(1000, ' '));
+    ADD_FAILURE() << "a 100x Metaspace replacement went through";
+  } catch (const InputError& e) {
+    EXPECT_NE(std::string(e.what()).find(file + ": the pre-tokenizer (Metaspace)"), std::string::npos) << e.what();
+  }
+}
+
 // The real files cut short anywhere: an InputError naming the file, never a crash or a half-loaded tokenizer.
 TEST(Tokenizer, TruncatedRealFiles) {
   const std::vector<std::pair<std::filesystem::path, std::vector<std::string>>> models = {

@@ -41,12 +41,21 @@ char32_t decode_cp(std::string_view s, std::size_t i, std::size_t len) {
   }
 }
 
-void replace_all(std::string& s, const Pattern& pat, std::string_view with) {
-  std::vector<std::pair<std::size_t, std::size_t>> m;
+// The size of s once every match of pat is replaced by `with`, with the matches (found once, for replace_all).
+std::size_t replaced_size(const std::string& s, const Pattern& pat, std::string_view with,
+                          std::vector<std::pair<std::size_t, std::size_t>>& m) {
+  m.clear();
   pat.find_all(s, m);
+  std::size_t size = s.size();
+  for (auto [b, e] : m) size = size - (e - b) + with.size();
+  return size;
+}
+
+void replace_all(std::string& s, const std::vector<std::pair<std::size_t, std::size_t>>& m, std::string_view with,
+                 std::size_t size) {
   if (m.empty()) return;
   std::string out;
-  out.reserve(s.size() + m.size() * with.size());
+  out.reserve(size);
   std::size_t last = 0;
   for (auto [b, e] : m) {
     out.append(s, last, b - last);
@@ -64,7 +73,18 @@ struct BpeTokenizer::Scratch {
   std::deque<std::string> storage;
   std::vector<Piece> cur, next;
   std::vector<std::pair<std::size_t, std::size_t>> matches;
+  std::size_t growth_left = 0;  // bytes the normalizers and pre-tokenizers may still add (kGrowthFactor)
 };
+
+void BpeTokenizer::grow(Scratch& sc, std::size_t added, const char* stage) const {
+  if (added <= sc.growth_left) {
+    sc.growth_left -= added;
+    return;
+  }
+  throw InputError(spec_.source + ": the " + stage + " would make the text more than " +
+                   std::to_string(kGrowthFactor + 1) + " times its size + " + std::to_string(kGrowthSlack) +
+                   " bytes; refusing this tokenizer (real normalizers add a few bytes per space)");
+}
 
 BpeTokenizer::BpeTokenizer(BpeSpec spec) : spec_(std::move(spec)) {
   std::int32_t max_id = -1;
@@ -116,6 +136,7 @@ std::vector<std::int32_t> BpeTokenizer::encode(std::string_view text, bool add_s
   out.reserve(text.size() / 3 + 8);
   if (add_special) out.insert(out.end(), spec_.prefix.begin(), spec_.prefix.end());
   Scratch sc;
+  sc.growth_left = kGrowthFactor * text.size() + kGrowthSlack;
 
   // Cut added tokens out of the raw text, leftmost then longest first (lstrip/rstrip swallow adjacent spaces).
   std::size_t seg = 0, pos = 0;
@@ -171,9 +192,13 @@ void BpeTokenizer::encode_segment(std::string_view seg, bool at_start, std::vect
     std::string s(seg);
     for (const NormStep& n : spec_.normalizers) {
       if (n.kind == NormStep::Kind::Prepend) {
-        if (!s.empty()) s.insert(0, n.text);
+        if (s.empty()) continue;
+        grow(sc, n.text.size(), "normalizer (Prepend)");
+        s.insert(0, n.text);
       } else {
-        replace_all(s, *n.pattern, n.text);
+        const std::size_t size = replaced_size(s, *n.pattern, n.text, sc.matches);
+        if (size > s.size()) grow(sc, size - s.size(), "normalizer (Replace)");
+        replace_all(s, sc.matches, n.text, size);
       }
     }
     text = sc.storage.emplace_back(std::move(s));
@@ -199,6 +224,7 @@ void BpeTokenizer::apply_pre(const PreStep& step, const Piece& p, std::vector<Pi
 
   if (step.kind == PreStep::Kind::ByteLevel) {
     if (step.add_prefix_space && (s.empty() || s[0] != ' ')) {
+      grow(sc, 1, "pre-tokenizer (ByteLevel prefix space)");
       std::string& t = sc.storage.emplace_back();
       t.reserve(s.size() + 1);
       t += ' ';
@@ -213,10 +239,14 @@ void BpeTokenizer::apply_pre(const PreStep& step, const Piece& p, std::vector<Pi
     invert = false;
   } else if (step.kind == PreStep::Kind::Metaspace) {
     // Spaces become the replacement first; then the prefix is added unless the piece now starts with one.
-    std::string t;
-    t.reserve(s.size() + step.replacement.size());
     const bool prepend = step.prepend == PrependScheme::Always || (step.prepend == PrependScheme::First && p.at_start);
-    if (prepend && !s.starts_with(' ') && !s.starts_with(step.replacement)) t += step.replacement;
+    const bool prefixed = prepend && !s.starts_with(' ') && !s.starts_with(step.replacement);
+    const std::size_t spaces = static_cast<std::size_t>(std::count(s.begin(), s.end(), ' '));
+    const std::size_t size = s.size() + spaces * (step.replacement.size() - 1) + (prefixed ? step.replacement.size() : 0);
+    if (size > s.size()) grow(sc, size - s.size(), "pre-tokenizer (Metaspace)");
+    std::string t;
+    t.reserve(size);
+    if (prefixed) t += step.replacement;
     for (char c : s) {
       if (c == ' ')
         t += step.replacement;
@@ -439,6 +469,16 @@ std::string BpeTokenizer::token_bytes(std::int32_t id, bool first) const {
   if (flags & kAdded) return id_token_[id];  // added tokens are text as written
 
   std::string s = id_token_[id];
+  const std::size_t max_size = (kGrowthFactor + 1) * s.size() + kGrowthSlack;
+  std::vector<std::pair<std::size_t, std::size_t>> m;
+  const auto replace = [&](const Pattern& pattern, std::string_view with) {
+    const std::size_t size = replaced_size(s, pattern, with, m);
+    if (size > max_size)
+      throw InputError(spec_.source + ": the decoder would make token " + std::to_string(id) + " more than " +
+                       std::to_string(kGrowthFactor + 1) + " times its size + " + std::to_string(kGrowthSlack) +
+                       " bytes; refusing this tokenizer");
+    replace_all(s, m, with, size);
+  };
   for (const DecodeStep& d : spec_.decoders) {
     switch (d.kind) {
       case DecodeStep::Kind::ByteLevel: {
@@ -457,7 +497,7 @@ std::string BpeTokenizer::token_bytes(std::int32_t id, bool first) const {
         break;
       }
       case DecodeStep::Kind::Replace:
-        replace_all(s, *d.pattern, d.text);
+        replace(*d.pattern, d.text);
         break;
       case DecodeStep::Kind::ByteFallback: {
         const auto hex = [](char c) -> int {
@@ -485,7 +525,7 @@ std::string BpeTokenizer::token_bytes(std::int32_t id, bool first) const {
       case DecodeStep::Kind::Metaspace: {
         // As Hugging Face: in the first token the replacement character is dropped (it was the prepended
         // space), elsewhere it is a space.
-        replace_all(s, *d.pattern, first && d.prepend != PrependScheme::Never ? "" : " ");
+        replace(*d.pattern, first && d.prepend != PrependScheme::Never ? "" : " ");
         break;
       }
     }

@@ -131,7 +131,17 @@ struct BpeSpec {
   std::vector<DecodeStep> decoders;
   std::vector<std::int32_t> prefix, suffix;  // special tokens around the text when add_special
   std::int32_t bos_id = -1, eos_id = -1;
+  std::string source;  // the file the pipeline steps come from (tokenizer.json), for errors at encode time
 };
+
+// Bounds on what a tokenizer file may make of a text, so that a hostile file cannot turn a few bytes into
+// gigabytes: at most kMaxPipelineSteps normalizer, pre-tokenizer and decoder steps each (real files have a handful),
+// and the normalizers and pre-tokenizers together may add at most kGrowthFactor times the input's bytes plus
+// kGrowthSlack (real ones add a few bytes per space: "\u2581" for ' ', a prefix space); a decoder may make at most
+// as much of one token.
+inline constexpr std::size_t kMaxPipelineSteps = 64;
+inline constexpr std::size_t kGrowthFactor = 4;
+inline constexpr std::size_t kGrowthSlack = 1024;
 
 class BpeTokenizer final : public Tokenizer {
  public:
@@ -158,6 +168,9 @@ class BpeTokenizer final : public Tokenizer {
   void encode_word(std::string_view word, std::vector<std::int32_t>& out) const;
   void bpe(std::string_view word, std::vector<std::int32_t>& out) const;
   void apply_pre(const PreStep& step, const Piece& p, std::vector<Piece>& out, Scratch& sc) const;
+  // Takes `added` bytes from this encode()'s growth allowance; throws InputError naming the file and `stage` when
+  // the allowance is spent.
+  void grow(Scratch& sc, std::size_t added, const char* stage) const;
 
   BpeSpec spec_;
   std::vector<std::string> id_token_;  // id -> token string (model vocabulary, then added tokens)

@@ -120,6 +120,8 @@ void add_normalizer(const json& n, BpeSpec& spec, const std::string& where, int 
   } else {
     fail(where, "unsupported normalizer type " + shown(type));
   }
+  if (spec.normalizers.size() > kMaxPipelineSteps)
+    fail(where, "more than " + std::to_string(kMaxPipelineSteps) + " normalizer steps");
 }
 
 void add_pre_tokenizer(const json& p, BpeSpec& spec, const std::string& where, int depth) {
@@ -161,6 +163,8 @@ void add_pre_tokenizer(const json& p, BpeSpec& spec, const std::string& where, i
   if (!spec.pre_tokenizers.empty() && spec.pre_tokenizers.back().kind == PreStep::Kind::ByteLevel)
     fail(where, "unsupported pre_tokenizer: " + type + " after ByteLevel");
   spec.pre_tokenizers.push_back(std::move(s));
+  if (spec.pre_tokenizers.size() > kMaxPipelineSteps)
+    fail(where, "more than " + std::to_string(kMaxPipelineSteps) + " pre-tokenizer steps");
 }
 
 void add_decoder(const json& d, BpeSpec& spec, bool& fused, const std::string& where, int depth) {
@@ -197,6 +201,8 @@ void add_decoder(const json& d, BpeSpec& spec, bool& fused, const std::string& w
     fail(where, "unsupported decoder type " + shown(type));
   }
   spec.decoders.push_back(std::move(s));
+  if (spec.decoders.size() > kMaxPipelineSteps)
+    fail(where, "more than " + std::to_string(kMaxPipelineSteps) + " decoder steps");
 }
 
 // Id of a token by its text: added tokens first, then the model vocabulary; -1 if unknown.
@@ -283,6 +289,7 @@ std::unique_ptr<Tokenizer> load_tokenizer_json(const fs::path& dir) {
   const std::string where = path.string();
   const json j = parse_json(path);
   BpeSpec spec;
+  spec.source = where;
   try {
     if (!j.is_object()) fail(where, "expected a JSON object");
     const json* model = member(j, "model");
@@ -384,6 +391,7 @@ std::unique_ptr<Tokenizer> load_tokenizer_json(const fs::path& dir) {
 std::unique_ptr<Tokenizer> load_vocab_merges(const fs::path& dir) {
   BpeSpec spec;
   spec.kind = "byte-level BPE (vocab.json + merges.txt)";
+  spec.source = (dir / "vocab.json").string();
 
   const fs::path vocab_path = dir / "vocab.json";
   {
