@@ -65,7 +65,7 @@ struct WindowArgs {
 };
 void add_window_options(CLI::App* cmd, WindowArgs& a);
 // The reference convention: 2048-token windows, shortened to what the model's positions allow; throws InputError
-// for an OPT window longer than its positions.
+// for a --seqlen longer than the model's positions.
 PerplexityOptions window_options(const WindowArgs& a, const ModelConfig& m);
 
 }  // namespace rptq::cli

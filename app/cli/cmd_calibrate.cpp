@@ -41,6 +41,9 @@ void run_calibrate(const CalibrateArgs& a) {
   std::unique_ptr<Model> model = load_model(a.model);
   // Reference: 2048-token windows, shortened to what the model's positions allow.
   cs.seqlen = a.seqlen > 0 ? a.seqlen : std::min<std::int64_t>(2048, model->config().max_positions);
+  if (cs.seqlen > model->config().max_positions)
+    throw InputError("--seqlen " + std::to_string(cs.seqlen) + " is longer than the model's " +
+                     std::to_string(model->config().max_positions) + " positions (max_position_embeddings)");
   Progress p("calibrating");
   const LayerwiseCallback progress = [&](const LayerwiseProgress& lp) {
     p.update(static_cast<double>(lp.done), static_cast<double>(lp.total), " layer-samples");

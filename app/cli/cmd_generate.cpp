@@ -5,6 +5,7 @@
 #include "cli.h"
 #include "device_args.h"
 #include "quant_args.h"
+#include "rptq/base/error.h"
 #include "rptq/engine.h"
 #include "rptq/eval/generate.h"
 #include "rptq/model/model.h"
@@ -32,6 +33,17 @@ void run_generate(const GenerateArgs& a) {
   const Model* model = &src.model();
   const QuantizedModel* quantized = src.quantized.get();
   const auto prompt = tok->encode(a.prompt, true);
+  // The prompt and the tokens asked for must fit the model's context (the core would stop at its end).
+  const std::int64_t positions = model->config().max_positions;
+  const auto prompt_tokens = static_cast<std::int64_t>(prompt.size());
+  if (prompt_tokens > positions)
+    throw InputError("--prompt is " + std::to_string(prompt_tokens) + " tokens, longer than the model's " +
+                     std::to_string(positions) + " positions (max_position_embeddings)");
+  if (prompt_tokens + a.max_new_tokens > positions)
+    throw InputError("--prompt (" + std::to_string(prompt_tokens) + " tokens) and --max-new-tokens " +
+                     std::to_string(a.max_new_tokens) + " exceed the model's " + std::to_string(positions) +
+                     " positions (max_position_embeddings); ask for at most " +
+                     std::to_string(positions - prompt_tokens) + " new tokens");
   GenerateOptions go;
   go.max_new_tokens = a.max_new_tokens;
   go.temperature = a.temperature;

@@ -89,9 +89,11 @@ void add_window_options(CLI::App* cmd, WindowArgs& a) {
 PerplexityOptions window_options(const WindowArgs& a, const ModelConfig& m) {
   PerplexityOptions po;
   po.seqlen = a.seqlen > 0 ? a.seqlen : std::min<std::int64_t>(2048, m.max_positions);
-  if (m.arch == Architecture::OPT && po.seqlen > m.max_positions)
+  // OPT has no embeddings past its positions; a LLaMA-family model was not trained on them, and a window's
+  // attention costs its length squared (--seqlen 1048576 would run for hours).
+  if (po.seqlen > m.max_positions)
     throw InputError("--seqlen " + std::to_string(po.seqlen) + " is longer than the model's " +
-                     std::to_string(m.max_positions) + " positions");
+                     std::to_string(m.max_positions) + " positions (max_position_embeddings)");
   po.max_windows = a.max_windows;
   return po;
 }

@@ -216,6 +216,30 @@ TEST(CliBadInput, HostileNormalizerIsRefused) {
   EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(10));
 }
 
+// ---- Item 6: prompts and windows longer than the model's context ----
+
+TEST(CliBadInput, PromptsAndWindowsBeyondTheContextAreRefused) {
+  std::string story;
+  for (int i = 0; i < 200; ++i) story += "Once upon a time ";  // ~800 tokens; both models have 512 positions
+  for (const char* name : {"stories260k", "tiny-opt-16m"}) {
+    const std::string m = model(name);
+    const auto start = std::chrono::steady_clock::now();
+    expect_refused(rptq_cli({"generate", m, "--prompt", story}), {"--prompt", "longer than the model's 512 positions"},
+                   std::string(name) + " long prompt");
+    expect_refused(rptq_cli({"generate", m, "--prompt", "Once", "--max-new-tokens", "600"}),
+                   {"--max-new-tokens 600", "512 positions", "ask for at most"}, std::string(name) + " prompt + new");
+    expect_refused(rptq_cli({"eval", m, "--data", stories(), "--seqlen", "1024"}),
+                   {"--seqlen 1024", "512 positions"}, std::string(name) + " eval --seqlen");
+    expect_refused(rptq_cli({"calibrate", m, "--data", stories(), "--seqlen", "1024", "--out",
+                             (rptq::test::temp_dir("cli-ctx") / "s.h5").string()}),
+                   {"--seqlen 1024", "512 positions"}, std::string(name) + " calibrate --seqlen");
+    EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(20)) << name;
+  }
+  // Exactly the context is fine.
+  const CliRun ok = rptq_cli({"generate", model("stories260k"), "--prompt", "Once", "--max-new-tokens", "510"});
+  EXPECT_EQ(ok.code, 0) << ok.err;
+}
+
 // ---- Item 4: FIFOs and devices as inputs and outputs ----
 
 // A model folder whose `fifo_name` is a FIFO (named pipe) and whose other files link to stories260k's.

@@ -141,6 +141,31 @@ TEST_P(ForwardTest, BadTokenIdIsAnInputError) {
   EXPECT_THROW(m->forward(odd, 2), rptq::InputError);
 }
 
+// Generation stops at the end of the model's context on every architecture, and a prompt longer than the context
+// is an InputError; bad sampling options too.
+TEST_P(ForwardTest, GenerationIsBoundedByTheContext) {
+  auto m = rptq::Model::load(shared_model(GetParam()));
+  const std::int64_t P = m->config().max_positions;
+  const auto V = static_cast<std::int32_t>(m->config().vocab);
+  rptq::GenerateOptions go;
+  go.max_new_tokens = 1 << 20;
+  const auto prompt = some_ids(P - 3, V, 9);
+  EXPECT_EQ(rptq::generation_capacity(*m, prompt, go), P);
+  go.stop_at_eos = false;
+  EXPECT_EQ(rptq::generate(*m, prompt, go).tokens.size(), 4u);  // 3 positions left, plus the last token's logits
+  const auto long_prompt = some_ids(P + 1, V, 9);
+  try {
+    rptq::generation_capacity(*m, long_prompt, go);
+    ADD_FAILURE() << "a prompt longer than the context was accepted";
+  } catch (const rptq::InputError& e) {
+    EXPECT_NE(std::string(e.what()).find("max_position_embeddings"), std::string::npos) << e.what();
+  }
+  for (float t : {std::nanf(""), INFINITY, -1.0f}) {
+    go.temperature = t;
+    EXPECT_THROW(rptq::generate(*m, some_ids(3, V, 1), go), rptq::InputError) << t;
+  }
+}
+
 INSTANTIATE_TEST_SUITE_P(SharedModels, ForwardTest, ::testing::Values("stories260k", "tiny-opt-16m"));
 
 // The Stories260K model greedily continues BOS with Karpathy's documented sample.

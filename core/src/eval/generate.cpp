@@ -54,12 +54,13 @@ std::int64_t generation_capacity(const Model& model, std::span<const std::int32_
   if (prompt.empty()) throw InputError("the prompt has no tokens");
   if (opts.max_new_tokens < 0) throw InputError("max-new-tokens must not be negative");
   const ModelConfig& cfg = model.config();
-  std::int64_t capacity = static_cast<std::int64_t>(prompt.size()) + opts.max_new_tokens;
-  if (cfg.arch == Architecture::OPT) capacity = std::min(capacity, cfg.max_positions);
-  if (static_cast<std::int64_t>(prompt.size()) > capacity)
-    throw InputError("the prompt has " + std::to_string(prompt.size()) + " tokens; the model takes at most " +
-                     std::to_string(cfg.max_positions));
-  return capacity;
+  const auto n = static_cast<std::int64_t>(prompt.size());
+  // Every architecture stops at the end of its context: OPT has no position embeddings past it, and a LLaMA-family
+  // model was not trained on positions past it (a 1M-token prompt would also run for hours).
+  if (n > cfg.max_positions)
+    throw InputError("the prompt has " + std::to_string(n) + " tokens; the model takes at most " +
+                     std::to_string(cfg.max_positions) + " (max_position_embeddings)");
+  return std::min(n + std::min(opts.max_new_tokens, cfg.max_positions), cfg.max_positions);
 }
 
 void generation_loop(GenerateResult& res, std::span<const std::int32_t> prompt, const GenerateOptions& opts,

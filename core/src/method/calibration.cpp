@@ -314,9 +314,11 @@ ChannelStats calibration_start(const Model& model, const std::string& model_dir,
                                const std::string& data_path, const std::string& data_sha256,
                                const CalibrationSettings& settings) {
   const ModelConfig& cfg = model.config();
-  if (cfg.arch == Architecture::OPT && settings.seqlen > cfg.max_positions)
+  // OPT has no embeddings past its positions; a LLaMA-family model was not trained on them (and attention's cost
+  // grows with the square of the window).
+  if (settings.seqlen > cfg.max_positions)
     throw InputError("calibration windows of " + std::to_string(settings.seqlen) + " tokens are longer than the " +
-                     "model's " + std::to_string(cfg.max_positions) + " positions");
+                     "model's " + std::to_string(cfg.max_positions) + " positions (max_position_embeddings)");
   ChannelStats st;
   st.model_path = model_dir;
   st.model_type = cfg.model_type;

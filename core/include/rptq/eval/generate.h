@@ -40,8 +40,8 @@ GenerateResult generate(const Model& model, std::span<const std::int32_t> prompt
 
 // What generate() does around the forward passes, for every device that runs them (the CPU here, the GPU in
 // cuda_runner.cpp):
-// The KV cache's capacity: the prompt plus max_new_tokens, at most an OPT model's positions. Checks the prompt
-// and options (InputError).
+// The KV cache's capacity: the prompt plus max_new_tokens, at most the model's positions (max_position_embeddings;
+// generation stops there). Checks the prompt (InputError when longer than the positions) and options.
 std::int64_t generation_capacity(const Model& model, std::span<const std::int32_t> prompt,
                                  const GenerateOptions& opts);
 // The prefill and decoding loop. step(tokens) runs `tokens` after those already cached, appends them to the cache
