@@ -3,9 +3,11 @@
 #include <sys/stat.h>
 #include <sys/wait.h>
 
+#include <algorithm>
 #include <chrono>
 #include <nlohmann/json.hpp>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "cli_support.h"
@@ -238,6 +240,26 @@ TEST(CliBadInput, PromptsAndWindowsBeyondTheContextAreRefused) {
   // Exactly the context is fine.
   const CliRun ok = rptq_cli({"generate", model("stories260k"), "--prompt", "Once", "--max-new-tokens", "510"});
   EXPECT_EQ(ok.code, 0) << ok.err;
+}
+
+// ---- Item 7: --threads ----
+
+// More threads than CPUs only oversubscribe them (and OpenBLAS, short of memory for its per-thread buffers under a
+// ulimit, spun forever): the count is clamped to the available CPUs with a note; nonsense is refused.
+TEST(CliBadInput, ThreadsAreClampedOrRefused) {
+  const std::string m = model("stories260k");
+  const unsigned cpus = std::max(1u, std::thread::hardware_concurrency());
+  const std::string many = std::to_string(cpus + 30);
+  const CliRun r = rptq_cli({"eval", m, "--data", stories(), "--seqlen", "64", "--max-windows", "1", "--json",
+                             "--threads", many});
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_TRUE(contains(r.err, "note: --threads " + many + " is more than the")) << r.err;
+  EXPECT_LE(nlohmann::json::parse(r.out)["threads"].get<unsigned>(), cpus);
+  for (const std::string bad : {"-1", "100000", "two", "nan", "1e3"})
+    expect_refused(rptq_cli({"eval", m, "--data", stories(), "--threads", bad}), {"--threads"}, "--threads " + bad);
+  const CliRun all = rptq_cli({"eval", m, "--data", stories(), "--seqlen", "64", "--max-windows", "1", "--threads", "0"});
+  EXPECT_EQ(all.code, 0) << all.err;
+  EXPECT_FALSE(contains(all.err, "note:")) << all.err;
 }
 
 // ---- Item 4: FIFOs and devices as inputs and outputs ----
