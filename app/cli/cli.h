@@ -46,6 +46,8 @@ std::string human_bytes(std::uint64_t bytes);  // "31.0 MiB"
 // A floating-point option's check: a finite number in [lo, hi]. CLI::Range lets NaN through (every comparison with
 // it is false), and "inf" or "nan" parse as numbers.
 CLI::Validator finite_range(double lo, double hi);
+// An unsigned option's check (seeds): CLI11 turns "-1" into 2^64 - 1 for a uint64 without a word.
+CLI::Validator unsigned_number();
 
 // --threads N: sets the CPU threads (0 = all cores). More threads than the CPUs this process may run on only
 // oversubscribe them (and OpenBLAS, short of memory for its per-thread buffers, can spin): the count is clamped to

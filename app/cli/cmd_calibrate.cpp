@@ -85,7 +85,8 @@ void add_calibrate(CLI::App& app) {
   cmd->add_option("--samples", a->samples, "Calibration windows (default 128)")->check(CLI::Range(1, 1 << 20));
   cmd->add_option("--seqlen", a->seqlen, "Tokens per window (default 2048, or the model's positions)")
       ->check(CLI::Range(2, 1 << 20));
-  cmd->add_option("--seed", a->seed, "Seed of the window offsets (default 2, the reference's)");
+  cmd->add_option("--seed", a->seed, "Seed of the window offsets (default 2, the reference's)")
+      ->check(unsigned_number());
   cmd->add_option("--stat", a->stat, "Range statistic quantization uses by default: ema (reference) or minmax")
       ->check(CLI::IsMember({"ema", "minmax"}));
   cmd->add_option("--threads", a->threads, "CPU threads (default: all cores)")->check(CLI::Range(0, 4096));

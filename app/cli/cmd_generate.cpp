@@ -117,7 +117,8 @@ void add_generate(CLI::App& app) {
       ->check(finite_range(0.0, 100.0));
   cmd->add_option("--top-k", a->top_k, "Sample only from the k most likely tokens (0 = all)")
       ->check(CLI::Range(0, 1 << 24));
-  cmd->add_option("--seed", a->seed, "Random seed for sampling (default 0)");
+  cmd->add_option("--seed", a->seed, "Random seed for sampling (default 0)")
+      ->check(unsigned_number());
   cmd->add_option("--threads", a->threads, "CPU threads (default: all cores)")->check(CLI::Range(0, 4096));
   cmd->add_flag("--no-stop", a->no_stop, "Do not stop at the end-of-sequence token");
   cmd->add_flag("--json", a->json, "Print JSON at the end instead of streaming");

@@ -67,6 +67,16 @@ CLI::Validator finite_range(double lo, double hi) {
       desc);
 }
 
+CLI::Validator unsigned_number() {
+  return CLI::Validator(
+      [](std::string& in) -> std::string {
+        const auto first = in.find_first_not_of(" \t");
+        if (first != std::string::npos && in[first] == '-') return "\"" + in + "\" is negative; give 0 or more";
+        return {};
+      },
+      "UINT");
+}
+
 void apply_threads(int requested) {
   if (requested < 0) throw InputError("--threads must be 0 (all cores) or more; got " + std::to_string(requested));
   const int cpus = available_cpus();

@@ -40,7 +40,8 @@ void add_quant_options(CLI::App* cmd, QuantArgs& a, bool stats_required) {
                 "Use the statistics file's FP ranges for every layer instead of re-measuring each layer on the "
                 "outputs of the already-quantized layers (faster)");
   cmd->add_flag("--reorder-only", a.reorder_only, "Fold the reorder into the weights and quantize nothing");
-  cmd->add_option("--kmeans-seed", a.seed, "k-means seed (default 0)");
+  cmd->add_option("--kmeans-seed", a.seed, "k-means seed (default 0)")
+      ->check(unsigned_number());
   cmd->add_option("--fp-prefix", a.fp_prefix,
                   "Remedy, not a paper setting: keep the first N tokens of every sequence (activations and K/V) in "
                   "full precision and out of the quantizers' ranges, for models with massive first-token "

@@ -93,6 +93,11 @@ TEST(CliBadInput, NonFiniteOrOutOfRangeOptionsAreRefused) {
       {{"calibrate", m, "--data", stories(), "--out", "x.h5", "--samples", "inf"}, "--samples"},
       {{"memory", "--arch", "opt-125m", "--batch", "0", "--seqlen", "8"}, "--batch"},
       {{"memory", "--arch", "opt-125m", "--batch", "1", "--seqlen", "nan"}, "--seqlen"},
+      // Seeds are uint64: CLI11 alone would turn -1 into 2^64 - 1.
+      {{"generate", m, "--prompt", "Once", "--seed", "-1"}, "--seed"},
+      {{"calibrate", m, "--data", stories(), "--out", "x.h5", "--seed", "-1"}, "--seed"},
+      {{"eval", m, "--data", stories(), "--stats", "x.h5", "--preset", "W4A4", "--kmeans-seed", "-1"}, "--kmeans-seed"},
+      {{"eval", m, "--data", stories(), "--stats", "x.h5", "--preset", "W4A4", "--kmeans-seed", "nan"}, "--kmeans-seed"},
   };
   for (const Case& c : cases) {
     const CliRun r = rptq_cli(c.args);
