@@ -194,9 +194,11 @@ TEST(Checkpoint, H5pyExampleDequantizesExactly) {
   }
 }
 
-// A format 1 file (float32 scales; int8 zero points, or float32 when they do not fit) still loads, to the same
-// logits bit for bit. The test writes one by rewriting a format 2 export with Debian's h5py.
-TEST(Checkpoint, FormatOneFilesStillLoad) {
+// Files of earlier format versions still load, to the same logits bit for bit: format 2 (the HDF5 layout before
+// version 3: no checksums, variable-length strings; written here with RPTQ_HDF5_LEGACY_LAYOUT=1 and its version
+// attribute set to 2) and format 1 (float32 scales; int8 zero points, or float32 when they do not fit; made from the
+// format 2 file with Debian's h5py).
+TEST(Checkpoint, FormatOneAndTwoFilesStillLoad) {
   if (std::system("/usr/bin/python3 -c 'import h5py, numpy' >/dev/null 2>&1") != 0)
     GTEST_SKIP() << "Debian's python3-h5py is not installed (scripts/install-deps.sh installs it)";
   const auto dir = rptq::test::temp_dir("ckpt-v1");
@@ -222,20 +224,36 @@ with h5py.File(sys.argv[1], "r+") as f:
             fits = np.all(np.abs(zero) <= 127)
             g["zero_points"] = zero.astype(np.int8) if fits else zero
 )");
+  rptq::test::write_file(dir / "version2.py", R"(import sys, h5py, numpy as np
+with h5py.File(sys.argv[1], "r+") as f:
+    assert f.attrs["format_version"] == 3 and isinstance(f.attrs["format"], str)  # the legacy layout's VL strings
+    f.attrs["format_version"] = np.int64(2)
+)");
   Quantized m = quantize_shared("tiny-opt-16m", rtn("W4A4"));
-  const auto v2 = dir / "v2.h5", v1 = dir / "v1.h5";
+  const auto v3 = dir / "v3.h5", v2 = dir / "v2.h5", v1 = dir / "v1.h5";
+  rptq::export_checkpoint(*m.q, m.stats, m.model_dir, v3);
+  ::setenv("RPTQ_HDF5_LEGACY_LAYOUT", "1", 1);
   rptq::export_checkpoint(*m.q, m.stats, m.model_dir, v2);
-  std::filesystem::copy_file(v2, v1, std::filesystem::copy_options::overwrite_existing);
-  const std::string cmd = "/usr/bin/python3 " + (dir / "downgrade.py").string() + " " + v1.string();
-  ASSERT_EQ(std::system(cmd.c_str()), 0) << cmd;
+  ::unsetenv("RPTQ_HDF5_LEGACY_LAYOUT");
+  for (const char* script : {"version2.py", "downgrade.py"}) {
+    if (std::string(script) == "downgrade.py")
+      std::filesystem::copy_file(v2, v1, std::filesystem::copy_options::overwrite_existing);
+    const std::string cmd = "/usr/bin/python3 " + (dir / script).string() + " " +
+                            (std::string(script) == "downgrade.py" ? v1 : v2).string();
+    ASSERT_EQ(std::system(cmd.c_str()), 0) << cmd;
+  }
   EXPECT_EQ(rptq::inspect_checkpoint(v1).format_version, 1);
   EXPECT_EQ(rptq::inspect_checkpoint(v2).format_version, 2);
+  EXPECT_EQ(rptq::inspect_checkpoint(v3).format_version, 3);
   EXPECT_GT(rptq::inspect_checkpoint(v1).linear_param_bytes, rptq::inspect_checkpoint(v2).linear_param_bytes);
-  auto a = rptq::load_checkpoint(v1), b = rptq::load_checkpoint(v2);
+  auto a = rptq::load_checkpoint(v1), b = rptq::load_checkpoint(v2), c = rptq::load_checkpoint(v3);
   const auto ids = rptq::test::some_ids(48, static_cast<std::int32_t>(a->model().config().vocab), 3);
   const rptq::Tensor la = a->model().forward(ids, 1, nullptr, a->hook()), lb = b->model().forward(ids, 1, nullptr, b->hook());
+  const rptq::Tensor lc = c->model().forward(ids, 1, nullptr, c->hook());
   ASSERT_EQ(la.numel(), lb.numel());
+  ASSERT_EQ(la.numel(), lc.numel());
   EXPECT_EQ(std::memcmp(la.data(), lb.data(), static_cast<std::size_t>(la.numel()) * 4), 0);
+  EXPECT_EQ(std::memcmp(la.data(), lc.data(), static_cast<std::size_t>(la.numel()) * 4), 0);
 }
 
 void expect_inspect_error(const std::filesystem::path& p, const std::string& needle) {

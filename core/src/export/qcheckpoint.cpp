@@ -302,8 +302,9 @@ void export_checkpoint(const QuantizedModel& q, const ChannelStats& stats, const
   progress(1.0, "done");
 }
 
-CheckpointInfo inspect_checkpoint(const std::filesystem::path& path) {
-  const h5::Reader f(path);
+namespace {
+
+CheckpointInfo read_info(const h5::Reader& f, const std::filesystem::path& path) {
   CheckpointInfo info;
   info.format_version = static_cast<int>(f.check_format(kFormat, kCheckpointFormatVersion, "RPTQ quantized checkpoint"));
   info.tool_version = f.attr_string("/", "tool_version");
@@ -339,7 +340,7 @@ CheckpointInfo inspect_checkpoint(const std::filesystem::path& path) {
                  std::to_string(li.out) + " x " + std::to_string(li.in) + " " + std::to_string(li.bits) +
                  "-bit codes");
         li.groups = f.shape(g + "/group_boundaries").at(0) - 1;
-        li.packed_bytes = f.storage_bytes(g + "/codes");
+        li.packed_bytes = static_cast<std::uint64_t>(shape[0]);  // the codes themselves (checked above)
         li.param_bytes = 0;
         for (const char* d : {"scales", "scale_exponents", "zero_points", "zero_point_exceptions",
                               "zero_point_exception_values"})
@@ -355,8 +356,18 @@ CheckpointInfo inspect_checkpoint(const std::filesystem::path& path) {
   }
   for (const char* t : {"embed_tokens", "embed_positions", "project_in", "project_out", "lm_head"})
     if (f.exists(std::string("/model/") + t)) info.other_bytes += f.storage_bytes(std::string("/model/") + t);
-  info.file_bytes = std::filesystem::file_size(path);
+  std::error_code ec;
+  info.file_bytes = std::filesystem::file_size(path, ec);
   return info;
+}
+
+}  // namespace
+
+CheckpointInfo inspect_checkpoint(const std::filesystem::path& path) {
+  return h5::guarded(path, [&] {
+    const h5::Reader f(path);
+    return read_info(f, path);
+  });
 }
 
 
@@ -453,166 +464,175 @@ std::vector<std::int32_t> read_index(const h5::Reader& f, const std::string& ds,
 }  // namespace
 
 void extract_checkpoint_files(const std::filesystem::path& path, const std::filesystem::path& dir) {
-  const h5::Reader f(path);
+  const auto files = h5::guarded(path, [&] {
+    const h5::Reader f(path);
+    std::vector<std::pair<std::string, std::string>> out;
+    for (const char* name : kCarriedFiles) {
+      const std::string ds = std::string("/files/") + name;
+      if (f.exists(ds)) out.emplace_back(name, text_of(f, ds));
+    }
+    return out;
+  });
   std::filesystem::create_directories(dir);
-  for (const char* name : kCarriedFiles) {
-    const std::string ds = std::string("/files/") + name;
-    if (!f.exists(ds)) continue;
+  for (const auto& [name, t] : files) {
     std::ofstream o(dir / name, std::ios::binary | std::ios::trunc);
-    const std::string t = text_of(f, ds);
     o.write(t.data(), static_cast<std::streamsize>(t.size()));
     if (!o) throw InputError((dir / name).string() + ": cannot be written");
   }
 }
 
+// Read in a child process first (h5::guarded): a damaged file crashes or hangs the child, not the caller. (The
+// reading is a lambda here, not a function of its own, so it keeps this friend's access to QuantizedModel.)
 std::unique_ptr<QuantizedModel> load_checkpoint(const std::filesystem::path& path) {
-  inspect_checkpoint(path);  // format, version and the packed sizes are validated there
-  const h5::Reader f(path);
-  const ModelConfig cfg = ModelConfig::parse(text_of(f, "/files/config.json"), path.string() + ":/files/config.json");
-  const bool opt = cfg.arch == Architecture::OPT;
-  const std::string file = path.string();
-  std::map<std::string, RawTensor> tensors;
-  auto plain = [&](const std::string& ds, const std::string& name) {
-    if (!f.exists(ds)) return;
-    tensors[name] = raw(name, f.shape(ds), f.read_f32(ds), file);
-  };
-  plain("/model/embed_tokens", "embed_tokens.weight");
-  plain("/model/embed_positions", "embed_positions.weight");
-  plain("/model/project_in", "project_in.weight");
-  plain("/model/project_out", "project_out.weight");
-  plain("/model/lm_head", "lm_head.weight");
-  const std::string fn = opt ? "final_layer_norm" : "norm";
-  plain("/model/final_norm/gamma", fn + ".weight");
-  plain("/model/final_norm/beta", fn + ".bias");
+  return h5::guarded(path, [&]() -> std::unique_ptr<QuantizedModel> {
+    const h5::Reader f(path);
+    read_info(f, path);  // format, version and the packed sizes are validated there
+    const ModelConfig cfg = ModelConfig::parse(text_of(f, "/files/config.json"), path.string() + ":/files/config.json");
+    const bool opt = cfg.arch == Architecture::OPT;
+    const std::string file = path.string();
+    std::map<std::string, RawTensor> tensors;
+    auto plain = [&](const std::string& ds, const std::string& name) {
+      if (!f.exists(ds)) return;
+      tensors[name] = raw(name, f.shape(ds), f.read_f32(ds), file);
+    };
+    plain("/model/embed_tokens", "embed_tokens.weight");
+    plain("/model/embed_positions", "embed_positions.weight");
+    plain("/model/project_in", "project_in.weight");
+    plain("/model/project_out", "project_out.weight");
+    plain("/model/lm_head", "lm_head.weight");
+    const std::string fn = opt ? "final_layer_norm" : "norm";
+    plain("/model/final_norm/gamma", fn + ".weight");
+    plain("/model/final_norm/beta", fn + ".bias");
 
-  LoadOptions packed;  // the quantized linears, kept packed
-  const std::vector<std::pair<std::string, std::string>> names =
-      opt ? std::vector<std::pair<std::string, std::string>>{{"q", "self_attn.q_proj"}, {"k", "self_attn.k_proj"},
-                                                             {"v", "self_attn.v_proj"}, {"o", "self_attn.out_proj"},
-                                                             {"fc1", "fc1"}, {"fc2", "fc2"}}
-          : std::vector<std::pair<std::string, std::string>>{{"q", "self_attn.q_proj"}, {"k", "self_attn.k_proj"},
-                                                             {"v", "self_attn.v_proj"}, {"o", "self_attn.o_proj"},
-                                                             {"gate", "mlp.gate_proj"}, {"up", "mlp.up_proj"},
-                                                             {"down", "mlp.down_proj"}};
-  for (std::int64_t l = 0; l < cfg.layers; ++l) {
-    const std::string g = "/layers/" + std::to_string(l);
-    const std::string hf = "layers." + std::to_string(l) + ".";
-    if (!f.exists(g)) f.fail("missing " + g + " (config.json says " + std::to_string(cfg.layers) + " layers)");
-    const std::string an = opt ? "self_attn_layer_norm" : "input_layernorm";
-    const std::string fnn = opt ? "final_layer_norm" : "post_attention_layernorm";
-    plain(g + "/attn_norm/gamma", hf + an + ".weight");
-    plain(g + "/attn_norm/beta", hf + an + ".bias");
-    plain(g + "/ffn_norm/gamma", hf + fnn + ".weight");
-    plain(g + "/ffn_norm/beta", hf + fnn + ".bias");
-    for (const auto& [short_name, hf_name] : names) {
-      const std::string lg = g + "/linear/" + short_name;
-      if (!f.exists(lg)) f.fail("missing " + lg);
-      const int bits = static_cast<int>(f.attr_int(lg, "bits"));
-      const std::int64_t out = f.attr_int(lg, "out_features"), in = f.attr_int(lg, "in_features");
-      if (bits < kFullPrecisionBits) {
-        if (bits < 2) f.fail(lg + ": bits " + std::to_string(bits) + " (2..8 or 16)");
-        packed.packed[hf + hf_name + ".weight"] = read_packed(f, lg, bits, out, in);
-      } else {
-        plain(lg + "/weight", hf + hf_name + ".weight");
+    LoadOptions packed;  // the quantized linears, kept packed
+    const std::vector<std::pair<std::string, std::string>> names =
+        opt ? std::vector<std::pair<std::string, std::string>>{{"q", "self_attn.q_proj"}, {"k", "self_attn.k_proj"},
+                                                               {"v", "self_attn.v_proj"}, {"o", "self_attn.out_proj"},
+                                                               {"fc1", "fc1"}, {"fc2", "fc2"}}
+            : std::vector<std::pair<std::string, std::string>>{{"q", "self_attn.q_proj"}, {"k", "self_attn.k_proj"},
+                                                               {"v", "self_attn.v_proj"}, {"o", "self_attn.o_proj"},
+                                                               {"gate", "mlp.gate_proj"}, {"up", "mlp.up_proj"},
+                                                               {"down", "mlp.down_proj"}};
+    for (std::int64_t l = 0; l < cfg.layers; ++l) {
+      const std::string g = "/layers/" + std::to_string(l);
+      const std::string hf = "layers." + std::to_string(l) + ".";
+      if (!f.exists(g)) f.fail("missing " + g + " (config.json says " + std::to_string(cfg.layers) + " layers)");
+      const std::string an = opt ? "self_attn_layer_norm" : "input_layernorm";
+      const std::string fnn = opt ? "final_layer_norm" : "post_attention_layernorm";
+      plain(g + "/attn_norm/gamma", hf + an + ".weight");
+      plain(g + "/attn_norm/beta", hf + an + ".bias");
+      plain(g + "/ffn_norm/gamma", hf + fnn + ".weight");
+      plain(g + "/ffn_norm/beta", hf + fnn + ".bias");
+      for (const auto& [short_name, hf_name] : names) {
+        const std::string lg = g + "/linear/" + short_name;
+        if (!f.exists(lg)) f.fail("missing " + lg);
+        const int bits = static_cast<int>(f.attr_int(lg, "bits"));
+        const std::int64_t out = f.attr_int(lg, "out_features"), in = f.attr_int(lg, "in_features");
+        if (bits < kFullPrecisionBits) {
+          if (bits < 2) f.fail(lg + ": bits " + std::to_string(bits) + " (2..8 or 16)");
+          packed.packed[hf + hf_name + ".weight"] = read_packed(f, lg, bits, out, in);
+        } else {
+          plain(lg + "/weight", hf + hf_name + ".weight");
+        }
+        plain(lg + "/bias", hf + hf_name + ".bias");
       }
-      plain(lg + "/bias", hf + hf_name + ".bias");
     }
-  }
-  const Checkpoint ckpt = Checkpoint::from_tensors(path, std::move(tensors), "rptq checkpoint");
-  std::unique_ptr<QuantizedModel> q(new QuantizedModel());
-  q->model_ = Model::from_checkpoint(cfg, ckpt, packed);
-  Model& m = *q->model_;
+    const Checkpoint ckpt = Checkpoint::from_tensors(path, std::move(tensors), "rptq checkpoint");
+    std::unique_ptr<QuantizedModel> q(new QuantizedModel());
+    q->model_ = Model::from_checkpoint(cfg, ckpt, packed);
+    Model& m = *q->model_;
 
-  // The quantization settings.
-  QuantConfig& c = q->cfg_;
-  c.name = f.attr_string("/quantization", "preset");
-  c.wbits = static_cast<int>(f.attr_int("/quantization", "wbits"));
-  c.weight_method = parse_weight_method(f.attr_string("/quantization", "weight_method"));
-  c.weight_group = static_cast<int>(f.attr_int("/quantization", "weight_group"));
-  c.softmax_bits = static_cast<int>(f.attr_int("/quantization", "softmax_bits"));
-  if (f.has_attr("/quantization", "fp_prefix")) {  // written since the remedy exists; 0 before
-    const std::int64_t n = f.attr_int("/quantization", "fp_prefix");
-    if (n < 0 || n > (1 << 20)) f.fail("/quantization fp_prefix " + std::to_string(n) + " is out of range");
-    c.fp_prefix = static_cast<int>(n);
-  }
-  if (f.has_attr("/quantization", "weight_clip")) {  // how the weights were quantized; informative only
-    const std::string clip = f.attr_string("/quantization", "weight_clip");
-    if (clip != "minmax" && clip != "mse") f.fail("/quantization weight_clip \"" + clip + "\" is unknown");
-    c.weight_clip = parse_weight_clip(clip);
-  }
-  if (f.has_attr("/quantization", "act_order")) c.act_order = f.attr_int("/quantization", "act_order") != 0;
-  c.grid = parse_grid(f.attr_string("/quantization", "grid"));
-  c.range_mode = f.attr_string("/quantization", "ranges") == "dynamic" ? RangeMode::Dynamic : RangeMode::Static;
-  for (int i = 0; i < kReorderIndices; ++i)
-    c.clusters[static_cast<std::size_t>(i)] = static_cast<int>(f.attr_int("/quantization", "clusters_R" + std::to_string(i + 1)));
-  for (int t = 0; t < kTapCount; ++t)
-    c.abits[static_cast<std::size_t>(t)] =
-        static_cast<int>(f.attr_int("/quantization", std::string("abits_") + tap_name(static_cast<Tap>(t))));
-  try {
-    if (f.has_attr("/quantization", "overrides")) {  // written since overrides exist (the taps hold their effect)
-      const std::string all = f.attr_string("/quantization", "overrides");
-      for (std::size_t a = 0; a < all.size();) {
-        const std::size_t b = std::min(all.find(';', a), all.size());
-        c.overrides.push_back(parse_override(all.substr(a, b - a)));
-        a = b + 1;
-      }
+    // The quantization settings.
+    QuantConfig& c = q->cfg_;
+    c.name = f.attr_string("/quantization", "preset");
+    c.wbits = static_cast<int>(f.attr_int("/quantization", "wbits"));
+    c.weight_method = parse_weight_method(f.attr_string("/quantization", "weight_method"));
+    c.weight_group = static_cast<int>(f.attr_int("/quantization", "weight_group"));
+    c.softmax_bits = static_cast<int>(f.attr_int("/quantization", "softmax_bits"));
+    if (f.has_attr("/quantization", "fp_prefix")) {  // written since the remedy exists; 0 before
+      const std::int64_t n = f.attr_int("/quantization", "fp_prefix");
+      if (n < 0 || n > (1 << 20)) f.fail("/quantization fp_prefix " + std::to_string(n) + " is out of range");
+      c.fp_prefix = static_cast<int>(n);
     }
-    c.validate();
-  } catch (const InputError& e) {
-    f.fail(std::string("/quantization: ") + e.what());
-  }
+    if (f.has_attr("/quantization", "weight_clip")) {  // how the weights were quantized; informative only
+      const std::string clip = f.attr_string("/quantization", "weight_clip");
+      if (clip != "minmax" && clip != "mse") f.fail("/quantization weight_clip \"" + clip + "\" is unknown");
+      c.weight_clip = parse_weight_clip(clip);
+    }
+    if (f.has_attr("/quantization", "act_order")) c.act_order = f.attr_int("/quantization", "act_order") != 0;
+    c.grid = parse_grid(f.attr_string("/quantization", "grid"));
+    c.range_mode = f.attr_string("/quantization", "ranges") == "dynamic" ? RangeMode::Dynamic : RangeMode::Static;
+    for (int i = 0; i < kReorderIndices; ++i)
+      c.clusters[static_cast<std::size_t>(i)] = static_cast<int>(f.attr_int("/quantization", "clusters_R" + std::to_string(i + 1)));
+    for (int t = 0; t < kTapCount; ++t)
+      c.abits[static_cast<std::size_t>(t)] =
+          static_cast<int>(f.attr_int("/quantization", std::string("abits_") + tap_name(static_cast<Tap>(t))));
+    try {
+      if (f.has_attr("/quantization", "overrides")) {  // written since overrides exist (the taps hold their effect)
+        const std::string all = f.attr_string("/quantization", "overrides");
+        for (std::size_t a = 0; a < all.size();) {
+          const std::size_t b = std::min(all.find(';', a), all.size());
+          c.overrides.push_back(parse_override(all.substr(a, b - a)));
+          a = b + 1;
+        }
+      }
+      c.validate();
+    } catch (const InputError& e) {
+      f.fail(std::string("/quantization: ") + e.what());
+    }
 
-  q->layers_.resize(static_cast<std::size_t>(cfg.layers));
-  const std::int64_t widths[] = {cfg.hidden, cfg.kv_dim(), cfg.kv_dim(), cfg.hidden, cfg.intermediate};
-  for (std::int64_t l = 0; l < cfg.layers; ++l) {
-    const std::string g = "/layers/" + std::to_string(l);
-    LayerQuantization& lq = q->layers_[static_cast<std::size_t>(l)];
-    DecoderLayerWeights& w = m.layer(static_cast<int>(l));
-    w.quantize_softmax = f.attr_int(g, "quantize_softmax") != 0;
-    if (f.exists(g + "/attn_norm/gather")) w.attn_norm.gather = read_index(f, g + "/attn_norm/gather", cfg.hidden);
-    if (f.exists(g + "/ffn_norm/gather")) w.ffn_norm.gather = read_index(f, g + "/ffn_norm/gather", cfg.hidden);
-    if (f.exists(g + "/rope_index"))
-      w.rope_index = read_index(f, g + "/rope_index", cfg.kv_heads * cfg.head_dim / 2);
-    for (int r = 1; r <= kReorderIndices; ++r) {
-      const std::string rg = g + "/reorder/R" + std::to_string(r);
-      ReorderIndex idx;
-      idx.order = read_index(f, rg + "/order", widths[r - 1]);
-      const auto b = f.read_i32(rg + "/boundaries");
-      idx.boundaries.assign(b.begin(), b.end());
-      try {
-        idx.check(rg.c_str());
-      } catch (const std::logic_error& e) {
-        f.fail(e.what());
+    q->layers_.resize(static_cast<std::size_t>(cfg.layers));
+    const std::int64_t widths[] = {cfg.hidden, cfg.kv_dim(), cfg.kv_dim(), cfg.hidden, cfg.intermediate};
+    for (std::int64_t l = 0; l < cfg.layers; ++l) {
+      const std::string g = "/layers/" + std::to_string(l);
+      LayerQuantization& lq = q->layers_[static_cast<std::size_t>(l)];
+      DecoderLayerWeights& w = m.layer(static_cast<int>(l));
+      w.quantize_softmax = f.attr_int(g, "quantize_softmax") != 0;
+      if (f.exists(g + "/attn_norm/gather")) w.attn_norm.gather = read_index(f, g + "/attn_norm/gather", cfg.hidden);
+      if (f.exists(g + "/ffn_norm/gather")) w.ffn_norm.gather = read_index(f, g + "/ffn_norm/gather", cfg.hidden);
+      if (f.exists(g + "/rope_index"))
+        w.rope_index = read_index(f, g + "/rope_index", cfg.kv_heads * cfg.head_dim / 2);
+      for (int r = 1; r <= kReorderIndices; ++r) {
+        const std::string rg = g + "/reorder/R" + std::to_string(r);
+        ReorderIndex idx;
+        idx.order = read_index(f, rg + "/order", widths[r - 1]);
+        const auto b = f.read_i32(rg + "/boundaries");
+        idx.boundaries.assign(b.begin(), b.end());
+        try {
+          idx.check(rg.c_str());
+        } catch (const std::logic_error& e) {
+          f.fail(e.what());
+        }
+        (r == 1 ? lq.reorder.r1 : r == 2 ? lq.reorder.r2 : r == 3 ? lq.reorder.r3 : r == 4 ? lq.reorder.r4 : lq.reorder.r5) =
+            std::move(idx);
       }
-      (r == 1 ? lq.reorder.r1 : r == 2 ? lq.reorder.r2 : r == 3 ? lq.reorder.r3 : r == 4 ? lq.reorder.r4 : lq.reorder.r5) =
-          std::move(idx);
-    }
-    for (int t = 0; t < kTapCount; ++t) {
-      const Tap tap = static_cast<Tap>(t);
-      TapQuantizer& tq = lq.taps[static_cast<std::size_t>(t)];
-      const std::string tg = g + "/activations/" + tap_name(tap);
-      tq.grid = c.grid;
-      if (!f.exists(tg)) continue;
-      tq.bits = static_cast<int>(f.attr_int(tg, "bits"));
-      tq.dynamic = f.attr_int(tg, "dynamic") != 0;
-      tq.per_token = tq.dynamic && f.has_attr(tg, "per_token") && f.attr_int(tg, "per_token") != 0;
-      tq.grid = parse_grid(f.attr_string(tg, "grid"));
-      const auto b = f.read_i32(tg + "/boundaries");
-      tq.boundaries.assign(b.begin(), b.end());
-      const std::int64_t width = tap_channels(cfg, tap);
-      bool ok = tq.bits >= 2 && tq.bits <= 8 && tq.boundaries.size() >= 2 && tq.boundaries.front() == 0 &&
-                tq.boundaries.back() == width;
-      for (std::size_t i = 1; ok && i < tq.boundaries.size(); ++i) ok = tq.boundaries[i] >= tq.boundaries[i - 1];
-      if (!ok) f.fail(tg + ": bits or cluster boundaries do not fit the tap's " + std::to_string(width) + " channels");
-      if (!tq.dynamic) {
-        const std::int64_t k = static_cast<std::int64_t>(tq.boundaries.size()) - 1;
-        const auto sc = f.read_f32(tg + "/scale", {k});
-        const auto zp = f.read_f32(tg + "/zero_point", {k});
-        for (std::int64_t i = 0; i < k; ++i) tq.params.push_back({sc[static_cast<std::size_t>(i)], zp[static_cast<std::size_t>(i)], tq.bits});
+      for (int t = 0; t < kTapCount; ++t) {
+        const Tap tap = static_cast<Tap>(t);
+        TapQuantizer& tq = lq.taps[static_cast<std::size_t>(t)];
+        const std::string tg = g + "/activations/" + tap_name(tap);
+        tq.grid = c.grid;
+        if (!f.exists(tg)) continue;
+        tq.bits = static_cast<int>(f.attr_int(tg, "bits"));
+        tq.dynamic = f.attr_int(tg, "dynamic") != 0;
+        tq.per_token = tq.dynamic && f.has_attr(tg, "per_token") && f.attr_int(tg, "per_token") != 0;
+        tq.grid = parse_grid(f.attr_string(tg, "grid"));
+        const auto b = f.read_i32(tg + "/boundaries");
+        tq.boundaries.assign(b.begin(), b.end());
+        const std::int64_t width = tap_channels(cfg, tap);
+        bool ok = tq.bits >= 2 && tq.bits <= 8 && tq.boundaries.size() >= 2 && tq.boundaries.front() == 0 &&
+                  tq.boundaries.back() == width;
+        for (std::size_t i = 1; ok && i < tq.boundaries.size(); ++i) ok = tq.boundaries[i] >= tq.boundaries[i - 1];
+        if (!ok) f.fail(tg + ": bits or cluster boundaries do not fit the tap's " + std::to_string(width) + " channels");
+        if (!tq.dynamic) {
+          const std::int64_t k = static_cast<std::int64_t>(tq.boundaries.size()) - 1;
+          const auto sc = f.read_f32(tg + "/scale", {k});
+          const auto zp = f.read_f32(tg + "/zero_point", {k});
+          for (std::int64_t i = 0; i < k; ++i) tq.params.push_back({sc[static_cast<std::size_t>(i)], zp[static_cast<std::size_t>(i)], tq.bits});
+        }
       }
     }
-  }
-  return q;
+    return q;
+  });
 }
 
 }  // namespace rptq

@@ -103,7 +103,9 @@ void save_stats(const std::filesystem::path& path, const ChannelStats& s, bool o
   w.commit();
 }
 
-ChannelStats load_stats(const std::filesystem::path& path) {
+namespace {
+
+ChannelStats read_stats(const std::filesystem::path& path) {
   const h5::Reader f(path);
   const std::int64_t version = f.check_format(kFormat, kStatsFormatVersion, "RPTQ channel statistics file");
 
@@ -157,6 +159,13 @@ ChannelStats load_stats(const std::filesystem::path& path) {
     s.ranges[static_cast<std::size_t>(l)].scores = read_ranges(f, g + "/attn_scores", s.heads, false);
   }
   return s;
+}
+
+}  // namespace
+
+// Read in a child process first (h5::guarded): a damaged file crashes or hangs the child, not the caller.
+ChannelStats load_stats(const std::filesystem::path& path) {
+  return h5::guarded(path, [&] { return read_stats(path); });
 }
 
 }  // namespace rptq

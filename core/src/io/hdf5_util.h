@@ -3,10 +3,25 @@
 // close themselves, typed attribute and dataset helpers, and errors as exceptions that name the file and the object.
 // HDF5's own error printing is switched off; every failure becomes an InputError (reading) or runtime_error
 // (writing).
+//
+// Reading untrusted files. libhdf5 (1.10) trusts much of a file's metadata: a damaged variable-length string
+// (global heap), object header, B-tree or chunk index can crash it or make it loop. So, in layers:
+//  - What we write cannot be damaged unnoticed: the 1.10 file format (superblock v3, v2 object headers, fixed
+//    array / extensible array chunk indexes, all checksummed), fixed-length strings only (no global heap), and a
+//    Fletcher-32 checksum on every dataset's chunks.
+//  - What we read is checked before libhdf5 acts on it: only hard links (no external or soft links), no external
+//    storage or virtual datasets, only the filters we write (deflate, shuffle, fletcher32), only the standard
+//    numeric types, bounded chunk sizes, and a dataset's declared size against the bytes it occupies before
+//    anything is allocated; attributes must be one element.
+//  - What checks cannot rule out (older files without checksums, libhdf5's own bugs) is contained: guarded() runs
+//    the whole load in a forked child process first, with a time limit, and the load runs here only when the child
+//    finished it. A crash or a hang in the child becomes an InputError naming the file.
 #include <hdf5.h>
 
 #include <cstdint>
 #include <filesystem>
+#include <functional>
+#include <mutex>
 #include <string>
 #include <vector>
 
@@ -44,11 +59,32 @@ class Handle {
 // Switches off HDF5's automatic error printing (once per process).
 void quiet();
 
+// Held by every call into libhdf5 made here (the Debian build is not thread-safe, and a child must not be forked
+// while another thread is inside the library).
+std::recursive_mutex& mutex();
+
+// Runs `load` (which reads `path`) in a forked child process with a time limit and returns normally when the child
+// completed it; throws the child's InputError when it failed cleanly, and an InputError naming `path` when it
+// crashed, ran out of time, or was killed. Without fork (or with RPTQ_HDF5_ISOLATION=0 in the environment) it
+// returns at once. Do not call with locks held that `load` needs. The time limit is `seconds`, or when 0, 60 s plus
+// 1 s per 20 MB of the file.
+void probe(const std::filesystem::path& path, const std::function<void()>& load, int seconds = 0);
+
+// probe(path, load), then load() here: what every loader of an untrusted .h5 file calls.
+template <typename F>
+auto guarded(const std::filesystem::path& path, F&& load) -> decltype(load()) {
+  probe(path, [&] { (void)load(); });
+  return load();
+}
+
 // A file opened for reading: every read names `path` and the object in its errors.
 class Reader {
  public:
   // Throws InputError when the file is missing, not HDF5, or truncated.
   explicit Reader(const std::filesystem::path& path);
+  ~Reader();
+  Reader(const Reader&) = delete;
+  Reader& operator=(const Reader&) = delete;
   const std::string& path() const { return path_; }
   hid_t root() const { return file_.id(); }
 
@@ -73,12 +109,20 @@ class Reader {
  private:
   template <typename T>
   std::vector<T> read(const std::string& dataset, hid_t mem_type, const std::vector<std::int64_t>& expect) const;
+  // Opens a dataset after checking its link, layout, storage, filters and element type; `shape` receives its dims.
+  Handle open_dataset(const std::string& dataset, std::vector<std::int64_t>* shape = nullptr,
+                      std::uint64_t* storage = nullptr) const;
+  Handle open_attr(const std::string& object, const std::string& name, const char* expect) const;
   std::string path_;
+  std::uint64_t file_bytes_ = 0;
   Handle file_;
 };
 
 // A file written to a temporary name beside the target and renamed into place by commit() after it is flushed to
 // disk; destroyed without commit(), it removes the temporary file, so nothing half-written is left at the target.
+// With RPTQ_HDF5_LEGACY_LAYOUT=1 in the environment, a Writer writes the HDF5 layout of the files earlier versions
+// wrote (earliest file format, no checksums, variable-length strings, contiguous datasets unless compressed): for
+// tests and the fuzzer, which must keep reading such files safely.
 class Writer {
  public:
   // overwrite: replace an existing target (else an existing target is an InputError before anything is written).
@@ -117,6 +161,7 @@ class Writer {
   std::filesystem::path target_, temp_;
   Handle file_;
   bool committed_ = false;
+  bool legacy_ = false;
 };
 
 }  // namespace rptq::h5

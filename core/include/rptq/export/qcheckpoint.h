@@ -14,8 +14,9 @@
 namespace rptq {
 
 // 2: weight scales as FP16 with a per-row power of two (scale_exponents), zero points packed to their range's width.
-// Version 1 files (float32 scales, int8/int16/float32 zero points) still load.
-constexpr int kCheckpointFormatVersion = 2;
+// 3: the same objects in the checksummed HDF5 layout (io/hdf5_util.h: 1.10 file format, fixed-length strings,
+// Fletcher-32 on every dataset). Version 1 and 2 files (float32 scales, int8/int16/float32 zero points) still load.
+constexpr int kCheckpointFormatVersion = 3;
 
 struct ExportOptions {
   bool overwrite = false;

@@ -7,7 +7,9 @@
 
 namespace rptq {
 
-constexpr int kStatsFormatVersion = 2;  // 2: per-sample ranges of every tap (1 is still read)
+// 2: per-sample ranges of every tap. 3: the same objects in the checksummed HDF5 layout (io/hdf5_util.h: 1.10 file
+// format, fixed-length strings, Fletcher-32 on every dataset). 1 and 2 are still read.
+constexpr int kStatsFormatVersion = 3;
 
 // Writes atomically (a temporary file beside `path`, renamed into place when complete and synced). An existing
 // file is replaced only with overwrite; otherwise InputError.
