@@ -1,0 +1,367 @@
+// Damaged and hostile HDF5 files (statistics files, checkpoints): every one ends in an InputError naming the file,
+// never a crash, a hang, a read outside the file, or a huge allocation. Files written in the layout of earlier
+// versions (no checksums, variable-length strings) still load; the inputs that crashed libhdf5 when read in-process
+// (found by tools/fuzz, kept as byte patches of tests/data/hostile/legacy-stats.h5.gz) are refused cleanly.
+#include <hdf5.h>
+#include <sys/stat.h>
+#include <zlib.h>
+
+#include <nlohmann/json.hpp>
+
+#include <chrono>
+#include <csignal>
+#include <thread>
+
+#include "io/hdf5_util.h"
+#include "rptq/base/error.h"
+#include "rptq/export/qcheckpoint.h"
+#include "rptq/export/stats_file.h"
+#include "rptq/method/calibration.h"
+#include "rptq/model/model.h"
+#include "rptq/tokenizer/tokenizer.h"
+#include "test_support.h"
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+using rptq::test::temp_dir;
+
+namespace {
+
+fs::path hostile_dir() { return rptq::test::source_dir() / "tests" / "data" / "hostile"; }
+
+std::string gunzip(const fs::path& p) {
+  gzFile f = gzopen(p.c_str(), "rb");
+  if (!f) throw std::runtime_error("cannot open " + p.string());
+  std::string out;
+  char buf[1 << 16];
+  int n;
+  while ((n = gzread(f, buf, sizeof buf)) > 0) out.append(buf, static_cast<std::size_t>(n));
+  gzclose(f);
+  return out;
+}
+
+// The legacy-layout statistics file every patch applies to.
+const std::string& legacy_seed() {
+  static const std::string s = gunzip(hostile_dir() / "legacy-stats.h5.gz");
+  return s;
+}
+
+// A statistics file written now (the checksummed layout), from the embedded demo model.
+fs::path fresh_stats(const std::string& test) {
+  const fs::path model_dir = rptq::test::resources_dir() / "models" / "stories260k";
+  auto m = rptq::Model::load(model_dir);
+  auto tok = rptq::Tokenizer::load(model_dir);
+  const auto ids = tok->encode(rptq::test::read_file(rptq::test::resources_dir() / "data" / "stories.txt"), true);
+  rptq::CalibrationSettings cs;
+  cs.samples = 1;
+  cs.seqlen = 8;
+  const auto st = rptq::calibrate(*m, model_dir.string(), ids, "stories.txt", "", cs);
+  const fs::path p = temp_dir(test) / "stats.h5";
+  rptq::save_stats(p, st, true);
+  return p;
+}
+
+// Expects load_stats(p) to throw an InputError whose message names p and contains `part`.
+void expect_refused(const fs::path& p, const std::string& part) {
+  try {
+    (void)rptq::load_stats(p);
+    ADD_FAILURE() << p << " loaded";
+  } catch (const rptq::InputError& e) {
+    const std::string m = e.what();
+    EXPECT_NE(m.find(p.string()), std::string::npos) << m;
+    EXPECT_NE(m.find(part), std::string::npos) << m;
+    EXPECT_EQ(m.find('\n'), std::string::npos) << m;
+  }
+}
+
+// Opens `p` read-write with the C API and runs `edit` on it.
+template <typename F>
+void edit_h5(const fs::path& p, F&& edit) {
+  H5Eset_auto2(H5E_DEFAULT, nullptr, nullptr);
+  const hid_t f = H5Fopen(p.c_str(), H5F_ACC_RDWR, H5P_DEFAULT);
+  ASSERT_GE(f, 0);
+  edit(f);
+  H5Fclose(f);
+}
+
+// Replaces dataset `ds` (a [n] or [a, b] int32 dataset) by one made with `dcpl`, of the same shape and type.
+void replace_dataset(hid_t f, const char* ds, hid_t dcpl, hid_t type = H5T_STD_I32LE, bool write = true) {
+  const hid_t d0 = H5Dopen2(f, ds, H5P_DEFAULT);
+  const hid_t sp = H5Dget_space(d0);
+  H5Dclose(d0);
+  ASSERT_GE(H5Ldelete(f, ds, H5P_DEFAULT), 0);
+  const hid_t d = H5Dcreate2(f, ds, type, sp, H5P_DEFAULT, dcpl, H5P_DEFAULT);
+  ASSERT_GE(d, 0);
+  if (write) {
+    std::vector<std::int64_t> zeros(static_cast<std::size_t>(H5Sget_simple_extent_npoints(sp)), 0);
+    H5Dwrite(d, H5T_NATIVE_INT64, H5S_ALL, H5S_ALL, H5P_DEFAULT, zeros.data());
+  }
+  H5Dclose(d);
+  H5Sclose(sp);
+}
+
+}  // namespace
+
+// ---- the layout written now ----
+
+// What rptq writes now: the 1.10 format (checksummed superblock v3), fixed-length strings, Fletcher-32 on every
+// dataset with data.
+TEST(Hdf5Layout, ChecksummedFixedStringsAndFletcher32) {
+  const fs::path p = fresh_stats("h5_layout");
+  H5Eset_auto2(H5E_DEFAULT, nullptr, nullptr);
+  const hid_t f = H5Fopen(p.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT);
+  ASSERT_GE(f, 0);
+  H5F_info2_t info{};
+  ASSERT_GE(H5Fget_info2(f, &info), 0);
+  EXPECT_GE(info.super.version, 3u);
+  int attrs = 0, datasets = 0;
+  struct Ctx {
+    int* attrs;
+    int* datasets;
+  } ctx{&attrs, &datasets};
+  H5Ovisit(
+      f, H5_INDEX_NAME, H5_ITER_NATIVE,
+      [](hid_t root, const char* name, const H5O_info_t* oi, void* op) -> herr_t {
+        auto* c = static_cast<Ctx*>(op);
+        const hid_t o = H5Oopen(root, name, H5P_DEFAULT);
+        for (hsize_t i = 0; i < oi->num_attrs; ++i) {
+          const hid_t a = H5Aopen_by_idx(o, ".", H5_INDEX_NAME, H5_ITER_NATIVE, i, H5P_DEFAULT, H5P_DEFAULT);
+          const hid_t t = H5Aget_type(a);
+          if (H5Tget_class(t) == H5T_STRING) {
+            EXPECT_EQ(H5Tis_variable_str(t), 0) << name;
+            ++*c->attrs;
+          }
+          H5Tclose(t);
+          H5Aclose(a);
+        }
+        if (oi->type == H5O_TYPE_DATASET) {
+          const hid_t dcpl = H5Dget_create_plist(o);
+          const hid_t sp = H5Dget_space(o);
+          if (H5Sget_simple_extent_npoints(sp) > 0) {
+            bool fletcher = false;
+            for (int i = 0; i < H5Pget_nfilters(dcpl); ++i) {
+              unsigned flags = 0, cfg = 0;
+              std::size_t n = 0;
+              fletcher |= H5Pget_filter2(dcpl, static_cast<unsigned>(i), &flags, &n, nullptr, 0, nullptr, &cfg) ==
+                          H5Z_FILTER_FLETCHER32;
+            }
+            EXPECT_TRUE(fletcher) << name;
+            ++*c->datasets;
+          }
+          H5Sclose(sp);
+          H5Pclose(dcpl);
+        }
+        H5Oclose(o);
+        return 0;
+      },
+      &ctx);
+  H5Fclose(f);
+  EXPECT_GE(attrs, 10);
+  EXPECT_GT(datasets, 20);
+}
+
+// One byte changed anywhere in a file written now: it loads (the byte was padding or a value) or it is refused
+// naming the file; the checksums leave almost nothing through.
+TEST(Hdf5Layout, EveryByteFlipSampleIsRefusedOrHarmless) {
+  const fs::path p = fresh_stats("h5_flips");
+  const std::string good = rptq::test::read_file(p);
+  const fs::path bad = p.parent_path() / "flipped.h5";
+  int refused = 0, loaded = 0;
+  for (std::size_t i = 0; i < good.size(); i += 311) {
+    std::string b = good;
+    b[i] = static_cast<char>(b[i] ^ 0x5a);
+    rptq::test::write_file(bad, b);
+    try {
+      (void)rptq::load_stats(bad);
+      ++loaded;
+    } catch (const rptq::InputError& e) {
+      EXPECT_NE(std::string(e.what()).find(bad.string()), std::string::npos) << e.what();
+      ++refused;
+    }
+  }
+  EXPECT_GT(refused, 5 * loaded) << refused << " refused, " << loaded << " loaded";
+}
+
+// ---- files of earlier versions ----
+
+TEST(Hdf5Legacy, LegacyLayoutStillLoads) {
+  const fs::path p = temp_dir("h5_legacy") / "legacy-stats.h5";
+  rptq::test::write_file(p, legacy_seed());
+  const rptq::ChannelStats s = rptq::load_stats(p);
+  EXPECT_EQ(s.layers, 5);
+  EXPECT_EQ(s.hidden, 64);
+  EXPECT_EQ(s.settings.samples, 1);
+  EXPECT_EQ(s.settings.seqlen, 8);
+  EXPECT_EQ(s.architecture, "LLaMA");
+  // The same statistics as the file the current layout writes for the same run.
+  const rptq::ChannelStats now = rptq::load_stats(fresh_stats("h5_legacy_now"));
+  EXPECT_EQ(s.tokens, now.tokens);
+  ASSERT_EQ(s.ranges.size(), now.ranges.size());
+  EXPECT_EQ(s.ranges[2].taps[0].max, now.ranges[2].taps[0].max);
+  EXPECT_EQ(s.ranges[4].scores.min, now.ranges[4].scores.min);
+}
+
+// Each of these one- or few-byte changes of the legacy file crashed libhdf5 1.10.8 (SIGSEGV, out-of-bounds memcpy)
+// or made it loop when read in-process (found by rptq-fuzz --same-size with RPTQ_HDF5_ISOLATION=0). Now the read
+// runs in a child process first: each is refused with an InputError naming the file, and this process survives.
+TEST(Hdf5Legacy, InputsThatCrashedLibhdf5AreRefused) {
+  const json cases = json::parse(rptq::test::read_file(hostile_dir() / "legacy-stats-crashes.json"));
+  ASSERT_GE(cases.size(), 1u);
+  const fs::path dir = temp_dir("h5_crashers");
+  for (std::size_t c = 0; c < cases.size(); ++c) {
+    std::string b = legacy_seed();
+    for (const auto& patch : cases[c]["patches"])
+      b.at(patch[0].get<std::size_t>()) = static_cast<char>(patch[1].get<int>());
+    const fs::path p = dir / ("crasher-" + std::to_string(c) + ".h5");
+    rptq::test::write_file(p, b);
+    SCOPED_TRACE(cases[c]["found"].get<std::string>());
+    expect_refused(p, "");
+  }
+}
+
+// ---- isolation ----
+
+TEST(Hdf5Isolation, CrashHangAndErrorsInTheChild) {
+  const fs::path p = temp_dir("h5_probe") / "x.h5";
+  rptq::test::write_file(p, "x");
+  // A crash while reading is contained and named.
+  try {
+    rptq::h5::probe(p, [] { std::raise(SIGSEGV); });
+    ADD_FAILURE() << "no error";
+  } catch (const rptq::InputError& e) {
+    EXPECT_NE(std::string(e.what()).find(p.string() + ": damaged HDF5 file: the HDF5 library crashed"), std::string::npos)
+        << e.what();
+    EXPECT_NE(std::string(e.what()).find("SIGSEGV"), std::string::npos) << e.what();
+  }
+  // A read that never ends is stopped at the time limit.
+  const auto t0 = std::chrono::steady_clock::now();
+  try {
+    rptq::h5::probe(p, [] { std::this_thread::sleep_for(std::chrono::hours(1)); }, 1);
+    ADD_FAILURE() << "no error";
+  } catch (const rptq::InputError& e) {
+    EXPECT_NE(std::string(e.what()).find("did not finish in 1 s"), std::string::npos) << e.what();
+  }
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, std::chrono::seconds(20));
+  // An InputError in the child comes back as it was; a clean read returns.
+  EXPECT_THROW(rptq::h5::probe(p, [] { throw rptq::InputError("x.h5: the problem"); }), rptq::InputError);
+  try {
+    rptq::h5::probe(p, [] { throw rptq::InputError("x.h5: the problem"); });
+  } catch (const rptq::InputError& e) {
+    EXPECT_STREQ(e.what(), "x.h5: the problem");
+  }
+  EXPECT_NO_THROW(rptq::h5::probe(p, [] {}));
+}
+
+// ---- hostile structures: checked before libhdf5 acts on them ----
+
+TEST(Hdf5Hostile, ExternalStorageIsNotFollowed) {
+  const fs::path p = fresh_stats("h5_external");
+  edit_h5(p, [](hid_t f) {
+    const hid_t dcpl = H5Pcreate(H5P_DATASET_CREATE);
+    H5Pset_external(dcpl, "/etc/passwd", 0, H5F_UNLIMITED);
+    replace_dataset(f, "/calibration/tokens", dcpl, H5T_STD_I32LE, false);
+    H5Pclose(dcpl);
+  });
+  expect_refused(p, "/calibration/tokens keeps its data in external files");
+}
+
+TEST(Hdf5Hostile, ExternalAndSoftLinksAreNotFollowed) {
+  const fs::path p = fresh_stats("h5_elink");
+  const fs::path other = fresh_stats("h5_elink_other");
+  edit_h5(p, [&](hid_t f) {
+    ASSERT_GE(H5Ldelete(f, "/layers/1", H5P_DEFAULT), 0);
+    ASSERT_GE(H5Lcreate_external(other.c_str(), "/layers/1", f, "/layers/1", H5P_DEFAULT, H5P_DEFAULT), 0);
+  });
+  expect_refused(p, "/layers/1 is an external link");
+  const fs::path q = fresh_stats("h5_softlink");
+  edit_h5(q, [](hid_t f) {
+    ASSERT_GE(H5Ldelete(f, "/layers/2", H5P_DEFAULT), 0);
+    ASSERT_GE(H5Lcreate_soft("/layers/1", f, "/layers/2", H5P_DEFAULT, H5P_DEFAULT), 0);
+  });
+  expect_refused(q, "/layers/2 is a soft link");
+}
+
+TEST(Hdf5Hostile, UnknownFiltersAndTypesAreRefused) {
+  const fs::path p = fresh_stats("h5_nbit");
+  edit_h5(p, [](hid_t f) {
+    const hid_t dcpl = H5Pcreate(H5P_DATASET_CREATE);
+    const hsize_t chunk[2] = {1, 8};
+    H5Pset_chunk(dcpl, 2, chunk);
+    H5Pset_nbit(dcpl);
+    replace_dataset(f, "/calibration/tokens", dcpl);
+    H5Pclose(dcpl);
+  });
+  expect_refused(p, "/calibration/tokens uses HDF5 filter 5");
+  const fs::path q = fresh_stats("h5_type");
+  edit_h5(q, [](hid_t f) {
+    const hid_t t = H5Tcopy(H5T_IEEE_F32LE);
+    H5Tset_ebias(t, 3);  // a float type of its own
+    replace_dataset(f, "/calibration/tokens", H5P_DEFAULT, t);
+    H5Tclose(t);
+  });
+  expect_refused(q, "/calibration/tokens is not of a numeric type rptq reads");
+}
+
+// A dataset declaring far more than the file holds is refused before anything is allocated.
+TEST(Hdf5Hostile, DeclaredSizeIsCheckedAgainstTheFile) {
+  const fs::path p = fresh_stats("h5_huge");
+  edit_h5(p, [](hid_t f) {
+    ASSERT_GE(H5Ldelete(f, "/calibration/tokens", H5P_DEFAULT), 0);
+    const hsize_t dims[2] = {1, hsize_t{1} << 33};  // 32 GiB of int32, never written
+    const hid_t sp = H5Screate_simple(2, dims, nullptr);
+    const hid_t dcpl = H5Pcreate(H5P_DATASET_CREATE);
+    const hsize_t chunk[2] = {1, 1 << 16};
+    H5Pset_chunk(dcpl, 2, chunk);
+    const hid_t d = H5Dcreate2(f, "/calibration/tokens", H5T_STD_I32LE, sp, H5P_DEFAULT, dcpl, H5P_DEFAULT);
+    ASSERT_GE(d, 0);
+    H5Dclose(d);
+    H5Pclose(dcpl);
+    H5Sclose(sp);
+  });
+  // The size is checked before the shape is compared with the attributes, and before any allocation.
+  expect_refused(p, "/calibration/tokens declares [1, 8589934592] (34359738368 bytes) but occupies only 0 bytes");
+}
+
+// An attribute with several elements would overrun the one-value buffer it is read into.
+TEST(Hdf5Hostile, ArrayAttributesAreRefused) {
+  const fs::path p = fresh_stats("h5_attr_array");
+  edit_h5(p, [](hid_t f) {
+    H5Adelete(f, "format");
+    const hid_t t = H5Tcopy(H5T_C_S1);
+    H5Tset_size(t, 8);
+    const hsize_t n = 1000;
+    const hid_t sp = H5Screate_simple(1, &n, nullptr);
+    const hid_t a = H5Acreate2(f, "format", t, sp, H5P_DEFAULT, H5P_DEFAULT);
+    std::vector<char> data(8 * n, 'A');
+    H5Awrite(a, t, data.data());
+    H5Aclose(a);
+    H5Sclose(sp);
+    H5Tclose(t);
+  });
+  expect_refused(p, "attribute \"format\" on / is not one string");
+}
+
+// A FIFO is refused without waiting for a writer; outputs never replace anything but a regular file.
+TEST(Hdf5Hostile, FifosAndDevicesAreRefused) {
+  const fs::path dir = temp_dir("h5_fifo");
+  const fs::path fifo = dir / "stats.h5";
+  ASSERT_EQ(::mkfifo(fifo.c_str(), 0600), 0);
+  const auto t0 = std::chrono::steady_clock::now();
+  expect_refused(fifo, "not a regular file");
+  EXPECT_THROW((void)rptq::inspect_checkpoint(fifo), rptq::InputError);
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, std::chrono::seconds(10));
+  const rptq::ChannelStats s = rptq::load_stats(fresh_stats("h5_fifo_src"));
+  try {
+    rptq::save_stats(fifo, s, /*overwrite=*/true);
+    ADD_FAILURE() << "wrote over a FIFO";
+  } catch (const rptq::InputError& e) {
+    EXPECT_NE(std::string(e.what()).find("FIFO"), std::string::npos) << e.what();
+  }
+  struct stat st {};
+  ASSERT_EQ(::lstat(fifo.c_str(), &st), 0);
+  EXPECT_TRUE(S_ISFIFO(st.st_mode));
+  // A device node: refused before anything is written (even as root, /dev/null stays what it is).
+  EXPECT_THROW(rptq::save_stats("/dev/null", s, /*overwrite=*/true), rptq::InputError);
+  ASSERT_EQ(::stat("/dev/null", &st), 0);
+  EXPECT_TRUE(S_ISCHR(st.st_mode));
+}
