@@ -12,7 +12,8 @@
 //   safetensors  DIR's model.safetensors replaced by the mutation: the model folder loaded and run (rptq eval)
 //   torch        a PyTorch checkpoint (zip + pickle, or legacy): read_torch_checkpoint, every tensor's bytes read
 //   config       the same with DIR/config.json
-//   tokenizer    the same with DIR/<file name of PATH> (tokenizer.json, vocab.json, merges.txt, ...)
+//   tokenizer    DIR/<file name of PATH> (tokenizer.json, vocab.json, merges.txt, ...): the tokenizer loaded, a
+//                text encoded and decoded
 //   hf-export    a safetensors folder written by rptq export --format hf: same as safetensors
 //
 // Outcomes, per input: accepted (loaded, ran), refused (an InputError naming the file or its folder, one line of
@@ -143,6 +144,12 @@ void open_it(const Args& a, const fs::path& input, const fs::path& folder) {
     for (const RawTensor& t : read_torch_checkpoint(input))
       for (std::size_t i = 0; i < t.nbytes(); i += 4096) sum += std::to_integer<unsigned>(t.data[i]);
     if (sum == 42) std::cerr << "";  // keep the reads
+    return;
+  }
+  if (a.kind == "tokenizer") {
+    auto tok = Tokenizer::load(folder);
+    const auto ids = tok->encode("Once upon a time, there was a caf\xc3\xa9 \xf0\x9f\x98\x80 \x01 123 4567.");
+    (void)tok->decode(ids);
     return;
   }
   // A model folder.
