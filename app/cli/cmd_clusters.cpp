@@ -64,7 +64,7 @@ void run_clusters(const ClustersArgs& a) {
                     {"step", q.step}, {"max_error", q.max_error}, {"rms_error", q.rms_error}, {"finer", q.finer}});
     j["quantizers"] = qs;
     j["tensor"] = {{"min", v.tensor_min}, {"max", v.tensor_max}, {"step", v.tensor_step}};
-    std::cout << j.dump() << "\n";
+    std::cout << json_text(j, -1) << "\n";
     return;
   }
   std::printf("%s layer %d %s (%s, %lld channels): %d clusters%s, inertia %.6g\n", a.stats.c_str(), a.layer,

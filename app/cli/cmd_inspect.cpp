@@ -4,7 +4,9 @@
 
 #include "cli.h"
 #include "rptq/model/model_info.h"
+#include "rptq/base/error.h"
 #include "rptq/export/qcheckpoint.h"
+#include "rptq/method/quantize.h"
 
 namespace rptq::cli {
 
@@ -17,6 +19,9 @@ struct InspectArgs {
 // An RPTQ checkpoint: what was quantized how, and the packed bytes of the linear layers beside their FP16 size.
 void inspect_quantized(const InspectArgs& a) {
   const CheckpointInfo c = inspect_checkpoint(a.model);
+  // Everything eval checks, so that inspect never passes a file eval refuses: the whole model and its tokenizer.
+  (void)load_checkpoint(a.model);
+  (void)load_checkpoint_tokenizer(a.model);
   const double ratio = c.linear_fp16_bytes
                            ? static_cast<double>(c.linear_packed_bytes + c.linear_param_bytes) / c.linear_fp16_bytes
                            : 0.0;
@@ -46,7 +51,7 @@ void inspect_quantized(const InspectArgs& a) {
       lin.push_back({{"name", l.name}, {"bits", l.bits}, {"out", l.out}, {"in", l.in}, {"groups", l.groups},
                      {"packed_bytes", l.packed_bytes}, {"param_bytes", l.param_bytes}, {"fp16_bytes", l.fp16_bytes()}});
     j["linears"] = lin;
-    std::cout << j.dump(2) << "\n";
+    std::cout << json_text(j) << "\n";
     return;
   }
   std::printf("checkpoint    %s (RPTQ format %d, written by rptq %s on %s)\n", a.model.c_str(), c.format_version,
@@ -66,6 +71,11 @@ void inspect_quantized(const InspectArgs& a) {
 void run_inspect(const InspectArgs& a) {
   if (std::filesystem::is_regular_file(a.model) && is_hdf5_file(a.model)) return inspect_quantized(a);
   const ModelInfo info = inspect_model(a.model);
+  // Everything eval checks: every weight loads with its shape and dtype, and the tokenizer loads.
+  (void)load_model(a.model);
+  if (!info.tokenizer_ok)
+    throw InputError(info.tokenizer.find(a.model) != std::string::npos ? info.tokenizer
+                                                                        : a.model + ": tokenizer not usable: " + info.tokenizer);
   const ModelConfig& c = info.config;
   if (a.json) {
     nlohmann::json j;
@@ -92,7 +102,7 @@ void run_inspect(const InspectArgs& a) {
     j["tokenizer"] = info.tokenizer;
     j["tokenizer_ok"] = info.tokenizer_ok;
     j["tokenizer_vocab"] = info.tokenizer_vocab;
-    std::cout << j.dump(2) << "\n";
+    std::cout << json_text(j) << "\n";
     return;
   }
   std::string dtypes;
@@ -118,6 +128,7 @@ void add_inspect(CLI::App& app) {
   auto* cmd = app.add_subcommand("inspect", "Show a model's architecture, dimensions, parameters, dtypes and files");
   cmd->add_option("MODEL", a->model, "Hugging Face model folder, or an RPTQ checkpoint (.h5 from rptq export)")->required();
   cmd->add_flag("--json", a->json, "Print JSON");
+  cmd->footer("Checks everything eval checks: the whole model (or checkpoint) and its tokenizer load; exit 2 when not.");
   cmd->callback([a] { run_inspect(*a); });
 }
 

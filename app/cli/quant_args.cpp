@@ -139,19 +139,7 @@ ModelSource open_model(const std::string& path, const QuantArgs& a, Device devic
       throw InputError(path + " is a quantized checkpoint: it carries its own quantization, and " + listed(given) +
                        (given.size() == 1 ? " does" : " do") + " not apply to it");
     src.checkpoint = true;
-    // The tokenizer files travel inside the checkpoint; they are read from a private temporary folder.
-    char tmpl[] = "/tmp/rptq-checkpoint-XXXXXX";
-    const char* d = ::mkdtemp(tmpl);
-    if (!d) throw std::runtime_error("cannot create a temporary folder for the checkpoint's tokenizer");
-    const std::filesystem::path dir(d);
-    try {
-      extract_checkpoint_files(path, dir);
-      src.tokenizer = Tokenizer::load(dir);
-    } catch (...) {
-      std::filesystem::remove_all(dir);
-      throw;
-    }
-    std::filesystem::remove_all(dir);
+    src.tokenizer = load_checkpoint_tokenizer(path);  // the tokenizer files travel inside the checkpoint
     Progress p("loading");
     src.quantized = load_checkpoint(path);
     return src;

@@ -12,11 +12,13 @@
 #include <csignal>
 #include <thread>
 
+#include "cli_support.h"
 #include "io/hdf5_util.h"
 #include "rptq/base/error.h"
 #include "rptq/export/qcheckpoint.h"
 #include "rptq/export/stats_file.h"
 #include "rptq/method/calibration.h"
+#include "rptq/method/quantize.h"
 #include "rptq/model/model.h"
 #include "rptq/tokenizer/tokenizer.h"
 #include "test_support.h"
@@ -59,6 +61,35 @@ fs::path fresh_stats(const std::string& test) {
   const fs::path p = temp_dir(test) / "stats.h5";
   rptq::save_stats(p, st, true);
   return p;
+}
+
+// A W4A8 checkpoint (round-to-nearest weights, for speed) of the embedded demo model, written now.
+fs::path fresh_checkpoint(const std::string& test) {
+  const fs::path model_dir = rptq::test::resources_dir() / "models" / "stories260k";
+  const fs::path stats = fresh_stats(test + "_stats");
+  rptq::QuantConfig c = rptq::QuantConfig::preset("W4A8");
+  c.weight_method = rptq::WeightMethod::RTN;
+  auto q = rptq::quantize(rptq::Model::load(model_dir), rptq::load_stats(stats), c);
+  const fs::path p = temp_dir(test) / "checkpoint.h5";
+  rptq::ExportOptions eo;
+  eo.overwrite = true;
+  rptq::export_checkpoint(*q, rptq::load_stats(stats), model_dir, p, eo);
+  return p;
+}
+
+// Rewrites string attribute `name` of `object` as a fixed-length string `value`.
+void set_string_attr(hid_t f, const char* object, const char* name, const std::string& value) {
+  const hid_t o = H5Oopen(f, object, H5P_DEFAULT);
+  H5Adelete(o, name);
+  const hid_t t = H5Tcopy(H5T_C_S1);
+  H5Tset_size(t, value.size());
+  const hid_t sp = H5Screate(H5S_SCALAR);
+  const hid_t a = H5Acreate2(o, name, t, sp, H5P_DEFAULT, H5P_DEFAULT);
+  H5Awrite(a, t, value.data());
+  H5Aclose(a);
+  H5Sclose(sp);
+  H5Tclose(t);
+  H5Oclose(o);
 }
 
 // Expects load_stats(p) to throw an InputError whose message names p and contains `part`.
@@ -364,4 +395,82 @@ TEST(Hdf5Hostile, FifosAndDevicesAreRefused) {
   EXPECT_THROW(rptq::save_stats("/dev/null", s, /*overwrite=*/true), rptq::InputError);
   ASSERT_EQ(::stat("/dev/null", &st), 0);
   EXPECT_TRUE(S_ISCHR(st.st_mode));
+}
+
+// Values a damaged or forged file may hold: refused at load, naming the dataset, instead of failing later in
+// k-means or quantizing with NaN.
+TEST(Hdf5Hostile, NonFiniteAndInvertedRangesAreRefused) {
+  const fs::path p = fresh_stats("h5_nan");
+  auto poke = [](const fs::path& file, const char* ds, std::size_t at, float v) {
+    edit_h5(file, [&](hid_t f) {
+      const hid_t d = H5Dopen2(f, ds, H5P_DEFAULT);
+      const hid_t sp = H5Dget_space(d);
+      std::vector<float> x(static_cast<std::size_t>(H5Sget_simple_extent_npoints(sp)));
+      H5Dread(d, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, x.data());
+      x.at(at) = v;
+      H5Dwrite(d, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, x.data());
+      H5Sclose(sp);
+      H5Dclose(d);
+    });
+  };
+  poke(p, "/layers/0/attn_input/max", 3, std::nanf(""));
+  expect_refused(p, "/layers/0/attn_input/max: value 3 is not finite");
+  const fs::path q = fresh_stats("h5_inverted");
+  poke(q, "/layers/1/ffn_hidden/ema_min", 5, 1e30f);
+  expect_refused(q, "/layers/1/ffn_hidden: ema_max");
+}
+
+// `rptq inspect` checks what `rptq eval` checks: a checkpoint whose quantizer settings are damaged is refused by
+// both (exit 2, naming the file and the attribute), where inspect used to summarise it and exit 0.
+TEST(Hdf5Hostile, InspectRefusesWhatEvalRefuses) {
+  const fs::path p = fresh_checkpoint("h5_inspect");
+  EXPECT_EQ(rptq::test::rptq_cli({"inspect", p.string()}).code, 0);
+  edit_h5(p, [](hid_t f) { set_string_attr(f, "/layers/2/activations/ffn_input", "grid", "exac"); });
+  const auto data = (rptq::test::resources_dir() / "data" / "stories.txt").string();
+  for (const std::vector<std::string>& args :
+       {std::vector<std::string>{"inspect", p.string()}, {"eval", p.string(), "--data", data, "--seqlen", "32"}}) {
+    const auto r = rptq::test::rptq_cli(args);
+    EXPECT_EQ(r.code, 2) << args[0] << ": " << r.err;
+    EXPECT_NE(r.err.find(p.string() + ": /layers/2/activations/ffn_input grid: unknown quantization grid \"exac\""),
+              std::string::npos)
+        << args[0] << ": " << r.err;
+  }
+}
+
+// The checkpoint's tokenizer is loaded through a private temporary folder: its errors name the checkpoint, the
+// folder is gone afterwards, and folders of killed processes are removed by the next load.
+TEST(Hdf5Hostile, CheckpointTokenizerErrorsNameTheCheckpointAndLeaveNoFolder) {
+  const fs::path p = fresh_checkpoint("h5_ckpt_tok");
+  const fs::path tmp = fs::temp_directory_path();
+  const fs::path stale = tmp / "rptq-checkpoint-999999999-abcdef";  // a PID above Linux's maximum: never alive
+  fs::create_directories(stale / "x");
+  auto count = [&] {
+    int n = 0;
+    for (const auto& e : fs::directory_iterator(tmp))
+      n += e.path().filename().string().rfind("rptq-checkpoint-" + std::to_string(::getpid()) + "-", 0) == 0;
+    return n;
+  };
+  EXPECT_NO_THROW((void)rptq::load_checkpoint_tokenizer(p));
+  EXPECT_FALSE(fs::exists(stale));
+  EXPECT_EQ(count(), 0);
+  // A damaged tokenizer.json inside the checkpoint.
+  edit_h5(p, [](hid_t f) {
+    const hid_t d = H5Dopen2(f, "/files/tokenizer.json", H5P_DEFAULT);
+    const hid_t sp = H5Dget_space(d);
+    std::vector<std::uint8_t> b(static_cast<std::size_t>(H5Sget_simple_extent_npoints(sp)));
+    H5Dread(d, H5T_NATIVE_UINT8, H5S_ALL, H5S_ALL, H5P_DEFAULT, b.data());
+    b[b.size() / 2] = '{';
+    b[b.size() / 2 + 1] = '{';
+    H5Dwrite(d, H5T_NATIVE_UINT8, H5S_ALL, H5S_ALL, H5P_DEFAULT, b.data());
+    H5Sclose(sp);
+    H5Dclose(d);
+  });
+  try {
+    (void)rptq::load_checkpoint_tokenizer(p);
+    ADD_FAILURE() << "loaded";
+  } catch (const rptq::InputError& e) {
+    EXPECT_NE(std::string(e.what()).find(p.string() + ":/files/tokenizer.json"), std::string::npos) << e.what();
+    EXPECT_EQ(std::string(e.what()).find(tmp.string() + "/rptq-checkpoint"), std::string::npos) << e.what();
+  }
+  EXPECT_EQ(count(), 0);
 }

@@ -1,5 +1,11 @@
 #include "rptq/export/qcheckpoint.h"
 
+#include <signal.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+#include <cerrno>
+
 #include <algorithm>
 #include <climits>
 #include <cmath>
@@ -374,6 +380,45 @@ CheckpointInfo inspect_checkpoint(const std::filesystem::path& path) {
 // ---------------------------------------------------------------------------------------------------------------
 // Reading a checkpoint back
 
+std::unique_ptr<Tokenizer> load_checkpoint_tokenizer(const std::filesystem::path& path) {
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  const fs::path tmp = fs::temp_directory_path(ec);
+  if (ec) throw std::runtime_error("no temporary directory for the checkpoint's tokenizer: " + ec.message());
+  // Folders of processes that were killed while loading: rptq-checkpoint-PID-XXXXXX whose PID no longer runs.
+  for (const auto& e : fs::directory_iterator(tmp, ec)) {
+    const std::string n = e.path().filename().string();
+    if (n.rfind("rptq-checkpoint-", 0) != 0) continue;
+    const std::size_t dash = n.find('-', 16);
+    if (dash == std::string::npos) continue;
+    const std::string pid = n.substr(16, dash - 16);
+    if (pid.empty() || pid.find_first_not_of("0123456789") != std::string::npos || pid.size() > 9) continue;
+    if (::kill(static_cast<pid_t>(std::stol(pid)), 0) != 0 && errno == ESRCH) fs::remove_all(e.path(), ec);
+  }
+  std::string tmpl = (tmp / ("rptq-checkpoint-" + std::to_string(::getpid()) + "-XXXXXX")).string();
+  if (!::mkdtemp(tmpl.data())) throw std::runtime_error("cannot create a temporary folder in " + tmp.string());
+  const fs::path dir(tmpl);
+  struct Remove {
+    fs::path d;
+    ~Remove() {
+      std::error_code e;
+      fs::remove_all(d, e);
+    }
+  } remove{dir};
+  extract_checkpoint_files(path, dir);
+  try {
+    return Tokenizer::load(dir);
+  } catch (const InputError& e) {
+    // Name the checkpoint, not the folder that is about to disappear.
+    std::string m = e.what();
+    const std::string from = dir.string(), to = path.string() + ":/files";
+    for (std::size_t at = m.find(from); at != std::string::npos; at = m.find(from, at + to.size()))
+      m.replace(at, from.size(), to);
+    if (m.find(path.string()) == std::string::npos) m = path.string() + ": tokenizer: " + m;
+    throw InputError(m);
+  }
+}
+
 namespace {
 
 std::string text_of(const h5::Reader& f, const std::string& ds) {
@@ -546,7 +591,15 @@ std::unique_ptr<QuantizedModel> load_checkpoint(const std::filesystem::path& pat
     QuantConfig& c = q->cfg_;
     c.name = f.attr_string("/quantization", "preset");
     c.wbits = static_cast<int>(f.attr_int("/quantization", "wbits"));
-    c.weight_method = parse_weight_method(f.attr_string("/quantization", "weight_method"));
+    // A setting's parser names only the bad value: say where it is.
+    auto parsed = [&](auto parse, const std::string& object, const char* attr) {
+      try {
+        return parse(f.attr_string(object, attr));
+      } catch (const InputError& e) {
+        f.fail(object + " " + attr + ": " + e.what());
+      }
+    };
+    c.weight_method = parsed(parse_weight_method, "/quantization", "weight_method");
     c.weight_group = static_cast<int>(f.attr_int("/quantization", "weight_group"));
     c.softmax_bits = static_cast<int>(f.attr_int("/quantization", "softmax_bits"));
     if (f.has_attr("/quantization", "fp_prefix")) {  // written since the remedy exists; 0 before
@@ -560,7 +613,7 @@ std::unique_ptr<QuantizedModel> load_checkpoint(const std::filesystem::path& pat
       c.weight_clip = parse_weight_clip(clip);
     }
     if (f.has_attr("/quantization", "act_order")) c.act_order = f.attr_int("/quantization", "act_order") != 0;
-    c.grid = parse_grid(f.attr_string("/quantization", "grid"));
+    c.grid = parsed(parse_grid, "/quantization", "grid");
     c.range_mode = f.attr_string("/quantization", "ranges") == "dynamic" ? RangeMode::Dynamic : RangeMode::Static;
     for (int i = 0; i < kReorderIndices; ++i)
       c.clusters[static_cast<std::size_t>(i)] = static_cast<int>(f.attr_int("/quantization", "clusters_R" + std::to_string(i + 1)));
@@ -615,7 +668,7 @@ std::unique_ptr<QuantizedModel> load_checkpoint(const std::filesystem::path& pat
         tq.bits = static_cast<int>(f.attr_int(tg, "bits"));
         tq.dynamic = f.attr_int(tg, "dynamic") != 0;
         tq.per_token = tq.dynamic && f.has_attr(tg, "per_token") && f.attr_int(tg, "per_token") != 0;
-        tq.grid = parse_grid(f.attr_string(tg, "grid"));
+        tq.grid = parsed(parse_grid, tg, "grid");
         const auto b = f.read_i32(tg + "/boundaries");
         tq.boundaries.assign(b.begin(), b.end());
         const std::int64_t width = tap_channels(cfg, tap);

@@ -1,5 +1,7 @@
 #include "rptq/export/stats_file.h"
 
+#include <cmath>
+
 #include "io/hdf5_util.h"
 #include "rptq/base/error.h"
 
@@ -40,6 +42,20 @@ TapRanges read_ranges(const h5::Reader& f, const std::string& group, std::int64_
     r.sample_max = f.read_f32(group + "/sample_max", {r.samples, channels});
     r.sample_min = f.read_f32(group + "/sample_min", {r.samples, channels});
   }
+  // Ranges are finite, and no channel's maximum is below its minimum: k-means and the quantizers downstream would
+  // otherwise fail far from the file (or silently quantize with NaN).
+  auto check = [&](const std::vector<float>& hi, const std::vector<float>& lo, const char* hn, const char* ln) {
+    for (std::size_t i = 0; i < hi.size(); ++i) {
+      if (!std::isfinite(hi[i]) || !std::isfinite(lo[i]))
+        f.fail(group + "/" + (std::isfinite(hi[i]) ? ln : hn) + ": value " + std::to_string(i) + " is not finite");
+      if (hi[i] < lo[i])
+        f.fail(group + ": " + hn + " " + std::to_string(hi[i]) + " is below " + ln + " " + std::to_string(lo[i]) +
+               " at " + std::to_string(i));
+    }
+  };
+  check(r.ema_max, r.ema_min, "ema_max", "ema_min");
+  check(r.max, r.min, "max", "min");
+  check(r.sample_max, r.sample_min, "sample_max", "sample_min");
   return r;
 }
 }  // namespace

@@ -94,7 +94,7 @@ void probe(const std::filesystem::path& path, const std::function<void()>& load,
   std::error_code ec;
   const std::uint64_t bytes = std::filesystem::is_regular_file(path, ec) ? std::filesystem::file_size(path, ec) : 0;
   // Reading is bound by decompression and unpacking, well above 20 MB/s; damaged files loop forever.
-  if (seconds <= 0) seconds = 60 + static_cast<int>(bytes / (20u << 20));
+  if (seconds <= 0) seconds = 20 + static_cast<int>(bytes / (20u << 20));
   int fds[2];
   if (::pipe2(fds, O_CLOEXEC) != 0) return;  // no isolation possible: the checks in Reader still apply
   // No other thread may be inside libhdf5 when the child is forked (its state would be copied mid-operation). The
@@ -173,6 +173,12 @@ void probe(const std::filesystem::path& path, const std::function<void()>& load,
 }
 
 std::recursive_mutex& mutex() { return *mutex_slot(); }
+
+void rethrow_naming(const std::filesystem::path& path, const std::exception& e) {
+  const std::string m = e.what(), name = path.string();
+  if (m.find(name) != std::string::npos) throw InputError(m);
+  throw InputError(name + ": " + m);
+}
 
 // ---------------------------------------------------------------------------------------------------------------
 // Reading

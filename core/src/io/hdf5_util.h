@@ -18,6 +18,8 @@
 //    finished it. A crash or a hang in the child becomes an InputError naming the file.
 #include <hdf5.h>
 
+#include "rptq/base/error.h"
+
 #include <cstdint>
 #include <filesystem>
 #include <functional>
@@ -66,15 +68,26 @@ std::recursive_mutex& mutex();
 // Runs `load` (which reads `path`) in a forked child process with a time limit and returns normally when the child
 // completed it; throws the child's InputError when it failed cleanly, and an InputError naming `path` when it
 // crashed, ran out of time, or was killed. Without fork (or with RPTQ_HDF5_ISOLATION=0 in the environment) it
-// returns at once. Do not call with locks held that `load` needs. The time limit is `seconds`, or when 0, 60 s plus
+// returns at once. Do not call with locks held that `load` needs. The time limit is `seconds`, or when 0, 20 s plus
 // 1 s per 20 MB of the file.
 void probe(const std::filesystem::path& path, const std::function<void()>& load, int seconds = 0);
 
-// probe(path, load), then load() here: what every loader of an untrusted .h5 file calls.
+// Rethrows `e` as an InputError that names `path` (prefixed unless its message already does).
+[[noreturn]] void rethrow_naming(const std::filesystem::path& path, const std::exception& e);
+
+// probe(path, load), then load() here: what every loader of an untrusted .h5 file calls. Every InputError it
+// throws names the file.
 template <typename F>
 auto guarded(const std::filesystem::path& path, F&& load) -> decltype(load()) {
-  probe(path, [&] { (void)load(); });
-  return load();
+  auto named = [&]() -> decltype(load()) {
+    try {
+      return load();
+    } catch (const InputError& e) {
+      rethrow_naming(path, e);
+    }
+  };
+  probe(path, [&] { (void)named(); });
+  return named();
 }
 
 // A file opened for reading: every read names `path` and the object in its errors.

@@ -5,11 +5,13 @@
 #include <cstdint>
 #include <filesystem>
 #include <functional>
+#include <memory>
 #include <string>
 #include <vector>
 
 #include "rptq/method/calibration.h"
 #include "rptq/method/quantize.h"
+#include "rptq/tokenizer/tokenizer.h"
 
 namespace rptq {
 
@@ -59,6 +61,12 @@ CheckpointInfo inspect_checkpoint(const std::filesystem::path& path);
 // norms, reorder and quantizer parameters the exporting process used (bit-identical logits). Its config.json and
 // tokenizer files are written into `dir` by extract_checkpoint_files, so Tokenizer::load(dir) works.
 void extract_checkpoint_files(const std::filesystem::path& path, const std::filesystem::path& dir);
+
+// The tokenizer a checkpoint carries. Its files are extracted into a private folder under the system's temporary
+// directory (rptq-checkpoint-PID-XXXXXX), loaded, and removed; folders left by processes that no longer run (killed
+// mid-load) are removed by the next call. Errors name the checkpoint ("PATH:/files/tokenizer.json: ..."), never the
+// temporary folder.
+std::unique_ptr<Tokenizer> load_checkpoint_tokenizer(const std::filesystem::path& path);
 
 // True when the file starts with the HDF5 signature (so CLI commands can tell a checkpoint from a model folder).
 bool is_hdf5_file(const std::filesystem::path& path);
