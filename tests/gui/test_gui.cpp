@@ -31,6 +31,8 @@
 #include <QTreeWidget>
 #include <QtTest>
 
+#include <sys/stat.h>
+
 #include <cmath>
 #include <map>
 #include <memory>
@@ -57,6 +59,7 @@
 #include "main/step_list.h"
 #include "model/model_page.h"
 #include "quantize/quantize_job.h"
+#include "hostile_files.h"
 #include "quantize/quantize_page.h"
 #include "rptq/device.h"
 #include "rptq/model/model_info.h"
@@ -80,6 +83,12 @@ QString g_root;  // the temporary folder holding settings, data and the fake Hug
 void save_shot(QWidget* w, const QString& name) {
   const QString dir = qEnvironmentVariable("RPTQ_GUI_SHOTS_DIR");
   if (!dir.isEmpty()) w->grab().save(dir + QLatin1Char('/') + name + QStringLiteral(".png"));
+}
+
+void write_bytes(const QString& path, const std::string& bytes) {
+  QFile f(path);
+  QVERIFY(f.open(QIODevice::WriteOnly | QIODevice::Truncate));
+  QCOMPARE(f.write(bytes.data(), static_cast<qint64>(bytes.size())), static_cast<qint64>(bytes.size()));
 }
 
 QString stories_dir() { return rptq::ui::resources_dir() + QStringLiteral("/models/stories260k"); }
@@ -567,6 +576,46 @@ class GuiTest : public QObject {
     w_->go_to(MainWindow::CalibrateStep);
     QCOMPARE(w_->current_step(), MainWindow::CalibrateStep);
     QVERIFY(w_->calibrate_page()->calibrate_button()->isEnabled());
+  }
+
+  // Damaged statistics files and checkpoints each end in a dialog naming the file and the problem, and the window
+  // stays usable: inputs that crash libhdf5 when read in-process (tests/data/hostile: the workbench reads them in
+  // a child process first), a checkpoint with a damaged setting, a truncated file, a FIFO.
+  void damagedFilesShowErrorDialogs() {
+    open_window();
+    const auto before = w_->session()->model_ptr();
+    DialogCatcher catcher;
+    int expected = 0;
+    auto refused = [&](const QString& path, const QString& problem) {
+      w_->open_path(path);
+      ++expected;
+      QTRY_VERIFY_WITH_TIMEOUT(catcher.texts.size() == expected, 3 * kOpenTimeoutMs);
+      const QString& t = catcher.texts.back();
+      QVERIFY2(t.contains(QFileInfo(path).fileName()) && t.contains(problem), qPrintable(t));
+      QCOMPARE(w_->session()->model_ptr(), before);
+      QVERIFY(!w_->session()->stats());
+    };
+    const std::filesystem::path src = std::filesystem::path(RPTQ_RESOURCES_DIR).parent_path();
+    const auto crashers = rptq::test::legacy_stats_crashers(src);
+    QVERIFY(crashers.size() >= 5);
+    for (std::size_t i = 0; i < 2; ++i) {  // two of them: each costs two isolated reads
+      const QString p = tmp(QStringLiteral("crasher-%1.h5").arg(i));
+      write_bytes(p, crashers[i].bytes);
+      refused(p, QStringLiteral("damaged HDF5 file"));
+    }
+    // The legacy file cut short.
+    const std::string seed = rptq::test::legacy_stats_seed(src);
+    const QString cut = tmp(QStringLiteral("cut.h5"));
+    write_bytes(cut, seed.substr(0, seed.size() / 3));
+    refused(cut, QStringLiteral("cut.h5"));
+    // A FIFO named like a statistics file: refused without blocking.
+    const QString fifo = tmp(QStringLiteral("fifo.h5"));
+    QCOMPARE(::mkfifo(fifo.toUtf8().constData(), 0600), 0);
+    refused(fifo, QStringLiteral("FIFO"));
+    // Still usable: calibration runs and Explore shows it.
+    calibrate_small(tmp(QStringLiteral("after-damage.h5")));
+    explore(0, 1, 4);
+    QCOMPARE(w_->explore_page()->scatter()->distinct_colors(), 4);
   }
 
   void reopeningModelOffersLastStatistics() {

@@ -335,7 +335,7 @@ TEST(Checkpoint, NoWeightsListsWhatItLookedFor) {
                      {dir.string(), "no model weights", "model.safetensors.index.json", "model.safetensors,",
                       "pytorch_model.bin.index.json", "pytorch_model.bin"});
   expect_input_error([&] { Checkpoint::open(dir / "nope"); }, {"nope", "does not exist"});
-  expect_input_error([&] { Checkpoint::open(dir / "config.json"); }, {"config.json", "not a folder"});
+  expect_input_error([&] { Checkpoint::open(dir / "config.json"); }, {"config.json", "a file, not a model folder"});
 }
 
 TEST(Checkpoint, EmptyWeightFileIsAnError) {

@@ -4,15 +4,13 @@
 // (found by tools/fuzz, kept as byte patches of tests/data/hostile/legacy-stats.h5.gz) are refused cleanly.
 #include <hdf5.h>
 #include <sys/stat.h>
-#include <zlib.h>
-
-#include <nlohmann/json.hpp>
 
 #include <chrono>
 #include <csignal>
 #include <thread>
 
 #include "cli_support.h"
+#include "hostile_files.h"
 #include "io/hdf5_util.h"
 #include "rptq/base/error.h"
 #include "rptq/export/qcheckpoint.h"
@@ -24,27 +22,13 @@
 #include "test_support.h"
 
 namespace fs = std::filesystem;
-using nlohmann::json;
 using rptq::test::temp_dir;
 
 namespace {
 
-fs::path hostile_dir() { return rptq::test::source_dir() / "tests" / "data" / "hostile"; }
-
-std::string gunzip(const fs::path& p) {
-  gzFile f = gzopen(p.c_str(), "rb");
-  if (!f) throw std::runtime_error("cannot open " + p.string());
-  std::string out;
-  char buf[1 << 16];
-  int n;
-  while ((n = gzread(f, buf, sizeof buf)) > 0) out.append(buf, static_cast<std::size_t>(n));
-  gzclose(f);
-  return out;
-}
-
 // The legacy-layout statistics file every patch applies to.
 const std::string& legacy_seed() {
-  static const std::string s = gunzip(hostile_dir() / "legacy-stats.h5.gz");
+  static const std::string s = rptq::test::legacy_stats_seed(rptq::test::source_dir());
   return s;
 }
 
@@ -236,16 +220,13 @@ TEST(Hdf5Legacy, LegacyLayoutStillLoads) {
 // or made it loop when read in-process (found by rptq-fuzz --same-size with RPTQ_HDF5_ISOLATION=0). Now the read
 // runs in a child process first: each is refused with an InputError naming the file, and this process survives.
 TEST(Hdf5Legacy, InputsThatCrashedLibhdf5AreRefused) {
-  const json cases = json::parse(rptq::test::read_file(hostile_dir() / "legacy-stats-crashes.json"));
-  ASSERT_GE(cases.size(), 1u);
+  const auto cases = rptq::test::legacy_stats_crashers(rptq::test::source_dir());
+  ASSERT_GE(cases.size(), 5u);
   const fs::path dir = temp_dir("h5_crashers");
   for (std::size_t c = 0; c < cases.size(); ++c) {
-    std::string b = legacy_seed();
-    for (const auto& patch : cases[c]["patches"])
-      b.at(patch[0].get<std::size_t>()) = static_cast<char>(patch[1].get<int>());
     const fs::path p = dir / ("crasher-" + std::to_string(c) + ".h5");
-    rptq::test::write_file(p, b);
-    SCOPED_TRACE(cases[c]["found"].get<std::string>());
+    rptq::test::write_file(p, cases[c].bytes);
+    SCOPED_TRACE(cases[c].found);
     expect_refused(p, "");
   }
 }

@@ -5,6 +5,7 @@
 #include <QFileInfo>
 
 #include "rptq/base/error.h"
+#include "rptq/export/qcheckpoint.h"
 #include "rptq/export/stats_file.h"
 
 namespace rptq::ui {
@@ -26,23 +27,21 @@ OpenedSource open_source(const QString& path_in, const std::shared_ptr<JobProgre
     if (!rptq::is_hdf5_file(p))
       throw rptq::InputError(p + ": not a model folder, an RPTQ checkpoint (.h5) or a statistics file (.h5)");
     progress->set({0.1, QStringLiteral("reading %1").arg(fi.fileName())});
-    try {
-      auto m = std::make_shared<LoadedModel>();
-      m->kind = LoadedModel::Kind::Checkpoint;
-      m->path = path;
-      m->checkpoint = rptq::inspect_checkpoint(p);
-      m->load_seconds = timer.nsecsElapsed() / 1e9;
-      out.model = std::move(m);
+    // Which RPTQ file it is decides which reader's error is the useful one.
+    const std::string format = rptq::hdf5_format(p);
+    if (format == "rptq-channel-stats") {
+      out.stats = read_statistics_file(path);
       return out;
-    } catch (const rptq::InputError& as_checkpoint) {
-      // Not a checkpoint: perhaps channel statistics; if not those either, the checkpoint error is the useful one.
-      try {
-        out.stats = read_statistics_file(path);
-        return out;
-      } catch (const rptq::InputError&) {
-        throw as_checkpoint;
-      }
     }
+    if (format != "rptq-quantized-checkpoint")
+      throw rptq::InputError(p + ": an HDF5 file, but neither an RPTQ checkpoint nor a statistics file");
+    auto m = std::make_shared<LoadedModel>();
+    m->kind = LoadedModel::Kind::Checkpoint;
+    m->path = path;
+    m->checkpoint = rptq::inspect_checkpoint(p);
+    m->load_seconds = timer.nsecsElapsed() / 1e9;
+    out.model = std::move(m);
+    return out;
   }
   progress->set({0.0, QStringLiteral("inspecting %1").arg(fi.fileName())});
   auto m = std::make_shared<LoadedModel>();

@@ -1,7 +1,9 @@
 #include "rptq/export/qcheckpoint.h"
 
+#include <fcntl.h>
 #include <signal.h>
 #include <stdlib.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -27,6 +29,9 @@ namespace {
 
 constexpr const char* kFormat = "rptq-quantized-checkpoint";
 // Files of a Hugging Face folder a checkpoint carries so it runs on its own.
+// The largest linear dimension a checkpoint may declare (2^24: far above any model's; the product stays in int64).
+constexpr std::int64_t kMaxFeatures = std::int64_t{1} << 24;
+
 constexpr const char* kCarriedFiles[] = {"config.json",          "generation_config.json", "tokenizer.json",
                                          "tokenizer_config.json", "special_tokens_map.json", "vocab.json",
                                          "merges.txt",           "tokenizer.model"};
@@ -176,10 +181,21 @@ void write_linear_fp(h5::Writer& w, const std::string& g, const LinearWeights& l
 }  // namespace
 
 bool is_hdf5_file(const std::filesystem::path& path) {
-  std::ifstream f(path, std::ios::binary);
+  // A regular file only, opened without blocking: a FIFO is not an HDF5 file, and must not hang the caller.
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+  if (fd < 0) return false;
+  struct stat st {};
   char sig[8] = {};
-  f.read(sig, 8);
-  return f.gcount() == 8 && std::string(sig, 8) == std::string("\x89HDF\r\n\x1a\n", 8);
+  const bool ok = ::fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && ::pread(fd, sig, 8, 0) == 8;
+  ::close(fd);
+  return ok && std::string(sig, 8) == std::string("\x89HDF\r\n\x1a\n", 8);
+}
+
+std::string hdf5_format(const std::filesystem::path& path) {
+  return h5::guarded(path, [&] {
+    const h5::Reader f(path);
+    return f.has_attr("/", "format") ? f.attr_string("/", "format") : std::string();
+  });
 }
 
 void export_checkpoint(const QuantizedModel& q, const ChannelStats& stats, const std::filesystem::path& source_dir,
@@ -338,6 +354,9 @@ CheckpointInfo read_info(const h5::Reader& f, const std::filesystem::path& path)
       li.bits = static_cast<int>(f.attr_int(g, "bits"));
       li.out = f.attr_int(g, "out_features");
       li.in = f.attr_int(g, "in_features");
+      // Before any arithmetic on them (out x in of untrusted values could overflow).
+      if (li.out < 1 || li.out > kMaxFeatures || li.in < 1 || li.in > kMaxFeatures)
+        f.fail(g + ": implausible shape " + std::to_string(li.out) + " x " + std::to_string(li.in));
       if (li.bits < kFullPrecisionBits) {
         if (li.bits < 2 || li.bits > 8) f.fail(g + ": bits " + std::to_string(li.bits) + " outside 2..8");
         const auto shape = f.shape(g + "/codes");
@@ -573,6 +592,8 @@ std::unique_ptr<QuantizedModel> load_checkpoint(const std::filesystem::path& pat
         if (!f.exists(lg)) f.fail("missing " + lg);
         const int bits = static_cast<int>(f.attr_int(lg, "bits"));
         const std::int64_t out = f.attr_int(lg, "out_features"), in = f.attr_int(lg, "in_features");
+        if (out < 1 || out > kMaxFeatures || in < 1 || in > kMaxFeatures)
+          f.fail(lg + ": implausible shape " + std::to_string(out) + " x " + std::to_string(in));
         if (bits < kFullPrecisionBits) {
           if (bits < 2) f.fail(lg + ": bits " + std::to_string(bits) + " (2..8 or 16)");
           packed.packed[hf + hf_name + ".weight"] = read_packed(f, lg, bits, out, in);

@@ -51,8 +51,7 @@ void check_shard_name(const std::string& shard, const fs::path& index) {
 
 Checkpoint Checkpoint::open(const fs::path& model_dir) {
   std::error_code ec;
-  if (!fs::exists(model_dir, ec)) throw InputError(model_dir.string() + ": model folder does not exist");
-  if (!fs::is_directory(model_dir, ec)) throw InputError(model_dir.string() + ": not a folder");
+  require_model_folder(model_dir);
 
   const Candidate* found = nullptr;
   for (const auto& c : kCandidates)

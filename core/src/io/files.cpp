@@ -59,6 +59,20 @@ std::string read_file(const std::filesystem::path& path, std::uint64_t max_bytes
   return out;
 }
 
+void require_model_folder(const std::filesystem::path& folder) {
+  struct stat st {};
+  if (::stat(folder.c_str(), &st) != 0) {
+    const int err = errno;
+    throw InputError(folder.string() + (err == ENOENT ? std::string(": model folder does not exist")
+                                                      : ": cannot open (" + std::string(std::strerror(err)) + ")"));
+  }
+  if (S_ISDIR(st.st_mode)) return;
+  if (S_ISREG(st.st_mode))
+    throw InputError(folder.string() + ": a file, not a model folder (a Hugging Face model folder holds config.json "
+                                       "and the weights)");
+  throw InputError(folder.string() + ": is " + kind_of(st.st_mode) + ", not a model folder");
+}
+
 void check_output_target(const std::filesystem::path& target, bool overwrite) {
   struct stat st {};
   if (::lstat(target.c_str(), &st) != 0) return;  // a new path

@@ -16,7 +16,7 @@ ModelInfo inspect_model(const std::filesystem::path& dir) {
   ModelInfo info;
   info.dir = dir;
   std::error_code ec;
-  if (!std::filesystem::is_directory(dir, ec)) throw InputError(dir.string() + ": not a folder");
+  require_model_folder(dir);
   info.config = ModelConfig::load(dir);
   const Checkpoint ckpt = Checkpoint::open(dir);
   info.format = ckpt.format();

@@ -4,6 +4,7 @@
 #include <filesystem>
 
 #include "rptq/base/error.h"
+#include "rptq/io/files.h"
 #include "tokenizer/tokenizer_internal.h"
 
 namespace rptq {
@@ -247,6 +248,7 @@ std::string StreamDecoder::finish() {
 
 std::unique_ptr<Tokenizer> Tokenizer::load(const std::filesystem::path& model_dir) {
   namespace fs = std::filesystem;
+  require_model_folder(model_dir);
   // Present in any form (a FIFO or device too, or a dangling link): the loader reads it with read_file, which says
   // what is wrong with it, rather than this saying there is no tokenizer.
   const auto present = [](const fs::path& p) {

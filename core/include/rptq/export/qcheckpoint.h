@@ -71,4 +71,8 @@ std::unique_ptr<Tokenizer> load_checkpoint_tokenizer(const std::filesystem::path
 // True when the file starts with the HDF5 signature (so CLI commands can tell a checkpoint from a model folder).
 bool is_hdf5_file(const std::filesystem::path& path);
 
+// The root `format` attribute of an HDF5 file ("rptq-quantized-checkpoint", "rptq-channel-stats"), or "" when it
+// has none: which kind of RPTQ file it is. Read in a child process first (a damaged file throws InputError).
+std::string hdf5_format(const std::filesystem::path& path);
+
 }  // namespace rptq

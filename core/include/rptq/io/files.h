@@ -13,6 +13,10 @@ namespace rptq {
 // unreadable, or larger than max_bytes (text inputs: config, tokenizer and data files).
 std::string read_file(const std::filesystem::path& path, std::uint64_t max_bytes = std::uint64_t{1} << 31);
 
+// Checks that `folder` is a model folder (a directory, or a link to one). Throws InputError "PATH: ..." saying what
+// it is instead: missing, a regular file (perhaps a checkpoint or statistics file), a FIFO, a device.
+void require_model_folder(const std::filesystem::path& folder);
+
 // Checks that `target` may be written: a new path, or (with overwrite) an existing regular file or a symlink to
 // one. Throws OutputExists when it exists and overwrite is false, InputError when it is not a regular file.
 void check_output_target(const std::filesystem::path& target, bool overwrite);
