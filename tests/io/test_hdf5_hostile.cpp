@@ -3,6 +3,7 @@
 // versions (no checksums, variable-length strings) still load; the inputs that crashed libhdf5 when read in-process
 // (found by tools/fuzz, kept as byte patches of tests/data/hostile/legacy-stats.h5.gz) are refused cleanly.
 #include <hdf5.h>
+#include <omp.h>
 #include <sys/stat.h>
 
 #include <chrono>
@@ -262,6 +263,26 @@ TEST(Hdf5Isolation, CrashHangAndErrorsInTheChild) {
     EXPECT_STREQ(e.what(), "x.h5: the problem");
   }
   EXPECT_NO_THROW(rptq::h5::probe(p, [] {}));
+}
+
+// OpenMP in the child after the parent has used it (a calibration before opening a checkpoint, in the workbench's
+// worker threads): libgomp is not fork-safe, and without care the child's parallel region waits forever.
+TEST(Hdf5Isolation, OpenMpWorksInTheChild) {
+  const fs::path p = temp_dir("h5_probe_omp") / "x.h5";
+  rptq::test::write_file(p, "x");
+  auto sum = [] {
+    double s = 0;
+#pragma omp parallel for reduction(+ : s)
+    for (int i = 0; i < 100000; ++i) s += i;
+    return s;
+  };
+  const int threads = omp_get_max_threads();
+  omp_set_num_threads(2);  // a pool of threads here, even on one core
+  EXPECT_EQ(sum(), 4999950000.0);
+  omp_set_num_threads(threads);
+  EXPECT_NO_THROW(rptq::h5::probe(p, [&] {
+    if (sum() != 4999950000.0) throw rptq::InputError("x.h5: wrong sum");
+  }, 10));
 }
 
 // ---- hostile structures: checked before libhdf5 acts on them ----

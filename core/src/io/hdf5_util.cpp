@@ -1,6 +1,7 @@
 #include "io/hdf5_util.h"
 
 #include <fcntl.h>
+#include <omp.h>
 #include <poll.h>
 #include <pthread.h>
 #include <sys/stat.h>
@@ -124,6 +125,9 @@ void probe(const std::filesystem::path& path, const std::function<void()>& load,
     sigemptyset(&unblock);
     for (int sig : {SIGSEGV, SIGBUS, SIGFPE, SIGILL, SIGABRT}) sigaddset(&unblock, sig);
     ::pthread_sigmask(SIG_UNBLOCK, &unblock, nullptr);
+    // OpenMP (libgomp) is not fork-safe: a parallel region in the child of a thread that has run one waits forever
+    // for pool threads that do not exist here. One thread runs regions inline.
+    omp_set_num_threads(1);
     ::close(fds[0]);
     std::string report;
     try {
