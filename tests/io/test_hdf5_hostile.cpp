@@ -116,6 +116,21 @@ void replace_dataset(hid_t f, const char* ds, hid_t dcpl, hid_t type = H5T_STD_I
   H5Sclose(sp);
 }
 
+// Sets element `at` of float dataset `ds` to v (through the library: checksums stay right).
+void poke(const fs::path& file, const char* ds, std::size_t at, float v) {
+  edit_h5(file, [&](hid_t f) {
+    const hid_t d = H5Dopen2(f, ds, H5P_DEFAULT);
+    ASSERT_GE(d, 0) << ds;
+    const hid_t sp = H5Dget_space(d);
+    std::vector<float> x(static_cast<std::size_t>(H5Sget_simple_extent_npoints(sp)));
+    H5Dread(d, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, x.data());
+    x.at(at) = v;
+    H5Dwrite(d, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, x.data());
+    H5Sclose(sp);
+    H5Dclose(d);
+  });
+}
+
 }  // namespace
 
 // ---- the layout written now ----
@@ -406,18 +421,6 @@ TEST(Hdf5Hostile, FifosAndDevicesAreRefused) {
 // k-means or quantizing with NaN.
 TEST(Hdf5Hostile, NonFiniteAndInvertedRangesAreRefused) {
   const fs::path p = fresh_stats("h5_nan");
-  auto poke = [](const fs::path& file, const char* ds, std::size_t at, float v) {
-    edit_h5(file, [&](hid_t f) {
-      const hid_t d = H5Dopen2(f, ds, H5P_DEFAULT);
-      const hid_t sp = H5Dget_space(d);
-      std::vector<float> x(static_cast<std::size_t>(H5Sget_simple_extent_npoints(sp)));
-      H5Dread(d, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, x.data());
-      x.at(at) = v;
-      H5Dwrite(d, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, x.data());
-      H5Sclose(sp);
-      H5Dclose(d);
-    });
-  };
   poke(p, "/layers/0/attn_input/max", 3, std::nanf(""));
   expect_refused(p, "/layers/0/attn_input/max: value 3 is not finite");
   const fs::path q = fresh_stats("h5_inverted");
@@ -478,4 +481,19 @@ TEST(Hdf5Hostile, CheckpointTokenizerErrorsNameTheCheckpointAndLeaveNoFolder) {
     EXPECT_EQ(std::string(e.what()).find(tmp.string() + "/rptq-checkpoint"), std::string::npos) << e.what();
   }
   EXPECT_EQ(count(), 0);
+}
+
+// Static activation quantizers of a checkpoint: a scale that is not positive and finite is refused at load, naming
+// the dataset (the fuzzer found it failing only in the forward pass, in a message naming no file).
+TEST(Hdf5Hostile, CheckpointActivationScalesAreChecked) {
+  const fs::path p = fresh_checkpoint("h5_act_scale");
+  poke(p, "/layers/1/activations/ffn_input/scale", 2, -3.0f);
+  try {
+    (void)rptq::load_checkpoint(p);
+    ADD_FAILURE() << "loaded";
+  } catch (const rptq::InputError& e) {
+    EXPECT_NE(std::string(e.what()).find(p.string() + ": /layers/1/activations/ffn_input/scale: cluster 2's scale"),
+              std::string::npos)
+        << e.what();
+  }
 }

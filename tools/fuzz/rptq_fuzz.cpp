@@ -130,10 +130,7 @@ void open_it(const Args& a, const fs::path& input, const fs::path& folder) {
   if (a.kind == "checkpoint") {
     (void)inspect_checkpoint(input);
     auto q = load_checkpoint(input);
-    const fs::path dir = folder / "files";
-    fs::remove_all(dir);
-    extract_checkpoint_files(input, dir);
-    auto tok = Tokenizer::load(dir);
+    auto tok = load_checkpoint_tokenizer(input);  // as rptq eval and generate load it
     std::vector<std::int32_t> ids = tok->encode("Once upon a time");
     if (ids.empty()) ids.push_back(0);
     (void)q->model().forward(ids, 1, nullptr, q->hook());

@@ -701,7 +701,15 @@ std::unique_ptr<QuantizedModel> load_checkpoint(const std::filesystem::path& pat
           const std::int64_t k = static_cast<std::int64_t>(tq.boundaries.size()) - 1;
           const auto sc = f.read_f32(tg + "/scale", {k});
           const auto zp = f.read_f32(tg + "/zero_point", {k});
-          for (std::int64_t i = 0; i < k; ++i) tq.params.push_back({sc[static_cast<std::size_t>(i)], zp[static_cast<std::size_t>(i)], tq.bits});
+          for (std::int64_t i = 0; i < k; ++i) {
+            const float s = sc[static_cast<std::size_t>(i)], z = zp[static_cast<std::size_t>(i)];
+            // What the quantizer needs, checked here rather than in the forward pass far from the file.
+            if (!(s > 0.0f) || !std::isfinite(s))
+              f.fail(tg + "/scale: cluster " + std::to_string(i) + "'s scale " + std::to_string(s) +
+                     " is not a positive finite number");
+            if (!std::isfinite(z)) f.fail(tg + "/zero_point: cluster " + std::to_string(i) + "'s zero point is not finite");
+            tq.params.push_back({s, z, tq.bits});
+          }
         }
       }
     }
