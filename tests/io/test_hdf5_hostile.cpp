@@ -224,12 +224,20 @@ TEST(Hdf5Legacy, LegacyLayoutStillLoads) {
   EXPECT_EQ(s.settings.samples, 1);
   EXPECT_EQ(s.settings.seqlen, 8);
   EXPECT_EQ(s.architecture, "LLaMA");
-  // The same statistics as the file the current layout writes for the same run.
+  // The same statistics as this build calibrates for the same run (the legacy file's were computed by a Release
+  // build: equal up to the last bits other compiler flags give, 1e-5 relative).
   const rptq::ChannelStats now = rptq::load_stats(fresh_stats("h5_legacy_now"));
   EXPECT_EQ(s.tokens, now.tokens);
   ASSERT_EQ(s.ranges.size(), now.ranges.size());
-  EXPECT_EQ(s.ranges[2].taps[0].max, now.ranges[2].taps[0].max);
-  EXPECT_EQ(s.ranges[4].scores.min, now.ranges[4].scores.min);
+  auto near = [](const std::vector<float>& a, const std::vector<float>& b) {
+    if (a.size() != b.size()) return false;
+    for (std::size_t i = 0; i < a.size(); ++i)
+      if (std::abs(a[i] - b[i]) > 1e-5f * std::max(1.0f, std::abs(b[i]))) return false;
+    return true;
+  };
+  EXPECT_TRUE(near(s.ranges[2].taps[0].max, now.ranges[2].taps[0].max));
+  EXPECT_TRUE(near(s.ranges[4].scores.min, now.ranges[4].scores.min));
+  EXPECT_FALSE(near(s.ranges[2].taps[0].max, now.ranges[2].taps[0].min));  // (the comparison can fail)
 }
 
 // Each of these one- or few-byte changes of the legacy file crashed libhdf5 1.10.8 (SIGSEGV, out-of-bounds memcpy)
