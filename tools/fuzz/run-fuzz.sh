@@ -59,5 +59,16 @@ run config "$seeds/hf-export/config.json" "$seeds/hf-export"
 for t in basic protocol4 shared_storage shard-00001-of-00002; do
   run torch "$src/tests/data/torch/$t.bin"
 done
+# The command line's side: the same kinds of mutation through the rptq binary itself, which must exit 0, or 2 with
+# one line naming the file (a twentieth of the iterations, at least 10: each run is a whole process).
+cli_iterations=$(( iterations / 20 > 10 ? iterations / 20 : 10 ))
+cli() { "$src/tools/fuzz/cli_fuzz.py" "$rptq" "$@" || status=1; }
+cli stats "$seeds/stats.h5" "$cli_iterations" "$out/work-cli"
+cli stats "$seeds/stats-legacy.h5" "$cli_iterations" "$out/work-cli"
+cli checkpoint "$seeds/checkpoint.h5" "$cli_iterations" "$out/work-cli"
+cli checkpoint "$seeds/checkpoint-legacy.h5" "$cli_iterations" "$out/work-cli"
+cli model "$model/model.safetensors" "$cli_iterations" "$out/work-cli" "$model"
+cli model "$model/config.json" "$cli_iterations" "$out/work-cli" "$model"
+cli model "$model/tokenizer.json" "$cli_iterations" "$out/work-cli" "$model"
 rm -rf "$out/work"
 exit $status
