@@ -505,3 +505,32 @@ TEST(Hdf5Hostile, CheckpointActivationScalesAreChecked) {
         << e.what();
   }
 }
+
+// A dataset of the wrong rank where a list is expected (the fuzzer found a scalar group_boundaries ending in an
+// internal error, exit 1): refused naming the dataset.
+TEST(Hdf5Hostile, CheckpointScalarWhereAListIsExpected) {
+  const fs::path p = fresh_checkpoint("h5_scalar_list");
+  edit_h5(p, [](hid_t f) {
+    ASSERT_GE(H5Ldelete(f, "/layers/0/linear/q/group_boundaries", H5P_DEFAULT), 0);
+    const hid_t sp = H5Screate(H5S_SCALAR);
+    const hid_t d = H5Dcreate2(f, "/layers/0/linear/q/group_boundaries", H5T_STD_I32LE, sp, H5P_DEFAULT, H5P_DEFAULT,
+                               H5P_DEFAULT);
+    const std::int32_t v = 0;
+    H5Dwrite(d, H5T_NATIVE_INT32, H5S_ALL, H5S_ALL, H5P_DEFAULT, &v);
+    H5Dclose(d);
+    H5Sclose(sp);
+  });
+  for (int deep = 0; deep < 2; ++deep) {
+    try {
+      if (deep)
+        (void)rptq::load_checkpoint(p);
+      else
+        (void)rptq::inspect_checkpoint(p);
+      ADD_FAILURE() << "loaded";
+    } catch (const rptq::InputError& e) {
+      EXPECT_NE(std::string(e.what()).find(p.string() + ": /layers/0/linear/q/group_boundaries is not one list"),
+                std::string::npos)
+          << e.what();
+    }
+  }
+}

@@ -364,7 +364,10 @@ CheckpointInfo read_info(const h5::Reader& f, const std::filesystem::path& path)
           f.fail(g + "/codes: " + std::to_string(shape.empty() ? 0 : shape[0]) + " bytes do not hold " +
                  std::to_string(li.out) + " x " + std::to_string(li.in) + " " + std::to_string(li.bits) +
                  "-bit codes");
-        li.groups = f.shape(g + "/group_boundaries").at(0) - 1;
+        const auto gb = f.shape(g + "/group_boundaries");
+        if (gb.size() != 1 || gb[0] < 2 || gb[0] > li.in + 1)
+          f.fail(g + "/group_boundaries is not one list of 2.." + std::to_string(li.in + 1) + " boundaries");
+        li.groups = gb[0] - 1;
         li.packed_bytes = static_cast<std::uint64_t>(shape[0]);  // the codes themselves (checked above)
         li.param_bytes = 0;
         for (const char* d : {"scales", "scale_exponents", "zero_points", "zero_point_exceptions",

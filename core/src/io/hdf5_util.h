@@ -76,7 +76,8 @@ void probe(const std::filesystem::path& path, const std::function<void()>& load,
 [[noreturn]] void rethrow_naming(const std::filesystem::path& path, const std::exception& e);
 
 // probe(path, load), then load() here: what every loader of an untrusted .h5 file calls. Every InputError it
-// throws names the file.
+// throws names the file; a std::logic_error (out_of_range, length_error: an index or size a check missed) from the
+// reading becomes one.
 template <typename F>
 auto guarded(const std::filesystem::path& path, F&& load) -> decltype(load()) {
   auto named = [&]() -> decltype(load()) {
@@ -84,6 +85,8 @@ auto guarded(const std::filesystem::path& path, F&& load) -> decltype(load()) {
       return load();
     } catch (const InputError& e) {
       rethrow_naming(path, e);
+    } catch (const std::logic_error& e) {  // an index or size a check missed: still the file's fault
+      rethrow_naming(path, InputError(std::string("damaged or inconsistent file (") + e.what() + ")"));
     }
   };
   probe(path, [&] { (void)named(); });
