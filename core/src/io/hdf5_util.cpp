@@ -510,29 +510,20 @@ void Writer::attr(const std::string& object, const std::string& name, const std:
   std::lock_guard<std::recursive_mutex> g(mutex());
   // Fixed-length (null-padded UTF-8): kept in the checksummed object header, never in the global heap.
   if (value.size() > kMaxAttrString) fail("attribute " + name + " on " + object + " is too long");
-  if (legacy_) {
-    Handle t(H5Tcopy(H5T_C_S1), H5Tclose);
-    H5Tset_size(t.id(), H5T_VARIABLE);
-    H5Tset_cset(t.id(), H5T_CSET_UTF8);
-    Handle sp(H5Screate(H5S_SCALAR), H5Sclose);
-    Handle a(H5Acreate_by_name(file_.id(), object.c_str(), name.c_str(), t.id(), sp.id(), H5P_DEFAULT, H5P_DEFAULT,
-                               H5P_DEFAULT),
-             H5Aclose);
-    const char* s = value.c_str();
-    if (!a.valid() || H5Awrite(a.id(), t.id(), &s) < 0) fail("cannot write attribute " + name + " on " + object);
-    return;
-  }
+  // The legacy layout's variable-length string, or a fixed-length one of the value's size (at least one byte).
+  std::string padded = value;
+  padded.resize(std::max<std::size_t>(value.size(), 1), '\0');
   Handle t(H5Tcopy(H5T_C_S1), H5Tclose);
-  H5Tset_size(t.id(), std::max<std::size_t>(value.size(), 1));
-  H5Tset_strpad(t.id(), H5T_STR_NULLPAD);
+  H5Tset_size(t.id(), legacy_ ? H5T_VARIABLE : padded.size());
+  if (!legacy_) H5Tset_strpad(t.id(), H5T_STR_NULLPAD);
   H5Tset_cset(t.id(), H5T_CSET_UTF8);
   Handle sp(H5Screate(H5S_SCALAR), H5Sclose);
   Handle a(H5Acreate_by_name(file_.id(), object.c_str(), name.c_str(), t.id(), sp.id(), H5P_DEFAULT, H5P_DEFAULT,
                              H5P_DEFAULT),
            H5Aclose);
-  std::string padded = value;
-  padded.resize(std::max<std::size_t>(value.size(), 1), '\0');
-  if (!a.valid() || H5Awrite(a.id(), t.id(), padded.data()) < 0) fail("cannot write attribute " + name + " on " + object);
+  const char* vl = value.c_str();
+  const void* buf = legacy_ ? static_cast<const void*>(&vl) : static_cast<const void*>(padded.data());
+  if (!a.valid() || H5Awrite(a.id(), t.id(), buf) < 0) fail("cannot write attribute " + name + " on " + object);
 }
 
 void Writer::attr(const std::string& object, const std::string& name, std::int64_t value) {

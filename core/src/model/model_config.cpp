@@ -59,25 +59,23 @@ struct Reader {
   }
 };
 
-float check_theta(const std::string& src, const char* what, double theta) {
-  if (!(theta > 1.0 && theta < 1e12)) {  // also false for NaN
+// A number in the open interval (lo, hi), as a float; InputError naming the file and the key otherwise (also NaN).
+float check_open_range(const std::string& src, const char* key, double v, double lo, double hi) {
+  if (!(v > lo && v < hi)) {
     std::ostringstream msg;
-    msg << src << ": " << what << " = " << theta << " is outside the supported range (1, 1e12)";
+    msg << src << ": " << key << " = " << v << " is outside the supported range (" << lo << ", " << hi << ")";
     throw InputError(msg.str());
   }
-  return static_cast<float>(theta);
+  return static_cast<float>(v);
+}
+
+float check_theta(const std::string& src, const char* what, double theta) {
+  return check_open_range(src, what, theta, 1.0, 1e12);
 }
 
 // A normalization epsilon: a small positive number (transformers' configs: 1e-5, 1e-6). Zero, a negative value,
 // infinity or an epsilon of 1 or more would make the norms divide by zero or swamp the variance.
-float check_eps(const std::string& src, const char* key, double eps) {
-  if (!(eps > 0.0 && eps < 1.0)) {  // also false for NaN
-    std::ostringstream msg;
-    msg << src << ": " << key << " = " << eps << " is outside the supported range (0, 1)";
-    throw InputError(msg.str());
-  }
-  return static_cast<float>(eps);
-}
+float check_eps(const std::string& src, const char* key, double eps) { return check_open_range(src, key, eps, 0.0, 1.0); }
 
 void require_positive(const std::string& src, const char* what, std::int64_t v, std::int64_t limit) {
   if (v <= 0 || v > limit)
