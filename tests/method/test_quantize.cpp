@@ -8,6 +8,7 @@
 #include "rptq/eval/compare.h"
 #include "rptq/base/error.h"
 #include "rptq/eval/generate.h"
+#include "rptq/eval/memory_model.h"
 #include "rptq/export/qcheckpoint.h"
 #include "rptq/method/quantize.h"
 #include "rptq/tokenizer/tokenizer.h"
@@ -524,6 +525,70 @@ TEST(Overrides, WeightBitsPerLinearAndThroughTheCheckpoint) {
   rtn.weight_method = rptq::WeightMethod::RTN;
   rtn.act_order = true;
   EXPECT_THROW(rtn.validate(), rptq::InputError);
+}
+
+// Cluster-count overrides: the selected layers' R1 / R4 / R5 get the override's clusters (their quantizers and the
+// weight groups of the linears reading them follow), R2 / R3 (which also order K and V) never change, and the
+// checkpoint gives the same model back.
+TEST(Overrides, ClusterCountsPerLayerAndThroughTheCheckpoint) {
+  const StoriesSetup st = calibrated_stories();
+  const int L = st.layers;
+  ASSERT_GE(L, 3);
+  rptq::QuantConfig c = rptq::QuantConfig::preset("W4A8");
+  c.overrides.push_back(rptq::parse_override("layers=0,R1:clusters=2"));
+  c.overrides.push_back(rptq::parse_override("layers=1,ffn_hidden:clusters=3"));
+  c.overrides.push_back(rptq::parse_override("layers=2:clusters=5"));  // no tap named: R1, R4 and R5
+  c.validate();
+  auto want = [&](int l, int index) {
+    if (l == 0 && index == 1) return 2;
+    if (l == 1 && index == 5) return 3;
+    if (l == 2 && (index == 1 || index == 4 || index == 5)) return 5;
+    return c.clusters_of(index);
+  };
+  auto q = rptq::quantize(rptq::Model::load(st.dir), st.stats, c);
+  const rptq::ModelConfig& m = q->model().config();
+  ASSERT_TRUE(m.pre_layer_norm);  // stories260k: R1 and R4 are clustered (post-LN OPT keeps them whole)
+  for (int l = 0; l < L; ++l) {
+    SCOPED_TRACE("layer " + std::to_string(l));
+    const rptq::LayerReorder& r = q->layer(l).reorder;
+    EXPECT_EQ(r.r1.clusters(), std::min<std::int64_t>(want(l, 1), m.hidden));
+    EXPECT_EQ(r.r4.clusters(), std::min<std::int64_t>(want(l, 4), m.hidden));
+    EXPECT_EQ(r.r5.clusters(), std::min<std::int64_t>(want(l, 5), m.intermediate));
+    EXPECT_EQ(r.r2.clusters(), q->layer(0).reorder.r2.clusters());  // R2, R3: one layout for all layers
+    EXPECT_EQ(r.r3.clusters(), q->layer(0).reorder.r3.clusters());
+    for (int index : {1, 2, 3, 4, 5}) EXPECT_EQ(c.clusters_of(l, index), want(l, index)) << "R" << index;
+    // The tap quantizers: one static range per cluster of their index.
+    EXPECT_EQ(q->layer(l).taps[static_cast<std::size_t>(Tap::AttnInput)].params.size(),
+              static_cast<std::size_t>(r.r1.clusters()));
+    EXPECT_EQ(q->layer(l).taps[static_cast<std::size_t>(Tap::FfnHidden)].params.size(),
+              static_cast<std::size_t>(r.r5.clusters()));
+  }
+  // The memory model counts the same groups: R5 of layer 1 has 3 and layer 2 has 5 instead of 32 per down row.
+  rptq::QuantConfig plain = rptq::QuantConfig::preset("W4A8");
+  const auto em = rptq::estimate_memory(m, c, 1, 8), ep = rptq::estimate_memory(m, plain, 1, 8);
+  const std::int64_t d = m.hidden, f = m.intermediate, qkv = m.q_dim() + 2 * m.kv_dim();
+  const std::int64_t r1 = std::min<std::int64_t>(32, d), r4 = r1, r5 = std::min<std::int64_t>(32, f);
+  const std::int64_t delta = qkv * ((2 - r1) + (5 - r1))   // q, k, v of layers 0 and 2
+                             + 2 * f * (5 - r4)             // gate and up of layer 2
+                             + d * ((3 - r5) + (5 - r5));   // down of layers 1 and 2
+  EXPECT_EQ(static_cast<std::int64_t>(em.linear_param_bytes) - static_cast<std::int64_t>(ep.linear_param_bytes),
+            delta * 4);  // an FP16 scale and zero point per group
+  EXPECT_EQ(em.linear_weight_bytes, ep.linear_weight_bytes);
+
+  const auto path = rptq::test::temp_dir("cluster-overrides") / "q.h5";
+  rptq::export_checkpoint(*q, st.stats, st.dir, path);
+  auto back = rptq::load_checkpoint(path);
+  EXPECT_EQ(back->config().overrides_spec(), c.overrides_spec());
+  const std::vector<std::int32_t> eval(st.ids.begin(), st.ids.begin() + 97);
+  rptq::PerplexityOptions po;
+  po.seqlen = 48;
+  const double p_q = rptq::perplexity(q->model(), eval, po, q->hook()).ppl;
+  EXPECT_TRUE(std::isfinite(p_q));
+  EXPECT_NEAR(rptq::perplexity(back->model(), eval, po, back->hook()).ppl, p_q, 1e-4 * p_q);
+
+  for (const char* bad : {"q:clusters=4", "layers=0,R3:clusters=2", "R2:clusters=8", "attn_output:clusters=2",
+                          "ffn_hidden:clusters=0", "ffn_hidden:clusters=x"})
+    EXPECT_THROW(rptq::parse_override(bad), rptq::InputError) << bad;
 }
 
 // GPTQ's Hessians come from the measuring pass, in the layer's original channel order, and are permuted into the

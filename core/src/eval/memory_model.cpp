@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cctype>
 #include <map>
+#include <utility>
 
 #include "rptq/base/error.h"
 
@@ -38,30 +39,31 @@ u64 u(std::int64_t v) { return static_cast<u64>(v); }
 
 // One linear [out, in] whose input is split into `heads` equal parts of `clusters` clusters each.
 struct LinearShape {
-  std::int64_t out, in, clusters, heads;
-  Tap input;  // the tap it reads (its weight bits may be overridden per layer)
+  std::int64_t out, in;
+  int index;  // the reorder index on its input, whose clusters (per head) are its input groups
+  std::int64_t heads;
+  Tap input;  // the tap it reads (its weight bits and clusters may be overridden per layer)
 };
 
 // Input groups per output row: the clusters of the reorder index on the input (per head), capped at the width.
-u64 input_groups(const QuantConfig& q, const LinearShape& l) {
+u64 input_groups(const QuantConfig& q, const LinearShape& l, std::int64_t clusters) {
   if (q.weight_group > 0) return (u(l.in) + u(q.weight_group) - 1) / u(q.weight_group);
-  return mul(u(l.heads), u(std::min(l.clusters, l.in / l.heads)));
+  return mul(u(l.heads), u(std::min(clusters, l.in / l.heads)));
 }
 
-std::vector<LinearShape> layer_linears(const ModelConfig& m, const QuantConfig& q) {
+std::vector<LinearShape> layer_linears(const ModelConfig& m) {
   const std::int64_t d = m.hidden, f = m.intermediate;
-  const std::int64_t r1 = q.clusters_of(1), r3 = q.clusters_of(3), r4 = q.clusters_of(4), r5 = q.clusters_of(5);
-  std::vector<LinearShape> ls = {{m.q_dim(), d, r1, 1, Tap::AttnInput},
-                                 {m.kv_dim(), d, r1, 1, Tap::AttnInput},
-                                 {m.kv_dim(), d, r1, 1, Tap::AttnInput},
-                                 {d, m.q_dim(), r3, m.heads, Tap::AttnOutput}};
+  std::vector<LinearShape> ls = {{m.q_dim(), d, 1, 1, Tap::AttnInput},
+                                 {m.kv_dim(), d, 1, 1, Tap::AttnInput},
+                                 {m.kv_dim(), d, 1, 1, Tap::AttnInput},
+                                 {d, m.q_dim(), 3, m.heads, Tap::AttnOutput}};
   if (m.arch == Architecture::OPT) {
-    ls.push_back({f, d, r4, 1, Tap::FfnInput});   // fc1
-    ls.push_back({d, f, r5, 1, Tap::FfnHidden});  // fc2
+    ls.push_back({f, d, 4, 1, Tap::FfnInput});   // fc1
+    ls.push_back({d, f, 5, 1, Tap::FfnHidden});  // fc2
   } else {
-    ls.push_back({f, d, r4, 1, Tap::FfnInput});   // gate
-    ls.push_back({f, d, r4, 1, Tap::FfnInput});   // up
-    ls.push_back({d, f, r5, 1, Tap::FfnHidden});  // down
+    ls.push_back({f, d, 4, 1, Tap::FfnInput});   // gate
+    ls.push_back({f, d, 4, 1, Tap::FfnInput});   // up
+    ls.push_back({d, f, 5, 1, Tap::FfnHidden});  // down
   }
   return ls;
 }
@@ -118,22 +120,27 @@ MemoryEstimate estimate_memory(const ModelConfig& m, const QuantConfig& q, std::
   e.kv_bits = q.kv_bits();
 
   // Weights: the layers' linears packed (or FP16), their per-group parameters, and the FP16 rest.
-  // Layers counted by weight bits: all at wbits, unless overrides give some layers other bits.
-  const bool per_layer =
-      std::any_of(q.overrides.begin(), q.overrides.end(), [](const TapOverride& o) { return o.wbits > 0; });
-  for (const LinearShape& l : layer_linears(m, q)) {
+  // Layers counted by (weight bits, input clusters): all alike, unless overrides set some layers' bits or clusters.
+  const bool per_layer = q.overrides_clusters() || std::any_of(q.overrides.begin(), q.overrides.end(),
+                                                               [](const TapOverride& o) { return o.wbits > 0; });
+  for (const LinearShape& l : layer_linears(m)) {
     const u64 n = mul(u(l.out), u(l.in));
-    std::map<int, u64> layers_at;  // bits -> layers
+    std::map<std::pair<int, int>, u64> layers_at;  // (bits, clusters) -> layers
     if (!q.quantizes_weights())
-      layers_at[kFullPrecisionBits] = u(m.layers);
+      layers_at[{kFullPrecisionBits, 0}] = u(m.layers);
     else if (!per_layer)
-      layers_at[q.wbits] = u(m.layers);
+      layers_at[{q.wbits, q.clusters_of(l.index)}] = u(m.layers);
     else
-      for (std::int64_t layer = 0; layer < m.layers; ++layer) ++layers_at[q.weight_bits(static_cast<int>(layer), l.input)];
-    for (const auto& [bits, count] : layers_at) {
+      for (std::int64_t layer = 0; layer < m.layers; ++layer) {
+        const int li = static_cast<int>(layer);
+        ++layers_at[{q.weight_bits(li, l.input), q.clusters_of(li, l.index)}];
+      }
+    for (const auto& [key, count] : layers_at) {
+      const auto [bits, clusters] = key;
       if (bits < kFullPrecisionBits) {
         e.linear_weight_bytes = add(e.linear_weight_bytes, mul(count, bits_to_bytes(mul(n, u(bits)))));
-        e.linear_param_bytes = add(e.linear_param_bytes, mul({count, u(l.out), input_groups(q, l), kParamBytes}));
+        e.linear_param_bytes =
+            add(e.linear_param_bytes, mul({count, u(l.out), input_groups(q, l, clusters), kParamBytes}));
       } else {
         e.linear_weight_bytes = add(e.linear_weight_bytes, mul({count, n, kFpBytes}));
       }

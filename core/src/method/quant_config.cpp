@@ -89,10 +89,12 @@ TapOverride parse_override(const std::string& spec) {
     if (!found) throw bad(part, "is neither layers=..., a tap name (attn_input, q, attn_output, ffn_input, "
                                 "ffn_hidden) nor R1..R5");
   }
+  const bool taps_named = o.taps != 0;
   if (o.taps == 0)
     for (Tap t : kAllTaps)
       if (t != Tap::K && t != Tap::V) o.taps |= 1u << static_cast<unsigned>(t);
-  if (set.empty()) throw bad(spec, "sets nothing (abits=N, wbits=N, dynamic, per-token or static after the colon)");
+  if (set.empty())
+    throw bad(spec, "sets nothing (abits=N, wbits=N, clusters=N, dynamic, per-token or static after the colon)");
   for (const std::string& part : split(set, ',')) {
     const std::string l = lower(part);
     if (l.rfind("abits=", 0) == 0) {
@@ -107,10 +109,18 @@ TapOverride parse_override(const std::string& spec) {
                                               (1u << static_cast<unsigned>(Tap::FfnHidden));
       if ((o.taps & kLinearInputs) == 0)
         throw bad(part, "selects no linear's input (attn_input, attn_output, ffn_input or ffn_hidden; R1, R3, R4, R5)");
+    } else if (l.rfind("clusters=", 0) == 0) {
+      o.clusters = to_int(l.substr(9), part);
+      if (o.clusters < 1) throw bad(part, "needs at least 1 cluster");
+      constexpr std::uint32_t kShared = (1u << static_cast<unsigned>(Tap::Q)) |
+                                        (1u << static_cast<unsigned>(Tap::AttnOutput));
+      if (taps_named && (o.taps & kShared))
+        throw bad(part, "selects R2 or R3 (q, attn_output), which also order K and V, one KV cache layout for every "
+                        "layer: set their clusters for all layers with --clusters");
     } else if (l == "dynamic" || l == "static" || l == "per-token" || l == "per_token") {
       o.dynamic = l == "dynamic" ? 1 : l == "static" ? 0 : 2;
     } else {
-      throw bad(part, "is not abits=N, wbits=N, dynamic, per-token or static");
+      throw bad(part, "is not abits=N, wbits=N, clusters=N, dynamic, per-token or static");
     }
   }
   return o;
@@ -128,6 +138,19 @@ int QuantConfig::weight_bits(int layer, Tap input) const {
   for (const TapOverride& o : overrides)
     if (o.wbits > 0 && o.selects(layer, input)) b = o.wbits;
   return b;
+}
+
+int QuantConfig::clusters_of(int layer, int reorder_index) const {
+  int k = clusters_of(reorder_index);
+  const Tap t = reorder_index == 1 ? Tap::AttnInput : reorder_index == 4 ? Tap::FfnInput : Tap::FfnHidden;
+  if (reorder_index == 2 || reorder_index == 3) return k;  // they also order K / V: one layout for all layers
+  for (const TapOverride& o : overrides)
+    if (o.clusters > 0 && o.selects(layer, t)) k = o.clusters;
+  return k;
+}
+
+bool QuantConfig::overrides_clusters() const {
+  return std::any_of(overrides.begin(), overrides.end(), [](const TapOverride& o) { return o.clusters > 0; });
 }
 
 bool QuantConfig::dynamic(int layer, Tap t) const {

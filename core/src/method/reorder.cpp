@@ -264,7 +264,7 @@ TapClusters cluster_reorder_index(int r, const ModelConfig& m, const LayerRanges
 LayerReorder plan_layer_reorder(const ModelConfig& m, const LayerRanges& lr, const QuantConfig& cfg, int layer,
                                 std::uint64_t seed) {
   LayerReorder r;
-  auto plan = [&](int i) { return cluster_reorder_index(i, m, lr, cfg.clusters_of(i), layer, seed).index; };
+  auto plan = [&](int i) { return cluster_reorder_index(i, m, lr, cfg.clusters_of(layer, i), layer, seed).index; };
   // Post-LN OPT normalises after the residual add: the attention and FFN inputs are the residual stream itself,
   // so R1/R4 have no norm to fold into. They keep the original order and one cluster.
   if (m.pre_layer_norm) {

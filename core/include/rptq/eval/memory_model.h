@@ -9,7 +9,8 @@
 //   weight, each matrix rounded up to whole bytes), plus one FP16 scale and one FP16 zero point per
 //   (output row, input group). The input groups of a linear are the clusters of the reorder index on its input:
 //   R1 for q/k/v, R3 for o (per head: heads x R3 clusters), R4 for fc1 / gate / up, R5 for fc2 / down, each
-//   capped at the input width (per head for R3); with QuantConfig::weight_group > 0, ceil(in / weight_group).
+//   capped at the input width (per head for R3), in each layer as overrides set them (QuantConfig::clusters_of
+//   of the layer); with QuantConfig::weight_group > 0, ceil(in / weight_group).
 //   At 16 bits: FP16, no parameters.
 // - FP16 weights, never quantized: token embedding, OPT's learned positions (max_positions + 2 rows), OPT-350m's
 //   project_in / project_out, lm_head when untied, every norm's gamma (and beta), every linear's bias.

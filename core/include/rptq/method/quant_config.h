@@ -46,15 +46,17 @@ constexpr int kReorderIndices = 5;      // R1..R5
 // tap names or reorder indices R1..R5 (the taps each clusters; default: every tap but K and V); SET is a comma list
 // of abits=N (2..8, or 16 to keep them in float), wbits=N (the weights of the linears reading a selected tap:
 // attn_input for q/k/v, attn_output for o, ffn_input for fc1 or gate/up, ffn_hidden for fc2 or down; 16 keeps them
-// in float), dynamic, per-token (dynamic ranges of each token alone), static.
-// K and V are one KV cache layout for all layers
-// and cannot be overridden.
+// in float), clusters=N (the cluster count of the selected taps' reorder index in the selected layers: R1, R4 or
+// R5 only, since R2 and R3 also order K and V; without a tap selection it sets R1, R4 and R5), dynamic, per-token
+// (dynamic ranges of each token alone), static.
+// K and V are one KV cache layout for all layers and cannot be overridden.
 struct TapOverride {
   std::string spec;                 // as written
   std::vector<int> layer_list;      // the layers= list, ranges expanded; empty: every layer
   std::uint32_t taps = 0;           // bit (1 << Tap)
   int abits = 0;                    // 0: unchanged
   int wbits = 0;                    // 0: unchanged; else the weight bits of the linears reading a selected tap
+  int clusters = 0;                 // 0: unchanged; else the clusters of R1 / R4 / R5 where a selected tap is theirs
   int dynamic = -1;                 // -1 unchanged, 0 static, 1 dynamic, 2 per-token (dynamic per row)
   bool selects(int layer, Tap t) const;
 };
@@ -101,6 +103,10 @@ struct QuantConfig {
   bool quantizes_activations() const;  // any tap or the softmax
   int kv_bits() const;                 // bits of the KV cache: min of K and V bits (16 when neither is quantized)
   int clusters_of(int reorder_index) const { return clusters.at(static_cast<std::size_t>(reorder_index - 1)); }
+  // With the overrides: the clusters of reorder index 1..5 in layer l (R2 and R3 are never overridden).
+  int clusters_of(int layer, int reorder_index) const;
+  // Whether any override changes cluster counts (the memory model then counts layer by layer).
+  bool overrides_clusters() const;
 
   // Throws InputError naming the bad value (bits outside 2..8 or 16, clusters < 1, ...).
   void validate() const;
