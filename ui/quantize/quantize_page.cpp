@@ -258,8 +258,14 @@ rptq::QuantConfig QuantizePage::config() const {
     c.clusters[static_cast<std::size_t>(r - 1)] = clusters_spin(r)->value();
   c.weight_method = static_cast<rptq::WeightMethod>(method_->currentData().toInt());
   c.grid = static_cast<rptq::QuantGrid>(grid_->currentData().toInt());
+  for (const QString& o : overrides_) c.overrides.push_back(rptq::parse_override(o.toStdString()));
   c.validate();
   return c;
+}
+
+void QuantizePage::set_overrides(const QStringList& specs) {
+  overrides_ = specs;
+  Q_EMIT config_changed();
 }
 
 void QuantizePage::update_availability() {

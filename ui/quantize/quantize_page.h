@@ -6,6 +6,7 @@
 // statistics; without them it is greyed out with a note saying what is missing.
 #include <QList>
 #include <QString>
+#include <QStringList>
 #include <QWidget>
 
 #include <array>
@@ -47,6 +48,12 @@ class QuantizePage : public QWidget {
   // Chooses a preset by name ("W4A8"; "custom" for the custom bits); false when there is no such preset.
   bool select_preset(const QString& name);
   void set_weight_method(rptq::WeightMethod m);
+
+  // Per-(layer, tap) overrides (rptq::QuantConfig::overrides specs, "layers=3,ffn_hidden:abits=8") that config()
+  // adds to the chosen setting, in order; replaces the earlier list. The Sensitivity step's "keep the N most
+  // sensitive taps" suggestion is handed over here.
+  void set_overrides(const QStringList& specs);
+  QStringList overrides() const { return overrides_; }
 
   QComboBox* preset_combo() const { return preset_; }
   QComboBox* wbits_combo() const { return wbits_; }
@@ -108,6 +115,7 @@ class QuantizePage : public QWidget {
   bool setting_preset_ = false;
   bool waiting_ = false;         // another job uses the quantized model: the status says so
   QString status_before_wait_;  // and this was the status before
+  QStringList overrides_;       // set_overrides
 };
 
 }  // namespace rptq::ui
