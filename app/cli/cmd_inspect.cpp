@@ -16,12 +16,73 @@ struct InspectArgs {
   bool json = false;
 };
 
+// What each layer of a loaded quantized model holds: the bits of every tap (16: float; "d" dynamic, "t" per
+// token), the weight bits of its linears and the cluster counts of its reorder indices. Read from the model's
+// quantizers and packed weights, not recomputed from the setting, so a mixed-precision checkpoint shows what it
+// really stores.
+nlohmann::json layer_table(const QuantizedModel& q) {
+  nlohmann::json rows = nlohmann::json::array();
+  const ModelConfig& m = q.model().config();
+  for (int l = 0; l < static_cast<int>(m.layers); ++l) {
+    const LayerQuantization& lq = q.layer(l);
+    nlohmann::json abits = nlohmann::json::object(), mode = nlohmann::json::object();
+    for (Tap t : kAllTaps) {
+      const TapQuantizer& tq = lq.taps[static_cast<std::size_t>(t)];
+      abits[tap_name(t)] = tq.bits;
+      mode[tap_name(t)] = !tq.active() ? "float" : tq.per_token ? "per-token" : tq.dynamic ? "dynamic" : "static";
+    }
+    nlohmann::json wbits = nlohmann::json::object();
+    for (const NamedLinear& n : layer_linears(m, q.model().layer(l)))
+      wbits[n.name] = n.weights->packed ? n.weights->packed->bits : kFullPrecisionBits;
+    const LayerReorder& r = lq.reorder;
+    rows.push_back({{"layer", l},
+                    {"abits", abits},
+                    {"ranges", mode},
+                    {"wbits", wbits},
+                    {"clusters", {{"R1", r.r1.clusters()}, {"R2", r.r2.clusters()}, {"R3", r.r3.clusters()},
+                                  {"R4", r.r4.clusters()}, {"R5", r.r5.clusters()}}}});
+  }
+  return rows;
+}
+
+void print_layer_table(const QuantizedModel& q, const nlohmann::json& rows) {
+  const ModelConfig& m = q.model().config();
+  std::string names;  // the linears in the model's order
+  for (const NamedLinear& n : layer_linears(m, q.model().layer(0))) {
+    if (!names.empty()) names += '/';
+    names += n.name;
+  }
+  std::printf("per layer     tap bits (d dynamic, t per token), weight bits, clusters (R2, R3: all heads together):\n");
+  std::printf("  %5s", "layer");
+  for (Tap t : kAllTaps) std::printf(" %11s", tap_name(t));
+  std::printf("  %-20s %s\n", names.c_str(), "R1/R2/R3/R4/R5");
+  for (const nlohmann::json& row : rows) {
+    const int l = row["layer"].get<int>();
+    std::printf("  %5d", l);
+    for (Tap t : kAllTaps) {
+      const std::string mode = row["ranges"][tap_name(t)].get<std::string>();
+      std::printf(" %10d%s", row["abits"][tap_name(t)].get<int>(),
+                  mode == "dynamic" ? "d" : mode == "per-token" ? "t" : " ");
+    }
+    std::string w;
+    for (const NamedLinear& n : layer_linears(m, q.model().layer(l))) {
+      if (!w.empty()) w += '/';
+      w += std::to_string(row["wbits"][n.name].get<int>());
+    }
+    const nlohmann::json& c = row["clusters"];
+    std::printf("  %-20s %d/%d/%d/%d/%d\n", w.c_str(), c["R1"].get<int>(), c["R2"].get<int>(), c["R3"].get<int>(),
+                c["R4"].get<int>(), c["R5"].get<int>());
+  }
+}
+
 // An RPTQ checkpoint: what was quantized how, and the packed bytes of the linear layers beside their FP16 size.
 void inspect_quantized(const InspectArgs& a) {
   const CheckpointInfo c = inspect_checkpoint(a.model);
   // Everything eval checks, so that inspect never passes a file eval refuses: the whole model and its tokenizer.
-  (void)load_checkpoint(a.model);
+  const auto q = load_checkpoint(a.model);
   (void)load_checkpoint_tokenizer(a.model);
+  const std::string overrides = q->config().overrides_spec();
+  const nlohmann::json layers = layer_table(*q);
   const double ratio = c.linear_fp16_bytes
                            ? static_cast<double>(c.linear_packed_bytes + c.linear_param_bytes) / c.linear_fp16_bytes
                            : 0.0;
@@ -39,7 +100,10 @@ void inspect_quantized(const InspectArgs& a) {
     j["wbits"] = c.wbits;
     j["kv_bits"] = c.kv_bits;
     j["clusters"] = c.clusters;
+    j["overrides"] = nlohmann::json::array();
+    for (const TapOverride& o : q->config().overrides) j["overrides"].push_back(o.spec);
     j["layers"] = c.layers;
+    j["per_layer"] = layers;
     j["linear_packed_bytes"] = c.linear_packed_bytes;
     j["linear_param_bytes"] = c.linear_param_bytes;
     j["linear_fp16_bytes"] = c.linear_fp16_bytes;
@@ -61,6 +125,8 @@ void inspect_quantized(const InspectArgs& a) {
   std::printf("quantization  %s\n", c.description.c_str());
   std::printf("clusters      R1=%d R2=%d R3=%d R4=%d R5=%d (R2/R3 per head)\n", c.clusters[0], c.clusters[1],
               c.clusters[2], c.clusters[3], c.clusters[4]);
+  std::printf("overrides     %s\n", overrides.empty() ? "none (every layer alike)" : overrides.c_str());
+  if (!overrides.empty()) print_layer_table(*q, layers);
   std::printf("linear layers %s packed + %s scales/zero points = %.1f%% of their FP16 size %s\n",
               human_bytes(c.linear_packed_bytes).c_str(), human_bytes(c.linear_param_bytes).c_str(), 100.0 * ratio,
               human_bytes(c.linear_fp16_bytes).c_str());

@@ -291,3 +291,41 @@ TEST(CliRptq, HelpForEveryRptqCommand) {
 }
 
 }  // namespace
+
+// Mixed precision through the command line: `export --override` writes the overrides into the checkpoint and
+// `inspect` shows them, with each layer's tap bits, weight bits and cluster counts as the file stores them.
+TEST(CliRptq, InspectShowsOverridesPerLayer) {
+  const auto out = (rptq::test::temp_dir("cli-rptq-overrides") / "q.h5").string();
+  const CliRun e = rptq_cli({"export", model("stories260k"), "--stats", stats_file(), "--preset", "W4A8", "--weights",
+                             "rtn", "--override", "layers=1,ffn_hidden:abits=16,wbits=8", "--override",
+                             "layers=2,R1:clusters=3", "--out", out, "--force"});
+  ASSERT_EQ(e.code, 0) << e.err;
+  const CliRun r = rptq_cli({"inspect", out, "--json"});
+  ASSERT_EQ(r.code, 0) << r.err;
+  const auto j = nlohmann::json::parse(r.out);
+  EXPECT_EQ(j["overrides"], (nlohmann::json{"layers=1,ffn_hidden:abits=16,wbits=8", "layers=2,R1:clusters=3"}));
+  ASSERT_EQ(j["per_layer"].size(), 5u);
+  for (int l = 0; l < 5; ++l) {
+    SCOPED_TRACE("layer " + std::to_string(l));
+    const auto& row = j["per_layer"][static_cast<std::size_t>(l)];
+    EXPECT_EQ(row["layer"], l);
+    EXPECT_EQ(row["abits"]["ffn_hidden"], l == 1 ? 16 : 8);
+    EXPECT_EQ(row["ranges"]["ffn_hidden"], l == 1 ? "float" : "static");
+    EXPECT_EQ(row["abits"]["attn_input"], 8);
+    EXPECT_EQ(row["wbits"]["down"], l == 1 ? 8 : 4);
+    EXPECT_EQ(row["wbits"]["q"], 4);
+    EXPECT_EQ(row["clusters"]["R1"], l == 2 ? 3 : 32);
+    EXPECT_EQ(row["clusters"]["R5"], 32);
+  }
+  // The text form names the overrides and prints one row per layer.
+  const CliRun t = rptq_cli({"inspect", out});
+  ASSERT_EQ(t.code, 0) << t.err;
+  EXPECT_NE(t.out.find("overrides     layers=1,ffn_hidden:abits=16,wbits=8;layers=2,R1:clusters=3"), std::string::npos)
+      << t.out;
+  EXPECT_NE(t.out.find("per layer"), std::string::npos) << t.out;
+  // A bad cluster override is refused with one line naming it.
+  const CliRun bad = rptq_cli({"export", model("stories260k"), "--stats", stats_file(), "--preset", "W4A8",
+                               "--override", "layers=0,q:clusters=2", "--out", out, "--force"});
+  EXPECT_EQ(bad.code, 2);
+  EXPECT_NE(bad.err.find("layers=0,q:clusters=2"), std::string::npos) << bad.err;
+}
