@@ -22,6 +22,7 @@ void add_calibrate(CLI::App& app);
 void add_clusters(CLI::App& app);
 void add_compare(CLI::App& app);
 void add_sensitivity(CLI::App& app);
+void add_sweep(CLI::App& app);
 void add_export(CLI::App& app);
 void add_memory(CLI::App& app);
 

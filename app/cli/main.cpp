@@ -48,6 +48,7 @@ int main(int argc, char** argv) {
   rptq::cli::add_clusters(app);
   rptq::cli::add_compare(app);
   rptq::cli::add_sensitivity(app);
+  rptq::cli::add_sweep(app);
   rptq::cli::add_export(app);
   rptq::cli::add_memory(app);
   try {
