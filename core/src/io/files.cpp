@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdlib>
 #include <cstring>
 
 #include "rptq/base/error.h"
@@ -84,6 +85,37 @@ void check_output_target(const std::filesystem::path& target, bool overwrite) {
   if (!S_ISREG(st.st_mode))
     throw InputError(target.string() + ": is " + kind_of(st.st_mode) + "; rptq writes only regular files");
   if (!overwrite) throw OutputExists(target.string() + ": exists, and overwriting it was not asked for");
+}
+
+void write_file_atomic(const std::filesystem::path& target, const std::string& contents, bool overwrite) {
+  check_output_target(target, overwrite);
+  std::string temp = target.string() + ".tmp-XXXXXX";
+  const int fd = ::mkstemp(temp.data());
+  if (fd < 0)
+    throw InputError(target.string() + ": cannot create a file beside it: " + std::strerror(errno));
+  auto fail = [&](const char* what) {
+    const int err = errno;
+    ::close(fd);
+    ::unlink(temp.c_str());
+    return InputError(target.string() + ": " + what + ": " + std::strerror(err));
+  };
+  std::size_t done = 0;
+  while (done < contents.size()) {
+    const ssize_t n = ::write(fd, contents.data() + done, contents.size() - done);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) throw fail("cannot write");
+    done += static_cast<std::size_t>(n);
+  }
+  if (::fchmod(fd, 0644) != 0 || ::fsync(fd) != 0) throw fail("cannot write");
+  if (::close(fd) != 0) {
+    ::unlink(temp.c_str());
+    throw InputError(target.string() + ": cannot write: " + std::strerror(errno));
+  }
+  if (::rename(temp.c_str(), target.c_str()) != 0) {
+    const int err = errno;
+    ::unlink(temp.c_str());
+    throw InputError(target.string() + ": cannot move the new file into place: " + std::strerror(err));
+  }
 }
 
 }  // namespace rptq

@@ -21,4 +21,9 @@ void require_model_folder(const std::filesystem::path& folder);
 // one. Throws OutputExists when it exists and overwrite is false, InputError when it is not a regular file.
 void check_output_target(const std::filesystem::path& target, bool overwrite);
 
+// Writes `contents` to `target` atomically: into a temporary file beside it (flushed to disk), then renamed over
+// it, so a reader sees the old file or the new one, never half of one. Checks the target as check_output_target
+// does. Throws InputError "PATH: ..." when the folder is missing or not writable.
+void write_file_atomic(const std::filesystem::path& target, const std::string& contents, bool overwrite);
+
 }  // namespace rptq
