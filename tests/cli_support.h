@@ -21,10 +21,14 @@ inline std::string shell_quote(const std::string& s) {
   return q + "'";
 }
 
-inline CliRun rptq_cli(const std::vector<std::string>& args) {
+// `env`: "NAME=VALUE" settings for the run. The run history is off unless env sets RPTQ_HISTORY (tests never
+// write into the user's data folder).
+inline CliRun rptq_cli(const std::vector<std::string>& args, const std::vector<std::string>& env = {}) {
   static int n = 0;
   const auto dir = temp_dir("cli-run-" + std::to_string(n++));
-  std::string cmd = shell_quote(RPTQ_CLI_PATH);
+  std::string cmd = "env RPTQ_HISTORY=off";
+  for (const auto& e : env) cmd.append(" ").append(shell_quote(e));
+  cmd.append(" ").append(shell_quote(RPTQ_CLI_PATH));
   for (const auto& a : args) cmd.append(" ").append(shell_quote(a));
   cmd.append(" >").append(shell_quote((dir / "out").string()));
   cmd.append(" 2>").append(shell_quote((dir / "err").string())).append(" </dev/null");

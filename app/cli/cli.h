@@ -25,6 +25,7 @@ void add_sensitivity(CLI::App& app);
 void add_sweep(CLI::App& app);
 void add_export(CLI::App& app);
 void add_memory(CLI::App& app);
+void add_history(CLI::App& app);
 
 // A one-line progress bar on stderr, drawn only when stderr is a terminal.
 class Progress {

@@ -4,6 +4,7 @@
 #include <nlohmann/json.hpp>
 
 #include "cli.h"
+#include "run_record.h"
 #include "device_args.h"
 #include "quant_args.h"
 #include "rptq/engine.h"
@@ -45,6 +46,17 @@ void run_eval(const EvalArgs& a) {
   };
   const PerplexityResult r = perplexity(m, quantized, ids, po, Execution::on(device));
   p.finish();
+  // A model quantized here (not a checkpoint, not the FP model) is a run of the history.
+  nlohmann::json run;
+  if (quantized && !src.checkpoint) {
+    RunRecord rec = command_record("eval", a.model, quantized->config(), a.quant);
+    rec.options["data"] = {std::filesystem::absolute(a.data).string()};
+    rec.options["seqlen"] = r.seqlen;
+    rec.options["windows"] = r.windows;
+    rec.options["device"] = device_name(device);
+    rec.results = {{"ppl", r.ppl}, {"seconds", r.seconds}, {"quantize_seconds", quantized->seconds}};
+    run = record_run(rec);
+  }
   if (a.json) {
     nlohmann::json j;
     j["model"] = a.model;
@@ -67,6 +79,7 @@ void run_eval(const EvalArgs& a) {
       j["checkpoint"] = src.checkpoint;
       add_quantize_time_json(j, *quantized);
     }
+    if (!run.is_null()) j["run"] = run;
     std::cout << json_text(j) << "\n";
     return;
   }

@@ -3,6 +3,7 @@
 #include <nlohmann/json.hpp>
 
 #include "cli.h"
+#include "run_record.h"
 #include "device_args.h"
 #include "quant_args.h"
 #include "rptq/base/error.h"
@@ -61,6 +62,11 @@ void run_export(const ExportArgs& a) {
     bytes = folder_bytes(a.out);
   }
   const std::string abs = std::filesystem::absolute(a.out).string();
+  RunRecord rec = command_record("export", a.model, q->config(), a.quant);
+  rec.options["device"] = device_name(device);
+  rec.options["format"] = a.format;
+  rec.results = {{"out", abs}, {"bytes", bytes}, {"quantize_seconds", q->seconds}};
+  const nlohmann::json run = record_run(rec);
   if (a.json) {
     nlohmann::json j = quant_settings_json(q->config(), a.quant);
     j["model"] = a.model;
@@ -69,6 +75,7 @@ void run_export(const ExportArgs& a) {
     j["bytes"] = bytes;
     add_quantize_time_json(j, *q);
     add_device_json(j, device);
+    j["run"] = run;
     std::cout << json_text(j) << "\n";
     return;
   }

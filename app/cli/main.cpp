@@ -51,6 +51,7 @@ int main(int argc, char** argv) {
   rptq::cli::add_sweep(app);
   rptq::cli::add_export(app);
   rptq::cli::add_memory(app);
+  rptq::cli::add_history(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {

@@ -1,5 +1,6 @@
 // The RPTQ commands of `rptq`: calibrate, clusters, eval --stats, compare. Exit codes, JSON keys, values that
 // agree with the library.
+#include <fstream>
 #include <nlohmann/json.hpp>
 
 #include "cli_support.h"
@@ -328,4 +329,68 @@ TEST(CliRptq, InspectShowsOverridesPerLayer) {
                                "--override", "layers=0,q:clusters=2", "--out", out, "--force"});
   EXPECT_EQ(bad.code, 2);
   EXPECT_NE(bad.err.find("layers=0,q:clusters=2"), std::string::npos) << bad.err;
+}
+
+// The run history: a quantizing command records its run, its --json carries the same record, `rptq history` lists
+// it (per model, by kind, one by id); a damaged history never fails the run, only `rptq history` refuses it.
+TEST(CliRptq, RunsAreRecordedInTheHistory) {
+  const auto dir = rptq::test::temp_dir("cli-rptq-history");
+  const std::string hist = (dir / "history.json").string();
+  const std::vector<std::string> env = {"RPTQ_HISTORY=" + hist};
+  const CliRun e = rptq_cli({"export", model("stories260k"), "--stats", stats_file(), "--preset", "W4A8", "--weights",
+                             "rtn", "--override", "layers=1,ffn_hidden:abits=16", "--out", (dir / "q.h5").string(),
+                             "--json"},
+                            env);
+  ASSERT_EQ(e.code, 0) << e.err;
+  const auto ej = nlohmann::json::parse(e.out);
+  ASSERT_TRUE(ej.contains("run"));
+  EXPECT_EQ(ej["run"]["history"], hist);
+  EXPECT_EQ(ej["run"]["kind"], "export");
+  EXPECT_EQ(ej["run"]["setting"]["overrides"], nlohmann::json{"layers=1,ffn_hidden:abits=16"});
+  EXPECT_EQ(ej["run"]["results"]["bytes"], ej["bytes"]);
+  const CliRun v = rptq_cli({"eval", model("stories260k"), "--stats", stats_file(), "--preset", "W4A4", "--weights",
+                             "rtn", "--data", stories(), "--seqlen", "64", "--max-windows", "2", "--json"},
+                            env);
+  ASSERT_EQ(v.code, 0) << v.err;
+  const auto vj = nlohmann::json::parse(v.out);
+  EXPECT_EQ(vj["run"]["results"]["ppl"], vj["ppl"]);
+  // An FP evaluation quantizes nothing: no record.
+  ASSERT_EQ(rptq_cli({"eval", model("stories260k"), "--data", stories(), "--seqlen", "64", "--max-windows", "1"}, env)
+                .code,
+            0);
+
+  const CliRun h = rptq_cli({"history", "--json"}, env);
+  ASSERT_EQ(h.code, 0) << h.err;
+  const auto hj = nlohmann::json::parse(h.out);
+  ASSERT_EQ(hj["runs"].size(), 2u);
+  nlohmann::json want = ej["run"];
+  want.erase("history");
+  EXPECT_EQ(hj["runs"][0], want);
+  EXPECT_EQ(hj["runs"][1]["kind"], "eval");
+  EXPECT_EQ(hj["runs"][1]["setting"]["preset"], "W4A4");
+  // Filters: by model (another model has none), by kind, one run by id.
+  EXPECT_EQ(nlohmann::json::parse(rptq_cli({"history", model("stories260k"), "--json"}, env).out)["runs"].size(), 2u);
+  EXPECT_EQ(nlohmann::json::parse(rptq_cli({"history", model("tiny-opt-16m"), "--json"}, env).out)["runs"].size(), 0u);
+  EXPECT_EQ(nlohmann::json::parse(rptq_cli({"history", "--kind", "eval", "--json"}, env).out)["runs"].size(), 1u);
+  const CliRun one = rptq_cli({"history", "--show", ej["run"]["id"].get<std::string>()}, env);
+  ASSERT_EQ(one.code, 0) << one.err;
+  EXPECT_EQ(nlohmann::json::parse(one.out), want);
+  const CliRun text = rptq_cli({"history"}, env);
+  EXPECT_NE(text.out.find("2 runs in " + hist), std::string::npos) << text.out;
+  EXPECT_NE(text.out.find("ppl "), std::string::npos) << text.out;
+  EXPECT_EQ(rptq_cli({"history", "--show", "nope"}, env).code, 2);
+
+  // Damaged: the export still succeeds (with a note), the history command refuses naming the file.
+  {
+    std::ofstream f(hist, std::ios::trunc);
+    f << "{\"format\": \"rptq-run-history\", \"runs\": [";
+  }
+  const CliRun again = rptq_cli({"export", model("stories260k"), "--stats", stats_file(), "--preset", "W4A8",
+                                 "--weights", "rtn", "--out", (dir / "q.h5").string(), "--force"},
+                                env);
+  EXPECT_EQ(again.code, 0) << again.err;
+  EXPECT_NE(again.err.find("not recorded"), std::string::npos) << again.err;
+  const CliRun bad = rptq_cli({"history"}, env);
+  EXPECT_EQ(bad.code, 2);
+  EXPECT_NE(bad.err.find(hist), std::string::npos) << bad.err;
 }
