@@ -60,6 +60,7 @@
 #include "model/model_page.h"
 #include "quantize/quantize_job.h"
 #include "hostile_files.h"
+#include "quantize/overrides_editor.h"
 #include "quantize/quantize_page.h"
 #include "rptq/device.h"
 #include "rptq/model/model_info.h"
@@ -953,6 +954,68 @@ class GuiTest : public QObject {
     QCOMPARE(c.kv_bits(), 4);
     QCOMPARE(c.clusters_of(1), 8);
     save_shot(w_.get(), QStringLiteral("quantized"));
+  }
+
+  // Mixed precision: the overrides table turns rows into --override specs (a bad row is red with the reason and
+  // Quantize refuses it), and the quantized layers get what the rows say.
+  void quantizesWithOverrides() {
+    open_window();
+    calibrate_small(tmp("stats.h5"));
+    rptq::ui::QuantizePage* q = w_->quantize_page();
+    w_->go_to(MainWindow::QuantizeStep);
+    rptq::ui::OverridesEditor* ed = q->overrides_editor();
+    QVERIFY(ed);
+    QCOMPARE(ed->table()->rowCount(), 0);
+    // Add a row and edit its cells as a user would: layer 1's ffn_hidden in float, its fc2 at 8 bits.
+    QTest::mouseClick(ed->add_button(), Qt::LeftButton);
+    QCOMPARE(ed->table()->rowCount(), 1);
+    ed->table()->item(0, 0)->setText(QStringLiteral("1"));
+    ed->table()->item(0, 1)->setText(QStringLiteral("ffn_hidden"));
+    ed->table()->item(0, 2)->setText(QStringLiteral("abits=16,wbits=8"));
+    QCOMPARE(q->overrides(), QStringList{QStringLiteral("layers=1,ffn_hidden:abits=16,wbits=8")});
+    QVERIFY(ed->error().isEmpty());
+    // A bad row: K is the KV cache; the row is flagged, the description says why, Quantize refuses.
+    QTest::mouseClick(ed->add_button(), Qt::LeftButton);
+    ed->table()->item(1, 1)->setText(QStringLiteral("k"));
+    QVERIFY(ed->error().contains(QStringLiteral("Row 2")));
+    QVERIFY(ed->error().contains(QStringLiteral("KV cache")));
+    QVERIFY(q->findChild<QLabel*>(QStringLiteral("configDescription"))->text().contains(QStringLiteral("KV cache")));
+    {
+      DialogCatcher catcher;
+      QTest::mouseClick(q->run_button(), Qt::LeftButton);
+      QTRY_COMPARE(catcher.texts.size(), 1);
+      QVERIFY(catcher.texts.front().contains(QStringLiteral("KV cache")));
+    }
+    QVERIFY(!q->running());
+    // Replace the bad row with a cluster override of layer 2's R5 (what set_overrides does, as the Sensitivity
+    // step's suggestion): each spec becomes a row.
+    q->set_overrides({QStringLiteral("layers=1,ffn_hidden:abits=16,wbits=8"), QStringLiteral("layers=2,R5:clusters=3")});
+    QCOMPARE(ed->table()->rowCount(), 2);
+    QCOMPARE(ed->table()->item(1, 0)->text(), QStringLiteral("2"));
+    QCOMPARE(ed->table()->item(1, 1)->text(), QStringLiteral("R5"));
+    QCOMPARE(ed->table()->item(1, 2)->text(), QStringLiteral("clusters=3"));
+    QVERIFY(ed->error().isEmpty());
+    QVERIFY(q->config().describe().find("overrides layers=1,ffn_hidden:abits=16,wbits=8;layers=2,R5:clusters=3") !=
+            std::string::npos);
+    quantize_small(QStringLiteral("W4A8"));
+    const rptq::QuantizedModel* m = w_->session()->quantized();
+    QVERIFY(m);
+    QCOMPARE(m->config().overrides.size(), std::size_t{2});
+    for (int l = 0; l < m->layers(); ++l) {
+      const rptq::TapQuantizer& h = m->layer(l).taps[static_cast<std::size_t>(rptq::Tap::FfnHidden)];
+      QCOMPARE(h.bits, l == 1 ? 16 : 8);
+      QCOMPARE(m->layer(l).reorder.r5.clusters(), l == 2 ? 3 : q->clusters_spin(5)->value());
+      for (const rptq::NamedLinear& n : rptq::layer_linears(m->model().config(), m->model().layer(l)))
+        if (std::string(n.name) == "fc2") {
+          QVERIFY(n.weights->packed);
+          QCOMPARE(n.weights->packed->bits, l == 1 ? 8 : 4);
+        }
+    }
+    // The result table shows it.
+    QVERIFY(q->layers_table()->item(1, 1)->text().contains(QStringLiteral("fc2 8-bit")));
+    QVERIFY(q->layers_table()->item(1, 2)->text().contains(QStringLiteral("ffn_hidden FP")));
+    QVERIFY(q->layers_table()->item(2, 2)->text().contains(QStringLiteral("ffn_hidden 8-bit (3 clusters)")));
+    save_shot(w_.get(), QStringLiteral("quantize-overrides"));
   }
 
   // After Quantize, Explore's "applied by quantization" view shows exactly the partition the quantized model uses

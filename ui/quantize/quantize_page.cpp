@@ -21,6 +21,7 @@
 #include "common/format.h"
 #include "common/page_heading.h"
 #include "common/task.h"
+#include "quantize/overrides_editor.h"
 #include "quantize/quantize_job.h"
 #include "rptq/base/error.h"
 #include "session/quantization_summary.h"
@@ -130,6 +131,13 @@ QuantizePage::QuantizePage(Session* session, QWidget* parent)
   form->addRow(QString(), describe_);
   root->addWidget(box);
 
+  auto* mixed = new QGroupBox(tr("Mixed precision: per-layer overrides"));
+  mixed->setObjectName(QStringLiteral("overridesBox"));
+  auto* ml = new QVBoxLayout(mixed);
+  overrides_ = new OverridesEditor;
+  ml->addWidget(overrides_);
+  root->addWidget(mixed);
+
   auto* actions = new QHBoxLayout;
   run_ = new QPushButton(tr("Quantize"));
   run_->setObjectName(QStringLiteral("quantizeButton"));
@@ -176,7 +184,7 @@ QuantizePage::QuantizePage(Session* session, QWidget* parent)
   rl->addLayout(result_row);
   root->addWidget(result_box, 1);
 
-  inputs_ = {preset_, wbits_, abits_, kvbits_, method_, grid_, sequential_, device_};
+  inputs_ = {preset_, wbits_, abits_, kvbits_, method_, grid_, sequential_, device_, overrides_};
   for (QSpinBox* sb : clusters_) inputs_ << sb;
 
   connect(preset_, &QComboBox::currentIndexChanged, this, &QuantizePage::preset_changed);
@@ -188,6 +196,7 @@ QuantizePage::QuantizePage(Session* session, QWidget* parent)
     connect(sb, &QSpinBox::valueChanged, this, [this] {
       if (!setting_preset_) Q_EMIT config_changed();
     });
+  connect(overrides_, &OverridesEditor::changed, this, &QuantizePage::config_changed);
   connect(this, &QuantizePage::config_changed, this, [this] {
     try {
       describe_->setText(QString::fromStdString(config().describe()).toHtmlEscaped());
@@ -258,15 +267,14 @@ rptq::QuantConfig QuantizePage::config() const {
     c.clusters[static_cast<std::size_t>(r - 1)] = clusters_spin(r)->value();
   c.weight_method = static_cast<rptq::WeightMethod>(method_->currentData().toInt());
   c.grid = static_cast<rptq::QuantGrid>(grid_->currentData().toInt());
-  for (const QString& o : overrides_) c.overrides.push_back(rptq::parse_override(o.toStdString()));
+  for (const QString& o : overrides()) c.overrides.push_back(rptq::parse_override(o.toStdString()));
   c.validate();
   return c;
 }
 
-void QuantizePage::set_overrides(const QStringList& specs) {
-  overrides_ = specs;
-  Q_EMIT config_changed();
-}
+void QuantizePage::set_overrides(const QStringList& specs) { overrides_->set_specs(specs); }  // emits changed
+
+QStringList QuantizePage::overrides() const { return overrides_->specs(); }
 
 void QuantizePage::update_availability() {
   const LoadedModel* m = session_->model();

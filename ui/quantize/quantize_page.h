@@ -35,6 +35,7 @@ struct QuantizeProgress;
 struct TaskError;
 
 class DeviceChoice;
+class OverridesEditor;
 
 class QuantizePage : public QWidget {
   Q_OBJECT
@@ -53,7 +54,8 @@ class QuantizePage : public QWidget {
   // adds to the chosen setting, in order; replaces the earlier list. The Sensitivity step's "keep the N most
   // sensitive taps" suggestion is handed over here.
   void set_overrides(const QStringList& specs);
-  QStringList overrides() const { return overrides_; }
+  QStringList overrides() const;
+  OverridesEditor* overrides_editor() const { return overrides_; }
 
   QComboBox* preset_combo() const { return preset_; }
   QComboBox* wbits_combo() const { return wbits_; }
@@ -115,7 +117,7 @@ class QuantizePage : public QWidget {
   bool setting_preset_ = false;
   bool waiting_ = false;         // another job uses the quantized model: the status says so
   QString status_before_wait_;  // and this was the status before
-  QStringList overrides_;       // set_overrides
+  OverridesEditor* overrides_;  // the mixed-precision table
 };
 
 }  // namespace rptq::ui
