@@ -1,22 +1,17 @@
 #include "rptq/method/sweep.h"
 
-#include <fcntl.h>
-#include <unistd.h>
-
 #include <algorithm>
 #include <cctype>
-#include <cerrno>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
-#include <cstring>
 #include <limits>
 #include <nlohmann/json.hpp>
-#include <random>
 
 #include "rptq/base/error.h"
 #include "rptq/engine.h"
 #include "rptq/io/files.h"
+#include "rptq/method/quant_config_json.h"
 #include "rptq/model/model.h"
 
 namespace rptq {
@@ -159,65 +154,6 @@ std::uint64_t get_uint64(const json& j, const char* key, const std::string& wher
 
 json number(double x) { return std::isfinite(x) ? json(x) : json(nullptr); }
 
-json config_json(const QuantConfig& c) {
-  json j;
-  j["name"] = c.name;
-  j["description"] = c.describe();
-  j["wbits"] = c.wbits;
-  j["weights"] = weight_method_name(c.weight_method);
-  j["weight_group"] = c.weight_group;
-  j["gptq_damp"] = c.gptq_damp;
-  j["gptq_block"] = c.gptq_block;
-  j["weight_clip"] = weight_clip_name(c.weight_clip);
-  j["act_order"] = c.act_order;
-  json bits = json::object();
-  for (Tap t : kAllTaps) bits[tap_name(t)] = c.bits(t);
-  j["abits"] = std::move(bits);
-  j["softmax_bits"] = c.softmax_bits;
-  json cl = json::object();
-  for (int r = 1; r <= kReorderIndices; ++r) cl[index_name(r)] = c.clusters_of(r);
-  j["clusters"] = std::move(cl);
-  j["grid"] = grid_name(c.grid);
-  j["ranges"] = c.range_mode == RangeMode::Static ? "static" : "dynamic";
-  j["fp_prefix"] = c.fp_prefix;
-  json ov = json::array();
-  for (const TapOverride& o : c.overrides) ov.push_back(o.spec);
-  j["overrides"] = std::move(ov);
-  return j;
-}
-
-QuantConfig config_from_json(const json& j, const std::string& where) {
-  QuantConfig c;
-  c.name = get_string(j, "name", where);
-  c.wbits = get_int32(j, "wbits", where, 0, 64);
-  c.weight_method = parse_weight_method(get_string(j, "weights", where));
-  c.weight_group = get_int32(j, "weight_group", where, 0, 1 << 30);
-  c.gptq_damp = get_double(j, "gptq_damp", where);
-  c.gptq_block = get_int32(j, "gptq_block", where, 1, 1 << 30);
-  c.weight_clip = parse_weight_clip(get_string(j, "weight_clip", where));
-  c.act_order = get_bool(j, "act_order", where);
-  const json& bits = member(j, "abits", where);
-  for (Tap t : kAllTaps) c.abits[static_cast<std::size_t>(t)] = get_int32(bits, tap_name(t), where + " abits", 0, 64);
-  c.softmax_bits = get_int32(j, "softmax_bits", where, 0, 64);
-  const json& cl = member(j, "clusters", where);
-  for (int r = 1; r <= kReorderIndices; ++r)
-    c.clusters[static_cast<std::size_t>(r - 1)] =
-        get_int32(cl, index_name(r).c_str(), where + " clusters", 1, 1 << 30);
-  c.grid = parse_grid(get_string(j, "grid", where));
-  const std::string ranges = get_string(j, "ranges", where);
-  if (ranges != "static" && ranges != "dynamic") bad_file(where, "\"ranges\" is not static or dynamic");
-  c.range_mode = ranges == "static" ? RangeMode::Static : RangeMode::Dynamic;
-  c.fp_prefix = get_int32(j, "fp_prefix", where, 0, 1 << 20);
-  const json& ov = member(j, "overrides", where);
-  if (!ov.is_array()) bad_file(where, "\"overrides\" is not a list");
-  for (const json& o : ov) {
-    if (!o.is_string()) bad_file(where, "an override is not a string");
-    c.overrides.push_back(parse_override(o.get<std::string>()));
-  }
-  c.validate();
-  return c;
-}
-
 // "text" as one CSV field: quoted when it holds a comma, a quote or a line break (quotes doubled).
 std::string csv_field(const std::string& s) {
   if (s.find_first_of(",\"\r\n") == std::string::npos) return s;
@@ -229,54 +165,6 @@ std::string exact(double x) {
   char buf[40];
   std::snprintf(buf, sizeof buf, "%.17g", x);
   return buf;
-}
-
-// Writes `bytes` to `path` through a temporary file beside it, renamed into place once complete and synced, so a
-// reader sees the old file or the new one, never a part.
-void write_atomically(const fs::path& path, const std::string& bytes, bool overwrite) {
-  const std::string name = path.string();
-  check_output_target(path, overwrite);
-  const fs::path dir = path.has_parent_path() ? path.parent_path() : fs::path(".");
-  std::error_code ec;
-  if (!fs::is_directory(dir, ec)) throw InputError(name + ": cannot write: no such folder " + dir.string());
-  std::random_device rd;
-  fs::path temp;
-  int fd = -1;
-  for (int attempt = 0; attempt < 16 && fd < 0; ++attempt) {
-    std::string t(".");
-    t.append(path.filename().string()).append(".tmp-").append(std::to_string(::getpid()));
-    t.append("-").append(std::to_string(rd() % 1000000));
-    temp = dir / t;
-    fd = ::open(temp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
-    if (fd < 0 && errno != EEXIST) break;
-  }
-  if (fd < 0) throw InputError(name + ": cannot create a file in " + dir.string() + " (" + std::strerror(errno) + ")");
-  auto fail = [&](const std::string& what) {
-    const std::string why = std::strerror(errno);
-    if (fd >= 0) ::close(fd);
-    ::unlink(temp.c_str());
-    throw InputError(name + ": " + what + " (" + why + ")");
-  };
-  const char* p = bytes.data();
-  std::size_t n = bytes.size();
-  while (n > 0) {
-    const ssize_t w = ::write(fd, p, n);
-    if (w < 0 && errno == EINTR) continue;
-    if (w <= 0) fail("write failed");
-    p += w;
-    n -= static_cast<std::size_t>(w);
-  }
-  if (::fsync(fd) != 0) fail("cannot sync to disk");
-  const int rc = ::close(fd);
-  fd = -1;
-  if (rc != 0) fail("cannot close");
-  try {
-    check_output_target(path, overwrite);  // again: the target may have appeared or changed while writing
-  } catch (...) {
-    ::unlink(temp.c_str());
-    throw;
-  }
-  if (::rename(temp.c_str(), path.c_str()) != 0) fail("cannot move the finished file into place");
 }
 
 }  // namespace
@@ -573,7 +461,7 @@ std::string sweep_to_json(const SweepResult& r, int indent) {
   j["target"] = r.spec.target;
   j["axis_label"] = r.spec.axis_label();
   j["values"] = r.spec.values;
-  j["base"] = config_json(r.base);
+  j["base"] = quant_config_json(r.base);
   j["stat"] = range_stat_name(r.stat);
   j["sequential"] = r.sequential;
   j["kmeans_seed"] = r.kmeans_seed;
@@ -635,7 +523,7 @@ SweepResult sweep_from_json(const std::string& text, const std::string& source) 
       r.spec.values.push_back(static_cast<int>(x));
     }
     r.spec.validate();
-    r.base = config_from_json(member(j, "base", source), source + " base");
+    r.base = quant_config_from_json(member(j, "base", source), source);
     r.stat = parse_range_stat(get_string(j, "stat", source));
     r.sequential = get_bool(j, "sequential", source);
     r.kmeans_seed = get_uint64(j, "kmeans_seed", source);
@@ -704,11 +592,11 @@ std::string sweep_to_csv(const SweepResult& r) {
 }
 
 void save_sweep(const fs::path& path, const SweepResult& r, bool overwrite) {
-  write_atomically(path, sweep_to_json(r) + "\n", overwrite);
+  write_file_atomic(path, sweep_to_json(r) + "\n", overwrite);
 }
 
 void save_sweep_csv(const fs::path& path, const SweepResult& r, bool overwrite) {
-  write_atomically(path, sweep_to_csv(r), overwrite);
+  write_file_atomic(path, sweep_to_csv(r), overwrite);
 }
 
 SweepResult load_sweep(const fs::path& path) {
