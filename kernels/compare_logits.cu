@@ -1,7 +1,8 @@
 // The comparison's per-row NLL, KL and top-1 agreement of two logit matrices: one block of 256 threads per row
 // (up to kMaxBlocks blocks; more rows are taken grid-stride, each block adding its rows in row order), three
-// passes over both rows: the maxima and argmaxes, the sums of exp(x - max), then the KL terms. A second kernel
-// of one block adds the blocks' partial sums in a fixed tree and adds the result to *out.
+// passes over both rows: the maxima and argmaxes, the sums of exp(x - max), then the KL terms (each row's KL also
+// stored when asked: the percentiles). A second kernel of one block adds the blocks' partial sums in a fixed tree
+// and adds the result to *out.
 //
 // Numerics, against the CPU (core/src/eval/compare.cpp, perplexity.cpp, ops_cpu.cpp):
 // - log-sum-exp: the arithmetic of nll_rows (softmax.cu): each thread sums its strided share of exp(x - max) in
@@ -96,7 +97,8 @@ __device__ __forceinline__ void block_argmax(float& v, int& i, float* vscratch, 
 
 __global__ void __launch_bounds__(kThreads)
     compare_rows_kernel(const float* __restrict__ p, const float* __restrict__ q, std::int64_t rows, int vocab,
-                        std::int64_t ld_p, std::int64_t ld_q, const std::int32_t* __restrict__ targets) {
+                        std::int64_t ld_p, std::int64_t ld_q, const std::int32_t* __restrict__ targets,
+                        double* __restrict__ row_kl) {
   __shared__ float vscratch[kWarpSize];
   __shared__ int iscratch[kWarpSize];
   __shared__ double dscratch[kWarpSize];
@@ -143,7 +145,9 @@ __global__ void __launch_bounds__(kThreads)
       const bool ok = t >= 0 && t < vocab;
       acc.nll_p += ok ? static_cast<double>(lse_p) - static_cast<double>(pr[t]) : NAN;
       acc.nll_q += ok ? static_cast<double>(lse_q) - static_cast<double>(qr[t]) : NAN;
-      acc.kl += kl > 0.0 ? kl : 0.0;  // rounding can make an exact zero slightly negative; NaN gives 0 as well
+      const double row = kl > 0.0 ? kl : 0.0;  // rounding can make an exact zero slightly negative; NaN gives 0
+      acc.kl += row;
+      if (row_kl) row_kl[r] = row;
       // The CPU's scan starts at entry 0 and moves on a strict >: with entry 0 NaN, or nothing above -inf, it
       // stays there.
       const int fp = (ap == kNone || pr[0] != pr[0]) ? 0 : ap;
@@ -185,7 +189,7 @@ std::map<int, cudaEvent_t> g_last_call;  // never destroyed: the runtime may be 
 
 void compare_logits_rows(const float* p_logits, const float* q_logits, std::int64_t rows, std::int64_t vocab,
                          std::int64_t ld_p, std::int64_t ld_q, const std::int32_t* targets, CompareRowSums* out,
-                         cudaStream_t stream) {
+                         double* row_kl, cudaStream_t stream) {
   const char* op = "compare_logits_rows";
   require_shape(op, rows, vocab);
   require(ld_p >= vocab, op, "p row stride " + std::to_string(ld_p) + " is less than the " + std::to_string(vocab) +
@@ -211,7 +215,7 @@ void compare_logits_rows(const float* p_logits, const float* q_logits, std::int6
   else
     RPTQ_CUDA_CHECK(cudaEventCreateWithFlags(&last, cudaEventDisableTiming));
   compare_rows_kernel<<<static_cast<unsigned>(blocks), kThreads, 0, stream>>>(
-      p_logits, q_logits, rows, static_cast<int>(vocab), ld_p, ld_q, targets);
+      p_logits, q_logits, rows, static_cast<int>(vocab), ld_p, ld_q, targets, row_kl);
   RPTQ_CUDA_CHECK_LAUNCH();
   sum_kernel<<<1, kThreads, 0, stream>>>(blocks, out);
   RPTQ_CUDA_CHECK_LAUNCH();

@@ -28,12 +28,15 @@ struct CompareRowSums {
 //            a row whose first entry is NaN has argmax 0, as the CPU's scan)
 // targets[r] (device) is the token row r predicts: for a window's rows r0 .. r0 + rows - 1, ids r0 + 1 ..
 // r0 + rows. A target outside [0, vocab) makes that row's NLL, and so the sum, NaN (a kernel cannot throw).
+// row_kl (device, may be null): when given, row_kl[r] = row r's KL, the very term added to out->kl (clamped to
+// >= 0, NaN as 0), for the distribution of the per-position KL (percentiles); writing it changes no sum.
 // Deterministic: the rows' terms are added in a fixed order that depends only on `rows` (the same bits on every
-// run). The NLL terms are nll_rows' (softmax.cuh) and, for rows <= 2048, are added in the order of its total.
+// run), and a row's KL does not depend on the rows around it. The NLL terms are nll_rows' (softmax.cuh) and, for
+// rows <= 2048, are added in the order of its total.
 // Calls are ordered among themselves on the device in the order they are made, also from different streams (the
 // op keeps partial sums in a fixed device scratch array that a call waits for); not for stream capture.
 void compare_logits_rows(const float* p_logits, const float* q_logits, std::int64_t rows, std::int64_t vocab,
                          std::int64_t ld_p, std::int64_t ld_q, const std::int32_t* targets, CompareRowSums* out,
-                         cudaStream_t stream = 0);
+                         double* row_kl = nullptr, cudaStream_t stream = 0);
 
 }  // namespace rptq::cuda

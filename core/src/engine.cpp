@@ -51,6 +51,23 @@ CompareResult compare_models(const Model& fp, const QuantizedModel* fp_quant, co
   return compare_models(fp, hook_of(fp_quant), q, hook_of(q_quant), ids, opts);
 }
 
+std::vector<CompareResult> compare_texts(const Model& fp, const QuantizedModel* fp_quant, const Model& q,
+                                         const QuantizedModel* q_quant, std::span<const CompareText> texts,
+                                         const PerplexityOptions& opts, const Execution& exec) {
+  if (exec.device == Device::CUDA) return compare_texts_gpu(fp, fp_quant, q, q_quant, texts, opts, exec.gpu);
+  const std::int64_t total = compare_texts_windows(texts, opts);
+  std::vector<CompareResult> out;
+  std::int64_t before = 0;  // windows of the texts already compared
+  PerplexityOptions one = opts;
+  if (opts.progress)
+    one.progress = [&](std::int64_t done, std::int64_t) { return opts.progress(before + done, total); };
+  for (const CompareText& t : texts) {
+    out.push_back(compare_models(fp, hook_of(fp_quant), q, hook_of(q_quant), t.ids, one));
+    before += out.back().fp.windows;
+  }
+  return out;
+}
+
 GenerateResult generate(const Model& model, const QuantizedModel* quantized, std::span<const std::int32_t> prompt,
                         const GenerateOptions& opts, const std::function<bool(std::int32_t)>& on_token,
                         const Execution& exec) {

@@ -8,14 +8,21 @@
 //   the logits' ~1e-6 error, the KL's terms their difference);
 // - top-1 agreement: within 2 positions of the CPU's count (a position whose two largest logits are within the
 //   GPU's rounding may go either way).
+// - KL percentiles and maximum (from the per-row KLs the kernel writes): as the KL, at twice its relative tolerance
+//   (an order statistic moves no more than the values do, and a single row's error is not averaged down);
 // W4A4 (static activation ranges) is checked more loosely: a tie can move one code (test_cuda_model's header).
+// compare_texts_gpu (two texts, the models uploaded once): each text as compare_models_gpu gives it alone (the same
+// bits: the device sums are deterministic) and as the CPU's compare_texts at the tolerances above.
 #include <gtest/gtest.h>
 
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
 #include <string>
+#include <utility>
+#include <vector>
 
+#include "rptq/engine.h"
 #include "rptq/method/calibration.h"
 #include "rptq/eval/compare.h"
 #include "cuda/cuda_runner.h"
@@ -59,8 +66,63 @@ TEST_P(CudaCompareTest, MatchesCpuComparison) {
     EXPECT_NEAR(g.q.ppl, c.q.ppl, (exact ? 1e-5 : 1e-2) * c.q.ppl);
     EXPECT_NEAR(g.kl, c.kl, exact ? 1e-3 * c.kl + 1e-6 : 0.1 * c.kl);
     EXPECT_NEAR(g.top1_agreement * g.positions, c.top1_agreement * c.positions, exact ? 2.0 : 0.05 * c.positions);
+    EXPECT_NEAR(g.top1_changed * g.positions, c.top1_changed * c.positions, exact ? 2.0 : 0.05 * c.positions);
+    for (auto [gv, cv] : {std::pair{g.kl_p50, c.kl_p50}, {g.kl_p90, c.kl_p90}, {g.kl_p99, c.kl_p99},
+                          {g.kl_max, c.kl_max}})
+      EXPECT_NEAR(gv, cv, exact ? 2e-3 * cv + 1e-6 : 0.2 * cv);
+    std::printf("[ compare ] %s %s: KL p50 %.6g / %.6g, p90 %.6g / %.6g, p99 %.6g / %.6g, max %.6g / %.6g\n",
+                GetParam(), preset, g.kl_p50, c.kl_p50, g.kl_p90, c.kl_p90, g.kl_p99, c.kl_p99, g.kl_max, c.kl_max);
     EXPECT_GT(c.kl, 0.0);
+    EXPECT_GT(c.kl_p90, c.kl_p50);
   }
+}
+
+TEST_P(CudaCompareTest, TextsMatchSeparateRunsAndCpu) {
+  SKIP_WITHOUT_GPU();
+  const rptq::test::Calibrated cal = rptq::test::calibrated(GetParam(), 2, 32);
+  auto tok = rptq::Tokenizer::load(cal.dir);
+  std::vector<rptq::CompareText> texts;
+  texts.push_back({"stories", "stories.txt", cal.ids});
+  texts.push_back({"wikitext2-sample", "wikitext2-sample.txt",
+                   tok->encode(rptq::test::read_file(rptq::test::resources_dir() / "data" / "wikitext2-sample.txt"),
+                               true)});
+  rptq::QuantConfig qc = rptq::QuantConfig::preset("W4A16");
+  qc.weight_method = rptq::WeightMethod::RTN;
+  rptq::QuantizeOptions qo;
+  qo.sequential = false;
+  auto q = rptq::quantize(rptq::Model::load(cal.dir), cal.stats, qc, qo);
+  rptq::PerplexityOptions po;
+  po.seqlen = 128;
+  po.max_windows = 2;
+  std::vector<std::int64_t> done;
+  rptq::PerplexityOptions counted = po;
+  counted.progress = [&](std::int64_t d, std::int64_t total) {
+    done.push_back(d);
+    EXPECT_EQ(total, 4);
+    return true;
+  };
+  const auto g = rptq::compare_texts_gpu(*cal.fp, nullptr, q->model(), q.get(), texts, counted);
+  const auto c = rptq::compare_texts(*cal.fp, nullptr, q->model(), q.get(), texts, po, rptq::Execution{});
+  ASSERT_EQ(g.size(), 2u);
+  ASSERT_EQ(c.size(), 2u);
+  EXPECT_EQ(done, (std::vector<std::int64_t>{1, 2, 3, 4}));
+  for (std::size_t i = 0; i < texts.size(); ++i) {
+    SCOPED_TRACE(texts[i].name);
+    const rptq::CompareResult alone = rptq::compare_models_gpu(*cal.fp, nullptr, q->model(), q.get(), texts[i].ids, po);
+    EXPECT_EQ(g[i].fp.ppl, alone.fp.ppl);
+    EXPECT_EQ(g[i].q.ppl, alone.q.ppl);
+    EXPECT_EQ(g[i].kl, alone.kl);
+    EXPECT_EQ(g[i].kl_p50, alone.kl_p50);
+    EXPECT_EQ(g[i].kl_p99, alone.kl_p99);
+    EXPECT_EQ(g[i].kl_max, alone.kl_max);
+    EXPECT_EQ(g[i].top1_agreement, alone.top1_agreement);
+    EXPECT_NEAR(g[i].fp.ppl, c[i].fp.ppl, 1e-5 * c[i].fp.ppl);
+    EXPECT_NEAR(g[i].q.ppl, c[i].q.ppl, 1e-5 * c[i].q.ppl);
+    EXPECT_NEAR(g[i].kl, c[i].kl, 1e-3 * c[i].kl + 1e-6);
+    EXPECT_NEAR(g[i].kl_p50, c[i].kl_p50, 2e-3 * c[i].kl_p50 + 1e-6);
+    EXPECT_NEAR(g[i].kl_max, c[i].kl_max, 2e-3 * c[i].kl_max + 1e-6);
+  }
+  EXPECT_NE(g[0].kl, g[1].kl);
 }
 
 INSTANTIATE_TEST_SUITE_P(Models, CudaCompareTest, ::testing::Values("tiny-opt-16m", "stories260k"),

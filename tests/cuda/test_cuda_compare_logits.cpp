@@ -4,7 +4,9 @@
 // columns than threads) with row strides above it, 1001 columns, and more rows (2100) than the op gives blocks
 // (2048). Rows: q a perturbed p (a quantized model's logits), q == p (KL exactly 0, argmaxes agree), argmax ties
 // (the first maximum wins: agreeing and disagreeing ties), outliers, a one-hot row, an unrelated q, masked (-inf)
-// entries. Every row is also run alone to check it term by term.
+// entries. Every row is also run alone to check it term by term. The optional per-row KL output (the percentiles'
+// input): each row's value against kl_from_logits at the same tolerance, equal to the term the sums add (a one-row
+// call's kl), the same bits however the rows are split into calls, and the sums unchanged by asking for it.
 //
 // Tolerances. Both sides round each row's log-sum-exp to float, from sums of exp(x - max) taken in different
 // orders with different exps (CUDA's expf, the CPU's polynomial): test_cuda_softmax bounds the difference of the
@@ -140,12 +142,19 @@ double kl_tolerance(const CpuRow& c) {
   return lse_tolerance(c.lse_p) * (c.kl + 1.0) + lse_tolerance(c.lse_q) + 1e-12 * c.kl + 1e-15;
 }
 
+// Rows r0 .. r0 + n - 1 in one call; with row_kl, their per-row KLs too (the device array is filled with NaN first,
+// so a row the kernel skips shows).
 CompareRowSums run(const DeviceBuffer<float>& dp, const DeviceBuffer<float>& dq, const DeviceBuffer<std::int32_t>& dt,
-                   const Shape& s, std::int64_t r0, std::int64_t n) {
+                   const Shape& s, std::int64_t r0, std::int64_t n, std::vector<double>* row_kl = nullptr) {
   DeviceBuffer<CompareRowSums> out(1);
   out.fill_zero();
+  DeviceBuffer<double> rows(std::vector<double>(static_cast<std::size_t>(std::max<std::int64_t>(n, 1)), std::nan("")));
   rptq::cuda::compare_logits_rows(dp.data() + r0 * s.ld_p, dq.data() + r0 * s.ld_q, n, s.vocab, s.ld_p, s.ld_q,
-                                  dt.data() + r0, out.data());
+                                  dt.data() + r0, out.data(), row_kl ? rows.data() : nullptr);
+  if (row_kl) {
+    *row_kl = rows.to_host();
+    row_kl->resize(static_cast<std::size_t>(n));
+  }
   return out.to_host()[0];
 }
 
@@ -168,6 +177,10 @@ TEST(CudaCompareLogits, MatchesCpuTerms) {
     DeviceBuffer<float> dp(in.p), dq(in.q);
     DeviceBuffer<std::int32_t> dt(in.targets);
     const CompareRowSums all = run(dp, dq, dt, s, 0, s.rows);
+    std::vector<double> row_kl;
+    const CompareRowSums with_rows = run(dp, dq, dt, s, 0, s.rows, &row_kl);
+    EXPECT_TRUE(same_bits(all, with_rows)) << "asking for the per-row KLs changed the sums";
+    double row_kl_sum = 0, worst_row_kl = 0;
 
     double nll_p = 0, nll_q = 0, kl = 0, tol_p = 0, tol_q = 0, tol_kl = 0;
     std::int64_t agree = 0;
@@ -188,8 +201,16 @@ TEST(CudaCompareLogits, MatchesCpuTerms) {
       if (r % 8 == 0) {
         ASSERT_EQ(c.kl, 0.0) << "row " << r << ": the CPU's KL of a row with itself";
       }
+      const double rk = row_kl[static_cast<std::size_t>(r)];
+      ASSERT_LE(std::fabs(rk - c.kl), kl_tolerance(c)) << "row " << r << ": per-row gpu " << rk << " cpu " << c.kl;
+      if (r % 8 == 0) {
+        ASSERT_EQ(rk, 0.0) << "row " << r << ": q == p";
+      }
+      row_kl_sum += rk;
+      worst_row_kl = std::max(worst_row_kl, std::fabs(rk - c.kl));
       if (!per_row) continue;
       const CompareRowSums g = run(dp, dq, dt, s, r, 1);
+      ASSERT_EQ(g.kl, rk) << "row " << r << ": the per-row KL is the term the sum adds";
       ASSERT_LE(std::fabs(g.nll_p - c.nll_p), lse_tolerance(c.lse_p)) << "row " << r;
       ASSERT_LE(std::fabs(g.nll_q - c.nll_q), lse_tolerance(c.lse_q)) << "row " << r;
       ASSERT_LE(std::fabs(g.kl - c.kl), kl_tolerance(c)) << "row " << r << ": gpu " << g.kl << " cpu " << c.kl;
@@ -210,6 +231,8 @@ TEST(CudaCompareLogits, MatchesCpuTerms) {
     EXPECT_LE(std::fabs(all.nll_p - nll_p), tol_p + 1e-12 * std::fabs(nll_p));
     EXPECT_LE(std::fabs(all.nll_q - nll_q), tol_q + 1e-12 * std::fabs(nll_q));
     EXPECT_LE(std::fabs(all.kl - kl), tol_kl);
+    // The per-row KLs add up to the sum, up to the order of the double additions.
+    EXPECT_NEAR(row_kl_sum, all.kl, 1e-12 * all.kl);
     EXPECT_EQ(all.agree, agree);
     // What add_rows adds: window_mean_nll(rows) * rows (contiguous rows only).
     if (s.ld_p == s.vocab) {
@@ -222,6 +245,7 @@ TEST(CudaCompareLogits, MatchesCpuTerms) {
                 "agree %lld / %lld",
                 describe(s).c_str(), std::fabs(all.nll_p - nll_p), std::fabs(all.nll_q - nll_q), tol_p,
                 std::fabs(all.kl - kl), kl, tol_kl, static_cast<long long>(all.agree), static_cast<long long>(s.rows));
+    std::printf("; per-row KLs: worst |dkl| %.3g", worst_row_kl);
     if (per_row) std::printf("; worst row |dnll| %.3g |dkl| %.3g (relative %.3g)", worst_nll, worst_kl, worst_kl_rel);
     std::printf("\n");
   }
@@ -246,16 +270,19 @@ TEST(CudaCompareLogits, NllMatchesNllRowsTotal) {
               all.nll_q == q ? "same bits" : "differs");
 }
 
-// The same inputs give the same bits on every run; a call adds to what *out holds (x + x = 2x exactly), and
-// chunks of rows (256, as compare_models) accumulate to the whole up to double rounding.
+// The same inputs give the same bits on every run (the per-row KLs too); a call adds to what *out holds (x + x = 2x
+// exactly), and chunks of rows (256, as compare_models) accumulate to the whole up to double rounding, their per-row
+// KLs the same bits as one call's.
 TEST(CudaCompareLogits, DeterministicAndAccumulates) {
   RPTQ_REQUIRE_CUDA_DEVICE();
   const Shape s{1000, 1001, 1001, 1001};
   const Inputs in = make_inputs(s, 21);
   DeviceBuffer<float> dp(in.p), dq(in.q);
   DeviceBuffer<std::int32_t> dt(in.targets);
-  const CompareRowSums a = run(dp, dq, dt, s, 0, s.rows), b = run(dp, dq, dt, s, 0, s.rows);
+  std::vector<double> whole, again;  // the per-row KLs of both runs
+  const CompareRowSums a = run(dp, dq, dt, s, 0, s.rows, &whole), b = run(dp, dq, dt, s, 0, s.rows, &again);
   EXPECT_TRUE(same_bits(a, b)) << a.nll_p << " " << b.nll_p << " / " << a.kl << " " << b.kl;
+  EXPECT_EQ(std::memcmp(whole.data(), again.data(), whole.size() * sizeof(double)), 0);
 
   DeviceBuffer<CompareRowSums> acc(std::vector<CompareRowSums>{a});
   rptq::cuda::compare_logits_rows(dp.data(), dq.data(), s.rows, s.vocab, s.ld_p, s.ld_q, dt.data(), acc.data());
@@ -265,13 +292,18 @@ TEST(CudaCompareLogits, DeterministicAndAccumulates) {
   EXPECT_EQ(twice.kl, 2 * a.kl);
   EXPECT_EQ(twice.agree, 2 * a.agree);
 
+  // Chunks of rows, each call writing its rows' KLs at their offset in one array: the same per-row bits as one
+  // call's (a row's KL does not depend on the rows around it).
+  DeviceBuffer<double> rows(std::vector<double>(static_cast<std::size_t>(s.rows), std::nan("")));
   acc.fill_zero();
   for (std::int64_t r0 = 0; r0 < s.rows; r0 += 256) {
     const std::int64_t n = std::min<std::int64_t>(256, s.rows - r0);
     rptq::cuda::compare_logits_rows(dp.data() + r0 * s.ld_p, dq.data() + r0 * s.ld_q, n, s.vocab, s.ld_p, s.ld_q,
-                                    dt.data() + r0, acc.data());
+                                    dt.data() + r0, acc.data(), rows.data() + r0);
   }
   const CompareRowSums chunks = acc.to_host()[0];
+  const std::vector<double> chunked = rows.to_host();
+  EXPECT_EQ(std::memcmp(chunked.data(), whole.data(), whole.size() * sizeof(double)), 0);
   EXPECT_NEAR(chunks.nll_p, a.nll_p, 1e-12 * std::fabs(a.nll_p));
   EXPECT_NEAR(chunks.nll_q, a.nll_q, 1e-12 * std::fabs(a.nll_q));
   EXPECT_NEAR(chunks.kl, a.kl, 1e-12 * std::fabs(a.kl));
@@ -369,6 +401,12 @@ TEST(CudaCompareLogits, EdgeRowsAsCpu) {
   for (std::int64_t r = 0; r < rows; ++r) EXPECT_EQ(run(dp, dq, dt, s, r, 1).agree, expect_agree[r]) << "row " << r;
   const CompareRowSums masked = run(dp, dq, dt, s, 4, 1);
   EXPECT_EQ(masked.kl, 0.0) << "masked entries: KL NaN, clamped to 0";
+  // The per-row KLs of the edge rows: what a one-row call adds, the masked row's 0 included (never NaN).
+  std::vector<double> edge_kl;
+  run(dp, dq, dt, s, 0, rows, &edge_kl);
+  for (std::int64_t r = 0; r < rows; ++r)
+    EXPECT_EQ(edge_kl[static_cast<std::size_t>(r)], run(dp, dq, dt, s, r, 1).kl) << "row " << r;
+  EXPECT_EQ(edge_kl[4], 0.0);
   EXPECT_EQ(masked.nll_p, std::numeric_limits<double>::infinity()) << "the target is masked";
 
   // A target outside the vocabulary: NaN NLL sums, the other sums unaffected.

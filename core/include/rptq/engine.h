@@ -7,6 +7,7 @@
 #include <memory>
 #include <span>
 #include <string>
+#include <vector>
 
 #include "rptq/method/calibration.h"
 #include "rptq/eval/compare.h"
@@ -36,6 +37,15 @@ PerplexityResult perplexity(const Model& model, const QuantizedModel* quantized,
 CompareResult compare_models(const Model& fp, const QuantizedModel* fp_quant, const Model& q,
                              const QuantizedModel* q_quant, std::span<const std::int32_t> ids,
                              const PerplexityOptions& opts, const Execution& exec);
+
+// compare_models() on several texts (e.g. WikiText-2, PTB and C4, as the paper's tables): one CompareResult per
+// text, in order, each equal to compare_models() on that text alone with the same options. Every text is checked
+// first (compare_texts_windows: a text shorter than one window throws InputError naming it); on the GPU the models
+// are uploaded once. opts.progress(windows done, windows total) counts over all texts, from the calling thread
+// (a worker thread may call this); returning false cancels (throws Cancelled).
+std::vector<CompareResult> compare_texts(const Model& fp, const QuantizedModel* fp_quant, const Model& q,
+                                         const QuantizedModel* q_quant, std::span<const CompareText> texts,
+                                         const PerplexityOptions& opts, const Execution& exec);
 
 // generate() of generate.h; `quantized` as for perplexity.
 GenerateResult generate(const Model& model, const QuantizedModel* quantized, std::span<const std::int32_t> prompt,

@@ -1040,19 +1040,23 @@ std::unique_ptr<LayerPasses> make_gpu_layer_passes(QuantizedModel& q, const Chan
   return std::make_unique<GpuLayerPasses>(q, stats, passes_per_layer, gpu, batch);
 }
 
-CompareResult compare_models_gpu(const Model& fp, const QuantizedModel* fp_quant, const Model& q,
-                                 const QuantizedModel* q_quant, std::span<const std::int32_t> ids,
-                                 const PerplexityOptions& opts, const GpuOptions& gpu) {
+namespace {
+
+// One text's comparison on two runners made for it (or for several texts: compare_texts_gpu): both forward passes
+// of each window on the GPU, the NLL, KL and top-1 sums and every position's KL on the device
+// (kernels/compare_logits.cuh); only those come back, not the logits. progress(windows of this text done) returns
+// false to cancel.
+CompareResult compare_on(GpuRunner::Impl& mf, GpuRunner::Impl& mq, const Model& fp, const Model& q,
+                         std::span<const std::int32_t> ids, const PerplexityOptions& opts,
+                         const std::function<bool(std::int64_t)>& progress) {
   CompareAccumulator acc(ids, opts, fp.config().vocab, q.config().vocab);
-  GpuRunner rf(fp, fp_quant, gpu), rq(q, q_quant, gpu);
-  GpuRunner::Impl& mf = GpuRunnerAccess::impl(rf);
-  GpuRunner::Impl& mq = GpuRunnerAccess::impl(rq);
   const std::int64_t T = opts.seqlen, V = fp.config().vocab;
   const auto start = std::chrono::steady_clock::now();
   guarded("while comparing", mf.held + mq.held, [&] {
-    // The NLL, KL and top-1 sums of a window, on the device: only they come back, not the logits.
     cuda::DeviceBuffer<cuda::CompareRowSums> sums(1);
-    mf.note_alloc(sums.bytes());
+    cuda::DeviceBuffer<double> row_kl(static_cast<std::size_t>(T - 1));  // the window's per-position KLs
+    mf.note_alloc(sums.bytes() + row_kl.bytes());
+    std::vector<double> host_kl(static_cast<std::size_t>(T - 1));
     for (std::int64_t w = 0; w < acc.windows(); ++w) {
       const auto win = acc.window(w);
       const auto t0 = std::chrono::steady_clock::now();
@@ -1074,19 +1078,50 @@ CompareResult compare_models_gpu(const Model& fp, const QuantizedModel* fp_quant
         const float* lf = mf.head(hf + r0 * fp.config().hidden, n);
         mf.sync();  // the quantized side's stream reads the FP logits
         const float* lq = mq.head(hq + r0 * q.config().hidden, n);
-        cuda::compare_logits_rows(lf, lq, n, V, V, V, targets + r0, sums.data(), mq.compute);
+        cuda::compare_logits_rows(lf, lq, n, V, V, V, targets + r0, sums.data(), row_kl.data() + r0, mq.compute);
         mq.sync();  // the FP side's next head overwrites its logits
       }
       cuda::CompareRowSums host;
       RPTQ_CUDA_CHECK(cudaMemcpyAsync(&host, sums.data(), sizeof host, cudaMemcpyDeviceToHost, mq.compute));
+      RPTQ_CUDA_CHECK(cudaMemcpyAsync(host_kl.data(), row_kl.data(), row_kl.bytes(), cudaMemcpyDeviceToHost,
+                                      mq.compute));
       mq.sync();
-      acc.add_sums(T - 1, host.nll_p, host.nll_q, host.kl, host.agree);
+      acc.add_sums(T - 1, host.nll_p, host.nll_q, host.kl, host.agree, host_kl);
       acc.end_window(std::chrono::duration<double>(t1 - t0).count(), std::chrono::duration<double>(t2 - t1).count());
-      if (opts.progress && !opts.progress(w + 1, acc.windows())) throw Cancelled();
+      if (progress && !progress(w + 1)) throw Cancelled();
     }
-    mf.note_free(sums.bytes());
+    mf.note_free(sums.bytes() + row_kl.bytes());
   });
   return acc.finish(std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
+}
+
+}  // namespace
+
+CompareResult compare_models_gpu(const Model& fp, const QuantizedModel* fp_quant, const Model& q,
+                                 const QuantizedModel* q_quant, std::span<const std::int32_t> ids,
+                                 const PerplexityOptions& opts, const GpuOptions& gpu) {
+  // A bad text or option is refused before the models are uploaded.
+  const std::int64_t windows = perplexity_windows(ids, opts).windows;
+  GpuRunner rf(fp, fp_quant, gpu), rq(q, q_quant, gpu);
+  std::function<bool(std::int64_t)> progress;
+  if (opts.progress) progress = [&](std::int64_t done) { return opts.progress(done, windows); };
+  return compare_on(GpuRunnerAccess::impl(rf), GpuRunnerAccess::impl(rq), fp, q, ids, opts, progress);
+}
+
+std::vector<CompareResult> compare_texts_gpu(const Model& fp, const QuantizedModel* fp_quant, const Model& q,
+                                             const QuantizedModel* q_quant, std::span<const CompareText> texts,
+                                             const PerplexityOptions& opts, const GpuOptions& gpu) {
+  const std::int64_t total = compare_texts_windows(texts, opts);
+  GpuRunner rf(fp, fp_quant, gpu), rq(q, q_quant, gpu);  // uploaded once for every text
+  std::vector<CompareResult> out;
+  std::int64_t before = 0;
+  for (const CompareText& t : texts) {
+    std::function<bool(std::int64_t)> progress;
+    if (opts.progress) progress = [&](std::int64_t done) { return opts.progress(before + done, total); };
+    out.push_back(compare_on(GpuRunnerAccess::impl(rf), GpuRunnerAccess::impl(rq), fp, q, t.ids, opts, progress));
+    before += out.back().fp.windows;
+  }
+  return out;
 }
 
 }  // namespace rptq

@@ -154,4 +154,11 @@ CompareResult compare_models_gpu(const Model& fp, const QuantizedModel* fp_quant
                                  const QuantizedModel* q_quant, std::span<const std::int32_t> ids,
                                  const PerplexityOptions& opts, const GpuOptions& gpu = {});
 
+// compare_models_gpu over several texts with the two runners made once (the models uploaded once): one result per
+// text, in order; opts.progress(windows done, windows total) counts over all texts (compare_texts_windows, which
+// also checks every text first) and returning false cancels (throws Cancelled).
+std::vector<CompareResult> compare_texts_gpu(const Model& fp, const QuantizedModel* fp_quant, const Model& q,
+                                             const QuantizedModel* q_quant, std::span<const CompareText> texts,
+                                             const PerplexityOptions& opts, const GpuOptions& gpu = {});
+
 }  // namespace rptq

@@ -48,6 +48,11 @@ CompareResult compare_models_gpu(const Model&, const QuantizedModel*, const Mode
                                  std::span<const std::int32_t>, const PerplexityOptions&, const GpuOptions&) {
   no_cuda();
 }
+std::vector<CompareResult> compare_texts_gpu(const Model&, const QuantizedModel*, const Model&,
+                                             const QuantizedModel*, std::span<const CompareText>,
+                                             const PerplexityOptions&, const GpuOptions&) {
+  no_cuda();
+}
 std::unique_ptr<QuantizedModel> quantize_gpu(std::unique_ptr<Model>, const ChannelStats&, const QuantConfig&,
                                              const QuantizeOptions&, const GpuOptions&, std::int64_t) {
   no_cuda();

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <stdexcept>
 
 #include "rptq/base/error.h"
 #include "rptq/model/model.h"
@@ -24,12 +25,35 @@ double kl_from_logits(const float* p, const float* q, std::int64_t n, bool* same
   return kl > 0 ? kl : 0.0;  // rounding can make an exact zero slightly negative
 }
 
+double kl_percentile(std::span<const double> sorted, double p) {
+  const std::int64_t n = static_cast<std::int64_t>(sorted.size());
+  if (n == 0) return 0.0;
+  const double x = p * static_cast<double>(n) / 100.0;
+  const std::int64_t rank = std::clamp<std::int64_t>(static_cast<std::int64_t>(std::ceil(x)), 1, n);
+  return sorted[static_cast<std::size_t>(rank - 1)];
+}
+
+std::vector<std::string> default_compare_texts() { return {"data/wikitext2-sample.txt", "data/c4-sample.txt"}; }
+
+std::int64_t compare_texts_windows(std::span<const CompareText> texts, const PerplexityOptions& opts) {
+  std::int64_t total = 0;
+  for (const CompareText& t : texts) {
+    try {
+      total += perplexity_windows(t.ids, opts).windows;
+    } catch (const InputError& e) {
+      throw InputError("text '" + t.name + "' (" + t.path + "): " + e.what());
+    }
+  }
+  return total;
+}
+
 CompareAccumulator::CompareAccumulator(std::span<const std::int32_t> ids, const PerplexityOptions& opts,
                                        std::int64_t fp_vocab, std::int64_t q_vocab)
     : ids_(ids), seqlen_(opts.seqlen), vocab_(fp_vocab) {
   if (fp_vocab != q_vocab) throw InputError("the two models have different vocabularies");
   res_.fp = res_.q = perplexity_windows(ids, opts);
   windows_ = res_.fp.windows;
+  row_kl_.reserve(static_cast<std::size_t>(windows_ * (seqlen_ - 1)));
 }
 
 std::span<const std::int32_t> CompareAccumulator::window(std::int64_t w) const {
@@ -43,17 +67,26 @@ void CompareAccumulator::add_rows(std::int64_t w, const float* lf, const float* 
   nll_q_ += window_mean_nll(lq, V, tgt) * static_cast<double>(n);
   double ks = 0;
   std::int64_t ag = 0;
+  const std::size_t first = row_kl_.size();
+  row_kl_.resize(first + static_cast<std::size_t>(n));
+  double* rows = row_kl_.data() + first;
 #pragma omp parallel for reduction(+ : ks, ag) schedule(static)
   for (std::int64_t r = 0; r < n; ++r) {
     bool same = false;
-    ks += kl_from_logits(lf + r * V, lq + r * V, V, &same);
+    rows[r] = kl_from_logits(lf + r * V, lq + r * V, V, &same);
+    ks += rows[r];
     ag += same ? 1 : 0;
   }
   kl_sum_ += ks;
   agree_ += ag;
 }
 
-void CompareAccumulator::add_sums(std::int64_t, double nll_fp, double nll_q, double kl, std::int64_t agree) {
+void CompareAccumulator::add_sums(std::int64_t n, double nll_fp, double nll_q, double kl, std::int64_t agree,
+                                  std::span<const double> row_kl) {
+  if (static_cast<std::int64_t>(row_kl.size()) != n)
+    throw std::invalid_argument("CompareAccumulator::add_sums: " + std::to_string(row_kl.size()) +
+                                " row KLs for " + std::to_string(n) + " rows");
+  row_kl_.insert(row_kl_.end(), row_kl.begin(), row_kl.end());
   nll_fp_ += nll_fp;
   nll_q_ += nll_q;
   kl_sum_ += kl;
@@ -72,6 +105,12 @@ CompareResult CompareAccumulator::finish(double seconds) {
   res_.positions = windows_ * (seqlen_ - 1);
   res_.kl = kl_sum_ / static_cast<double>(res_.positions);
   res_.top1_agreement = static_cast<double>(agree_) / static_cast<double>(res_.positions);
+  res_.top1_changed = static_cast<double>(res_.positions - agree_) / static_cast<double>(res_.positions);
+  std::sort(row_kl_.begin(), row_kl_.end());
+  res_.kl_p50 = kl_percentile(row_kl_, 50);
+  res_.kl_p90 = kl_percentile(row_kl_, 90);
+  res_.kl_p99 = kl_percentile(row_kl_, 99);
+  res_.kl_max = kl_percentile(row_kl_, 100);
   for (PerplexityResult* r : {&res_.fp, &res_.q}) {
     double mean = 0;
     for (double v : r->window_nll) mean += v;
