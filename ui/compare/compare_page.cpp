@@ -304,7 +304,7 @@ void ComparePage::run_comparison() {
         };
         return rptq::compare_models(*fp, nullptr, q->model(), q.get(), ids, po, exec);
       },
-      [this, progress, q](rptq::CompareResult r) {
+      [this, progress, q, data, exec](rptq::CompareResult r) {
         if (progress != comparing_) return;
         comparison_ended();
         if (q != session_->quantized_ptr()) return;  // quantized again meanwhile
@@ -312,6 +312,7 @@ void ComparePage::run_comparison() {
         result_ = r;
         status_->setText(tr("Compared in %1.").arg(human_seconds(r.seconds)));
         show_result();
+        record(r, data, exec);
       },
       [this, progress](const TaskError& e) {
         if (progress != comparing_) return;
@@ -320,6 +321,29 @@ void ComparePage::run_comparison() {
         status_->setText(e.cancelled() ? tr("Stopped.") : tr("Comparison failed: %1").arg(e.message));
         show_task_error(window(), tr("Comparison failed"), e);
       });
+}
+
+void ComparePage::record(const rptq::CompareResult& r, const QString& data, const rptq::Execution& exec) {
+  const QuantizationSummary* s = session_->quantization_summary();
+  if (!s) return;
+  rptq::RunRecord rec =
+      rptq::new_run_record("compare", s->model_path.toStdString(), s->stats_path.toStdString(), s->config);
+  rec.options = {{"data", {QFileInfo(data).absoluteFilePath().toStdString()}},
+                 {"seqlen", r.fp.seqlen},
+                 {"windows", r.fp.windows},
+                 {"sequential", s->sequential},
+                 {"stat", rptq::range_stat_name(s->stat)},
+                 {"kmeans_seed", s->kmeans_seed},
+                 {"device", exec.device == rptq::Device::CUDA ? "cuda" : "cpu"}};
+  rec.results = {{"ppl_fp", r.fp.ppl},
+                 {"ppl_q", r.q.ppl},
+                 {"kl", r.kl},
+                 {"top1_agreement", r.top1_agreement},
+                 {"positions", r.positions},
+                 {"seconds", r.seconds},
+                 {"quantize_seconds", s->seconds},
+                 {"quantized_weight_bytes", s->quantized_weight_bytes}};
+  session_->record_run(rec);
 }
 
 void ComparePage::comparison_ended() {

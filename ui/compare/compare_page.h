@@ -13,6 +13,7 @@
 #include "common/job_progress.h"
 #include "rptq/eval/compare.h"
 #include "rptq/eval/generate.h"
+#include "rptq/execution.h"
 #include "rptq/method/quant_config.h"
 
 class QLabel;
@@ -82,6 +83,8 @@ class ComparePage : public QWidget {
  private:
   void comparison_ended();  // the job's end, either way: its progress, the model's use and the busy state released
   void show_result();
+  // Adds the comparison to the run history with the quantization it compared.
+  void record(const rptq::CompareResult& r, const QString& data, const rptq::Execution& exec);
   void find_divergence();
   void highlight(int side, int token);
   void set_busy();

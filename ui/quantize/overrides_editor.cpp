@@ -158,9 +158,10 @@ void OverridesEditor::validate() {
   filling_ = was;
   remove_->setEnabled(table_->rowCount() > 0);
   hint_->setText(error_.isEmpty()
-                     ? (table_->rowCount() ? tr("%n override(s); a later row wins where two select the same tap.",
-                                                nullptr, table_->rowCount())
-                                           : tr("No overrides: every layer gets the setting above."))
+                     ? (table_->rowCount() == 0   ? tr("No overrides: every layer gets the setting above.")
+                        : table_->rowCount() == 1 ? tr("1 override.")
+                                                  : tr("%1 overrides; a later row wins where two select the same tap.")
+                                                        .arg(table_->rowCount()))
                      : QStringLiteral("<span style='color:#c62828'>%1</span>").arg(error_.toHtmlEscaped()));
 }
 

@@ -276,6 +276,54 @@ void QuantizePage::set_overrides(const QStringList& specs) { overrides_->set_spe
 
 QStringList QuantizePage::overrides() const { return overrides_->specs(); }
 
+QString QuantizePage::apply_config(const rptq::QuantConfig& c) {
+  // A preset when the record names one and has its bits; otherwise custom bits (weights, the taps but K and V,
+  // the KV cache), which is all a custom setting of this page can say.
+  bool preset = false;
+  if (c.name != "custom") {
+    try {
+      const rptq::QuantConfig p = rptq::QuantConfig::preset(c.name);
+      preset = p.wbits == c.wbits && p.abits == c.abits && p.softmax_bits == c.softmax_bits;
+    } catch (const rptq::InputError&) {
+      preset = false;  // a name this version has no preset for
+    }
+  }
+  if (preset) {
+    select_preset(QString::fromStdString(c.name));
+  } else {
+    select_preset(kCustom);
+    setting_preset_ = true;
+    set_bits(wbits_, c.wbits);
+    set_bits(abits_, c.bits(rptq::Tap::AttnInput));
+    set_bits(kvbits_, c.kv_bits());
+    setting_preset_ = false;
+  }
+  setting_preset_ = true;
+  for (int r = 1; r <= rptq::kReorderIndices; ++r) clusters_spin(r)->setValue(c.clusters_of(r));
+  setting_preset_ = false;
+  set_weight_method(c.weight_method);
+  grid_->setCurrentIndex(grid_->findData(static_cast<int>(c.grid)));
+  QStringList specs;
+  for (const rptq::TapOverride& o : c.overrides) specs << QString::fromStdString(o.spec);
+  set_overrides(specs);  // emits config_changed
+  // What this page has no control for.
+  QStringList lost;
+  rptq::QuantConfig now;
+  try {
+    now = config();
+  } catch (const std::exception&) {
+    return tr("the overrides (they do not apply to this model)");
+  }
+  if (now.abits != c.abits || now.softmax_bits != c.softmax_bits) lost << tr("per-tap bits");
+  if (c.weight_group != 0) lost << tr("weight group %1").arg(c.weight_group);
+  if (c.weight_clip != rptq::WeightClip::MinMax) lost << tr("MSE weight ranges");
+  if (c.act_order) lost << tr("act-order");
+  if (c.range_mode != rptq::RangeMode::Static) lost << tr("dynamic ranges");
+  if (c.fp_prefix > 0) lost << tr("FP prefix %1").arg(c.fp_prefix);
+  if (c.gptq_damp != now.gptq_damp || c.gptq_block != now.gptq_block) lost << tr("GPTQ damping/block");
+  return lost.join(QStringLiteral(", "));
+}
+
 void QuantizePage::update_availability() {
   const LoadedModel* m = session_->model();
   const bool fp = session_->fp_model() != nullptr;
@@ -382,7 +430,17 @@ void QuantizePage::finished(std::shared_ptr<rptq::QuantizedModel> q, std::shared
     return;
   }
   status_->setText(tr("Quantized in %1.").arg(human_seconds(job_->elapsed_seconds())));
+  rptq::RunRecord rec = rptq::new_run_record("quantize", s->model_path.toStdString(), s->stats_path.toStdString(),
+                                             s->config);
+  rec.options = {{"sequential", s->sequential},
+                 {"stat", rptq::range_stat_name(s->stat)},
+                 {"kmeans_seed", s->kmeans_seed},
+                 {"device", device_->execution().device == rptq::Device::CUDA ? "cuda" : "cpu"}};
+  rec.results = {{"quantize_seconds", s->seconds},
+                 {"fp_weight_bytes", s->fp_weight_bytes},
+                 {"quantized_weight_bytes", s->quantized_weight_bytes}};
   session_->set_quantized(std::move(q), std::move(s));
+  session_->record_run(rec);
 }
 
 void QuantizePage::cancelled() {

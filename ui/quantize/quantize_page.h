@@ -54,6 +54,10 @@ class QuantizePage : public QWidget {
   // adds to the chosen setting, in order; replaces the earlier list. The Sensitivity step's "keep the N most
   // sensitive taps" suggestion is handed over here.
   void set_overrides(const QStringList& specs);
+  // Shows a recorded setting (the History step's "re-open"): its preset (or custom bits), clusters, weight method,
+  // grid and overrides. Returns what the page cannot show and leaves at its default ("act-order, fp prefix"; ""
+  // when everything was taken over).
+  QString apply_config(const rptq::QuantConfig& c);
   QStringList overrides() const;
   OverridesEditor* overrides_editor() const { return overrides_; }
 

@@ -1,5 +1,7 @@
 #include "session/session.h"
 
+#include <QStandardPaths>
+
 namespace rptq::ui {
 
 void Session::set_model(std::shared_ptr<const LoadedModel> m) {
@@ -40,6 +42,20 @@ void Session::clear_quantized() {
 void Session::begin_quantized_use(const QString& what) {
   quantized_users_.push_back(what);
   Q_EMIT quantized_use_changed();
+}
+
+QString Session::history_file() const {
+  return QStandardPaths::writableLocation(QStandardPaths::AppDataLocation) + QStringLiteral("/history.json");
+}
+
+void Session::record_run(const rptq::RunRecord& r) {
+  try {
+    history().append(r);
+    history_error_.clear();
+  } catch (const std::exception& e) {
+    history_error_ = QString::fromStdString(e.what());
+  }
+  Q_EMIT run_recorded();
 }
 
 void Session::end_quantized_use(const QString& what) {

@@ -7,6 +7,7 @@
 
 #include <memory>
 
+#include "rptq/io/run_history.h"
 #include "rptq/method/calibration.h"
 #include "rptq/method/quantize.h"
 #include "session/loaded_model.h"
@@ -48,11 +49,20 @@ class Session : public QObject {
   bool quantized_in_use() const { return !quantized_users_.isEmpty(); }
   QString quantized_user() const { return quantized_users_.isEmpty() ? QString() : quantized_users_.front(); }
 
+  // The run history (rptq/io/run_history.h), history.json in the application data folder, the file `rptq` records
+  // into too. Each quantization and comparison of the pages is recorded; the History step lists them.
+  QString history_file() const;
+  rptq::RunHistory history() const { return rptq::RunHistory(history_file().toStdString()); }
+  // Appends r; a history that cannot be written never fails the run: the reason is kept in history_error().
+  void record_run(const rptq::RunRecord& r);
+  QString history_error() const { return history_error_; }
+
  Q_SIGNALS:
   void model_changed();
   void stats_changed();
   void quantized_changed();
   void quantized_use_changed();
+  void run_recorded();  // a run was added to the history (or recording it failed: history_error())
 
  private:
   std::shared_ptr<const LoadedModel> model_;
@@ -61,6 +71,7 @@ class Session : public QObject {
   std::shared_ptr<rptq::QuantizedModel> quantized_;
   std::shared_ptr<const QuantizationSummary> summary_;
   QStringList quantized_users_;
+  QString history_error_;
 };
 
 }  // namespace rptq::ui
