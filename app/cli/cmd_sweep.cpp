@@ -39,11 +39,11 @@ void print_table(const SweepResult& r) {
               "%.4f\n",
               r.spec.axis_label().c_str(), r.spec.values.size(), (long long)r.windows, (long long)r.seqlen,
               (long long)r.positions, r.ppl_fp);
-  std::printf("%-16s %12s %9s %11s %8s %18s %9s\n", "setting", "ppl", "vs FP", "KL", "top-1", "clusters R1..R5",
-              "seconds");
+  std::printf("%-16s %12s %9s %11s %11s %8s %18s %9s\n", "setting", "ppl", "vs FP", "KL", "KL p99", "top-1",
+              "clusters R1..R5", "seconds");
   for (const SweepPoint& p : r.points)
-    std::printf("%-16s %12.4f %+8.2f%% %11.5f %7.2f%% %18s %9.2f\n", r.spec.setting(p.value).c_str(), p.ppl_q,
-                100.0 * (p.ppl_q / r.ppl_fp - 1.0), p.kl, 100.0 * p.top1_agreement, used_text(p).c_str(),
+    std::printf("%-16s %12.4f %+8.2f%% %11.5f %11.5f %7.2f%% %18s %9.2f\n", r.spec.setting(p.value).c_str(), p.ppl_q,
+                100.0 * (p.ppl_q / r.ppl_fp - 1.0), p.kl, p.kl_p99, 100.0 * p.top1_agreement, used_text(p).c_str(),
                 p.quantize_seconds + p.compare_seconds);
 }
 
@@ -117,7 +117,7 @@ void add_sweep(CLI::App& app) {
   cmd->add_option("--threads", a->threads, "CPU threads (default: all cores)")->check(CLI::Range(0, 4096));
   auto* json = cmd->add_flag("--json", a->json,
                              "Print the sweep as JSON (what --out saves: spec, base setting, ppl_fp, and per point "
-                             "value, ppl_q, kl, top1_agreement, clusters_used)");
+                             "value, ppl_q, kl, kl_p50/p90/p99/max, top1_agreement, top1_changed, clusters_used)");
   auto* csv = cmd->add_flag("--csv", a->csv, "Print CSV, one row per point (and --out writes CSV)");
   json->excludes(csv);
   cmd->add_option("--out", a->out, "Also save the sweep to this file: JSON (the GUI loads it), or CSV with --csv; "

@@ -94,6 +94,11 @@ TEST_F(CliSweep, JsonCsvAndOutHoldTheLibrarysNumbers) {
     EXPECT_EQ(cli.points[i].ppl_q, lib.points[i].ppl_q);
     EXPECT_EQ(cli.points[i].kl, lib.points[i].kl);
     EXPECT_EQ(cli.points[i].top1_agreement, lib.points[i].top1_agreement);
+    EXPECT_EQ(cli.points[i].top1_changed, lib.points[i].top1_changed);
+    EXPECT_EQ(cli.points[i].kl_p50, lib.points[i].kl_p50);
+    EXPECT_EQ(cli.points[i].kl_p90, lib.points[i].kl_p90);
+    EXPECT_EQ(cli.points[i].kl_p99, lib.points[i].kl_p99);
+    EXPECT_EQ(cli.points[i].kl_max, lib.points[i].kl_max);
     EXPECT_EQ(cli.points[i].clusters_used, lib.points[i].clusters_used);
     EXPECT_EQ(cli.points[i].description, lib.points[i].description);
   }
@@ -120,18 +125,20 @@ TEST_F(CliSweep, JsonCsvAndOutHoldTheLibrarysNumbers) {
   std::istringstream in(c.out);
   std::string line;
   std::getline(in, line);
-  EXPECT_EQ(line.rfind("axis,target,value,setting,ppl_fp,ppl_q,kl,top1_agreement", 0), 0u);
+  EXPECT_EQ(line.rfind("axis,target,value,setting,ppl_fp,ppl_q,kl,kl_p50,kl_p90,kl_p99,kl_max,top1_agreement", 0),
+            0u);
   for (std::size_t i = 0; i < 2; ++i) {
     ASSERT_TRUE(std::getline(in, line));
     std::vector<std::string> f;
     std::stringstream ss(line);
-    for (std::string x; f.size() < 8 && std::getline(ss, x, ',');) f.push_back(x);
-    ASSERT_EQ(f.size(), 8u);
+    for (std::string x; f.size() < 12 && std::getline(ss, x, ',');) f.push_back(x);
+    ASSERT_EQ(f.size(), 12u);
     EXPECT_EQ(std::stoi(f[2]), lib.points[i].value);
     EXPECT_EQ(std::strtod(f[4].c_str(), nullptr), lib.ppl_fp);
     EXPECT_EQ(std::strtod(f[5].c_str(), nullptr), lib.points[i].ppl_q);
     EXPECT_EQ(std::strtod(f[6].c_str(), nullptr), lib.points[i].kl);
-    EXPECT_EQ(std::strtod(f[7].c_str(), nullptr), lib.points[i].top1_agreement);
+    EXPECT_EQ(std::strtod(f[9].c_str(), nullptr), lib.points[i].kl_p99);
+    EXPECT_EQ(std::strtod(f[11].c_str(), nullptr), lib.points[i].top1_agreement);
   }
 
   // The default table: a row per point.

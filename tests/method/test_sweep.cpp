@@ -2,6 +2,8 @@
 // compare_models() run with that setting built by hand, on the same windows; the clusters each index actually got
 // equal an independent k-means of the applied ranges; the values parser; progress and cancel; and the saved file
 // (JSON, CSV) read back exactly. On the bundled stories260k model with 64-token windows (no ../shared).
+#include <nlohmann/json.hpp>
+
 #include <cmath>
 #include <cstdlib>
 #include <set>
@@ -75,6 +77,13 @@ class Sweep : public ::testing::Test {
     EXPECT_EQ(p.ppl_q, c.q.ppl);
     EXPECT_EQ(p.kl, c.kl);
     EXPECT_EQ(p.top1_agreement, c.top1_agreement);
+    EXPECT_EQ(p.top1_changed, c.top1_changed);
+    EXPECT_EQ(p.kl_p50, c.kl_p50);
+    EXPECT_EQ(p.kl_p90, c.kl_p90);
+    EXPECT_EQ(p.kl_p99, c.kl_p99);
+    EXPECT_EQ(p.kl_max, c.kl_max);
+    EXPECT_LE(p.kl_p50, p.kl_p99);
+    EXPECT_GT(p.kl_max, 0.0);
     EXPECT_EQ(r.ppl_fp, c.fp.ppl);
     EXPECT_EQ(r.windows, 2);
     EXPECT_EQ(r.seqlen, 64);
@@ -366,6 +375,11 @@ rptq::SweepResult made_up_result() {
     p.ppl_q = 5.0 + std::sqrt(2.0) * (i + 1);
     p.kl = i == 0 ? std::nan("") : 0.1 / 7.0;  // a non-finite number comes back as NaN
     p.top1_agreement = 0.1 + 0.2;
+    p.top1_changed = 1.0 - p.top1_agreement;
+    p.kl_p50 = 0.01 / 3.0;
+    p.kl_p90 = 0.1 / 3.0;
+    p.kl_p99 = 1.0 / 3.0;
+    p.kl_max = 2.0 / 3.0 + i;
     p.quantize_seconds = 1e-300;
     p.compare_seconds = 123456.789;
     r.points.push_back(p);
@@ -409,6 +423,11 @@ void expect_same(const rptq::SweepResult& a, const rptq::SweepResult& b) {
     else
       EXPECT_EQ(p.kl, q.kl);  // bit for bit
     EXPECT_EQ(p.top1_agreement, q.top1_agreement);
+    EXPECT_EQ(p.top1_changed, q.top1_changed);
+    EXPECT_EQ(p.kl_p50, q.kl_p50);
+    EXPECT_EQ(p.kl_p90, q.kl_p90);
+    EXPECT_EQ(p.kl_p99, q.kl_p99);
+    EXPECT_EQ(p.kl_max, q.kl_max);
     EXPECT_EQ(p.quantize_seconds, q.quantize_seconds);
     EXPECT_EQ(p.compare_seconds, q.compare_seconds);
   }
@@ -433,34 +452,56 @@ TEST(SweepFile, SaveLoadRoundTrip) {
   EXPECT_THROW(rptq::save_sweep(dir / "no-such-folder" / "s.json", r, false), rptq::InputError);
 }
 
+TEST(SweepFile, FilesWithoutKlPercentilesReadAsNaN) {
+  // Sweep files written before the comparison had KL percentiles and top1_changed lack those keys.
+  auto j = nlohmann::json::parse(rptq::sweep_to_json(made_up_result()));
+  for (auto& p : j["points"])
+    for (const char* k : {"kl_p50", "kl_p90", "kl_p99", "kl_max", "top1_changed"}) p.erase(k);
+  const rptq::SweepResult r = rptq::sweep_from_json(j.dump(), "old.json");
+  ASSERT_EQ(r.points.size(), 2u);
+  EXPECT_TRUE(std::isnan(r.points[1].kl_p99));
+  EXPECT_TRUE(std::isnan(r.points[1].top1_changed));
+  EXPECT_EQ(r.points[1].kl, made_up_result().points[1].kl);
+}
+
 TEST(SweepFile, CsvHoldsTheExactNumbers) {
   const rptq::SweepResult r = made_up_result();
   std::istringstream in(rptq::sweep_to_csv(r));
   std::string line;
   std::getline(in, line);
-  EXPECT_EQ(line.rfind("axis,target,value,setting,ppl_fp,ppl_q,kl,top1_agreement,", 0), 0u);
+  EXPECT_EQ(line.rfind("axis,target,value,setting,ppl_fp,ppl_q,kl,kl_p50,kl_p90,kl_p99,kl_max,top1_agreement,"
+                       "top1_changed,quantize_seconds,compare_seconds,clusters_used_R1,",
+                       0),
+            0u);
   for (const rptq::SweepPoint& p : r.points) {
     ASSERT_TRUE(std::getline(in, line));
     std::vector<std::string> f;
     std::stringstream ss(line);
-    for (std::string x; f.size() < 15 && std::getline(ss, x, ',');) f.push_back(x);
+    for (std::string x; f.size() < 20 && std::getline(ss, x, ',');) f.push_back(x);
     std::string rest;
     std::getline(ss, rest);
-    ASSERT_EQ(f.size(), 15u);
+    ASSERT_EQ(f.size(), 20u);
     EXPECT_EQ(f[0], "clusters");
     EXPECT_EQ(f[1], "R1");
     EXPECT_EQ(std::stoi(f[2]), p.value);
     EXPECT_EQ(f[3], p.name);
-    EXPECT_EQ(std::strtod(f[4].c_str(), nullptr), r.ppl_fp);
-    EXPECT_EQ(std::strtod(f[5].c_str(), nullptr), p.ppl_q);
+    auto num = [&](std::size_t i) { return std::strtod(f[i].c_str(), nullptr); };
+    EXPECT_EQ(num(4), r.ppl_fp);
+    EXPECT_EQ(num(5), p.ppl_q);
     if (std::isnan(p.kl))
-      EXPECT_TRUE(std::isnan(std::strtod(f[6].c_str(), nullptr)));
+      EXPECT_TRUE(std::isnan(num(6)));
     else
-      EXPECT_EQ(std::strtod(f[6].c_str(), nullptr), p.kl);
-    EXPECT_EQ(std::strtod(f[7].c_str(), nullptr), p.top1_agreement);
-    EXPECT_EQ(std::strtod(f[8].c_str(), nullptr), p.quantize_seconds);
-    EXPECT_EQ(std::strtod(f[9].c_str(), nullptr), p.compare_seconds);
-    EXPECT_EQ(std::stoi(f[10]), p.value);
+      EXPECT_EQ(num(6), p.kl);
+    EXPECT_EQ(num(7), p.kl_p50);
+    EXPECT_EQ(num(8), p.kl_p90);
+    EXPECT_EQ(num(9), p.kl_p99);
+    EXPECT_EQ(num(10), p.kl_max);
+    EXPECT_EQ(num(11), p.top1_agreement);
+    EXPECT_EQ(num(12), p.top1_changed);
+    EXPECT_EQ(num(13), p.quantize_seconds);
+    EXPECT_EQ(num(14), p.compare_seconds);
+    EXPECT_EQ(std::stoi(f[15]), p.value);
+    EXPECT_EQ(std::stoi(f[16]), 4);
     EXPECT_EQ(rest, "\"" + p.description + "\"");  // it holds commas: quoted
   }
   EXPECT_FALSE(std::getline(in, line));

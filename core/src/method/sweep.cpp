@@ -136,6 +136,9 @@ double get_double(const json& j, const char* key, const std::string& where) {
   if (!v.is_number()) bad_file(where, std::string("\"") + key + "\" is not a number");
   return v.get<double>();
 }
+double optional_double(const json& j, const char* key, const std::string& where) {
+  return j.contains(key) ? get_double(j, key, where) : std::numeric_limits<double>::quiet_NaN();
+}
 std::string get_string(const json& j, const char* key, const std::string& where) {
   const json& v = member(j, key, where);
   if (!v.is_string()) bad_file(where, std::string("\"") + key + "\" is not a string");
@@ -430,7 +433,12 @@ SweepResult run_sweep(const SweepSpec& spec, const QuantConfig& base, const Quan
     p.clusters_used = clusters_used(*q);
     p.ppl_q = c.q.ppl;
     p.kl = c.kl;
+    p.kl_p50 = c.kl_p50;
+    p.kl_p90 = c.kl_p90;
+    p.kl_p99 = c.kl_p99;
+    p.kl_max = c.kl_max;
     p.top1_agreement = c.top1_agreement;
+    p.top1_changed = c.top1_changed;
     p.quantize_seconds = q->seconds;
     p.compare_seconds = c.seconds;
     if (i == 0) {
@@ -486,7 +494,12 @@ std::string sweep_to_json(const SweepResult& r, int indent) {
     jp["clusters_used"] = std::move(used);
     jp["ppl_q"] = number(p.ppl_q);
     jp["kl"] = number(p.kl);
+    jp["kl_p50"] = number(p.kl_p50);
+    jp["kl_p90"] = number(p.kl_p90);
+    jp["kl_p99"] = number(p.kl_p99);
+    jp["kl_max"] = number(p.kl_max);
     jp["top1_agreement"] = number(p.top1_agreement);
+    jp["top1_changed"] = number(p.top1_changed);
     jp["quantize_seconds"] = number(p.quantize_seconds);
     jp["compare_seconds"] = number(p.compare_seconds);
     points.push_back(std::move(jp));
@@ -557,6 +570,12 @@ SweepResult sweep_from_json(const std::string& text, const std::string& source) 
       p.ppl_q = get_double(jp, "ppl_q", where);
       p.kl = get_double(jp, "kl", where);
       p.top1_agreement = get_double(jp, "top1_agreement", where);
+      // Recorded since the KL percentiles were added to the comparison: NaN in older files.
+      p.kl_p50 = optional_double(jp, "kl_p50", where);
+      p.kl_p90 = optional_double(jp, "kl_p90", where);
+      p.kl_p99 = optional_double(jp, "kl_p99", where);
+      p.kl_max = optional_double(jp, "kl_max", where);
+      p.top1_changed = optional_double(jp, "top1_changed", where);
       p.quantize_seconds = get_double(jp, "quantize_seconds", where);
       p.compare_seconds = get_double(jp, "compare_seconds", where);
       r.points.push_back(std::move(p));
@@ -574,15 +593,16 @@ SweepResult sweep_from_json(const std::string& text, const std::string& source) 
 
 std::string sweep_to_csv(const SweepResult& r) {
   std::string s =
-      "axis,target,value,setting,ppl_fp,ppl_q,kl,top1_agreement,quantize_seconds,compare_seconds,"
+      "axis,target,value,setting,ppl_fp,ppl_q,kl,kl_p50,kl_p90,kl_p99,kl_max,top1_agreement,top1_changed,"
+      "quantize_seconds,compare_seconds,"
       "clusters_used_R1,clusters_used_R2,clusters_used_R3,clusters_used_R4,clusters_used_R5,description\n";
   for (const SweepPoint& p : r.points) {
     // Built by append: GCC 12 warns falsely (-Wrestrict) on "," + std::string.
     std::vector<std::string> fields = {sweep_axis_name(r.spec.axis), csv_field(r.spec.target),
-                                       std::to_string(p.value),      csv_field(p.name),
-                                       exact(r.ppl_fp),              exact(p.ppl_q),
-                                       exact(p.kl),                  exact(p.top1_agreement),
-                                       exact(p.quantize_seconds),    exact(p.compare_seconds)};
+                                       std::to_string(p.value),      csv_field(p.name)};
+    for (double x : {r.ppl_fp, p.ppl_q, p.kl, p.kl_p50, p.kl_p90, p.kl_p99, p.kl_max, p.top1_agreement,
+                     p.top1_changed, p.quantize_seconds, p.compare_seconds})
+      fields.push_back(exact(x));
     for (int k : p.clusters_used) fields.push_back(std::to_string(k));
     fields.push_back(csv_field(p.description));
     for (std::size_t f = 0; f < fields.size(); ++f) s.append(f ? "," : "").append(fields[f]);

@@ -76,7 +76,11 @@ struct SweepPoint {
   std::array<int, kReorderIndices> clusters_used{};
   double ppl_q = 0;
   double kl = 0;              // mean KL(P_fp || P_q) per predicted position, nats
+  // The per-position KL's nearest-rank percentiles and maximum (CompareResult's; NaN when read from a file written
+  // before they were recorded).
+  double kl_p50 = 0, kl_p90 = 0, kl_p99 = 0, kl_max = 0;
   double top1_agreement = 0;  // share of predicted positions whose argmax is the FP model's
+  double top1_changed = 0;    // the others' share, (positions - agreeing) / positions
   double quantize_seconds = 0, compare_seconds = 0;
 };
 
@@ -135,8 +139,9 @@ std::string sweep_to_json(const SweepResult& r, int indent = 2);
 // The inverse; `source` names the file (or stream) in errors: throws InputError "SOURCE: ..." for text that is not
 // JSON, not a sweep, a newer version, or inconsistent (points that do not follow the values, a bad setting).
 SweepResult sweep_from_json(const std::string& text, const std::string& source);
-// One header line and a row per point: axis, target, value, setting name, ppl_fp, ppl_q, kl, top1_agreement,
-// quantize_seconds, compare_seconds, clusters_used R1..R5, description (quoted). Numbers exactly (%.17g).
+// One header line and a row per point: axis, target, value, setting name, ppl_fp, ppl_q, kl, kl_p50, kl_p90,
+// kl_p99, kl_max, top1_agreement, top1_changed, quantize_seconds, compare_seconds, clusters_used R1..R5, description
+// (quoted). Numbers exactly (%.17g).
 std::string sweep_to_csv(const SweepResult& r);
 
 // Atomically writes sweep_to_json(r) (or the CSV) to `path`: a temporary file beside it, then renamed. Throws
