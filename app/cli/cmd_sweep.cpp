@@ -1,11 +1,13 @@
 // rptq sweep: one quantization setting stepped over values (rptq/method/sweep.h), each point quantized afresh and
 // compared with the FP model on the same windows.
 #include <cstdio>
+#include <filesystem>
 #include <iostream>
 
 #include "cli.h"
 #include "device_args.h"
 #include "quant_args.h"
+#include "run_record.h"
 #include "rptq/base/error.h"
 #include "rptq/engine.h"
 #include "rptq/export/stats_file.h"
@@ -87,12 +89,30 @@ void run_sweep_command(const SweepArgs& a) {
     else
       save_sweep(a.out, r, a.force);
   }
-  if (a.json)
-    std::cout << sweep_to_json(r) << "\n";
-  else if (a.csv)
+  // The run history: the base setting, what was swept, and each point's numbers.
+  RunRecord rec = command_record("sweep", a.model, r.base, a.quant);
+  rec.options["axis"] = sweep_axis_name(r.spec.axis);
+  rec.options["target"] = r.spec.target;
+  rec.options["values"] = r.spec.values;
+  rec.options["data"] = {std::filesystem::absolute(a.data).string()};
+  rec.options["seqlen"] = r.seqlen;
+  rec.options["windows"] = r.windows;
+  rec.options["device"] = device_name(device);
+  nlohmann::json pts = nlohmann::json::array();
+  for (const SweepPoint& pt : r.points)
+    pts.push_back({{"value", pt.value}, {"ppl_q", pt.ppl_q}, {"kl", pt.kl}, {"top1_agreement", pt.top1_agreement}});
+  rec.results = {{"ppl_fp", r.ppl_fp}, {"points", pts}, {"seconds", r.seconds}};
+  const nlohmann::json run = record_run(rec);
+  if (a.json) {
+    // The sweep file's JSON (sweep_from_json reads it) with the history record added as "run".
+    nlohmann::json j = nlohmann::json::parse(sweep_to_json(r));
+    j["run"] = run;
+    std::cout << json_text(j) << "\n";
+  } else if (a.csv) {
     std::cout << sweep_to_csv(r);
-  else
+  } else {
     print_table(r);
+  }
 }
 }  // namespace
 

@@ -184,4 +184,50 @@ TEST_F(CliSweep, BadOptionsExitTwoWithOneLine) {
   EXPECT_NE(file_model.err.find("not a model folder"), std::string::npos) << file_model.err;
 }
 
+// The run history: a sweep is recorded (kind "sweep": the base setting, the axis and values, each point's numbers);
+// its --json carries the record as "run", equal to what `rptq history` lists.
+TEST_F(CliSweep, RecordsTheRunInTheHistory) {
+  const std::string hist = (*dir_ / "history.json").string();
+  std::filesystem::remove(hist);
+  const std::vector<std::string> env = {"RPTQ_HISTORY=" + hist};
+  const rptq::test::CliRun j = rptq::test::rptq_cli(args({"--json"}), env);
+  ASSERT_EQ(j.code, 0) << j.err;
+  const auto sj = nlohmann::json::parse(j.out);
+  ASSERT_TRUE(sj.contains("run"));
+  const nlohmann::json& run = sj["run"];
+  EXPECT_EQ(run["history"], hist);
+  EXPECT_EQ(run["kind"], "sweep");
+  EXPECT_EQ(run["setting"]["preset"], "W4A8");
+  EXPECT_EQ(run["options"]["axis"], "clusters");
+  EXPECT_EQ(run["options"]["target"], "R1");
+  EXPECT_EQ(run["options"]["values"], (nlohmann::json{1, 4}));
+  EXPECT_EQ(run["options"]["seqlen"], 64);
+  EXPECT_EQ(run["options"]["windows"], 2);
+  EXPECT_EQ(run["options"]["device"], "cpu");
+  // The record's numbers are the sweep's own (the same doubles), point by point.
+  const rptq::SweepResult r = rptq::sweep_from_json(j.out, "stdout");
+  ASSERT_EQ(r.points.size(), 2u);
+  EXPECT_EQ(run["results"]["ppl_fp"].get<double>(), r.ppl_fp);
+  ASSERT_EQ(run["results"]["points"].size(), 2u);
+  for (std::size_t i = 0; i < 2; ++i) {
+    const nlohmann::json& p = run["results"]["points"][i];
+    EXPECT_EQ(p["value"].get<int>(), r.points[i].value);
+    EXPECT_EQ(p["ppl_q"].get<double>(), r.points[i].ppl_q);
+    EXPECT_EQ(p["kl"].get<double>(), r.points[i].kl);
+    EXPECT_EQ(p["top1_agreement"].get<double>(), r.points[i].top1_agreement);
+  }
+
+  const rptq::test::CliRun h = rptq::test::rptq_cli({"history", "--json"}, env);
+  ASSERT_EQ(h.code, 0) << h.err;
+  const auto hj = nlohmann::json::parse(h.out);
+  ASSERT_EQ(hj["runs"].size(), 1u);
+  nlohmann::json want = run;
+  want.erase("history");
+  EXPECT_EQ(hj["runs"][0], want);
+  // With the history off (the tests' default) nothing is recorded and "run" says so.
+  const rptq::test::CliRun off = rptq::test::rptq_cli(args({"--json"}));
+  ASSERT_EQ(off.code, 0) << off.err;
+  EXPECT_EQ(nlohmann::json::parse(off.out)["run"]["history"], "");
+}
+
 }  // namespace
