@@ -1,11 +1,14 @@
 #include <algorithm>
 #include <cstdio>
+#include <filesystem>
+#include <optional>
 #include <iostream>
 #include <nlohmann/json.hpp>
 
 #include "cli.h"
 #include "quant_args.h"
 #include "rptq/base/error.h"
+#include "rptq/method/calibration.h"
 #include "rptq/model/model_info.h"
 #include "rptq/method/sensitivity.h"
 #include "rptq/export/stats_file.h"
@@ -19,8 +22,22 @@ struct SensitivityArgs {
   WindowArgs windows;
   int threads = 0;
   bool json = false;
+  bool save = false;  // write the result beside --stats
+  std::string out;    // or into this sensitivity file
+  int suggest = -1;   // keep the N most sensitive taps at suggest_bits (-1: no suggestion)
+  int suggest_bits = 8;
   QuantArgs quant;
 };
+
+// The memory model's sizes for the suggestion: one sequence of the model's whole context.
+constexpr std::int64_t kMemoryBatch = 1;
+std::int64_t memory_seqlen(const ModelConfig& m) { return m.max_positions > 0 ? m.max_positions : 2048; }
+
+std::string signed_bytes(std::int64_t d) {
+  std::string s = d < 0 ? "-" : "+";
+  s += human_bytes(static_cast<std::uint64_t>(d < 0 ? -d : d));
+  return s;
+}
 
 nlohmann::json cell_json(const SensitivityCell& c) {
   return {{"kl", c.kl}, {"ppl", c.ppl}, {"top1_agreement", c.top1_agreement}};
@@ -39,8 +56,12 @@ void run_sensitivity(const SensitivityArgs& a) {
   const auto ids = tok->encode(text, true);
   auto model = load_model(a.model);
   check_stats_match(stats, model->config(), a.quant.stats);
-  const PerplexityOptions po = window_options(a.windows, model->config());
+  const ModelConfig mc = model->config();
+  const PerplexityOptions po = window_options(a.windows, mc);
   const QuantizeOptions qo = build_quantize_options(a.quant, stats);
+  // The file to save into, checked before the probes run: a damaged one is reported now, not after minutes.
+  const std::string save_to = !a.out.empty() ? a.out : a.save ? sensitivity_file_for(a.quant.stats).string() : "";
+  if (!save_to.empty() && std::filesystem::exists(save_to)) (void)load_sensitivity_file(save_to);
   auto q = quantize_for_sensitivity(std::move(model), stats, cfg, qo.stat, qo.seed);
   Progress p("probing");
   const SensitivityResult r = activation_sensitivity(*q, ids, po, [&](std::int64_t done, std::int64_t total) {
@@ -48,6 +69,19 @@ void run_sensitivity(const SensitivityArgs& a) {
     return true;
   });
   p.finish();
+  if (!save_to.empty()) {
+    SensitivityRecord rec;
+    rec.setting = make_sensitivity_setting(cfg, qo.stat, qo.seed, stats, a.quant.stats, a.data, sha256_hex(text), po);
+    rec.result = r;
+    save_sensitivity(save_to, std::move(rec));
+    std::fprintf(stderr, "saved the result in %s\n", save_to.c_str());
+  }
+  std::optional<SensitivitySuggestion> sug;
+  std::optional<SuggestionMemory> mem;
+  if (a.suggest >= 0) {
+    sug = suggest_overrides(r, cfg, a.suggest, a.suggest_bits);
+    mem = suggestion_memory(mc, cfg, *sug, kMemoryBatch, memory_seqlen(mc));
+  }
   if (a.json) {
     nlohmann::json j = quant_settings_json(q->config(), a.quant);
     j["model"] = a.model;
@@ -73,6 +107,27 @@ void run_sensitivity(const SensitivityArgs& a) {
     for (std::size_t t = 0; t < r.taps.size(); ++t) per_tap[r.taps[t]] = sum_json(r.tap_sum(t));
     j["per_layer"] = std::move(per_layer);
     j["per_tap"] = std::move(per_tap);
+    if (!save_to.empty()) j["saved"] = save_to;
+    if (sug) {
+      nlohmann::json kept = nlohmann::json::array();
+      for (const auto& k : sug->kept)
+        kept.push_back({{"layer", k.layer}, {"tap", tap_name(k.tap)}, {"kl", k.kl}, {"from_bits", k.from_bits}});
+      auto sizes = [](const MemoryEstimate& e) {
+        return nlohmann::json{{"total_bytes", e.total_bytes},
+                              {"weights_bytes", e.weights_bytes},
+                              {"kv_cache_bytes", e.kv_cache_bytes},
+                              {"activation_bytes", e.activation_bytes}};
+      };
+      j["suggestion"] = {{"n", a.suggest},
+                         {"bits", sug->bits},
+                         {"overrides", sug->overrides},
+                         {"kept", std::move(kept)},
+                         {"memory", {{"batch", kMemoryBatch},
+                                     {"seqlen", memory_seqlen(mc)},
+                                     {"before", sizes(mem->before)},
+                                     {"after", sizes(mem->after)},
+                                     {"delta_bytes", mem->delta_bytes()}}}};
+    }
     std::cout << json_text(j) << "\n";
     return;
   }
@@ -105,6 +160,20 @@ void run_sensitivity(const SensitivityArgs& a) {
                 r.taps[order[i].second].c_str(), c.kl, c.ppl, 100.0 * (c.ppl / r.ppl_fp - 1.0),
                 100.0 * c.top1_agreement);
   }
+  if (sug) {
+    std::printf("suggestion: keep the %zu most sensitive taps at %d bits (K, V and the softmax have one setting for "
+                "every layer and are left out):\n",
+                sug->kept.size(), sug->bits);
+    for (const auto& k : sug->kept)
+      std::printf("  layer %2d %-11s KL %.5f (now %d-bit)\n", k.layer, tap_name(k.tap), k.kl, k.from_bits);
+    for (std::size_t i = 0; i < sug->overrides.size(); ++i)
+      std::printf("%s--override \"%s\"", i ? " " : "  ", sug->overrides[i].c_str());
+    std::printf("\n");
+    std::printf("memory (batch %lld x %lld tokens): %s -> %s (%s; activations %s -> %s)\n", (long long)kMemoryBatch,
+                (long long)memory_seqlen(mc), human_bytes(mem->before.total_bytes).c_str(),
+                human_bytes(mem->after.total_bytes).c_str(), signed_bytes(mem->delta_bytes()).c_str(),
+                human_bytes(mem->before.activation_bytes).c_str(), human_bytes(mem->after.activation_bytes).c_str());
+  }
 }
 }  // namespace
 
@@ -119,6 +188,17 @@ void add_sensitivity(CLI::App& app) {
   cmd->add_option("--threads", a->threads, "CPU threads (default: all cores)")->check(CLI::Range(0, 4096));
   cmd->add_flag("--json", a->json, "Print JSON: taps, cells (layer, tap, kl, ppl, top1_agreement), per_layer, "
                                    "per_tap and the settings");
+  cmd->add_flag("--save", a->save, "Save the result beside --stats (STATS.sensitivity.json: one record per setting "
+                                   "and text, replaced when re-run; the workbench reloads it)");
+  cmd->add_option("--out", a->out, "Save the result into this sensitivity file instead (kept records: those of the "
+                                   "same statistics file)");
+  auto* suggest = cmd->add_option("--suggest", a->suggest,
+                                  "Suggest --override arguments that keep the N most sensitive (layer, tap) probes at "
+                                  "--suggest-bits, with the memory model's cost");
+  suggest->check(CLI::Range(0, 1 << 20));
+  cmd->add_option("--suggest-bits", a->suggest_bits, "Bits of the kept taps: 2..8, or 16 for FP (default 8)")
+      ->check(CLI::IsMember({2, 3, 4, 5, 6, 7, 8, 16}))
+      ->needs(suggest);
   add_quant_options(cmd, a->quant, /*stats_required=*/true);
   cmd->callback([a] { run_sensitivity(*a); });
 }

@@ -148,6 +148,38 @@ TEST(MemoryModel, Opt125mW4A4ByHand) {
   expect_sums(e);
 }
 
+// Activation-bit overrides (mixed precision): one layer's q or FFN hidden at more bits makes that layer the widest;
+// activation_bytes is one layer's peak, so it is the largest layer's, not a sum over layers.
+TEST(MemoryModel, Opt125mActivationBitOverridesByHand) {
+  const auto model = rptq::opt_arch("opt-125m");
+  const u64 T = 3 * 10;
+  QuantConfig q = QuantConfig::preset("W4A4");
+  const auto base = estimate_memory(model, q, 3, 10);
+  // Layer 2's q in FP16: its q, k, v are T x (16 d + 4 d + 4 d) / 8 = 3 T d bytes, above the FFN's T f / 2.
+  q.overrides.push_back(rptq::parse_override("layers=2,q:abits=16"));
+  auto e = estimate_memory(model, q, 3, 10);
+  EXPECT_EQ(e.attention_bytes, T * (16 * d + 8 * d) / 8);
+  EXPECT_EQ(e.ffn_bytes, T * f / 2);
+  EXPECT_EQ(e.activation_bytes, T * d * 2 + T * (16 * d + 8 * d) / 8);
+  EXPECT_EQ(e.weights_bytes, base.weights_bytes);    // activation bits change no weight
+  EXPECT_EQ(e.kv_cache_bytes, base.kv_cache_bytes);  // nor the KV cache
+  expect_sums(e);
+  // Layers 5 and 7's FFN hidden at 8 bits: T f bytes, now the widest; two layers at 8 bits cost what one does.
+  q.overrides.push_back(rptq::parse_override("layers=5+7,ffn_hidden:abits=8"));
+  e = estimate_memory(model, q, 3, 10);
+  EXPECT_EQ(e.ffn_bytes, T * f);
+  EXPECT_EQ(e.activation_bytes, T * d * 2 + T * f);
+  expect_sums(e);
+  // Taps the model leaves out (the norm outputs, the attention output) change nothing.
+  QuantConfig n = QuantConfig::preset("W4A4");
+  n.overrides.push_back(rptq::parse_override("attn_input,attn_output,ffn_input:abits=16"));
+  EXPECT_EQ(estimate_memory(model, n, 3, 10).total_bytes, base.total_bytes);
+  // An override to fewer bits in one layer leaves the peak at the other layers'.
+  QuantConfig fewer = QuantConfig::preset("W4A8");
+  fewer.overrides.push_back(rptq::parse_override("layers=0,ffn_hidden:abits=4"));
+  EXPECT_EQ(estimate_memory(model, fewer, 3, 10).ffn_bytes, T * f);
+}
+
 TEST(MemoryModel, OddBitWidthsRoundRowsToBytes) {
   // W3A3KV: weights 3-bit (matrix sizes are multiples of 8 bits here), K and V 3-bit: 768 x 3 / 8 = 288 bytes/row.
   const auto e = estimate_memory(rptq::opt_arch("opt-125m"), QuantConfig::preset("W3A3KV"), 1, 7);

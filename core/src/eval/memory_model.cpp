@@ -161,11 +161,17 @@ MemoryEstimate estimate_memory(const ModelConfig& m, const QuantConfig& q, std::
     e.kv_param_bytes += mul({u(m.layers), u(m.kv_heads), u(std::min<std::int64_t>(q.clusters_of(3), hd)), kParamBytes});
   e.kv_cache_bytes = add(e.kv_data_bytes, e.kv_param_bytes);
 
-  // Activations of one layer over all tokens: residual (FP16) + the larger of {q, k, v} and the FFN hidden.
+  // Activations of one layer over all tokens: residual (FP16) + the larger of {q, k, v} and the FFN hidden, in the
+  // layer where each is largest (overrides may give layers other bits of q and the FFN hidden; K and V are one
+  // layout).
   e.residual_bytes = mul({tokens, u(m.hidden), kFpBytes});
-  const u64 qkv_bits = add(mul(u(m.q_dim()), u(q.bits(Tap::Q))), mul(kv_dim, u(kb + vb)));
-  e.attention_bytes = bits_to_bytes(mul(tokens, qkv_bits));
-  e.ffn_bytes = bits_to_bytes(mul({tokens, u(m.intermediate), u(q.bits(Tap::FfnHidden))}));
+  for (std::int64_t layer = 0; layer < m.layers; ++layer) {
+    const int li = static_cast<int>(layer);
+    const u64 qkv_bits = add(mul(u(m.q_dim()), u(q.bits(li, Tap::Q))), mul(kv_dim, u(kb + vb)));
+    e.attention_bytes = std::max(e.attention_bytes, bits_to_bytes(mul(tokens, qkv_bits)));
+    const u64 ffn = bits_to_bytes(mul({tokens, u(m.intermediate), u(q.bits(li, Tap::FfnHidden))}));
+    e.ffn_bytes = std::max(e.ffn_bytes, ffn);
+  }
   e.activation_bytes = add(e.residual_bytes, std::max(e.attention_bytes, e.ffn_bytes));
 
   e.total_bytes = add(add(e.weights_bytes, e.kv_cache_bytes), e.activation_bytes);

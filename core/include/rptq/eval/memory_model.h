@@ -28,6 +28,8 @@
 //                                                               (q, k, v outputs, all live while attention runs)
 //     ffn_bytes       = tokens x intermediate x bits(ffn_hidden) / 8   (the FFN hidden, input of fc2 / down)
 //     activation_bytes = residual_bytes + max(attention_bytes, ffn_bytes)
+//   With per-layer activation-bit overrides (QuantConfig::bits(layer, tap)) attention_bytes and ffn_bytes are each
+//   the largest over the layers: one layer runs at a time, so the peak is the widest layer's.
 //   Left out to keep it simple (so this is a lower bound of the true peak): the norm outputs (attn_input,
 //   ffn_input) and the attention output, each tokens x hidden and live beside only part of the sets above;
 //   attention scores (the attention is tiled: its score tile does not grow with seqlen); the static per-cluster
@@ -58,8 +60,8 @@ struct MemoryEstimate {
   std::uint64_t kv_param_bytes = 0;      // static per-cluster K/V scale + zero point (0 when K and V are FP)
   // Activations (one layer, batch x seqlen tokens).
   std::uint64_t residual_bytes = 0;
-  std::uint64_t attention_bytes = 0;  // q, k, v outputs
-  std::uint64_t ffn_bytes = 0;        // FFN hidden
+  std::uint64_t attention_bytes = 0;  // q, k, v outputs (of the layer where they are largest)
+  std::uint64_t ffn_bytes = 0;        // FFN hidden (of the layer where it is largest)
 
   // The inputs.
   std::int64_t batch = 0;
