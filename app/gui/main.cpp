@@ -1,6 +1,7 @@
 // rptq-workbench: the RPTQ Workbench desktop application (Qt 6 Widgets + Qt Charts).
 //   rptq-workbench [--model PATH]
-//   rptq-workbench --screenshot FILE --step model|calibrate|explore|overview|quantize|compare|export [--model PATH]
+//   rptq-workbench --screenshot FILE --step model|calibrate|explore|overview|sensitivity|quantize|compare|export
+//                  [--model PATH]
 //                  [--stats STATS.h5] [--size WxH] [--layer I] [--index R1..R5] [--k K] [--preset NAME]
 // --screenshot renders the window to a PNG without a display (the offscreen platform) and exits.
 #include <QApplication>
@@ -46,15 +47,16 @@ int main(int argc, char** argv) {
   p.addVersionOption();
   QCommandLineOption model({"m", "model"}, "Open this model folder or .h5 file.", "PATH");
   QCommandLineOption shot("screenshot", "Render the window to a PNG file and exit.", "FILE");
-  QCommandLineOption step("step", "Step shown in the screenshot: model, calibrate, explore, quantize, compare, export.",
+  QCommandLineOption step("step", "Step shown in the screenshot: model, calibrate, explore, overview, sensitivity, "
+                          "quantize, compare, export.",
                           "STEP", "model");
   QCommandLineOption stats("stats", "Screenshot: load this statistics file instead of calibrating.", "STATS");
   QCommandLineOption size("size", "Screenshot: window size (default 1400x900).", "WxH", "1400x900");
   QCommandLineOption layer("layer", "Screenshot of explore: the layer (default 0).", "I", "0");
   QCommandLineOption index("index", "Screenshot of explore: the reorder index R1..R5 (default R1).", "R", "R1");
   QCommandLineOption k("k", "Screenshot of explore: clusters (default 8).", "K", "8");
-  QCommandLineOption preset("preset", "Screenshot of quantize, compare, export: the preset, with RTN weights (default "
-                            "W4A8).", "NAME", "W4A8");
+  QCommandLineOption preset("preset", "Screenshot of sensitivity: the probed preset; of quantize, compare, export: "
+                            "the preset, with RTN weights (default W4A8).", "NAME", "W4A8");
   p.addOptions({model, shot, step, stats, size, layer, index, k, preset});
   p.process(app);
   if (screenshot) QSettings().clear();

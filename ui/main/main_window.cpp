@@ -37,6 +37,7 @@
 #include "model/model_page.h"
 #include "model/model_source.h"
 #include "quantize/quantize_page.h"
+#include "sensitivity/sensitivity_page.h"
 #include "rptq/device.h"
 #include "rptq/model/model.h"
 #include "rptq/method/quantize.h"
@@ -49,7 +50,8 @@ namespace rptq::ui {
 MainWindow::MainWindow(QWidget* parent) : QMainWindow(parent), session_(new Session(this)) {
   setWindowTitle(tr("RPTQ Workbench"));
   setAcceptDrops(true);
-  steps_ = new StepList({tr("Model"), tr("Calibrate"), tr("Explore"), tr("Quantize"), tr("Compare"), tr("Export")});
+  steps_ = new StepList({tr("Model"), tr("Calibrate"), tr("Explore"), tr("Sensitivity"), tr("Quantize"), tr("Compare"),
+                         tr("Export")});
   pages_ = new QStackedWidget;
   model_page_ = new ModelPage(session_);
   calibrate_page_ = new CalibratePage(session_);
@@ -58,6 +60,8 @@ MainWindow::MainWindow(QWidget* parent) : QMainWindow(parent), session_(new Sess
   pages_->addWidget(calibrate_page_);
   pages_->addWidget(explore_page_);
   quantize_page_ = new QuantizePage(session_);
+  sensitivity_page_ = new SensitivityPage(session_, quantize_page_);
+  pages_->addWidget(sensitivity_page_);
   compare_page_ = new ComparePage(session_);
   export_page_ = new ExportPage(session_);
   pages_->addWidget(quantize_page_);
@@ -113,6 +117,17 @@ MainWindow::MainWindow(QWidget* parent) : QMainWindow(parent), session_(new Sess
   connect(explore_page_, &ExplorePage::load_stats_requested, calibrate_page_, &CalibratePage::browse_statistics);
   connect(session_, &Session::quantized_changed, this, &MainWindow::update_steps);
   connect(quantize_page_, &QuantizePage::compare_requested, this, [this] { go_to(CompareStep); });
+  connect(sensitivity_page_, &SensitivityPage::running_changed, this, [this](bool on) {
+    update_cancel();
+    if (on) statusBar()->showMessage(tr("Probing the sensitivity\u2026"));
+    else statusBar()->clearMessage();
+  });
+  connect(sensitivity_page_, &SensitivityPage::result_changed, this, &MainWindow::update_steps);
+  connect(sensitivity_page_, &SensitivityPage::explore_requested, this, [this](int layer, int index, int k) {
+    go_to(ExploreStep);
+    explore_page_->select(layer, index, k);
+  });
+  connect(sensitivity_page_, &SensitivityPage::quantize_requested, this, [this] { go_to(QuantizeStep); });
   connect(quantize_page_, &QuantizePage::running_changed, this, [this](bool on) {
     update_cancel();
     update_device();  // free GPU memory changes with the jobs
@@ -178,7 +193,8 @@ void MainWindow::build_menus() {
   quit->setMenuRole(QAction::QuitRole);
 
   QMenu* view = menuBar()->addMenu(tr("&View"));
-  const QStringList names = {tr("&Model"), tr("&Calibrate"), tr("&Explore"), tr("&Quantize"), tr("C&ompare"), tr("E&xport")};
+  const QStringList names = {tr("&Model"),    tr("&Calibrate"), tr("&Explore"), tr("&Sensitivity"),
+                             tr("&Quantize"), tr("C&ompare"),   tr("E&xport")};
   for (int i = 0; i < StepCount; ++i) {
     QAction* a = view->addAction(names[i], this, [this, i] { go_to(static_cast<Step>(i)); });
     a->setShortcut(QKeySequence(Qt::CTRL | static_cast<Qt::Key>(Qt::Key_1 + i)));
@@ -200,7 +216,8 @@ void MainWindow::build_menus() {
   cancel_action_ = run->addAction(tr("C&ancel"), this, &MainWindow::cancel_jobs);
   cancel_action_->setObjectName(QStringLiteral("cancelAction"));
   cancel_action_->setShortcut(QKeySequence(Qt::CTRL | Qt::Key_Period));
-  cancel_action_->setStatusTip(tr("Stop the running calibration, quantization, comparison, generation or export"));
+  cancel_action_->setStatusTip(
+      tr("Stop the running calibration, sensitivity run, quantization, comparison, generation or export"));
   cancel_action_->setEnabled(false);
 
   QMenu* help = menuBar()->addMenu(tr("&Help"));
@@ -231,12 +248,14 @@ void MainWindow::start_up(const QString& model) {
 }
 
 bool MainWindow::cancellable() const {
-  return calibrate_page_->running() || quantize_page_->running() || compare_page_->comparing() ||
+  return calibrate_page_->running() || sensitivity_page_->running() || quantize_page_->running() ||
+         compare_page_->comparing() ||
          compare_page_->generating() || export_page_->exporting();
 }
 
 void MainWindow::cancel_jobs() {
   if (calibrate_page_->running()) calibrate_page_->cancel();
+  if (sensitivity_page_->running()) sensitivity_page_->cancel();
   if (quantize_page_->running()) quantize_page_->cancel();
   if (compare_page_->comparing() || compare_page_->generating()) compare_page_->stop();
   if (export_page_->exporting()) export_page_->cancel();
@@ -246,6 +265,7 @@ void MainWindow::update_cancel() {
   cancel_action_->setEnabled(cancellable());
   QStringList what;
   if (calibrate_page_->running()) what << tr("Calibration");
+  if (sensitivity_page_->running()) what << tr("Sensitivity");
   if (quantize_page_->running()) what << tr("Quantization");
   if (compare_page_->comparing()) what << tr("Comparison");
   if (compare_page_->generating()) what << tr("Generation");
@@ -257,7 +277,8 @@ MainWindow::Step MainWindow::current_step() const { return static_cast<Step>(pag
 
 bool MainWindow::idle() const {
   return !opening_ && !calibrate_page_->running() && !calibrate_page_->loading() && explore_page_->up_to_date() &&
-         !quantize_page_->running() && !compare_page_->comparing() && !compare_page_->generating() &&
+         !sensitivity_page_->running() && !sensitivity_page_->looking_up() && !quantize_page_->running() &&
+         !compare_page_->comparing() && !compare_page_->generating() &&
          !export_page_->exporting();
 }
 
@@ -286,7 +307,9 @@ void MainWindow::update_steps() {
   else
     steps_->set_step_note(CalibrateStep, QString());
   const bool quantized = session_->quantized() != nullptr;
-  for (int s : {QuantizeStep, CompareStep, ExportStep}) steps_->set_step_enabled(s, m != nullptr);
+  for (int s : {SensitivityStep, QuantizeStep, CompareStep, ExportStep}) steps_->set_step_enabled(s, m != nullptr);
+  steps_->set_step_done(SensitivityStep, sensitivity_page_->result() != nullptr);
+  steps_->set_step_note(SensitivityStep, stats ? QString() : tr("needs statistics"));
   steps_->set_step_done(QuantizeStep, quantized);
   steps_->set_step_done(CompareStep, compare_page_->result().has_value());
   steps_->set_step_done(ExportStep, !export_page_->exported_path().isEmpty());

@@ -23,6 +23,7 @@ class ExplorePage;
 class ExportPage;
 class ModelPage;
 class QuantizePage;
+class SensitivityPage;
 class Session;
 class StepList;
 struct OpenedSource;
@@ -31,7 +32,7 @@ struct TaskError;
 class MainWindow : public QMainWindow {
   Q_OBJECT
  public:
-  enum Step { ModelStep, CalibrateStep, ExploreStep, QuantizeStep, CompareStep, ExportStep, StepCount };
+  enum Step { ModelStep, CalibrateStep, ExploreStep, SensitivityStep, QuantizeStep, CompareStep, ExportStep, StepCount };
 
   explicit MainWindow(QWidget* parent = nullptr);
   ~MainWindow() override;
@@ -44,6 +45,7 @@ class MainWindow : public QMainWindow {
   ModelPage* model_page() const { return model_page_; }
   CalibratePage* calibrate_page() const { return calibrate_page_; }
   ExplorePage* explore_page() const { return explore_page_; }
+  SensitivityPage* sensitivity_page() const { return sensitivity_page_; }
   QuantizePage* quantize_page() const { return quantize_page_; }
   ComparePage* compare_page() const { return compare_page_; }
   ExportPage* export_page() const { return export_page_; }
@@ -54,7 +56,7 @@ class MainWindow : public QMainWindow {
   bool idle() const;
   QString device_text() const;
   QAction* cancel_action() const { return cancel_action_; }
-  // A calibration, quantization, comparison, generation or export runs (what Run > Cancel stops).
+  // A calibration, sensitivity run, quantization, comparison, generation or export runs (what Run > Cancel stops).
   bool cancellable() const;
 
  public Q_SLOTS:
@@ -89,6 +91,7 @@ class MainWindow : public QMainWindow {
   ModelPage* model_page_;
   CalibratePage* calibrate_page_;
   ExplorePage* explore_page_;
+  SensitivityPage* sensitivity_page_;
   QuantizePage* quantize_page_;
   ComparePage* compare_page_;
   ExportPage* export_page_;

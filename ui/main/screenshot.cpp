@@ -22,13 +22,15 @@
 #include "export/export_page.h"
 #include "main/main_window.h"
 #include "quantize/quantize_page.h"
+#include "sensitivity/sensitivity_page.h"
 #include "session/session.h"
 
 namespace rptq::ui {
 
 int screenshot_step(const QString& name) {
-  const QStringList steps = {"model", "calibrate", "explore", "quantize", "compare", "export"};
-  if (name.compare(QLatin1String("overview"), Qt::CaseInsensitive) == 0) return 2;  // explore, heat map tab
+  const QStringList steps = {"model", "calibrate", "explore", "sensitivity", "quantize", "compare", "export"};
+  // "overview": the Explore step's heat map tab.
+  if (name.compare(QLatin1String("overview"), Qt::CaseInsensitive) == 0) return MainWindow::ExploreStep;
   return static_cast<int>(steps.indexOf(name.toLower()));
 }
 
@@ -62,7 +64,8 @@ void start_screenshot(MainWindow* w, const ScreenshotOptions& o) {
   auto* timer = new QTimer(w);
   timer->setInterval(100);
   const bool needs_quantized = step >= MainWindow::QuantizeStep;
-  const bool needs_stats = step == MainWindow::CalibrateStep || step == MainWindow::ExploreStep || needs_quantized;
+  const bool needs_stats = step == MainWindow::CalibrateStep || step == MainWindow::ExploreStep ||
+                           step == MainWindow::SensitivityStep || needs_quantized;
   QObject::connect(timer, &QTimer::timeout, w, [w, o, st, step, needs_stats, needs_quantized, timer] {
     if (++st->ticks > o.timeout_s * 10) {
       timer->stop();
@@ -103,7 +106,9 @@ void start_screenshot(MainWindow* w, const ScreenshotOptions& o) {
           w->explore_page()->tabs()->setCurrentIndex(
               o.step.compare(QLatin1String("overview"), Qt::CaseInsensitive) == 0 ? 1 : 0);
         }
-        st->phase = needs_quantized ? Phase::Quantizing : Phase::Settling;
+        st->phase = needs_quantized                         ? Phase::Quantizing
+                    : step == MainWindow::SensitivityStep ? Phase::Finishing
+                                                          : Phase::Settling;
         return;
       }
       case Phase::Quantizing: {
@@ -129,7 +134,18 @@ void start_screenshot(MainWindow* w, const ScreenshotOptions& o) {
         if (!st->finish_requested) {
           st->finish_requested = true;
           w->go_to(static_cast<MainWindow::Step>(step));
-          if (step == MainWindow::CompareStep) {
+          if (step == MainWindow::SensitivityStep) {
+            // The preset's probes on 2 windows of 128 tokens of the bundled sample; the suggestion keeps 4 taps.
+            SensitivityPage* p = w->sensitivity_page();
+            if (!p->select_setting(o.preset)) {
+              timer->stop();
+              return fail(QStringLiteral("the sensitivity step offers no setting '%1'").arg(o.preset));
+            }
+            p->windows_spin()->setValue(2);
+            p->seqlen_spin()->setValue(std::min(128, p->seqlen_spin()->maximum()));
+            p->suggest_count_spin()->setValue(4);
+            p->start();
+          } else if (step == MainWindow::CompareStep) {
             ComparePage* c = w->compare_page();
             c->windows_spin()->setValue(2);
             c->seqlen_spin()->setValue(std::min(128, c->seqlen_spin()->maximum()));
@@ -147,7 +163,14 @@ void start_screenshot(MainWindow* w, const ScreenshotOptions& o) {
           }
           return;
         }
-        if (step == MainWindow::CompareStep) {
+        if (step == MainWindow::SensitivityStep) {
+          if (w->sensitivity_page()->running()) return;
+          if (!w->sensitivity_page()->result()) {
+            timer->stop();
+            return fail(QStringLiteral("the sensitivity probes failed: %1")
+                            .arg(w->sensitivity_page()->status_label()->text()));
+          }
+        } else if (step == MainWindow::CompareStep) {
           ComparePage* c = w->compare_page();
           if (c->comparing() || c->generating()) return;
           if (c->result() && c->fp_pane()->toPlainText().isEmpty()) {

@@ -1,5 +1,6 @@
 #pragma once
-// The workflow as steps down the side of the window: Model, Calibrate, Explore, Quantize, Compare, Export. A step
+// The workflow as steps down the side of the window: Model, Calibrate, Explore, Sensitivity, Quantize, Compare,
+// Export. A step
 // is enabled once what it needs exists and shows a check mark when its work is done.
 #include <QListWidget>
 
