@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "cli.h"
+#include "run_record.h"
 #include "device_args.h"
 #include "quant_args.h"
 #include "rptq/engine.h"
@@ -146,6 +147,22 @@ void run_compare(const CompareArgs& a) {
                                                       Execution::on(device));
   p.finish();
   const CompareResult& r = rs.front();  // the top-level keys and the one-text summary: the first text's
+  // The run history: the comparison with its whole setting and every text's numbers.
+  RunRecord rec = command_record("compare", a.model, q->config(), a.quant);
+  rec.options["data"] = nlohmann::json::array();
+  for (const CompareText& t : texts) rec.options["data"].push_back(std::filesystem::absolute(t.path).string());
+  rec.options["seqlen"] = rs.front().fp.seqlen;
+  rec.options["windows"] = rs.front().fp.windows;
+  rec.options["device"] = device_name(device);
+  rec.results = {{"ppl_fp", rs.front().fp.ppl},
+                 {"ppl_q", rs.front().q.ppl},
+                 {"kl", rs.front().kl},
+                 {"top1_agreement", rs.front().top1_agreement},
+                 {"positions", rs.front().positions},
+                 {"quantize_seconds", q->seconds},
+                 {"texts", nlohmann::json::array()}};
+  for (std::size_t i = 0; i < rs.size(); ++i) rec.results["texts"].push_back(text_json(texts[i], rs[i]));
+  const nlohmann::json run = record_run(rec);
   if (a.json) {
     nlohmann::json j = quant_settings_json(q->config(), a.quant);
     j["model"] = a.model;
@@ -169,6 +186,7 @@ void run_compare(const CompareArgs& a) {
     add_device_json(j, device);
     j["texts"] = nlohmann::json::array();
     for (std::size_t i = 0; i < rs.size(); ++i) j["texts"].push_back(text_json(texts[i], rs[i]));
+    j["run"] = run;
     std::cout << json_text(j) << "\n";
     return;
   }

@@ -354,6 +354,17 @@ TEST(CliRptq, RunsAreRecordedInTheHistory) {
   ASSERT_EQ(v.code, 0) << v.err;
   const auto vj = nlohmann::json::parse(v.out);
   EXPECT_EQ(vj["run"]["results"]["ppl"], vj["ppl"]);
+  const CliRun c = rptq_cli({"compare", model("stories260k"), "--stats", stats_file(), "--preset", "W4A8", "--weights",
+                             "rtn", "--data", stories(), "--data", stories(), "--seqlen", "64", "--max-windows", "1",
+                             "--json"},
+                            env);
+  ASSERT_EQ(c.code, 0) << c.err;
+  const auto cj = nlohmann::json::parse(c.out);
+  EXPECT_EQ(cj["run"]["kind"], "compare");
+  EXPECT_EQ(cj["run"]["results"]["ppl_q"], cj["ppl_q"]);
+  EXPECT_EQ(cj["run"]["results"]["kl"], cj["kl"]);
+  EXPECT_EQ(cj["run"]["results"]["texts"], cj["texts"]);
+  EXPECT_EQ(cj["run"]["options"]["data"].size(), 2u);
   // An FP evaluation quantizes nothing: no record.
   ASSERT_EQ(rptq_cli({"eval", model("stories260k"), "--data", stories(), "--seqlen", "64", "--max-windows", "1"}, env)
                 .code,
@@ -362,21 +373,22 @@ TEST(CliRptq, RunsAreRecordedInTheHistory) {
   const CliRun h = rptq_cli({"history", "--json"}, env);
   ASSERT_EQ(h.code, 0) << h.err;
   const auto hj = nlohmann::json::parse(h.out);
-  ASSERT_EQ(hj["runs"].size(), 2u);
+  ASSERT_EQ(hj["runs"].size(), 3u);
   nlohmann::json want = ej["run"];
   want.erase("history");
   EXPECT_EQ(hj["runs"][0], want);
   EXPECT_EQ(hj["runs"][1]["kind"], "eval");
   EXPECT_EQ(hj["runs"][1]["setting"]["preset"], "W4A4");
   // Filters: by model (another model has none), by kind, one run by id.
-  EXPECT_EQ(nlohmann::json::parse(rptq_cli({"history", model("stories260k"), "--json"}, env).out)["runs"].size(), 2u);
+  EXPECT_EQ(nlohmann::json::parse(rptq_cli({"history", model("stories260k"), "--json"}, env).out)["runs"].size(), 3u);
+  EXPECT_EQ(nlohmann::json::parse(rptq_cli({"history", "--kind", "compare", "--json"}, env).out)["runs"].size(), 1u);
   EXPECT_EQ(nlohmann::json::parse(rptq_cli({"history", model("tiny-opt-16m"), "--json"}, env).out)["runs"].size(), 0u);
   EXPECT_EQ(nlohmann::json::parse(rptq_cli({"history", "--kind", "eval", "--json"}, env).out)["runs"].size(), 1u);
   const CliRun one = rptq_cli({"history", "--show", ej["run"]["id"].get<std::string>()}, env);
   ASSERT_EQ(one.code, 0) << one.err;
   EXPECT_EQ(nlohmann::json::parse(one.out), want);
   const CliRun text = rptq_cli({"history"}, env);
-  EXPECT_NE(text.out.find("2 runs in " + hist), std::string::npos) << text.out;
+  EXPECT_NE(text.out.find("3 runs in " + hist), std::string::npos) << text.out;
   EXPECT_NE(text.out.find("ppl "), std::string::npos) << text.out;
   EXPECT_EQ(rptq_cli({"history", "--show", "nope"}, env).code, 2);
 
