@@ -65,12 +65,21 @@ ComparePage::ComparePage(Session* session, QWidget* parent)
   auto* ml = new QVBoxLayout(metrics_box);
   auto* form = new QFormLayout;
   auto* data_row = new QHBoxLayout;
-  data_edit_ = new QLineEdit(s.value(QStringLiteral("compare/data"), sample_text_path()).toString());
+  const QString samples = resources_dir() + QStringLiteral("/data/wikitext2-sample.txt;") + resources_dir() +
+                          QStringLiteral("/data/c4-sample.txt");
+  data_edit_ = new QLineEdit(s.value(QStringLiteral("compare/texts"), samples).toString());
   data_edit_->setObjectName(QStringLiteral("compareDataEdit"));
+  data_edit_->setToolTip(tr("One or more text files, separated by \";\": each is compared on its own windows and "
+                            "gets a row below (default: the bundled WikiText-2 and C4 samples)"));
   auto* browse = new QPushButton(tr("Browse..."));
+  auto* bundled = new QPushButton(tr("Bundled samples"));
+  bundled->setObjectName(QStringLiteral("bundledTextsButton"));
+  bundled->setToolTip(tr("WikiText-2 and C4 samples shipped with the workbench (PTB is not shipped: its license)"));
   data_row->addWidget(data_edit_, 1);
   data_row->addWidget(browse);
-  form->addRow(tr("Text"), data_row);
+  data_row->addWidget(bundled);
+  form->addRow(tr("Texts"), data_row);
+  connect(bundled, &QPushButton::clicked, this, [this, samples] { data_edit_->setText(samples); });
   auto* numbers = new QHBoxLayout;
   windows_ = new QSpinBox;
   windows_->setObjectName(QStringLiteral("windowsSpin"));
@@ -119,6 +128,20 @@ ComparePage::ComparePage(Session* session, QWidget* parent)
                            MetricRows * (table_->fontMetrics().height() + 10) + 4);
   table_->setMaximumHeight(table_->minimumHeight());
   ml->addWidget(table_);
+  texts_table_ = new QTableWidget(0, TextColumns);
+  texts_table_->setObjectName(QStringLiteral("textsTable"));
+  texts_table_->setHorizontalHeaderLabels({tr("Text"), tr("PPL FP"), tr("PPL quantized"), tr("Change"), tr("KL mean"),
+                                           tr("KL p50"), tr("KL p90"), tr("KL p99"), tr("KL max"),
+                                           tr("Top-1 changed")});
+  texts_table_->horizontalHeaderItem(TextKlColumn)
+      ->setToolTip(tr("KL(FP \u2016 quantized) per predicted position, nats; percentiles are nearest-rank"));
+  texts_table_->verticalHeader()->hide();
+  texts_table_->setEditTriggers(QAbstractItemView::NoEditTriggers);
+  texts_table_->setSelectionMode(QAbstractItemView::NoSelection);
+  texts_table_->horizontalHeader()->setSectionResizeMode(QHeaderView::ResizeToContents);
+  texts_table_->horizontalHeader()->setStretchLastSection(true);
+  texts_table_->setMaximumHeight(texts_table_->horizontalHeader()->sizeHint().height() +
+                                 3 * (texts_table_->fontMetrics().height() + 10) + 4);
   ml->addStretch(1);
   top->addWidget(metrics_box, 1);
   // (c) The memory chart.
@@ -128,6 +151,12 @@ ComparePage::ComparePage(Session* session, QWidget* parent)
   mel->addWidget(memory_);
   top->addWidget(memory_box, 1);
   root->addLayout(top, 3);
+  auto* texts_box = new QGroupBox(tr("Every text: perplexity, KL distribution, top-1 changes"));
+  auto* tl = new QVBoxLayout(texts_box);
+  texts_table_->horizontalHeader()->setSectionResizeMode(QHeaderView::Stretch);
+  texts_table_->horizontalHeader()->setSectionResizeMode(TextNameColumn, QHeaderView::ResizeToContents);
+  tl->addWidget(texts_table_);
+  root->addWidget(texts_box);
 
   // (b) Side-by-side generation.
   auto* gen_box = new QGroupBox(tr("Generation (greedy, same settings)"));
@@ -176,9 +205,11 @@ ComparePage::ComparePage(Session* session, QWidget* parent)
     if (comparing_) bar_->setValue(qRound(comparing_->get().fraction * 1000));
   });
   connect(browse, &QPushButton::clicked, this, [this] {
-    const QString p = QFileDialog::getOpenFileName(this, tr("Evaluation text"), QFileInfo(data_edit_->text()).absolutePath(),
-                                                   tr("Text files (*.txt);;All files (*)"));
-    if (!p.isEmpty()) data_edit_->setText(p);
+    const QStringList now = texts();
+    const QStringList p =
+        QFileDialog::getOpenFileNames(this, tr("Evaluation texts"), now.isEmpty() ? QString() : QFileInfo(now.front()).absolutePath(),
+                                      tr("Text files (*.txt);;All files (*)"));
+    if (!p.isEmpty()) data_edit_->setText(p.join(QLatin1Char(';')));
   });
   connect(compare_, &QPushButton::clicked, this, &ComparePage::run_comparison);
   connect(generate_, &QPushButton::clicked, this, &ComparePage::run_generation);
@@ -278,15 +309,22 @@ void ComparePage::run_comparison() {
   if (!fp || !q || !m || comparing() || generating() || session_->quantized_in_use()) return;
   auto progress = std::make_shared<JobProgress<LoadProgress>>();
   comparing_ = progress;
-  const QString data = data_edit_->text().trimmed();
+  const QStringList data = texts();
+  if (data.isEmpty()) {
+    status_->setText(tr("Name at least one text file to compare on."));
+    return;
+  }
+  QSettings().setValue(QStringLiteral("compare/texts"), data.join(QLatin1Char(';')));
   const QString dir = m->path;
   rptq::PerplexityOptions po;
   po.seqlen = seqlen_->value();
   po.max_windows = windows_->value();
   const rptq::Execution exec = device_->execution();
   const bool on_gpu = exec.device == rptq::Device::CUDA;
-  status_->setText(on_gpu ? tr("Comparing on %1 (GPU)\u2026").arg(QFileInfo(data).fileName())
-                          : tr("Comparing on %1\u2026").arg(QFileInfo(data).fileName()));
+  QStringList names;
+  for (const QString& d : data) names << QFileInfo(d).fileName();
+  status_->setText(on_gpu ? tr("Comparing on %1 (GPU)\u2026").arg(names.join(QStringLiteral(", ")))
+                          : tr("Comparing on %1\u2026").arg(names.join(QStringLiteral(", "))));
   bar_->setValue(0);
   poll_->start();
   session_->begin_quantized_use(kComparisonUse);
@@ -295,24 +333,36 @@ void ComparePage::run_comparison() {
   run_task(
       this, nullptr,
       [fp, q, data, dir, po, progress, exec]() mutable {
-        const std::string text = rptq::read_text_file(data.toStdString());
         const auto tok = rptq::Tokenizer::load(dir.toStdString());
-        const std::vector<std::int32_t> ids = tok->encode(text, true);
+        std::vector<rptq::CompareText> texts;
+        for (const QString& d : data) {
+          if (progress->cancelled()) throw rptq::Cancelled();
+          rptq::CompareText t;
+          t.path = d.toStdString();
+          t.name = QFileInfo(d).fileName().toStdString();
+          t.ids = tok->encode(rptq::read_text_file(t.path), true);
+          texts.push_back(std::move(t));
+        }
         po.progress = [progress](std::int64_t done, std::int64_t total) {
           progress->set({total > 0 ? static_cast<double>(done) / static_cast<double>(total) : 0.0, QString()});
           return !progress->cancelled();
         };
-        return rptq::compare_models(*fp, nullptr, q->model(), q.get(), ids, po, exec);
+        return rptq::compare_texts(*fp, nullptr, q->model(), q.get(), texts, po, exec);
       },
-      [this, progress, q, data, exec](rptq::CompareResult r) {
+      [this, progress, q, data, exec](std::vector<rptq::CompareResult> r) {
         if (progress != comparing_) return;
         comparison_ended();
         if (q != session_->quantized_ptr()) return;  // quantized again meanwhile
         bar_->setValue(1000);
-        result_ = r;
-        status_->setText(tr("Compared in %1.").arg(human_seconds(r.seconds)));
+        results_ = std::move(r);
+        result_texts_ = data;
+        result_ = results_.front();
+        double seconds = 0;
+        for (const rptq::CompareResult& x : results_) seconds += x.seconds;
+        status_->setText(tr("Compared in %1.").arg(human_seconds(seconds)));
         show_result();
-        record(r, data, exec);
+        show_texts();
+        record(exec);
       },
       [this, progress](const TaskError& e) {
         if (progress != comparing_) return;
@@ -323,12 +373,63 @@ void ComparePage::run_comparison() {
       });
 }
 
-void ComparePage::record(const rptq::CompareResult& r, const QString& data, const rptq::Execution& exec) {
+QStringList ComparePage::texts() const {
+  QStringList out;
+  for (const QString& p : data_edit_->text().split(QLatin1Char(';'), Qt::SkipEmptyParts))
+    if (!p.trimmed().isEmpty()) out << p.trimmed();
+  return out;
+}
+
+void ComparePage::show_texts() {
+  texts_table_->setRowCount(static_cast<int>(results_.size()));
+  for (int i = 0; i < static_cast<int>(results_.size()); ++i) {
+    const rptq::CompareResult& r = results_[static_cast<std::size_t>(i)];
+    auto set = [&](int col, const QString& text) {
+      auto* item = new QTableWidgetItem(text);
+      if (col != TextNameColumn) item->setTextAlignment(Qt::AlignRight | Qt::AlignVCenter);
+      texts_table_->setItem(i, col, item);
+    };
+    set(TextNameColumn, QFileInfo(result_texts_.value(i)).fileName());
+    texts_table_->item(i, TextNameColumn)->setToolTip(result_texts_.value(i));
+    set(TextPplFpColumn, QString::number(r.fp.ppl, 'f', 3));
+    set(TextPplQColumn, QString::number(r.q.ppl, 'f', 3));
+    set(TextChangeColumn, QStringLiteral("%1%2%").arg(r.q.ppl >= r.fp.ppl ? QStringLiteral("+") : QString())
+                              .arg(100.0 * (r.q.ppl / r.fp.ppl - 1.0), 0, 'f', 2));
+    set(TextKlColumn, QString::number(r.kl, 'f', 5));
+    set(TextP50Column, QString::number(r.kl_p50, 'f', 5));
+    set(TextP90Column, QString::number(r.kl_p90, 'f', 5));
+    set(TextP99Column, QString::number(r.kl_p99, 'f', 5));
+    set(TextMaxColumn, QString::number(r.kl_max, 'f', 5));
+    set(TextTop1ChangedColumn, QStringLiteral("%1%").arg(100.0 * r.top1_changed, 0, 'f', 2));
+  }
+}
+
+void ComparePage::record(const rptq::Execution& exec) {
   const QuantizationSummary* s = session_->quantization_summary();
-  if (!s) return;
+  if (!s || !result_) return;
+  const rptq::CompareResult& r = *result_;
   rptq::RunRecord rec =
       rptq::new_run_record("compare", s->model_path.toStdString(), s->stats_path.toStdString(), s->config);
-  rec.options = {{"data", {QFileInfo(data).absoluteFilePath().toStdString()}},
+  nlohmann::json paths = nlohmann::json::array(), per_text = nlohmann::json::array();
+  for (int i = 0; i < static_cast<int>(results_.size()); ++i) {
+    const rptq::CompareResult& t = results_[static_cast<std::size_t>(i)];
+    const std::string path = QFileInfo(result_texts_.value(i)).absoluteFilePath().toStdString();
+    paths.push_back(path);
+    per_text.push_back({{"path", path},
+                        {"name", QFileInfo(result_texts_.value(i)).fileName().toStdString()},
+                        {"ppl_fp", t.fp.ppl},
+                        {"ppl_q", t.q.ppl},
+                        {"kl", t.kl},
+                        {"kl_p50", t.kl_p50},
+                        {"kl_p90", t.kl_p90},
+                        {"kl_p99", t.kl_p99},
+                        {"kl_max", t.kl_max},
+                        {"top1_agreement", t.top1_agreement},
+                        {"top1_changed", t.top1_changed},
+                        {"windows", t.fp.windows},
+                        {"positions", t.positions}});
+  }
+  rec.options = {{"data", paths},
                  {"seqlen", r.fp.seqlen},
                  {"windows", r.fp.windows},
                  {"sequential", s->sequential},
@@ -342,7 +443,8 @@ void ComparePage::record(const rptq::CompareResult& r, const QString& data, cons
                  {"positions", r.positions},
                  {"seconds", r.seconds},
                  {"quantize_seconds", s->seconds},
-                 {"quantized_weight_bytes", s->quantized_weight_bytes}};
+                 {"quantized_weight_bytes", s->quantized_weight_bytes},
+                 {"texts", per_text}};
   session_->record_run(rec);
 }
 

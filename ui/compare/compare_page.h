@@ -42,7 +42,17 @@ class ComparePage : public QWidget {
   enum MetricRow { PerplexityRow, KlRow, Top1Row, TokensPerSecondRow, WeightMemoryRow, WindowsRow, MetricRows };
   bool comparing() const { return comparing_ != nullptr; }
   bool generating() const;
+  // The first text's comparison (what the metrics table shows), and every text's, in the order of the texts.
   const std::optional<rptq::CompareResult>& result() const { return result_; }
+  const std::vector<rptq::CompareResult>& text_results() const { return results_; }
+  // The evaluation texts: the Texts field's paths, separated by ";" (default: the bundled WikiText-2 and C4
+  // samples, as the paper's tables compare on several texts).
+  QStringList texts() const;
+  // The per-text table: one row per text (text, PPL FP, PPL quantized, change, KL mean, p50, p90, p99, max, top-1
+  // changed).
+  QTableWidget* texts_table() const { return texts_table_; }
+  enum TextColumn { TextNameColumn, TextPplFpColumn, TextPplQColumn, TextChangeColumn, TextKlColumn, TextP50Column,
+                    TextP90Column, TextP99Column, TextMaxColumn, TextTop1ChangedColumn, TextColumns };
   // The token index where the two generations first differ (-1 while they agree).
   int divergence() const { return divergence_; }
   // Tokens each side (0 FP, 1 quantized) generated in the current or last generation.
@@ -84,7 +94,8 @@ class ComparePage : public QWidget {
   void comparison_ended();  // the job's end, either way: its progress, the model's use and the busy state released
   void show_result();
   // Adds the comparison to the run history with the quantization it compared.
-  void record(const rptq::CompareResult& r, const QString& data, const rptq::Execution& exec);
+  void record(const rptq::Execution& exec);
+  void show_texts();
   void find_divergence();
   void highlight(int side, int token);
   void set_busy();
@@ -111,6 +122,9 @@ class ComparePage : public QWidget {
   QTimer* poll_;
   std::optional<rptq::QuantConfig> chosen_;
   std::optional<rptq::CompareResult> result_;
+  std::vector<rptq::CompareResult> results_;  // per text
+  QStringList result_texts_;                  // their paths
+  QTableWidget* texts_table_;
   std::shared_ptr<JobProgress<LoadProgress>> comparing_;
   // Per side: the generated token ids and each token's [start, end) in its pane's text.
   std::vector<int> ids_[2];
