@@ -430,6 +430,7 @@ void SensitivityPage::look_up_saved() {
         if (id != lookup_id_ || running()) return;
         if (a.record) {
           shown_config_ = std::make_shared<const rptq::QuantConfig>(cfg);
+          shown_setting_ = a.setting;
           show_result(std::make_shared<const rptq::SensitivityResult>(std::move(a.record->result)), true);
           status_->setText(tr("Showing the result saved on %1 in %2 (%3 windows \u00d7 %4 tokens, measured in %5). Run "
                               "measures it again.")
