@@ -52,7 +52,7 @@ void add_quant_options(CLI::App* cmd, QuantArgs& a, bool stats_required) {
                   "changes some layers' activation quantizers, e.g. \"layers=0,attn_output:abits=16\" or "
                   "\"layers=25-29+0,ffn_hidden:dynamic\". SELECT: layers=A[-B][+...], tap names, R1..R5 "
                   "(default: all layers, all taps but K/V); SET: abits=N (2-8, 16 = FP), wbits=N (the weights of "
-                  "the linears reading those taps), dynamic, per-token, static")
+                  "the linears reading those taps), clusters=N (R1, R4, R5 in those layers), dynamic, per-token, static")
       ->allow_extra_args(false);
   for (const char* name : {"--preset", "--wbits", "--abits", "--kvbits", "--softmax-bits", "--clusters", "--weights",
                            "--weight-group", "--weight-clip", "--act-order", "--grid", "--stat", "--dynamic",
