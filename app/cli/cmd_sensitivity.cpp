@@ -6,6 +6,7 @@
 #include <nlohmann/json.hpp>
 
 #include "cli.h"
+#include "run_record.h"
 #include "quant_args.h"
 #include "rptq/base/error.h"
 #include "rptq/method/calibration.h"
@@ -82,8 +83,31 @@ void run_sensitivity(const SensitivityArgs& a) {
     sug = suggest_overrides(r, cfg, a.suggest, a.suggest_bits);
     mem = suggestion_memory(mc, cfg, *sug, kMemoryBatch, memory_seqlen(mc));
   }
+  // The run history: the setting, and the probes' headline numbers (the whole map is in --save's file).
+  RunRecord rec = command_record("sensitivity", a.model, q->config(), a.quant);
+  rec.options = {{"data", {std::filesystem::absolute(a.data).string()}},
+                 {"seqlen", r.seqlen},
+                 {"windows", r.windows},
+                 {"saved", save_to.empty() ? std::string() : std::filesystem::absolute(save_to).string()}};
+  {
+    std::vector<std::pair<int, std::size_t>> order;
+    for (int l = 0; l < r.layers; ++l)
+      for (std::size_t t = 0; t < r.taps.size(); ++t) order.emplace_back(l, t);
+    std::sort(order.begin(), order.end(), [&](const auto& x, const auto& y) {
+      return r.cell(x.first, x.second).kl > r.cell(y.first, y.second).kl;
+    });
+    nlohmann::json worst = nlohmann::json::array(), per_tap = nlohmann::json::object();
+    for (std::size_t i = 0; i < std::min<std::size_t>(10, order.size()); ++i)
+      worst.push_back({{"layer", order[i].first},
+                       {"tap", r.taps[order[i].second]},
+                       {"kl", r.cell(order[i].first, order[i].second).kl}});
+    for (std::size_t t = 0; t < r.taps.size(); ++t) per_tap[r.taps[t]] = r.tap_sum(t).kl;
+    rec.results = {{"ppl_fp", r.ppl_fp}, {"worst", worst}, {"per_tap_kl", per_tap}, {"seconds", r.seconds}};
+  }
+  const nlohmann::json run = record_run(rec);
   if (a.json) {
     nlohmann::json j = quant_settings_json(q->config(), a.quant);
+    j["run"] = run;
     j["model"] = a.model;
     j["data"] = a.data;
     j["weights_quantized"] = false;

@@ -365,6 +365,17 @@ TEST(CliRptq, RunsAreRecordedInTheHistory) {
   EXPECT_EQ(cj["run"]["results"]["kl"], cj["kl"]);
   EXPECT_EQ(cj["run"]["results"]["texts"], cj["texts"]);
   EXPECT_EQ(cj["run"]["options"]["data"].size(), 2u);
+  const CliRun sens = rptq_cli({"sensitivity", model("stories260k"), "--stats", stats_file(), "--preset", "W4A4",
+                                "--data", stories(), "--seqlen", "64", "--max-windows", "1", "--json"},
+                               env);
+  ASSERT_EQ(sens.code, 0) << sens.err;
+  const auto sj = nlohmann::json::parse(sens.out);
+  EXPECT_EQ(sj["run"]["kind"], "sensitivity");
+  EXPECT_EQ(sj["run"]["results"]["ppl_fp"], sj["ppl_fp"]);
+  double worst = 0;
+  for (const auto& cell : sj["cells"]) worst = std::max(worst, cell["kl"].get<double>());
+  EXPECT_EQ(sj["run"]["results"]["worst"][0]["kl"].get<double>(), worst);
+  for (const auto& [tap, sum] : sj["per_tap"].items()) EXPECT_EQ(sj["run"]["results"]["per_tap_kl"][tap], sum["kl"]);
   // An FP evaluation quantizes nothing: no record.
   ASSERT_EQ(rptq_cli({"eval", model("stories260k"), "--data", stories(), "--seqlen", "64", "--max-windows", "1"}, env)
                 .code,
@@ -373,14 +384,14 @@ TEST(CliRptq, RunsAreRecordedInTheHistory) {
   const CliRun h = rptq_cli({"history", "--json"}, env);
   ASSERT_EQ(h.code, 0) << h.err;
   const auto hj = nlohmann::json::parse(h.out);
-  ASSERT_EQ(hj["runs"].size(), 3u);
+  ASSERT_EQ(hj["runs"].size(), 4u);
   nlohmann::json want = ej["run"];
   want.erase("history");
   EXPECT_EQ(hj["runs"][0], want);
   EXPECT_EQ(hj["runs"][1]["kind"], "eval");
   EXPECT_EQ(hj["runs"][1]["setting"]["preset"], "W4A4");
   // Filters: by model (another model has none), by kind, one run by id.
-  EXPECT_EQ(nlohmann::json::parse(rptq_cli({"history", model("stories260k"), "--json"}, env).out)["runs"].size(), 3u);
+  EXPECT_EQ(nlohmann::json::parse(rptq_cli({"history", model("stories260k"), "--json"}, env).out)["runs"].size(), 4u);
   EXPECT_EQ(nlohmann::json::parse(rptq_cli({"history", "--kind", "compare", "--json"}, env).out)["runs"].size(), 1u);
   EXPECT_EQ(nlohmann::json::parse(rptq_cli({"history", model("tiny-opt-16m"), "--json"}, env).out)["runs"].size(), 0u);
   EXPECT_EQ(nlohmann::json::parse(rptq_cli({"history", "--kind", "eval", "--json"}, env).out)["runs"].size(), 1u);
@@ -388,7 +399,7 @@ TEST(CliRptq, RunsAreRecordedInTheHistory) {
   ASSERT_EQ(one.code, 0) << one.err;
   EXPECT_EQ(nlohmann::json::parse(one.out), want);
   const CliRun text = rptq_cli({"history"}, env);
-  EXPECT_NE(text.out.find("3 runs in " + hist), std::string::npos) << text.out;
+  EXPECT_NE(text.out.find("4 runs in " + hist), std::string::npos) << text.out;
   EXPECT_NE(text.out.find("ppl "), std::string::npos) << text.out;
   EXPECT_EQ(rptq_cli({"history", "--show", "nope"}, env).code, 2);
 
