@@ -33,11 +33,13 @@
 #include "common/task.h"
 #include "explore/explore_page.h"
 #include "export/export_page.h"
+#include "history/history_page.h"
 #include "main/step_list.h"
 #include "model/model_page.h"
 #include "model/model_source.h"
 #include "quantize/quantize_page.h"
 #include "sensitivity/sensitivity_page.h"
+#include "sweep/sweep_page.h"
 #include "rptq/device.h"
 #include "rptq/model/model.h"
 #include "rptq/method/quantize.h"
@@ -51,7 +53,7 @@ MainWindow::MainWindow(QWidget* parent) : QMainWindow(parent), session_(new Sess
   setWindowTitle(tr("RPTQ Workbench"));
   setAcceptDrops(true);
   steps_ = new StepList({tr("Model"), tr("Calibrate"), tr("Explore"), tr("Sensitivity"), tr("Quantize"), tr("Compare"),
-                         tr("Export")});
+                         tr("Sweep"), tr("Export"), tr("History")});
   pages_ = new QStackedWidget;
   model_page_ = new ModelPage(session_);
   calibrate_page_ = new CalibratePage(session_);
@@ -66,7 +68,11 @@ MainWindow::MainWindow(QWidget* parent) : QMainWindow(parent), session_(new Sess
   export_page_ = new ExportPage(session_);
   pages_->addWidget(quantize_page_);
   pages_->addWidget(compare_page_);
+  sweep_page_ = new SweepPage(session_, quantize_page_);
+  pages_->addWidget(sweep_page_);
   pages_->addWidget(export_page_);
+  history_page_ = new HistoryPage(session_);
+  pages_->addWidget(history_page_);
 
   auto* central = new QWidget;
   auto* layout = new QHBoxLayout(central);
@@ -123,6 +129,13 @@ MainWindow::MainWindow(QWidget* parent) : QMainWindow(parent), session_(new Sess
     else statusBar()->clearMessage();
   });
   connect(sensitivity_page_, &SensitivityPage::result_changed, this, &MainWindow::update_steps);
+  connect(sweep_page_, &SweepPage::running_changed, this, [this](bool on) {
+    update_cancel();
+    update_device();
+    if (on) statusBar()->showMessage(tr("Sweeping…"));
+    else statusBar()->clearMessage();
+  });
+  connect(sweep_page_, &SweepPage::result_changed, this, &MainWindow::update_steps);
   connect(sensitivity_page_, &SensitivityPage::explore_requested, this, [this](int layer, int index, int k) {
     go_to(ExploreStep);
     explore_page_->select(layer, index, k);
@@ -144,6 +157,13 @@ MainWindow::MainWindow(QWidget* parent) : QMainWindow(parent), session_(new Sess
   connect(quantize_page_, &QuantizePage::config_changed, this, follow_config);
   follow_config();
   connect(compare_page_, &ComparePage::running_changed, this, &MainWindow::update_steps);
+  connect(history_page_, &HistoryPage::runs_changed, this, &MainWindow::update_steps);
+  connect(history_page_, &HistoryPage::reopen_requested, this, [this](const rptq::QuantConfig& c) {
+    const QString lost = quantize_page_->apply_config(c);
+    go_to(QuantizeStep);
+    if (!lost.isEmpty())
+      statusBar()->showMessage(tr("Re-opened the setting; the Quantize step cannot show: %1").arg(lost), 10000);
+  });
   connect(export_page_, &ExportPage::running_changed, this, &MainWindow::update_steps);
   connect(compare_page_, &ComparePage::running_changed, this, &MainWindow::update_cancel);
   connect(export_page_, &ExportPage::running_changed, this, &MainWindow::update_cancel);
@@ -194,8 +214,10 @@ void MainWindow::build_menus() {
 
   QMenu* view = menuBar()->addMenu(tr("&View"));
   const QStringList names = {tr("&Model"),    tr("&Calibrate"), tr("&Explore"), tr("&Sensitivity"),
-                             tr("&Quantize"), tr("C&ompare"),   tr("E&xport")};
-  for (int i = 0; i < StepCount; ++i) {
+                             tr("&Quantize"), tr("C&ompare"),   tr("S&weep"),   tr("E&xport"),
+                             tr("&History")};
+  static_assert(StepCount == 9, "one View menu entry per step");
+  for (int i = 0; i < StepCount && i < names.size(); ++i) {
     QAction* a = view->addAction(names[i], this, [this, i] { go_to(static_cast<Step>(i)); });
     a->setShortcut(QKeySequence(Qt::CTRL | static_cast<Qt::Key>(Qt::Key_1 + i)));
   }
@@ -217,7 +239,7 @@ void MainWindow::build_menus() {
   cancel_action_->setObjectName(QStringLiteral("cancelAction"));
   cancel_action_->setShortcut(QKeySequence(Qt::CTRL | Qt::Key_Period));
   cancel_action_->setStatusTip(
-      tr("Stop the running calibration, sensitivity run, quantization, comparison, generation or export"));
+      tr("Stop the running calibration, sensitivity run, quantization, comparison, generation, sweep or export"));
   cancel_action_->setEnabled(false);
 
   QMenu* help = menuBar()->addMenu(tr("&Help"));
@@ -250,7 +272,7 @@ void MainWindow::start_up(const QString& model) {
 bool MainWindow::cancellable() const {
   return calibrate_page_->running() || sensitivity_page_->running() || quantize_page_->running() ||
          compare_page_->comparing() ||
-         compare_page_->generating() || export_page_->exporting();
+         compare_page_->generating() || sweep_page_->running() || export_page_->exporting();
 }
 
 void MainWindow::cancel_jobs() {
@@ -258,6 +280,7 @@ void MainWindow::cancel_jobs() {
   if (sensitivity_page_->running()) sensitivity_page_->cancel();
   if (quantize_page_->running()) quantize_page_->cancel();
   if (compare_page_->comparing() || compare_page_->generating()) compare_page_->stop();
+  if (sweep_page_->running()) sweep_page_->cancel();
   if (export_page_->exporting()) export_page_->cancel();
 }
 
@@ -269,6 +292,7 @@ void MainWindow::update_cancel() {
   if (quantize_page_->running()) what << tr("Quantization");
   if (compare_page_->comparing()) what << tr("Comparison");
   if (compare_page_->generating()) what << tr("Generation");
+  if (sweep_page_->running()) what << tr("Sweep");
   if (export_page_->exporting()) what << tr("Export");
   cancel_action_->setText(what.isEmpty() ? tr("C&ancel") : tr("C&ancel %1").arg(what.join(QStringLiteral(", "))));
 }
@@ -278,7 +302,7 @@ MainWindow::Step MainWindow::current_step() const { return static_cast<Step>(pag
 bool MainWindow::idle() const {
   return !opening_ && !calibrate_page_->running() && !calibrate_page_->loading() && explore_page_->up_to_date() &&
          !sensitivity_page_->running() && !sensitivity_page_->looking_up() && !quantize_page_->running() &&
-         !compare_page_->comparing() && !compare_page_->generating() &&
+         !compare_page_->comparing() && !compare_page_->generating() && !sweep_page_->running() &&
          !export_page_->exporting();
 }
 
@@ -307,11 +331,19 @@ void MainWindow::update_steps() {
   else
     steps_->set_step_note(CalibrateStep, QString());
   const bool quantized = session_->quantized() != nullptr;
-  for (int s : {SensitivityStep, QuantizeStep, CompareStep, ExportStep}) steps_->set_step_enabled(s, m != nullptr);
+  for (int s : {SensitivityStep, QuantizeStep, CompareStep, SweepStep, ExportStep, HistoryStep})
+    steps_->set_step_enabled(s, m != nullptr);
+  steps_->set_step_note(HistoryStep, history_page_->runs().empty()
+                                         ? QString()
+                                         : history_page_->runs().size() == 1
+                                               ? tr("1 run")
+                                               : tr("%1 runs").arg(history_page_->runs().size()));
   steps_->set_step_done(SensitivityStep, sensitivity_page_->result() != nullptr);
   steps_->set_step_note(SensitivityStep, stats ? QString() : tr("needs statistics"));
   steps_->set_step_done(QuantizeStep, quantized);
   steps_->set_step_done(CompareStep, compare_page_->result().has_value());
+  steps_->set_step_done(SweepStep, sweep_page_->result() != nullptr);
+  steps_->set_step_note(SweepStep, stats ? QString() : tr("needs statistics"));
   steps_->set_step_done(ExportStep, !export_page_->exported_path().isEmpty());
   if (const QuantizationSummary* q = session_->quantization_summary())
     steps_->set_step_note(QuantizeStep, QString::fromStdString(q->config.name));

@@ -21,18 +21,22 @@ class CalibratePage;
 class ComparePage;
 class ExplorePage;
 class ExportPage;
+class HistoryPage;
 class ModelPage;
 class QuantizePage;
 class SensitivityPage;
 class Session;
 class StepList;
+class SweepPage;
 struct OpenedSource;
 struct TaskError;
 
 class MainWindow : public QMainWindow {
   Q_OBJECT
  public:
-  enum Step { ModelStep, CalibrateStep, ExploreStep, SensitivityStep, QuantizeStep, CompareStep, ExportStep, StepCount };
+  enum Step { ModelStep, CalibrateStep, ExploreStep, SensitivityStep, QuantizeStep, CompareStep, SweepStep, ExportStep,
+              HistoryStep,
+              StepCount };
 
   explicit MainWindow(QWidget* parent = nullptr);
   ~MainWindow() override;
@@ -48,7 +52,9 @@ class MainWindow : public QMainWindow {
   SensitivityPage* sensitivity_page() const { return sensitivity_page_; }
   QuantizePage* quantize_page() const { return quantize_page_; }
   ComparePage* compare_page() const { return compare_page_; }
+  SweepPage* sweep_page() const { return sweep_page_; }
   ExportPage* export_page() const { return export_page_; }
+  HistoryPage* history_page() const { return history_page_; }
   StepList* step_list() const { return steps_; }
   Step current_step() const;
   bool opening() const { return opening_ != nullptr; }
@@ -56,7 +62,7 @@ class MainWindow : public QMainWindow {
   bool idle() const;
   QString device_text() const;
   QAction* cancel_action() const { return cancel_action_; }
-  // A calibration, sensitivity run, quantization, comparison, generation or export runs (what Run > Cancel stops).
+  // A calibration, sensitivity run, quantization, comparison, generation, sweep or export runs (what Run > Cancel stops).
   bool cancellable() const;
 
  public Q_SLOTS:
@@ -94,7 +100,9 @@ class MainWindow : public QMainWindow {
   SensitivityPage* sensitivity_page_;
   QuantizePage* quantize_page_;
   ComparePage* compare_page_;
+  SweepPage* sweep_page_;
   ExportPage* export_page_;
+  HistoryPage* history_page_;
   QMenu* recent_menu_ = nullptr;
   QAction* save_stats_action_ = nullptr;
   QAction* export_chart_action_ = nullptr;

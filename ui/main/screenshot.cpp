@@ -1,6 +1,7 @@
 #include "main/screenshot.h"
 
 #include <QApplication>
+#include <QComboBox>
 #include <QDir>
 #include <QFileInfo>
 #include <QLabel>
@@ -23,12 +24,13 @@
 #include "main/main_window.h"
 #include "quantize/quantize_page.h"
 #include "sensitivity/sensitivity_page.h"
+#include "sweep/sweep_page.h"
 #include "session/session.h"
 
 namespace rptq::ui {
 
 int screenshot_step(const QString& name) {
-  const QStringList steps = {"model", "calibrate", "explore", "sensitivity", "quantize", "compare", "export"};
+  const QStringList steps = {"model", "calibrate", "explore", "sensitivity", "quantize", "compare", "sweep", "export"};
   // "overview": the Explore step's heat map tab.
   if (name.compare(QLatin1String("overview"), Qt::CaseInsensitive) == 0) return MainWindow::ExploreStep;
   return static_cast<int>(steps.indexOf(name.toLower()));
@@ -63,9 +65,9 @@ void start_screenshot(MainWindow* w, const ScreenshotOptions& o) {
   auto st = std::make_shared<State>();
   auto* timer = new QTimer(w);
   timer->setInterval(100);
-  const bool needs_quantized = step >= MainWindow::QuantizeStep;
+  const bool needs_quantized = step >= MainWindow::QuantizeStep && step != MainWindow::SweepStep;
   const bool needs_stats = step == MainWindow::CalibrateStep || step == MainWindow::ExploreStep ||
-                           step == MainWindow::SensitivityStep || needs_quantized;
+                           step == MainWindow::SensitivityStep || step == MainWindow::SweepStep || needs_quantized;
   QObject::connect(timer, &QTimer::timeout, w, [w, o, st, step, needs_stats, needs_quantized, timer] {
     if (++st->ticks > o.timeout_s * 10) {
       timer->stop();
@@ -107,7 +109,7 @@ void start_screenshot(MainWindow* w, const ScreenshotOptions& o) {
               o.step.compare(QLatin1String("overview"), Qt::CaseInsensitive) == 0 ? 1 : 0);
         }
         st->phase = needs_quantized                         ? Phase::Quantizing
-                    : step == MainWindow::SensitivityStep ? Phase::Finishing
+                    : step == MainWindow::SensitivityStep || step == MainWindow::SweepStep ? Phase::Finishing
                                                           : Phase::Settling;
         return;
       }
@@ -145,6 +147,17 @@ void start_screenshot(MainWindow* w, const ScreenshotOptions& o) {
             p->seqlen_spin()->setValue(std::min(128, p->seqlen_spin()->maximum()));
             p->suggest_count_spin()->setValue(4);
             p->start();
+          } else if (step == MainWindow::SweepStep) {
+            // The cluster count of every index, 1 to 64, from the preset with RTN weights, on 2 windows of 128
+            // tokens of the bundled sample.
+            w->quantize_page()->select_preset(o.preset);
+            w->quantize_page()->set_weight_method(rptq::WeightMethod::RTN);
+            SweepPage* p = w->sweep_page();
+            p->axis_combo()->setCurrentIndex(p->axis_combo()->findData(QStringLiteral("clusters")));
+            p->values_edit()->setText(QStringLiteral("1,2,4..64"));
+            p->windows_spin()->setValue(2);
+            p->seqlen_spin()->setValue(std::min(128, p->seqlen_spin()->maximum()));
+            p->start();
           } else if (step == MainWindow::CompareStep) {
             ComparePage* c = w->compare_page();
             c->windows_spin()->setValue(2);
@@ -169,6 +182,12 @@ void start_screenshot(MainWindow* w, const ScreenshotOptions& o) {
             timer->stop();
             return fail(QStringLiteral("the sensitivity probes failed: %1")
                             .arg(w->sensitivity_page()->status_label()->text()));
+          }
+        } else if (step == MainWindow::SweepStep) {
+          if (w->sweep_page()->running()) return;
+          if (!w->sweep_page()->result()) {
+            timer->stop();
+            return fail(QStringLiteral("the sweep failed: %1").arg(w->sweep_page()->status_label()->text()));
           }
         } else if (step == MainWindow::CompareStep) {
           ComparePage* c = w->compare_page();

@@ -1,7 +1,8 @@
 #pragma once
 // `rptq-workbench --screenshot FILE --step STEP`: render the window to a PNG without a display (the offscreen
 // platform). It opens the model, brings the step to a finished state (a short calibration unless --stats is given,
-// the clustering for explore, the preset's probes on 2 x 128 tokens for sensitivity; for quantize, compare and export
+// the clustering for explore, the preset's probes on 2 x 128 tokens for sensitivity, a cluster sweep 1..64 of the preset with RTN weights on
+// 2 x 128 tokens for sweep; for quantize, compare and export
 // a quick RTN quantization, then a short comparison and generation, or an export into a temporary folder that is
 // removed again), then grabs the window.
 #include <QSize>

@@ -75,6 +75,8 @@ class QuantizePage : public QWidget {
   QLabel* summary_label() const { return summary_; }
   QTableWidget* layers_table() const { return layers_; }
   DeviceChoice* device_choice() const { return device_; }
+  // Re-measure ranges layer by layer (QuantizeOptions::sequential); the Sweep step quantizes with it too.
+  QCheckBox* sequential_check() const { return sequential_; }
 
  Q_SIGNALS:
   void running_changed(bool running);
