@@ -15,6 +15,7 @@
 #include <QMessageBox>
 #include <QMimeData>
 #include <QProcess>
+#include <QStandardPaths>
 #include <QProgressBar>
 #include <QPushButton>
 #include <QSettings>
@@ -60,6 +61,7 @@
 #include "model/model_page.h"
 #include "quantize/quantize_job.h"
 #include "hostile_files.h"
+#include "history/history_page.h"
 #include "quantize/overrides_editor.h"
 #include "quantize/quantize_page.h"
 #include "rptq/device.h"
@@ -186,6 +188,8 @@ class GuiTest : public QObject {
  private Q_SLOTS:
   void init() {
     QSettings().clear();
+    // Each test starts with an empty run history (several test functions may share one process).
+    QFile::remove(QStandardPaths::writableLocation(QStandardPaths::AppDataLocation) + QStringLiteral("/history.json"));
     tmp_ = std::make_unique<QTemporaryDir>(g_root + QStringLiteral("/case-XXXXXX"));
     QVERIFY(tmp_->isValid());
   }
@@ -207,7 +211,7 @@ class GuiTest : public QObject {
     QVERIFY(steps->step_enabled(MainWindow::ModelStep));
     QVERIFY(steps->step_enabled(MainWindow::CalibrateStep));
     QVERIFY(!steps->step_enabled(MainWindow::ExploreStep));  // no statistics yet
-    QCOMPARE(steps->count(), 6);
+    QCOMPARE(steps->count(), static_cast<int>(MainWindow::StepCount));
     QVERIFY(!rptq::ui::recent_models().isEmpty());
     QVERIFY(!rptq::ui::first_start());
 
@@ -1085,6 +1089,32 @@ class GuiTest : public QObject {
     QVERIFY(t->item(rptq::ui::ComparePage::Top1Row, 1)->text().endsWith(QLatin1Char('%')));
     QVERIFY(t->item(rptq::ui::ComparePage::TokensPerSecondRow, 1)->text().toDouble() > 0);
     QVERIFY(t->item(rptq::ui::ComparePage::WeightMemoryRow, 1)->text().contains(QStringLiteral("MiB")));
+    // Several texts in one table: by default the bundled WikiText-2 and C4 samples, one row each, the first the
+    // metrics table's; the KL percentiles in order.
+    QCOMPARE(c->texts().size(), 2);
+    QCOMPARE(static_cast<int>(c->text_results().size()), 2);
+    QTableWidget* tt = c->texts_table();
+    QCOMPARE(tt->rowCount(), 2);
+    QCOMPARE(tt->item(0, rptq::ui::ComparePage::TextNameColumn)->text(), QStringLiteral("wikitext2-sample.txt"));
+    QCOMPARE(tt->item(1, rptq::ui::ComparePage::TextNameColumn)->text(), QStringLiteral("c4-sample.txt"));
+    QCOMPARE(tt->item(0, rptq::ui::ComparePage::TextPplQColumn)->text(), QString::number(r.q.ppl, 'f', 3));
+    for (const rptq::CompareResult& x : c->text_results()) {
+      QCOMPARE(x.fp.windows, 2);
+      QVERIFY(x.kl_p50 <= x.kl_p90 && x.kl_p90 <= x.kl_p99 && x.kl_p99 <= x.kl_max);
+      QVERIFY(x.kl_max >= x.kl);  // the mean is at most the largest
+      QVERIFY(std::abs(x.top1_changed - (1.0 - x.top1_agreement)) < 1e-12);
+    }
+    QCOMPARE(tt->item(1, rptq::ui::ComparePage::TextP90Column)->text(),
+             QString::number(c->text_results()[1].kl_p90, 'f', 5));
+    // The two texts differ: the C4 row is not a copy of the WikiText-2 row.
+    QVERIFY(c->text_results()[0].q.ppl != c->text_results()[1].q.ppl);
+    save_shot(w_.get(), QStringLiteral("compare-texts"));
+    // One text alone (a ";"-list of one) gives one row.
+    c->data_edit()->setText(rptq::ui::resources_dir() + QStringLiteral("/data/c4-sample.txt"));
+    QTest::mouseClick(c->compare_button(), Qt::LeftButton);
+    QTRY_VERIFY_WITH_TIMEOUT(!c->comparing(), kCalibrateTimeoutMs);
+    QCOMPARE(c->texts_table()->rowCount(), 1);
+    QCOMPARE(c->result()->q.ppl, c->text_results()[0].q.ppl);
     // The memory chart: FP16 against the quantization, following the sliders.
     rptq::ui::MemoryChart* m = c->memory_chart();
     QVERIFY(m->fp_estimate() && m->quantized_estimate());
@@ -1094,6 +1124,94 @@ class GuiTest : public QObject {
     QCOMPARE(m->fp_estimate()->kv_cache_bytes, 2 * kv);
     m->model_combo()->setCurrentIndex(m->model_combo()->findData(QStringLiteral("opt-13b")));
     QVERIFY(m->fp_estimate()->weights_bytes > 20ull << 30);
+  }
+
+  // The run history: a quantization and a comparison are recorded with their setting and results, listed for the
+  // model (with a run `rptq` recorded into the same file), put side by side, and a run's setting re-opened.
+  void historyListsRunsAndReopensOne() {
+    open_window();
+    calibrate_small(tmp("stats.h5"));
+    rptq::ui::QuantizePage* q = w_->quantize_page();
+    w_->go_to(MainWindow::QuantizeStep);
+    q->set_overrides({QStringLiteral("layers=1,ffn_hidden:abits=16")});
+    quantize_small(QStringLiteral("W4A8"));
+    rptq::ui::ComparePage* c = w_->compare_page();
+    w_->go_to(MainWindow::CompareStep);
+    c->windows_spin()->setValue(2);
+    c->seqlen_spin()->setValue(64);
+    QTest::mouseClick(c->compare_button(), Qt::LeftButton);
+    QTRY_VERIFY_WITH_TIMEOUT(!c->comparing(), kCalibrateTimeoutMs);
+    QVERIFY(c->result());
+    const rptq::CompareResult r = *c->result();
+    // A run of another model and one that `rptq sweep` recorded for this model, in the same file.
+    const rptq::RunHistory h = w_->session()->history();
+    h.append(rptq::new_run_record("compare", "/elsewhere/other-model", "", rptq::QuantConfig::preset("W4A4")));
+    rptq::RunRecord cli = rptq::new_run_record("sweep", w_->session()->model()->path.toStdString(), "",
+                                               rptq::QuantConfig::preset("W4A4"));
+    cli.results = {{"points", nlohmann::json::array()}};
+    h.append(cli);
+
+    rptq::ui::HistoryPage* p = w_->history_page();
+    w_->go_to(MainWindow::HistoryStep);
+    QCOMPARE(w_->current_step(), MainWindow::HistoryStep);
+    p->reload();
+    QCOMPARE(static_cast<int>(p->runs().size()), 3);  // not the other model's
+    QCOMPARE(p->runs_table()->rowCount(), 3);
+    QVERIFY(p->status_label()->text().contains(QStringLiteral("3 runs")));
+    QCOMPARE(w_->step_list()->item(MainWindow::HistoryStep)->text().contains(QStringLiteral("3 runs")), true);
+    const rptq::RunRecord& quant = p->runs()[0];
+    const rptq::RunRecord& comp = p->runs()[1];
+    QCOMPARE(QString::fromStdString(quant.kind), QStringLiteral("quantize"));
+    QCOMPARE(QString::fromStdString(comp.kind), QStringLiteral("compare"));
+    QCOMPARE(QString::fromStdString(comp.setting.overrides_spec()), QStringLiteral("layers=1,ffn_hidden:abits=16"));
+    QCOMPARE(QString::fromStdString(comp.stats), QFileInfo(tmp("stats.h5")).absoluteFilePath());
+    QCOMPARE(comp.results["ppl_fp"].get<double>(), r.fp.ppl);
+    QCOMPARE(comp.results["ppl_q"].get<double>(), r.q.ppl);
+    QCOMPARE(comp.results["kl"].get<double>(), r.kl);
+    QCOMPARE(comp.options["windows"].get<int>(), 2);
+    // The table row of the comparison shows its numbers as the Compare step did.
+    int row = -1;
+    for (int i = 0; i < p->runs_table()->rowCount(); ++i)
+      if (p->run_at_row(i) && p->run_at_row(i)->id == comp.id) row = i;
+    QVERIFY(row >= 0);
+    QCOMPARE(p->runs_table()->item(row, 5)->text(), QString::number(r.q.ppl, 'f', 3));
+    QCOMPARE(p->runs_table()->item(row, 6)->text(), QString::number(r.kl, 'f', 5));
+    // Sorting by KL puts the runs without one first.
+    p->runs_table()->sortItems(6, Qt::AscendingOrder);
+    QCOMPARE(p->run_at_row(2)->id, comp.id);
+    // Two runs side by side: the sweep (W4A4) against the comparison (W4A8): the setting rows differ.
+    p->select_runs({1, 2});
+    QTableWidget* pair = p->side_by_side();
+    QVERIFY(pair->rowCount() > 10);
+    QVERIFY(!pair->isColumnHidden(2));
+    bool setting_differs = false, kind_row = false;
+    for (int i = 0; i < pair->rowCount(); ++i) {
+      if (pair->item(i, 0)->text() == QStringLiteral("Setting")) {
+        setting_differs = pair->item(i, 1)->background() != QBrush();
+        QVERIFY(pair->item(i, 1)->text() != pair->item(i, 2)->text());
+      }
+      if (pair->item(i, 0)->text() == QStringLiteral("Kind")) kind_row = true;
+    }
+    QVERIFY(setting_differs);
+    QVERIFY(kind_row);
+    QVERIFY(!p->reopen_button()->isEnabled());  // two selected
+    save_shot(w_.get(), QStringLiteral("history"));
+    // Re-open the comparison's setting after the Quantize step moved on to another one.
+    QVERIFY(q->select_preset(QStringLiteral("W4A4")));
+    q->set_overrides({});
+    p->select_runs({1});
+    QVERIFY(p->reopen_button()->isEnabled());
+    QTest::mouseClick(p->reopen_button(), Qt::LeftButton);
+    QCOMPARE(w_->current_step(), MainWindow::QuantizeStep);
+    QCOMPARE(q->preset_combo()->currentData().toString(), QStringLiteral("W4A8"));
+    QCOMPARE(q->overrides(), QStringList{QStringLiteral("layers=1,ffn_hidden:abits=16")});
+    QCOMPARE(q->config().describe(), comp.setting.describe());
+    // Deleting a run removes it from the file.
+    w_->go_to(MainWindow::HistoryStep);
+    p->select_runs({2});
+    QTest::mouseClick(p->delete_button(), Qt::LeftButton);
+    QCOMPARE(static_cast<int>(p->runs().size()), 2);
+    QCOMPARE(static_cast<int>(rptq::RunHistory::of_model(h.load(), w_->session()->model()->path.toStdString()).size()), 2);
   }
 
   void generatesSideBySide() {
