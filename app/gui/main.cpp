@@ -1,6 +1,6 @@
 // rptq-workbench: the RPTQ Workbench desktop application (Qt 6 Widgets + Qt Charts).
 //   rptq-workbench [--model PATH]
-//   rptq-workbench --screenshot FILE --step model|calibrate|explore|overview|sensitivity|quantize|compare|sweep|export
+//   rptq-workbench --screenshot FILE --step model|calibrate|explore|overview|sensitivity|quantize|compare|sweep|export|history
 //                  [--model PATH]
 //                  [--stats STATS.h5] [--size WxH] [--layer I] [--index R1..R5] [--k K] [--preset NAME]
 // --screenshot renders the window to a PNG without a display (the offscreen platform) and exits.
@@ -48,7 +48,7 @@ int main(int argc, char** argv) {
   QCommandLineOption model({"m", "model"}, "Open this model folder or .h5 file.", "PATH");
   QCommandLineOption shot("screenshot", "Render the window to a PNG file and exit.", "FILE");
   QCommandLineOption step("step", "Step shown in the screenshot: model, calibrate, explore, overview, sensitivity, "
-                          "quantize, compare, sweep, export.",
+                          "quantize, compare, sweep, export, history.",
                           "STEP", "model");
   QCommandLineOption stats("stats", "Screenshot: load this statistics file instead of calibrating.", "STATS");
   QCommandLineOption size("size", "Screenshot: window size (default 1400x900).", "WxH", "1400x900");

@@ -140,8 +140,11 @@ ComparePage::ComparePage(Session* session, QWidget* parent)
   texts_table_->setSelectionMode(QAbstractItemView::NoSelection);
   texts_table_->horizontalHeader()->setSectionResizeMode(QHeaderView::ResizeToContents);
   texts_table_->horizontalHeader()->setStretchLastSection(true);
+  // Room for three texts (the paper's WikiText-2, PTB and C4) without a scroll bar.
+  texts_table_->setMinimumHeight(texts_table_->horizontalHeader()->sizeHint().height() +
+                                 2 * texts_table_->verticalHeader()->defaultSectionSize() + 2 * texts_table_->frameWidth() + 2);
   texts_table_->setMaximumHeight(texts_table_->horizontalHeader()->sizeHint().height() +
-                                 3 * (texts_table_->fontMetrics().height() + 10) + 4);
+                                 3 * texts_table_->verticalHeader()->defaultSectionSize() + 2 * texts_table_->frameWidth() + 2);
   ml->addStretch(1);
   top->addWidget(metrics_box, 1);
   // (c) The memory chart.

@@ -17,6 +17,7 @@
 
 #include "common/error_dialog.h"
 #include "common/page_heading.h"
+#include "rptq/base/error.h"
 #include "rptq/method/quant_config_json.h"
 #include "session/loaded_model.h"
 #include "session/session.h"
@@ -135,7 +136,7 @@ HistoryPage::HistoryPage(Session* session, QWidget* parent) : QWidget(parent), s
   });
   connect(delete_, &QPushButton::clicked, this, [this] {
     const auto sel = selected();
-    if (sel.empty()) return;
+    if (sel.empty() || session_->history_file().isEmpty()) return;
     std::vector<std::string> ids;
     for (const rptq::RunRecord* r : sel) ids.push_back(r->id);
     try {
@@ -155,6 +156,7 @@ void HistoryPage::reload() {
   const LoadedModel* m = session_->model();
   QString note;
   try {
+    if (session_->history_file().isEmpty()) throw rptq::InputError("the run history is off (RPTQ_HISTORY=off)");
     const std::vector<rptq::RunRecord> all = session_->history().load();
     if (m) runs_ = rptq::RunHistory::of_model(all, m->path.toStdString());
     note = m ? (runs_.size() == 1 ? tr("1 run of %1 in %2.") : tr("%3 runs of %1 in %2."))

@@ -20,6 +20,7 @@
 #include "common/resources.h"
 #include "compare/compare_page.h"
 #include "explore/explore_page.h"
+#include "history/history_page.h"
 #include "export/export_page.h"
 #include "main/main_window.h"
 #include "quantize/quantize_page.h"
@@ -30,7 +31,8 @@
 namespace rptq::ui {
 
 int screenshot_step(const QString& name) {
-  const QStringList steps = {"model", "calibrate", "explore", "sensitivity", "quantize", "compare", "sweep", "export"};
+  const QStringList steps = {"model",   "calibrate", "explore", "sensitivity", "quantize",
+                             "compare", "sweep",     "export",  "history"};
   // "overview": the Explore step's heat map tab.
   if (name.compare(QLatin1String("overview"), Qt::CaseInsensitive) == 0) return MainWindow::ExploreStep;
   return static_cast<int>(steps.indexOf(name.toLower()));
@@ -49,6 +51,10 @@ void start_screenshot(MainWindow* w, const ScreenshotOptions& o) {
     QTimer::singleShot(0, [o] { fail(QStringLiteral("unknown step '%1'").arg(o.step)); });
     return;
   }
+  // The runs this screenshot makes go into a history of their own (the History shot shows just them), removed
+  // with the process.
+  static QTemporaryDir history_dir(QDir::temp().filePath(QStringLiteral("rptq-screenshot-history-XXXXXX")));
+  if (history_dir.isValid()) qputenv("RPTQ_HISTORY", history_dir.filePath(QStringLiteral("history.json")).toUtf8());
   w->resize(o.size);
   w->show();
   w->start_up(o.model.isEmpty() ? demo_model_dir() : o.model);
@@ -158,7 +164,8 @@ void start_screenshot(MainWindow* w, const ScreenshotOptions& o) {
             p->windows_spin()->setValue(2);
             p->seqlen_spin()->setValue(std::min(128, p->seqlen_spin()->maximum()));
             p->start();
-          } else if (step == MainWindow::CompareStep) {
+          } else if (step == MainWindow::CompareStep || step == MainWindow::HistoryStep) {
+            // History: the quantization and this comparison are its runs.
             ComparePage* c = w->compare_page();
             c->windows_spin()->setValue(2);
             c->seqlen_spin()->setValue(std::min(128, c->seqlen_spin()->maximum()));
@@ -189,6 +196,11 @@ void start_screenshot(MainWindow* w, const ScreenshotOptions& o) {
             timer->stop();
             return fail(QStringLiteral("the sweep failed: %1").arg(w->sweep_page()->status_label()->text()));
           }
+        } else if (step == MainWindow::HistoryStep) {
+          if (w->compare_page()->comparing()) return;
+          HistoryPage* h = w->history_page();
+          h->reload();
+          h->select_runs({0, 1});  // the quantization and the comparison side by side
         } else if (step == MainWindow::CompareStep) {
           ComparePage* c = w->compare_page();
           if (c->comparing() || c->generating()) return;

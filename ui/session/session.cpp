@@ -45,10 +45,16 @@ void Session::begin_quantized_use(const QString& what) {
 }
 
 QString Session::history_file() const {
+  // As rptq: RPTQ_HISTORY names another file, or turns the history off.
+  if (qEnvironmentVariableIsSet("RPTQ_HISTORY")) {
+    const QString h = qEnvironmentVariable("RPTQ_HISTORY");
+    return h == QLatin1String("off") ? QString() : h;
+  }
   return QStandardPaths::writableLocation(QStandardPaths::AppDataLocation) + QStringLiteral("/history.json");
 }
 
 void Session::record_run(const rptq::RunRecord& r) {
+  if (history_file().isEmpty()) return;  // RPTQ_HISTORY=off
   try {
     history().append(r);
     history_error_.clear();

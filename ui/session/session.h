@@ -50,7 +50,8 @@ class Session : public QObject {
   QString quantized_user() const { return quantized_users_.isEmpty() ? QString() : quantized_users_.front(); }
 
   // The run history (rptq/io/run_history.h), history.json in the application data folder, the file `rptq` records
-  // into too. Each quantization and comparison of the pages is recorded; the History step lists them.
+  // into too (RPTQ_HISTORY names another file; "off" records nothing and history_file() is empty). Each
+  // quantization, comparison and sweep of the pages is recorded; the History step lists them.
   QString history_file() const;
   rptq::RunHistory history() const { return rptq::RunHistory(history_file().toStdString()); }
   // Appends r; a history that cannot be written never fails the run: the reason is kept in history_error().
