@@ -368,8 +368,9 @@ TEST_P(HfExport, WeightsAreTheQuantizedValuesInTheSourceLayout) {
     for (std::size_t i = 0; i < tq.size(); ++i) {
       const Tensor &a = tq[i].second, &b = tr[i].second;
       ASSERT_EQ(a.shape(), b.shape()) << tq[i].first;
-      if (a.numel() > 0)  // (an empty tensor's data() is null, which memcmp must not be given)
+      if (a.numel() > 0) {  // (an empty tensor's data() is null, which memcmp must not be given)
         EXPECT_EQ(std::memcmp(a.data(), b.data(), static_cast<std::size_t>(a.numel()) * 4), 0) << tq[i].first;
+      }
     }
     for (int l = 0; l < q->layers(); ++l) {
       EXPECT_EQ(back->layer(l).attn_norm.gather, q->model().layer(l).attn_norm.gather) << l;
