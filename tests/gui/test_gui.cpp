@@ -1020,6 +1020,18 @@ class GuiTest : public QObject {
     QVERIFY(q->layers_table()->item(1, 2)->text().contains(QStringLiteral("ffn_hidden FP")));
     QVERIFY(q->layers_table()->item(2, 2)->text().contains(QStringLiteral("ffn_hidden 8-bit (3 clusters)")));
     save_shot(w_.get(), QStringLiteral("quantize-overrides"));
+    // Explore's "applied by quantization" view clusters each layer with that layer's count.
+    rptq::ui::ExplorePage* e = w_->explore_page();
+    w_->go_to(MainWindow::ExploreStep);
+    e->source_combo()->setCurrentIndex(1);
+    QVERIFY(e->showing_applied());
+    for (int layer : {1, 2}) {
+      e->select(layer, 5, 7);
+      QTRY_VERIFY_WITH_TIMEOUT(e->up_to_date(), 30000);
+      QVERIFY(e->shown());
+      QCOMPARE(e->shown()->request.layer, layer);
+      QCOMPARE(e->shown()->request.k, layer == 2 ? 3 : q->clusters_spin(5)->value());
+    }
   }
 
   // After Quantize, Explore's "applied by quantization" view shows exactly the partition the quantized model uses

@@ -7,6 +7,7 @@
 #include <QMenu>
 #include <QPushButton>
 #include <QSettings>
+#include <QSignalBlocker>
 #include <QSlider>
 #include <QSpinBox>
 #include <QSplitter>
@@ -282,7 +283,7 @@ void ExplorePage::update_source_controls() {
     const QuantizationSummary* q = session_->quantization_summary();
     updating_controls_ = true;
     stat_combo_->setCurrentIndex(q->stat == rptq::RangeStat::MinMax ? 1 : 0);
-    k_spin_->setValue(q->config.clusters_of(index_combo_->currentData().toInt()));
+    k_spin_->setValue(q->config.clusters_of(layer_spin_->value(), index_combo_->currentData().toInt()));
     updating_controls_ = false;
   } else {
     updating_controls_ = true;
@@ -384,7 +385,10 @@ void ExplorePage::request_clusters() {
     // Exactly what quantization clustered: its ranges of this layer, its k, seed and statistic.
     const QuantizationSummary* q = session_->quantization_summary();
     r.stats = q->applied;
-    r.k = q->config.clusters_of(r.index);
+    r.k = q->config.clusters_of(r.layer, r.index);  // a cluster override gives some layers their own
+    const QSignalBlocker block_spin(k_spin_), block_slider(k_slider_);  // show it without a second request
+    k_spin_->setValue(r.k);
+    k_slider_->setValue(r.k);
     r.seed = q->kmeans_seed;
     r.stat = q->stat;
     r.applied = true;
