@@ -28,6 +28,7 @@
 #include <QTableWidget>
 #include <QTextEdit>
 #include <QTemporaryDir>
+#include <QThreadPool>
 #include <QTimer>
 #include <QTreeWidget>
 #include <QtTest>
@@ -1586,7 +1587,11 @@ int main(int argc, char** argv) {
   QApplication::setOrganizationName(QStringLiteral("RPTQ"));
   QApplication::setApplicationName(QStringLiteral("rptq-workbench-test"));
   GuiTest t;
-  return QTest::qExec(&t, argc, argv);
+  const int rc = QTest::qExec(&t, argc, argv);
+  // Jobs a test left running (a look-up, a cancelled run) end before the statics they use are destroyed, as the
+  // application's main waits for them too.
+  QThreadPool::globalInstance()->waitForDone();
+  return rc;
 }
 
 #include "test_gui.moc"

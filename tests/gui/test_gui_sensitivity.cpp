@@ -19,6 +19,7 @@
 #include <QTableView>
 #include <QTemporaryDir>
 #include <QtTest>
+#include <QThreadPool>
 
 #include <cmath>
 #include <memory>
@@ -401,7 +402,11 @@ int main(int argc, char** argv) {
   QApplication::setOrganizationName(QStringLiteral("RPTQ"));
   QApplication::setApplicationName(QStringLiteral("rptq-workbench-test-sensitivity"));
   GuiSensitivityTest t;
-  return QTest::qExec(&t, argc, argv);
+  const int rc = QTest::qExec(&t, argc, argv);
+  // Jobs a test left running (a look-up, a cancelled run) end before the statics they use are destroyed, as the
+  // application's main waits for them too.
+  QThreadPool::globalInstance()->waitForDone();
+  return rc;
 }
 
 #include "test_gui_sensitivity.moc"

@@ -20,6 +20,7 @@
 #include <QTableWidget>
 #include <QTemporaryDir>
 #include <QtTest>
+#include <QThreadPool>
 
 #include <cmath>
 #include <memory>
@@ -339,7 +340,11 @@ int main(int argc, char** argv) {
   QApplication::setOrganizationName(QStringLiteral("RPTQ"));
   QApplication::setApplicationName(QStringLiteral("rptq-workbench-test-sweep"));
   GuiSweepTest t;
-  return QTest::qExec(&t, argc, argv);
+  const int rc = QTest::qExec(&t, argc, argv);
+  // Jobs a test left running (a look-up, a cancelled run) end before the statics they use are destroyed, as the
+  // application's main waits for them too.
+  QThreadPool::globalInstance()->waitForDone();
+  return rc;
 }
 
 #include "test_gui_sweep.moc"

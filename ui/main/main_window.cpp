@@ -184,6 +184,7 @@ MainWindow::MainWindow(QWidget* parent) : QMainWindow(parent), session_(new Sess
 
 MainWindow::~MainWindow() {
   if (opening_) opening_->cancel();
+  cancel_jobs();  // nothing of a running job is kept: let it end instead of running on after the window
 }
 
 void MainWindow::build_menus() {
