@@ -7,6 +7,7 @@
 #include "rptq/base/error.h"
 #include "rptq/export/qcheckpoint.h"
 #include "rptq/export/stats_file.h"
+#include "rptq/method/quant_config_json.h"
 
 namespace rptq::cli {
 
@@ -164,27 +165,8 @@ void add_quantize_time_json(nlohmann::json& j, const QuantizedModel& q) {
 }
 
 nlohmann::json quant_settings_json(const QuantConfig& c, const QuantArgs& a) {
-  nlohmann::json j;
+  nlohmann::json j = quant_config_json(c);  // every field of the setting, as the run history records it
   j["stats"] = a.stats;
-  j["preset"] = c.name;
-  j["description"] = c.describe();
-  j["wbits"] = c.wbits;
-  j["kvbits"] = c.kv_bits();
-  nlohmann::json bits;
-  for (int t = 0; t < kTapCount; ++t) bits[tap_name(static_cast<Tap>(t))] = c.abits[static_cast<std::size_t>(t)];
-  bits["softmax"] = c.softmax_bits;
-  j["abits"] = bits;
-  j["clusters"] = {{"R1", c.clusters[0]}, {"R2", c.clusters[1]}, {"R3", c.clusters[2]}, {"R4", c.clusters[3]},
-                   {"R5", c.clusters[4]}};
-  j["weights"] = weight_method_name(c.weight_method);
-  j["weight_group"] = c.weight_group;
-  j["weight_clip"] = weight_clip_name(c.weight_clip);
-  j["act_order"] = c.act_order;
-  j["grid"] = grid_name(c.grid);
-  j["ranges"] = c.range_mode == RangeMode::Static ? "static" : "dynamic";
-  j["fp_prefix"] = c.fp_prefix;
-  j["overrides"] = nlohmann::json::array();
-  for (const TapOverride& o : c.overrides) j["overrides"].push_back(o.spec);
   j["sequential"] = !a.no_sequential;
   j["reorder_only"] = a.reorder_only;
   return j;

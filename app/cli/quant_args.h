@@ -51,7 +51,8 @@ struct ModelSource {
 // checkpoint (which carries its own quantization).
 ModelSource open_model(const std::string& path, const QuantArgs& a, Device device = Device::CPU);
 
-// The settings as JSON: preset, description, bits per tap, clusters, weights method, grid, stat, stats file.
+// The settings as JSON: quant_config_json (every field of the setting) plus the stats file, sequential and
+// reorder_only.
 nlohmann::json quant_settings_json(const QuantConfig& c, const QuantArgs& a);
 
 // Sets j["quantize_seconds"] (the pipeline's wall time) and j["quantize_phases"] (where it went).
