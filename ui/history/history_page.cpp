@@ -159,9 +159,8 @@ void HistoryPage::reload() {
     if (session_->history_file().isEmpty()) throw rptq::InputError("the run history is off (RPTQ_HISTORY=off)");
     const std::vector<rptq::RunRecord> all = session_->history().load();
     if (m) runs_ = rptq::RunHistory::of_model(all, m->path.toStdString());
-    note = m ? (runs_.size() == 1 ? tr("1 run of %1 in %2.") : tr("%3 runs of %1 in %2."))
-                   .arg(m->display_name(), session_->history_file())
-                   .arg(runs_.size())
+    const QString count = runs_.size() == 1 ? tr("1 run") : tr("%1 runs").arg(runs_.size());
+    note = m ? tr("%1 of %2 in %3.").arg(count, m->display_name(), session_->history_file())
              : tr("Open a model to see its runs.");
   } catch (const std::exception& e) {
     note = QStringLiteral("<span style='color:#c62828'>%1</span>").arg(QString::fromStdString(e.what()).toHtmlEscaped());
