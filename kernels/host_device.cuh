@@ -9,6 +9,7 @@
 // codes, dequantization) give the CPU's bits on the GPU.
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 #include <limits>
 #include <stdexcept>
 #include <string>
@@ -67,6 +68,46 @@ RPTQ_HD float exp(float v) {
   return std::exp(v);
 #endif
 }
+RPTQ_HD std::uint32_t float_bits(float v) {
+#ifdef __CUDA_ARCH__
+  return __float_as_uint(v);
+#else
+  std::uint32_t u;
+  std::memcpy(&u, &v, sizeof u);
+  return u;
+#endif
+}
+RPTQ_HD float bits_float(std::uint32_t u) {
+#ifdef __CUDA_ARCH__
+  return __uint_as_float(u);
+#else
+  float v;
+  std::memcpy(&v, &u, sizeof v);
+  return v;
+#endif
+}
+// v rounded to the nearest BF16 / FP16 value (ties to even), as float: rptq::round_to_dtype's bits, written with
+// integer operations so host and device agree (FP16: subnormals below 2^-14, infinity from 65520 on).
+RPTQ_HD float round_to_bf16(float v) {
+  std::uint32_t x = float_bits(v);
+  if ((x & 0x7fffffffu) > 0x7f800000u) return v;  // NaN
+  x += 0x7fffu + ((x >> 16) & 1u);
+  return bits_float(x & 0xffff0000u);
+}
+RPTQ_HD float round_to_half(float v) {
+  const std::uint32_t x = float_bits(v), sign = x & 0x80000000u;
+  std::uint32_t a = x & 0x7fffffffu;
+  if (a >= 0x7f800000u) return v;                              // infinity, NaN
+  if (a >= 0x477ff000u) return bits_float(sign | 0x7f800000u);  // beyond 65504 + half a step
+  if (a >= 0x38800000u) {                                       // normal: 10 fraction bits
+    a += 0xfffu + ((a >> 13) & 1u);
+    return bits_float(sign | (a & ~0x1fffu));
+  }
+  // Subnormal (or zero): a multiple of 2^-24; scaling by powers of two is exact.
+  const float r = round_half_even(bits_float(a) * 16777216.0f) * (1.0f / 16777216.0f);
+  return bits_float(sign | float_bits(r));
+}
+
 // std::min / std::max of the CPU code: the first argument wins ties, and a NaN second argument is never chosen.
 RPTQ_HD float min(float a, float b) { return b < a ? b : a; }
 RPTQ_HD float max(float a, float b) { return a < b ? b : a; }

@@ -57,7 +57,7 @@ __global__ void dequantize_kernel(PackedWeightView w, std::int64_t row0, std::in
     const std::int64_t row = row0 + r;
     const std::int64_t g = row * w.groups + k;
     const float v = packed_weight_value(bitpack_get(w.codes, row * w.in + c, w.bits), w.scales[g],
-                                        w.zero_points[g], w.bits);
+                                        w.zero_points[g], w.bits, w.value_dtype);
     dst[r * w.in + c] = store_as<T>(v);
   }
 }
@@ -82,7 +82,7 @@ __global__ void __launch_bounds__(kGemvWarps * kWarpSize)
         if (c >= w.in) break;
         while (c >= group_end) group_end = w.group_boundaries[++k + 1];  // skips empty groups too
         const float wv = packed_weight_value(bitpack_get(w.codes, base + c, w.bits), w.scales[o * w.groups + k],
-                                             w.zero_points[o * w.groups + k], w.bits);
+                                             w.zero_points[o * w.groups + k], w.bits, w.value_dtype);
 #pragma unroll
         for (int r = 0; r < kPackedGemvMaxRows; ++r)
           if (r < rows) acc[r] += x[r * ldx + c] * wv;
@@ -107,6 +107,8 @@ void check_view(const char* op, const PackedWeightView& w) {
   require(w.out >= 0 && w.in >= 0, op, "bad weight shape [" + std::to_string(w.out) + ", " + std::to_string(w.in) + "]");
   require_bits(op, w.bits);
   require(w.groups >= 1, op, "at least one column group needed");
+  require(w.value_dtype == kValueF32 || w.value_dtype == kValueF16 || w.value_dtype == kValueBF16, op,
+          "value dtype must be F32, F16 or BF16");
   require_int(op, w.groups, "groups");
   require_int(op, w.in, "in");
   if (w.out > 0 && w.in > 0) {
@@ -201,6 +203,7 @@ PackedWeightView PackedWeight::view() const {
   v.zero_points = zero_points.data();
   v.group_boundaries = group_boundaries.data();
   v.groups = groups;
+  v.value_dtype = value_dtype;
   return v;
 }
 
@@ -226,9 +229,12 @@ void check_packed_weight(std::size_t packed_size, std::int64_t out, std::int64_t
 
 PackedWeight upload_packed_weight(const std::vector<std::uint8_t>& packed, std::int64_t out, std::int64_t in, int bits,
                                   const std::vector<std::int64_t>& group_boundaries, const std::vector<float>& scales,
-                                  const std::vector<float>& zero_points) {
+                                  const std::vector<float>& zero_points, int value_dtype) {
   check_packed_weight(packed.size(), out, in, bits, group_boundaries, scales.size(), zero_points.size());
+  require(value_dtype == kValueF32 || value_dtype == kValueF16 || value_dtype == kValueBF16, "packed weight",
+          "value dtype must be F32, F16 or BF16");
   PackedWeight w;
+  w.value_dtype = value_dtype;
   w.out = out;
   w.in = in;
   w.bits = bits;

@@ -24,6 +24,10 @@
 
 namespace rptq::cuda {
 
+// The dtype a dequantized value is rounded to: float (RPTQ's weights) or, for a serving format whose scales are
+// FP16 / BF16, that dtype (rptq::WeightFormat).
+constexpr int kValueF32 = 0, kValueF16 = 1, kValueBF16 = 2;
+
 // A packed weight on the device (pointers not owned).
 struct PackedWeightView {
   const std::uint8_t* codes = nullptr;             // bitpack_bytes(out * in, bits) bytes
@@ -33,12 +37,14 @@ struct PackedWeightView {
   const float* zero_points = nullptr;              // [out, groups]
   const std::int32_t* group_boundaries = nullptr;  // groups + 1 column offsets from 0 to in, non-decreasing
   std::int64_t groups = 0;
+  int value_dtype = kValueF32;                     // every value rounded to it (rptq::PackedWeight::value_dtype)
 };
 
 // Owning device copy.
 struct PackedWeight {
   std::int64_t out = 0, in = 0, groups = 0;
   int bits = 0;
+  int value_dtype = kValueF32;
   DeviceBuffer<std::uint8_t> codes;
   DeviceBuffer<float> scales, zero_points;
   DeviceBuffer<std::int32_t> group_boundaries;
@@ -51,7 +57,7 @@ void check_packed_weight(std::size_t packed_size, std::int64_t out, std::int64_t
                          std::size_t zero_points_size);
 PackedWeight upload_packed_weight(const std::vector<std::uint8_t>& packed, std::int64_t out, std::int64_t in, int bits,
                                   const std::vector<std::int64_t>& group_boundaries, const std::vector<float>& scales,
-                                  const std::vector<float>& zero_points);
+                                  const std::vector<float>& zero_points, int value_dtype = kValueF32);
 
 // Rows [row0, row0 + rows) of W, dequantized into dense dst [rows, in]. The float values are exactly
 // QuantizedWeight::dequantize's; half / bfloat16 are those rounded to nearest even.
@@ -71,10 +77,12 @@ constexpr std::int64_t kPackedGemvMaxRows = 8;
 void packed_gemv(const float* x, std::int64_t ldx, std::int64_t rows, const PackedWeightView& w, const float* bias,
                  float* y, bool accumulate = false, cudaStream_t stream = 0);
 
-// The value of a stored code: (signed code - zero) * scale, rounded as QuantizedWeight::dequantize.
-RPTQ_HD float packed_weight_value(std::uint32_t stored, float scale, float zero, int bits) {
+// The value of a stored code: (signed code - zero) * scale, rounded as QuantizedWeight::dequantize (to FP16 or
+// BF16 after the product for those value dtypes).
+RPTQ_HD float packed_weight_value(std::uint32_t stored, float scale, float zero, int bits, int value_dtype = kValueF32) {
   const float q = static_cast<float>(static_cast<std::int32_t>(stored) - (1 << (bits - 1)));
-  return hd::mul(hd::sub(q, zero), scale);
+  const float v = hd::mul(hd::sub(q, zero), scale);
+  return value_dtype == kValueF16 ? hd::round_to_half(v) : value_dtype == kValueBF16 ? hd::round_to_bf16(v) : v;
 }
 
 }  // namespace rptq::cuda

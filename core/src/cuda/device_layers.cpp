@@ -273,6 +273,9 @@ std::pair<DevLayer, std::size_t> DeviceLayers::stage_layer(int l, std::uint8_t* 
       dl.pw.in = p.in;
       dl.pw.bits = p.bits;
       dl.pw.groups = p.groups();
+      dl.pw.value_dtype = p.value_dtype == DType::F16    ? cuda::kValueF16
+                          : p.value_dtype == DType::BF16 ? cuda::kValueBF16
+                                                         : cuda::kValueF32;
       dl.pw.codes = st.put(p.codes.data(), p.codes.size());
       dl.pw.scales = st.put(p.scales.data(), p.scales.size());
       dl.pw.zero_points = st.put(p.zero_points.data(), p.zero_points.size());

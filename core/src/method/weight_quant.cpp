@@ -73,17 +73,32 @@ std::pair<float, float> mse_range(const float* wr, std::int64_t c0, std::int64_t
   return best_range;
 }
 
+// A group scale as it is stored: on the row's grid (F32), or the nearest F16 (never 0, at most its largest finite
+// value) or BF16 value.
+float stored_scale(float s, int row_exponent, DType dtype) {
+  if (dtype == DType::F32) return storable_weight_scale(s, row_exponent);
+  if (dtype == DType::BF16) return bf16_to_float(float_to_bf16(s));
+  std::uint16_t h = float_to_half(s);
+  if ((h & 0x7FFF) == 0) h = 1;          // the smallest subnormal, 2^-24
+  if ((h & 0x7FFF) >= 0x7C00) h = 0x7BFF;  // 65504
+  return half_to_float(h);
+}
+
 // The codes, scales and zero points of (row, group) from the weight's own min/max (or the range search's best
 // range); codes left empty.
 QuantizedWeight group_quantizers(const float* w, std::int64_t out, std::int64_t in, int bits, QuantGrid grid,
                                  const std::vector<std::int64_t>& boundaries, const char* what,
-                                 WeightClip clip = WeightClip::MinMax, const float* importance = nullptr) {
+                                 WeightClip clip, const float* importance, WeightFormat format) {
   check_weight_args(w, out, in, bits, boundaries, what);
+  if (format.dtype != DType::F32 && format.dtype != DType::F16 && format.dtype != DType::BF16)
+    throw InputError(std::string(what) + ": weight scales must be F32, F16 or BF16; got " +
+                     std::string(dtype_name(format.dtype)));
   QuantizedWeight q;
   q.out = out;
   q.in = in;
   q.bits = bits;
   q.group_boundaries = boundaries;
+  q.value_dtype = format.dtype;
   const std::int64_t g = q.groups();
   q.scales.resize(static_cast<std::size_t>(out * g));
   q.zero_points.resize(static_cast<std::size_t>(out * g));
@@ -112,10 +127,11 @@ QuantizedWeight group_quantizers(const float* w, std::int64_t out, std::int64_t 
       // A group without a range (one column, or equal weights) takes [min(c, 0), max(c, 0)], as GPTQ's quantizer
       // does for every group: c then sits on the grid's end (exact to an ulp) with an in-range zero point, instead
       // of a floored scale with a zero point of c / 1e-8.
-      if (mn == mx) {
+      if (mn == mx || format.zero_in_range) {
         mn = std::min(mn, 0.0f);
         mx = std::max(mx, 0.0f);
-      } else if (clip == WeightClip::Mse) {
+      }
+      if (mn < mx && clip == WeightClip::Mse) {
         std::tie(mn, mx) = mse_range(wr, boundaries[k], boundaries[k + 1], importance, mn, mx, bits, grid);
       }
       const QuantParams p = weight_quant_params(mn, mx, bits, grid);
@@ -124,13 +140,15 @@ QuantizedWeight group_quantizers(const float* w, std::int64_t out, std::int64_t 
       q.zero_points[static_cast<std::size_t>(r * g + k)] = mn;
       range_hi[static_cast<std::size_t>(r * g + k)] = mx;
     }
-    // Scales on the row's storable grid, then the zero points for those scales.
+    // Scales on the row's storable grid (or values of the format's dtype), then the zero points for those scales.
     float* sr = q.scales.data() + r * g;
     float* zr = q.zero_points.data() + r * g;
     const int e = weight_scale_exponent(*std::max_element(sr, sr + g));
     for (std::int64_t k = 0; k < g; ++k) {
-      const QuantParams p = quant_params_with_scale(zr[k], range_hi[static_cast<std::size_t>(r * g + k)], bits, grid,
-                                                    storable_weight_scale(sr[k], e));
+      QuantParams p = quant_params_with_scale(zr[k], range_hi[static_cast<std::size_t>(r * g + k)], bits, grid,
+                                              stored_scale(sr[k], e, format.dtype));
+      if (format.zero_in_range)
+        p.zero_point = std::clamp(p.zero_point, static_cast<float>(code_min(bits)), static_cast<float>(code_max(bits)));
       sr[k] = p.scale;
       zr[k] = p.zero_point;
     }
@@ -166,12 +184,12 @@ std::vector<std::int64_t> fixed_group_boundaries(std::int64_t in, std::int64_t g
 
 QuantizedWeight quantize_rtn(const float* w, std::int64_t out, std::int64_t in, int bits, QuantGrid grid,
                              const std::vector<std::int64_t>& group_boundaries, WeightClip clip,
-                             std::span<const float> importance) {
+                             std::span<const float> importance, WeightFormat format) {
   if (!importance.empty() && static_cast<std::int64_t>(importance.size()) != in)
     throw InputError("quantize_rtn: " + std::to_string(importance.size()) + " column importances for " +
                      std::to_string(in) + " input columns");
   QuantizedWeight q = group_quantizers(w, out, in, bits, grid, group_boundaries, "quantize_rtn", clip,
-                                       importance.empty() ? nullptr : importance.data());
+                                       importance.empty() ? nullptr : importance.data(), format);
   q.codes.resize(static_cast<std::size_t>(out * in));
   const std::int64_t g = q.groups();
 #pragma omp parallel for schedule(static) if (out * in > kParallelElements)
@@ -272,7 +290,7 @@ QuantizedWeight quantize_gptq(const float* w, std::int64_t out, std::int64_t in,
                               const std::vector<std::int64_t>& group_boundaries, const HessianAccumulator& h,
                               int block_size, double damp, WeightClip clip, bool act_order) {
   // The arguments the factor does not see are checked first, so errors come in the order they always did.
-  group_quantizers(w, out, in, bits, grid, group_boundaries, "quantize_gptq");
+  group_quantizers(w, out, in, bits, grid, group_boundaries, "quantize_gptq", WeightClip::MinMax, nullptr, {});
   if (h.in() != in)
     throw InputError("quantize_gptq: the Hessian is " + std::to_string(h.in()) + " wide but the weight has " +
                      std::to_string(in) + " input columns");
@@ -350,14 +368,15 @@ GptqFactor gptq_factor(const HessianAccumulator& h, double damp, bool act_order)
 
 QuantizedWeight quantize_gptq(const float* w, std::int64_t out, std::int64_t in, int bits, QuantGrid grid,
                               const std::vector<std::int64_t>& group_boundaries, const GptqFactor& f,
-                              int block_size, WeightClip clip) {
+                              int block_size, WeightClip clip, WeightFormat format) {
   check_weight_args(w, out, in, bits, group_boundaries, "quantize_gptq");
   if (f.in != in)
     throw InputError("quantize_gptq: the Hessian is " + std::to_string(f.in) + " wide but the weight has " +
                      std::to_string(in) + " input columns");
   // Group quantizers from the original weight, before any update.
   QuantizedWeight q = group_quantizers(w, out, in, bits, grid, group_boundaries, "quantize_gptq", clip,
-                                       f.importance.empty() ? nullptr : f.importance.data());
+                                       f.importance.empty() ? nullptr : f.importance.data(), format);
+  const DType vt = format.dtype;
   if (block_size < 1)
     throw InputError("quantize_gptq: block size must be positive; got " + std::to_string(block_size));
   const std::int64_t n = in;
@@ -424,6 +443,11 @@ QuantizedWeight quantize_gptq(const float* w, std::int64_t out, std::int64_t in,
           codes[(r0 + r) * n] = static_cast<std::int8_t>(code);
           ei[r] = (wi[r] - (code - z[r]) * s[r]) / d;
         }
+        if (vt != DType::F32)  // the error of the weight as it is dequantized: rounded to the value dtype
+          for (std::int64_t r = 0; r < m; ++r) {
+            const float code = static_cast<float>(codes[(r0 + r) * n]);
+            ei[r] = (wi[r] - round_to_dtype((code - z[r]) * s[r], vt)) / d;
+          }
         // Spread this column's error over the block's later columns (GPTQ's W1[:, i:] -= err1 Hinv1[i, i:]).
         for (std::int64_t j = i + 1; j < count; ++j) {
           const float u = urow[i1 + j];

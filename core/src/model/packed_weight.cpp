@@ -29,6 +29,14 @@ float storable_weight_scale(float scale, int row_exponent) {
   return std::ldexp(half_to_float(h), row_exponent);
 }
 
+float round_to_dtype(float v, DType dtype) {
+  switch (dtype) {
+    case DType::F16: return half_to_float(float_to_half(v));
+    case DType::BF16: return bf16_to_float(float_to_bf16(v));
+    default: return v;
+  }
+}
+
 QuantParams QuantizedWeight::params(std::int64_t row, std::int64_t group) const {
   const auto i = static_cast<std::size_t>(row * groups() + group);
   return {scales.at(i), zero_points.at(i), bits};
@@ -42,7 +50,8 @@ void QuantizedWeight::dequantize(float* w) const {
       const auto i = static_cast<std::size_t>(r * g + k);
       const float s = scales[i], z = zero_points[i];
       for (std::int64_t c = group_boundaries[k]; c < group_boundaries[k + 1]; ++c)
-        w[r * in + c] = (static_cast<float>(codes[static_cast<std::size_t>(r * in + c)]) - z) * s;
+        w[r * in + c] = round_to_dtype((static_cast<float>(codes[static_cast<std::size_t>(r * in + c)]) - z) * s,
+                                       value_dtype);
     }
 }
 
@@ -50,6 +59,8 @@ void PackedWeight::check(const std::string& what) const {
   auto fail = [&](const std::string& m) { throw InputError(what + ": " + m); };
   if (out < 1 || in < 1) fail("weight shape must be positive; got [" + std::to_string(out) + ", " + std::to_string(in) + "]");
   if (bits < 2 || bits > 8) fail("weight bits must be 2..8; got " + std::to_string(bits));
+  if (value_dtype != DType::F32 && value_dtype != DType::F16 && value_dtype != DType::BF16)
+    fail("weight values must be F32, F16 or BF16; got " + std::string(dtype_name(value_dtype)));
   check_boundaries(group_boundaries, in, what.c_str());
   const auto pg = static_cast<std::size_t>(out * groups());
   if (scales.size() != pg || zero_points.size() != pg)
@@ -68,6 +79,7 @@ PackedWeight PackedWeight::pack(const QuantizedWeight& q) {
   p.group_boundaries = q.group_boundaries;
   p.scales = q.scales;
   p.zero_points = q.zero_points;
+  p.value_dtype = q.value_dtype;
   if (q.codes.size() != static_cast<std::size_t>(q.out * q.in))
     throw InputError("packing a quantized weight: " + std::to_string(q.codes.size()) + " codes for a [" +
                      std::to_string(q.out) + ", " + std::to_string(q.in) + "] weight");
@@ -85,6 +97,7 @@ QuantizedWeight PackedWeight::unpack() const {
   q.group_boundaries = group_boundaries;
   q.scales = scales;
   q.zero_points = zero_points;
+  q.value_dtype = value_dtype;
   q.codes.resize(static_cast<std::size_t>(out * in));
   unpack_signed(codes.data(), out * in, bits, q.codes.data());
   return q;
@@ -114,6 +127,9 @@ void PackedWeight::dequantize_rows(std::int64_t r0, std::int64_t r1, float* w) c
           // (float(signed code) - z) * s, the signed code being u - 2^(bits-1) (exact in float).
           for (std::int64_t c = group_boundaries[k]; c < group_boundaries[k + 1]; ++c)
             wr[c] = ((static_cast<float>(ur[c]) - offset) - z) * s;
+          if (value_dtype != DType::F32)
+            for (std::int64_t c = group_boundaries[k]; c < group_boundaries[k + 1]; ++c)
+              wr[c] = round_to_dtype(wr[c], value_dtype);
         }
       }
     }

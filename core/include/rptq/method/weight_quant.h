@@ -21,6 +21,19 @@ namespace rptq {
 
 constexpr float kMinWeightScale = 1e-8f;
 
+// How a weight's scales are stored and what its dequantized value is (QuantizedWeight::value_dtype).
+//  dtype F32 (RPTQ's checkpoint): scales on the row-exponent FP16 grid of packed_weight.h, exact in float32, and
+//    w = (code - zp) * scale in float.
+//  dtype F16 / BF16 (a serving format, QuantConfig::scale_dtype): each scale is a value of that dtype (F16: at
+//    least its smallest subnormal, 2^-24; never 0) and w = (code - zp) * scale rounded to it, which is what
+//    compressed-tensors' decompression computes in the scale's dtype.
+//  zero_in_range: every group's range is [min(min, 0), max(max, 0)] and the zero point is clamped to the code
+//    range, so it can be stored as a code (compressed-tensors' and GPTQ's convention).
+struct WeightFormat {
+  DType dtype = DType::F32;
+  bool zero_in_range = false;
+};
+
 // The quantizer of one weight group with range [min, max] (quant_params with the weight scale floor).
 QuantParams weight_quant_params(float min, float max, int bits, QuantGrid grid);
 
@@ -36,7 +49,8 @@ std::vector<std::int64_t> fixed_group_boundaries(std::int64_t in, std::int64_t g
 // non-finite weight.
 QuantizedWeight quantize_rtn(const float* w, std::int64_t out, std::int64_t in, int bits, QuantGrid grid,
                              const std::vector<std::int64_t>& group_boundaries,
-                             WeightClip clip = WeightClip::MinMax, std::span<const float> importance = {});
+                             WeightClip clip = WeightClip::MinMax, std::span<const float> importance = {},
+                             WeightFormat format = {});
 
 // The Hessian of a layer's reconstruction loss in its input: H = 2/N sum x x^T over the N input rows seen,
 // accumulated batch by batch as GPTQ does (H *= N / (N + rows); N += rows; H += 2/N X^T X). Held in double.
@@ -94,6 +108,6 @@ struct GptqFactor {
 GptqFactor gptq_factor(const HessianAccumulator& h, double damp = 0.01, bool act_order = false);
 QuantizedWeight quantize_gptq(const float* w, std::int64_t out, std::int64_t in, int bits, QuantGrid grid,
                               const std::vector<std::int64_t>& group_boundaries, const GptqFactor& f,
-                              int block_size = 128, WeightClip clip = WeightClip::MinMax);
+                              int block_size = 128, WeightClip clip = WeightClip::MinMax, WeightFormat format = {});
 
 }  // namespace rptq

@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "rptq/base/dtype.h"
 #include "rptq/base/quantizer.h"
 
 namespace rptq {
@@ -20,16 +21,22 @@ namespace rptq {
 int weight_scale_exponent(float max_scale_of_row);
 float storable_weight_scale(float scale, int row_exponent);
 
+// v rounded to the nearest F16 or BF16 value (ties to even) and back to float; F32 returns v. The rounding of a
+// dequantized weight whose value dtype is F16 or BF16 (weight_quant.h, WeightFormat).
+float round_to_dtype(float v, DType dtype);
+
 struct QuantizedWeight {
   std::int64_t out = 0, in = 0;
   int bits = 0;
   std::vector<std::int64_t> group_boundaries;  // g + 1 column offsets
   std::vector<float> scales, zero_points;      // [out, g]: the quantizer of (row, column group)
   std::vector<std::int8_t> codes;              // [out, in] signed codes (pack them with bitpack for storage)
+  DType value_dtype = DType::F32;              // F16 / BF16: every dequantized value is rounded to it
 
   std::int64_t groups() const { return static_cast<std::int64_t>(group_boundaries.size()) - 1; }
   QuantParams params(std::int64_t row, std::int64_t group) const;
-  // w[r, c] = (codes[r, c] - zero_points[r, g]) * scales[r, g], g the group of column c. w is [out, in].
+  // w[r, c] = (codes[r, c] - zero_points[r, g]) * scales[r, g], g the group of column c, then rounded to
+  // value_dtype. w is [out, in].
   void dequantize(float* w) const;
 };
 
@@ -43,6 +50,7 @@ struct PackedWeight {
   std::vector<std::int64_t> group_boundaries;  // g + 1 column offsets
   std::vector<float> scales, zero_points;      // [out, g]
   std::vector<std::uint8_t> codes;             // packed_bytes(out * in, bits)
+  DType value_dtype = DType::F32;              // as QuantizedWeight::value_dtype
 
   static PackedWeight pack(const QuantizedWeight& q);
   QuantizedWeight unpack() const;
