@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <limits>
 #include <string>
 
@@ -238,6 +239,42 @@ void fake_quant_softmax(float* p, std::int64_t rows, std::int64_t cols, std::int
   check_matrix(p, rows, cols, ld, "fake_quant_softmax");
 #pragma omp parallel for schedule(static) if (rows * cols > kParallelElements)
   for (std::int64_t r = 0; r < rows; ++r) softmax_run(p + r * ld, cols);
+}
+
+float round_to_e4m3(float v) {
+  if (std::isnan(v)) return v;
+  const float a = std::fabs(v);
+  if (a >= kFp8E4m3Max) return std::copysign(kFp8E4m3Max, v);  // saturate (448 + half a step would round up)
+  float r;
+  if (a < 0.015625f) {  // below 2^-6: subnormal, a multiple of 2^-9 (scaling by powers of two is exact)
+    r = round_half_even(a * 512.0f) / 512.0f;
+  } else {  // normal: 3 fraction bits, rounded to nearest even on the float's bits
+    std::uint32_t u;
+    std::memcpy(&u, &a, sizeof u);
+    u += 0x7FFFFu + ((u >> 20) & 1u);
+    u &= ~0xFFFFFu;
+    std::memcpy(&r, &u, sizeof r);
+    if (r > kFp8E4m3Max) r = kFp8E4m3Max;
+  }
+  return std::copysign(r, v);
+}
+
+void fake_quant_fp8(float* x, std::int64_t rows, std::int64_t cols, std::int64_t ld, const std::vector<float>& scales,
+                    std::int64_t head_dim) {
+  check_matrix(x, rows, cols, ld, "fake_quant_fp8");
+  if (head_dim < 1 || cols % head_dim != 0 ||
+      (scales.size() != 1 && static_cast<std::int64_t>(scales.size()) != cols / head_dim))
+    throw InputError("fake_quant_fp8: " + std::to_string(scales.size()) + " scales for " + std::to_string(cols) +
+                     " channels of heads of " + std::to_string(head_dim));
+  for (float s : scales)
+    if (!(s > 0.0f) || !std::isfinite(s)) throw InputError("fake_quant_fp8: a scale is not positive and finite");
+#pragma omp parallel for schedule(static) if (rows * cols > kParallelElements)
+  for (std::int64_t r = 0; r < rows; ++r)
+    for (std::int64_t c = 0; c < cols; ++c) {
+      const float s = scales[scales.size() == 1 ? 0 : static_cast<std::size_t>(c / head_dim)];
+      float& v = x[r * ld + c];
+      v = round_to_e4m3(v / s) * s;
+    }
 }
 
 }  // namespace rptq

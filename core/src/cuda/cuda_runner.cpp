@@ -668,6 +668,8 @@ bool any_per_token(const QuantConfig& c) {
   return std::any_of(c.overrides.begin(), c.overrides.end(), [](const TapOverride& o) { return o.dynamic == 2; });
 }
 const QuantizedModel* gpu_supported(const QuantizedModel* q) {
+  if (q && q->config().kv_fp8 != KvFp8::Off)
+    throw InputError("the FP8 KV cache simulation (kv_fp8) runs on the CPU only so far: choose the CPU device");
   if (q && q->config().fp_prefix > 0)
     throw InputError("a full-precision prefix (fp_prefix " + std::to_string(q->config().fp_prefix) +
                      ") runs on the CPU only so far: choose the CPU device");
@@ -1030,6 +1032,8 @@ std::unique_ptr<QuantizedModel> quantize_gpu(std::unique_ptr<Model> model, const
                      ") runs on the CPU only so far: choose the CPU device");
   if (any_per_token(cfg))
     throw InputError("per-token activation ranges (an override) run on the CPU only so far: choose the CPU device");
+  if (cfg.kv_fp8 != KvFp8::Off)
+    throw InputError("the FP8 KV cache simulation (kv_fp8) runs on the CPU only so far: choose the CPU device");
   return quantize_with(std::move(model), stats, cfg, opts, [&](QuantizedModel& q, int passes_per_layer) {
     return make_gpu_layer_passes(q, stats, passes_per_layer, gpu, batch);
   });

@@ -22,6 +22,31 @@ std::string upper(std::string s) {
 void set_taps(QuantConfig& c, std::initializer_list<Tap> taps, int bits) {
   for (Tap t : taps) c.abits[static_cast<int>(t)] = bits;
 }
+// The serving target's limits (quant_config.h, ServeTarget).
+void validate_compressed_tensors(const QuantConfig& c) {
+  auto refuse = [](const std::string& why) { throw InputError("target compressed-tensors: " + why); };
+  if (c.wbits != 4 && c.wbits != 8)
+    refuse("weights must be 4 or 8 bits (pack-quantized integer weights); got " +
+           (c.wbits == kFullPrecisionBits ? std::string("FP") : std::to_string(c.wbits) + " bits"));
+  if (c.weight_group != 32 && c.weight_group != 64 && c.weight_group != 128 && c.weight_group != -1)
+    refuse("the weight group size must be 32, 64 or 128 (the uniform groups vLLM's kernels take), or -1 (one group "
+           "per output channel); got " +
+           (c.weight_group == 0 ? std::string("groups per input cluster") : std::to_string(c.weight_group)));
+  if (c.quantizes_activations())
+    refuse("activations, the KV cache and the softmax stay in float (W4A16 / W8A16): no serving engine runs "
+           "RPTQ's per-cluster activation quantizers (FP8 KV scales: --kv-fp8)");
+  if (c.grid != QuantGrid::Exact) refuse("the exact grid only (compressed-tensors' scale is range / (2^n - 1))");
+  if (c.fp_prefix > 0) refuse("a full-precision prefix is an activation remedy; activations are not quantized");
+  if (c.scale_dtype != DType::F32 && c.scale_dtype != DType::F16 && c.scale_dtype != DType::BF16)
+    refuse("scale dtype must be F32, F16 or BF16; got " + std::string(dtype_name(c.scale_dtype)));
+  for (const TapOverride& o : c.overrides) {
+    if (o.abits > 0 || o.dynamic >= 0)
+      refuse("override \"" + o.spec + "\": activations are not quantized; only wbits=4|8|16 and clusters=N (R5) apply");
+    if (o.wbits > 0 && o.wbits != 4 && o.wbits != 8 && o.wbits != kFullPrecisionBits)
+      refuse("override \"" + o.spec + "\": weights are 4 or 8 bits, or 16 (left in float, listed in \"ignore\")");
+  }
+}
+
 }  // namespace
 
 bool TapOverride::selects(int layer, Tap t) const {
@@ -194,7 +219,9 @@ void QuantConfig::validate() const {
     if (clusters[static_cast<std::size_t>(i)] < 1)
       throw InputError("R" + std::to_string(i + 1) + " needs at least 1 cluster; got " +
                        std::to_string(clusters[static_cast<std::size_t>(i)]));
-  if (weight_group < 0) throw InputError("weight group size must be 0 (per input cluster) or positive");
+  if (weight_group < 0 && !(weight_group == -1 && target != ServeTarget::None))
+    throw InputError("weight group size must be 0 (per input cluster) or positive (-1, one group per output channel, "
+                     "is a serving target's)");
   if (gptq_block < 1) throw InputError("GPTQ block size must be positive");
   if (act_order && weight_method != WeightMethod::GPTQ)
     throw InputError("act-order is a GPTQ option (it orders GPTQ's columns); RTN has no column order");
@@ -212,6 +239,10 @@ void QuantConfig::validate() const {
   }
   if (fp_prefix > 0 && range_mode == RangeMode::Dynamic)
     throw InputError("a full-precision prefix is for static ranges (dynamic ranges are measured per forward pass)");
+  if (kv_fp8 != KvFp8::Off && target == ServeTarget::None)
+    throw InputError("FP8 KV cache scales belong to a serving target (--serving compressed-tensors); RPTQ's own KV "
+                     "cache is quantized with --kvbits");
+  if (target == ServeTarget::CompressedTensors) validate_compressed_tensors(*this);
 }
 
 std::string QuantConfig::describe() const {
@@ -219,7 +250,9 @@ std::string QuantConfig::describe() const {
   o << name << " (weights ";
   if (quantizes_weights())
     o << wbits << "-bit " << weight_method_name(weight_method)
-      << (weight_group ? " group " + std::to_string(weight_group) : std::string(" per input cluster"))
+      << (weight_group > 0    ? " group " + std::to_string(weight_group)
+          : weight_group < 0  ? std::string(" per output channel")
+                              : std::string(" per input cluster"))
       << (weight_clip == WeightClip::Mse ? ", mse ranges" : "")
       << (act_order && weight_method == WeightMethod::GPTQ ? ", act-order" : "");
   else
@@ -245,6 +278,11 @@ std::string QuantConfig::describe() const {
     if (fp_prefix > 0) o << "; first " << fp_prefix << (fp_prefix == 1 ? " token" : " tokens") << " FP";
   }
   if (!overrides.empty()) o << "; overrides " << overrides_spec();
+  if (target != ServeTarget::None) {
+    o << "; serving " << target_name(target) << ", scales " << dtype_name(scale_dtype) << ", clusters R3=" << clusters[2]
+      << ",R5=" << clusters[4];
+    if (kv_fp8 != KvFp8::Off) o << ", FP8 KV per " << kv_fp8_name(kv_fp8);
+  }
   o << ")";
   return o.str();
 }
@@ -354,6 +392,29 @@ WeightClip parse_weight_clip(const std::string& s) {
   if (l == "minmax") return WeightClip::MinMax;
   if (l == "mse") return WeightClip::Mse;
   throw InputError("unknown weight range search \"" + s + "\" (minmax or mse)");
+}
+
+const char* target_name(ServeTarget t) { return t == ServeTarget::CompressedTensors ? "compressed-tensors" : "none"; }
+ServeTarget parse_target(const std::string& s) {
+  const std::string l = lower(s);
+  if (l == "none" || l == "rptq") return ServeTarget::None;
+  if (l == "compressed-tensors") return ServeTarget::CompressedTensors;
+  throw InputError("unknown serving target \"" + s + "\" (none or compressed-tensors)");
+}
+const char* kv_fp8_name(KvFp8 k) { return k == KvFp8::Tensor ? "tensor" : k == KvFp8::Head ? "head" : "off"; }
+KvFp8 parse_kv_fp8(const std::string& s) {
+  const std::string l = lower(s);
+  if (l == "off") return KvFp8::Off;
+  if (l == "tensor") return KvFp8::Tensor;
+  if (l == "head") return KvFp8::Head;
+  throw InputError("unknown FP8 KV scale granularity \"" + s + "\" (off, tensor or head)");
+}
+DType parse_scale_dtype(const std::string& s) {
+  const std::string l = lower(s);
+  if (l == "f32" || l == "float32") return DType::F32;
+  if (l == "f16" || l == "float16") return DType::F16;
+  if (l == "bf16" || l == "bfloat16") return DType::BF16;
+  throw InputError("unknown scale dtype \"" + s + "\" (f32, f16 or bf16)");
 }
 
 }  // namespace rptq

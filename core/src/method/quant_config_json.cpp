@@ -27,6 +27,9 @@ nlohmann::json quant_config_json(const QuantConfig& c) {
   j["fp_prefix"] = c.fp_prefix;
   j["overrides"] = nlohmann::json::array();
   for (const TapOverride& o : c.overrides) j["overrides"].push_back(o.spec);
+  j["target"] = target_name(c.target);
+  j["scale_dtype"] = std::string(dtype_name(c.scale_dtype));
+  j["kv_fp8"] = kv_fp8_name(c.kv_fp8);
   return j;
 }
 
@@ -61,7 +64,11 @@ QuantConfig quant_config_from_json(const nlohmann::json& j, const std::string& w
   c.softmax_bits = integer(bits, "softmax");
   const nlohmann::json& cl = get(j, "clusters");
   if (!cl.is_object()) throw bad("clusters", "is not an object");
-  for (int i = 0; i < kReorderIndices; ++i) c.clusters[static_cast<std::size_t>(i)] = integer(cl, "R" + std::to_string(i + 1));
+  for (int i = 0; i < kReorderIndices; ++i) {
+    std::string key("R");  // built by append: GCC 12 warns falsely (-Wrestrict) on "R" + std::string
+    key.append(std::to_string(i + 1));
+    c.clusters[static_cast<std::size_t>(i)] = integer(cl, key);
+  }
   try {
     c.weight_method = parse_weight_method(text(j, "weights"));
     c.weight_clip = parse_weight_clip(text(j, "weight_clip"));
@@ -84,6 +91,10 @@ QuantConfig quant_config_from_json(const nlohmann::json& j, const std::string& w
   const nlohmann::json& ov = get(j, "overrides");
   if (!ov.is_array()) throw bad("overrides", "is not a list");
   try {
+    // Settings written before the serving target existed have none of its keys: their defaults.
+    if (j.contains("target")) c.target = parse_target(text(j, "target"));
+    if (j.contains("scale_dtype")) c.scale_dtype = parse_scale_dtype(text(j, "scale_dtype"));
+    if (j.contains("kv_fp8")) c.kv_fp8 = parse_kv_fp8(text(j, "kv_fp8"));
     for (const nlohmann::json& o : ov) {
       if (!o.is_string()) throw bad("overrides", "holds something other than text");
       c.overrides.push_back(parse_override(o.get<std::string>()));

@@ -125,6 +125,11 @@ std::vector<NamedLinear> layer_linears(const ModelConfig& m, const DecoderLayerW
 void QuantizedModel::Hook::on_activation(int layer, Tap tap, const ActivationView& act) {
   if (layer >= enabled_layers || layer >= static_cast<int>(q_.layers_.size())) return;
   const TapQuantizer& tq = q_.layers_[static_cast<std::size_t>(layer)].taps[static_cast<std::size_t>(tap)];
+  if (!tq.fp8_scales.empty()) {
+    if (layer != static_off_layer)
+      fake_quant_fp8(act.data, act.rows, act.cols, act.ld, tq.fp8_scales, q_.model_->config().head_dim);
+    return;
+  }
   if (!tq.active() || (layer == static_off_layer && !tq.dynamic)) return;
   const std::int64_t seq = act.seq > 0 ? act.seq : act.rows;
   if (tq.dynamic && tq.per_token) {
@@ -199,6 +204,46 @@ ChannelStats applied_stats(const QuantizedModel& q, const ChannelStats& stats) {
   return out;
 }
 
+namespace {
+// A serving target's uniform weight groups must tile every linear's input (vLLM's grouped kernels need it).
+void check_serving_groups(const ModelConfig& m, const QuantConfig& cfg) {
+  const std::int64_t g = cfg.weight_group;
+  if (g < 0) return;  // one group per output channel fits any width
+  const std::pair<const char*, std::int64_t> widths[] = {
+      {"hidden size (q/k/v and fc1 or gate/up inputs)", m.hidden},
+      {"attention width (o_proj / out_proj input)", m.heads * m.head_dim},
+      {"intermediate size (fc2 / down_proj input)", m.intermediate}};
+  for (const auto& [what, n] : widths)
+    if (n % g != 0) {
+      std::string fits;
+      for (int c : {128, 64, 32})
+        if (m.hidden % c == 0 && (m.heads * m.head_dim) % c == 0 && m.intermediate % c == 0)
+          fits += (fits.empty() ? "" : ", ") + std::to_string(c);
+      throw InputError("target compressed-tensors: the model's " + std::string(what) + " " + std::to_string(n) +
+                       " is not a multiple of the weight group size " + std::to_string(g) +
+                       "; group sizes that fit: " + (fits.empty() ? std::string("") : fits + ", ") +
+                       "-1 (one group per output channel)");
+    }
+}
+}  // namespace
+
+std::vector<float> kv_fp8_scales(const TapRanges& r, std::int64_t head_dim, KvFp8 granularity) {
+  if (granularity == KvFp8::Off) return {};
+  const std::int64_t n = r.channels();
+  if (head_dim < 1 || n % head_dim != 0)
+    throw InputError("FP8 KV scales: " + std::to_string(n) + " channels are not whole heads of " + std::to_string(head_dim));
+  std::vector<float> absmax(static_cast<std::size_t>(granularity == KvFp8::Head ? n / head_dim : 1), 0.0f);
+  for (std::int64_t c = 0; c < n; ++c) {
+    float& a = absmax[granularity == KvFp8::Head ? static_cast<std::size_t>(c / head_dim) : 0];
+    a = std::max({a, std::fabs(r.max[static_cast<std::size_t>(c)]), std::fabs(r.min[static_cast<std::size_t>(c)])});
+  }
+  for (float& a : absmax) {
+    if (!std::isfinite(a)) throw InputError("FP8 KV scales: a calibration range is not finite");
+    a = a > 0.0f ? a / kFp8E4m3Max : 1.0f;  // a head that never moved keeps scale 1
+  }
+  return absmax;
+}
+
 std::unique_ptr<QuantizedModel> quantize(std::unique_ptr<Model> model, const ChannelStats& stats,
                                          const QuantConfig& cfg, const QuantizeOptions& opts) {
   return quantize_with(std::move(model), stats, cfg, opts, [&stats](QuantizedModel& q, int passes_per_layer) {
@@ -221,6 +266,7 @@ std::unique_ptr<QuantizedModel> quantize_with(std::unique_ptr<Model> model, cons
   if (cfg.fp_prefix > 0 && !opts.sequential && !opts.reorder_only)
     throw InputError("a full-precision prefix needs each layer's ranges measured without it (sequential "
                      "quantization); the statistics file's ranges include every token");
+  if (cfg.target == ServeTarget::CompressedTensors && !opts.reorder_only) check_serving_groups(m, cfg);
   std::unique_ptr<QuantizedModel> q(new QuantizedModel());
   q->model_ = std::move(model);
   q->cfg_ = cfg;
@@ -268,6 +314,8 @@ std::unique_ptr<QuantizedModel> quantize_with(std::unique_ptr<Model> model, cons
     return s;
   };
   std::vector<std::pair<LinearWeights*, std::shared_ptr<const PackedWeight>>> packed;  // one layer's, pending
+  WeightFormat format;  // RPTQ's own, or the serving target's scales and zero points
+  if (cfg.target == ServeTarget::CompressedTensors) format = {cfg.scale_dtype, true};
   for (int l = 0; l < L; ++l) {
     LayerQuantization& lq = q->layers_[static_cast<std::size_t>(l)];
     const bool measure_pass = opts.sequential || (gptq && !layer_dynamic(l));
@@ -303,6 +351,9 @@ std::unique_ptr<QuantizedModel> quantize_with(std::unique_ptr<Model> model, cons
       tq.params = tap_cluster_params(ranges.tap(t), opts.stat, tap_order(m, lq.reorder, t), tq.boundaries, tq.bits,
                                      tq.grid);
     }
+    if (cfg.kv_fp8 != KvFp8::Off)
+      for (Tap t : {Tap::K, Tap::V})
+        lq.taps[static_cast<std::size_t>(t)].fp8_scales = kv_fp8_scales(ranges.tap(t), m.head_dim, cfg.kv_fp8);
     hook.enabled_layers = l + 1;
     if (runner) runner->changed(l);
     q->phases.cluster += since_mark();
@@ -325,13 +376,15 @@ std::unique_ptr<QuantizedModel> quantize_with(std::unique_ptr<Model> model, cons
         if (wbits >= kFullPrecisionBits) continue;  // kept in float by an override
         const std::int64_t out = lr.w->out(), in = lr.w->in();
         const std::vector<std::int64_t> groups =
-            cfg.weight_group > 0 ? fixed_group_boundaries(in, cfg.weight_group) : tap_boundaries(m, lq.reorder, lr.input);
+            cfg.weight_group > 0   ? fixed_group_boundaries(in, cfg.weight_group)
+            : cfg.weight_group < 0 ? fixed_group_boundaries(in, in)
+                                   : tap_boundaries(m, lq.reorder, lr.input);
         if (gptq && !factors.contains(lr.input))
           factors.emplace(lr.input, gptq_factor(hessians.at(lr.input), cfg.gptq_damp, cfg.act_order));
         QuantizedWeight qw = gptq ? quantize_gptq(lr.w->weight.data(), out, in, wbits, cfg.grid, groups,
-                                                  factors.at(lr.input), cfg.gptq_block, cfg.weight_clip)
+                                                  factors.at(lr.input), cfg.gptq_block, cfg.weight_clip, format)
                                   : quantize_rtn(lr.w->weight.data(), out, in, wbits, cfg.grid, groups,
-                                                 cfg.weight_clip);
+                                                 cfg.weight_clip, {}, format);
         // The advance pass below computes with the dequantized weights as floats (the values the packed codes
         // stand for, without unpacking them for every window); after it, the layer keeps only the packed codes.
         auto pw = std::make_shared<const PackedWeight>(PackedWeight::pack(qw));

@@ -267,14 +267,24 @@ LayerReorder plan_layer_reorder(const ModelConfig& m, const LayerRanges& lr, con
   auto plan = [&](int i) { return cluster_reorder_index(i, m, lr, cfg.clusters_of(layer, i), layer, seed).index; };
   // Post-LN OPT normalises after the residual add: the attention and FFN inputs are the residual stream itself,
   // so R1/R4 have no norm to fold into. They keep the original order and one cluster.
-  if (m.pre_layer_norm) {
+  // A serving target keeps only the reorders a Hugging Face model holds in its weights as they are (R3, R5): R1
+  // and R4 would need the norm's gather, R2 of a rotary model permuted rotary frequencies (and with float
+  // activations R2 orders nothing that is quantized).
+  const bool serving = cfg.target != ServeTarget::None;
+  if (m.pre_layer_norm && !serving) {
     r.r1 = plan(1);
     r.r4 = plan(4);
   } else {
     r.r1 = ReorderIndex::identity(m.hidden);
     r.r4 = ReorderIndex::identity(m.hidden);
   }
-  r.r2 = plan(2);
+  if (serving) {  // one cluster per KV head, in the source order
+    r.r2 = ReorderIndex::identity(m.kv_heads * m.head_dim);
+    r.r2.boundaries.clear();
+    for (std::int64_t g = 0; g <= m.kv_heads; ++g) r.r2.boundaries.push_back(g * m.head_dim);
+  } else {
+    r.r2 = plan(2);
+  }
   r.r3 = plan(3);
   r.r5 = plan(5);
   r.r1.check("R1");

@@ -89,4 +89,16 @@ void fake_quant_softmax(std::span<float> p);
 // The same over a [rows, cols] matrix with row stride ld.
 void fake_quant_softmax(float* p, std::int64_t rows, std::int64_t cols, std::int64_t ld);
 
+// FP8 E4M3 ("e4m3fn": 4 exponent bits, bias 7, 3 fraction bits, no infinities; largest 448, smallest subnormal
+// 2^-9), the format of an engine's FP8 KV cache: v rounded to the nearest such value (ties to even), saturating
+// at +-448. NaN stays NaN.
+constexpr float kFp8E4m3Max = 448.0f;
+float round_to_e4m3(float v);
+
+// An FP8 KV cache as an engine stores it, simulated in place on x[rows, cols] (row stride ld): channel c, in head
+// c / head_dim, becomes round_to_e4m3(x / s) * s with s = scales[head] (one scale: every head). Throws
+// InputError when the scales are neither one nor cols / head_dim, or a scale is not positive and finite.
+void fake_quant_fp8(float* x, std::int64_t rows, std::int64_t cols, std::int64_t ld, const std::vector<float>& scales,
+                    std::int64_t head_dim);
+
 }  // namespace rptq

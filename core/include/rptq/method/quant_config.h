@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include "rptq/base/dtype.h"
 #include "rptq/model/tap.h"
 
 namespace rptq {
@@ -36,6 +37,20 @@ enum class RangeMode {
   Static,   // from calibration (the default)
   Dynamic,  // each forward computes the ranges of its own activations, per cluster
 };
+
+// Not a paper setting: a serving format the quantization is made to fit exactly (docs/serving.md), so the model
+// the workbench evaluates is the one an existing engine serves and the export loses nothing.
+//   CompressedTensors: compressed-tensors "pack-quantized" weights for vLLM and SGLang: 4- or 8-bit asymmetric
+//   integer weights in uniform groups of 32, 64 or 128 columns (or one per output channel, weight_group -1) of the
+//   linear's input as the folder stores it, every
+//   range holding 0 (the zero point is a code), scales in QuantConfig::scale_dtype; activations in float. Only
+//   the reorders a Hugging Face model can hold in its weights are kept: R3 (v rows with o columns) and R5 (fc1 or
+//   gate/up rows with fc2 or down columns); R1, R2 and R4 stay in the source order.
+enum class ServeTarget { None, CompressedTensors };
+// FP8 (E4M3) KV cache scales from calibration, for an engine's FP8 KV cache (compressed-tensors kv_cache_scheme):
+// one per layer for K and one for V (Tensor), or one per KV head (Head). The evaluation then rounds K and V to
+// E4M3 with those scales, as the engine's cache stores them.
+enum class KvFp8 { Off, Tensor, Head };
 
 constexpr int kFullPrecisionBits = 16;  // a bit width of 16 means "not quantized" (kept in float)
 constexpr int kReorderIndices = 5;      // R1..R5
@@ -68,6 +83,7 @@ struct QuantConfig {
   int wbits = kFullPrecisionBits;
   WeightMethod weight_method = WeightMethod::GPTQ;
   int weight_group = 0;            // 0: groups are (output row) x (input cluster); else a fixed group size
+                                   // (-1, a serving target's only: one group per output row, "channel")
   double gptq_damp = 0.01;         // fraction of the mean Hessian diagonal added to the diagonal
   int gptq_block = 128;            // columns per lazy-update block
   // Not paper settings (remedies for weights): the group range search, and GPTQ's act-order (desc_act: columns
@@ -85,6 +101,12 @@ struct QuantConfig {
   // token-specific massive activations on the first token (the attention sink), which a static per-cluster range
   // cannot hold without wiping out the other tokens' values in those channels (docs/rptq-results.md).
   int fp_prefix = 0;
+
+  ServeTarget target = ServeTarget::None;
+  // The serving target's weight scale dtype (F32, F16 or BF16): scales are values of it and a dequantized weight
+  // (code - zero point) * scale is rounded to it, as compressed-tensors dequantizes in the scale's dtype.
+  DType scale_dtype = DType::BF16;
+  KvFp8 kv_fp8 = KvFp8::Off;
 
   std::vector<TapOverride> overrides;  // in order: a later one wins where two select the same (layer, tap)
 
@@ -130,7 +152,12 @@ QuantGrid parse_grid(const std::string& s);  // throws InputError
 const char* range_stat_name(RangeStat s);    // "ema", "minmax"
 RangeStat parse_range_stat(const std::string& s);
 const char* weight_method_name(WeightMethod m);  // "rtn", "gptq"
-const char* weight_clip_name(WeightClip c);      // "minmax", "mse"
+const char* weight_clip_name(WeightClip c);
+const char* target_name(ServeTarget t);           // "none", "compressed-tensors"
+ServeTarget parse_target(const std::string& s);   // throws InputError
+const char* kv_fp8_name(KvFp8 k);                 // "off", "tensor", "head"
+KvFp8 parse_kv_fp8(const std::string& s);         // throws InputError
+DType parse_scale_dtype(const std::string& s);    // "f32", "f16", "bf16" (any case); throws InputError      // "minmax", "mse"
 WeightClip parse_weight_clip(const std::string& s);  // throws InputError
 WeightMethod parse_weight_method(const std::string& s);
 

@@ -27,6 +27,9 @@ struct TapQuantizer {
   bool dynamic = false;
   bool per_token = false;                  // dynamic, one range per (token, cluster) (an --override remedy)
   QuantGrid grid = QuantGrid::Exact;
+  // K and V of a serving target with QuantConfig::kv_fp8: the FP8 E4M3 cache scales (absmax / 448 of the
+  // calibration ranges), one or one per KV head; the tap is then rounded as the engine's FP8 cache stores it.
+  std::vector<float> fp8_scales;
   bool active() const { return bits < kFullPrecisionBits; }
 };
 
@@ -47,6 +50,11 @@ struct LayerQuantization {
 // cluster, or its plain min/max).
 std::vector<QuantParams> tap_cluster_params(const TapRanges& ranges, RangeStat stat, std::span<const std::int32_t> order,
                                            const std::vector<std::int64_t>& boundaries, int bits, QuantGrid grid);
+
+// The FP8 E4M3 KV cache scales of a K or V tap from its calibration ranges: absmax / 448 over every channel
+// (Tensor) or over each head's head_dim channels (Head; channel c is in head c / head_dim); a head whose range is 0
+// gets 1. Empty for Off. Throws InputError for a width that is not whole heads or a non-finite range.
+std::vector<float> kv_fp8_scales(const TapRanges& r, std::int64_t head_dim, KvFp8 granularity);
 
 struct NamedLinear {
   const char* name;

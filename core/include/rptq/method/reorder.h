@@ -63,8 +63,8 @@ TapClusters cluster_reorder_index(int r, const ModelConfig& model, const LayerRa
 std::uint64_t cluster_seed(std::uint64_t seed, int layer, int r);
 
 // The whole reorder of one layer from its calibration ranges. clusters: R1..R5 counts (R2/R3 per head) from cfg;
-// with cfg.reorder == false or a post-LayerNorm model, R1/R4 stay in the original order (clusters are still formed
-// but contiguous index ranges cannot hold them, so R1/R4 get one cluster; see plan notes in reorder.cpp).
+// for a post-LayerNorm model R1/R4 stay in the original order (there is no norm to fold them into, so they get one
+// cluster); with a serving target (cfg.target) R1, R2 and R4 do (only R3 and R5 live in the weights alone).
 LayerReorder plan_layer_reorder(const ModelConfig& model, const LayerRanges& ranges, const QuantConfig& cfg,
                                 int layer, std::uint64_t seed = 0);
 
