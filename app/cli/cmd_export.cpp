@@ -39,7 +39,13 @@ void run_export(const ExportArgs& a) {
   apply_threads(a.threads);
   const Device device = pick_device(a.device);
   ChannelStats stats;
-  auto q = load_and_quantize(a.model, a.quant, &stats, device);
+  QuantArgs quant = a.quant;
+  if (a.format == "compressed-tensors") {
+    quant.target = "compressed-tensors";  // the format's own quantization: what is evaluated is what is served
+  } else if (quant.target != "none") {
+    throw InputError("--serving " + quant.target + " is exported with --format " + quant.target);
+  }
+  auto q = load_and_quantize(a.model, quant, &stats, device);
   std::uint64_t bytes = 0;
   if (a.format == "hdf5") {
     Progress p("exporting");
@@ -54,21 +60,25 @@ void run_export(const ExportArgs& a) {
     bytes = std::filesystem::file_size(a.out);
   } else {
     Progress p("exporting");
-    export_hf_folder(*q, a.model, a.out, a.force, DType::F32, [&](double f, const std::string&) {
+    auto report = [&](double f, const std::string&) {
       p.update(f * 100.0, 100.0, "%");
       return true;
-    });
+    };
+    if (a.format == "compressed-tensors")
+      export_compressed_tensors(*q, a.model, a.out, a.force, report);
+    else
+      export_hf_folder(*q, a.model, a.out, a.force, DType::F32, report);
     p.finish();
     bytes = folder_bytes(a.out);
   }
   const std::string abs = std::filesystem::absolute(a.out).string();
-  RunRecord rec = command_record("export", a.model, q->config(), a.quant);
+  RunRecord rec = command_record("export", a.model, q->config(), quant);
   rec.options["device"] = device_name(device);
   rec.options["format"] = a.format;
   rec.results = {{"out", abs}, {"bytes", bytes}, {"quantize_seconds", q->seconds}};
   const nlohmann::json run = record_run(rec);
   if (a.json) {
-    nlohmann::json j = quant_settings_json(q->config(), a.quant);
+    nlohmann::json j = quant_settings_json(q->config(), quant);
     j["model"] = a.model;
     j["out"] = abs;
     j["format"] = a.format;
@@ -80,7 +90,10 @@ void run_export(const ExportArgs& a) {
     return;
   }
   std::printf("%s\n", q->config().describe().c_str());
-  std::printf("wrote %s (%s, %s)\n", abs.c_str(), a.format == "hdf5" ? "RPTQ checkpoint" : "Hugging Face folder",
+  std::printf("wrote %s (%s, %s)\n", abs.c_str(),
+              a.format == "hdf5"                 ? "RPTQ checkpoint"
+              : a.format == "compressed-tensors" ? "compressed-tensors folder for vLLM / SGLang"
+                                                 : "Hugging Face folder",
               human_bytes(bytes).c_str());
 }
 }  // namespace
@@ -90,9 +103,11 @@ void add_export(CLI::App& app) {
   auto* cmd = app.add_subcommand("export", "Quantize and write a packed RPTQ checkpoint (HDF5) or a dequantized "
                                            "Hugging Face folder (safetensors)");
   cmd->add_option("MODEL", a->model, "Hugging Face model folder")->required();
-  cmd->add_option("--out", a->out, "Output: OUT.h5 (hdf5) or a folder (safetensors)")->required();
-  cmd->add_option("--format", a->format, "hdf5 (packed, default) or safetensors (reordered, weights dequantized)")
-      ->check(CLI::IsMember({"hdf5", "safetensors"}));
+  cmd->add_option("--out", a->out, "Output: OUT.h5 (hdf5) or a folder (safetensors, compressed-tensors)")->required();
+  cmd->add_option("--format", a->format,
+                  "hdf5 (packed, default), safetensors (reorders undone, weights dequantized) or compressed-tensors "
+                  "(packed int weights that vLLM and SGLang serve; quantizes with --serving compressed-tensors)")
+      ->check(CLI::IsMember({"hdf5", "safetensors", "compressed-tensors"}));
   cmd->add_flag("--force", a->force, "Overwrite an existing output");
   cmd->add_option("--threads", a->threads, "CPU threads (default: all cores)")->check(CLI::Range(0, 4096));
   cmd->add_flag("--json", a->json, "Print a JSON summary");

@@ -24,8 +24,10 @@ void add_quant_options(CLI::App* cmd, QuantArgs& a, bool stats_required) {
   cmd->add_option("--clusters", a.clusters, "Clusters per reorder index: R1=32,R2=4,R3=4,R4=32,R5=32 or one number");
   cmd->add_option("--weights", a.weights, "Weight quantization: gptq (default) or rtn")
       ->check(CLI::IsMember({"gptq", "rtn"}));
-  cmd->add_option("--weight-group", a.weight_group, "Fixed weight group size (default: the input clusters)")
-      ->check(CLI::Range(1, 1 << 20));
+  cmd->add_option("--weight-group", a.weight_group,
+                  "Fixed weight group size (default: the input clusters; with --serving: 128, or -1 for one group per "
+                  "output channel)")
+      ->check(CLI::Range(-1, 1 << 20));
   cmd->add_option("--weight-clip", a.weight_clip,
                   "Remedy, not a paper setting: weight group ranges by min/max (default) or mse (the range shrunk "
                   "to the least error, weighted by the Hessian diagonal with GPTQ)")
@@ -55,9 +57,25 @@ void add_quant_options(CLI::App* cmd, QuantArgs& a, bool stats_required) {
                   "(default: all layers, all taps but K/V); SET: abits=N (2-8, 16 = FP), wbits=N (the weights of "
                   "the linears reading those taps), clusters=N (R1, R4, R5 in those layers), dynamic, per-token, static")
       ->allow_extra_args(false);
+  cmd->add_option("--serving", a.target,
+                  "Serving format the quantization is made for, exactly: none (RPTQ's own, default) or "
+                  "compressed-tensors (vLLM / SGLang: W4A16 or W8A16, uniform weight groups of 32, 64 or 128 "
+                  "(default 128), only the R3 and R5 reorders; implies --preset W4A16 when no bits are given; "
+                  "docs/serving.md)")
+      ->check(CLI::IsMember({"none", "compressed-tensors"}));
+  cmd->add_option("--scale-dtype", a.scale_dtype,
+                  "The serving format's weight scale dtype: bf16 (default), f16 or f32; dequantized weights are "
+                  "rounded to it as the format's decompression does")
+      ->check(CLI::IsMember({"bf16", "f16", "f32"}));
+  cmd->add_option("--kv-fp8", a.kv_fp8,
+                  "With --serving: FP8 (E4M3) KV cache scales from calibration for the engine's FP8 cache (its "
+                  "kv_cache_scheme), one per layer (tensor) or per KV head (head); evaluation then rounds K and V to "
+                  "FP8 with them (CPU only); default off")
+      ->check(CLI::IsMember({"off", "tensor", "head"}));
   for (const char* name : {"--preset", "--wbits", "--abits", "--kvbits", "--softmax-bits", "--clusters", "--weights",
                            "--weight-group", "--weight-clip", "--act-order", "--grid", "--stat", "--dynamic",
-                           "--no-sequential", "--reorder-only", "--kmeans-seed", "--fp-prefix", "--override"})
+                           "--no-sequential", "--reorder-only", "--kmeans-seed", "--fp-prefix", "--override",
+                           "--serving", "--scale-dtype", "--kv-fp8"})
     a.options.push_back(cmd->get_option(name));
 }
 
@@ -78,12 +96,13 @@ std::string listed(const std::vector<std::string>& names) {
 
 QuantConfig build_quant_config(const QuantArgs& a) {
   const bool custom = a.wbits || a.abits || a.kvbits;
+  const ServeTarget target = parse_target(a.target);
   if (!a.preset.empty() && custom) throw InputError("give --preset or --wbits/--abits/--kvbits, not both");
-  if (a.preset.empty() && !custom && !a.reorder_only)
+  if (a.preset.empty() && !custom && !a.reorder_only && target == ServeTarget::None)
     throw InputError("--stats needs --preset NAME or --wbits W --abits A [--kvbits B] (or --reorder-only)");
   QuantConfig c;
-  if (!a.preset.empty()) {
-    c = QuantConfig::preset(a.preset);
+  if (!a.preset.empty() || (target != ServeTarget::None && !custom && !a.reorder_only)) {
+    c = QuantConfig::preset(a.preset.empty() ? "W4A16" : a.preset);
   } else if (custom) {
     if (!a.wbits || !a.abits) throw InputError("custom bits need both --wbits and --abits");
     c = QuantConfig::custom(a.wbits, a.abits, a.kvbits ? a.kvbits : a.abits);
@@ -99,6 +118,10 @@ QuantConfig build_quant_config(const QuantArgs& a) {
   c.grid = parse_grid(a.grid);
   c.range_mode = a.dynamic ? RangeMode::Dynamic : RangeMode::Static;
   c.fp_prefix = a.fp_prefix;
+  c.target = target;
+  c.scale_dtype = parse_scale_dtype(a.scale_dtype);
+  c.kv_fp8 = parse_kv_fp8(a.kv_fp8);
+  if (target != ServeTarget::None && c.weight_group == 0) c.weight_group = 128;
   for (const std::string& o : a.overrides) c.overrides.push_back(parse_override(o));
   c.validate();
   return c;

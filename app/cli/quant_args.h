@@ -15,6 +15,7 @@ namespace rptq::cli {
 
 struct QuantArgs {
   std::string stats, preset, clusters, weights = "gptq", grid = "exact", stat, weight_clip = "minmax";
+  std::string target = "none", scale_dtype = "bf16", kv_fp8 = "off";
   int wbits = 0, abits = 0, kvbits = 0, weight_group = 0, softmax_bits = 0, fp_prefix = 0;
   bool reorder_only = false, dynamic = false, no_sequential = false, act_order = false;
   std::uint64_t seed = 0;

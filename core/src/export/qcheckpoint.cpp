@@ -207,6 +207,10 @@ void export_checkpoint(const QuantizedModel& q, const ChannelStats& stats, const
   auto progress = [&](double f, const std::string& what) {
     if (opts.progress && !opts.progress(f, what)) throw Cancelled();
   };
+  if (c.target != ServeTarget::None)
+    throw InputError(out.string() + ": a quantization made for the " + std::string(target_name(c.target)) +
+                     " serving format is exported in that format (rptq export --format " + target_name(c.target) +
+                     "), not as an RPTQ checkpoint");
   h5::Writer w(out, opts.overwrite);
   w.attr("/", "format", std::string(kFormat));
   w.attr("/", "format_version", std::int64_t{kCheckpointFormatVersion});

@@ -118,7 +118,7 @@ void write_safetensors(const fs::path& path, const std::vector<SafetensorsTensor
   auto fail = [&](const std::string& msg) -> void { throw InputError(path.string() + ": " + msg); };
   if (dtype != DType::F32 && dtype != DType::F16 && dtype != DType::BF16)
     fail("cannot write dtype " + std::string(dtype_name(dtype)) + " (supported: F32, F16, BF16)");
-  const std::size_t esize = dtype_size(dtype);
+  auto dtype_of = [dtype](const SafetensorsTensor& t) { return t.dtype == DType::Bool ? dtype : t.dtype; };
 
   // Validate everything before the file is created; order by name.
   std::vector<const SafetensorsTensor*> order;
@@ -127,9 +127,15 @@ void write_safetensors(const fs::path& path, const std::vector<SafetensorsTensor
     if (t.name.empty()) fail("a tensor has an empty name");
     if (t.name == "__metadata__") fail("\"__metadata__\" is reserved and cannot name a tensor");
     if (!names.insert(t.name).second) fail("tensor '" + t.name + "' is given twice");
-    if (!checked_byte_size(t.shape, esize))
+    const DType td = dtype_of(t);
+    const bool integer = td == DType::I32 || td == DType::I64;
+    if (!integer && td != DType::F32 && td != DType::F16 && td != DType::BF16)
+      fail("tensor '" + t.name + "': cannot write dtype " + std::string(dtype_name(td)));
+    if (integer != static_cast<bool>(t.produce_raw))
+      fail("tensor '" + t.name + "': integer tensors (and only they) are given as raw bytes");
+    if (!checked_byte_size(t.shape, dtype_size(td)))
       fail("tensor '" + t.name + "': shape " + shape_to_string(t.shape) + " is negative or too large");
-    if (!t.produce) {
+    if (!t.produce && !t.produce_raw) {
       std::int64_t numel = 1;
       for (std::int64_t d : t.shape) numel *= d;
       if (static_cast<std::int64_t>(t.values.size()) != numel)
@@ -144,8 +150,8 @@ void write_safetensors(const fs::path& path, const std::vector<SafetensorsTensor
   if (!metadata.empty()) header["__metadata__"] = metadata;
   std::uint64_t offset = 0;
   for (const SafetensorsTensor* t : order) {
-    const std::uint64_t bytes = *checked_byte_size(t->shape, esize);
-    header[t->name] = {{"dtype", std::string(dtype_name(dtype))}, {"shape", t->shape},
+    const std::uint64_t bytes = *checked_byte_size(t->shape, dtype_size(dtype_of(*t)));
+    header[t->name] = {{"dtype", std::string(dtype_name(dtype_of(*t)))}, {"shape", t->shape},
                        {"data_offsets", {offset, offset + bytes}}};
     offset += bytes;
   }
@@ -164,15 +170,20 @@ void write_safetensors(const fs::path& path, const std::vector<SafetensorsTensor
   f.write(&n, sizeof n);
   f.write(text.data(), text.size());
   std::vector<float> scratch;
+  std::vector<std::uint8_t> raw;
   for (const SafetensorsTensor* t : order) {
     std::int64_t numel = 1;
     for (std::int64_t d : t->shape) numel *= d;
-    if (t->produce) {
+    if (t->produce_raw) {
+      raw.assign(*checked_byte_size(t->shape, dtype_size(dtype_of(*t))), 0);
+      t->produce_raw(raw.data());
+      f.write(raw.data(), raw.size());
+    } else if (t->produce) {
       scratch.assign(static_cast<std::size_t>(numel), 0.0f);
       t->produce(scratch.data());
-      write_values(f, scratch.data(), numel, dtype);
+      write_values(f, scratch.data(), numel, dtype_of(*t));
     } else {
-      write_values(f, t->values.data(), numel, dtype);
+      write_values(f, t->values.data(), numel, dtype_of(*t));
     }
   }
   f.commit();

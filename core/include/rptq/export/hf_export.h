@@ -45,4 +45,29 @@ void export_hf_folder(const QuantizedModel& q, const std::filesystem::path& sour
                       const std::filesystem::path& out_dir, bool overwrite, DType dtype = DType::F32,
                       const std::function<bool(double, const std::string&)>& progress = {});
 
+// Export of a model quantized for the compressed-tensors serving target (QuantConfig::target, docs/serving.md) as
+// the Hugging Face folder vLLM, SGLang and transformers (with the compressed-tensors package) load: the source's
+// config.json with a "quantization_config" of the compressed-tensors schema added (quant_method
+// compressed-tensors, format pack-quantized, one config group per weight bit width with asymmetric int weights,
+// strategy group and the group size; "ignore" lists lm_head and any linear an override keeps in float; with
+// QuantConfig::kv_fp8 a kv_cache_scheme of FP8 scales), the tokenizer files, and model.safetensors holding, for
+// each quantized linear, weight_packed (I32 [out, ceil(in * bits / 32)]: code + 2^(bits-1) at bit i * bits of
+// row element i, little-endian words), weight_scale ([out, in / group], or [out, 1] for one group per output
+// channel, in QuantConfig::scale_dtype),
+// weight_zero_point (I32 [ceil(out * bits / 32), in / group], the zero points + 2^(bits-1) packed the same way
+// down each column) and weight_shape (I64 [out, in]); every other tensor in F32 (lossless; config.json keeps
+// its torch_dtype).
+// The weights stay in the quantized model's layout: R3 and R5 are permutations a Hugging Face model runs as they
+// are (v rows and bias with o_proj columns within each head; fc1 or gate/up rows and bias with fc2 or down
+// columns), and R1, R2 and R4 are the identity under the serving target. compressed-tensors' decompression,
+// (code - zero point) * scale in the scale's dtype, gives every weight exactly as the quantized model computes it.
+// Throws InputError when the model was not quantized for this target, and as export_hf_folder otherwise (the same
+// folder rules, overwrite and cancel behaviour).
+void export_compressed_tensors(const QuantizedModel& q, const std::filesystem::path& source_model_dir,
+                               const std::filesystem::path& out_dir, bool overwrite,
+                               const std::function<bool(double, const std::string&)>& progress = {});
+
+// The "quantization_config" object export_compressed_tensors adds to config.json.
+std::string compressed_tensors_config_json(const QuantizedModel& q);
+
 }  // namespace rptq

@@ -7,7 +7,8 @@
 //  - The data section holds the tensors in the same (name) order, back to back: the format requires contiguous
 //    data with no gaps (Hugging Face's reader refuses holes), and one dtype per file keeps every tensor aligned to
 //    its element size.
-//  - Values are given as float32 and stored as F32, F16 or BF16. F16 and BF16 round to nearest, ties to even;
+//  - Values are given as float32 and stored as F32, F16 or BF16 (a tensor may name its own; integer tensors, I32
+//    and I64, are given as raw bytes). F16 and BF16 round to nearest, ties to even;
 //    F16 overflows to infinity beyond its largest finite value (65504) and goes through subnormals below 2^-14.
 //  - The file appears atomically: it is written to a temporary file in the target's folder, synced, and renamed
 //    into place, so readers see the old file or the complete new one, never a partial one.
@@ -33,6 +34,10 @@ struct SafetensorsTensor {
   // ... or, when set, a function that writes the numel values into the buffer it is given when the tensor's turn
   // comes, so a transformed copy (a permuted weight) exists for one tensor at a time.
   std::function<void(float*)> produce;
+  // The tensor's own dtype instead of the file's (DType::Bool: none given). F32, F16 and BF16 come from the float
+  // values above; I32 and I64 from produce_raw, which writes numel elements as little-endian integers.
+  DType dtype = DType::Bool;
+  std::function<void(std::uint8_t*)> produce_raw{};
 };
 
 // Writes `tensors` to PATH in `dtype` (F32, F16 or BF16) with the optional metadata. Throws InputError naming
