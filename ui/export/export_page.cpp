@@ -1,5 +1,7 @@
 #include "export/export_page.h"
 
+#include <algorithm>
+
 #include <QComboBox>
 #include <QDir>
 #include <QDirIterator>
@@ -60,7 +62,9 @@ ExportPage::ExportPage(Session* session, QWidget* parent)
                               "their scales, the activation and KV quantizers, config and tokenizer): the workbench and "
                               "<tt>rptq</tt> run it as it is. A <b>safetensors folder</b> holds the quantized weights "
                               "dequantized in the source's channel order, for Hugging Face transformers (without the "
-                              "activation quantizers)."));
+                              "activation quantizers). A <b>compressed-tensors folder</b> holds packed integer weights "
+                              "that vLLM and SGLang serve, with tensor parallelism; it needs a quantization made for "
+                              "it (Quantize step, <i>Serve with</i>: vLLM / SGLang)."));
   intro->setWordWrap(true);
   root->addWidget(intro);
   note_ = new QLabel;
@@ -79,7 +83,8 @@ ExportPage::ExportPage(Session* session, QWidget* parent)
   format_->setObjectName(QStringLiteral("formatCombo"));
   format_->addItem(tr("RPTQ checkpoint (HDF5, packed)"), Hdf5);
   format_->addItem(tr("Hugging Face folder (safetensors, dequantized)"), Safetensors);
-  format_->setCurrentIndex(QSettings().value(QStringLiteral("export/format"), 0).toInt() == 1 ? 1 : 0);
+  format_->addItem(tr("compressed-tensors folder (vLLM / SGLang, packed)"), CompressedTensors);
+  format_->setCurrentIndex(std::clamp(QSettings().value(QStringLiteral("export/format"), 0).toInt(), 0, 2));
   form->addRow(tr("Format"), format_);
   auto* out_row = new QHBoxLayout;
   out_edit_ = new QLineEdit;
@@ -148,7 +153,13 @@ ExportPage::ExportPage(Session* session, QWidget* parent)
     if (!exported_.isEmpty()) Q_EMIT open_requested(exported_);
   });
   connect(session_, &Session::model_changed, this, &ExportPage::update_availability);
-  connect(session_, &Session::quantized_changed, this, &ExportPage::update_availability);
+  connect(session_, &Session::quantized_changed, this, [this] {
+    // A quantization made for serving has one format; RPTQ's own has the other two.
+    const QuantizationSummary* s = session_->quantization_summary();
+    if (s && !exporting() && !format_mismatch().isEmpty())
+      format_->setCurrentIndex(format_->findData(s->config.target != rptq::ServeTarget::None ? CompressedTensors : Hdf5));
+    update_availability();
+  });
   connect(session_, &Session::quantized_use_changed, this, [this] { set_busy(exporting()); });
   update_availability();
 }
@@ -163,8 +174,10 @@ QString ExportPage::automatic_output_path() const {
   const QuantizationSummary* s = session_->quantization_summary();
   const QString base = QStringLiteral("%1-%2").arg(m ? m->display_name() : QStringLiteral("model"),
                                                    s ? QString::fromStdString(s->config.name) : QStringLiteral("rptq"));
-  return format_->currentData().toInt() == Hdf5 ? QStringLiteral("%1/%2.h5").arg(dir, base)
-                                                : QStringLiteral("%1/%2-hf").arg(dir, base);
+  const int f = format_->currentData().toInt();
+  return f == Hdf5 ? QStringLiteral("%1/%2.h5").arg(dir, base)
+                   : QStringLiteral("%1/%2-%3").arg(dir, base, f == Safetensors ? QStringLiteral("hf")
+                                                                                : QStringLiteral("ct"));
 }
 
 QString ExportPage::output_path() const {
@@ -172,10 +185,25 @@ QString ExportPage::output_path() const {
   return p.isEmpty() ? automatic_output_path() : p;
 }
 
+QString ExportPage::format_mismatch() const {
+  const QuantizationSummary* s = session_->quantization_summary();
+  if (!s) return {};
+  const bool served = s->config.target != rptq::ServeTarget::None;
+  const bool ct = format_->currentData().toInt() == CompressedTensors;
+  if (served && !ct)
+    return tr("This quantization was made for vLLM / SGLang: export it as a compressed-tensors folder.");
+  if (!served && ct)
+    return tr("A compressed-tensors folder needs a quantization made for it: in the Quantize step choose "
+              "<i>Serve with: vLLM / SGLang</i> and quantize again. RPTQ's own setting has per-cluster weight "
+              "groups and reorders that the format cannot hold.");
+  return {};
+}
+
 void ExportPage::update_availability() {
   const QuantizationSummary* s = session_->quantization_summary();
-  note_->setText(s ? QString() : tr("Quantize a model first (Quantize step); the export writes that quantized model."));
-  note_->setVisible(!s);
+  const QString mismatch = format_mismatch();
+  note_->setText(!s ? tr("Quantize a model first (Quantize step); the export writes that quantized model.") : mismatch);
+  note_->setVisible(!s || !mismatch.isEmpty());
   what_->setText(s ? tr("%1 of %2 (%3 of weights in memory)")
                          .arg(QString::fromStdString(s->config.name), QFileInfo(s->model_path).fileName(),
                               human_bytes(s->quantized_weight_bytes))
@@ -187,7 +215,7 @@ void ExportPage::update_availability() {
 void ExportPage::set_busy(bool on) {
   // A comparison or generation reading the quantized model: wait for it.
   const bool waiting = !on && session_->quantized_in_use();
-  export_->setEnabled(!on && !waiting && session_->quantized() && session_->stats());
+  export_->setEnabled(!on && !waiting && session_->quantized() && session_->stats() && format_mismatch().isEmpty());
   export_->setToolTip(waiting ? tr("Waiting for %1 to finish with the quantized model.").arg(session_->quantized_user())
                               : QString());
   format_->setEnabled(!on);
@@ -200,7 +228,7 @@ void ExportPage::start() {
   const QuantizationSummary* s = session_->quantization_summary();
   if (!q || !stats || !s || exporting() || session_->quantized_in_use()) return;
   const QString out = QFileInfo(output_path()).absoluteFilePath();
-  const bool hdf5 = format_->currentData().toInt() == Hdf5;
+  const int format = format_->currentData().toInt();
   const bool exists = output_exists(out);
   if (exists && confirm_overwrite_ &&
       QMessageBox::question(this, tr("Replace the export?"),
@@ -223,7 +251,7 @@ void ExportPage::start() {
   };
   run_task(
       this, nullptr,
-      [q, stats, source, out, hdf5, exists, progress]() -> Written {
+      [q, stats, source, out, format, exists, progress]() -> Written {
         QElapsedTimer clock;
         clock.start();
         const QString parent = QFileInfo(out).absolutePath();
@@ -234,12 +262,15 @@ void ExportPage::start() {
           progress->set({f, QString::fromStdString(what)});
           return !progress->cancelled();
         };
-        if (hdf5) {
+        if (format == Hdf5) {
           rptq::ExportOptions eo;
           eo.overwrite = exists;  // the user agreed (or it does not exist)
           eo.progress = report;
           rptq::export_checkpoint(*q, *stats, source.toStdString(), out.toStdString(), eo);
           w.bytes = static_cast<std::uint64_t>(QFileInfo(out).size());
+        } else if (format == CompressedTensors) {
+          rptq::export_compressed_tensors(*q, source.toStdString(), out.toStdString(), exists, report);
+          w.bytes = folder_bytes(out);
         } else {
           rptq::export_hf_folder(*q, source.toStdString(), out.toStdString(), exists, rptq::DType::F32, report);
           w.bytes = folder_bytes(out);
@@ -274,10 +305,20 @@ void ExportPage::finished(const QString& path, std::uint64_t bytes, double secon
   exported_ = path;
   status_->setText(tr("Exported in %1.").arg(human_seconds(seconds)));
   const bool folder = QFileInfo(path).isDir();
+  // The format combo is disabled while exporting: it still names what was written. A compressed-tensors folder is
+  // for a serving engine (docs/serving.md); the workbench does not open it.
+  const bool served = format_->currentData().toInt() == CompressedTensors;
   result_->setText(tr("Wrote <b>%1</b> (%2, %3).")
                        .arg(QDir::toNativeSeparators(path).toHtmlEscaped(),
-                            folder ? tr("Hugging Face folder") : tr("RPTQ checkpoint"), human_bytes(bytes)));
-  open_->setEnabled(true);
+                            served   ? tr("compressed-tensors folder for vLLM / SGLang")
+                            : folder ? tr("Hugging Face folder")
+                                     : tr("RPTQ checkpoint"),
+                            human_bytes(bytes)));
+  if (served)
+    result_->setText(result_->text() +
+                     tr(" Serve it with <tt>vllm serve %1 --tensor-parallel-size N</tt>.")
+                         .arg(QDir::toNativeSeparators(path).toHtmlEscaped()));
+  open_->setEnabled(!served);
   set_busy(false);
   Q_EMIT running_changed(false);
 }

@@ -22,7 +22,7 @@ struct TaskError;
 class ExportPage : public QWidget {
   Q_OBJECT
  public:
-  enum Format { Hdf5, Safetensors };
+  enum Format { Hdf5, Safetensors, CompressedTensors };
   explicit ExportPage(Session* session, QWidget* parent = nullptr);
   ~ExportPage() override;
 
@@ -53,6 +53,8 @@ class ExportPage : public QWidget {
 
  private Q_SLOTS:
   void update_availability();
+  // Why the chosen format cannot hold the session's quantization ("" when it can).
+  QString format_mismatch() const;
 
  private:
   void finished(const QString& path, std::uint64_t bytes, double seconds);

@@ -115,6 +115,39 @@ QuantizePage::QuantizePage(Session* session, QWidget* parent)
   method_row->addWidget(grid_);
   method_row->addStretch(1);
   form->addRow(tr("Weights"), method_row);
+  serving_ = new QComboBox;
+  serving_->setObjectName(QStringLiteral("servingCombo"));
+  serving_->addItem(tr("RPTQ workbench (its checkpoint: every reorder, per-cluster groups)"),
+                    static_cast<int>(rptq::ServeTarget::None));
+  serving_->addItem(tr("vLLM / SGLang (compressed-tensors: W4A16 or W8A16, uniform groups)"),
+                    static_cast<int>(rptq::ServeTarget::CompressedTensors));
+  serving_->setToolTip(tr("A quantization made exactly for an existing engine's format, so Compare shows the quality "
+                          "of what will be served: weights only, uniform groups in each linear's input order, and only "
+                          "the reorders the weights can hold (R3, R5). Choose the W4A16 preset (or custom W4 or W8 "
+                          "with A16). docs/serving.md"));
+  group_ = new QComboBox;
+  group_->setObjectName(QStringLiteral("groupCombo"));
+  for (int g : {128, 64, 32}) group_->addItem(tr("group %1").arg(g), g);
+  group_->addItem(tr("per output channel"), -1);
+  scale_dtype_ = new QComboBox;
+  scale_dtype_->setObjectName(QStringLiteral("scaleDtypeCombo"));
+  scale_dtype_->addItem(tr("BF16 scales"), static_cast<int>(rptq::DType::BF16));
+  scale_dtype_->addItem(tr("F16 scales"), static_cast<int>(rptq::DType::F16));
+  scale_dtype_->addItem(tr("F32 scales"), static_cast<int>(rptq::DType::F32));
+  auto* serving_row = new QHBoxLayout;
+  serving_row->addWidget(serving_);
+  serving_row->addSpacing(12);
+  serving_row->addWidget(group_);
+  serving_row->addWidget(scale_dtype_);
+  serving_row->addStretch(1);
+  form->addRow(tr("Serve with"), serving_row);
+  const auto serving_inputs = [this] {
+    const bool on = serving_->currentData().toInt() != static_cast<int>(rptq::ServeTarget::None);
+    group_->setEnabled(on && serving_->isEnabled());
+    scale_dtype_->setEnabled(on && serving_->isEnabled());
+  };
+  connect(serving_, &QComboBox::currentIndexChanged, this, serving_inputs);
+  serving_inputs();
   sequential_ = new QCheckBox(tr("Re-measure each layer's ranges on the outputs of the quantized layers before it "
                                  "(the reference; slower)"));
   sequential_->setChecked(s.value(QStringLiteral("quantize/sequential"), true).toBool());
@@ -184,11 +217,11 @@ QuantizePage::QuantizePage(Session* session, QWidget* parent)
   rl->addLayout(result_row);
   root->addWidget(result_box, 1);
 
-  inputs_ = {preset_, wbits_, abits_, kvbits_, method_, grid_, sequential_, device_, overrides_};
+  inputs_ = {preset_, wbits_, abits_, kvbits_, method_, grid_, serving_, sequential_, device_, overrides_};
   for (QSpinBox* sb : clusters_) inputs_ << sb;
 
   connect(preset_, &QComboBox::currentIndexChanged, this, &QuantizePage::preset_changed);
-  for (QComboBox* c : {wbits_, abits_, kvbits_, method_, grid_})
+  for (QComboBox* c : {wbits_, abits_, kvbits_, method_, grid_, serving_, group_, scale_dtype_})
     connect(c, &QComboBox::currentIndexChanged, this, [this] {
       if (!setting_preset_) Q_EMIT config_changed();
     });
@@ -268,6 +301,11 @@ rptq::QuantConfig QuantizePage::config() const {
   c.weight_method = static_cast<rptq::WeightMethod>(method_->currentData().toInt());
   c.grid = static_cast<rptq::QuantGrid>(grid_->currentData().toInt());
   for (const QString& o : overrides()) c.overrides.push_back(rptq::parse_override(o.toStdString()));
+  c.target = static_cast<rptq::ServeTarget>(serving_->currentData().toInt());
+  if (c.target != rptq::ServeTarget::None) {
+    c.weight_group = group_->currentData().toInt();
+    c.scale_dtype = static_cast<rptq::DType>(scale_dtype_->currentData().toInt());
+  }
   c.validate();
   return c;
 }
@@ -303,6 +341,11 @@ QString QuantizePage::apply_config(const rptq::QuantConfig& c) {
   setting_preset_ = false;
   set_weight_method(c.weight_method);
   grid_->setCurrentIndex(grid_->findData(static_cast<int>(c.grid)));
+  serving_->setCurrentIndex(serving_->findData(static_cast<int>(c.target)));
+  if (c.target != rptq::ServeTarget::None) {
+    group_->setCurrentIndex(std::max(0, group_->findData(c.weight_group)));
+    scale_dtype_->setCurrentIndex(std::max(0, scale_dtype_->findData(static_cast<int>(c.scale_dtype))));
+  }
   QStringList specs;
   for (const rptq::TapOverride& o : c.overrides) specs << QString::fromStdString(o.spec);
   set_overrides(specs);  // emits config_changed
@@ -315,7 +358,8 @@ QString QuantizePage::apply_config(const rptq::QuantConfig& c) {
     return tr("the overrides (they do not apply to this model)");
   }
   if (now.abits != c.abits || now.softmax_bits != c.softmax_bits) lost << tr("per-tap bits");
-  if (c.weight_group != 0) lost << tr("weight group %1").arg(c.weight_group);
+  if (c.weight_group != 0 && c.target == rptq::ServeTarget::None) lost << tr("weight group %1").arg(c.weight_group);
+  if (c.kv_fp8 != rptq::KvFp8::Off) lost << tr("FP8 KV scales");
   if (c.weight_clip != rptq::WeightClip::MinMax) lost << tr("MSE weight ranges");
   if (c.act_order) lost << tr("act-order");
   if (c.range_mode != rptq::RangeMode::Static) lost << tr("dynamic ranges");
@@ -368,6 +412,9 @@ void QuantizePage::set_running(bool on) {
   for (QWidget* w : inputs_) w->setEnabled(!on && usable);
   const bool custom = preset_->currentData().toString() == kCustom;
   for (QComboBox* c : {wbits_, abits_, kvbits_}) c->setEnabled(!on && usable && custom);
+  const bool serving = serving_->currentData().toInt() != static_cast<int>(rptq::ServeTarget::None);
+  group_->setEnabled(!on && usable && serving);
+  scale_dtype_->setEnabled(!on && usable && serving);
 }
 
 void QuantizePage::start() {

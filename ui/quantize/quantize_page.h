@@ -68,6 +68,11 @@ class QuantizePage : public QWidget {
   QSpinBox* clusters_spin(int reorder_index) const { return clusters_.at(static_cast<std::size_t>(reorder_index - 1)); }
   QComboBox* method_combo() const { return method_; }
   QComboBox* grid_combo() const { return grid_; }
+  QLabel* config_label() const { return describe_; }  // the setting's description, or why it is refused
+  // Serve with: RPTQ's own quantization, or one made exactly for vLLM / SGLang (compressed-tensors).
+  QComboBox* serving_combo() const { return serving_; }
+  QComboBox* group_combo() const { return group_; }
+  QComboBox* scale_dtype_combo() const { return scale_dtype_; }
   QPushButton* run_button() const { return run_; }
   QPushButton* cancel_button() const { return cancel_; }
   QProgressBar* progress_bar() const { return bar_; }
@@ -109,6 +114,9 @@ class QuantizePage : public QWidget {
   std::array<QSpinBox*, rptq::kReorderIndices> clusters_{};
   QComboBox* method_;
   QComboBox* grid_;
+  QComboBox* serving_;
+  QComboBox* group_;
+  QComboBox* scale_dtype_;
   QCheckBox* sequential_;
   DeviceChoice* device_;
   QLabel* describe_;
