@@ -417,3 +417,50 @@ TEST(CliRptq, RunsAreRecordedInTheHistory) {
   EXPECT_EQ(bad.code, 2);
   EXPECT_NE(bad.err.find(hist), std::string::npos) << bad.err;
 }
+
+// The serving target from the command line: `export --format compressed-tensors` quantizes for it (W4A16 by
+// default) and writes the folder with its quantization_config; `compare --serving` evaluates the same setting;
+// settings the format cannot hold are refused with one line and exit code 2.
+TEST(CliRptq, ExportsACompressedTensorsFolder) {
+  const auto dir = rptq::test::temp_dir("cli-rptq-ct");
+  const std::string out = (dir / "served").string();
+  const CliRun e = rptq_cli({"export", model("stories260k"), "--stats", stats_file(), "--format", "compressed-tensors",
+                             "--weight-group", "-1", "--scale-dtype", "f16", "--kv-fp8", "tensor", "--weights", "rtn",
+                             "--out", out, "--json"});
+  ASSERT_EQ(e.code, 0) << e.err;
+  const auto j = nlohmann::json::parse(e.out);
+  EXPECT_EQ(j["format"], "compressed-tensors");
+  EXPECT_EQ(j["target"], "compressed-tensors");
+  EXPECT_EQ(j["scale_dtype"], "F16");
+  EXPECT_EQ(j["kv_fp8"], "tensor");
+  EXPECT_EQ(j["wbits"], 4);
+  EXPECT_EQ(j["weight_group"], -1);
+  const auto cfg = nlohmann::json::parse(rptq::test::read_file(dir / "served" / "config.json"));
+  EXPECT_EQ(cfg["quantization_config"]["config_groups"]["group_0"]["weights"]["strategy"], "channel");
+  EXPECT_EQ(cfg["quantization_config"]["kv_cache_scheme"]["strategy"], "tensor");
+  EXPECT_TRUE(std::filesystem::exists(dir / "served" / "model.safetensors"));
+  // Text output names the format.
+  const CliRun t = rptq_cli({"export", model("stories260k"), "--stats", stats_file(), "--format", "compressed-tensors",
+                             "--weight-group", "-1", "--weights", "rtn", "--out", out, "--force"});
+  ASSERT_EQ(t.code, 0) << t.err;
+  EXPECT_NE(t.out.find("compressed-tensors folder for vLLM / SGLang"), std::string::npos) << t.out;
+  const CliRun c = rptq_cli({"compare", model("stories260k"), "--data", stories(), "--stats", stats_file(), "--serving",
+                             "compressed-tensors", "--weight-group", "-1", "--weights", "rtn", "--seqlen", "32",
+                             "--max-windows", "2", "--json"});
+  ASSERT_EQ(c.code, 0) << c.err;
+  EXPECT_EQ(nlohmann::json::parse(c.out)["target"], "compressed-tensors");
+  for (const std::vector<std::string>& bad : std::vector<std::vector<std::string>>{
+           {"--format", "compressed-tensors", "--preset", "W4A8"},          // activations
+           {"--format", "compressed-tensors", "--weight-group", "128"},      // 172 / 128
+           {"--format", "compressed-tensors", "--weight-group", "-1", "--wbits", "3", "--abits", "16"},
+           {"--format", "hdf5", "--serving", "compressed-tensors"},
+           {"--format", "hdf5", "--preset", "W4A16", "--kv-fp8", "head"}}) {
+    std::vector<std::string> args = {"export", model("stories260k"), "--stats", stats_file(), "--weights", "rtn",
+                                     "--out", (dir / "bad").string()};
+    args.insert(args.end(), bad.begin(), bad.end());
+    const CliRun r = rptq_cli(args);
+    EXPECT_EQ(r.code, 2) << bad[1] << " " << bad[2] << ": " << r.err;
+    EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.err;
+    EXPECT_FALSE(std::filesystem::exists(dir / "bad"));
+  }
+}

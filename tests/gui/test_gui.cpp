@@ -1319,6 +1319,45 @@ class GuiTest : public QObject {
     QCOMPARE(e->progress_bar()->value(), 1000);
   }
 
+  // Serving with vLLM / SGLang: the Quantize step makes the compressed-tensors quantization (W4A16, group 128,
+  // BF16 scales), the Export step then offers that format only, and writes the folder with its quantization_config.
+  void exportsCompressedTensorsForServing() {
+    open_window();
+    calibrate_small(tmp("stats.h5"));
+    rptq::ui::QuantizePage* q = w_->quantize_page();
+    w_->go_to(MainWindow::QuantizeStep);
+    q->serving_combo()->setCurrentIndex(q->serving_combo()->findData(static_cast<int>(rptq::ServeTarget::CompressedTensors)));
+    QVERIFY(q->group_combo()->isEnabled());
+    QVERIFY(q->select_preset(QStringLiteral("W4A8")));  // activations: the format cannot hold them
+    QVERIFY(q->config_label()->text().contains(QStringLiteral("stay in float")));
+    QVERIFY(q->select_preset(QStringLiteral("W4A16")));
+    QCOMPARE(q->config().target, rptq::ServeTarget::CompressedTensors);
+    QCOMPARE(q->config().weight_group, 128);
+    QCOMPARE(q->config().scale_dtype, rptq::DType::BF16);
+    quantize_small(QStringLiteral("W4A16"));
+    rptq::ui::ExportPage* e = w_->export_page();
+    w_->go_to(MainWindow::ExportStep);
+    QCOMPARE(e->format_combo()->currentData().toInt(), static_cast<int>(rptq::ui::ExportPage::CompressedTensors));
+    e->format_combo()->setCurrentIndex(e->format_combo()->findData(static_cast<int>(rptq::ui::ExportPage::Hdf5)));
+    QVERIFY(!e->export_button()->isEnabled());  // RPTQ's checkpoint cannot hold a serving quantization
+    e->format_combo()->setCurrentIndex(
+        e->format_combo()->findData(static_cast<int>(rptq::ui::ExportPage::CompressedTensors)));
+    QVERIFY(e->export_button()->isEnabled());
+    const QString out = tmp("export/served");
+    e->output_edit()->setText(out);
+    QTest::mouseClick(e->export_button(), Qt::LeftButton);
+    QTRY_VERIFY_WITH_TIMEOUT(!e->exporting(), kCalibrateTimeoutMs);
+    QVERIFY2(QFileInfo::exists(out + QStringLiteral("/model.safetensors")), qPrintable(e->status_label()->text()));
+    QFile cfg(out + QStringLiteral("/config.json"));
+    QVERIFY(cfg.open(QIODevice::ReadOnly));
+    const auto j = nlohmann::json::parse(cfg.readAll().toStdString());
+    QCOMPARE(QString::fromStdString(j["quantization_config"]["format"].get<std::string>()), QStringLiteral("pack-quantized"));
+    QCOMPARE(j["quantization_config"]["config_groups"]["group_0"]["weights"]["group_size"].get<int>(), 128);
+    QVERIFY(e->result_label()->text().contains(QStringLiteral("vllm serve")));
+    QVERIFY(!e->open_button()->isEnabled());
+    save_shot(w_.get(), QStringLiteral("export-served"));
+  }
+
   void cancelsQuantizationMidway() {
     open_window();
     calibrate_small(tmp("stats.h5"), 64, 256);
