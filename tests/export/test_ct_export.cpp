@@ -13,6 +13,8 @@
 #include <set>
 
 #include "rptq/base/error.h"
+#include "rptq/eval/memory_model.h"
+#include "rptq/model/model_config.h"
 #include "rptq/export/hf_export.h"
 #include "rptq/export/qcheckpoint.h"
 #include "rptq/io/safetensors_writer.h"
@@ -362,6 +364,20 @@ void check_linears(const rptq::QuantizedModel& q, const std::map<std::string, St
       for (std::int64_t i = 0; i < out; ++i) ASSERT_EQ(b.at<float>(static_cast<std::size_t>(i)), lw->bias[i]);
     }
   }
+}
+
+// The memory model counts a serving quantization's parameters as the folder stores them: per (row, group) one
+// scale of the scale dtype and one zero point packed at the weight bits (one group per row with -1).
+TEST(ServingMemory, ParametersAreTheFoldersScalesAndPackedZeroPoints) {
+  rptq::ModelConfig m = rptq::ModelConfig::load(rptq::test::shared_model("tiny-opt-16m"));
+  const std::int64_t d = m.hidden, f = m.intermediate, L = m.layers;
+  const auto params = [&](const QuantConfig& c) { return rptq::estimate_memory(m, c, 1, 16).linear_param_bytes; };
+  // q, k, v, o: [d, d]; fc1 [f, d]; fc2 [d, f]. Groups of 128: d / 128 and f / 128 per row.
+  const std::uint64_t cells128 = static_cast<std::uint64_t>(L * (4 * d * (d / 128) + f * (d / 128) + d * (f / 128)));
+  EXPECT_EQ(params(serving(128, DType::BF16)), cells128 * 2 + cells128 * 4 / 8);
+  EXPECT_EQ(params(serving(128, DType::F32)), cells128 * 4 + cells128 * 4 / 8);
+  const std::uint64_t rows = static_cast<std::uint64_t>(L * (4 * d + f + d));
+  EXPECT_EQ(params(serving(-1, DType::F16, 8)), rows * 2 + rows);
 }
 
 // ---------------------------------------------------------------------------------------------------------------

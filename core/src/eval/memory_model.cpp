@@ -48,6 +48,7 @@ struct LinearShape {
 // Input groups per output row: the clusters of the reorder index on the input (per head), capped at the width.
 u64 input_groups(const QuantConfig& q, const LinearShape& l, std::int64_t clusters) {
   if (q.weight_group > 0) return (u(l.in) + u(q.weight_group) - 1) / u(q.weight_group);
+  if (q.weight_group < 0) return 1;  // one group per output channel (a serving target's)
   return mul(u(l.heads), u(std::min(clusters, l.in / l.heads)));
 }
 
@@ -139,8 +140,13 @@ MemoryEstimate estimate_memory(const ModelConfig& m, const QuantConfig& q, std::
       const auto [bits, clusters] = key;
       if (bits < kFullPrecisionBits) {
         e.linear_weight_bytes = add(e.linear_weight_bytes, mul(count, bits_to_bytes(mul(n, u(bits)))));
+        const u64 cells = mul({count, u(l.out), input_groups(q, l, clusters)});
+        // RPTQ: an FP16 scale and zero point per group. A serving target: its scale dtype, and the zero point
+        // packed at the weight's bit width.
         e.linear_param_bytes =
-            add(e.linear_param_bytes, mul({count, u(l.out), input_groups(q, l, clusters), kParamBytes}));
+            add(e.linear_param_bytes, q.target == ServeTarget::None
+                                          ? mul(cells, kParamBytes)
+                                          : add(mul(cells, u(dtype_size(q.scale_dtype))), bits_to_bytes(mul(cells, u(bits)))));
       } else {
         e.linear_weight_bytes = add(e.linear_weight_bytes, mul({count, n, kFpBytes}));
       }

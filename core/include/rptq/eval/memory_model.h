@@ -52,7 +52,8 @@ struct MemoryEstimate {
 
   // Weights.
   std::uint64_t linear_weight_bytes = 0;  // the decoder layers' linear weights: packed at wbits, or FP16
-  std::uint64_t linear_param_bytes = 0;   // their FP16 scale + zero point per (output row, input group)
+  std::uint64_t linear_param_bytes = 0;   // their FP16 scale + zero point per (output row, input group); a serving
+                                          // target: its scale dtype + the zero point packed at the weight bits
   std::uint64_t fp_weight_bytes = 0;      // FP16, never quantized: embeddings, positions, head if untied, norms, biases
   // KV cache.
   std::uint64_t kv_bytes_per_token = 0;  // K and V rows of every layer for one token of one sequence
