@@ -56,6 +56,24 @@ inline std::filesystem::path temp_dir(const std::string& name) {
   return p;
 }
 
+// temp_dir(name), removed afterwards unless the test failed (then it is kept for a look): for tests that write
+// large files (model exports).
+class ScratchDir {
+ public:
+  explicit ScratchDir(const std::string& name) : path_(temp_dir(name)) {}
+  ScratchDir(const ScratchDir&) = delete;
+  ScratchDir& operator=(const ScratchDir&) = delete;
+  ~ScratchDir() {
+    std::error_code ec;
+    if (!::testing::Test::HasFailure()) std::filesystem::remove_all(path_, ec);
+  }
+  const std::filesystem::path& path() const { return path_; }
+  std::filesystem::path operator/(const std::string& p) const { return path_ / p; }
+
+ private:
+  std::filesystem::path path_;
+};
+
 inline std::string read_file(const std::filesystem::path& p) {
   std::ifstream f(p, std::ios::binary);
   return {std::istreambuf_iterator<char>(f), std::istreambuf_iterator<char>()};

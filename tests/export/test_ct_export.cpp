@@ -42,21 +42,7 @@ void expect_input_error(F&& f, const std::string& part) {
   }
 }
 
-class ScratchDir {
- public:
-  explicit ScratchDir(const std::string& name) : path_(rptq::test::temp_dir(name)) {}
-  ScratchDir(const ScratchDir&) = delete;
-  ScratchDir& operator=(const ScratchDir&) = delete;
-  ~ScratchDir() {
-    std::error_code ec;
-    if (!::testing::Test::HasFailure()) fs::remove_all(path_, ec);
-  }
-  const fs::path& path() const { return path_; }
-  fs::path operator/(const std::string& p) const { return path_ / p; }
-
- private:
-  fs::path path_;
-};
+using rptq::test::ScratchDir;
 
 QuantConfig serving(int group, DType scale_dtype = DType::BF16, int wbits = 4) {
   QuantConfig c = QuantConfig::preset(wbits == 8 ? "W16A16" : "W4A16");
@@ -625,6 +611,21 @@ std::string find_ct_python(std::string& tried) {
   return found;
 }
 
+// Runs tools/compressed-tensors/check_export.py on FOLDER (extra arguments appended) and reads its result.json;
+// false (with the log as a failure) when the script fails.
+bool run_check_export(const std::string& py, const fs::path& folder, const ScratchDir& scratch,
+                      const std::string& extra, nlohmann::json& res) {
+  const fs::path script = fs::path(RPTQ_RESOURCES_DIR).parent_path() / "tools/compressed-tensors/check_export.py";
+  const std::string cmd = "'" + py + "' '" + script.string() + "' '" + folder.string() + "' '" +
+                          scratch.path().string() + "' " + extra + " > '" + (scratch / "python.log").string() + "' 2>&1";
+  if (std::system(cmd.c_str()) != 0) {
+    ADD_FAILURE() << py << ":\n" << read_file(scratch / "python.log");
+    return false;
+  }
+  res = nlohmann::json::parse(read_file(scratch / "result.json"));
+  return true;
+}
+
 class CtExportPython : public ::testing::TestWithParam<ModelCase> {};
 
 // compressed-tensors' PackedQuantizationCompressor decompresses every exported weight to exactly the quantized
@@ -658,12 +659,11 @@ TEST_P(CtExportPython, LibrariesDecompressExactlyAndTransformersGivesTheLogits) 
   rptq::write_safetensors(scratch / "ref.safetensors", ref, DType::F32);
   const std::vector<std::int32_t> ids = rptq::test::some_ids(40, static_cast<std::int32_t>(q->model().config().vocab), 5);
   rptq::test::write_file(scratch / "ids.json", nlohmann::json(ids).dump());
-  const fs::path script = fs::path(RPTQ_RESOURCES_DIR).parent_path() / "tools/compressed-tensors/check_export.py";
-  const std::string cmd = "'" + py + "' '" + script.string() + "' '" + out.string() + "' '" + scratch.path().string() +
-                          "' --reference '" + (scratch / "ref.safetensors").string() + "' --ids '" +
-                          (scratch / "ids.json").string() + "' > '" + (scratch / "python.log").string() + "' 2>&1";
-  ASSERT_EQ(std::system(cmd.c_str()), 0) << py << ":\n" << read_file(scratch / "python.log");
-  const nlohmann::json res = nlohmann::json::parse(read_file(scratch / "result.json"));
+  nlohmann::json res;
+  ASSERT_TRUE(run_check_export(py, out, scratch,
+                               "--reference '" + (scratch / "ref.safetensors").string() + "' --ids '" +
+                                   (scratch / "ids.json").string() + "'",
+                               res));
   EXPECT_EQ(res["modules"].size(), lins.size());
   EXPECT_TRUE(res["mismatches"].empty()) << res["mismatches"].dump();
   EXPECT_TRUE(res["transformers_weight_mismatches"].empty()) << res["transformers_weight_mismatches"].dump();
@@ -695,10 +695,6 @@ INSTANTIATE_TEST_SUITE_P(Models, CtExportPython,
                            return n;
                          });
 
-}  // namespace
-
-namespace {
-
 // The FP8 KV scales carry the names and shapes that compressed-tensors' own initialisation gives an attention
 // module's k and v parameters (per tensor and per head); transformers, which dequantizes, reports them as its
 // only unexpected keys.
@@ -715,11 +711,8 @@ TEST(CtExportPythonKv, Fp8ScalesHaveTheLibrarysNamesAndShapes) {
     auto q = quantize_serving(src, c);
     const ScratchDir scratch("ct-python-kv");
     rptq::export_compressed_tensors(*q, src, scratch / "served", false);
-    const fs::path script = fs::path(RPTQ_RESOURCES_DIR).parent_path() / "tools/compressed-tensors/check_export.py";
-    const std::string cmd = "'" + py + "' '" + script.string() + "' '" + (scratch / "served").string() + "' '" +
-                            scratch.path().string() + "' > '" + (scratch / "python.log").string() + "' 2>&1";
-    ASSERT_EQ(std::system(cmd.c_str()), 0) << read_file(scratch / "python.log");
-    const nlohmann::json res = nlohmann::json::parse(read_file(scratch / "result.json"));
+    nlohmann::json res;
+    ASSERT_TRUE(run_check_export(py, scratch / "served", scratch, "", res));
     const nlohmann::json& kv = res["kv_scales"];
     EXPECT_EQ(kv["expected"].size(), 2u * static_cast<std::size_t>(q->layers()));
     EXPECT_EQ(kv["expected"], kv["ours"]);

@@ -28,23 +28,7 @@ using rptq::SafetensorsTensor;
 using rptq::Tensor;
 using rptq::test::read_file;
 
-// A fresh folder for one test's files (rptq::test::temp_dir), removed afterwards unless the test failed (then it
-// is kept for a look): the exports of tiny-opt-16m are 64 MB each.
-class ScratchDir {
- public:
-  explicit ScratchDir(const std::string& name) : path_(rptq::test::temp_dir(name)) {}
-  ScratchDir(const ScratchDir&) = delete;
-  ScratchDir& operator=(const ScratchDir&) = delete;
-  ~ScratchDir() {
-    std::error_code ec;
-    if (!::testing::Test::HasFailure()) fs::remove_all(path_, ec);
-  }
-  const fs::path& path() const { return path_; }
-  fs::path operator/(const std::string& p) const { return path_ / p; }
-
- private:
-  fs::path path_;
-};
+using rptq::test::ScratchDir;  // the exports of tiny-opt-16m are 64 MB each
 
 const char* const kTokenizerFiles[] = {"tokenizer.json",          "tokenizer_config.json", "vocab.json", "merges.txt",
                                        "special_tokens_map.json", "tokenizer.model",       "generation_config.json"};

@@ -140,13 +140,12 @@ void check_layer_layout(const ModelConfig& m, int l, const DecoderLayerWeights& 
     }
 }
 
-std::vector<SafetensorsTensor> hf_tensors(const QuantizedModel& q) {
-  const Model& model = q.model();
+// The tensors outside the decoder layers (embeddings, positions, projections, final norm, untied head), as they
+// are, under their Hugging Face names.
+void add_outer(std::vector<SafetensorsTensor>& out, const Model& model) {
   const ModelConfig& m = model.config();
   const bool opt = m.arch == Architecture::OPT;
   const std::string base = opt ? "model.decoder." : "model.";
-  std::vector<SafetensorsTensor> out;
-
   const Model::OuterWeights top = model.outer_weights();
   add(out, base + "embed_tokens.weight", top.embed_tokens);
   add(out, base + "embed_positions.weight", top.embed_positions);
@@ -154,6 +153,15 @@ std::vector<SafetensorsTensor> hf_tensors(const QuantizedModel& q) {
   add(out, base + "project_out.weight", top.project_out.weight);
   add_norm(out, opt ? base + "final_layer_norm" : base + "norm", top.final_norm);
   add(out, "lm_head.weight", top.lm_head);
+}
+
+std::vector<SafetensorsTensor> hf_tensors(const QuantizedModel& q) {
+  const Model& model = q.model();
+  const ModelConfig& m = model.config();
+  const bool opt = m.arch == Architecture::OPT;
+  const std::string base = opt ? "model.decoder." : "model.";
+  std::vector<SafetensorsTensor> out;
+  add_outer(out, model);
 
   for (int l = 0; l < static_cast<int>(m.layers); ++l) {
     const DecoderLayerWeights& w = model.layer(l);
@@ -462,13 +470,7 @@ std::vector<SafetensorsTensor> served_tensors(const QuantizedModel& q) {
   const bool opt = m.arch == Architecture::OPT;
   const std::string base = opt ? "model.decoder." : "model.";
   std::vector<SafetensorsTensor> out;
-  const Model::OuterWeights top = model.outer_weights();
-  add(out, base + "embed_tokens.weight", top.embed_tokens);
-  add(out, base + "embed_positions.weight", top.embed_positions);
-  add(out, base + "project_in.weight", top.project_in.weight);
-  add(out, base + "project_out.weight", top.project_out.weight);
-  add_norm(out, opt ? base + "final_layer_norm" : base + "norm", top.final_norm);
-  add(out, "lm_head.weight", top.lm_head);
+  add_outer(out, model);
   for (int l = 0; l < static_cast<int>(m.layers); ++l) {
     const DecoderLayerWeights& w = model.layer(l);
     const std::string p = base + "layers." + std::to_string(l) + ".";
