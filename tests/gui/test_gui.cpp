@@ -1328,6 +1328,8 @@ class GuiTest : public QObject {
     w_->go_to(MainWindow::QuantizeStep);
     q->serving_combo()->setCurrentIndex(q->serving_combo()->findData(static_cast<int>(rptq::ServeTarget::CompressedTensors)));
     QVERIFY(q->group_combo()->isEnabled());
+    QVERIFY(!q->clusters_spin(1)->isEnabled());  // only R3 and R5 are kept for serving
+    QVERIFY(q->clusters_spin(5)->isEnabled());
     QVERIFY(q->select_preset(QStringLiteral("W4A8")));  // activations: the format cannot hold them
     QVERIFY(q->config_label()->text().contains(QStringLiteral("stay in float")));
     QVERIFY(q->select_preset(QStringLiteral("W4A16")));
@@ -1335,6 +1337,7 @@ class GuiTest : public QObject {
     QCOMPARE(q->config().weight_group, 128);
     QCOMPARE(q->config().scale_dtype, rptq::DType::BF16);
     quantize_small(QStringLiteral("W4A16"));
+    save_shot(w_.get(), QStringLiteral("quantize-served"));
     rptq::ui::ExportPage* e = w_->export_page();
     w_->go_to(MainWindow::ExportStep);
     QCOMPARE(e->format_combo()->currentData().toInt(), static_cast<int>(rptq::ui::ExportPage::CompressedTensors));

@@ -145,6 +145,8 @@ QuantizePage::QuantizePage(Session* session, QWidget* parent)
     const bool on = serving_->currentData().toInt() != static_cast<int>(rptq::ServeTarget::None);
     group_->setEnabled(on && serving_->isEnabled());
     scale_dtype_->setEnabled(on && serving_->isEnabled());
+    // Serving keeps only R3 and R5: the other cluster counts do not apply.
+    for (int r : {1, 2, 4}) clusters_spin(r)->setEnabled(!on && serving_->isEnabled());
   };
   connect(serving_, &QComboBox::currentIndexChanged, this, serving_inputs);
   serving_inputs();
@@ -415,6 +417,7 @@ void QuantizePage::set_running(bool on) {
   const bool serving = serving_->currentData().toInt() != static_cast<int>(rptq::ServeTarget::None);
   group_->setEnabled(!on && usable && serving);
   scale_dtype_->setEnabled(!on && usable && serving);
+  for (int r : {1, 2, 4}) clusters_spin(r)->setEnabled(!on && usable && !serving);
 }
 
 void QuantizePage::start() {
