@@ -7,7 +7,8 @@
 //                         sizes (one row, a tile that does not divide out, all rows), bias and accumulate;
 //   packed_gemv           (1..8 rows) against the same.
 // The dequantization arithmetic of packed_gemm.cuh runs on the host, without a GPU, against
-// QuantizedWeight::dequantize, through the same bit-stream and group-lookup helpers the kernels use.
+// QuantizedWeight::dequantize, through the same bit-stream and group-lookup helpers the kernels use; so do a
+// serving format's F16 / BF16 value dtypes (values rounded after the product), on the host and the device.
 //
 // Tolerances. Dequantization is bit-exact: one subtraction and one product, rounded as the CPU's. The products
 // sum `in` float terms in different orders, so they are checked relative to M = |bias| + |y0| + sum_k |x_k w_k|:
@@ -237,6 +238,58 @@ TEST(CudaPackedGemm, HostDequantizationIsExact) {
           }
         ASSERT_EQ(std::memcmp(w.data(), l.dequantized.data(), w.size() * sizeof(float)), 0) << describe(l);
       }
+}
+
+// A serving format's weights (WeightFormat F16 / BF16: scales of that dtype, values rounded to it): the host form
+// of the kernels' dequantization and the dequantize kernel and fused GEMV give QuantizedWeight::dequantize's bits,
+// and hd::round_to_half / round_to_bf16 are rptq::round_to_dtype.
+TEST(CudaPackedGemm, ServingValueDtypesAreExact) {
+  std::mt19937 rng(11);
+  std::uniform_real_distribution<float> e(-30.0f, 17.0f);
+  for (int i = 0; i < 50000; ++i) {
+    const float v = std::ldexp(1.0f + std::generate_canonical<float, 24>(rng), static_cast<int>(e(rng))) *
+                    (i % 2 ? 1.0f : -1.0f);
+    ASSERT_EQ(rptq::cuda::hd::round_to_half(v), rptq::round_to_dtype(v, rptq::DType::F16)) << v;
+    ASSERT_EQ(rptq::cuda::hd::round_to_bf16(v), rptq::round_to_dtype(v, rptq::DType::BF16)) << v;
+  }
+  std::uint32_t seed = 900;
+  for (rptq::DType dt : {rptq::DType::F16, rptq::DType::BF16})
+    for (int bits : {4, 8}) {
+      const std::int64_t out = 19, in = 96;
+      std::vector<float> wf = normal(static_cast<std::size_t>(out * in), 0.0f, 0.05f, seed += 3);
+      const rptq::QuantizedWeight q = rptq::quantize_rtn(wf.data(), out, in, bits, rptq::QuantGrid::Exact,
+                                                         rptq::fixed_group_boundaries(in, 32), rptq::WeightClip::MinMax,
+                                                         {}, {dt, true});
+      std::vector<float> want(wf.size());
+      q.dequantize(want.data());
+      std::vector<std::uint8_t> packed(rptq::packed_bytes(out * in, bits));
+      rptq::pack_signed(q.codes.data(), out * in, bits, packed.data());
+      const int vd = dt == rptq::DType::F16 ? rptq::cuda::kValueF16 : rptq::cuda::kValueBF16;
+      std::vector<float> host(want.size());
+      for (std::int64_t r = 0; r < out; ++r)
+        for (std::int64_t c = 0; c < in; ++c) {
+          const std::size_t g = static_cast<std::size_t>(r * 3 + c / 32);
+          host[static_cast<std::size_t>(r * in + c)] = rptq::cuda::packed_weight_value(
+              rptq::cuda::bitpack_get(packed.data(), r * in + c, bits), q.scales[g], q.zero_points[g], bits, vd);
+        }
+      ASSERT_EQ(std::memcmp(host.data(), want.data(), want.size() * sizeof(float)), 0) << bits;
+      if (rptq::device_info().cuda_devices == 0) continue;  // the device half below needs a GPU (or the emulator)
+      const rptq::cuda::PackedWeight w =
+          rptq::cuda::upload_packed_weight(packed, out, in, bits, q.group_boundaries, q.scales, q.zero_points, vd);
+      DeviceBuffer<float> df(std::vector<float>(want.size(), std::nanf("")));
+      rptq::cuda::dequantize(w.view(), 0, out, df.data());
+      const std::vector<float> f = df.to_host();
+      ASSERT_EQ(std::memcmp(f.data(), want.data(), f.size() * sizeof(float)), 0) << bits;
+      // The fused GEMV reads the same values: against ops::linear on them.
+      const std::vector<float> x = normal(static_cast<std::size_t>(2 * in), 0.0f, 1.0f, seed += 3);
+      std::vector<float> y(static_cast<std::size_t>(2 * out), 0.0f);
+      rptq::ops::linear(x.data(), in, 2, in, want.data(), nullptr, out, y.data(), false);
+      DeviceBuffer<float> dx(x), dy(std::vector<float>(y.size(), 0.0f));
+      rptq::cuda::packed_gemv(dx.data(), in, 2, w.view(), nullptr, dy.data());
+      const std::vector<float> gy = dy.to_host();
+      for (std::size_t i = 0; i < y.size(); ++i) EXPECT_NEAR(gy[i], y[i], 1e-4f * (1.0f + std::fabs(y[i]))) << i;
+    }
+  EXPECT_THROW(rptq::cuda::upload_packed_weight({0, 0}, 1, 4, 4, {0, 4}, {1.0f}, {0.0f}, 7), std::invalid_argument);
 }
 
 TEST(CudaPackedGemm, InvalidArgumentsThrowBeforeAnyCudaCall) {
