@@ -12,7 +12,8 @@
 #   with safetensors and numpy, for the scale census; skipped without one), RPTQ_STATS (a statistics file to use
 #   instead of calibrating), RPTQ_KV_MODES (the FP8 KV rows: "tensor head" by default, "" for none),
 #   RPTQ_MORE_GROUPS (more serving group sizes, BF16 scales, e.g. "64 32"), RPTQ_RPTQ_GROUPS (RPTQ's own W4A16 with
-#   uniform groups of these sizes, every reorder kept: not servable, it separates the reorders from the grouping)
+#   uniform groups of these sizes, every reorder kept: not servable, it separates the reorders from the grouping),
+#   RPTQ_ACT_ORDER (1: also the serving row with GPTQ's act-order)
 set -euo pipefail
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 BUILD=${1:-$REPO/build}
@@ -59,6 +60,9 @@ done
 for g in ${RPTQ_RPTQ_GROUPS:-}; do
   compare rptq-W4A16-g$g --preset W4A16 --weight-group "$g"
 done
+if [ "${RPTQ_ACT_ORDER:-0}" = 1 ]; then
+  compare serving-g$GROUP-bf16-act-order --serving compressed-tensors --weight-group "$GROUP" --act-order
+fi
 for k in ${RPTQ_KV_MODES-tensor head}; do
   compare serving-g$GROUP-bf16-kvfp8-$k --serving compressed-tensors --weight-group "$GROUP" --kv-fp8 "$k"
 done
