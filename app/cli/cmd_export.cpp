@@ -100,8 +100,9 @@ void run_export(const ExportArgs& a) {
 
 void add_export(CLI::App& app) {
   auto a = std::make_shared<ExportArgs>();
-  auto* cmd = app.add_subcommand("export", "Quantize and write a packed RPTQ checkpoint (HDF5) or a dequantized "
-                                           "Hugging Face folder (safetensors)");
+  auto* cmd = app.add_subcommand("export", "Quantize and write a packed RPTQ checkpoint (HDF5), a dequantized "
+                                           "Hugging Face folder (safetensors) or a compressed-tensors folder that "
+                                           "vLLM and SGLang serve");
   cmd->add_option("MODEL", a->model, "Hugging Face model folder")->required();
   cmd->add_option("--out", a->out, "Output: OUT.h5 (hdf5) or a folder (safetensors, compressed-tensors)")->required();
   cmd->add_option("--format", a->format,

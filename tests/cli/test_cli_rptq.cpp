@@ -439,6 +439,9 @@ TEST(CliRptq, ExportsACompressedTensorsFolder) {
   EXPECT_EQ(cfg["quantization_config"]["config_groups"]["group_0"]["weights"]["strategy"], "channel");
   EXPECT_EQ(cfg["quantization_config"]["kv_cache_scheme"]["strategy"], "tensor");
   EXPECT_TRUE(std::filesystem::exists(dir / "served" / "model.safetensors"));
+  const CliRun ev = rptq_cli({"eval", out, "--data", stories(), "--seqlen", "32", "--max-windows", "1"});
+  EXPECT_EQ(ev.code, 2);
+  EXPECT_NE(ev.err.find("serve this folder with vLLM or SGLang"), std::string::npos) << ev.err;
   // Text output names the format.
   const CliRun t = rptq_cli({"export", model("stories260k"), "--stats", stats_file(), "--format", "compressed-tensors",
                              "--weight-group", "-1", "--weights", "rtn", "--out", out, "--force"});

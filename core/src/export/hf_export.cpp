@@ -497,7 +497,11 @@ nlohmann::ordered_json ct_config(const QuantizedModel& q) {
   const QuantConfig& c = q.config();
   const std::vector<ServedLinear> linears = served_linears(q);
   std::map<int, std::vector<std::string>> by_bits;
+  // Every nn.Linear outside the decoder layers stays in float: the head, and OPT-350m's embedding projections.
   nlohmann::ordered_json ignore = nlohmann::ordered_json::array({"lm_head"});
+  const Model::OuterWeights top = q.model().outer_weights();
+  if (!top.project_in.weight.empty()) ignore.push_back("model.decoder.project_in");
+  if (!top.project_out.weight.empty()) ignore.push_back("model.decoder.project_out");
   for (const ServedLinear& s : linears) {
     if (s.bits == kFullPrecisionBits)
       ignore.push_back(s.name);

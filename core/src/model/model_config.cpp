@@ -141,6 +141,14 @@ ModelConfig ModelConfig::parse(const std::string& text, const std::string& src) 
     throw InputError(src + ": not valid JSON (" + e.what() + ")");
   }
   if (!j.is_object()) throw InputError(src + ": expected a JSON object");
+  // A checkpoint quantized by another tool (or our compressed-tensors export) has no float weights to read.
+  if (const auto qc = j.find("quantization_config"); qc != j.end() && qc->is_object()) {
+    const auto m = qc->find("quant_method");
+    const std::string method = m != qc->end() && m->is_string() ? m->get<std::string>() : "not given";
+    throw InputError(src + ": the weights are already quantized (quantization_config, quant_method " + method +
+                     "); the workbench quantizes float checkpoints" +
+                     (method == "compressed-tensors" ? "; serve this folder with vLLM or SGLang (docs/serving.md)" : ""));
+  }
   Reader r{j, src};
   ModelConfig c;
   c.model_type = r.string("model_type", "");
