@@ -494,6 +494,14 @@ TEST(WeightQuant, MseRangeSearch) {
   EXPECT_THROW(rptq::quantize_rtn(w.data(), out, in, 4, QuantGrid::Exact, b, rptq::WeightClip::Mse,
                                   std::vector<float>(3, 1.0f)),
                rptq::InputError);
+  // A group without a range (equal weights) is not searched: it takes [min(c, 0), max(c, 0)] with either clip, so
+  // c stays on the grid.
+  std::vector<float> flat(64, 0.37f);
+  const auto f_mm = rptq::quantize_rtn(flat.data(), 1, 64, 4, QuantGrid::Exact, {0, 64});
+  const auto f_mse = rptq::quantize_rtn(flat.data(), 1, 64, 4, QuantGrid::Exact, {0, 64}, rptq::WeightClip::Mse);
+  EXPECT_EQ(f_mse.params(0, 0).scale, f_mm.params(0, 0).scale);
+  EXPECT_EQ(f_mse.params(0, 0).zero_point, f_mm.params(0, 0).zero_point);
+  EXPECT_NEAR(rptq::fake_quant(0.37f, f_mse.params(0, 0)), 0.37f, 0.37f / 1024);  // the scale's 11 stored bits
 }
 
 TEST(WeightQuant, GptqOnIdentityLikeInputEqualsRtn) {

@@ -127,11 +127,12 @@ QuantizedWeight group_quantizers(const float* w, std::int64_t out, std::int64_t 
       // A group without a range (one column, or equal weights) takes [min(c, 0), max(c, 0)], as GPTQ's quantizer
       // does for every group: c then sits on the grid's end (exact to an ulp) with an in-range zero point, instead
       // of a floored scale with a zero point of c / 1e-8.
-      if (mn == mx || format.zero_in_range) {
+      const bool flat = mn == mx;
+      if (flat || format.zero_in_range) {
         mn = std::min(mn, 0.0f);
         mx = std::max(mx, 0.0f);
       }
-      if (mn < mx && clip == WeightClip::Mse) {
+      if (!flat && clip == WeightClip::Mse) {
         std::tie(mn, mx) = mse_range(wr, boundaries[k], boundaries[k + 1], importance, mn, mx, bits, grid);
       }
       const QuantParams p = weight_quant_params(mn, mx, bits, grid);

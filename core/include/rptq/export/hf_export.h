@@ -49,14 +49,14 @@ void export_hf_folder(const QuantizedModel& q, const std::filesystem::path& sour
 // the Hugging Face folder vLLM, SGLang and transformers (with the compressed-tensors package) load: the source's
 // config.json with a "quantization_config" of the compressed-tensors schema added (quant_method
 // compressed-tensors, format pack-quantized, one config group per weight bit width with asymmetric int weights,
-// strategy group and the group size; "ignore" lists lm_head and any linear an override keeps in float; with
-// QuantConfig::kv_fp8 a kv_cache_scheme of FP8 scales), the tokenizer files, and model.safetensors holding, for
-// each quantized linear, weight_packed (I32 [out, ceil(in * bits / 32)]: code + 2^(bits-1) at bit i * bits of
-// row element i, little-endian words), weight_scale ([out, in / group], or [out, 1] for one group per output
-// channel, in QuantConfig::scale_dtype),
-// weight_zero_point (I32 [ceil(out * bits / 32), in / group], the zero points + 2^(bits-1) packed the same way
-// down each column) and weight_shape (I64 [out, in]); every other tensor in F32 (lossless; config.json keeps
-// its torch_dtype).
+// strategy group and the group size (or strategy channel); "ignore" lists lm_head, OPT's project_in/out and any
+// linear an override keeps in float; with QuantConfig::kv_fp8 a kv_cache_scheme of FP8 scales), the tokenizer
+// files, and model.safetensors holding, for each quantized linear, weight_packed (I32 [out, ceil(in * bits / 32)]:
+// code + 2^(bits-1) at bit i * bits of row element i, little-endian words), weight_scale ([out, in / group], or
+// [out, 1] for one group per output channel, in QuantConfig::scale_dtype), weight_zero_point (I32
+// [ceil(out * bits / 32), groups], the zero points + 2^(bits-1) packed the same way down each column) and
+// weight_shape (I64 [out, in]); with kv_fp8, self_attn.k_scale / v_scale ([1], or [kv_heads, 1, 1] per head);
+// every other tensor in F32 (lossless; config.json keeps its torch_dtype).
 // The weights stay in the quantized model's layout: R3 and R5 are permutations a Hugging Face model runs as they
 // are (v rows and bias with o_proj columns within each head; fc1 or gate/up rows and bias with fc2 or down
 // columns), and R1, R2 and R4 are the identity under the serving target. compressed-tensors' decompression,

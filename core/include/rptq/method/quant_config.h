@@ -42,10 +42,10 @@ enum class RangeMode {
 // the workbench evaluates is the one an existing engine serves and the export loses nothing.
 //   CompressedTensors: compressed-tensors "pack-quantized" weights for vLLM and SGLang: 4- or 8-bit asymmetric
 //   integer weights in uniform groups of 32, 64 or 128 columns (or one per output channel, weight_group -1) of the
-//   linear's input as the folder stores it, every
-//   range holding 0 (the zero point is a code), scales in QuantConfig::scale_dtype; activations in float. Only
-//   the reorders a Hugging Face model can hold in its weights are kept: R3 (v rows with o columns) and R5 (fc1 or
-//   gate/up rows with fc2 or down columns); R1, R2 and R4 stay in the source order.
+//   linear's input as the folder stores it, every range holding 0 (the zero point is a code), scales in
+//   QuantConfig::scale_dtype; activations in float. Only the reorders a Hugging Face model can hold in its weights
+//   are kept: R3 (v rows with o columns) and R5 (fc1 or gate/up rows with fc2 or down columns); R1, R2 and R4 stay
+//   in the source order.
 enum class ServeTarget { None, CompressedTensors };
 // FP8 (E4M3) KV cache scales from calibration, for an engine's FP8 KV cache (compressed-tensors kv_cache_scheme):
 // one per layer for K and one for V (Tensor), or one per KV head (Head). The evaluation then rounds K and V to
@@ -152,12 +152,12 @@ QuantGrid parse_grid(const std::string& s);  // throws InputError
 const char* range_stat_name(RangeStat s);    // "ema", "minmax"
 RangeStat parse_range_stat(const std::string& s);
 const char* weight_method_name(WeightMethod m);  // "rtn", "gptq"
-const char* weight_clip_name(WeightClip c);
+const char* weight_clip_name(WeightClip c);      // "minmax", "mse"
 const char* target_name(ServeTarget t);           // "none", "compressed-tensors"
 ServeTarget parse_target(const std::string& s);   // throws InputError
 const char* kv_fp8_name(KvFp8 k);                 // "off", "tensor", "head"
 KvFp8 parse_kv_fp8(const std::string& s);         // throws InputError
-DType parse_scale_dtype(const std::string& s);    // "f32", "f16", "bf16" (any case); throws InputError      // "minmax", "mse"
+DType parse_scale_dtype(const std::string& s);    // "f32", "f16", "bf16" (any case); throws InputError
 WeightClip parse_weight_clip(const std::string& s);  // throws InputError
 WeightMethod parse_weight_method(const std::string& s);
 
