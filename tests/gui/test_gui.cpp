@@ -5,6 +5,7 @@
 #include <QAbstractButton>
 #include <QAction>
 #include <QApplication>
+#include <QCheckBox>
 #include <QComboBox>
 #include <QDateTime>
 #include <QDir>
@@ -1336,6 +1337,12 @@ class GuiTest : public QObject {
     QCOMPARE(q->config().target, rptq::ServeTarget::CompressedTensors);
     QCOMPARE(q->config().weight_group, 128);
     QCOMPARE(q->config().scale_dtype, rptq::DType::BF16);
+    QVERIFY(!q->config().act_order);
+    q->set_weight_method(rptq::WeightMethod::GPTQ);
+    q->act_order_check()->setChecked(true);  // the serving recommendation
+    QVERIFY(q->config().act_order);
+    QVERIFY(q->config_label()->text().contains(QStringLiteral("act-order")));
+    q->act_order_check()->setChecked(false);  // quantize_small uses RTN, which has no column order
     quantize_small(QStringLiteral("W4A16"));
     save_shot(w_.get(), QStringLiteral("quantize-served"));
     rptq::ui::ExportPage* e = w_->export_page();

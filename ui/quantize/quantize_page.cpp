@@ -113,6 +113,12 @@ QuantizePage::QuantizePage(Session* session, QWidget* parent)
   method_row->addSpacing(12);
   method_row->addWidget(new QLabel(tr("Grid")));
   method_row->addWidget(grid_);
+  act_order_ = new QCheckBox(tr("act-order"));
+  act_order_->setObjectName(QStringLiteral("actOrderCheck"));
+  act_order_->setToolTip(tr("GPTQ quantizes the columns by decreasing Hessian diagonal (desc_act); the groups stay the "
+                            "same column sets. Not a paper setting; recommended when serving (docs/serving.md)."));
+  method_row->addSpacing(12);
+  method_row->addWidget(act_order_);
   method_row->addStretch(1);
   form->addRow(tr("Weights"), method_row);
   serving_ = new QComboBox;
@@ -219,7 +225,7 @@ QuantizePage::QuantizePage(Session* session, QWidget* parent)
   rl->addLayout(result_row);
   root->addWidget(result_box, 1);
 
-  inputs_ = {preset_, wbits_, abits_, kvbits_, method_, grid_, serving_, sequential_, device_, overrides_};
+  inputs_ = {preset_, wbits_, abits_, kvbits_, method_, grid_, act_order_, serving_, sequential_, device_, overrides_};
   for (QSpinBox* sb : clusters_) inputs_ << sb;
 
   connect(preset_, &QComboBox::currentIndexChanged, this, &QuantizePage::preset_changed);
@@ -227,6 +233,9 @@ QuantizePage::QuantizePage(Session* session, QWidget* parent)
     connect(c, &QComboBox::currentIndexChanged, this, [this] {
       if (!setting_preset_) Q_EMIT config_changed();
     });
+  connect(act_order_, &QCheckBox::toggled, this, [this] {
+    if (!setting_preset_) Q_EMIT config_changed();
+  });
   for (QSpinBox* sb : clusters_)
     connect(sb, &QSpinBox::valueChanged, this, [this] {
       if (!setting_preset_) Q_EMIT config_changed();
@@ -303,6 +312,7 @@ rptq::QuantConfig QuantizePage::config() const {
   c.weight_method = static_cast<rptq::WeightMethod>(method_->currentData().toInt());
   c.grid = static_cast<rptq::QuantGrid>(grid_->currentData().toInt());
   for (const QString& o : overrides()) c.overrides.push_back(rptq::parse_override(o.toStdString()));
+  c.act_order = act_order_->isChecked();
   c.target = static_cast<rptq::ServeTarget>(serving_->currentData().toInt());
   if (c.target != rptq::ServeTarget::None) {
     c.weight_group = group_->currentData().toInt();
@@ -343,6 +353,7 @@ QString QuantizePage::apply_config(const rptq::QuantConfig& c) {
   setting_preset_ = false;
   set_weight_method(c.weight_method);
   grid_->setCurrentIndex(grid_->findData(static_cast<int>(c.grid)));
+  act_order_->setChecked(c.act_order);
   serving_->setCurrentIndex(serving_->findData(static_cast<int>(c.target)));
   if (c.target != rptq::ServeTarget::None) {
     group_->setCurrentIndex(std::max(0, group_->findData(c.weight_group)));
@@ -363,7 +374,6 @@ QString QuantizePage::apply_config(const rptq::QuantConfig& c) {
   if (c.weight_group != 0 && c.target == rptq::ServeTarget::None) lost << tr("weight group %1").arg(c.weight_group);
   if (c.kv_fp8 != rptq::KvFp8::Off) lost << tr("FP8 KV scales");
   if (c.weight_clip != rptq::WeightClip::MinMax) lost << tr("MSE weight ranges");
-  if (c.act_order) lost << tr("act-order");
   if (c.range_mode != rptq::RangeMode::Static) lost << tr("dynamic ranges");
   if (c.fp_prefix > 0) lost << tr("FP prefix %1").arg(c.fp_prefix);
   if (c.gptq_damp != now.gptq_damp || c.gptq_block != now.gptq_block) lost << tr("GPTQ damping/block");

@@ -82,6 +82,7 @@ class QuantizePage : public QWidget {
   DeviceChoice* device_choice() const { return device_; }
   // Re-measure ranges layer by layer (QuantizeOptions::sequential); the Sweep step quantizes with it too.
   QCheckBox* sequential_check() const { return sequential_; }
+  QCheckBox* act_order_check() const { return act_order_; }
 
  Q_SIGNALS:
   void running_changed(bool running);
@@ -118,6 +119,7 @@ class QuantizePage : public QWidget {
   QComboBox* group_;
   QComboBox* scale_dtype_;
   QCheckBox* sequential_;
+  QCheckBox* act_order_;
   DeviceChoice* device_;
   QLabel* describe_;
   QPushButton* run_;
