@@ -533,17 +533,21 @@ TEST_P(CtExport, FolderUnpacksToTheModelsWeights) {
   }
 }
 
-INSTANTIATE_TEST_SUITE_P(Models, CtExport,
-                         ::testing::Values(ModelCase{"tiny-opt-16m", true, 128}, ModelCase{"stories260k", true, -1},
-                                           ModelCase{kSmolLM2, false, 64}, ModelCase{"mistral-head-dim", false, 32},
-                                           ModelCase{"llama-untied-bias", false, -1},
-                                           ModelCase{"opt-350m-style", false, -1}),
-                         [](const auto& info) {
-                           std::string n = info.param.name;
-                           for (char& c : n)
-                             if (c == '-') c = '_';
-                           return n;
-                         });
+// The shared OPT and LLaMA models, SmolLM2, and the Mistral / LLaMA-with-biases / OPT-350m variants, each with a
+// group size that tiles it.
+const auto kServingModels =
+    ::testing::Values(ModelCase{"tiny-opt-16m", true, 128}, ModelCase{"stories260k", true, -1},
+                      ModelCase{kSmolLM2, false, 64}, ModelCase{"mistral-head-dim", false, 32},
+                      ModelCase{"llama-untied-bias", false, -1}, ModelCase{"opt-350m-style", false, -1});
+
+std::string case_name(const ::testing::TestParamInfo<ModelCase>& info) {
+  std::string n = info.param.name;
+  for (char& c : n)
+    if (c == '-') c = '_';
+  return n;
+}
+
+INSTANTIATE_TEST_SUITE_P(Models, CtExport, kServingModels, case_name);
 
 // Mixed precision: 8-bit and float linears by override become a second config group (named modules) and
 // "ignore" entries; the 8-bit linears pack four codes to a word.
@@ -690,17 +694,7 @@ TEST_P(CtExportPython, LibrariesDecompressExactlyAndTransformersGivesTheLogits) 
                           << res["transformers"];
 }
 
-INSTANTIATE_TEST_SUITE_P(Models, CtExportPython,
-                         ::testing::Values(ModelCase{"tiny-opt-16m", true, 128}, ModelCase{"stories260k", true, -1},
-                                           ModelCase{kSmolLM2, false, 64}, ModelCase{"mistral-head-dim", false, 32},
-                                           ModelCase{"llama-untied-bias", false, -1},
-                                           ModelCase{"opt-350m-style", false, -1}),
-                         [](const auto& info) {
-                           std::string n = info.param.name;
-                           for (char& c : n)
-                             if (c == '-') c = '_';
-                           return n;
-                         });
+INSTANTIATE_TEST_SUITE_P(Models, CtExportPython, kServingModels, case_name);
 
 // The FP8 KV scales carry the names and shapes that compressed-tensors' own initialisation gives an attention
 // module's k and v parameters (per tensor and per head); transformers, which dequantizes, reports them as its
