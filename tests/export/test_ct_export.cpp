@@ -478,7 +478,9 @@ class CtExport : public ::testing::TestWithParam<ModelCase> {};
 // packed so that they unpack to the model's weights bit for bit.
 TEST_P(CtExport, FolderUnpacksToTheModelsWeights) {
   RPTQ_MODEL_OR_SKIP(GetParam(), src);
-  for (DType dt : {DType::BF16, DType::F32}) {
+  // Both scale dtypes on the small models; SmolLM2 (a minute per quantization in CI) with the default only.
+  const bool big = std::string(GetParam().name) == kSmolLM2;
+  for (DType dt : big ? std::vector<DType>{DType::BF16} : std::vector<DType>{DType::BF16, DType::F32}) {
     SCOPED_TRACE(rptq::dtype_name(dt));
     auto q = quantize_serving(src, serving(GetParam().group, dt));
     for (int l = 0; l < q->layers(); ++l) {
